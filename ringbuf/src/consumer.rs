@@ -1,0 +1,466 @@
+//! The reading end of a ring.
+#![allow(unsafe_code)] // Only to view a published record in the mapping.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Corruption, PopError};
+use crate::layout::{
+    max_payload, record_size, CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD,
+    RECORD_HEADER,
+};
+use crate::mem::Shared;
+use crate::producer::check_positions;
+use crate::sync::{fence, Ordering};
+use crate::wake::{spin_until, Deadline, Direction, DEFAULT_SPIN};
+
+/// The reading end of a ring: one per ring, in one thread at a time
+/// (`Send`, not `Sync`).
+///
+/// Records are read in place ([`try_peek`](Self::try_peek) and friends
+/// return a [`ReadGrant`] viewing the shared memory; release it to free
+/// the space) or copied out ([`try_pop_into`](Self::try_pop_into)). Each
+/// operation comes in three waiting styles: `try_*` never waits,
+/// `*_timeout` waits at most the given time, and the plain form waits
+/// until a record arrives or the ring is closed.
+///
+/// Every position and record header read from the shared memory is read
+/// once and validated before use; a producer that breaks the protocol
+/// gets [`PopError::Corrupt`] reported, never a panic or an
+/// out-of-bounds access.
+///
+/// Dropping the consumer closes the ring: the producer's next operation
+/// returns [`PushError::Closed`](crate::PushError::Closed).
+pub struct Consumer {
+    shared: Arc<Shared>,
+    /// Our position: the authoritative copy, never re-read from the
+    /// header (a peer may overwrite the shared one).
+    head: u64,
+    /// The last producer position we read and validated.
+    cached_tail: u64,
+    capacity: usize,
+    max_payload: usize,
+    spin: Duration,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// A validated record: payload at `off + RECORD_HEADER`, `len` bytes.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    off: usize,
+    len: usize,
+}
+
+impl Consumer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Consumer, Corruption> {
+        let h = shared.header();
+        // Acquire: pairs with the producer's Release store of `tail`.
+        let tail = h.tail.0.load(Ordering::Acquire);
+        let head = h.head.0.load(Ordering::Acquire);
+        check_positions(head, tail, shared.capacity)?;
+        Ok(Consumer {
+            capacity: shared.capacity,
+            max_payload: max_payload(shared.capacity),
+            shared,
+            head,
+            cached_tail: head,
+            spin: DEFAULT_SPIN,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Sets how long a waiting call spins before it sleeps (zero: sleep
+    /// at once). Default [`DEFAULT_SPIN`].
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// Size of the data region in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Largest payload one record may carry.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Whether either side has closed the ring. Records published before
+    /// a producer's close can still be read.
+    pub fn is_closed(&self) -> bool {
+        self.shared
+            .header()
+            .control
+            .0
+            .closed
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
+    /// Bytes published and not yet released (records, headers and
+    /// padding), capped at the capacity. A snapshot, for statistics.
+    pub fn pending_bytes(&self) -> usize {
+        // Relaxed: a statistic; nothing is read on the strength of it.
+        let tail = self.shared.header().tail.0.load(Ordering::Relaxed);
+        (tail.wrapping_sub(self.head)).min(self.capacity as u64) as usize
+    }
+
+    /// The next record, viewed in place, without waiting. The record stays
+    /// in the ring until the grant is [`release`](ReadGrant::release)d;
+    /// dropping the grant keeps it for the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`]; [`Closed`](PopError::Closed) once the ring is
+    /// closed and drained; [`Corrupt`](PopError::Corrupt).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ring = ringlink_ringbuf::Ring::create(4096)?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.try_push(b"pong")?;
+    /// let rec = rx.try_peek()?;
+    /// assert_eq!(&*rec, b"pong");
+    /// rec.release();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_peek(&mut self) -> Result<ReadGrant<'_>, PopError> {
+        self.peek_until(Deadline::Now)
+    }
+
+    /// [`try_peek`](Self::try_peek), waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `try_peek`, with [`TimedOut`](PopError::TimedOut) instead of
+    /// `Empty`.
+    pub fn peek_timeout(&mut self, timeout: Duration) -> Result<ReadGrant<'_>, PopError> {
+        self.peek_until(Deadline::after(timeout))
+    }
+
+    /// [`try_peek`](Self::try_peek), waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As `try_peek`, without `Empty`.
+    pub fn peek(&mut self) -> Result<ReadGrant<'_>, PopError> {
+        self.peek_until(Deadline::Never)
+    }
+
+    /// Copies the next record into `buf` and releases it, without
+    /// waiting. Returns the record's length.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_peek`](Self::try_peek), and
+    /// [`BufferTooSmall`](PopError::BufferTooSmall) (the record is kept).
+    pub fn try_pop_into(&mut self, buf: &mut [u8]) -> Result<usize, PopError> {
+        self.pop_until(buf, Deadline::Now)
+    }
+
+    /// [`try_pop_into`](Self::try_pop_into), waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`peek_timeout`](Self::peek_timeout), and `BufferTooSmall`.
+    pub fn pop_into_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, PopError> {
+        self.pop_until(buf, Deadline::after(timeout))
+    }
+
+    /// [`try_pop_into`](Self::try_pop_into), waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`peek`](Self::peek), and `BufferTooSmall`.
+    pub fn pop_into(&mut self, buf: &mut [u8]) -> Result<usize, PopError> {
+        self.pop_until(buf, Deadline::Never)
+    }
+
+    /// Marks the ring closed by the consumer and wakes a waiting producer,
+    /// whose operations then return `Closed`. Idempotent; also done on
+    /// drop.
+    pub fn close(&mut self) {
+        let h = self.shared.header();
+        // Release: pairs with the producer's load of `closed` (a flag
+        // only; no data rides on it in this direction).
+        h.control
+            .0
+            .closed
+            .fetch_or(CLOSED_BY_CONSUMER, Ordering::Release);
+        // SeqCst: the wake-up handshake (module `wake`), partner of the
+        // fence in `Producer::wait_space`/`arm_wake`.
+        fence(Ordering::SeqCst);
+        self.wake_producer();
+    }
+
+    /// Prepares to sleep on the ring's data-ready eventfd (for event
+    /// loops): raises the waiting flag so that the producer signals the fd
+    /// on its next commit. Returns `false` if there is no need to sleep
+    /// (records are waiting, or the ring is closed); then read instead of
+    /// polling.
+    ///
+    /// The fd may become readable spuriously; after it does, read until
+    /// `Empty`, then call `arm_wake` again before polling.
+    pub fn arm_wake(&mut self) -> bool {
+        let h = self.shared.header();
+        self.shared.signals.reset(Direction::Data);
+        h.consumer_waiting.0.store(1, Ordering::Relaxed);
+        // SeqCst: the wake-up handshake (module `wake`), partner of the
+        // fence in `Producer::commit`/`close`.
+        fence(Ordering::SeqCst);
+        if self.data_changed() {
+            h.consumer_waiting.0.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn data_changed(&self) -> bool {
+        let h = self.shared.header();
+        // Relaxed: only a hint to retry; the retry's Acquire load (in
+        // `refresh_tail`) is what orders the data.
+        h.tail.0.load(Ordering::Relaxed) != self.cached_tail
+            || h.control.0.closed.load(Ordering::Relaxed) != 0
+    }
+
+    fn pop_until(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, PopError> {
+        let rec = self.peek_until(deadline)?;
+        let n = rec.len();
+        let dst = buf
+            .get_mut(..n)
+            .ok_or(PopError::BufferTooSmall { needed: n })?;
+        dst.copy_from_slice(&rec);
+        rec.release();
+        Ok(n)
+    }
+
+    fn peek_until(&mut self, deadline: Deadline) -> Result<ReadGrant<'_>, PopError> {
+        loop {
+            match self.try_record() {
+                Ok(record) => {
+                    return Ok(ReadGrant {
+                        consumer: self,
+                        record,
+                    })
+                }
+                Err(PopError::Empty) if !matches!(deadline, Deadline::Now) => {
+                    self.wait_data(deadline)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Finds and validates the next data record, skipping (and releasing)
+    /// at most one padding record.
+    #[inline]
+    fn try_record(&mut self) -> Result<Record, PopError> {
+        // Two rounds at most: a padding record runs to the end of the
+        // region and may not stand at offset 0, so after one the next
+        // record is data (or corruption).
+        loop {
+            if self.head == self.cached_tail {
+                self.refresh_tail()?;
+                if self.head == self.cached_tail {
+                    if let Some(e) = self.empty_or_closed()? {
+                        return Err(e);
+                    }
+                }
+            }
+            let off = (self.head as usize) & (self.capacity - 1);
+            let avail = self.cached_tail.wrapping_sub(self.head) as usize;
+            let to_end = self.capacity - off;
+            // One read of the record word; everything below uses the copy.
+            let word = self.shared.load_word(off);
+            let len = (word as u32) as usize;
+            match (word >> 32) as u32 {
+                KIND_DATA => {
+                    let size = record_size(len);
+                    if len > self.max_payload || size > avail || size > to_end {
+                        return Err(PopError::Corrupt(Corruption::RecordLength));
+                    }
+                    return Ok(Record { off, len });
+                }
+                KIND_PAD => {
+                    if off == 0 || len + RECORD_HEADER != to_end || to_end > avail {
+                        return Err(PopError::Corrupt(Corruption::Padding));
+                    }
+                    // Give the padding back at once: the producer may be
+                    // waiting for exactly this space while we wait for
+                    // data.
+                    self.advance(to_end);
+                }
+                _ => return Err(PopError::Corrupt(Corruption::RecordKind)),
+            }
+        }
+    }
+
+    /// Re-reads and validates the producer's position.
+    fn refresh_tail(&mut self) -> Result<(), PopError> {
+        // Acquire: pairs with the producer's Release store of `tail` in
+        // `commit`: the record words and payloads it published are
+        // visible to the reads that follow.
+        let tail = self.shared.header().tail.0.load(Ordering::Acquire);
+        if tail % 8 != 0 {
+            return Err(PopError::Corrupt(Corruption::MisalignedPosition));
+        }
+        if tail.wrapping_sub(self.cached_tail) > u64::MAX / 2 {
+            return Err(PopError::Corrupt(Corruption::PositionBehind));
+        }
+        if tail.wrapping_sub(self.head) > self.capacity as u64 {
+            return Err(PopError::Corrupt(Corruption::PositionTooFarAhead));
+        }
+        self.cached_tail = tail;
+        Ok(())
+    }
+
+    /// The ring looked empty: `Some(Empty)` or `Some(Closed)`, or `None`
+    /// if records arrived while we checked.
+    fn empty_or_closed(&mut self) -> Result<Option<PopError>, PopError> {
+        // Acquire: pairs with the Release in `Producer::close`: if the
+        // producer's bit is set, its final `tail` is visible to the
+        // re-read below.
+        let closed = self
+            .shared
+            .header()
+            .control
+            .0
+            .closed
+            .load(Ordering::Acquire);
+        if closed & CLOSED_BY_CONSUMER != 0 {
+            return Ok(Some(PopError::Closed));
+        }
+        if closed & CLOSED_BY_PRODUCER == 0 {
+            return Ok(Some(PopError::Empty));
+        }
+        self.refresh_tail()?;
+        Ok((self.head == self.cached_tail).then_some(PopError::Closed))
+    }
+
+    /// Releases `n` bytes to the producer and wakes it if it waits.
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        self.head = self.head.wrapping_add(n as u64);
+        let h = self.shared.header();
+        // Release: our reads of the released bytes happen before the
+        // producer may overwrite them; pairs with its Acquire load of
+        // `head` in `refresh_head`.
+        h.head.0.store(self.head, Ordering::Release);
+        // SeqCst: the wake-up handshake (module `wake`): orders the head
+        // store before the read of the producer's waiting flag; partner
+        // of the fence in `Producer::wait_space`/`arm_wake`.
+        fence(Ordering::SeqCst);
+        self.wake_producer();
+    }
+
+    #[inline]
+    fn wake_producer(&self) {
+        let flag = &self.shared.header().producer_waiting.0;
+        // Relaxed: ordered after our position store by the SeqCst fence
+        // before this call; the swap sends one wake-up per sleep.
+        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+            self.shared.signals.wake(Direction::Space, flag);
+        }
+    }
+
+    /// Spins, then sleeps until the producer publishes, the ring closes,
+    /// or the deadline passes.
+    #[cold]
+    fn wait_data(&mut self, deadline: Deadline) -> Result<(), PopError> {
+        if spin_until(self.spin, || self.data_changed()) {
+            return Ok(());
+        }
+        let h = self.shared.header();
+        self.shared.signals.reset(Direction::Data);
+        h.consumer_waiting.0.store(1, Ordering::Relaxed);
+        // SeqCst: the wake-up handshake (module `wake`): orders the flag
+        // store before our re-read of `tail`/`closed`; partner of the
+        // fence in `Producer::commit`/`close`.
+        fence(Ordering::SeqCst);
+        if self.data_changed() {
+            h.consumer_waiting.0.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let remaining = deadline.remaining();
+        if remaining == Some(Duration::ZERO) {
+            h.consumer_waiting.0.store(0, Ordering::Relaxed);
+            return Err(PopError::TimedOut);
+        }
+        self.shared
+            .signals
+            .wait(Direction::Data, &h.consumer_waiting.0, remaining);
+        h.consumer_waiting.0.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.capacity)
+            .field("head", &self.head)
+            .field("cached_tail", &self.cached_tail)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record viewed in place in the shared memory, from
+/// [`Consumer::try_peek`] and friends. Dereferences to the payload.
+/// [`release`](Self::release) frees its space; dropping the grant without
+/// releasing keeps the record for the next peek.
+///
+/// The producer cannot legitimately touch the bytes until they are
+/// released; a producer that breaks the protocol may change them under
+/// the reader, so validate payload contents as you would any input.
+pub struct ReadGrant<'a> {
+    consumer: &'a mut Consumer,
+    record: Record,
+}
+
+impl ReadGrant<'_> {
+    /// Frees the record's space for the producer.
+    pub fn release(self) {
+        let size = record_size(self.record.len);
+        self.consumer.advance(size);
+    }
+}
+
+impl Deref for ReadGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `try_record` checked `off + record_size(len) <=
+        // capacity` and that the record lies within the published span
+        // `[head, tail)`, which the producer does not write until we
+        // release it; no `&mut` to it exists in this process.
+        unsafe {
+            self.consumer
+                .shared
+                .bytes(self.record.off + RECORD_HEADER, self.record.len)
+        }
+    }
+}
+
+impl fmt::Debug for ReadGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGrant")
+            .field("len", &self.record.len)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,214 @@
+//! The memory a ring lives in (a shared mapping, or the heap for tests,
+//! Miri and loom) and the raw accesses to it. Every pointer into the data
+//! region is formed here, from offsets the callers have validated.
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+
+use crate::layout::{Header, HEADER_SIZE};
+use crate::sync::{AtomicU64, Ordering};
+use crate::wake::Signals;
+
+/// What owns the bytes.
+#[derive(Debug)]
+enum Backing {
+    /// A `MAP_SHARED` mapping of the ring file (header page + data),
+    /// held for its `Drop` (munmap).
+    #[cfg(not(loom))]
+    Mapped { _map: memmap2::MmapRaw },
+    /// Heap memory: `header` from `Box<Header>`, `data` from `Box<[u64]>`
+    /// of `words` elements.
+    Heap {
+        header: *mut Header,
+        data: *mut u64,
+        words: usize,
+    },
+}
+
+/// One ring's memory, kernel objects and bookkeeping; shared by the
+/// [`Ring`](crate::Ring) handle and its claimed roles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    header: NonNull<Header>,
+    data: NonNull<u8>,
+    /// Size of the data region, validated when the ring was opened. Never
+    /// re-read from the header.
+    pub(crate) capacity: usize,
+    pub(crate) signals: Signals,
+    /// The file's fd, kept so it can be handed to a peer.
+    pub(crate) memory_fd: Option<OwnedFd>,
+    /// A named file this handle created and removes when dropped.
+    pub(crate) unlink_on_drop: std::sync::Mutex<Option<PathBuf>>,
+    backing: Backing,
+}
+
+// SAFETY: the header is only accessed through atomics. The data region is
+// only accessed by the one `Producer` (the free span between tail and
+// head + capacity) and the one `Consumer` (the published span between head
+// and tail) — roles claimed once per ring and `!Sync` — so no two threads
+// of this process touch the same data bytes at once. The heap pointers are
+// owned and freed only in `Drop`.
+unsafe impl Send for Shared {}
+// SAFETY: as above: `&Shared` gives access only to atomics and to
+// role-partitioned data.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Wraps a mapping whose size was checked to be
+    /// `HEADER_SIZE + capacity`.
+    #[cfg(not(loom))]
+    pub(crate) fn mapped(
+        map: memmap2::MmapRaw,
+        capacity: usize,
+        signals: Signals,
+        memory_fd: Option<OwnedFd>,
+    ) -> Shared {
+        assert_eq!(
+            map.len(),
+            HEADER_SIZE + capacity,
+            "mapping size checked by caller"
+        );
+        let base = map.as_mut_ptr();
+        // The mapping is page-aligned and non-null, so the header (align
+        // 128) is aligned, and data starts a page later (align 4096).
+        let header = NonNull::new(base.cast::<Header>()).expect("mmap returned null");
+        // SAFETY: HEADER_SIZE < map.len(), so the result stays inside the
+        // same mapping.
+        let data = NonNull::new(unsafe { base.add(HEADER_SIZE) }).expect("in-bounds pointer");
+        Shared {
+            header,
+            data,
+            capacity,
+            signals,
+            memory_fd,
+            unlink_on_drop: std::sync::Mutex::new(None),
+            backing: Backing::Mapped { _map: map },
+        }
+    }
+
+    /// A ring on the heap, already initialised, for tests, Miri and loom.
+    pub(crate) fn heap(capacity: usize, wake_mode: u32, signals: Signals) -> Shared {
+        let words = capacity / 8;
+        let header = Box::into_raw(Box::new(Header::new_heap(capacity, wake_mode)));
+        let data = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<u64>();
+        Shared {
+            header: NonNull::new(header).expect("Box is non-null"),
+            data: NonNull::new(data.cast::<u8>()).expect("Box is non-null"),
+            capacity,
+            signals,
+            memory_fd: None,
+            unlink_on_drop: std::sync::Mutex::new(None),
+            backing: Backing::Heap {
+                header,
+                data,
+                words,
+            },
+        }
+    }
+
+    /// The shared header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: `header` points to a live, aligned `Header` for as long
+        // as `self` (and so the backing) lives. `Header` holds only
+        // atomics, whose interior mutability makes a shared reference
+        // sound while other threads or processes write them. A mapping of
+        // a fresh file reads as zeroes, a valid value for every atomic.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// Loads the record word at data offset `off`.
+    ///
+    /// The caller guarantees `off` is a multiple of 8 and `off + 8 <=
+    /// capacity` (checked in debug builds).
+    #[inline]
+    pub(crate) fn load_word(&self, off: usize) -> u64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.capacity);
+        // SAFETY: in bounds and 8-aligned (data is page- or u64-aligned,
+        // `off` is a multiple of 8), so the place is a valid `AtomicU64`;
+        // atomics may be read while the peer writes.
+        unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU64>()).load(Ordering::Relaxed) }
+    }
+
+    /// Stores the record word at data offset `off` (same contract as
+    /// [`load_word`](Self::load_word)).
+    #[inline]
+    pub(crate) fn store_word(&self, off: usize, word: u64) {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.capacity);
+        // Relaxed: the word is published by the producer's Release store
+        // of `tail`, which follows it.
+        // SAFETY: as in `load_word`.
+        unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU64>()).store(word, Ordering::Relaxed) }
+    }
+
+    /// The payload bytes `[off, off + len)` of the data region, for
+    /// reading.
+    ///
+    /// # Safety
+    ///
+    /// `off + len <= capacity`, and the span is one the protocol grants
+    /// the caller (the consumer's published record), with no `&mut` to it
+    /// alive in this process for the returned lifetime.
+    #[inline]
+    pub(crate) unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        debug_assert!(off + len <= self.capacity);
+        // SAFETY: in bounds per the contract; bytes in the mapping are
+        // always initialised, and every bit pattern is a valid `u8`, so a
+        // peer that breaks the protocol and writes the span concurrently
+        // can change the values seen but not make them invalid; the ring
+        // takes no decision from payload bytes.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(off), len) }
+    }
+
+    /// The payload bytes `[off, off + len)`, for writing.
+    ///
+    /// # Safety
+    ///
+    /// `off + len <= capacity`, and the span is free space granted to the
+    /// caller (the producer's reservation), with no other reference to it
+    /// alive in this process for the returned lifetime.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, off: usize, len: usize) -> &mut [u8] {
+        debug_assert!(off + len <= self.capacity);
+        // SAFETY: in bounds and exclusive within this process per the
+        // contract; see `bytes` for why a misbehaving peer cannot make
+        // this unsound in practice.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().add(off), len) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        match self.backing {
+            #[cfg(not(loom))]
+            Backing::Mapped { .. } => {} // MmapRaw unmaps itself.
+            Backing::Heap {
+                header,
+                data,
+                words,
+            } => {
+                // SAFETY: both pointers came from `Box::into_raw` in `heap`
+                // with these exact types and length, and are freed once,
+                // here, after every role handle (which holds an `Arc` to
+                // `self`) has gone.
+                unsafe {
+                    drop(Box::from_raw(header));
+                    drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                        data, words,
+                    )));
+                }
+            }
+        }
+        if let Some(path) = self
+            .unlink_on_drop
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

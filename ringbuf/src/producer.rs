@@ -1,0 +1,554 @@
+//! The writing end of a ring.
+#![allow(unsafe_code)] // Only to view a granted span of the mapping.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Corruption, PushError};
+use crate::layout::{
+    max_payload, record_size, record_word, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD, RECORD_HEADER,
+};
+use crate::mem::Shared;
+use crate::sync::{fence, Ordering};
+use crate::wake::{spin_until, Deadline, Direction, DEFAULT_SPIN};
+
+/// The writing end of a ring: one per ring, in one thread at a time
+/// (`Send`, not `Sync`).
+///
+/// Records are written either in place ([`try_reserve`](Self::try_reserve)
+/// and friends return a [`WriteGrant`] into the shared memory) or copied
+/// from slices ([`try_push`](Self::try_push), [`try_push_vectored`](Self::try_push_vectored)).
+/// Each operation comes in three waiting styles: `try_*` never waits,
+/// `*_timeout` waits at most the given time, and the plain form waits
+/// until it succeeds or the ring is closed.
+///
+/// Dropping the producer closes the ring: the consumer reads what was
+/// published and then gets [`PopError::Closed`](crate::PopError::Closed).
+pub struct Producer {
+    shared: Arc<Shared>,
+    /// Our position: the authoritative copy, never re-read from the
+    /// header (a peer may overwrite the shared one).
+    tail: u64,
+    /// The last consumer position we read and validated.
+    cached_head: u64,
+    capacity: usize,
+    max_payload: usize,
+    spin: Duration,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// Where a reserved record goes.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Data offset of the record's header word.
+    start: usize,
+    /// Bytes of padding written before it (0, or up to the region's end).
+    pad: usize,
+    /// Payload bytes reserved.
+    len: usize,
+}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer, Corruption> {
+        let h = shared.header();
+        // Acquire: pairs with the Release stores of a previous holder of
+        // the positions (none in a fresh ring: both are zero).
+        let tail = h.tail.0.load(Ordering::Acquire);
+        let head = h.head.0.load(Ordering::Acquire);
+        check_positions(head, tail, shared.capacity)?;
+        Ok(Producer {
+            capacity: shared.capacity,
+            max_payload: max_payload(shared.capacity),
+            shared,
+            tail,
+            cached_head: head,
+            spin: DEFAULT_SPIN,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Sets how long a waiting call spins before it sleeps (zero: sleep
+    /// at once). Default [`DEFAULT_SPIN`].
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// Size of the data region in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Largest payload one record may carry (`capacity / 2 - 8`).
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Whether either side has closed the ring.
+    pub fn is_closed(&self) -> bool {
+        self.shared
+            .header()
+            .control
+            .0
+            .closed
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
+    /// Reserves room for a record of `len` bytes, without waiting.
+    ///
+    /// Write the payload through the returned grant, then
+    /// [`commit`](WriteGrant::commit) it. Dropping the grant publishes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::TooLarge`] if `len > max_payload()`;
+    /// [`Full`](PushError::Full); [`Closed`](PushError::Closed);
+    /// [`Corrupt`](PushError::Corrupt) if the consumer's position is
+    /// invalid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ring = ringlink_ringbuf::Ring::create(4096)?;
+    /// let mut tx = ring.producer()?;
+    /// let mut grant = tx.try_reserve(4)?;
+    /// grant.copy_from_slice(b"ping");
+    /// grant.commit();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, PushError> {
+        self.reserve_until(len, Deadline::Now)
+    }
+
+    /// [`try_reserve`](Self::try_reserve), waiting up to `timeout` for
+    /// room.
+    ///
+    /// # Errors
+    ///
+    /// As `try_reserve`, with [`TimedOut`](PushError::TimedOut) instead of
+    /// `Full`.
+    pub fn reserve_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<WriteGrant<'_>, PushError> {
+        self.reserve_until(len, Deadline::after(timeout))
+    }
+
+    /// [`try_reserve`](Self::try_reserve), waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As `try_reserve`, without `Full`.
+    pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, PushError> {
+        self.reserve_until(len, Deadline::Never)
+    }
+
+    /// Copies `data` into the ring as one record, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve).
+    pub fn try_push(&mut self, data: &[u8]) -> Result<(), PushError> {
+        self.push_until(&[IoSlice::new(data)], Deadline::Now)
+    }
+
+    /// [`try_push`](Self::try_push), waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve_timeout`](Self::reserve_timeout).
+    pub fn push_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<(), PushError> {
+        self.push_until(&[IoSlice::new(data)], Deadline::after(timeout))
+    }
+
+    /// [`try_push`](Self::try_push), waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve`](Self::reserve).
+    pub fn push(&mut self, data: &[u8]) -> Result<(), PushError> {
+        self.push_until(&[IoSlice::new(data)], Deadline::Never)
+    }
+
+    /// Copies several slices into the ring as one record (their
+    /// concatenation), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve), for the total length.
+    pub fn try_push_vectored(&mut self, parts: &[IoSlice<'_>]) -> Result<(), PushError> {
+        self.push_until(parts, Deadline::Now)
+    }
+
+    /// [`try_push_vectored`](Self::try_push_vectored), waiting up to
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve_timeout`](Self::reserve_timeout).
+    pub fn push_vectored_timeout(
+        &mut self,
+        parts: &[IoSlice<'_>],
+        timeout: Duration,
+    ) -> Result<(), PushError> {
+        self.push_until(parts, Deadline::after(timeout))
+    }
+
+    /// [`try_push_vectored`](Self::try_push_vectored), waiting as long as
+    /// it takes.
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve`](Self::reserve).
+    pub fn push_vectored(&mut self, parts: &[IoSlice<'_>]) -> Result<(), PushError> {
+        self.push_until(parts, Deadline::Never)
+    }
+
+    /// Marks the ring closed by the producer and wakes a waiting consumer.
+    /// Records already committed stay readable. Idempotent; also done on
+    /// drop.
+    pub fn close(&mut self) {
+        let h = self.shared.header();
+        // Release: pairs with the consumer's Acquire load of `closed`, so
+        // a consumer that sees the bit also sees every record committed
+        // before it (their `tail` stores precede this in our order).
+        h.control
+            .0
+            .closed
+            .fetch_or(CLOSED_BY_PRODUCER, Ordering::Release);
+        // SeqCst: the wake-up handshake (see `wake`): either the consumer
+        // sees the bit before sleeping or we see its waiting flag.
+        fence(Ordering::SeqCst);
+        self.wake_consumer();
+    }
+
+    /// Prepares to sleep on the ring's space-ready eventfd (for event
+    /// loops): raises the waiting flag so that the consumer signals the
+    /// fd when it frees space. Returns `false` if there is no need to
+    /// sleep (space was freed since the last attempt, or the ring is
+    /// closed); then call the operation again instead of polling.
+    ///
+    /// The fd may also become readable spuriously; after it does, retry
+    /// the operation and call `arm_wake` again if it still would block.
+    pub fn arm_wake(&mut self) -> bool {
+        let h = self.shared.header();
+        self.shared.signals.reset(Direction::Space);
+        h.producer_waiting.0.store(1, Ordering::Relaxed);
+        // SeqCst: the wake-up handshake, partner of the fence in
+        // `Consumer::release`/`close`.
+        fence(Ordering::SeqCst);
+        if self.space_changed() {
+            h.producer_waiting.0.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn space_changed(&self) -> bool {
+        let h = self.shared.header();
+        // Relaxed: only a hint to retry; the retry's Acquire load (in
+        // `refresh_head`) is what orders the data.
+        h.head.0.load(Ordering::Relaxed) != self.cached_head
+            || h.control.0.closed.load(Ordering::Relaxed) != 0
+    }
+
+    fn push_until(&mut self, parts: &[IoSlice<'_>], deadline: Deadline) -> Result<(), PushError> {
+        let len = parts
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        let mut grant = self.reserve_until(len, deadline)?;
+        let mut at = 0;
+        for p in parts {
+            grant[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        grant.commit();
+        Ok(())
+    }
+
+    fn reserve_until(
+        &mut self,
+        len: usize,
+        deadline: Deadline,
+    ) -> Result<WriteGrant<'_>, PushError> {
+        loop {
+            match self.try_slot(len) {
+                Ok(slot) => {
+                    return Ok(WriteGrant {
+                        producer: self,
+                        slot,
+                    })
+                }
+                Err(PushError::Full) if !matches!(deadline, Deadline::Now) => {
+                    self.wait_space(deadline)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Finds room for `len` payload bytes, re-reading the consumer's
+    /// position only when the cached one shows too little room.
+    #[inline]
+    fn try_slot(&mut self, len: usize) -> Result<Slot, PushError> {
+        if len > self.max_payload {
+            return Err(PushError::TooLarge {
+                len,
+                max: self.max_payload,
+            });
+        }
+        // Relaxed: a flag check; the close's data ordering is the
+        // consumer's concern, and a stale 0 only delays Closed by one call.
+        if self
+            .shared
+            .header()
+            .control
+            .0
+            .closed
+            .load(Ordering::Relaxed)
+            != 0
+        {
+            return Err(PushError::Closed);
+        }
+        let size = record_size(len);
+        let off = (self.tail as usize) & (self.capacity - 1);
+        let to_end = self.capacity - off;
+        let (start, pad) = if size <= to_end {
+            (off, 0)
+        } else {
+            (0, to_end)
+        };
+        let need = (pad + size) as u64;
+        if self.tail.wrapping_sub(self.cached_head) + need > self.capacity as u64 {
+            self.refresh_head()?;
+            if self.tail.wrapping_sub(self.cached_head) + need > self.capacity as u64 {
+                return Err(PushError::Full);
+            }
+        }
+        Ok(Slot { start, pad, len })
+    }
+
+    /// Re-reads and validates the consumer's position.
+    fn refresh_head(&mut self) -> Result<(), PushError> {
+        // Acquire: pairs with the consumer's Release store of `head` in
+        // `release`: it has finished reading the bytes it gives back
+        // before we overwrite them.
+        let head = self.shared.header().head.0.load(Ordering::Acquire);
+        if head % 8 != 0 {
+            return Err(PushError::Corrupt(Corruption::MisalignedPosition));
+        }
+        let advance = head.wrapping_sub(self.cached_head);
+        if advance > self.tail.wrapping_sub(self.cached_head) {
+            return Err(PushError::Corrupt(if advance > u64::MAX / 2 {
+                Corruption::PositionBehind
+            } else {
+                Corruption::PositionTooFarAhead
+            }));
+        }
+        self.cached_head = head;
+        Ok(())
+    }
+
+    /// Publishes a reserved record of `len <= slot.len` bytes.
+    #[inline]
+    fn commit(&mut self, slot: Slot, len: usize) {
+        debug_assert!(len <= slot.len);
+        if slot.pad > 0 {
+            let pad_off = (self.tail as usize) & (self.capacity - 1);
+            self.shared.store_word(
+                pad_off,
+                record_word((slot.pad - RECORD_HEADER) as u32, KIND_PAD),
+            );
+        }
+        self.shared
+            .store_word(slot.start, record_word(len as u32, KIND_DATA));
+        self.tail = self.tail.wrapping_add((slot.pad + record_size(len)) as u64);
+        let h = self.shared.header();
+        // Release: publishes the record word and payload written above;
+        // pairs with the consumer's Acquire load of `tail` in
+        // `refresh_tail`.
+        h.tail.0.store(self.tail, Ordering::Release);
+        // SeqCst: the wake-up handshake (module `wake`): orders the tail
+        // store before the read of the consumer's waiting flag; partner
+        // of the fence in `Consumer::wait_data`/`arm_wake`.
+        fence(Ordering::SeqCst);
+        self.wake_consumer();
+    }
+
+    /// Signals the consumer if it said it is going to sleep.
+    #[inline]
+    fn wake_consumer(&self) {
+        let flag = &self.shared.header().consumer_waiting.0;
+        // Relaxed: ordered after our position store by the SeqCst fence
+        // before this call. The plain load keeps the line shared while
+        // the consumer is busy; the swap makes sure only one wake-up is
+        // sent per sleep.
+        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+            self.shared.signals.wake(Direction::Data, flag);
+        }
+    }
+
+    /// Spins, then sleeps until the consumer frees space, the ring closes,
+    /// or the deadline passes.
+    #[cold]
+    fn wait_space(&mut self, deadline: Deadline) -> Result<(), PushError> {
+        if spin_until(self.spin, || self.space_changed()) {
+            return Ok(());
+        }
+        let h = self.shared.header();
+        self.shared.signals.reset(Direction::Space);
+        h.producer_waiting.0.store(1, Ordering::Relaxed);
+        // SeqCst: the wake-up handshake (module `wake`): orders the flag
+        // store before our re-read of `head`/`closed`; partner of the
+        // fence in `Consumer::release`/`close`.
+        fence(Ordering::SeqCst);
+        if self.space_changed() {
+            h.producer_waiting.0.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let remaining = deadline.remaining();
+        if remaining == Some(Duration::ZERO) {
+            h.producer_waiting.0.store(0, Ordering::Relaxed);
+            return Err(PushError::TimedOut);
+        }
+        self.shared
+            .signals
+            .wait(Direction::Space, &h.producer_waiting.0, remaining);
+        h.producer_waiting.0.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Checks positions read at claim time: aligned, and head at most a
+/// capacity behind tail.
+pub(crate) fn check_positions(head: u64, tail: u64, capacity: usize) -> Result<(), Corruption> {
+    if head % 8 != 0 || tail % 8 != 0 {
+        return Err(Corruption::MisalignedPosition);
+    }
+    if tail.wrapping_sub(head) > capacity as u64 {
+        return Err(Corruption::PositionTooFarAhead);
+    }
+    Ok(())
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.capacity)
+            .field("tail", &self.tail)
+            .field("cached_head", &self.cached_head)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Each `write` is one record; a full ring is `WouldBlock`, so this suits
+/// non-blocking writers. A buffer larger than
+/// [`max_payload`](Producer::max_payload) is `InvalidInput`.
+impl io::Write for Producer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.try_push(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_push_vectored(bufs)?;
+        Ok(bufs.iter().map(|b| b.len()).sum())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Room for one record in the shared memory, from
+/// [`Producer::try_reserve`] and friends. Dereferences to the payload
+/// bytes (their prior contents are unspecified). Nothing is visible to
+/// the consumer until [`commit`](Self::commit); dropping the grant
+/// publishes nothing.
+///
+/// Only one grant can be alive at a time:
+///
+/// ```compile_fail
+/// # let ring = ringlink_ringbuf::Ring::create(4096).unwrap();
+/// let mut tx = ring.producer().unwrap();
+/// let a = tx.try_reserve(8).unwrap();
+/// let b = tx.try_reserve(8).unwrap(); // second mutable borrow
+/// a.commit();
+/// ```
+pub struct WriteGrant<'a> {
+    producer: &'a mut Producer,
+    slot: Slot,
+}
+
+impl WriteGrant<'_> {
+    /// Publishes the whole reserved record.
+    pub fn commit(self) {
+        let len = self.slot.len;
+        self.producer.commit(self.slot, len);
+    }
+
+    /// Publishes only the first `len` bytes as the record.
+    ///
+    /// # Panics
+    ///
+    /// If `len` exceeds the reserved length.
+    pub fn commit_len(self, len: usize) {
+        assert!(
+            len <= self.slot.len,
+            "commit_len({len}) beyond reservation of {}",
+            self.slot.len
+        );
+        self.producer.commit(self.slot, len);
+    }
+}
+
+impl Deref for WriteGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `try_slot` placed the record at `start` with
+        // `start + RECORD_HEADER + len <= capacity` and inside the free
+        // span the consumer has released, which belongs to the producer
+        // alone until committed; `&self` borrows the only producer.
+        unsafe {
+            self.producer
+                .shared
+                .bytes(self.slot.start + RECORD_HEADER, self.slot.len)
+        }
+    }
+}
+
+impl DerefMut for WriteGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only
+        // reference to the span in this process.
+        unsafe {
+            self.producer
+                .shared
+                .bytes_mut(self.slot.start + RECORD_HEADER, self.slot.len)
+        }
+    }
+}
+
+impl fmt::Debug for WriteGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteGrant")
+            .field("len", &self.slot.len)
+            .finish_non_exhaustive()
+    }
+}

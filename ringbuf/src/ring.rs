@@ -1,0 +1,469 @@
+//! Creating, opening and sharing a ring; claiming its two roles.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{ClaimError, OpenError, Role};
+use crate::layout::{valid_capacity, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use crate::mem::Shared;
+use crate::sync::Ordering;
+use crate::wake::Signals;
+use crate::{Consumer, Producer};
+
+/// How the two sides of a ring sleep and wake each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum WakeMode {
+    /// Two eventfds, pollable with epoll, passed to the peer with the
+    /// memory fd. The default for memfd rings.
+    EventFd = 1,
+    /// Futexes on words inside the mapping: nothing to pass besides the
+    /// file, so a ring opened by path can use it. Not pollable.
+    Futex = 2,
+}
+
+impl WakeMode {
+    fn from_word(w: u32) -> Option<WakeMode> {
+        match w {
+            1 => Some(WakeMode::EventFd),
+            2 => Some(WakeMode::Futex),
+            _ => None,
+        }
+    }
+}
+
+/// The wake-up fds of an [`EventFd`](WakeMode::EventFd) ring, for
+/// [`Ring::from_fds`].
+#[derive(Debug)]
+pub struct WakeFds {
+    /// Signalled by the producer for a consumer waiting for data.
+    pub data_ready: OwnedFd,
+    /// Signalled by the consumer for a producer waiting for space.
+    pub space_ready: OwnedFd,
+}
+
+/// A shared ring: the mapping of its file, its wake-up objects, and the
+/// right to claim its [`Producer`] and [`Consumer`] roles (each once, in
+/// any process).
+///
+/// Cloning a `Ring` is cheap (it is reference-counted); the mapping is
+/// released when the last clone and the last role handle are gone.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ringlink_ringbuf::Ring;
+///
+/// let ring = Ring::create(4096)?;
+/// let mut tx = ring.producer()?;
+/// let mut rx = ring.consumer()?;
+/// tx.try_push(b"hello")?;
+/// let mut buf = [0u8; 16];
+/// let n = rx.try_pop_into(&mut buf)?;
+/// assert_eq!(&buf[..n], b"hello");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Ring {
+    shared: Arc<Shared>,
+}
+
+impl Ring {
+    /// Creates a ring of `capacity` data bytes in a sealed memfd with
+    /// eventfd wake-ups. Nothing is left in the filesystem, whatever
+    /// happens to the process.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::InvalidCapacity`] unless `capacity` is a power of two
+    /// within [`MIN_CAPACITY`](crate::MIN_CAPACITY)..=[`MAX_CAPACITY`](crate::MAX_CAPACITY);
+    /// [`OpenError::Io`] if a system call fails.
+    pub fn create(capacity: usize) -> Result<Ring, OpenError> {
+        Ring::create_memfd("ringlink", capacity, WakeMode::EventFd)
+    }
+
+    /// Like [`create`](Self::create), with a memfd name (shown in
+    /// `/proc/PID/fd`, for debugging) and a wake mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_memfd(name: &str, capacity: usize, wake: WakeMode) -> Result<Ring, OpenError> {
+        if !valid_capacity(capacity) {
+            return Err(OpenError::InvalidCapacity(capacity));
+        }
+        let cname = CString::new(name.replace('\0', "?")).expect("NULs replaced");
+        let fd = crate::sys::memfd_create(&cname)?;
+        let file = File::from(fd);
+        file.set_len((HEADER_SIZE + capacity) as u64)?;
+        // Seal before mapping or sharing: from here on nobody, us
+        // included, can shrink or grow the file, so no peer can make an
+        // access to the mapping fault with SIGBUS.
+        crate::sys::add_seals(file.as_fd(), crate::sys::RING_SEALS)?;
+        Ring::init_file(file, capacity, wake)
+    }
+
+    /// Creates a ring in a new file `dir/name` with permissions `mode`
+    /// (e.g. `0o600`) and futex wake-ups, so that another process can open
+    /// it with [`open_path`](Self::open_path).
+    ///
+    /// The file is created with `O_CREAT | O_EXCL | O_NOFOLLOW`: an
+    /// existing file or a planted symlink makes this fail rather than be
+    /// followed or reused. It is removed when this handle (and every clone
+    /// and role from it) is dropped, unless [`persist`](Self::persist) was
+    /// called.
+    ///
+    /// A named file has no seals: another process with write access could
+    /// truncate it and make this process fault on access (SIGBUS). Prefer
+    /// [`create`](Self::create) between processes that do not trust each
+    /// other.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::InvalidCapacity`] as for [`create`](Self::create);
+    /// [`OpenError::Io`] with `AlreadyExists` if the name is taken, or
+    /// `InvalidInput` if `name` contains `/` or is `.`/`..`.
+    pub fn create_file(
+        dir: &Path,
+        name: &str,
+        capacity: usize,
+        mode: u32,
+    ) -> Result<Ring, OpenError> {
+        if !valid_capacity(capacity) {
+            return Err(OpenError::InvalidCapacity(capacity));
+        }
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(OpenError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "ring file name must be a single path component",
+            )));
+        }
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true) // O_CREAT | O_EXCL: never reuse, never follow.
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        let made = (|| {
+            file.set_len((HEADER_SIZE + capacity) as u64)?;
+            Ring::init_file(file, capacity, WakeMode::Futex)
+        })();
+        match made {
+            Ok(ring) => {
+                *ring
+                    .shared
+                    .unlink_on_drop
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(path);
+                Ok(ring)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps a freshly sized file, writes its header and publishes it.
+    #[cfg(not(loom))]
+    fn init_file(file: File, capacity: usize, wake: WakeMode) -> Result<Ring, OpenError> {
+        let map = memmap2::MmapOptions::new()
+            .len(HEADER_SIZE + capacity)
+            .map_raw(&file)?;
+        let signals = match wake {
+            WakeMode::EventFd => Signals::EventFd {
+                data_ready: crate::sys::eventfd()?,
+                space_ready: crate::sys::eventfd()?,
+            },
+            WakeMode::Futex => Signals::Futex,
+        };
+        let shared = Shared::mapped(map, capacity, signals, Some(OwnedFd::from(file)));
+        let meta = &shared.header().meta.0;
+        meta.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        meta.header_size
+            .store(HEADER_SIZE as u32, Ordering::Relaxed);
+        meta.capacity.store(capacity as u64, Ordering::Relaxed);
+        meta.wake_mode.store(wake as u32, Ordering::Relaxed);
+        // Release: publishes the fields above; pairs with the Acquire load
+        // of `magic` in `open_file`.
+        meta.magic.store(MAGIC, Ordering::Release);
+        Ok(Ring {
+            shared: Arc::new(shared),
+        })
+    }
+
+    #[cfg(loom)]
+    fn init_file(_: File, _: usize, _: WakeMode) -> Result<Ring, OpenError> {
+        unreachable!("file-backed rings are not built under loom")
+    }
+
+    /// Opens a ring received as fds (typically over `SCM_RIGHTS`): the
+    /// memory fd and, for an [`EventFd`](WakeMode::EventFd) ring, its two
+    /// eventfds.
+    ///
+    /// Everything in the file is checked before use: it must be a regular
+    /// file or memfd of exactly header + capacity bytes, carry the magic,
+    /// this layout version and a valid capacity, and a memfd must be
+    /// sealed against resizing.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::NotReady`], [`BadMagic`](OpenError::BadMagic),
+    /// [`VersionMismatch`](OpenError::VersionMismatch),
+    /// [`Incompatible`](OpenError::Incompatible),
+    /// [`NotSealed`](OpenError::NotSealed),
+    /// [`WakeMismatch`](OpenError::WakeMismatch) (eventfds given for a futex
+    /// ring or missing for an eventfd ring), [`Io`](OpenError::Io).
+    pub fn from_fds(memory: OwnedFd, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
+        match crate::sys::get_seals(memory.as_fd())? {
+            Some(seals)
+                if seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
+                    != (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) =>
+            {
+                return Err(OpenError::NotSealed)
+            }
+            _ => {}
+        }
+        Ring::open_file(File::from(memory), wake)
+    }
+
+    /// Opens a ring file by path (one made by
+    /// [`create_file`](Self::create_file)). The path is opened with
+    /// `O_NOFOLLOW`, so a symlink in its last component is refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_fds`](Self::from_fds); [`OpenError::NotReady`] while the
+    /// creator has not finished initialising the file.
+    pub fn open_path(path: &Path) -> Result<Ring, OpenError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        Ring::open_file(file, None)
+    }
+
+    /// [`open_path`](Self::open_path), retrying while the file is missing
+    /// or [`NotReady`](OpenError::NotReady), for up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The last error once `timeout` has passed, or at once any error
+    /// other than a missing or unready file.
+    pub fn open_path_timeout(path: &Path, timeout: Duration) -> Result<Ring, OpenError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Ring::open_path(path) {
+                Err(OpenError::NotReady) if Instant::now() < deadline => {}
+                Err(OpenError::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {}
+                other => return other,
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn open_file(file: File, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            // memfds report as regular files; anything else (a FIFO, a
+            // device, a socket) is refused before it is mapped.
+            return Err(OpenError::Incompatible("not a regular file"));
+        }
+        let size = meta.len();
+        if size <= HEADER_SIZE as u64 {
+            // An empty file is one its creator has not sized yet.
+            return Err(if size == 0 {
+                OpenError::NotReady
+            } else {
+                OpenError::Incompatible("file smaller than a ring")
+            });
+        }
+        let capacity = usize::try_from(size - HEADER_SIZE as u64)
+            .map_err(|_| OpenError::Incompatible("file too large"))?;
+        if !valid_capacity(capacity) {
+            return Err(OpenError::Incompatible(
+                "file size is not header + power-of-two capacity",
+            ));
+        }
+        let map = memmap2::MmapOptions::new()
+            .len(HEADER_SIZE + capacity)
+            .map_raw(&file)?;
+        // Validate the header before handing out anything built on it;
+        // each field is read once. Signals are set once the wake mode is
+        // known.
+        let shared = Shared::mapped(map, capacity, Signals::Futex, None);
+        let m = &shared.header().meta.0;
+        // Acquire: pairs with the creator's Release store of `magic`, so
+        // the fields read below are the ones it wrote.
+        match m.magic.load(Ordering::Acquire) {
+            MAGIC => {}
+            0 => return Err(OpenError::NotReady),
+            _ => return Err(OpenError::BadMagic),
+        }
+        let version = m.version.load(Ordering::Relaxed);
+        if version != LAYOUT_VERSION {
+            return Err(OpenError::VersionMismatch { found: version });
+        }
+        if m.header_size.load(Ordering::Relaxed) != HEADER_SIZE as u32 {
+            return Err(OpenError::Incompatible("header size"));
+        }
+        if m.capacity.load(Ordering::Relaxed) != capacity as u64 {
+            return Err(OpenError::Incompatible("capacity does not match file size"));
+        }
+        let mode = WakeMode::from_word(m.wake_mode.load(Ordering::Relaxed))
+            .ok_or(OpenError::Incompatible("unknown wake mode"))?;
+        let signals = match (mode, wake) {
+            (WakeMode::EventFd, Some(w)) => Signals::EventFd {
+                data_ready: w.data_ready,
+                space_ready: w.space_ready,
+            },
+            (WakeMode::Futex, None) => Signals::Futex,
+            _ => return Err(OpenError::WakeMismatch),
+        };
+        let mut shared = shared;
+        shared.signals = signals;
+        shared.memory_fd = Some(OwnedFd::from(file));
+        Ok(Ring {
+            shared: Arc::new(shared),
+        })
+    }
+
+    #[cfg(loom)]
+    fn open_file(_: File, _: Option<WakeFds>) -> Result<Ring, OpenError> {
+        unreachable!("file-backed rings are not built under loom")
+    }
+
+    /// A ring on the heap, for tests and model checking in one process
+    /// (eventfd wake-ups; under loom, a modelled eventfd).
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::InvalidCapacity`]; [`OpenError::Io`] if an eventfd
+    /// cannot be made.
+    pub fn heap(capacity: usize) -> Result<Ring, OpenError> {
+        if !valid_capacity(capacity) {
+            return Err(OpenError::InvalidCapacity(capacity));
+        }
+        #[cfg(not(loom))]
+        let signals = Signals::EventFd {
+            data_ready: crate::sys::eventfd()?,
+            space_ready: crate::sys::eventfd()?,
+        };
+        #[cfg(loom)]
+        let signals = Signals::Loom(std::sync::Arc::new(Default::default()));
+        Ok(Ring {
+            shared: Arc::new(Shared::heap(capacity, WakeMode::EventFd as u32, signals)),
+        })
+    }
+
+    /// Claims the producer role.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError::Taken`] if any process has claimed it before;
+    /// [`ClaimError::Corrupt`] if the positions in the header are invalid.
+    pub fn producer(&self) -> Result<Producer, ClaimError> {
+        self.claim(Role::Producer)?;
+        Producer::new(self.shared.clone()).map_err(ClaimError::Corrupt)
+    }
+
+    /// Claims the consumer role.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError::Taken`] if any process has claimed it before;
+    /// [`ClaimError::Corrupt`] if the positions in the header are invalid.
+    pub fn consumer(&self) -> Result<Consumer, ClaimError> {
+        self.claim(Role::Consumer)?;
+        Consumer::new(self.shared.clone()).map_err(ClaimError::Corrupt)
+    }
+
+    fn claim(&self, role: Role) -> Result<(), ClaimError> {
+        let c = &self.shared.header().control.0;
+        let word = match role {
+            Role::Producer => &c.producer_owner,
+            Role::Consumer => &c.consumer_owner,
+        };
+        let me = std::process::id().max(1);
+        // AcqRel on success: orders this claim with any earlier claim or
+        // release of the word (there is none to pair with in the
+        // protocol; the CAS itself is what makes the claim exclusive).
+        word.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+            .map_err(|owner| ClaimError::Taken { role, owner })
+    }
+
+    /// Size of the data region in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Largest record payload this ring accepts: `capacity / 2 - 8`.
+    pub fn max_payload(&self) -> usize {
+        crate::layout::max_payload(self.shared.capacity)
+    }
+
+    /// The ring's wake mode.
+    pub fn wake_mode(&self) -> WakeMode {
+        match self.shared.signals {
+            Signals::EventFd { .. } => WakeMode::EventFd,
+            _ => WakeMode::Futex,
+        }
+    }
+
+    /// The memory fd, to hand to a peer (`None` for heap rings).
+    pub fn memory_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared.memory_fd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// The eventfd signalled when data is published to a waiting
+    /// consumer (`None` for futex rings).
+    pub fn data_ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.shared.signals {
+            Signals::EventFd { data_ready, .. } => Some(data_ready.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// The eventfd signalled when space is released to a waiting
+    /// producer (`None` for futex rings).
+    pub fn space_ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.shared.signals {
+            Signals::EventFd { space_ready, .. } => Some(space_ready.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// Keeps a file made by [`create_file`](Self::create_file) after this
+    /// handle is dropped. Has no effect on memfd rings.
+    pub fn persist(&self) {
+        *self
+            .shared
+            .unlink_on_drop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether either side has closed the ring.
+    pub fn is_closed(&self) -> bool {
+        self.shared
+            .header()
+            .control
+            .0
+            .closed
+            .load(Ordering::Acquire)
+            != 0
+    }
+}

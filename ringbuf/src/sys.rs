@@ -1,0 +1,158 @@
+//! The few system calls the ring needs, wrapped so that the rest of the
+//! crate stays free of `unsafe` and of raw fds.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
+pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string for the call's
+    // duration; the flags are valid.
+    let fd = cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Seals that keep a memfd's size fixed for its whole life.
+pub(crate) const RING_SEALS: libc::c_int =
+    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// `fcntl(F_ADD_SEALS)`.
+pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain fcntl on a live fd; no memory is passed.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }).map(drop)
+}
+
+/// `fcntl(F_GET_SEALS)`: `Ok(None)` for files that do not support seals.
+pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
+    // SAFETY: plain fcntl on a live fd; no memory is passed.
+    match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd with a zero counter.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: valid flags; no memory is passed.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter. A full counter (`EAGAIN`) already
+/// means "readable", so it is not an error.
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    loop {
+        // SAFETY: writes 8 bytes from a live local `u64`.
+        let r = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // Any failure other than EINTR (EAGAIN: counter saturated, so
+            // the waiter will wake anyway; EBADF cannot happen on an
+            // OwnedFd) leaves nothing to do.
+            return;
+        }
+    }
+}
+
+/// Resets an eventfd's counter to zero (non-blocking).
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut buf: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live local `u64`. The result
+    // does not matter: EAGAIN means the counter was already zero.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes (`None`: no limit).
+/// Returns early on a signal; callers re-check their condition anyway.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = timeout.map(timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `pfd` and `ts` live across the call; one fd is passed; a
+    // null timeout means "no limit" and a null sigmask means "unchanged".
+    let r = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EINTR) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(r > 0)
+}
+
+/// `FUTEX_WAIT` (shared, not `PRIVATE`: the word lives in a mapping other
+/// processes share) while `*word == expected`, for at most `timeout`.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) {
+    let ts = timeout.map(timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned 32-bit atomic; `ts` outlives the
+    // call. Every outcome (woken, EAGAIN because the value changed,
+    // ETIMEDOUT, EINTR) sends the caller back to re-check its condition.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// `FUTEX_WAKE` of every waiter on `word` (shared futex).
+#[cfg(not(loom))]
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAKE only
+    // uses its address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}

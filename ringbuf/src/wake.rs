@@ -1,0 +1,206 @@
+//! How a side that found nothing to do goes to sleep, and how the other
+//! side wakes it: spin, then a "waiting" flag in the header, then a kernel
+//! wait (eventfd or futex) that the peer signals only when the flag is set.
+//!
+//! # The flag/position handshake (no lost wake-up)
+//!
+//! Take the consumer waiting for data (the producer waiting for space is
+//! the mirror image, with `head` and `producer_waiting`).
+//!
+//! ```text
+//! consumer (waiter)                     producer (waker)
+//! W1 consumer_waiting = 1               P1 tail = new        (Release)
+//! W2 fence(SeqCst)                      P2 fence(SeqCst)
+//! W3 read tail, closed                  P3 read consumer_waiting
+//! W4 if nothing new: sleep              P4 if set: clear it, signal
+//! ```
+//!
+//! The two SeqCst fences are totally ordered. If the consumer's fence
+//! comes first, W1 is visible to P3, so the producer signals; the
+//! kernel object (eventfd counter, or the futex word that the waker
+//! changed before waking) remembers the signal even if it lands before
+//! the consumer reaches W4, so W4 returns at once. If the producer's fence
+//! comes first, P1 is visible to W3, so the consumer does not sleep.
+//! Either way a record published while the consumer decides to sleep is
+//! never left unseen. Closing follows the same pattern (closed bit, fence,
+//! read flag). The loom model in `tests/loom.rs` checks this exhaustively.
+//!
+//! The flag is one word on its own cache line. While both sides are busy
+//! the waker only reads it (the line stays shared in both caches), so the
+//! hot path costs one fence and one load, and no system call.
+
+use std::time::{Duration, Instant};
+
+use crate::sync::AtomicU32;
+
+/// Default time a side spins re-checking the ring before it sleeps.
+///
+/// A cross-core wake-up through the kernel costs several microseconds on
+/// a virtual machine; a peer that answers within the budget is caught
+/// without one. See `docs/RING.md` for the measurement behind the value.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// When a waiting call gives up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deadline {
+    /// Do not wait at all.
+    Now,
+    /// Wait until this instant.
+    At(Instant),
+    /// Wait forever.
+    Never,
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        match Instant::now().checked_add(timeout) {
+            Some(at) => Deadline::At(at),
+            None => Deadline::Never,
+        }
+    }
+
+    /// Time left, `Some(ZERO)` once passed, `None` for no limit.
+    pub(crate) fn remaining(self) -> Option<Duration> {
+        match self {
+            Deadline::Now => Some(Duration::ZERO),
+            Deadline::At(at) => Some(at.saturating_duration_since(Instant::now())),
+            Deadline::Never => None,
+        }
+    }
+}
+
+/// Spins for at most `budget`, calling `ready` between bursts of
+/// `spin_loop` hints. Returns whether `ready` said yes.
+#[inline]
+pub(crate) fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+    }
+}
+
+/// The kernel objects a ring's sides sleep on, one per direction.
+#[derive(Debug)]
+pub(crate) enum Signals {
+    /// Two eventfds: pollable, handed to the peer over `SCM_RIGHTS`.
+    EventFd {
+        /// Written by the producer when the consumer waits for data.
+        data_ready: std::os::fd::OwnedFd,
+        /// Written by the consumer when the producer waits for space.
+        space_ready: std::os::fd::OwnedFd,
+    },
+    /// Futexes on the waiting flags themselves: nothing to pass, so rings
+    /// opened by path use these.
+    #[cfg_attr(loom, allow(dead_code))]
+    Futex,
+    /// A loom-visible model of an eventfd (a counter under a mutex).
+    #[cfg(loom)]
+    Loom(std::sync::Arc<[LoomEvent; 2]>),
+}
+
+/// Which way a wake-up goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Producer wakes a consumer waiting for data.
+    Data,
+    /// Consumer wakes a producer waiting for space.
+    Space,
+}
+
+impl Signals {
+    /// Forgets wake-ups that arrived before now (called before the waiting
+    /// flag is raised, so a later signal is never lost).
+    pub(crate) fn reset(&self, dir: Direction) {
+        match self {
+            Signals::EventFd { .. } => crate::sys::eventfd_drain(self.fd(dir)),
+            Signals::Futex => {}
+            #[cfg(loom)]
+            Signals::Loom(ev) => ev[dir as usize].reset(),
+        }
+    }
+
+    /// Sleeps until signalled, `timeout` passes, or (futex) `flag` is no
+    /// longer set. May return spuriously.
+    pub(crate) fn wait(&self, dir: Direction, flag: &AtomicU32, timeout: Option<Duration>) {
+        let _ = flag;
+        match self {
+            Signals::EventFd { .. } => {
+                // An error here (ENOMEM) is treated as a spurious wake-up:
+                // the caller re-checks and waits again.
+                let _ = crate::sys::poll_readable(self.fd(dir), timeout);
+            }
+            #[cfg(not(loom))]
+            Signals::Futex => crate::sys::futex_wait(flag, 1, timeout),
+            #[cfg(loom)]
+            Signals::Futex => unreachable!("futex rings are not built under loom"),
+            #[cfg(loom)]
+            Signals::Loom(ev) => ev[dir as usize].wait(),
+        }
+    }
+
+    /// Wakes the side waiting in direction `dir`. The caller has already
+    /// cleared `flag`.
+    pub(crate) fn wake(&self, dir: Direction, flag: &AtomicU32) {
+        let _ = flag;
+        match self {
+            Signals::EventFd { .. } => crate::sys::eventfd_signal(self.fd(dir)),
+            #[cfg(not(loom))]
+            Signals::Futex => crate::sys::futex_wake(flag),
+            #[cfg(loom)]
+            Signals::Futex => unreachable!("futex rings are not built under loom"),
+            #[cfg(loom)]
+            Signals::Loom(ev) => ev[dir as usize].signal(),
+        }
+    }
+
+    /// The eventfd of a direction. Only called on `EventFd`.
+    pub(crate) fn fd(&self, dir: Direction) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Signals::EventFd {
+                data_ready,
+                space_ready,
+            } => match dir {
+                Direction::Data => data_ready.as_fd(),
+                Direction::Space => space_ready.as_fd(),
+            },
+            _ => unreachable!("fd() is only called on eventfd rings"),
+        }
+    }
+}
+
+/// An eventfd modelled for loom: a counter, a mutex and a condvar.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct LoomEvent {
+    count: loom::sync::Mutex<u64>,
+    cv: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl LoomEvent {
+    fn reset(&self) {
+        *self.count.lock().unwrap() = 0;
+    }
+    fn wait(&self) {
+        let mut c = self.count.lock().unwrap();
+        while *c == 0 {
+            c = self.cv.wait(c).unwrap();
+        }
+    }
+    fn signal(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.cv.notify_all();
+    }
+}
