@@ -1,9 +1,12 @@
-//! Types shared by the ringlink server (`ringlink-ipcs`) and client
-//! (`ringlink-ipcc`).
+//! Types and helpers shared by the ringlink server (`ringlink-ipcs`) and
+//! client (`ringlink-ipcc`).
 //!
-//! For now this holds the process credentials both sides exchange; the
-//! handshake wire types and the message header join it with the server
+//! For now: process credentials and fd passing over Unix sockets; the
+//! handshake wire types and the message header join them with the server
 //! and client.
+#![deny(unsafe_code)]
+
+pub mod fdpass;
 
 /// Kernel-verified identity of a peer process (from `SO_PEERCRED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
