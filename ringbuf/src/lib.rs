@@ -49,6 +49,8 @@
 //! the other side with [`Ring::from_fds`].
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// Under loom only heap rings are built; the file and fd paths go unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod consumer;
 mod error;
@@ -66,3 +68,6 @@ pub use layout::{LAYOUT_VERSION, MAX_CAPACITY, MIN_CAPACITY};
 pub use producer::{Producer, WriteGrant};
 pub use ring::{Ring, WakeFds, WakeMode};
 pub use wake::DEFAULT_SPIN;
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::ptr::NonNull;
 
 use crate::layout::{Header, HEADER_SIZE};
-use crate::sync::{AtomicU64, Ordering};
+// Record words are std atomics even under loom: they are plain memory in
+// the data region, published by the (loom-modelled) positions.
 use crate::wake::Signals;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What owns the bytes.
 #[derive(Debug)]

@@ -72,7 +72,7 @@ pub struct WakeFds {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Ring {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Ring {

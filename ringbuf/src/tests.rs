@@ -1,0 +1,790 @@
+//! Unit tests of the ring: index arithmetic, wrap-around and padding,
+//! exact fits, full and empty, closing, timeouts, and a hostile peer
+//! writing garbage into the shared state.
+
+use std::io::{IoSlice, Write};
+use std::os::fd::AsFd;
+use std::thread;
+use std::time::Duration;
+
+use crate::layout::{record_word, KIND_DATA, KIND_PAD};
+use crate::sync::Ordering;
+use crate::*;
+
+fn pair(cap: usize) -> (Ring, Producer, Consumer) {
+    let ring = Ring::create(cap).unwrap();
+    let tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    (ring, tx, rx)
+}
+
+fn tail(ring: &Ring) -> u64 {
+    ring.shared.header().tail.0.load(Ordering::SeqCst)
+}
+
+fn head(ring: &Ring) -> u64 {
+    ring.shared.header().head.0.load(Ordering::SeqCst)
+}
+
+fn pop(rx: &mut Consumer) -> Result<Vec<u8>, PopError> {
+    let mut buf = vec![0u8; rx.capacity()];
+    let n = rx.try_pop_into(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[test]
+fn empty_ring_reports_empty() {
+    let (_ring, _tx, mut rx) = pair(64);
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+    assert_eq!(rx.try_pop_into(&mut [0; 8]), Err(PopError::Empty));
+    assert_eq!(rx.pending_bytes(), 0);
+}
+
+#[test]
+fn record_positions_are_eight_aligned() {
+    let (ring, mut tx, mut rx) = pair(4096);
+    for len in [0usize, 1, 7, 8, 9, 15, 16, 17] {
+        let before = tail(&ring);
+        tx.try_push(&vec![len as u8; len]).unwrap();
+        assert_eq!(tail(&ring) - before, layout::record_size(len) as u64);
+        assert_eq!(tail(&ring) % 8, 0);
+        assert_eq!(pop(&mut rx).unwrap(), vec![len as u8; len]);
+    }
+    assert_eq!(head(&ring), tail(&ring));
+}
+
+#[test]
+fn exact_fill_then_full() {
+    // 64-byte ring: max payload 24, record 32: two fill it exactly.
+    let (ring, mut tx, mut rx) = pair(64);
+    assert_eq!(tx.max_payload(), 24);
+    tx.try_push(&[1; 24]).unwrap();
+    tx.try_push(&[2; 24]).unwrap();
+    assert_eq!(tail(&ring), 64);
+    assert_eq!(tx.try_push(&[]).unwrap_err(), PushError::Full);
+    assert_eq!(rx.pending_bytes(), 64);
+    assert_eq!(pop(&mut rx).unwrap(), [1; 24]);
+    tx.try_push(&[3; 24]).unwrap();
+    assert_eq!(pop(&mut rx).unwrap(), [2; 24]);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 24]);
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+}
+
+#[test]
+fn too_large_is_refused_and_writes_nothing() {
+    let (ring, mut tx, mut rx) = pair(64);
+    let max = tx.max_payload();
+    assert_eq!(
+        tx.try_push(&vec![0; max + 1]).unwrap_err(),
+        PushError::TooLarge { len: max + 1, max }
+    );
+    assert!(matches!(
+        tx.try_reserve(usize::MAX),
+        Err(PushError::TooLarge { .. })
+    ));
+    assert_eq!(tail(&ring), 0);
+    tx.try_push(&vec![9; max]).unwrap();
+    assert_eq!(pop(&mut rx).unwrap(), vec![9; max]);
+}
+
+#[test]
+fn record_that_does_not_fit_before_the_end_is_padded() {
+    let (ring, mut tx, mut rx) = pair(64);
+    tx.try_push(&[1; 8]).unwrap(); // [0, 16)
+    tx.try_push(&[2; 24]).unwrap(); // [16, 48)
+    pop(&mut rx).unwrap();
+    pop(&mut rx).unwrap();
+    assert_eq!(head(&ring), 48);
+    // 32 bytes needed, 16 left before the end: pad 16, record at 0.
+    tx.try_push(&[3; 24]).unwrap();
+    assert_eq!(tail(&ring), 48 + 16 + 32);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 24]);
+    assert_eq!(head(&ring), 96);
+}
+
+#[test]
+fn record_that_ends_exactly_at_the_end_needs_no_padding() {
+    let (ring, mut tx, mut rx) = pair(64);
+    tx.try_push(&[1; 24]).unwrap(); // [0, 32)
+    tx.try_push(&[2; 8]).unwrap(); // [32, 48)
+    tx.try_push(&[3; 8]).unwrap(); // [48, 64): exact fit at the end
+    assert_eq!(tail(&ring), 64);
+    for want in [[1u8; 24].as_slice(), &[2; 8], &[3; 8]] {
+        assert_eq!(pop(&mut rx).unwrap(), want);
+    }
+    tx.try_push(&[4; 8]).unwrap(); // starts at offset 0 again
+    assert_eq!(tail(&ring), 80);
+    assert_eq!(pop(&mut rx).unwrap(), [4; 8]);
+}
+
+#[test]
+fn padding_counts_against_free_space() {
+    let (ring, mut tx, mut rx) = pair(64);
+    tx.try_push(&[1; 24]).unwrap(); // [0, 32)
+    tx.try_push(&[2; 8]).unwrap(); // [32, 48)
+    pop(&mut rx).unwrap(); // head 32: free = 48, but 16 at the end + 32 at 0
+                           // 24-byte payload = 32-byte record: pad 16 + 32 = 48 = free: fits.
+    tx.try_push(&[3; 24]).unwrap();
+    assert_eq!(tail(&ring), 48 + 16 + 32);
+    assert_eq!(tx.try_push(&[]).unwrap_err(), PushError::Full);
+    assert_eq!(pop(&mut rx).unwrap(), [2; 8]);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 24]);
+}
+
+#[test]
+fn wrapped_record_waits_for_space_at_the_start() {
+    let (_ring, mut tx, mut rx) = pair(64);
+    tx.try_push(&[1; 16]).unwrap(); // [0, 24)
+    tx.try_push(&[2; 16]).unwrap(); // [24, 48)
+    pop(&mut rx).unwrap(); // head 24
+                           // 24-byte payload needs pad 16 + 32 at the start, only 24 there.
+    assert_eq!(tx.try_push(&[3; 24]).unwrap_err(), PushError::Full);
+    // A small one still fits at the end.
+    tx.try_push(&[4; 8]).unwrap(); // [48, 64)
+    pop(&mut rx).unwrap();
+    tx.try_push(&[3; 24]).unwrap(); // [64, 96): offset 0, no padding
+    assert_eq!(pop(&mut rx).unwrap(), [4; 8]);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 24]);
+}
+
+#[test]
+fn dropped_grants_publish_nothing() {
+    let (ring, mut tx, mut rx) = pair(64);
+    {
+        let mut g = tx.try_reserve(16).unwrap();
+        g.fill(7);
+    }
+    assert_eq!(tail(&ring), 0);
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+    tx.try_push(b"abc").unwrap();
+    {
+        let rec = rx.try_peek().unwrap();
+        assert_eq!(&*rec, b"abc");
+    } // not released: still there
+    assert_eq!(&*rx.try_peek().unwrap(), b"abc");
+    assert_eq!(pop(&mut rx).unwrap(), b"abc");
+}
+
+#[test]
+fn commit_len_publishes_a_prefix() {
+    let (_ring, mut tx, mut rx) = pair(64);
+    let mut g = tx.try_reserve(20).unwrap();
+    g[..5].copy_from_slice(b"hello");
+    g.commit_len(5);
+    assert_eq!(pop(&mut rx).unwrap(), b"hello");
+}
+
+#[test]
+#[should_panic(expected = "beyond reservation")]
+fn commit_len_beyond_reservation_panics() {
+    let (_ring, mut tx, _rx) = pair(64);
+    tx.try_reserve(4).unwrap().commit_len(5);
+}
+
+#[test]
+fn vectored_push_is_one_record() {
+    let (_ring, mut tx, mut rx) = pair(256);
+    tx.try_push_vectored(&[IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cde")])
+        .unwrap();
+    assert_eq!(pop(&mut rx).unwrap(), b"abcde");
+    let n = tx
+        .write_vectored(&[IoSlice::new(b"x"), IoSlice::new(b"yz")])
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(pop(&mut rx).unwrap(), b"xyz");
+}
+
+#[test]
+fn small_buffer_keeps_the_record() {
+    let (_ring, mut tx, mut rx) = pair(64);
+    tx.try_push(b"0123456789").unwrap();
+    let mut small = [0u8; 4];
+    assert_eq!(
+        rx.try_pop_into(&mut small),
+        Err(PopError::BufferTooSmall { needed: 10 })
+    );
+    let mut big = [0u8; 10];
+    assert_eq!(rx.try_pop_into(&mut big), Ok(10));
+    assert_eq!(&big, b"0123456789");
+}
+
+#[test]
+fn io_write_maps_full_to_would_block() {
+    let (_ring, mut tx, _rx) = pair(64);
+    tx.write_all(&[0; 24]).unwrap();
+    tx.write_all(&[0; 24]).unwrap();
+    assert_eq!(
+        tx.write(&[0; 1]).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    assert_eq!(
+        tx.write(&[0; 25]).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn roles_are_claimed_once() {
+    let ring = Ring::create(64).unwrap();
+    let _tx = ring.producer().unwrap();
+    let _rx = ring.consumer().unwrap();
+    let me = std::process::id();
+    assert_eq!(
+        ring.producer().unwrap_err(),
+        ClaimError::Taken {
+            role: Role::Producer,
+            owner: me
+        }
+    );
+    assert!(matches!(
+        ring.clone().consumer(),
+        Err(ClaimError::Taken {
+            role: Role::Consumer,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn invalid_capacities_are_refused() {
+    for cap in [0, 32, 100, MAX_CAPACITY * 2] {
+        assert!(matches!(Ring::create(cap), Err(OpenError::InvalidCapacity(c)) if c == cap));
+        assert!(matches!(
+            Ring::heap(cap),
+            Err(OpenError::InvalidCapacity(_))
+        ));
+    }
+}
+
+#[test]
+fn producer_close_lets_consumer_drain_then_closed() {
+    let (ring, mut tx, mut rx) = pair(256);
+    tx.try_push(b"one").unwrap();
+    tx.try_push(b"two").unwrap();
+    drop(tx);
+    assert!(ring.is_closed());
+    assert_eq!(pop(&mut rx).unwrap(), b"one");
+    assert_eq!(pop(&mut rx).unwrap(), b"two");
+    assert_eq!(pop(&mut rx).unwrap_err(), PopError::Closed);
+    assert_eq!(
+        rx.peek_timeout(Duration::from_secs(5)).unwrap_err(),
+        PopError::Closed
+    );
+}
+
+#[test]
+fn consumer_close_fails_the_producer() {
+    let (_ring, mut tx, rx) = pair(256);
+    drop(rx);
+    assert_eq!(tx.try_push(b"x").unwrap_err(), PushError::Closed);
+    assert_eq!(tx.push(b"x").unwrap_err(), PushError::Closed);
+}
+
+#[test]
+fn timeouts_expire() {
+    let (_ring, mut tx, mut rx) = pair(64);
+    rx.set_spin(Duration::ZERO);
+    assert_eq!(
+        rx.peek_timeout(Duration::from_millis(20)).unwrap_err(),
+        PopError::TimedOut
+    );
+    assert_eq!(
+        rx.peek_timeout(Duration::ZERO).unwrap_err(),
+        PopError::TimedOut
+    );
+    tx.try_push(&[0; 24]).unwrap();
+    tx.try_push(&[0; 24]).unwrap();
+    assert_eq!(
+        tx.push_timeout(&[0; 24], Duration::from_millis(20)),
+        Err(PushError::TimedOut)
+    );
+    let mut buf = [0u8; 24];
+    assert_eq!(
+        rx.pop_into_timeout(&mut buf, Duration::from_millis(20)),
+        Ok(24)
+    );
+}
+
+#[test]
+fn blocked_consumer_wakes_on_close_with_zero_spin() {
+    for mode in [WakeMode::EventFd, WakeMode::Futex] {
+        let ring = Ring::create_memfd("close-test", 64, mode).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_spin(Duration::ZERO);
+        let tx = ring.producer().unwrap();
+        let waiter = thread::spawn(move || rx.peek().map(|_| ()).unwrap_err());
+        thread::sleep(Duration::from_millis(30));
+        drop(tx);
+        assert_eq!(waiter.join().unwrap(), PopError::Closed, "{mode:?}");
+    }
+}
+
+#[test]
+fn blocked_producer_wakes_on_close_with_zero_spin() {
+    for mode in [WakeMode::EventFd, WakeMode::Futex] {
+        let ring = Ring::create_memfd("close-test", 64, mode).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.set_spin(Duration::ZERO);
+        let rx = ring.consumer().unwrap();
+        tx.try_push(&[0; 24]).unwrap();
+        tx.try_push(&[0; 24]).unwrap();
+        let waiter = thread::spawn(move || tx.push(&[0; 24]).unwrap_err());
+        thread::sleep(Duration::from_millis(30));
+        drop(rx);
+        assert_eq!(waiter.join().unwrap(), PushError::Closed, "{mode:?}");
+    }
+}
+
+#[test]
+fn blocking_stream_between_threads_in_both_wake_modes() {
+    for (mode, spin) in [
+        (WakeMode::EventFd, Duration::ZERO),
+        (WakeMode::Futex, Duration::ZERO),
+        (WakeMode::EventFd, DEFAULT_SPIN),
+    ] {
+        let ring = Ring::create_memfd("stream", 256, mode).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        tx.set_spin(spin);
+        rx.set_spin(spin);
+        const N: u32 = 20_000;
+        let t = thread::spawn(move || {
+            for i in 0..N {
+                let len = (i % 100) as usize;
+                let mut g = tx.reserve(len + 4).unwrap();
+                g[..4].copy_from_slice(&i.to_le_bytes());
+                g[4..].fill(i as u8);
+                g.commit();
+            }
+        });
+        for i in 0..N {
+            let rec = rx.peek().unwrap();
+            assert_eq!(rec.len(), (i % 100) as usize + 4);
+            assert_eq!(&rec[..4], &i.to_le_bytes());
+            assert!(rec[4..].iter().all(|&b| b == i as u8));
+            rec.release();
+        }
+        t.join().unwrap();
+        assert_eq!(rx.peek().unwrap_err(), PopError::Closed);
+    }
+}
+
+#[test]
+fn arm_wake_signals_the_eventfd() {
+    let (ring, mut tx, mut rx) = pair(256);
+    let fd = ring.data_ready_fd().unwrap();
+    assert!(rx.arm_wake());
+    assert!(!crate::sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+    tx.try_push(b"x").unwrap();
+    assert!(crate::sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+    // Data waiting: no need to sleep.
+    assert!(!rx.arm_wake());
+    pop(&mut rx).unwrap();
+    assert!(rx.arm_wake());
+    // Full ring: the producer arms and is woken by a release.
+    let sfd = ring.space_ready_fd().unwrap();
+    while tx.try_push(&[0; 100]).is_ok() {}
+    assert!(tx.arm_wake());
+    assert!(!crate::sys::poll_readable(sfd, Some(Duration::ZERO)).unwrap());
+    pop(&mut rx).unwrap();
+    assert!(crate::sys::poll_readable(sfd, Some(Duration::ZERO)).unwrap());
+}
+
+// ---- the memory file ----
+
+#[test]
+fn sealed_memfd_cannot_be_resized() {
+    let ring = Ring::create(4096).unwrap();
+    let file = std::fs::File::from(ring.memory_fd().unwrap().try_clone_to_owned().unwrap());
+    let size = file.metadata().unwrap().len();
+    for len in [0, size - 1, size + 4096] {
+        let e = file.set_len(len).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "set_len({len})");
+    }
+    assert_eq!(file.metadata().unwrap().len(), size);
+}
+
+fn reopen(ring: &Ring) -> Result<Ring, OpenError> {
+    let mem = ring.memory_fd().unwrap().try_clone_to_owned().unwrap();
+    let wake = ring.data_ready_fd().map(|d| WakeFds {
+        data_ready: d.try_clone_to_owned().unwrap(),
+        space_ready: ring.space_ready_fd().unwrap().try_clone_to_owned().unwrap(),
+    });
+    Ring::from_fds(mem, wake)
+}
+
+#[test]
+fn from_fds_shares_the_ring() {
+    let ring = Ring::create(4096).unwrap();
+    let other = reopen(&ring).unwrap();
+    assert_eq!(other.capacity(), 4096);
+    let mut tx = ring.producer().unwrap();
+    let mut rx = other.consumer().unwrap();
+    assert!(matches!(other.producer(), Err(ClaimError::Taken { .. })));
+    tx.try_push(b"across mappings").unwrap();
+    assert_eq!(pop(&mut rx).unwrap(), b"across mappings");
+}
+
+#[test]
+fn from_fds_checks_wake_mode() {
+    let ring = Ring::create(4096).unwrap();
+    let mem = ring.memory_fd().unwrap().try_clone_to_owned().unwrap();
+    assert!(matches!(
+        Ring::from_fds(mem, None),
+        Err(OpenError::WakeMismatch)
+    ));
+    let futex = Ring::create_memfd("f", 4096, WakeMode::Futex).unwrap();
+    let mem = futex.memory_fd().unwrap().try_clone_to_owned().unwrap();
+    let wake = WakeFds {
+        data_ready: ring.data_ready_fd().unwrap().try_clone_to_owned().unwrap(),
+        space_ready: ring.space_ready_fd().unwrap().try_clone_to_owned().unwrap(),
+    };
+    assert!(matches!(
+        Ring::from_fds(mem, Some(wake)),
+        Err(OpenError::WakeMismatch)
+    ));
+}
+
+#[test]
+fn from_fds_refuses_unsealed_memfd_and_bad_headers() {
+    use std::io::{Seek, SeekFrom};
+    let memfd =
+        |name: &std::ffi::CStr| std::fs::File::from(crate::sys::memfd_create(name).unwrap());
+    // Unsealed memfd of the right size.
+    let f = memfd(c"unsealed");
+    f.set_len(4096 + 4096).unwrap();
+    assert!(matches!(
+        Ring::from_fds(f.into(), None),
+        Err(OpenError::NotSealed)
+    ));
+
+    let sealed = |bytes: &[u8], len: u64| {
+        let mut f = memfd(c"bad");
+        f.set_len(len).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(bytes).unwrap();
+        crate::sys::add_seals(f.as_fd(), crate::sys::RING_SEALS).unwrap();
+        Ring::from_fds(f.into(), None)
+    };
+    let header = |magic: u64, version: u32, hsize: u32, cap: u64, wake: u32| {
+        let mut h = Vec::new();
+        h.extend_from_slice(&magic.to_ne_bytes());
+        h.extend_from_slice(&version.to_ne_bytes());
+        h.extend_from_slice(&hsize.to_ne_bytes());
+        h.extend_from_slice(&cap.to_ne_bytes());
+        h.extend_from_slice(&wake.to_ne_bytes());
+        h
+    };
+    let m = layout::MAGIC;
+    let ok = header(m, LAYOUT_VERSION, 4096, 4096, 2);
+    assert!(sealed(&ok, 8192).is_ok());
+    assert!(matches!(sealed(&[], 8192), Err(OpenError::NotReady)));
+    assert!(matches!(sealed(&[], 0), Err(OpenError::NotReady)));
+    assert!(matches!(
+        sealed(&header(!m, 1, 4096, 4096, 2), 8192),
+        Err(OpenError::BadMagic)
+    ));
+    assert!(matches!(
+        sealed(&header(m, 9, 4096, 4096, 2), 8192),
+        Err(OpenError::VersionMismatch { found: 9 })
+    ));
+    assert!(matches!(
+        sealed(&header(m, 1, 512, 4096, 2), 8192),
+        Err(OpenError::Incompatible(_))
+    ));
+    assert!(matches!(
+        sealed(&header(m, 1, 4096, 8192, 2), 8192),
+        Err(OpenError::Incompatible(_))
+    ));
+    assert!(matches!(
+        sealed(&header(m, 1, 4096, 4096, 7), 8192),
+        Err(OpenError::Incompatible(_))
+    ));
+    assert!(matches!(
+        sealed(&ok, 4096 + 100),
+        Err(OpenError::Incompatible(_))
+    ));
+    assert!(matches!(sealed(&ok, 100), Err(OpenError::Incompatible(_))));
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("ringlink-unit-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir(&d).unwrap();
+    d
+}
+
+#[test]
+fn named_ring_round_trip_and_cleanup() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("named");
+    let ring = Ring::create_file(&dir, "r", 4096, 0o600).unwrap();
+    let path = dir.join("r");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(ring.wake_mode(), WakeMode::Futex);
+    let other = Ring::open_path_timeout(&path, Duration::from_secs(1)).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = other.consumer().unwrap();
+    rx.set_spin(Duration::ZERO);
+    let t = thread::spawn(move || {
+        for i in 0..2000u32 {
+            tx.push(&i.to_le_bytes()).unwrap();
+        }
+    });
+    for i in 0..2000u32 {
+        let mut b = [0u8; 4];
+        assert_eq!(rx.pop_into(&mut b), Ok(4));
+        assert_eq!(u32::from_le_bytes(b), i);
+    }
+    t.join().unwrap();
+    // Name taken: refused, never reused.
+    let e = Ring::create_file(&dir, "r", 4096, 0o600).unwrap_err();
+    assert!(matches!(e, OpenError::Io(ref e) if e.kind() == std::io::ErrorKind::AlreadyExists));
+    drop((ring, other, rx));
+    assert!(!path.exists(), "creator removes its file");
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn named_ring_refuses_symlinks_and_bad_names() {
+    let dir = temp_dir("symlink");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("link")).unwrap();
+    assert!(Ring::create_file(&dir, "link", 4096, 0o600).is_err());
+    assert!(Ring::open_path(&dir.join("link")).is_err());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    for bad in ["", ".", "..", "a/b"] {
+        assert!(
+            Ring::create_file(&dir, bad, 4096, 0o600).is_err(),
+            "{bad:?}"
+        );
+    }
+    let persisted = Ring::create_file(&dir, "kept", 4096, 0o640).unwrap();
+    persisted.persist();
+    drop(persisted);
+    assert!(Ring::open_path(&dir.join("kept")).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- a hostile peer ----
+
+/// Publishes `word` as a record at data offset `off` with the producer
+/// position set to `tail`, as a misbehaving producer would.
+fn forge(ring: &Ring, off: usize, word: u64, tail: u64) {
+    ring.shared.store_word(off, word);
+    ring.shared.header().tail.0.store(tail, Ordering::Release);
+}
+
+#[test]
+fn corrupt_producer_positions_are_reported() {
+    let cases: [(u64, Corruption); 3] = [
+        (4, Corruption::MisalignedPosition),
+        (64 + 8, Corruption::PositionTooFarAhead),
+        (u64::MAX - 7, Corruption::PositionBehind),
+    ];
+    for (bad_tail, want) in cases {
+        let ring = Ring::create(64).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        ring.shared
+            .header()
+            .tail
+            .0
+            .store(bad_tail, Ordering::Release);
+        assert_eq!(
+            rx.try_peek().unwrap_err(),
+            PopError::Corrupt(want),
+            "tail {bad_tail}"
+        );
+        assert_eq!(
+            rx.peek_timeout(Duration::from_millis(10)).unwrap_err(),
+            PopError::Corrupt(want)
+        );
+    }
+    // Tail moving backwards after records were seen.
+    let (ring, mut tx, mut rx) = pair(64);
+    tx.try_push(&[1; 8]).unwrap();
+    tx.try_push(&[2; 8]).unwrap();
+    pop(&mut rx).unwrap();
+    pop(&mut rx).unwrap();
+    ring.shared.header().tail.0.store(16, Ordering::Release);
+    assert_eq!(
+        rx.try_peek().unwrap_err(),
+        PopError::Corrupt(Corruption::PositionBehind)
+    );
+}
+
+#[test]
+fn corrupt_records_are_reported() {
+    let cases: [(usize, u64, u64, Corruption); 7] = [
+        // Length past the published data.
+        (0, record_word(16, KIND_DATA), 16, Corruption::RecordLength),
+        // Length past the end of the region.
+        (48, record_word(24, KIND_DATA), 64, Corruption::RecordLength),
+        // Length beyond the largest payload.
+        (
+            0,
+            record_word(u32::MAX, KIND_DATA),
+            64,
+            Corruption::RecordLength,
+        ),
+        // Unknown kind.
+        (0, record_word(0, 0xdead_beef), 8, Corruption::RecordKind),
+        (0, 0, 8, Corruption::RecordKind),
+        // Padding at offset 0 (never legitimate).
+        (0, record_word(56, KIND_PAD), 64, Corruption::Padding),
+        // Padding not reaching the end.
+        (32, record_word(8, KIND_PAD), 64, Corruption::Padding),
+    ];
+    for (off, word, tail, want) in cases {
+        let ring = Ring::create(64).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        if off > 0 {
+            // Move both positions to `off` through the legitimate path.
+            let mut tx = ring.producer().unwrap();
+            let mut at = 0;
+            while at < off {
+                let len = (off - at).min(32) - 8;
+                tx.try_push(&vec![0; len]).unwrap();
+                pop(&mut rx).unwrap();
+                at += layout::record_size(len);
+            }
+            std::mem::forget(tx); // keep the ring open, no close bit
+        }
+        forge(&ring, off, word, tail);
+        assert_eq!(
+            rx.try_peek().unwrap_err(),
+            PopError::Corrupt(want),
+            "word {word:#x} at {off}"
+        );
+        // The error is sticky while the state stays bad, and never panics.
+        assert_eq!(
+            rx.try_pop_into(&mut [0; 64]).unwrap_err(),
+            PopError::Corrupt(want)
+        );
+    }
+}
+
+#[test]
+fn corrupt_consumer_position_is_reported_to_the_producer() {
+    for (bad_head, want) in [
+        (3, Corruption::MisalignedPosition),
+        (64, Corruption::PositionTooFarAhead), // consumer ahead of producer
+        (u64::MAX - 7, Corruption::PositionBehind),
+    ] {
+        let ring = Ring::create(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.try_push(&[0; 24]).unwrap();
+        tx.try_push(&[0; 16]).unwrap(); // tail 56: the next push must re-read head
+        ring.shared
+            .header()
+            .head
+            .0
+            .store(bad_head, Ordering::Release);
+        assert_eq!(
+            tx.try_push(&[0; 16]).unwrap_err(),
+            PushError::Corrupt(want),
+            "head {bad_head}"
+        );
+    }
+}
+
+#[test]
+fn garbage_in_waiting_flags_and_owner_words_is_harmless() {
+    let (ring, mut tx, mut rx) = pair(256);
+    let h = ring.shared.header();
+    h.consumer_waiting.0.store(0xffff_ffff, Ordering::SeqCst);
+    h.producer_waiting.0.store(7, Ordering::SeqCst);
+    h.control.0.producer_owner.store(0, Ordering::SeqCst);
+    h.control.0.consumer_owner.store(12345, Ordering::SeqCst);
+    for i in 0..100u8 {
+        tx.try_push(&[i; 10]).unwrap();
+        assert_eq!(pop(&mut rx).unwrap(), [i; 10]);
+    }
+    // A freed claim word lets a second producer in: the claim protects
+    // against accidents, not against a peer that writes the header. Its
+    // writes are validated like any other.
+    let mut intruder = ring.producer().unwrap();
+    intruder.try_push(b"x").unwrap_or(());
+}
+
+#[test]
+fn garbage_initial_positions_fail_the_claim() {
+    let ring = Ring::create(64).unwrap();
+    ring.shared.header().tail.0.store(5, Ordering::SeqCst);
+    assert_eq!(
+        ring.consumer().unwrap_err(),
+        ClaimError::Corrupt(Corruption::MisalignedPosition)
+    );
+    let ring = Ring::create(64).unwrap();
+    ring.shared.header().tail.0.store(1 << 20, Ordering::SeqCst);
+    assert_eq!(
+        ring.producer().unwrap_err(),
+        ClaimError::Corrupt(Corruption::PositionTooFarAhead)
+    );
+}
+
+#[test]
+fn flipping_values_while_reading_never_panics() {
+    // A thread keeps scribbling random words over the header positions and
+    // the data region while a consumer reads: every outcome is a record,
+    // Empty or Corrupt, never a panic or a hang.
+    let ring = Ring::create(256).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let attacker = {
+        let ring = ring.clone();
+        let stop = stop.clone();
+        let writes = writes.clone();
+        thread::spawn(move || {
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let off = (x as usize >> 8) % 32 * 8;
+                ring.shared.store_word(
+                    off,
+                    if x & 1 == 0 {
+                        x
+                    } else {
+                        record_word((x >> 40) as u32 % 300, KIND_DATA)
+                    },
+                );
+                ring.shared
+                    .header()
+                    .tail
+                    .0
+                    .store(x % 512, Ordering::Release);
+            }
+        })
+    };
+    let mut outcomes = [0usize; 3];
+    let mut reads = 0u64;
+    while reads < 200_000 || writes.load(std::sync::atomic::Ordering::Relaxed) < 200_000 {
+        reads += 1;
+        match rx.try_peek() {
+            Ok(rec) => {
+                assert!(rec.len() <= rx_max(256));
+                outcomes[0] += 1;
+            }
+            Err(PopError::Empty) => outcomes[1] += 1,
+            Err(PopError::Corrupt(_)) => outcomes[2] += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    attacker.join().unwrap();
+    assert!(outcomes[2] > 0, "garbage was never detected: {outcomes:?}");
+}
+
+fn rx_max(cap: usize) -> usize {
+    layout::max_payload(cap)
+}
