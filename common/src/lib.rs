@@ -1,12 +1,19 @@
 //! Types and helpers shared by the ringlink server (`ringlink-ipcs`) and
-//! client (`ringlink-ipcc`).
-//!
-//! For now: process credentials and fd passing over Unix sockets; the
-//! handshake wire types and the message header join them with the server
-//! and client.
+//! client (`ringlink-ipcc`): the handshake and message-header wire
+//! format, the error type, credentials, service addresses, and fd passing
+//! over Unix sockets.
 #![deny(unsafe_code)]
 
+mod addr;
+mod error;
 pub mod fdpass;
+pub mod wire;
+
+pub use addr::{ring_capacity_for, ServiceAddr, MIN_RING_CAPACITY};
+pub use error::{Error, Result};
+
+use std::io;
+use std::os::unix::net::UnixStream;
 
 /// Kernel-verified identity of a peer process (from `SO_PEERCRED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,4 +24,31 @@ pub struct Credentials {
     pub uid: u32,
     /// Effective group id.
     pub gid: u32,
+}
+
+impl Credentials {
+    /// The credentials of the process at the other end of `sock`, as the
+    /// kernel recorded them when the connection was made.
+    ///
+    /// # Errors
+    ///
+    /// The `getsockopt` failure.
+    pub fn of_peer(sock: &UnixStream) -> io::Result<Credentials> {
+        let c = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(io::Error::from)?;
+        Ok(Credentials {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        })
+    }
+
+    /// The credentials of this process.
+    pub fn current() -> Credentials {
+        Credentials {
+            pid: std::process::id() as i32,
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
 }

@@ -1,10 +1,26 @@
-//! The ringlink server (`ipcs`).
+//! The ringlink server (`ipcs`): accepts client processes on a Unix
+//! socket, gives each connection three shared-memory rings (requests,
+//! responses, events), and dispatches requests to the application's
+//! [`Handler`] from one epoll loop.
 //!
-//! Not built yet: the handshake, connection lifecycle and event loop are
-//! the next piece of work (see the project's issue tracker). This crate
-//! exists so that the workspace has its final shape; it exports nothing
-//! that pretends to work. The ring it will serve over is
-//! [`ringlink_ringbuf`].
+//! The socket carries only the handshake (`docs/PROTOCOL.md`); afterwards
+//! it stays open so that each side sees the other's death at once. The
+//! server trusts nothing the client writes: credentials come from the
+//! kernel (`SO_PEERCRED`), ring sizes are capped by the server, every
+//! handshake read has a deadline and a size limit, and a client that
+//! corrupts its rings is disconnected without affecting the others.
 #![deny(unsafe_code)]
 
-pub use ringlink_common::Credentials;
+mod connection;
+mod control;
+mod handler;
+mod options;
+mod service;
+mod slab;
+
+pub use connection::Connection;
+pub use control::ShutdownHandle;
+pub use handler::{Handler, Reject, Request};
+pub use options::ServiceOptions;
+pub use ringlink_common::{Credentials, Error, Result, ServiceAddr};
+pub use service::Service;

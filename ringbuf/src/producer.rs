@@ -99,6 +99,22 @@ impl Producer {
             != 0
     }
 
+    /// Whether a record of `len` payload bytes fits now, re-reading the
+    /// consumer's position if the cached one says no. For flow control: a
+    /// server can take a request only when the answer will fit.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve), with `Full` reported as
+    /// `Ok(false)`.
+    pub fn has_room(&mut self, len: usize) -> Result<bool, PushError> {
+        match self.try_slot(len) {
+            Ok(_) => Ok(true),
+            Err(PushError::Full) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reserves room for a record of `len` bytes, without waiting.
     ///
     /// Write the payload through the returned grant, then

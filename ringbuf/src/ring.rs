@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{ClaimError, OpenError, Role};
 use crate::layout::{valid_capacity, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use crate::layout::{CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER};
 use crate::mem::Shared;
-use crate::sync::Ordering;
-use crate::wake::Signals;
+use crate::sync::{fence, Ordering};
+use crate::wake::{Direction, Signals};
 use crate::{Consumer, Producer};
 
 /// How the two sides of a ring sleep and wake each other.
@@ -454,6 +455,31 @@ impl Ring {
             .unlink_on_drop
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Closes the ring for both sides, from outside either role (a server
+    /// tearing down a connection whose role handles other threads hold):
+    /// waiting calls on either side return `Closed`, and a consumer still
+    /// reads what was published before.
+    pub fn close(&self) {
+        let h = self.shared.header();
+        // Release: as in `Producer::close`, pairs with the consumer's
+        // Acquire load of `closed`.
+        h.control
+            .0
+            .closed
+            .fetch_or(CLOSED_BY_PRODUCER | CLOSED_BY_CONSUMER, Ordering::Release);
+        // SeqCst: the wake-up handshake (module `wake`), as in the roles'
+        // `close`.
+        fence(Ordering::SeqCst);
+        for (flag, dir) in [
+            (&h.consumer_waiting.0, Direction::Data),
+            (&h.producer_waiting.0, Direction::Space),
+        ] {
+            if flag.swap(0, Ordering::Relaxed) != 0 {
+                self.shared.signals.wake(dir, flag);
+            }
+        }
     }
 
     /// Whether either side has closed the ring.

@@ -788,3 +788,18 @@ fn flipping_values_while_reading_never_panics() {
 fn rx_max(cap: usize) -> usize {
     layout::max_payload(cap)
 }
+
+#[test]
+fn ring_close_wakes_both_sides_and_keeps_published_records() {
+    let (ring, mut tx, mut rx) = pair(64);
+    tx.try_push(b"kept").unwrap();
+    assert!(tx.has_room(8).unwrap());
+    tx.try_push(&[0; 16]).unwrap();
+    assert!(!tx.has_room(24).unwrap());
+    tx.set_spin(Duration::ZERO);
+    let waiter = thread::spawn(move || tx.push(&[0; 24]).unwrap_err());
+    thread::sleep(Duration::from_millis(20));
+    ring.close();
+    assert_eq!(waiter.join().unwrap(), PushError::Closed);
+    assert_eq!(pop(&mut rx).unwrap_err(), PopError::Closed);
+}

@@ -1,0 +1,517 @@
+//! The bytes exchanged on the handshake socket and at the head of every
+//! message in the rings. `docs/PROTOCOL.md` describes the same layout for
+//! implementers in other languages; every multi-byte integer is
+//! little-endian.
+//!
+//! Decoders treat their input as hostile: every field is checked and a
+//! failure is a typed [`WireError`], never a panic.
+
+use std::fmt;
+
+/// Version of the handshake and message-header layout.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// First four bytes of a [`ConnectRequest`] (`"RLq1"`).
+pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"RLq1");
+/// First four bytes of a [`ConnectResponse`] (`"RLr1"`).
+pub const RESPONSE_MAGIC: u32 = u32::from_le_bytes(*b"RLr1");
+/// First four bytes of the client's [`Confirm`] (`"RLok"`).
+pub const CONFIRM_MAGIC: u32 = u32::from_le_bytes(*b"RLok");
+/// Longest protocol id, in bytes.
+pub const MAX_PROTOCOL_ID: usize = 64;
+/// Size of an encoded [`ConnectRequest`].
+pub const REQUEST_LEN: usize = 80;
+/// Size of an encoded [`ConnectResponse`].
+pub const RESPONSE_LEN: usize = 48;
+/// Size of an encoded [`Confirm`].
+pub const CONFIRM_LEN: usize = 8;
+/// Fds attached to a successful shared-memory [`ConnectResponse`]: for
+/// each of the request, response and event rings, its memory fd, its
+/// data-ready eventfd and its space-ready eventfd.
+pub const SHM_FDS: usize = 9;
+/// Size of the [`MsgHeader`] at the start of every message record.
+pub const MSG_HEADER_LEN: usize = 24;
+
+/// Why a peer's bytes were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Wrong length for this message.
+    Length,
+    /// Wrong magic number.
+    Magic,
+    /// A protocol version this side does not speak.
+    Version(u16),
+    /// Unknown transport code.
+    Transport(u16),
+    /// Protocol id empty, too long, not UTF-8, or with non-zero padding.
+    ProtocolId,
+    /// Unknown status code.
+    Status(u16),
+    /// A reserved field is not zero.
+    Reserved,
+    /// The size in a message header disagrees with the record's length.
+    Size,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Length => f.write_str("wrong message length"),
+            WireError::Magic => f.write_str("wrong magic number"),
+            WireError::Version(v) => write!(f, "unsupported protocol version {v}"),
+            WireError::Transport(t) => write!(f, "unknown transport {t}"),
+            WireError::ProtocolId => f.write_str("malformed protocol id"),
+            WireError::Status(s) => write!(f, "unknown status {s}"),
+            WireError::Reserved => f.write_str("reserved field is not zero"),
+            WireError::Size => f.write_str("message size disagrees with its record"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// How messages travel once connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u16)]
+pub enum Transport {
+    /// Shared-memory rings (the default).
+    #[default]
+    Shm = 1,
+    /// `SOCK_SEQPACKET` socket.
+    Socket = 2,
+}
+
+impl Transport {
+    fn from_u16(v: u16) -> Result<Transport, WireError> {
+        match v {
+            1 => Ok(Transport::Shm),
+            2 => Ok(Transport::Socket),
+            _ => Err(WireError::Transport(v)),
+        }
+    }
+}
+
+/// The server's answer to a connection request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum Status {
+    /// Accepted; the rings' fds are attached.
+    Ok = 0,
+    /// The accept handler refused these credentials.
+    PermissionDenied = 1,
+    /// The server does not speak this protocol id.
+    UnknownProtocol = 2,
+    /// The server does not speak this protocol version.
+    VersionMismatch = 3,
+    /// The server has as many clients as it accepts.
+    TooManyClients = 4,
+    /// The server could not allocate the connection's resources.
+    Resources = 5,
+    /// The request was malformed.
+    BadRequest = 6,
+    /// The server uses the other transport.
+    TransportMismatch = 7,
+}
+
+impl Status {
+    fn from_u16(v: u16) -> Result<Status, WireError> {
+        Ok(match v {
+            0 => Status::Ok,
+            1 => Status::PermissionDenied,
+            2 => Status::UnknownProtocol,
+            3 => Status::VersionMismatch,
+            4 => Status::TooManyClients,
+            5 => Status::Resources,
+            6 => Status::BadRequest,
+            7 => Status::TransportMismatch,
+            _ => return Err(WireError::Status(v)),
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "accepted",
+            Status::PermissionDenied => "permission denied",
+            Status::UnknownProtocol => "unknown protocol",
+            Status::VersionMismatch => "protocol version mismatch",
+            Status::TooManyClients => "too many clients",
+            Status::Resources => "server out of resources",
+            Status::BadRequest => "malformed connection request",
+            Status::TransportMismatch => "transport mismatch",
+        })
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Client → server, first message on the socket.
+///
+/// ```text
+/// 0  u32 magic "RLq1"     4  u16 version      6  u16 transport
+/// 8  u32 max_message      12 u16 protocol_len 14 u16 reserved (0)
+/// 16 [u8; 64] protocol id, zero padded                    = 80 bytes
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectRequest {
+    /// Protocol version the client speaks.
+    pub version: u16,
+    /// Transport the client wants.
+    pub transport: Transport,
+    /// Largest message payload the client wants to send or receive (0: no
+    /// wish; the server's enforced minimum applies).
+    pub max_message: u32,
+    /// Application protocol id; both sides must use the same.
+    pub protocol: String,
+}
+
+impl ConnectRequest {
+    /// Encodes the request.
+    ///
+    /// # Panics
+    ///
+    /// If the protocol id is empty or longer than [`MAX_PROTOCOL_ID`].
+    pub fn encode(&self) -> [u8; REQUEST_LEN] {
+        let id = self.protocol.as_bytes();
+        assert!(
+            !id.is_empty() && id.len() <= MAX_PROTOCOL_ID,
+            "protocol id length"
+        );
+        let mut b = [0u8; REQUEST_LEN];
+        b[0..4].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
+        b[4..6].copy_from_slice(&self.version.to_le_bytes());
+        b[6..8].copy_from_slice(&(self.transport as u16).to_le_bytes());
+        b[8..12].copy_from_slice(&self.max_message.to_le_bytes());
+        b[12..14].copy_from_slice(&(id.len() as u16).to_le_bytes());
+        b[16..16 + id.len()].copy_from_slice(id);
+        b
+    }
+
+    /// Decodes and checks a request. A version other than
+    /// [`PROTOCOL_VERSION`] is reported as [`WireError::Version`] before
+    /// any later field is looked at, so that a future client gets a clear
+    /// answer.
+    ///
+    /// # Errors
+    ///
+    /// A [`WireError`] naming the first bad field.
+    pub fn decode(b: &[u8]) -> Result<ConnectRequest, WireError> {
+        if b.len() != REQUEST_LEN {
+            return Err(WireError::Length);
+        }
+        if u32_at(b, 0) != REQUEST_MAGIC {
+            return Err(WireError::Magic);
+        }
+        let version = u16_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(WireError::Version(version));
+        }
+        let transport = Transport::from_u16(u16_at(b, 6))?;
+        let max_message = u32_at(b, 8);
+        let len = u16_at(b, 12) as usize;
+        if u16_at(b, 14) != 0 {
+            return Err(WireError::Reserved);
+        }
+        if len == 0 || len > MAX_PROTOCOL_ID || b[16 + len..].iter().any(|&c| c != 0) {
+            return Err(WireError::ProtocolId);
+        }
+        let protocol = std::str::from_utf8(&b[16..16 + len])
+            .map_err(|_| WireError::ProtocolId)?
+            .to_owned();
+        Ok(ConnectRequest {
+            version,
+            transport,
+            max_message,
+            protocol,
+        })
+    }
+}
+
+/// Server → client, the answer to a [`ConnectRequest`]. On
+/// [`Status::Ok`] with the shared-memory transport, [`SHM_FDS`] fds travel
+/// with it (`SCM_RIGHTS`).
+///
+/// ```text
+/// 0  u32 magic "RLr1"   4  u16 version   6  u16 status
+/// 8  u64 connection id  16 u32 max_message  20 u32 fd count
+/// 24 u64 request ring capacity  32 u64 response ring capacity
+/// 40 u64 event ring capacity                           = 48 bytes
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectResponse {
+    /// Accepted, or why not.
+    pub status: Status,
+    /// Server-assigned connection id (0 on rejection).
+    pub connection_id: u64,
+    /// Negotiated largest message payload, both directions.
+    pub max_message: u32,
+    /// Number of fds attached.
+    pub fd_count: u32,
+    /// Data capacity of the request ring.
+    pub request_capacity: u64,
+    /// Data capacity of the response ring.
+    pub response_capacity: u64,
+    /// Data capacity of the event ring.
+    pub event_capacity: u64,
+}
+
+impl ConnectResponse {
+    /// A rejection with no fds.
+    pub fn reject(status: Status) -> ConnectResponse {
+        ConnectResponse {
+            status,
+            connection_id: 0,
+            max_message: 0,
+            fd_count: 0,
+            request_capacity: 0,
+            response_capacity: 0,
+            event_capacity: 0,
+        }
+    }
+
+    /// Encodes the response.
+    pub fn encode(&self) -> [u8; RESPONSE_LEN] {
+        let mut b = [0u8; RESPONSE_LEN];
+        b[0..4].copy_from_slice(&RESPONSE_MAGIC.to_le_bytes());
+        b[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b[6..8].copy_from_slice(&(self.status as u16).to_le_bytes());
+        b[8..16].copy_from_slice(&self.connection_id.to_le_bytes());
+        b[16..20].copy_from_slice(&self.max_message.to_le_bytes());
+        b[20..24].copy_from_slice(&self.fd_count.to_le_bytes());
+        b[24..32].copy_from_slice(&self.request_capacity.to_le_bytes());
+        b[32..40].copy_from_slice(&self.response_capacity.to_le_bytes());
+        b[40..48].copy_from_slice(&self.event_capacity.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a response.
+    ///
+    /// # Errors
+    ///
+    /// A [`WireError`] naming the first bad field.
+    pub fn decode(b: &[u8]) -> Result<ConnectResponse, WireError> {
+        if b.len() != RESPONSE_LEN {
+            return Err(WireError::Length);
+        }
+        if u32_at(b, 0) != RESPONSE_MAGIC {
+            return Err(WireError::Magic);
+        }
+        let version = u16_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(WireError::Version(version));
+        }
+        Ok(ConnectResponse {
+            status: Status::from_u16(u16_at(b, 6))?,
+            connection_id: u64_at(b, 8),
+            max_message: u32_at(b, 16),
+            fd_count: u32_at(b, 20),
+            request_capacity: u64_at(b, 24),
+            response_capacity: u64_at(b, 32),
+            event_capacity: u64_at(b, 40),
+        })
+    }
+}
+
+/// Client → server, after mapping the rings: the connection may start.
+///
+/// ```text
+/// 0 u32 magic "RLok"   4 u32 reserved (0)              = 8 bytes
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirm;
+
+impl Confirm {
+    /// Encodes the confirmation.
+    pub fn encode(&self) -> [u8; CONFIRM_LEN] {
+        let mut b = [0u8; CONFIRM_LEN];
+        b[0..4].copy_from_slice(&CONFIRM_MAGIC.to_le_bytes());
+        b
+    }
+
+    /// Checks a confirmation.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Length`], [`Magic`](WireError::Magic) or
+    /// [`Reserved`](WireError::Reserved).
+    pub fn decode(b: &[u8]) -> Result<Confirm, WireError> {
+        if b.len() != CONFIRM_LEN {
+            return Err(WireError::Length);
+        }
+        if u32_at(b, 0) != CONFIRM_MAGIC {
+            return Err(WireError::Magic);
+        }
+        if u32_at(b, 4) != 0 {
+            return Err(WireError::Reserved);
+        }
+        Ok(Confirm)
+    }
+}
+
+/// The header at the start of every message record in a ring.
+///
+/// ```text
+/// 0 i32 id   4 u32 size   8 i32 error   12 u32 reserved (0)   16 u64 seq
+/// ```
+///
+/// `id` is the application's message id; `size` the payload bytes that
+/// follow; `error` is 0 except in responses, where the server may put an
+/// error code; `seq` numbers requests (from 1, per connection) and a
+/// response carries the `seq` of its request; events carry 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MsgHeader {
+    /// Application message id.
+    pub id: i32,
+    /// Payload length in bytes.
+    pub size: u32,
+    /// Error code (responses only; 0 otherwise).
+    pub error: i32,
+    /// Sequence number tying a response to its request.
+    pub seq: u64,
+}
+
+impl MsgHeader {
+    /// Writes the header into the first [`MSG_HEADER_LEN`] bytes of `out`.
+    ///
+    /// # Panics
+    ///
+    /// If `out` is shorter than [`MSG_HEADER_LEN`].
+    #[inline]
+    pub fn encode_into(&self, out: &mut [u8]) {
+        let b = &mut out[..MSG_HEADER_LEN];
+        b[0..4].copy_from_slice(&self.id.to_le_bytes());
+        b[4..8].copy_from_slice(&self.size.to_le_bytes());
+        b[8..12].copy_from_slice(&self.error.to_le_bytes());
+        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        b[16..24].copy_from_slice(&self.seq.to_le_bytes());
+    }
+
+    /// Reads the header of a whole record (`header + payload`), checking
+    /// that `size` matches the payload actually present.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Length`] if the record is shorter than a header,
+    /// [`Size`](WireError::Size), [`Reserved`](WireError::Reserved).
+    #[inline]
+    pub fn decode(record: &[u8]) -> Result<MsgHeader, WireError> {
+        if record.len() < MSG_HEADER_LEN {
+            return Err(WireError::Length);
+        }
+        // Each field is copied out once; the record may sit in memory a
+        // peer can still write.
+        let h = MsgHeader {
+            id: i32::from_le_bytes(record[0..4].try_into().expect("4 bytes")),
+            size: u32_at(record, 4),
+            error: i32::from_le_bytes(record[8..12].try_into().expect("4 bytes")),
+            seq: u64_at(record, 16),
+        };
+        if u32_at(record, 12) != 0 {
+            return Err(WireError::Reserved);
+        }
+        if h.size as usize != record.len() - MSG_HEADER_LEN {
+            return Err(WireError::Size);
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ConnectRequest {
+        ConnectRequest {
+            version: PROTOCOL_VERSION,
+            transport: Transport::Shm,
+            max_message: 4096,
+            protocol: "echo".into(),
+        }
+    }
+
+    #[test]
+    fn request_round_trip_and_layout() {
+        let b = req().encode();
+        assert_eq!(&b[0..4], b"RLq1");
+        assert_eq!(&b[16..20], b"echo");
+        assert_eq!(ConnectRequest::decode(&b).unwrap(), req());
+    }
+
+    #[test]
+    fn request_rejects_each_bad_field() {
+        let good = req().encode();
+        let bad = |f: &dyn Fn(&mut [u8; REQUEST_LEN])| {
+            let mut b = good;
+            f(&mut b);
+            ConnectRequest::decode(&b).unwrap_err()
+        };
+        assert_eq!(ConnectRequest::decode(&good[..79]), Err(WireError::Length));
+        assert_eq!(
+            ConnectRequest::decode(&[good.as_slice(), &[0]].concat()),
+            Err(WireError::Length)
+        );
+        assert_eq!(bad(&|b| b[0] = b'X'), WireError::Magic);
+        assert_eq!(bad(&|b| b[4] = 2), WireError::Version(2));
+        assert_eq!(bad(&|b| b[6] = 9), WireError::Transport(9));
+        assert_eq!(bad(&|b| b[14] = 1), WireError::Reserved);
+        assert_eq!(bad(&|b| b[12] = 0), WireError::ProtocolId);
+        assert_eq!(bad(&|b| b[12] = 65), WireError::ProtocolId);
+        assert_eq!(bad(&|b| b[40] = 1), WireError::ProtocolId);
+        assert_eq!(bad(&|b| b[16] = 0xff), WireError::ProtocolId);
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let r = ConnectResponse {
+            status: Status::Ok,
+            connection_id: 7,
+            max_message: 1 << 20,
+            fd_count: SHM_FDS as u32,
+            request_capacity: 1 << 22,
+            response_capacity: 1 << 22,
+            event_capacity: 1 << 22,
+        };
+        assert_eq!(ConnectResponse::decode(&r.encode()).unwrap(), r);
+        let rej = ConnectResponse::reject(Status::TooManyClients);
+        assert_eq!(ConnectResponse::decode(&rej.encode()).unwrap(), rej);
+        let mut b = r.encode();
+        b[6] = 99;
+        assert_eq!(ConnectResponse::decode(&b), Err(WireError::Status(99)));
+    }
+
+    #[test]
+    fn confirm_round_trip() {
+        assert_eq!(Confirm::decode(&Confirm.encode()), Ok(Confirm));
+        assert_eq!(Confirm::decode(&[0; 8]), Err(WireError::Magic));
+    }
+
+    #[test]
+    fn header_checks_size_against_record() {
+        let h = MsgHeader {
+            id: -3,
+            size: 5,
+            error: 0,
+            seq: 42,
+        };
+        let mut rec = vec![0u8; MSG_HEADER_LEN + 5];
+        h.encode_into(&mut rec);
+        assert_eq!(MsgHeader::decode(&rec), Ok(h));
+        assert_eq!(
+            MsgHeader::decode(&rec[..MSG_HEADER_LEN + 4]),
+            Err(WireError::Size)
+        );
+        assert_eq!(MsgHeader::decode(&rec[..10]), Err(WireError::Length));
+        rec[13] = 1;
+        assert_eq!(MsgHeader::decode(&rec), Err(WireError::Reserved));
+    }
+}

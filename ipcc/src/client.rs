@@ -1,0 +1,655 @@
+//! Connecting, and the calls of a connected client.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use ringlink_common::fdpass::recv_fds;
+use ringlink_common::wire::{
+    Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN,
+    PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS,
+};
+use ringlink_common::{Credentials, Error, Result, ServiceAddr};
+use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring, WakeFds};
+
+/// How to connect.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Application protocol id; must match the server's.
+    pub protocol: String,
+    /// Largest message payload wanted (the server may raise it to its
+    /// minimum or cap it at its maximum; see [`Client::max_message`]).
+    /// 0: the server's minimum.
+    pub max_message: u32,
+    /// Time allowed for connecting and the whole handshake. Default 5 s.
+    pub timeout: Duration,
+    /// Keep retrying, until `timeout`, while no server listens at the
+    /// address, so that start-up order does not matter. Default false.
+    pub wait_for_server: bool,
+    /// How long a waiting call polls the rings before it sleeps. Default
+    /// [`ringlink_ringbuf::DEFAULT_SPIN`].
+    pub spin: Duration,
+}
+
+impl ConnectOptions {
+    /// Default options for `protocol`.
+    pub fn new(protocol: &str) -> ConnectOptions {
+        ConnectOptions {
+            protocol: protocol.to_owned(),
+            max_message: 0,
+            timeout: Duration::from_secs(5),
+            wait_for_server: false,
+            spin: ringlink_ringbuf::DEFAULT_SPIN,
+        }
+    }
+}
+
+/// A message received: its header fields and payload length (the payload
+/// is in the caller's buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Application message id.
+    pub id: i32,
+    /// For a response, the sequence number of its request; 0 for events.
+    pub seq: u64,
+    /// Error code the server set (responses; 0 otherwise).
+    pub error: i32,
+    /// Payload length, at the start of the caller's buffer.
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Response,
+    Event,
+    Space,
+}
+
+/// A connection to a ringlink service. `Send`, not `Sync`: one thread
+/// drives it at a time.
+pub struct Client {
+    sock: UnixStream,
+    /// Request, response and event rings.
+    rings: [Ring; 3],
+    request: Producer,
+    response: Consumer,
+    event: Consumer,
+    id: u64,
+    max_message: usize,
+    server: Credentials,
+    next_seq: u64,
+    connected: Cell<bool>,
+    /// Responses read while `send_recv` looked for another sequence.
+    stash: VecDeque<(Message, Vec<u8>)>,
+    spin: Duration,
+    epoll: Epoll,
+}
+
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+fn expired(deadline: Option<Instant>, timeout: Option<Duration>) -> bool {
+    timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+fn io_err(e: nix::errno::Errno) -> Error {
+    Error::Io(e.into())
+}
+
+impl Client {
+    /// Connects to the service at `addr` and runs the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoServer`] if nobody listens (after `timeout`, with
+    /// `wait_for_server`); [`Error::Rejected`] with the server's reason;
+    /// [`Error::TimedOut`]; [`Error::Protocol`] if the server's answer or
+    /// its rings are malformed; [`Error::Io`].
+    pub fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<Client> {
+        let deadline = Instant::now() + opts.timeout;
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        let sock = connect_socket(addr, opts.wait_for_server, deadline)?;
+        let timed = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::UnexpectedEof => Error::Disconnected,
+            _ => Error::Io(e),
+        };
+        if opts.protocol.is_empty() || opts.protocol.len() > ringlink_common::wire::MAX_PROTOCOL_ID
+        {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "protocol id must be 1 to 64 bytes",
+            )));
+        }
+        let request = ConnectRequest {
+            version: PROTOCOL_VERSION,
+            transport: Transport::Shm,
+            max_message: opts.max_message,
+            protocol: opts.protocol.clone(),
+        };
+        sock.set_write_timeout(Some(left()))?;
+        (&sock).write_all(&request.encode()).map_err(timed)?;
+
+        // The answer, with its fds on the first bytes.
+        let mut buf = [0u8; RESPONSE_LEN];
+        let mut got = 0;
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        while got < RESPONSE_LEN {
+            sock.set_read_timeout(Some(left()))?;
+            let (n, more) = recv_fds(&sock, &mut buf[got..]).map_err(timed)?;
+            fds.extend(more);
+            if n == 0 {
+                return Err(Error::Disconnected);
+            }
+            got += n;
+        }
+        let answer =
+            ConnectResponse::decode(&buf).map_err(|e| Error::protocol("connect response", e))?;
+        if answer.status != Status::Ok {
+            return Err(Error::Rejected(answer.status));
+        }
+        if fds.len() != SHM_FDS || answer.fd_count as usize != SHM_FDS {
+            return Err(Error::Protocol(format!(
+                "expected {SHM_FDS} fds, got {}",
+                fds.len()
+            )));
+        }
+        let max_message = answer.max_message as usize;
+        let mut fds = fds.into_iter();
+        let mut next_ring = |capacity: u64| -> Result<Ring> {
+            let (Some(memory), Some(data_ready), Some(space_ready)) =
+                (fds.next(), fds.next(), fds.next())
+            else {
+                return Err(Error::Protocol("missing ring fds".into()));
+            };
+            let ring = Ring::from_fds(
+                memory,
+                Some(WakeFds {
+                    data_ready,
+                    space_ready,
+                }),
+            )
+            .map_err(|e| Error::protocol("ring from server", e))?;
+            if ring.capacity() as u64 != capacity
+                || ring.max_payload() < MSG_HEADER_LEN + max_message
+            {
+                return Err(Error::Protocol(
+                    "ring size disagrees with the handshake".into(),
+                ));
+            }
+            Ok(ring)
+        };
+        let rings = [
+            next_ring(answer.request_capacity)?,
+            next_ring(answer.response_capacity)?,
+            next_ring(answer.event_capacity)?,
+        ];
+        let claim = |e| Error::protocol("ring role", e);
+        let mut request = rings[0].producer().map_err(claim)?;
+        let mut response = rings[1].consumer().map_err(claim)?;
+        let mut event = rings[2].consumer().map_err(claim)?;
+        for spin in [&mut response, &mut event] {
+            spin.set_spin(opts.spin);
+        }
+        request.set_spin(opts.spin);
+
+        (&sock).write_all(&Confirm.encode()).map_err(timed)?;
+        sock.set_read_timeout(None)?;
+        sock.set_write_timeout(None)?;
+        sock.set_nonblocking(true)?;
+        let server = Credentials::of_peer(&sock)?;
+
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_err)?;
+        let fds = [rings[1].data_ready_fd(), rings[2].data_ready_fd()];
+        for (i, fd) in fds.into_iter().enumerate() {
+            let fd = fd.ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
+            epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+                .map_err(io_err)?;
+        }
+        epoll
+            .add(
+                &sock,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, 2),
+            )
+            .map_err(io_err)?;
+
+        Ok(Client {
+            sock,
+            rings,
+            request,
+            response,
+            event,
+            id: answer.connection_id,
+            max_message,
+            server,
+            next_seq: 1,
+            connected: Cell::new(true),
+            stash: VecDeque::new(),
+            spin: opts.spin,
+            epoll,
+        })
+    }
+
+    /// The server-assigned connection id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Largest message payload, either way (the negotiated buffer size).
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// The server process's kernel-verified credentials.
+    pub fn server_credentials(&self) -> Credentials {
+        self.server
+    }
+
+    /// Whether the connection is still up: checks the socket for a
+    /// hang-up and the rings for a close, without waiting.
+    pub fn is_connected(&self) -> bool {
+        if !self.connected.get() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let alive = match (&self.sock).read(&mut byte) {
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+            Ok(_) => false, // end of stream, or data the server must not send
+        };
+        if !alive || self.response.is_closed() || self.event.is_closed() || self.request.is_closed()
+        {
+            self.connected.set(false);
+        }
+        self.connected.get()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.connected.get() {
+            Ok(())
+        } else {
+            Err(Error::Disconnected)
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if e.is_fatal() {
+            self.connected.set(false);
+            let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        }
+        e
+    }
+
+    /// Sends a request without waiting; returns its sequence number, which
+    /// the response will carry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`] (nothing sent); [`Error::WouldBlock`] if
+    /// the request ring is full; [`Error::Disconnected`].
+    pub fn send(&mut self, id: i32, payload: &[u8]) -> Result<u64> {
+        self.send_vectored(id, &[IoSlice::new(payload)], Some(Duration::ZERO))
+    }
+
+    /// Sends a request, waiting up to `timeout` (`None`: forever) for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), with [`Error::TimedOut`] instead of
+    /// `WouldBlock` for a non-zero timeout.
+    pub fn send_timeout(
+        &mut self,
+        id: i32,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.send_vectored(id, &[IoSlice::new(payload)], timeout)
+    }
+
+    /// Sends a request whose payload is the concatenation of `parts`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_vectored(
+        &mut self,
+        id: i32,
+        parts: &[IoSlice<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        let len = parts
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        if len > self.max_message {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.max_message,
+            });
+        }
+        self.check()?;
+        let deadline = deadline_after(timeout);
+        let seq = self.next_seq;
+        loop {
+            match self.request.try_reserve(MSG_HEADER_LEN + len) {
+                Ok(mut grant) => {
+                    MsgHeader {
+                        id,
+                        size: len as u32,
+                        error: 0,
+                        seq,
+                    }
+                    .encode_into(&mut grant);
+                    let mut at = MSG_HEADER_LEN;
+                    for p in parts {
+                        grant[at..at + p.len()].copy_from_slice(p);
+                        at += p.len();
+                    }
+                    grant.commit();
+                    self.next_seq += 1;
+                    return Ok(seq);
+                }
+                Err(PushError::Full) => {
+                    if timeout == Some(Duration::ZERO) {
+                        return Err(Error::WouldBlock);
+                    }
+                    if expired(deadline, timeout) {
+                        return Err(Error::TimedOut);
+                    }
+                    self.wait(Wait::Space, deadline, timeout)?;
+                }
+                Err(PushError::Corrupt(c)) => {
+                    return Err(self.fail(Error::protocol("server corrupted the request ring", c)))
+                }
+                Err(PushError::TooLarge { .. }) => {
+                    return Err(Error::MessageTooLarge {
+                        len,
+                        max: self.max_message,
+                    })
+                }
+                Err(_) => return Err(self.fail(Error::Disconnected)),
+            }
+        }
+    }
+
+    /// Receives the next response into `buf`, waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`]; [`Error::BufferTooSmall`] (the response is
+    /// kept); [`Error::Disconnected`]; [`Error::Protocol`] if the server
+    /// corrupted the ring.
+    pub fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
+        if let Some((msg, _)) = self.stash.front() {
+            if msg.len > buf.len() {
+                return Err(Error::BufferTooSmall { needed: msg.len });
+            }
+            let (msg, data) = self.stash.pop_front().expect("front exists");
+            buf[..msg.len].copy_from_slice(&data);
+            return Ok(msg);
+        }
+        self.read(Wait::Response, buf, timeout)
+    }
+
+    /// Sends a request and waits for its response (matched by sequence
+    /// number; responses to other requests in flight are kept for
+    /// [`recv`](Self::recv)). `timeout` covers both.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout) and [`recv`](Self::recv).
+    pub fn send_recv(
+        &mut self,
+        id: i32,
+        request: &[u8],
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<Message> {
+        let deadline = deadline_after(timeout);
+        let seq = self.send_vectored(id, &[IoSlice::new(request)], timeout)?;
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let msg = self.read(Wait::Response, buf, left)?;
+            if msg.seq == seq {
+                return Ok(msg);
+            }
+            self.stash.push_back((msg, buf[..msg.len].to_vec()));
+        }
+    }
+
+    /// Receives the next event into `buf`, waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn event_recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
+        self.read(Wait::Event, buf, timeout)
+    }
+
+    fn read(&mut self, which: Wait, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
+        let deadline = deadline_after(timeout);
+        loop {
+            self.check()?;
+            let rx = if which == Wait::Event {
+                &mut self.event
+            } else {
+                &mut self.response
+            };
+            let outcome = match rx.try_peek() {
+                Ok(record) => {
+                    let got = MsgHeader::decode(&record).map(|h| {
+                        let len = h.size as usize;
+                        let msg = Message {
+                            id: h.id,
+                            seq: h.seq,
+                            error: h.error,
+                            len,
+                        };
+                        if len > buf.len() {
+                            return Err(Error::BufferTooSmall { needed: len });
+                        }
+                        buf[..len].copy_from_slice(&record[MSG_HEADER_LEN..]);
+                        record.release();
+                        Ok(msg)
+                    });
+                    match got {
+                        Ok(r) => Some(r),
+                        Err(e) => Some(Err(Error::protocol(
+                            "bad message header from the server",
+                            e,
+                        ))),
+                    }
+                }
+                Err(PopError::Empty) => None,
+                Err(PopError::Corrupt(c)) => {
+                    Some(Err(Error::protocol("server corrupted its ring", c)))
+                }
+                Err(_) => Some(Err(Error::Disconnected)),
+            };
+            match outcome {
+                Some(Ok(msg)) => return Ok(msg),
+                Some(Err(e)) => return Err(self.fail(e)),
+                None => {
+                    if expired(deadline, timeout) {
+                        return Err(Error::TimedOut);
+                    }
+                    self.wait(which, deadline, timeout)?;
+                }
+            }
+        }
+    }
+
+    /// Waits until `which` may have progressed: spins, then sleeps on the
+    /// ring's eventfd and the socket together, so a dead server wakes us.
+    fn wait(
+        &mut self,
+        which: Wait,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let need = MSG_HEADER_LEN;
+        let ready = match which {
+            Wait::Response => {
+                let rx = &self.response;
+                ringlink_ringbuf::wake::spin_until(self.spin, || {
+                    rx.pending_bytes() > 0 || rx.is_closed()
+                })
+            }
+            Wait::Event => {
+                let rx = &self.event;
+                ringlink_ringbuf::wake::spin_until(self.spin, || {
+                    rx.pending_bytes() > 0 || rx.is_closed()
+                })
+            }
+            Wait::Space => {
+                let tx = &mut self.request;
+                ringlink_ringbuf::wake::spin_until(self.spin, || tx.has_room(need).unwrap_or(true))
+            }
+        };
+        if ready {
+            return Ok(());
+        }
+        let armed = match which {
+            Wait::Response => self.response.arm_wake(),
+            Wait::Event => self.event.arm_wake(),
+            Wait::Space => self.request.arm_wake(),
+        };
+        if !armed {
+            return Ok(());
+        }
+        let fd = match which {
+            Wait::Response => self.rings[1].data_ready_fd(),
+            Wait::Event => self.rings[2].data_ready_fd(),
+            Wait::Space => self.rings[0].space_ready_fd(),
+        };
+        let fd = fd.ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
+        let poll_timeout = match deadline {
+            None if timeout.is_none() => PollTimeout::NONE,
+            _ => {
+                let left = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [
+            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, poll_timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(self.fail(io_err(e))),
+        }
+        let sock_events = fds[1].revents().unwrap_or(PollFlags::empty());
+        if !sock_events.is_empty() && !self.is_connected() {
+            return Err(self.fail(Error::Disconnected));
+        }
+        Ok(())
+    }
+
+    /// Prepares to wait on this client's fd ([`AsFd`]) in the
+    /// application's own loop: returns `false` if a response or event is
+    /// already waiting (read it instead of polling). The fd becomes
+    /// readable when a response or event arrives or the server goes away;
+    /// it may also wake spuriously.
+    pub fn prepare_poll(&mut self) -> bool {
+        let a = self.response.arm_wake();
+        let b = self.event.arm_wake();
+        a && b
+    }
+
+    /// Closes the connection. Dropping the client does the same.
+    pub fn disconnect(self) {}
+}
+
+impl AsFd for Client {
+    /// An epoll fd that is readable when a response or an event may be
+    /// waiting or the server hung up (see
+    /// [`prepare_poll`](Client::prepare_poll)).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Closing the roles (their own Drop) marks the rings closed; the
+        // socket shutdown tells the server at once.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("max_message", &self.max_message)
+            .field("server", &self.server)
+            .field("connected", &self.connected.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects without blocking past `deadline`: a full backlog (`EAGAIN`)
+/// is retried, and with `wait`, so is a missing server.
+fn connect_socket(addr: &ServiceAddr, wait: bool, deadline: Instant) -> Result<UnixStream> {
+    let uaddr = match addr {
+        ServiceAddr::Abstract(name) => UnixAddr::new_abstract(name.as_bytes()),
+        ServiceAddr::Path(p) => UnixAddr::new(p.as_path()),
+    }
+    .map_err(io_err)?;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(io_err)?;
+        let retry = match socket::connect(fd.as_raw_fd(), &uaddr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ECONNREFUSED) => {
+                if !wait {
+                    return Err(Error::NoServer);
+                }
+                false
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(if retry {
+                Error::TimedOut
+            } else {
+                Error::NoServer
+            });
+        }
+        std::thread::sleep(backoff.min(deadline - now));
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}

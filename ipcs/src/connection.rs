@@ -1,0 +1,230 @@
+//! A live client connection, as the application sees it.
+
+use std::any::Any;
+use std::fmt;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime};
+
+use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
+use ringlink_common::{Credentials, Error, Result};
+use ringlink_ringbuf::{Producer, PushError};
+
+use crate::control::Control;
+
+/// A client connection: cheap to clone, `Send + Sync`. Responses and
+/// events can be sent from any thread, at any time until the connection
+/// closes (after which they fail with [`Error::Disconnected`]).
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) inner: Arc<ConnInner>,
+}
+
+pub(crate) struct ConnInner {
+    pub(crate) id: u64,
+    pub(crate) slot: usize,
+    pub(crate) credentials: Credentials,
+    pub(crate) max_message: usize,
+    pub(crate) connected_at: SystemTime,
+    /// Server → client rings. `None` once the connection is destroyed, so
+    /// that clones held by the application keep no mapping alive.
+    pub(crate) response: Mutex<Option<Producer>>,
+    pub(crate) event: Mutex<Option<Producer>>,
+    pub(crate) alive: AtomicBool,
+    pub(crate) context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
+    pub(crate) control: Arc<Control>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another sender cannot leave a producer half-updated (its
+    // state changes only in `commit`), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connection {
+    /// The server-assigned connection id (unique for the service's life).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The client's kernel-verified credentials.
+    pub fn credentials(&self) -> Credentials {
+        self.inner.credentials
+    }
+
+    /// Largest payload of a message on this connection, either way.
+    pub fn max_message(&self) -> usize {
+        self.inner.max_message
+    }
+
+    /// When the handshake completed.
+    pub fn connected_at(&self) -> SystemTime {
+        self.inner.connected_at
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_connected(&self) -> bool {
+        self.inner.alive.load(Ordering::Acquire)
+    }
+
+    /// Attaches the application's per-connection state, replacing any.
+    pub fn set_context<T: Any + Send + Sync>(&self, value: T) {
+        *self
+            .inner
+            .context
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(value));
+    }
+
+    /// The per-connection state, if one of type `T` was set.
+    pub fn context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let ctx = self.inner.context.read().unwrap_or_else(|e| e.into_inner());
+        ctx.as_ref()?.clone().downcast::<T>().ok()
+    }
+
+    /// Sends the response to request `seq` (see
+    /// [`Request::seq`](crate::Request::seq)), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`] (nothing sent); [`Error::WouldBlock`] if
+    /// the client's response ring is full; [`Error::Disconnected`].
+    pub fn respond(&self, seq: u64, id: i32, payload: &[u8]) -> Result<()> {
+        self.respond_vectored(seq, id, 0, &[IoSlice::new(payload)])
+    }
+
+    /// Sends a response with an error code and a payload made of several
+    /// slices, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    pub fn respond_vectored(
+        &self,
+        seq: u64,
+        id: i32,
+        error: i32,
+        parts: &[IoSlice<'_>],
+    ) -> Result<()> {
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error,
+            seq,
+        };
+        send(&self.inner.response, self.inner.max_message, h, parts, None)
+    }
+
+    /// Sends an event (an unsolicited message) to the client, without
+    /// waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    pub fn send_event(&self, id: i32, payload: &[u8]) -> Result<()> {
+        self.send_event_vectored(id, &[IoSlice::new(payload)])
+    }
+
+    /// Sends an event made of several slices, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    pub fn send_event_vectored(&self, id: i32, parts: &[IoSlice<'_>]) -> Result<()> {
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            seq: 0,
+        };
+        send(&self.inner.event, self.inner.max_message, h, parts, None)
+    }
+
+    /// Sends an event, waiting up to `timeout` for room in the client's
+    /// event ring. Do not call this from a handler: the loop would stop
+    /// serving everyone while it waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond), with [`Error::TimedOut`] instead of
+    /// `WouldBlock`.
+    pub fn send_event_timeout(&self, id: i32, payload: &[u8], timeout: Duration) -> Result<()> {
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            seq: 0,
+        };
+        send(
+            &self.inner.event,
+            self.inner.max_message,
+            h,
+            &[IoSlice::new(payload)],
+            Some(timeout),
+        )
+    }
+
+    /// Closes the connection from the server side. Takes effect on the
+    /// loop's next turn (at once if called from a handler, before the next
+    /// request is dispatched); the client sees `Disconnected`.
+    pub fn disconnect(&self) {
+        if self.inner.alive.swap(false, Ordering::AcqRel) {
+            self.inner
+                .control
+                .request_disconnect(self.inner.id, self.inner.slot);
+        }
+    }
+}
+
+/// Writes one message record: header, then the parts.
+fn send(
+    ring: &Mutex<Option<Producer>>,
+    max: usize,
+    mut header: MsgHeader,
+    parts: &[IoSlice<'_>],
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let len = parts
+        .iter()
+        .map(|p| p.len())
+        .fold(0usize, usize::saturating_add);
+    if len > max {
+        return Err(Error::MessageTooLarge { len, max });
+    }
+    header.size = len as u32;
+    let mut guard = lock(ring);
+    let producer = guard.as_mut().ok_or(Error::Disconnected)?;
+    let total = MSG_HEADER_LEN + len;
+    let grant = match timeout {
+        None => producer.try_reserve(total),
+        Some(t) => producer.reserve_timeout(total, t),
+    };
+    let mut grant = grant.map_err(|e| match e {
+        PushError::Full => Error::WouldBlock,
+        PushError::TimedOut => Error::TimedOut,
+        PushError::TooLarge { .. } => Error::MessageTooLarge { len, max },
+        PushError::Closed => Error::Disconnected,
+        PushError::Corrupt(c) => Error::protocol("client corrupted its ring", c),
+        _ => Error::Disconnected,
+    })?;
+    header.encode_into(&mut grant);
+    let mut at = MSG_HEADER_LEN;
+    for p in parts {
+        grant[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    grant.commit();
+    Ok(())
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("credentials", &self.inner.credentials)
+            .field("max_message", &self.inner.max_message)
+            .field("alive", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,100 @@
+//! What other threads (and signal handlers) use to reach the loop.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::Connection;
+
+/// Shared between the loop, its connections and its handles.
+pub(crate) struct Control {
+    /// Written to wake the loop from epoll.
+    waker: EventFd,
+    shutdown: AtomicBool,
+    /// Connections to close on the next turn: (id, slot).
+    disconnects: Mutex<Vec<(u64, usize)>>,
+    /// Live connections, for iteration from any thread.
+    pub(crate) registry: Mutex<BTreeMap<u64, Connection>>,
+}
+
+impl Control {
+    pub(crate) fn new() -> std::io::Result<Control> {
+        Ok(Control {
+            waker: EventFd::from_value_and_flags(
+                0,
+                EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+            )?,
+            shutdown: AtomicBool::new(false),
+            disconnects: Mutex::new(Vec::new()),
+            registry: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn waker_fd(&self) -> BorrowedFd<'_> {
+        self.waker.as_fd()
+    }
+
+    /// Wakes the loop. Async-signal-safe: one `write(2)`.
+    pub(crate) fn wake(&self) {
+        // A full counter (EAGAIN) already means "readable".
+        let _ = self.waker.write(1);
+    }
+
+    pub(crate) fn drain(&self) {
+        let _ = self.waker.read();
+    }
+
+    pub(crate) fn request_disconnect(&self, id: u64, slot: usize) {
+        self.disconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, slot));
+        self.wake();
+    }
+
+    pub(crate) fn take_disconnects(&self) -> Vec<(u64, usize)> {
+        std::mem::take(&mut *self.disconnects.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Connection>> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Stops a running service from another thread or a signal handler.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    pub(crate) control: Arc<Control>,
+}
+
+impl ShutdownHandle {
+    /// Asks the loop to stop: [`Service::run`](crate::Service::run)
+    /// closes every connection and returns. Async-signal-safe (an atomic
+    /// store and one `write(2)`), so it may be called from a signal
+    /// handler.
+    pub fn shutdown(&self) {
+        self.control.shutdown.store(true, Ordering::Release);
+        self.control.wake();
+    }
+
+    /// The live connections, a snapshot.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.control.registry().values().cloned().collect()
+    }
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("shutdown", &self.control.is_shutdown())
+            .finish()
+    }
+}

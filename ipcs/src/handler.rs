@@ -1,0 +1,96 @@
+//! What the application plugs into a service.
+
+use ringlink_common::wire::{MsgHeader, Status};
+use ringlink_common::Credentials;
+
+use crate::Connection;
+
+/// Why the accept handler refuses a client. The client gets the matching
+/// error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reject {
+    /// These credentials may not use the service.
+    PermissionDenied,
+    /// The service is full.
+    TooManyClients,
+    /// The service lacks resources for another client.
+    Resources,
+}
+
+impl From<Reject> for Status {
+    fn from(r: Reject) -> Status {
+        match r {
+            Reject::PermissionDenied => Status::PermissionDenied,
+            Reject::TooManyClients => Status::TooManyClients,
+            Reject::Resources => Status::Resources,
+        }
+    }
+}
+
+/// A request, viewed in place in the connection's request ring for the
+/// duration of [`Handler::message`].
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub(crate) header: MsgHeader,
+    pub(crate) payload: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The application's message id.
+    pub fn id(&self) -> i32 {
+        self.header.id
+    }
+
+    /// The sequence number to answer with ([`Connection::respond`]).
+    pub fn seq(&self) -> u64 {
+        self.header.seq
+    }
+
+    /// The payload. It lives in memory the client shares: copy what you
+    /// keep, and validate it as any input.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+}
+
+/// The application's side of a service: called on the service's loop
+/// thread. The handler is also the service-wide context: keep shared
+/// state in it (it is `Sync`).
+///
+/// Every connection that passes `accept` and completes the handshake gets
+/// exactly one `connection_created`, then `message` for each request, then
+/// exactly one `connection_closed` and one `connection_destroyed`, in that
+/// order, whether the client left, died, or the server disconnected it.
+pub trait Handler: Send + Sync + 'static {
+    /// Decides whether a client may connect, from its kernel-verified
+    /// credentials. Default: everyone.
+    ///
+    /// # Errors
+    ///
+    /// The [`Reject`] reason the client will see.
+    fn accept(&self, credentials: &Credentials) -> Result<(), Reject> {
+        let _ = credentials;
+        Ok(())
+    }
+
+    /// A connection is ready; events may be sent on it from here on.
+    fn connection_created(&self, conn: &Connection) {
+        let _ = conn;
+    }
+
+    /// A request arrived. Answer with [`Connection::respond`] now or
+    /// later, from any thread.
+    fn message(&self, conn: &Connection, request: &Request<'_>);
+
+    /// The connection is closing: no more requests will come, and sends
+    /// on it fail with `Disconnected`.
+    fn connection_closed(&self, conn: &Connection) {
+        let _ = conn;
+    }
+
+    /// The connection's rings, fds and memory have been released.
+    fn connection_destroyed(&self, conn: &Connection) {
+        let _ = conn;
+    }
+}

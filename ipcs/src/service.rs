@@ -1,0 +1,866 @@
+//! The service: listening socket, handshakes, connections, and the epoll
+//! loop that drives them all from one thread.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use ringlink_common::fdpass::send_fds;
+use ringlink_common::wire::{
+    Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, WireError, CONFIRM_LEN,
+    MSG_HEADER_LEN, REQUEST_LEN, SHM_FDS,
+};
+use ringlink_common::{ring_capacity_for, Credentials, Error, Result, ServiceAddr};
+use ringlink_ringbuf::{Consumer, PopError, Producer, Ring};
+
+use crate::connection::ConnInner;
+use crate::control::{Control, ShutdownHandle};
+use crate::slab::Slab;
+use crate::{Connection, Handler, Request, ServiceOptions};
+
+// Epoll tokens: kind in the top byte, slot below.
+const LISTENER: u64 = 1 << 56;
+const WAKER: u64 = 2 << 56;
+const HANDSHAKE: u64 = 3 << 56;
+const CONN_SOCK: u64 = 4 << 56;
+const CONN_REQ: u64 = 5 << 56;
+const CONN_SPACE: u64 = 6 << 56;
+const KIND: u64 = 0xff << 56;
+
+/// Requests one connection may have dispatched per loop turn before the
+/// loop moves on to the others.
+const PER_TURN: usize = 64;
+
+/// A handshake in progress.
+struct Handshake {
+    sock: UnixStream,
+    started: Instant,
+    deadline: Instant,
+    buf: [u8; REQUEST_LEN],
+    got: usize,
+    /// Set once the response and the fds are sent: waiting for `Confirm`.
+    pending: Option<Box<Pending>>,
+}
+
+/// A connection made but not confirmed by the client yet.
+struct Pending {
+    id: u64,
+    credentials: Credentials,
+    max_message: usize,
+    rings: [Ring; 3],
+    request: Consumer,
+    response: Producer,
+    event: Producer,
+    buf: [u8; CONFIRM_LEN],
+    got: usize,
+}
+
+/// A live connection, as the loop holds it.
+struct Conn {
+    handle: Connection,
+    sock: UnixStream,
+    request: Consumer,
+    /// Request, response and event rings.
+    rings: [Ring; 3],
+    /// Waiting for room in the response ring before taking more requests.
+    parked: bool,
+}
+
+/// What to do with a handshake after reading from it.
+enum Step {
+    Wait,
+    Drop,
+    Evaluate,
+    Promote,
+}
+
+/// A ringlink service: listens for clients, runs the handshake, and
+/// dispatches their requests to a [`Handler`], all from one thread's epoll
+/// loop ([`run`](Self::run) or [`dispatch`](Self::dispatch)).
+///
+/// # Examples
+///
+/// ```no_run
+/// use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceOptions};
+/// use ringlink_common::ServiceAddr;
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn message(&self, conn: &Connection, req: &Request<'_>) {
+///         let _ = conn.respond(req.seq(), req.id(), req.payload());
+///     }
+/// }
+///
+/// # fn main() -> ringlink_common::Result<()> {
+/// let mut service = Service::bind(ServiceAddr::named("echo"), "echo", ServiceOptions::default(), Echo)?;
+/// service.run()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Service<H: Handler> {
+    handler: Arc<H>,
+    protocol: String,
+    addr: ServiceAddr,
+    opts: ServiceOptions,
+    listener: UnixListener,
+    /// A socket file this service created, removed on drop.
+    socket_file: Option<PathBuf>,
+    epoll: Epoll,
+    control: Arc<Control>,
+    /// Whether the listener is in the epoll set (it leaves it while the
+    /// process is out of fds).
+    listening: bool,
+    handshakes: Slab<Handshake>,
+    conns: Slab<Conn>,
+    next_id: u64,
+    last_work: Instant,
+    events: Vec<EpollEvent>,
+    /// Scratch list of connections to close after a sweep.
+    dead: Vec<(usize, String)>,
+}
+
+impl<H: Handler> Service<H> {
+    /// Creates a service listening at `addr` for clients of `protocol`.
+    ///
+    /// A filesystem socket is created with `opts.socket_mode`. A stale
+    /// socket file left by a dead server is replaced; one a live server
+    /// listens on, or anything that is not a socket, is not touched
+    /// (`AddrInUse`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the address is taken or a system call fails;
+    /// `InvalidInput` if `protocol` is empty or longer than 64 bytes.
+    pub fn bind(
+        addr: ServiceAddr,
+        protocol: &str,
+        opts: ServiceOptions,
+        handler: H,
+    ) -> Result<Service<H>> {
+        if protocol.is_empty() || protocol.len() > ringlink_common::wire::MAX_PROTOCOL_ID {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "protocol id must be 1 to 64 bytes",
+            )));
+        }
+        let (listener, socket_file) = listen(&addr, &opts)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
+        let control = Arc::new(Control::new()?);
+        epoll
+            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+            .map_err(io::Error::from)?;
+        epoll
+            .add(
+                control.waker_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, WAKER),
+            )
+            .map_err(io::Error::from)?;
+        Ok(Service {
+            handler: Arc::new(handler),
+            protocol: protocol.to_owned(),
+            addr,
+            opts,
+            listener,
+            socket_file,
+            epoll,
+            control,
+            listening: true,
+            handshakes: Slab::new(),
+            conns: Slab::new(),
+            next_id: 1,
+            last_work: Instant::now(),
+            events: vec![EpollEvent::empty(); 256],
+            dead: Vec::new(),
+        })
+    }
+
+    /// The address the service listens on.
+    pub fn addr(&self) -> &ServiceAddr {
+        &self.addr
+    }
+
+    /// The application's handler (also the service-wide context).
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    /// A handle to stop the loop from another thread or a signal handler,
+    /// and to list connections from anywhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            control: self.control.clone(),
+        }
+    }
+
+    /// The live connections.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.conns.iter().map(|(_, c)| &c.handle)
+    }
+
+    /// Runs the loop until [`ShutdownHandle::shutdown`] is called, then
+    /// closes every connection (running their `connection_closed` and
+    /// `connection_destroyed` handlers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `epoll_wait` fails.
+    pub fn run(&mut self) -> Result<()> {
+        while !self.control.is_shutdown() {
+            self.dispatch(None)?;
+        }
+        self.close_all();
+        Ok(())
+    }
+
+    /// Runs one turn of the loop: dispatches waiting requests, or, if
+    /// there are none, polls the rings for the spin budget, then sleeps in
+    /// epoll for at most `timeout` (`None`: until something happens) and
+    /// handles what woke it. Use it to drive the service from another
+    /// loop, with [`AsFd`] on the service as the fd to wait on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `epoll_wait` fails.
+    pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.handle_commands();
+        if self.sweep() {
+            self.last_work = Instant::now();
+            return Ok(());
+        }
+        if timeout != Some(Duration::ZERO) {
+            let budget =
+                (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
+            if ringlink_ringbuf::wake::spin_until(budget, || self.sweep()) {
+                self.last_work = Instant::now();
+                return Ok(());
+            }
+        }
+        let mut wait = timeout;
+        if !self.arm_all() {
+            wait = Some(Duration::ZERO);
+        }
+        if let Some(deadline) = self.next_deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+        let n = match self.epoll.wait(&mut self.events, epoll_timeout(wait)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(Error::Io(e.into())),
+        };
+        for i in 0..n {
+            let ev = self.events[i];
+            let token = ev.data();
+            let slot = (token & !KIND) as usize;
+            match token & KIND {
+                LISTENER => self.accept_all(),
+                WAKER => {
+                    self.control.drain();
+                    self.handle_commands();
+                }
+                HANDSHAKE => self.advance(slot),
+                CONN_SOCK => self.check_socket(slot, ev.events()),
+                CONN_SPACE => {
+                    if let Some(c) = self.conns.get_mut(slot) {
+                        c.parked = false;
+                    }
+                }
+                _ => {} // CONN_REQ: the sweep below reads the ring.
+            }
+        }
+        self.expire_handshakes();
+        if self.sweep() {
+            self.last_work = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Reads every connection's waiting requests (a bounded number each,
+    /// so that one busy client cannot starve the others) and hands them to
+    /// the handler. Returns whether any was dispatched.
+    fn sweep(&mut self) -> bool {
+        let mut did = false;
+        let handler = &self.handler;
+        for slot in 0..self.conns.slots() {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.parked || !conn.handle.is_connected() {
+                continue;
+            }
+            for _ in 0..PER_TURN {
+                match response_room(conn) {
+                    Ok(true) => {}
+                    Ok(false) => break, // parked, or room appeared: next sweep
+                    Err(why) => {
+                        self.dead.push((slot, why));
+                        break;
+                    }
+                }
+                match conn.request.try_peek() {
+                    Ok(record) => {
+                        match MsgHeader::decode(&record) {
+                            Ok(header) => {
+                                let request = Request {
+                                    header,
+                                    payload: &record[MSG_HEADER_LEN..],
+                                };
+                                handler.message(&conn.handle, &request);
+                            }
+                            Err(e) => {
+                                self.dead.push((slot, format!("bad request header: {e}")));
+                                break;
+                            }
+                        }
+                        record.release();
+                        did = true;
+                        if !conn.handle.is_connected() {
+                            break; // disconnected by the handler
+                        }
+                    }
+                    Err(PopError::Empty) => break,
+                    Err(PopError::Corrupt(c)) => {
+                        self.dead
+                            .push((slot, format!("client corrupted its request ring: {c}")));
+                        break;
+                    }
+                    Err(_) => {
+                        self.dead
+                            .push((slot, "client closed its request ring".into()));
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some((slot, why)) = self.dead.pop() {
+            self.close_conn(slot, &why);
+        }
+        did
+    }
+
+    /// Raises every connection's waiting flag before the loop sleeps.
+    /// Returns `false` if some ring already has requests (do not sleep).
+    fn arm_all(&mut self) -> bool {
+        let mut sleep = true;
+        for slot in 0..self.conns.slots() {
+            if let Some(c) = self.conns.get_mut(slot) {
+                if !c.parked && c.handle.is_connected() && !c.request.arm_wake() {
+                    sleep = false;
+                }
+            }
+        }
+        sleep
+    }
+
+    fn handle_commands(&mut self) {
+        for (id, slot) in self.control.take_disconnects() {
+            if self.conns.get(slot).is_some_and(|c| c.handle.id() == id) {
+                self.close_conn(slot, "disconnected by the server");
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => {
+                    if sock.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if self.handshakes.len() >= self.opts.max_handshakes {
+                        self.evict_oldest_handshake();
+                    }
+                    let now = Instant::now();
+                    let slot = self.handshakes.next_slot();
+                    let ev = EpollEvent::new(
+                        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+                        HANDSHAKE | slot as u64,
+                    );
+                    if self.epoll.add(&sock, ev).is_err() {
+                        continue;
+                    }
+                    self.handshakes.insert(Handshake {
+                        sock,
+                        started: now,
+                        deadline: now + self.opts.handshake_timeout,
+                        buf: [0; REQUEST_LEN],
+                        got: 0,
+                        pending: None,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc_errno::ECONNABORTED | libc_errno::EINTR)
+                    ) => {}
+                Err(_) => {
+                    // Out of fds or memory: stop listening until a
+                    // connection or handshake ends, rather than spin on a
+                    // listener that stays readable.
+                    self.pause_listener();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause_listener(&mut self) {
+        if self.listening && self.epoll.delete(&self.listener).is_ok() {
+            self.listening = false;
+        }
+    }
+
+    fn resume_listener(&mut self) {
+        if !self.listening
+            && self
+                .epoll
+                .add(
+                    &self.listener,
+                    EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
+                )
+                .is_ok()
+        {
+            self.listening = true;
+        }
+    }
+
+    fn evict_oldest_handshake(&mut self) {
+        let oldest = self
+            .handshakes
+            .iter()
+            .min_by_key(|(_, h)| h.started)
+            .map(|(i, _)| i);
+        if let Some(slot) = oldest {
+            self.drop_handshake(slot);
+        }
+    }
+
+    fn drop_handshake(&mut self, slot: usize) {
+        if let Some(h) = self.handshakes.remove(slot) {
+            let _ = self.epoll.delete(&h.sock);
+            // Dropping `h` closes the socket and, if the rings were
+            // already made, unmaps them and closes their fds.
+        }
+        self.resume_listener();
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.handshakes.iter().map(|(_, h)| h.deadline).min()
+    }
+
+    fn expire_handshakes(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<usize> = self
+            .handshakes
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(i, _)| i)
+            .collect();
+        for slot in expired {
+            self.drop_handshake(slot);
+        }
+    }
+
+    /// Reads what a handshake socket has and moves the handshake on.
+    fn advance(&mut self, slot: usize) {
+        let Some(h) = self.handshakes.get_mut(slot) else {
+            return;
+        };
+        let step = match h.pending.as_mut() {
+            None => read_some(&h.sock, &mut h.buf, &mut h.got, Step::Evaluate),
+            Some(p) => read_some(&h.sock, &mut p.buf, &mut p.got, Step::Promote),
+        };
+        match step {
+            Step::Wait => {}
+            Step::Drop => self.drop_handshake(slot),
+            Step::Evaluate => {
+                if let Step::Drop = self.evaluate(slot) {
+                    self.drop_handshake(slot);
+                } else {
+                    // The client may already have sent its confirmation.
+                    self.advance(slot);
+                }
+            }
+            Step::Promote => self.promote(slot),
+        }
+    }
+
+    /// Checks a complete request; rejects it, or makes the rings and sends
+    /// them.
+    fn evaluate(&mut self, slot: usize) -> Step {
+        let confirming = self
+            .handshakes
+            .iter()
+            .filter(|(_, h)| h.pending.is_some())
+            .count();
+        let full = self.conns.len() + confirming >= self.opts.max_clients;
+        let Some(h) = self.handshakes.get_mut(slot) else {
+            return Step::Drop;
+        };
+        let req = match ConnectRequest::decode(&h.buf) {
+            Ok(r) => r,
+            Err(WireError::Version(_)) => return reject(h, Status::VersionMismatch),
+            Err(_) => return reject(h, Status::BadRequest),
+        };
+        if req.transport != self.opts.transport {
+            return reject(h, Status::TransportMismatch);
+        }
+        if req.protocol != self.protocol {
+            return reject(h, Status::UnknownProtocol);
+        }
+        let Ok(credentials) = Credentials::of_peer(&h.sock) else {
+            return Step::Drop;
+        };
+        if full {
+            return reject(h, Status::TooManyClients);
+        }
+        if let Err(r) = self.handler.accept(&credentials) {
+            return reject(h, r.into());
+        }
+        let max_message = self.opts.negotiate(req.max_message);
+        let Some((rings, request, response, event)) = make_rings(max_message) else {
+            return reject(h, Status::Resources);
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let cap = |r: &Ring| r.capacity() as u64;
+        let answer = ConnectResponse {
+            status: Status::Ok,
+            connection_id: id,
+            max_message: max_message as u32,
+            fd_count: SHM_FDS as u32,
+            request_capacity: cap(&rings[0]),
+            response_capacity: cap(&rings[1]),
+            event_capacity: cap(&rings[2]),
+        };
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(SHM_FDS);
+        for r in &rings {
+            fds.extend(
+                [r.memory_fd(), r.data_ready_fd(), r.space_ready_fd()]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        if fds.len() != SHM_FDS {
+            return reject(h, Status::Resources);
+        }
+        match send_fds(&h.sock, &answer.encode(), &fds) {
+            Ok(n) if n == answer.encode().len() => {}
+            _ => return Step::Drop,
+        }
+        drop(fds);
+        h.pending = Some(Box::new(Pending {
+            id,
+            credentials,
+            max_message,
+            rings,
+            request,
+            response,
+            event,
+            buf: [0; CONFIRM_LEN],
+            got: 0,
+        }));
+        Step::Wait
+    }
+
+    /// The client confirmed: the connection is created.
+    fn promote(&mut self, slot: usize) {
+        let Some(h) = self.handshakes.remove(slot) else {
+            return;
+        };
+        let _ = self.epoll.delete(&h.sock);
+        let Some(p) = h.pending else { return };
+        if Confirm::decode(&p.buf).is_err() {
+            self.resume_listener();
+            return;
+        }
+        let cslot = self.conns.next_slot();
+        let handle = Connection {
+            inner: Arc::new(ConnInner {
+                id: p.id,
+                slot: cslot,
+                credentials: p.credentials,
+                max_message: p.max_message,
+                connected_at: SystemTime::now(),
+                response: Mutex::new(Some(p.response)),
+                event: Mutex::new(Some(p.event)),
+                alive: true.into(),
+                context: RwLock::new(None),
+                control: self.control.clone(),
+            }),
+        };
+        let registered = (|| -> io::Result<()> {
+            let ev = |flags, kind: u64| EpollEvent::new(flags, kind | cslot as u64);
+            let edge = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+            self.epoll.add(
+                &h.sock,
+                ev(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, CONN_SOCK),
+            )?;
+            let req_fd = p.rings[0].data_ready_fd().ok_or(io::ErrorKind::Other)?;
+            self.epoll.add(req_fd, ev(edge, CONN_REQ))?;
+            let space_fd = p.rings[1].space_ready_fd().ok_or(io::ErrorKind::Other)?;
+            self.epoll.add(space_fd, ev(edge, CONN_SPACE))?;
+            Ok(())
+        })();
+        if registered.is_err() {
+            let _ = self.epoll.delete(&h.sock);
+            if let Some(fd) = p.rings[0].data_ready_fd() {
+                let _ = self.epoll.delete(fd);
+            }
+            return;
+        }
+        let at = self.conns.insert(Conn {
+            handle: handle.clone(),
+            sock: h.sock,
+            request: p.request,
+            rings: p.rings,
+            parked: false,
+        });
+        debug_assert_eq!(at, cslot);
+        self.control.registry().insert(p.id, handle.clone());
+        self.handler.connection_created(&handle);
+        self.resume_listener();
+    }
+
+    /// A connection's socket is readable or hung up: the client left,
+    /// died, or broke the protocol by sending data on it.
+    fn check_socket(&mut self, slot: usize, flags: EpollFlags) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        let why = match (&c.sock).read(&mut byte) {
+            Ok(0) => "client closed the connection",
+            Ok(_) => "client sent data on the socket after the handshake",
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if flags.intersects(
+                    EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR | EpollFlags::EPOLLRDHUP,
+                ) {
+                    "client hung up"
+                } else {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => "error on the client socket",
+        };
+        self.close_conn(slot, why);
+    }
+
+    /// Closes a connection: handlers `connection_closed`, then release of
+    /// everything, then `connection_destroyed`.
+    fn close_conn(&mut self, slot: usize, _why: &str) {
+        let Some(conn) = self.conns.remove(slot) else {
+            return;
+        };
+        let Conn {
+            handle,
+            sock,
+            request,
+            rings,
+            ..
+        } = conn;
+        handle.inner.alive.store(false, Ordering::Release);
+        self.control.registry().remove(&handle.id());
+        self.handler.connection_closed(&handle);
+        let _ = self.epoll.delete(&sock);
+        for fd in [rings[0].data_ready_fd(), rings[1].space_ready_fd()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = self.epoll.delete(fd);
+        }
+        // Close the rings first, so that a thread blocked sending on this
+        // connection wakes (with `Disconnected`) and releases its lock.
+        for r in &rings {
+            r.close();
+        }
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        *handle
+            .inner
+            .response
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        *handle.inner.event.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        drop((request, rings, sock));
+        self.handler.connection_destroyed(&handle);
+        self.resume_listener();
+    }
+
+    fn close_all(&mut self) {
+        for slot in 0..self.conns.slots() {
+            self.close_conn(slot, "service shut down");
+        }
+        for slot in 0..self.handshakes.slots() {
+            self.drop_handshake(slot);
+        }
+    }
+}
+
+/// Whether the connection's response ring has room for a full-size
+/// answer; if not, parks the connection (it sleeps until the client
+/// frees space). `Err` if the client corrupted the ring.
+fn response_room(conn: &mut Conn) -> std::result::Result<bool, String> {
+    let need = MSG_HEADER_LEN + conn.handle.max_message();
+    let mut guard = conn
+        .handle
+        .inner
+        .response
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let Some(tx) = guard.as_mut() else {
+        return Ok(false);
+    };
+    let corrupt = |e| format!("client corrupted its response ring: {e}");
+    if tx.has_room(need).map_err(corrupt)? {
+        return Ok(true);
+    }
+    if tx.arm_wake() {
+        conn.parked = true;
+        Ok(false)
+    } else {
+        tx.has_room(need).map_err(corrupt)
+    }
+}
+
+/// Reads into `buf[*got..]`; `done` once full.
+fn read_some(mut sock: &UnixStream, buf: &mut [u8], got: &mut usize, done: Step) -> Step {
+    loop {
+        if *got == buf.len() {
+            return done;
+        }
+        match sock.read(&mut buf[*got..]) {
+            Ok(0) => return Step::Drop,
+            Ok(n) => *got += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Drop,
+        }
+    }
+}
+
+/// Sends a rejection (best effort: the socket buffer is empty, so a
+/// 48-byte write does not block) and drops the handshake.
+fn reject(h: &mut Handshake, status: Status) -> Step {
+    let _ = (&h.sock).write(&ConnectResponse::reject(status).encode());
+    Step::Drop
+}
+
+/// A connection's three rings with the server's roles claimed.
+fn make_rings(max_message: usize) -> Option<([Ring; 3], Consumer, Producer, Producer)> {
+    let cap = ring_capacity_for(max_message);
+    let rings = [
+        Ring::create(cap).ok()?,
+        Ring::create(cap).ok()?,
+        Ring::create(cap).ok()?,
+    ];
+    let request = rings[0].consumer().ok()?;
+    let response = rings[1].producer().ok()?;
+    let event = rings[2].producer().ok()?;
+    Some((rings, request, response, event))
+}
+
+fn epoll_timeout(wait: Option<Duration>) -> EpollTimeout {
+    match wait {
+        None => EpollTimeout::NONE,
+        Some(d) => {
+            // Round up to whole milliseconds: rounding down would wake
+            // early and spin until a deadline.
+            let ms = d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as u32;
+            EpollTimeout::try_from(Duration::from_millis(ms.into())).unwrap_or(EpollTimeout::NONE)
+        }
+    }
+}
+
+/// Binds and listens, replacing a stale socket file safely.
+fn listen(
+    addr: &ServiceAddr,
+    opts: &ServiceOptions,
+) -> io::Result<(UnixListener, Option<PathBuf>)> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let file = match addr {
+        ServiceAddr::Abstract(name) => {
+            socket::bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
+            None
+        }
+        ServiceAddr::Path(path) => {
+            remove_stale_socket(path)?;
+            socket::bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.socket_mode))?;
+            Some(path.clone())
+        }
+    };
+    socket::listen(&fd, Backlog::new(opts.backlog).map_err(io::Error::from)?)?;
+    Ok((UnixListener::from(fd), file))
+}
+
+/// Removes a socket file no server listens on. Anything else at the path
+/// (a live socket, a regular file, a symlink) is left alone and reported
+/// as `AddrInUse`.
+fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    let in_use = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{}: {why}", path.display()),
+        ))
+    };
+    if !meta.file_type().is_socket() {
+        return in_use("exists and is not a socket");
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => in_use("a live server listens there"),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    }
+}
+
+mod libc_errno {
+    pub(super) const EINTR: i32 = nix::errno::Errno::EINTR as i32;
+    pub(super) const ECONNABORTED: i32 = nix::errno::Errno::ECONNABORTED as i32;
+}
+
+impl<H: Handler> AsFd for Service<H> {
+    /// The epoll fd: readable when the service has something to do. Call
+    /// [`Service::dispatch`] with a zero timeout when it is.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+impl<H: Handler> Drop for Service<H> {
+    fn drop(&mut self) {
+        self.close_all();
+        if let Some(path) = self.socket_file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl<H: Handler> fmt::Debug for Service<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("addr", &self.addr)
+            .field("protocol", &self.protocol)
+            .field("connections", &self.conns.len())
+            .field("handshakes", &self.handshakes.len())
+            .finish_non_exhaustive()
+    }
+}
