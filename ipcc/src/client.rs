@@ -256,6 +256,12 @@ impl Client {
         self.max_message
     }
 
+    /// The negotiated buffer size: the same as
+    /// [`max_message`](Self::max_message) (libqb's name for it).
+    pub fn buffer_size(&self) -> usize {
+        self.max_message
+    }
+
     /// The server process's kernel-verified credentials.
     pub fn server_credentials(&self) -> Credentials {
         self.server

@@ -297,35 +297,8 @@ impl<H: Handler> Service<H> {
                 continue;
             }
             for _ in 0..PER_TURN {
-                match response_room(conn) {
-                    Ok(true) => {}
-                    Ok(false) => break, // parked, or room appeared: next sweep
-                    Err(why) => {
-                        self.dead.push((slot, why));
-                        break;
-                    }
-                }
-                match conn.request.try_peek() {
-                    Ok(record) => {
-                        match MsgHeader::decode(&record) {
-                            Ok(header) => {
-                                let request = Request {
-                                    header,
-                                    payload: &record[MSG_HEADER_LEN..],
-                                };
-                                handler.message(&conn.handle, &request);
-                            }
-                            Err(e) => {
-                                self.dead.push((slot, format!("bad request header: {e}")));
-                                break;
-                            }
-                        }
-                        record.release();
-                        did = true;
-                        if !conn.handle.is_connected() {
-                            break; // disconnected by the handler
-                        }
-                    }
+                let record = match conn.request.try_peek() {
+                    Ok(record) => record,
                     Err(PopError::Empty) => break,
                     Err(PopError::Corrupt(c)) => {
                         self.dead
@@ -337,6 +310,34 @@ impl<H: Handler> Service<H> {
                             .push((slot, "client closed its request ring".into()));
                         break;
                     }
+                };
+                // Take the request only if its answer will fit; otherwise
+                // leave it in the ring and park until the client reads.
+                match response_room(&conn.handle, &mut conn.parked) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(why) => {
+                        self.dead.push((slot, why));
+                        break;
+                    }
+                }
+                match MsgHeader::decode(&record) {
+                    Ok(header) => {
+                        let request = Request {
+                            header,
+                            payload: &record[MSG_HEADER_LEN..],
+                        };
+                        handler.message(&conn.handle, &request);
+                    }
+                    Err(e) => {
+                        self.dead.push((slot, format!("bad request header: {e}")));
+                        break;
+                    }
+                }
+                record.release();
+                did = true;
+                if !conn.handle.is_connected() {
+                    break; // disconnected by the handler
                 }
             }
         }
@@ -709,10 +710,9 @@ impl<H: Handler> Service<H> {
 /// Whether the connection's response ring has room for a full-size
 /// answer; if not, parks the connection (it sleeps until the client
 /// frees space). `Err` if the client corrupted the ring.
-fn response_room(conn: &mut Conn) -> std::result::Result<bool, String> {
-    let need = MSG_HEADER_LEN + conn.handle.max_message();
-    let mut guard = conn
-        .handle
+fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<bool, String> {
+    let need = MSG_HEADER_LEN + handle.max_message();
+    let mut guard = handle
         .inner
         .response
         .lock()
@@ -725,7 +725,7 @@ fn response_room(conn: &mut Conn) -> std::result::Result<bool, String> {
         return Ok(true);
     }
     if tx.arm_wake() {
-        conn.parked = true;
+        *parked = true;
         Ok(false)
     } else {
         tx.has_room(need).map_err(corrupt)
