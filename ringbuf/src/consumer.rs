@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, PopError};
 use crate::layout::{
-    max_payload, record_size, CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD,
-    RECORD_HEADER,
+    max_payload, record_size, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
 };
 use crate::mem::Shared;
 use crate::producer::check_positions;
@@ -255,6 +254,12 @@ impl Consumer {
                     })
                 }
                 Err(PopError::Empty) if !matches!(deadline, Deadline::Now) => {
+                    // Checked on every round, not only when a wait times
+                    // out: a peer that keeps rewriting its position would
+                    // otherwise keep a timed call from ever returning.
+                    if deadline.passed() {
+                        return Err(PopError::TimedOut);
+                    }
                     self.wait_data(deadline)?
                 }
                 Err(e) => return Err(e),
@@ -338,12 +343,14 @@ impl Consumer {
             .0
             .closed
             .load(Ordering::Acquire);
-        if closed & CLOSED_BY_CONSUMER != 0 {
-            return Ok(Some(PopError::Closed));
-        }
-        if closed & CLOSED_BY_PRODUCER == 0 {
+        if closed == 0 {
             return Ok(Some(PopError::Empty));
         }
+        // Any closed bit ends the stream once it is drained, including
+        // bits no version defines (only a peer breaking the protocol
+        // writes those): the producer treats every bit as closed too, and
+        // calling such a word "open" would make `data_changed` report a
+        // change forever and the waiting calls spin.
         self.refresh_tail()?;
         Ok((self.head == self.cached_tail).then_some(PopError::Closed))
     }

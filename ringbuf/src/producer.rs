@@ -306,6 +306,10 @@ impl Producer {
                     })
                 }
                 Err(PushError::Full) if !matches!(deadline, Deadline::Now) => {
+                    // Checked on every round (see `Consumer::peek_until`).
+                    if deadline.passed() {
+                        return Err(PushError::TimedOut);
+                    }
                     self.wait_space(deadline)?
                 }
                 Err(e) => return Err(e),

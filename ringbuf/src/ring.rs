@@ -211,10 +211,12 @@ impl Ring {
     /// memory fd and, for an [`EventFd`](WakeMode::EventFd) ring, its two
     /// eventfds.
     ///
-    /// Everything in the file is checked before use: it must be a regular
-    /// file or memfd of exactly header + capacity bytes, carry the magic,
-    /// this layout version and a valid capacity, and a memfd must be
-    /// sealed against resizing.
+    /// Everything is checked before use: the memory fd must be a memfd
+    /// sealed against resizing (`F_SEAL_SHRINK | F_SEAL_GROW`) of exactly
+    /// header + capacity bytes, carrying the magic, this layout version
+    /// and a valid capacity; the wake fds must be eventfds (they are made
+    /// non-blocking). Named files are opened with
+    /// [`open_path`](Self::open_path) instead.
     ///
     /// # Errors
     ///
@@ -223,16 +225,25 @@ impl Ring {
     /// [`Incompatible`](OpenError::Incompatible),
     /// [`NotSealed`](OpenError::NotSealed),
     /// [`WakeMismatch`](OpenError::WakeMismatch) (eventfds given for a futex
-    /// ring or missing for an eventfd ring), [`Io`](OpenError::Io).
+    /// ring, missing for an eventfd ring, or not eventfds), [`Io`](OpenError::Io).
     pub fn from_fds(memory: OwnedFd, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
-        match crate::sys::get_seals(memory.as_fd())? {
-            Some(seals)
-                if seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
-                    != (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) =>
-            {
-                return Err(OpenError::NotSealed)
+        // Only a sealed memfd: a plain file (which cannot be sealed) or a
+        // memfd without the size seals could be truncated by the sender,
+        // killing us with SIGBUS on the next access.
+        let seals = crate::sys::get_seals(memory.as_fd())?.ok_or(OpenError::NotSealed)?;
+        let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        if seals & needed != needed {
+            return Err(OpenError::NotSealed);
+        }
+        if let Some(w) = &wake {
+            for fd in [w.data_ready.as_fd(), w.space_ready.as_fd()] {
+                if crate::sys::is_eventfd(fd) == Some(false) {
+                    return Err(OpenError::WakeMismatch);
+                }
+                // Never block in a wake-up read or write, whatever mode
+                // the sender left the fd in.
+                crate::sys::set_nonblocking(fd)?;
             }
-            _ => {}
         }
         Ring::open_file(File::from(memory), wake)
     }

@@ -156,3 +156,19 @@ pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32) {
         )
     };
 }
+
+/// Sets `O_NONBLOCK` on `fd` (a wake fd received from a peer, which may
+/// have made it blocking).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a live fd; no memory is passed.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Whether `fd` is an eventfd, from its `/proc/self/fd` link; `None` if
+/// that cannot be read (no `/proc`).
+pub(crate) fn is_eventfd(fd: BorrowedFd<'_>) -> Option<bool> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    Some(link.as_os_str() == "anon_inode:[eventfd]")
+}

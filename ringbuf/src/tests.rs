@@ -813,3 +813,77 @@ fn ring_close_wakes_both_sides_and_keeps_published_records() {
     assert_eq!(pop(&mut rx).unwrap(), [0; 16]);
     assert_eq!(pop(&mut rx).unwrap_err(), PopError::Closed);
 }
+
+#[test]
+fn unknown_closed_bits_close_the_stream_instead_of_spinning() {
+    let (ring, mut tx, mut rx) = pair(256);
+    tx.try_push(b"before").unwrap();
+    ring.shared
+        .header()
+        .control
+        .0
+        .closed
+        .store(0x100, Ordering::SeqCst);
+    assert_eq!(pop(&mut rx).unwrap(), b"before");
+    assert_eq!(
+        rx.peek_timeout(Duration::from_secs(5)).unwrap_err(),
+        PopError::Closed
+    );
+    assert!(!rx.arm_wake());
+    assert_eq!(tx.try_push(b"x").unwrap_err(), PushError::Closed);
+}
+
+#[test]
+fn timed_calls_return_while_a_peer_keeps_rewriting_positions() {
+    // A hostile producer that keeps storing the same (empty) tail makes
+    // every wait see "changed"; the deadline must still end the call.
+    let (ring, _tx, mut rx) = pair(256);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let ring = ring.clone();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut flip = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Alternate between 8 and 0: published then withdrawn.
+                flip ^= 8;
+                ring.shared.header().tail.0.store(flip, Ordering::Release);
+            }
+        })
+    };
+    let got = rx
+        .peek_timeout(Duration::from_millis(50))
+        .map(|_| ())
+        .unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        matches!(got, PopError::TimedOut | PopError::Corrupt(_)),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn from_fds_refuses_plain_files_and_non_eventfd_wake_fds() {
+    let dir = temp_dir("plain");
+    let ring = Ring::create_file(&dir, "r", 4096, 0o600).unwrap();
+    let plain = std::fs::File::open(dir.join("r")).unwrap();
+    assert!(matches!(
+        Ring::from_fds(plain.into(), None),
+        Err(OpenError::NotSealed)
+    ));
+    drop(ring);
+    std::fs::remove_dir(&dir).unwrap();
+
+    let ring = Ring::create(4096).unwrap();
+    let (r, w) = std::io::pipe().unwrap();
+    let wake = WakeFds {
+        data_ready: r.into(),
+        space_ready: w.into(),
+    };
+    let mem = ring.memory_fd().unwrap().try_clone_to_owned().unwrap();
+    assert!(matches!(
+        Ring::from_fds(mem, Some(wake)),
+        Err(OpenError::WakeMismatch)
+    ));
+}

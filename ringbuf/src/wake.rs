@@ -59,6 +59,11 @@ impl Deadline {
         }
     }
 
+    /// Whether a timed deadline has passed (never for `Now`/`Never`).
+    pub(crate) fn passed(self) -> bool {
+        matches!(self, Deadline::At(at) if Instant::now() >= at)
+    }
+
     /// Time left, `Some(ZERO)` once passed, `None` for no limit.
     pub(crate) fn remaining(self) -> Option<Duration> {
         match self {

@@ -1,1 +1,37 @@
-//! Test support (filled in below).
+//! Support for the multi-process integration tests of ringlink.
+//!
+//! The tests (one binary per area under `tests/`) run a real second
+//! process, the `ring_peer` helper binary of this package, and share a
+//! ring with it:
+//!
+//! - [`payload`]: the deterministic record stream, where the length and
+//!   every byte of record `seq` follow from `(seed, seq)`, so a reader
+//!   detects any lost, duplicated, reordered or torn record;
+//! - [`stream`]: producing and checking that stream through the zero-copy
+//!   and the copying API, with a watchdog on every wait;
+//! - [`peer`]: spawning `ring_peer` with one end of a socketpair, passing
+//!   rings to it with `SCM_RIGHTS`, and a guard that always kills and
+//!   reaps it;
+//! - [`raw`]: a second, independent mapping of a ring's memory through
+//!   which a test plays the hostile peer;
+//! - [`tmp`]: unique names and self-removing temporary directories.
+//!
+//! # How the helper gets its socket
+//!
+//! The parent makes a `UnixStream` pair (both ends close-on-exec, as std
+//! makes them), and spawns the helper with `pre_exec` clearing
+//! close-on-exec on the child's end *in the forked child only*. The fd
+//! keeps its number across `exec`, and the helper learns it from the
+//! environment variable [`peer::SOCK_ENV`]. No `dup2` to a fixed number
+//! is involved, so the fd can collide with nothing std sets up in the
+//! child, and no other process (another test's helper spawned at the same
+//! moment) inherits it. The parent then closes its copy of the child's
+//! end, sends the ring's memory fd and eventfds over its own end with
+//! `ringlink_common::fdpass::send_fds`, and the helper rebuilds the ring
+//! with `Ring::from_fds`.
+
+pub mod payload;
+pub mod peer;
+pub mod raw;
+pub mod stream;
+pub mod tmp;

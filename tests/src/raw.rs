@@ -1,0 +1,159 @@
+//! A second mapping of a ring's memory, independent of the ring crate,
+//! through which a test plays the hostile peer: it writes any value into
+//! any header word or record word, behind the back of the `Producer` or
+//! `Consumer` in the other process.
+//!
+//! Offsets follow the layout documented in `ringlink_ringbuf::layout`
+//! (and pinned there by `const` asserts); they are repeated here because
+//! the header struct is private to the ring crate, which is the point: a
+//! hostile peer does not use the crate either.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use ringlink_ringbuf::layout::HEADER_SIZE;
+use ringlink_ringbuf::Ring;
+
+/// Byte offsets of the header words.
+pub mod off {
+    /// Magic number (u64).
+    pub const MAGIC: usize = 0;
+    /// Capacity (u64).
+    pub const CAPACITY: usize = 16;
+    /// Producer position, `tail` (u64).
+    pub const TAIL: usize = 128;
+    /// Consumer position, `head` (u64).
+    pub const HEAD: usize = 256;
+    /// Consumer-waiting flag (u32).
+    pub const CONSUMER_WAITING: usize = 384;
+    /// Producer-waiting flag (u32).
+    pub const PRODUCER_WAITING: usize = 512;
+    /// Producer claim word (u32, the claimant's pid).
+    pub const PRODUCER_OWNER: usize = 640;
+    /// Consumer claim word (u32, the claimant's pid).
+    pub const CONSUMER_OWNER: usize = 644;
+    /// Closed bits (u32).
+    pub const CLOSED: usize = 648;
+}
+
+/// Closed bit the producer sets.
+pub const CLOSED_BY_PRODUCER: u32 = 1;
+/// Closed bit the consumer sets.
+pub const CLOSED_BY_CONSUMER: u32 = 2;
+
+/// Our own `MAP_SHARED` mapping of a ring file. Every access is atomic
+/// (Relaxed loads, Release stores), like the ring's own accesses to the
+/// words it shares.
+#[derive(Debug)]
+pub struct RawRing {
+    map: memmap2::MmapRaw,
+    capacity: usize,
+}
+
+impl RawRing {
+    /// Maps the memory of `ring` a second time (through a duplicate of its
+    /// memory fd).
+    ///
+    /// # Errors
+    ///
+    /// If the ring has no memory fd (heap ring) or `dup`/`mmap` fail.
+    pub fn map(ring: &Ring) -> io::Result<RawRing> {
+        let fd = ring
+            .memory_fd()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "heap ring"))?
+            .try_clone_to_owned()?;
+        let file = File::from(fd);
+        let capacity = ring.capacity();
+        let map = memmap2::MmapOptions::new()
+            .len(HEADER_SIZE + capacity)
+            .map_raw(&file)?;
+        Ok(RawRing { map, capacity })
+    }
+
+    /// Size of the data region.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.map.len(), "offset {off}");
+        // SAFETY: `off + 8` is within the mapping, which lives as long as
+        // `&self`; the mapping is page-aligned and `off` a multiple of 8,
+        // so the place is aligned for `AtomicU64`. Bytes of a shared file
+        // mapping are always initialised and any bit pattern is a valid
+        // `AtomicU64`; every access to these words, in either process, is
+        // atomic, so the shared reference is sound while the peer writes.
+        unsafe { &*self.map.as_mut_ptr().add(off).cast::<AtomicU64>() }
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.map.len(), "offset {off}");
+        // SAFETY: as in `u64_at`, with 4-byte alignment.
+        unsafe { &*self.map.as_mut_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// Loads the u64 header word at `off`.
+    pub fn load64(&self, off: usize) -> u64 {
+        self.u64_at(off).load(Ordering::Acquire)
+    }
+
+    /// Stores `v` into the u64 header word at `off`.
+    pub fn store64(&self, off: usize, v: u64) {
+        self.u64_at(off).store(v, Ordering::Release);
+    }
+
+    /// Loads the u32 header word at `off`.
+    pub fn load32(&self, off: usize) -> u32 {
+        self.u32_at(off).load(Ordering::Acquire)
+    }
+
+    /// Stores `v` into the u32 header word at `off`.
+    pub fn store32(&self, off: usize, v: u32) {
+        self.u32_at(off).store(v, Ordering::Release);
+    }
+
+    /// The producer position.
+    pub fn tail(&self) -> u64 {
+        self.load64(off::TAIL)
+    }
+
+    /// Overwrites the producer position.
+    pub fn set_tail(&self, v: u64) {
+        self.store64(off::TAIL, v);
+    }
+
+    /// The consumer position.
+    pub fn head(&self) -> u64 {
+        self.load64(off::HEAD)
+    }
+
+    /// Overwrites the consumer position.
+    pub fn set_head(&self, v: u64) {
+        self.store64(off::HEAD, v);
+    }
+
+    /// Writes a record word (`len | kind << 32`) at the data-region
+    /// offset of position `pos`.
+    pub fn set_record_word(&self, pos: u64, len: u32, kind: u32) {
+        let data_off = (pos as usize) & (self.capacity - 1);
+        assert!(data_off % 8 == 0, "record words are 8-aligned");
+        self.store64(
+            HEADER_SIZE + data_off,
+            u64::from(len) | u64::from(kind) << 32,
+        );
+    }
+}
+
+/// Adds one to an eventfd's counter, waking whoever polls it (the ring
+/// treats any wake-up as a hint to re-check, so a spurious one is
+/// harmless).
+///
+/// # Errors
+///
+/// Any error of `write`.
+pub fn kick(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = File::from(fd.try_clone_to_owned()?);
+    f.write_all(&1u64.to_ne_bytes())
+}
