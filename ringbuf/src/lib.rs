@@ -72,7 +72,3 @@ pub use wake::DEFAULT_SPIN;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-/// The README's example, compiled and run as a doc test.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
