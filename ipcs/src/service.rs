@@ -353,7 +353,7 @@ impl<H: Handler> Service<H> {
         let mut sleep = true;
         for slot in 0..self.conns.slots() {
             if let Some(c) = self.conns.get_mut(slot) {
-                if !c.parked && c.handle.is_connected() && !c.request.arm_wake() {
+                if !c.parked && c.handle.is_connected() && !c.request.arm_wake_edge() {
                     sleep = false;
                 }
             }
@@ -724,7 +724,8 @@ fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<
     if tx.has_room(need).map_err(corrupt)? {
         return Ok(true);
     }
-    if tx.arm_wake() {
+    // Edge-triggered registration: no need to drain the eventfd.
+    if tx.arm_wake_edge() {
         *parked = true;
         Ok(false)
     } else {

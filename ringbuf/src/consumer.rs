@@ -212,8 +212,17 @@ impl Consumer {
     /// The fd may become readable spuriously; after it does, read until
     /// `Empty`, then call `arm_wake` again before polling.
     pub fn arm_wake(&mut self) -> bool {
-        let h = self.shared.header();
         self.shared.signals.reset(Direction::Data);
+        self.arm_wake_edge()
+    }
+
+    /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
+    /// no system call. For an eventfd registered edge-triggered
+    /// (`EPOLLET`), where every signal is a new event whatever the
+    /// counter holds; with level-triggered polling use `arm_wake`, or the
+    /// undrained fd stays readable.
+    pub fn arm_wake_edge(&mut self) -> bool {
+        let h = self.shared.header();
         h.consumer_waiting.0.store(1, Ordering::Relaxed);
         // SeqCst: the wake-up handshake (module `wake`), partner of the
         // fence in `Producer::commit`/`close`.

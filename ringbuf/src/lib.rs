@@ -71,4 +71,3 @@ pub use wake::DEFAULT_SPIN;
 
 #[cfg(all(test, not(loom)))]
 mod tests;
-

@@ -256,8 +256,15 @@ impl Producer {
     /// The fd may also become readable spuriously; after it does, retry
     /// the operation and call `arm_wake` again if it still would block.
     pub fn arm_wake(&mut self) -> bool {
-        let h = self.shared.header();
         self.shared.signals.reset(Direction::Space);
+        self.arm_wake_edge()
+    }
+
+    /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
+    /// no system call. For an eventfd registered edge-triggered
+    /// (`EPOLLET`); see [`Consumer::arm_wake_edge`](crate::Consumer::arm_wake_edge).
+    pub fn arm_wake_edge(&mut self) -> bool {
+        let h = self.shared.header();
         h.producer_waiting.0.store(1, Ordering::Relaxed);
         // SeqCst: the wake-up handshake, partner of the fence in
         // `Consumer::release`/`close`.
