@@ -7,10 +7,12 @@
 mod addr;
 mod error;
 pub mod fdpass;
+mod rate;
 pub mod wire;
 
 pub use addr::{ring_capacity_for, ServiceAddr, MIN_RING_CAPACITY};
 pub use error::{Error, Result};
+pub use rate::RateLimit;
 
 use std::io;
 use std::os::unix::net::UnixStream;

@@ -37,6 +37,14 @@ pub struct ConnectOptions {
     /// How long a waiting call polls the rings before it sleeps. Default
     /// [`ringlink_ringbuf::DEFAULT_SPIN`].
     pub spin: Duration,
+    /// Flow-control threshold (libqb's `fc_enable_max`): sends behave as
+    /// if the request ring were full (`WouldBlock`, or waiting) while the
+    /// server's flow-control level is at or above it. 0 ignores flow
+    /// control (sends go on until the ring is full). Default 1: respect
+    /// the server's [`RateLimit::Off`](ringlink_common::RateLimit::Off).
+    /// (libqb blocks when `0 < level <= fc_enable_max`; ringlink's
+    /// levels are 0 and 1, where both rules agree.)
+    pub fc_enable_max: u32,
 }
 
 impl ConnectOptions {
@@ -48,6 +56,7 @@ impl ConnectOptions {
             timeout: Duration::from_secs(5),
             wait_for_server: false,
             spin: ringlink_ringbuf::DEFAULT_SPIN,
+            fc_enable_max: 1,
         }
     }
 }
@@ -90,6 +99,7 @@ pub struct Client {
     /// Responses read while `send_recv` looked for another sequence.
     stash: VecDeque<(Message, Vec<u8>)>,
     spin: Duration,
+    fc_enable_max: u32,
     epoll: Epoll,
 }
 
@@ -99,6 +109,12 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 
 fn expired(deadline: Option<Instant>, timeout: Option<Duration>) -> bool {
     timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// Whether the server's flow-control level (published in the request
+/// ring's user word) holds sends back at this threshold.
+fn flow_controlled(request_ring: &Ring, threshold: u32) -> bool {
+    threshold != 0 && request_ring.user_word() >= threshold
 }
 
 fn io_err(e: nix::errno::Errno) -> Error {
@@ -242,6 +258,7 @@ impl Client {
             connected: Cell::new(true),
             stash: VecDeque::new(),
             spin: opts.spin,
+            fc_enable_max: opts.fc_enable_max,
             epoll,
         })
     }
@@ -355,7 +372,12 @@ impl Client {
         let deadline = deadline_after(timeout);
         let seq = self.next_seq;
         loop {
-            match self.request.try_reserve(MSG_HEADER_LEN + len) {
+            let attempt = if flow_controlled(&self.rings[0], self.fc_enable_max) {
+                Err(PushError::Full)
+            } else {
+                self.request.try_reserve(MSG_HEADER_LEN + len)
+            };
+            match attempt {
                 Ok(mut grant) => {
                     MsgHeader {
                         id,
@@ -526,8 +548,10 @@ impl Client {
                 })
             }
             Wait::Space => {
-                let tx = &mut self.request;
-                ringlink_ringbuf::wake::spin_until(self.spin, || tx.has_room(need).unwrap_or(true))
+                let (tx, ring, max) = (&mut self.request, &self.rings[0], self.fc_enable_max);
+                ringlink_ringbuf::wake::spin_until(self.spin, || {
+                    !flow_controlled(ring, max) && tx.has_room(need).unwrap_or(true)
+                })
             }
         };
         if ready {
@@ -538,7 +562,11 @@ impl Client {
             Wait::Event => self.event.arm_wake(),
             Wait::Space => self.request.arm_wake(),
         };
-        if !armed {
+        // Read after raising the flag: the server lowers the level, then
+        // wakes flagged waiters (`Ring::wake_waiters`), so either we see
+        // the new level here or we are woken.
+        if !armed || (which == Wait::Space && !flow_controlled(&self.rings[0], self.fc_enable_max))
+        {
             return Ok(());
         }
         let fd = match which {

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use ringlink_common::RateLimit;
 
 use crate::Connection;
 
@@ -15,6 +16,8 @@ pub(crate) struct Control {
     /// Written to wake the loop from epoll.
     waker: EventFd,
     shutdown: AtomicBool,
+    /// The requested [`RateLimit`], as `u8`; the loop applies it.
+    rate: AtomicU8,
     /// Connections to close on the next turn: (id, slot).
     disconnects: Mutex<Vec<(u64, usize)>>,
     /// Live connections, for iteration from any thread.
@@ -29,6 +32,7 @@ impl Control {
                 EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
             )?,
             shutdown: AtomicBool::new(false),
+            rate: AtomicU8::new(RateLimit::default() as u8),
             disconnects: Mutex::new(Vec::new()),
             registry: Mutex::new(BTreeMap::new()),
         })
@@ -60,6 +64,15 @@ impl Control {
         std::mem::take(&mut *self.disconnects.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    pub(crate) fn set_rate(&self, rate: RateLimit) {
+        self.rate.store(rate as u8, Ordering::Release);
+        self.wake();
+    }
+
+    pub(crate) fn rate(&self) -> RateLimit {
+        RateLimit::from_u8(self.rate.load(Ordering::Acquire)).unwrap_or_default()
+    }
+
     pub(crate) fn is_shutdown(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
@@ -83,6 +96,14 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.control.shutdown.store(true, Ordering::Release);
         self.control.wake();
+    }
+
+    /// Changes how many requests the service takes per connection and
+    /// loop turn; [`RateLimit::Off`] stops taking them (clients see flow
+    /// control, then full rings; nothing is lost). Applied on the loop's
+    /// next turn.
+    pub fn set_rate_limit(&self, rate: RateLimit) {
+        self.control.set_rate(rate);
     }
 
     /// The live connections, a snapshot.

@@ -22,5 +22,5 @@ pub use connection::Connection;
 pub use control::ShutdownHandle;
 pub use handler::{Handler, Reject, Request};
 pub use options::ServiceOptions;
-pub use ringlink_common::{Credentials, Error, Result, ServiceAddr};
+pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr};
 pub use service::Service;

@@ -18,7 +18,7 @@ use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, WireError, CONFIRM_LEN,
     MSG_HEADER_LEN, REQUEST_LEN, SHM_FDS,
 };
-use ringlink_common::{ring_capacity_for, Credentials, Error, Result, ServiceAddr};
+use ringlink_common::{ring_capacity_for, Credentials, Error, RateLimit, Result, ServiceAddr};
 use ringlink_ringbuf::{Consumer, PopError, Producer, Ring};
 
 use crate::connection::ConnInner;
@@ -34,10 +34,6 @@ const CONN_SOCK: u64 = 4 << 56;
 const CONN_REQ: u64 = 5 << 56;
 const CONN_SPACE: u64 = 6 << 56;
 const KIND: u64 = 0xff << 56;
-
-/// Requests one connection may have dispatched per loop turn before the
-/// loop moves on to the others.
-const PER_TURN: usize = 64;
 
 /// A handshake in progress.
 struct Handshake {
@@ -125,6 +121,9 @@ pub struct Service<H: Handler> {
     events: Vec<EpollEvent>,
     /// Scratch list of connections to close after a sweep.
     dead: Vec<(usize, String)>,
+    /// The rate limit the loop currently applies (the requested one is in
+    /// `control`).
+    rate: RateLimit,
 }
 
 impl<H: Handler> Service<H> {
@@ -179,6 +178,7 @@ impl<H: Handler> Service<H> {
             last_work: Instant::now(),
             events: vec![EpollEvent::empty(); 256],
             dead: Vec::new(),
+            rate: RateLimit::default(),
         })
     }
 
@@ -198,6 +198,18 @@ impl<H: Handler> Service<H> {
         ShutdownHandle {
             control: self.control.clone(),
         }
+    }
+
+    /// Changes how many requests the service takes per connection and
+    /// loop turn (see [`RateLimit`]). Callable from any thread through
+    /// [`ShutdownHandle::set_rate_limit`]; applied on the next turn.
+    pub fn set_rate_limit(&self, rate: RateLimit) {
+        self.control.set_rate(rate);
+    }
+
+    /// The rate limit in force.
+    pub fn rate_limit(&self) -> RateLimit {
+        self.control.rate()
     }
 
     /// The live connections.
@@ -288,6 +300,10 @@ impl<H: Handler> Service<H> {
     /// the handler. Returns whether any was dispatched.
     fn sweep(&mut self) -> bool {
         let mut did = false;
+        let per_turn = self.rate.per_turn();
+        if per_turn == 0 {
+            return false;
+        }
         let handler = &self.handler;
         for slot in 0..self.conns.slots() {
             let Some(conn) = self.conns.get_mut(slot) else {
@@ -296,7 +312,7 @@ impl<H: Handler> Service<H> {
             if conn.parked || !conn.handle.is_connected() {
                 continue;
             }
-            for _ in 0..PER_TURN {
+            for _ in 0..per_turn {
                 let record = match conn.request.try_peek() {
                     Ok(record) => record,
                     Err(PopError::Empty) => break,
@@ -351,6 +367,11 @@ impl<H: Handler> Service<H> {
     /// Returns `false` if some ring already has requests (do not sleep).
     fn arm_all(&mut self) -> bool {
         let mut sleep = true;
+        if self.rate == RateLimit::Off {
+            // Not reading requests: let clients publish without signalling
+            // us, so that flow control costs the loop nothing.
+            return sleep;
+        }
         for slot in 0..self.conns.slots() {
             if let Some(c) = self.conns.get_mut(slot) {
                 if !c.parked && c.handle.is_connected() && !c.request.arm_wake_edge() {
@@ -362,9 +383,27 @@ impl<H: Handler> Service<H> {
     }
 
     fn handle_commands(&mut self) {
+        let rate = self.control.rate();
+        if rate != self.rate {
+            self.apply_rate(rate);
+        }
         for (id, slot) in self.control.take_disconnects() {
             if self.conns.get(slot).is_some_and(|c| c.handle.id() == id) {
                 self.close_conn(slot, "disconnected by the server");
+            }
+        }
+    }
+
+    /// Publishes a new flow-control level to every client, waking those
+    /// that wait for it to drop.
+    fn apply_rate(&mut self, rate: RateLimit) {
+        let level = rate.flow_control_level();
+        let lowered = level < self.rate.flow_control_level();
+        self.rate = rate;
+        for (_, c) in self.conns.iter() {
+            c.rings[0].set_user_word(level);
+            if lowered {
+                c.rings[0].wake_waiters();
             }
         }
     }
@@ -619,6 +658,7 @@ impl<H: Handler> Service<H> {
             }
             return;
         }
+        p.rings[0].set_user_word(self.rate.flow_control_level());
         let at = self.conns.insert(Conn {
             handle: handle.clone(),
             sock: h.sock,

@@ -8,6 +8,7 @@
 //! 12      4     header size (4096)        creator
 //! 16      8     capacity (bytes of data)  creator
 //! 24      4     wake mode (1 eventfd, 2 futex)
+//! 28      4     user word (application-defined)  creator
 //! 128     8     tail: producer position   producer
 //! 256     8     head: consumer position   consumer
 //! 384     4     consumer-waiting flag     consumer (producer clears)
@@ -95,7 +96,9 @@ pub(crate) struct Meta {
     pub(crate) header_size: AtomicU32,
     pub(crate) capacity: AtomicU64,
     pub(crate) wake_mode: AtomicU32,
-    pub(crate) reserved: AtomicU32,
+    /// A value the creator publishes to the ring's users; the ring
+    /// itself ignores it (see [`Ring::set_user_word`](crate::Ring::set_user_word)).
+    pub(crate) user_word: AtomicU32,
 }
 
 /// Role claims and the closed bits.
@@ -136,7 +139,7 @@ impl Header {
                 header_size: AtomicU32::new(HEADER_SIZE as u32),
                 capacity: AtomicU64::new(capacity as u64),
                 wake_mode: AtomicU32::new(wake_mode),
-                reserved: AtomicU32::new(0),
+                user_word: AtomicU32::new(0),
             }),
             tail: Line(AtomicU64::new(0)),
             head: Line(AtomicU64::new(0)),
@@ -162,6 +165,7 @@ const _: () = {
     assert!(offset_of!(Meta, header_size) == 12);
     assert!(offset_of!(Meta, capacity) == 16);
     assert!(offset_of!(Meta, wake_mode) == 24);
+    assert!(offset_of!(Meta, user_word) == 28);
     assert!(offset_of!(Header, tail) == 128);
     assert!(offset_of!(Header, head) == 256);
     assert!(offset_of!(Header, consumer_waiting) == 384);

@@ -271,6 +271,11 @@ impl Producer {
         fence(Ordering::SeqCst);
         if self.space_changed() {
             h.producer_waiting.0.store(0, Ordering::Relaxed);
+            // Take the new position in, so that the next call compares
+            // against it: a caller waiting for something other than space
+            // (flow control) would otherwise be told "changed" forever. A
+            // corrupt position is reported by the next push.
+            let _ = self.refresh_head();
             return false;
         }
         true

@@ -480,8 +480,19 @@ impl Ring {
             .0
             .closed
             .fetch_or(CLOSED_BY_PRODUCER | CLOSED_BY_CONSUMER, Ordering::Release);
-        // SeqCst: the wake-up handshake (module `wake`), as in the roles'
-        // `close`.
+        self.wake_waiters();
+    }
+
+    /// Wakes whichever side is asleep on the ring (or about to be), so it
+    /// re-checks what it waits for. Use after changing something the
+    /// sleeper checks besides the positions, such as the
+    /// [`user_word`](Self::user_word): a waiter that raised its flag, then
+    /// read the old value, is woken; one that reads after this call sees
+    /// the new value.
+    pub fn wake_waiters(&self) {
+        let h = self.shared.header();
+        // SeqCst: the wake-up handshake (module `wake`): orders the
+        // caller's earlier store before the reads of the waiting flags.
         fence(Ordering::SeqCst);
         for (flag, dir) in [
             (&h.consumer_waiting.0, Direction::Data),
@@ -491,6 +502,33 @@ impl Ring {
                 self.shared.signals.wake(dir, flag);
             }
         }
+    }
+
+    /// Publishes an application-defined value in the ring header (offset
+    /// 28), for every process mapping the ring to read with
+    /// [`user_word`](Self::user_word). The ring itself ignores it; ringlink's
+    /// server uses it to tell a client its flow-control level. Any process
+    /// mapping the ring can write it, so treat what you read as advisory.
+    pub fn set_user_word(&self, value: u32) {
+        // Release: pairs with the Acquire in `user_word`, so a reader that
+        // sees the value also sees what the writer did before setting it.
+        self.shared
+            .header()
+            .meta
+            .0
+            .user_word
+            .store(value, Ordering::Release);
+    }
+
+    /// The value last published with [`set_user_word`](Self::set_user_word).
+    pub fn user_word(&self) -> u32 {
+        // Acquire: pairs with the Release in `set_user_word`.
+        self.shared
+            .header()
+            .meta
+            .0
+            .user_word
+            .load(Ordering::Acquire)
     }
 
     /// Whether either side has closed the ring.

@@ -887,3 +887,21 @@ fn from_fds_refuses_plain_files_and_non_eventfd_wake_fds() {
         Err(OpenError::WakeMismatch)
     ));
 }
+
+#[test]
+fn user_word_is_shared_between_mappings() {
+    let ring = Ring::create(4096).unwrap();
+    let other = reopen(&ring).unwrap();
+    assert_eq!(other.user_word(), 0);
+    ring.set_user_word(3);
+    assert_eq!(other.user_word(), 3);
+}
+
+#[test]
+fn producer_arm_settles_after_reporting_a_change() {
+    let (_ring, mut tx, mut rx) = pair(256);
+    tx.try_push(b"a").unwrap();
+    pop(&mut rx).unwrap(); // head moved; the producer has not looked
+    assert!(!tx.arm_wake(), "first arm reports the freed space");
+    assert!(tx.arm_wake(), "second arm, with nothing new, may sleep");
+}
