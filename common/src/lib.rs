@@ -8,11 +8,13 @@ mod addr;
 mod error;
 pub mod fdpass;
 mod rate;
+mod stats;
 pub mod wire;
 
 pub use addr::{ring_capacity_for, ServiceAddr, MIN_RING_CAPACITY};
 pub use error::{Error, Result};
 pub use rate::RateLimit;
+pub use stats::{ConnectionStats, Rejections, ServiceStats};
 
 use std::io;
 use std::os::unix::net::UnixStream;

@@ -3,12 +3,12 @@
 use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
-use ringlink_common::{Credentials, Error, Result};
+use ringlink_common::{ConnectionStats, Credentials, Error, Result};
 use ringlink_ringbuf::{Producer, PushError};
 
 use crate::control::Control;
@@ -34,6 +34,36 @@ pub(crate) struct ConnInner {
     pub(crate) alive: AtomicBool,
     pub(crate) context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
     pub(crate) control: Arc<Control>,
+    pub(crate) counters: Counters,
+}
+
+/// A connection's statistics, updated by the loop and by senders on any
+/// thread (relaxed atomics: they count, they order nothing).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) responses: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) send_retries: AtomicU64,
+    pub(crate) recv_retries: AtomicU64,
+    pub(crate) flow_control: AtomicBool,
+    pub(crate) flow_control_changes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn read(counter: &AtomicU64, clear: bool) -> u64 {
+        if clear {
+            counter.swap(0, Ordering::Relaxed)
+        } else {
+            counter.load(Ordering::Relaxed)
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,6 +96,31 @@ impl Connection {
     /// Whether the connection is still open.
     pub fn is_connected(&self) -> bool {
         self.inner.alive.load(Ordering::Acquire)
+    }
+
+    /// The connection's statistics; with `clear`, the counters restart
+    /// from zero (the flow-control state and queue length are not
+    /// counters and are not cleared).
+    pub fn stats(&self, clear: bool) -> ConnectionStats {
+        let c = &self.inner.counters;
+        let event_queue_bytes = lock(&self.inner.event)
+            .as_ref()
+            .map_or(0, |p| p.pending_bytes() as u64);
+        ConnectionStats {
+            id: self.inner.id,
+            client_pid: self.inner.credentials.pid,
+            requests: Counters::read(&c.requests, clear),
+            responses: Counters::read(&c.responses, clear),
+            events: Counters::read(&c.events, clear),
+            bytes_received: Counters::read(&c.bytes_received, clear),
+            bytes_sent: Counters::read(&c.bytes_sent, clear),
+            send_retries: Counters::read(&c.send_retries, clear),
+            recv_retries: Counters::read(&c.recv_retries, clear),
+            flow_control: c.flow_control.load(Ordering::Relaxed),
+            flow_control_changes: Counters::read(&c.flow_control_changes, clear),
+            event_queue_bytes,
+            connected_at: self.inner.connected_at,
+        }
     }
 
     /// Attaches the application's per-connection state, replacing any.
@@ -113,7 +168,7 @@ impl Connection {
             error,
             seq,
         };
-        send(&self.inner.response, self.inner.max_message, h, parts, None)
+        self.send(Ring::Response, h, parts, None)
     }
 
     /// Sends an event (an unsolicited message) to the client, without
@@ -138,7 +193,7 @@ impl Connection {
             error: 0,
             seq: 0,
         };
-        send(&self.inner.event, self.inner.max_message, h, parts, None)
+        self.send(Ring::Event, h, parts, None)
     }
 
     /// Sends an event, waiting up to `timeout` for room in the client's
@@ -156,13 +211,7 @@ impl Connection {
             error: 0,
             seq: 0,
         };
-        send(
-            &self.inner.event,
-            self.inner.max_message,
-            h,
-            &[IoSlice::new(payload)],
-            Some(timeout),
-        )
+        self.send(Ring::Event, h, &[IoSlice::new(payload)], Some(timeout))
     }
 
     /// Closes the connection from the server side. Takes effect on the
@@ -177,14 +226,52 @@ impl Connection {
     }
 }
 
-/// Writes one message record: header, then the parts.
-fn send(
+/// Which server → client ring.
+#[derive(Clone, Copy)]
+enum Ring {
+    Response,
+    Event,
+}
+
+impl Connection {
+    /// Sends one message and counts it (or its refusal).
+    fn send(
+        &self,
+        ring: Ring,
+        header: MsgHeader,
+        parts: &[IoSlice<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let (producer, sent) = match ring {
+            Ring::Response => (&self.inner.response, &self.inner.counters.responses),
+            Ring::Event => (&self.inner.event, &self.inner.counters.events),
+        };
+        let c = &self.inner.counters;
+        match write_message(producer, self.inner.max_message, header, parts, timeout) {
+            Ok(len) => {
+                Counters::add(sent, 1);
+                Counters::add(&c.bytes_sent, len as u64);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, Error::WouldBlock | Error::TimedOut) {
+                    Counters::add(&c.send_retries, 1);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Writes one message record: header, then the parts. Returns the
+/// payload length.
+fn write_message(
     ring: &Mutex<Option<Producer>>,
     max: usize,
     mut header: MsgHeader,
     parts: &[IoSlice<'_>],
     timeout: Option<Duration>,
-) -> Result<()> {
+) -> Result<usize> {
     let len = parts
         .iter()
         .map(|p| p.len())
@@ -215,7 +302,7 @@ fn send(
         at += p.len();
     }
     grant.commit();
-    Ok(())
+    Ok(len)
 }
 
 impl fmt::Debug for Connection {

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use ringlink_common::RateLimit;
+use ringlink_common::wire::Status;
+use ringlink_common::{RateLimit, Rejections, ServiceStats};
 
 use crate::Connection;
 
@@ -22,6 +23,9 @@ pub(crate) struct Control {
     disconnects: Mutex<Vec<(u64, usize)>>,
     /// Live connections, for iteration from any thread.
     pub(crate) registry: Mutex<BTreeMap<u64, Connection>>,
+    closed: AtomicU64,
+    /// Refused handshakes by status code (1..=7); index 0: abandoned.
+    rejected: [AtomicU64; 8],
 }
 
 impl Control {
@@ -35,6 +39,8 @@ impl Control {
             rate: AtomicU8::new(RateLimit::default() as u8),
             disconnects: Mutex::new(Vec::new()),
             registry: Mutex::new(BTreeMap::new()),
+            closed: AtomicU64::new(0),
+            rejected: Default::default(),
         })
     }
 
@@ -73,6 +79,44 @@ impl Control {
         RateLimit::from_u8(self.rate.load(Ordering::Acquire)).unwrap_or_default()
     }
 
+    pub(crate) fn count_closed(&self) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_rejected(&self, status: Status) {
+        let i = (status as usize).min(self.rejected.len() - 1);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_abandoned(&self) {
+        self.rejected[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self, clear: bool) -> ServiceStats {
+        let read = |c: &AtomicU64| {
+            if clear {
+                c.swap(0, Ordering::Relaxed)
+            } else {
+                c.load(Ordering::Relaxed)
+            }
+        };
+        let r = |s: Status| read(&self.rejected[s as usize]);
+        ServiceStats {
+            active_connections: self.registry().len() as u64,
+            closed_connections: read(&self.closed),
+            rejected: Rejections {
+                permission_denied: r(Status::PermissionDenied),
+                unknown_protocol: r(Status::UnknownProtocol),
+                version_mismatch: r(Status::VersionMismatch),
+                too_many_clients: r(Status::TooManyClients),
+                resources: r(Status::Resources),
+                bad_request: r(Status::BadRequest),
+                transport_mismatch: r(Status::TransportMismatch),
+                abandoned: read(&self.rejected[0]),
+            },
+        }
+    }
+
     pub(crate) fn is_shutdown(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
@@ -104,6 +148,12 @@ impl ShutdownHandle {
     /// next turn.
     pub fn set_rate_limit(&self, rate: RateLimit) {
         self.control.set_rate(rate);
+    }
+
+    /// The service's statistics; with `clear`, the counters restart from
+    /// zero.
+    pub fn stats(&self, clear: bool) -> ServiceStats {
+        self.control.stats(clear)
     }
 
     /// The live connections, a snapshot.

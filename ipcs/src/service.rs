@@ -18,10 +18,12 @@ use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, WireError, CONFIRM_LEN,
     MSG_HEADER_LEN, REQUEST_LEN, SHM_FDS,
 };
-use ringlink_common::{ring_capacity_for, Credentials, Error, RateLimit, Result, ServiceAddr};
+use ringlink_common::{
+    ring_capacity_for, Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats,
+};
 use ringlink_ringbuf::{Consumer, PopError, Producer, Ring};
 
-use crate::connection::ConnInner;
+use crate::connection::{ConnInner, Counters};
 use crate::control::{Control, ShutdownHandle};
 use crate::slab::Slab;
 use crate::{Connection, Handler, Request, ServiceOptions};
@@ -207,6 +209,12 @@ impl<H: Handler> Service<H> {
         self.control.set_rate(rate);
     }
 
+    /// The service's statistics; with `clear`, the counters restart from
+    /// zero. Per-connection figures: [`Connection::stats`].
+    pub fn stats(&self, clear: bool) -> ServiceStats {
+        self.control.stats(clear)
+    }
+
     /// The rate limit in force.
     pub fn rate_limit(&self) -> RateLimit {
         self.control.rate()
@@ -343,6 +351,9 @@ impl<H: Handler> Service<H> {
                             header,
                             payload: &record[MSG_HEADER_LEN..],
                         };
+                        let c = &conn.handle.inner.counters;
+                        Counters::add(&c.requests, 1);
+                        Counters::add(&c.bytes_received, request.payload.len() as u64);
                         handler.message(&conn.handle, &request);
                     }
                     Err(e) => {
@@ -399,8 +410,14 @@ impl<H: Handler> Service<H> {
     fn apply_rate(&mut self, rate: RateLimit) {
         let level = rate.flow_control_level();
         let lowered = level < self.rate.flow_control_level();
+        let changed = level != self.rate.flow_control_level();
         self.rate = rate;
         for (_, c) in self.conns.iter() {
+            if changed {
+                let counters = &c.handle.inner.counters;
+                counters.flow_control.store(level > 0, Ordering::Relaxed);
+                Counters::add(&counters.flow_control_changes, 1);
+            }
             c.rings[0].set_user_word(level);
             if lowered {
                 c.rings[0].wake_waiters();
@@ -480,6 +497,7 @@ impl<H: Handler> Service<H> {
             .min_by_key(|(_, h)| h.started)
             .map(|(i, _)| i);
         if let Some(slot) = oldest {
+            self.control.count_abandoned();
             self.drop_handshake(slot);
         }
     }
@@ -506,6 +524,7 @@ impl<H: Handler> Service<H> {
             .map(|(i, _)| i)
             .collect();
         for slot in expired {
+            self.control.count_abandoned();
             self.drop_handshake(slot);
         }
     }
@@ -521,7 +540,10 @@ impl<H: Handler> Service<H> {
         };
         match step {
             Step::Wait => {}
-            Step::Drop => self.drop_handshake(slot),
+            Step::Drop => {
+                self.control.count_abandoned();
+                self.drop_handshake(slot);
+            }
             Step::Evaluate => {
                 if let Step::Drop = self.evaluate(slot) {
                     self.drop_handshake(slot);
@@ -548,27 +570,27 @@ impl<H: Handler> Service<H> {
         };
         let req = match ConnectRequest::decode(&h.buf) {
             Ok(r) => r,
-            Err(WireError::Version(_)) => return reject(h, Status::VersionMismatch),
-            Err(_) => return reject(h, Status::BadRequest),
+            Err(WireError::Version(_)) => return reject(&self.control, h, Status::VersionMismatch),
+            Err(_) => return reject(&self.control, h, Status::BadRequest),
         };
         if req.transport != self.opts.transport {
-            return reject(h, Status::TransportMismatch);
+            return reject(&self.control, h, Status::TransportMismatch);
         }
         if req.protocol != self.protocol {
-            return reject(h, Status::UnknownProtocol);
+            return reject(&self.control, h, Status::UnknownProtocol);
         }
         let Ok(credentials) = Credentials::of_peer(&h.sock) else {
             return Step::Drop;
         };
         if full {
-            return reject(h, Status::TooManyClients);
+            return reject(&self.control, h, Status::TooManyClients);
         }
         if let Err(r) = self.handler.accept(&credentials) {
-            return reject(h, r.into());
+            return reject(&self.control, h, r.into());
         }
         let max_message = self.opts.negotiate(req.max_message);
         let Some((rings, request, response, event)) = make_rings(max_message) else {
-            return reject(h, Status::Resources);
+            return reject(&self.control, h, Status::Resources);
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -591,7 +613,7 @@ impl<H: Handler> Service<H> {
             );
         }
         if fds.len() != SHM_FDS {
-            return reject(h, Status::Resources);
+            return reject(&self.control, h, Status::Resources);
         }
         match send_fds(&h.sock, &answer.encode(), &fds) {
             Ok(n) if n == answer.encode().len() => {}
@@ -620,6 +642,7 @@ impl<H: Handler> Service<H> {
         let _ = self.epoll.delete(&h.sock);
         let Some(p) = h.pending else { return };
         if Confirm::decode(&p.buf).is_err() {
+            self.control.count_abandoned();
             self.resume_listener();
             return;
         }
@@ -636,6 +659,7 @@ impl<H: Handler> Service<H> {
                 alive: true.into(),
                 context: RwLock::new(None),
                 control: self.control.clone(),
+                counters: Counters::default(),
             }),
         };
         let registered = (|| -> io::Result<()> {
@@ -658,7 +682,13 @@ impl<H: Handler> Service<H> {
             }
             return;
         }
-        p.rings[0].set_user_word(self.rate.flow_control_level());
+        let level = self.rate.flow_control_level();
+        p.rings[0].set_user_word(level);
+        handle
+            .inner
+            .counters
+            .flow_control
+            .store(level > 0, Ordering::Relaxed);
         let at = self.conns.insert(Conn {
             handle: handle.clone(),
             sock: h.sock,
@@ -733,6 +763,7 @@ impl<H: Handler> Service<H> {
             .unwrap_or_else(|e| e.into_inner()) = None;
         *handle.inner.event.lock().unwrap_or_else(|e| e.into_inner()) = None;
         drop((request, rings, sock));
+        self.control.count_closed();
         self.handler.connection_destroyed(&handle);
         self.resume_listener();
     }
@@ -767,6 +798,7 @@ fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<
     // Edge-triggered registration: no need to drain the eventfd.
     if tx.arm_wake_edge() {
         *parked = true;
+        Counters::add(&handle.inner.counters.recv_retries, 1);
         Ok(false)
     } else {
         tx.has_room(need).map_err(corrupt)
@@ -791,7 +823,8 @@ fn read_some(mut sock: &UnixStream, buf: &mut [u8], got: &mut usize, done: Step)
 
 /// Sends a rejection (best effort: the socket buffer is empty, so a
 /// 48-byte write does not block) and drops the handshake.
-fn reject(h: &mut Handshake, status: Status) -> Step {
+fn reject(control: &Control, h: &mut Handshake, status: Status) -> Step {
+    control.count_rejected(status);
     let _ = (&h.sock).write(&ConnectResponse::reject(status).encode());
     Step::Drop
 }

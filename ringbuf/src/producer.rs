@@ -88,6 +88,15 @@ impl Producer {
         self.max_payload
     }
 
+    /// Bytes published and not yet released by the consumer (records,
+    /// headers and padding), capped at the capacity. A snapshot, for
+    /// statistics.
+    pub fn pending_bytes(&self) -> usize {
+        // Relaxed: a statistic; nothing is written on the strength of it.
+        let head = self.shared.header().head.0.load(Ordering::Relaxed);
+        self.tail.wrapping_sub(head).min(self.capacity as u64) as usize
+    }
+
     /// Whether either side has closed the ring.
     pub fn is_closed(&self) -> bool {
         self.shared

@@ -1,0 +1,72 @@
+//! Statistics snapshots of a service and its connections.
+
+use std::time::SystemTime;
+
+/// Handshakes refused, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Rejections {
+    /// The accept handler said no.
+    pub permission_denied: u64,
+    /// Unknown protocol id.
+    pub unknown_protocol: u64,
+    /// Unsupported protocol version.
+    pub version_mismatch: u64,
+    /// The service was full.
+    pub too_many_clients: u64,
+    /// Rings could not be made.
+    pub resources: u64,
+    /// Malformed request.
+    pub bad_request: u64,
+    /// The client wanted the other transport.
+    pub transport_mismatch: u64,
+    /// Handshakes dropped: deadline passed, client left half-way, or
+    /// evicted to make room for newer ones.
+    pub abandoned: u64,
+}
+
+/// A service's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ServiceStats {
+    /// Connections open now (never cleared).
+    pub active_connections: u64,
+    /// Connections closed.
+    pub closed_connections: u64,
+    /// Handshakes refused or dropped, by reason.
+    pub rejected: Rejections,
+}
+
+/// One connection's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConnectionStats {
+    /// Server-assigned connection id.
+    pub id: u64,
+    /// The client's process id.
+    pub client_pid: i32,
+    /// Requests dispatched to the handler.
+    pub requests: u64,
+    /// Responses sent.
+    pub responses: u64,
+    /// Events sent.
+    pub events: u64,
+    /// Request payload bytes received.
+    pub bytes_received: u64,
+    /// Response and event payload bytes sent.
+    pub bytes_sent: u64,
+    /// Responses or events refused because the client's ring was full.
+    pub send_retries: u64,
+    /// Times the server left requests waiting because the client's
+    /// response ring had no room for an answer.
+    pub recv_retries: u64,
+    /// Whether the server holds this client's requests back now.
+    pub flow_control: bool,
+    /// Times flow control went on or off.
+    pub flow_control_changes: u64,
+    /// Bytes of events sent and not yet read by the client (computed when
+    /// read).
+    pub event_queue_bytes: u64,
+    /// When the handshake completed.
+    pub connected_at: SystemTime,
+}
