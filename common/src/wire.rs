@@ -30,6 +30,9 @@ pub const CONFIRM_LEN: usize = 8;
 pub const SHM_FDS: usize = 9;
 /// Size of the [`MsgHeader`] at the start of every message record.
 pub const MSG_HEADER_LEN: usize = 24;
+/// Error code of a response to a request whose message id the server has
+/// no handler for (`-ENOSYS`).
+pub const ERROR_UNKNOWN_ID: i32 = -38;
 
 /// Why a peer's bytes were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

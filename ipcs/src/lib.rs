@@ -13,6 +13,7 @@
 
 mod connection;
 mod control;
+mod dispatch;
 mod handler;
 mod options;
 mod service;
@@ -20,7 +21,9 @@ mod slab;
 
 pub use connection::Connection;
 pub use control::ShutdownHandle;
+pub use dispatch::Dispatch;
 pub use handler::{Handler, Reject, Request};
 pub use options::ServiceOptions;
+pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
 pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr};
-pub use service::Service;
+pub use service::{Fault, Service, Trace, TraceStage};

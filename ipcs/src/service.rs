@@ -116,13 +116,19 @@ pub struct Service<H: Handler> {
     /// Whether the listener is in the epoll set (it leaves it while the
     /// process is out of fds).
     listening: bool,
+    /// Cleared by [`stop_listening`](Self::stop_listening): new clients wait
+    /// in the kernel's backlog until `resume_listening`.
+    advertised: bool,
     handshakes: Slab<Handshake>,
     conns: Slab<Conn>,
     next_id: u64,
     last_work: Instant,
     events: Vec<EpollEvent>,
-    /// Scratch list of connections to close after a sweep.
-    dead: Vec<(usize, String)>,
+    /// Scratch list of connections to close after a sweep, with the
+    /// protocol violation that condemned them (`None`: a normal close).
+    dead: Vec<(usize, Option<String>)>,
+    trace: Option<Box<TraceHook>>,
+    on_error: Option<Box<ErrorHook>>,
     /// The rate limit the loop currently applies (the requested one is in
     /// `control`).
     rate: RateLimit,
@@ -174,12 +180,15 @@ impl<H: Handler> Service<H> {
             epoll,
             control,
             listening: true,
+            advertised: true,
             handshakes: Slab::new(),
             conns: Slab::new(),
             next_id: 1,
             last_work: Instant::now(),
             events: vec![EpollEvent::empty(); 256],
             dead: Vec::new(),
+            trace: None,
+            on_error: None,
             rate: RateLimit::default(),
         })
     }
@@ -207,6 +216,36 @@ impl<H: Handler> Service<H> {
     /// [`ShutdownHandle::set_rate_limit`]; applied on the next turn.
     pub fn set_rate_limit(&self, rate: RateLimit) {
         self.control.set_rate(rate);
+    }
+
+    /// Calls `hook` at the start and at the end of every dispatched
+    /// request (lwmsg's trace functions): message id, connection,
+    /// duration, and whether the handler answered before returning.
+    pub fn set_trace_hook(&mut self, hook: impl Fn(&Trace<'_>) + Send + 'static) {
+        self.trace = Some(Box::new(hook));
+    }
+
+    /// Calls `hook` for failures the loop handles on its own (lwmsg's
+    /// exception function): a client that broke the protocol (and was
+    /// disconnected), or an `accept` failure.
+    pub fn set_error_hook(&mut self, hook: impl Fn(&Fault<'_>) + Send + 'static) {
+        self.on_error = Some(Box::new(hook));
+    }
+
+    /// Stops taking new clients (Legato's "hide", lwmsg's `stop_listen`):
+    /// live connections and handshakes in progress go on; clients that
+    /// connect meanwhile wait in the listen backlog (and time out on
+    /// their own deadline) until [`resume_listening`](Self::resume_listening).
+    pub fn stop_listening(&mut self) {
+        self.advertised = false;
+        self.pause_listener();
+    }
+
+    /// Takes new clients again after [`stop_listening`](Self::stop_listening);
+    /// those waiting in the backlog are served at once.
+    pub fn resume_listening(&mut self) {
+        self.advertised = true;
+        self.resume_listener();
     }
 
     /// The service's statistics; with `clear`, the counters restart from
@@ -313,6 +352,7 @@ impl<H: Handler> Service<H> {
             return false;
         }
         let handler = &self.handler;
+        let trace = self.trace.as_deref();
         for slot in 0..self.conns.slots() {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
@@ -325,13 +365,14 @@ impl<H: Handler> Service<H> {
                     Ok(record) => record,
                     Err(PopError::Empty) => break,
                     Err(PopError::Corrupt(c)) => {
-                        self.dead
-                            .push((slot, format!("client corrupted its request ring: {c}")));
+                        self.dead.push((
+                            slot,
+                            Some(format!("client corrupted its request ring: {c}")),
+                        ));
                         break;
                     }
                     Err(_) => {
-                        self.dead
-                            .push((slot, "client closed its request ring".into()));
+                        self.dead.push((slot, None)); // the client closed its ring
                         break;
                     }
                 };
@@ -341,7 +382,7 @@ impl<H: Handler> Service<H> {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(why) => {
-                        self.dead.push((slot, why));
+                        self.dead.push((slot, Some(why)));
                         break;
                     }
                 }
@@ -354,10 +395,14 @@ impl<H: Handler> Service<H> {
                         let c = &conn.handle.inner.counters;
                         Counters::add(&c.requests, 1);
                         Counters::add(&c.bytes_received, request.payload.len() as u64);
-                        handler.message(&conn.handle, &request);
+                        match trace {
+                            None => handler.message(&conn.handle, &request),
+                            Some(hook) => traced(hook, handler.as_ref(), &conn.handle, &request),
+                        }
                     }
                     Err(e) => {
-                        self.dead.push((slot, format!("bad request header: {e}")));
+                        self.dead
+                            .push((slot, Some(format!("bad request header: {e}"))));
                         break;
                     }
                 }
@@ -368,8 +413,8 @@ impl<H: Handler> Service<H> {
                 }
             }
         }
-        while let Some((slot, why)) = self.dead.pop() {
-            self.close_conn(slot, &why);
+        while let Some((slot, fault)) = self.dead.pop() {
+            self.close_conn(slot, fault.as_deref());
         }
         did
     }
@@ -400,7 +445,7 @@ impl<H: Handler> Service<H> {
         }
         for (id, slot) in self.control.take_disconnects() {
             if self.conns.get(slot).is_some_and(|c| c.handle.id() == id) {
-                self.close_conn(slot, "disconnected by the server");
+                self.close_conn(slot, None);
             }
         }
     }
@@ -459,10 +504,16 @@ impl<H: Handler> Service<H> {
                         e.raw_os_error(),
                         Some(libc_errno::ECONNABORTED | libc_errno::EINTR)
                     ) => {}
-                Err(_) => {
+                Err(e) => {
                     // Out of fds or memory: stop listening until a
                     // connection or handshake ends, rather than spin on a
                     // listener that stays readable.
+                    if let Some(hook) = &self.on_error {
+                        hook(&Fault {
+                            connection: None,
+                            what: &format!("accept failed, listening paused: {e}"),
+                        });
+                    }
                     self.pause_listener();
                     return;
                 }
@@ -477,7 +528,8 @@ impl<H: Handler> Service<H> {
     }
 
     fn resume_listener(&mut self) {
-        if !self.listening
+        if self.advertised
+            && !self.listening
             && self
                 .epoll
                 .add(
@@ -709,30 +761,37 @@ impl<H: Handler> Service<H> {
             return;
         };
         let mut byte = [0u8; 1];
-        let why = match (&c.sock).read(&mut byte) {
-            Ok(0) => "client closed the connection",
-            Ok(_) => "client sent data on the socket after the handshake",
+        let fault = match (&c.sock).read(&mut byte) {
+            Ok(0) => None, // the client closed the connection
+            Ok(_) => Some("client sent data on the socket after the handshake"),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if flags.intersects(
                     EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR | EpollFlags::EPOLLRDHUP,
                 ) {
-                    "client hung up"
+                    None // the client hung up
                 } else {
                     return;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(_) => "error on the client socket",
+            Err(_) => Some("error on the client socket"),
         };
-        self.close_conn(slot, why);
+        self.close_conn(slot, fault);
     }
 
     /// Closes a connection: handlers `connection_closed`, then release of
-    /// everything, then `connection_destroyed`.
-    fn close_conn(&mut self, slot: usize, _why: &str) {
+    /// everything, then `connection_destroyed`. A `fault` (the client broke
+    /// the protocol) goes to the error hook first.
+    fn close_conn(&mut self, slot: usize, fault: Option<&str>) {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
+        if let (Some(what), Some(hook)) = (fault, &self.on_error) {
+            hook(&Fault {
+                connection: Some(&conn.handle),
+                what,
+            });
+        }
         let Conn {
             handle,
             sock,
@@ -770,12 +829,74 @@ impl<H: Handler> Service<H> {
 
     fn close_all(&mut self) {
         for slot in 0..self.conns.slots() {
-            self.close_conn(slot, "service shut down");
+            self.close_conn(slot, None);
         }
         for slot in 0..self.handshakes.slots() {
             self.drop_handshake(slot);
         }
     }
+}
+
+type TraceHook = dyn Fn(&Trace<'_>) + Send;
+type ErrorHook = dyn Fn(&Fault<'_>) + Send;
+
+/// What the trace hook sees of a dispatched request.
+#[derive(Debug)]
+pub struct Trace<'a> {
+    /// The connection the request came on.
+    pub connection: &'a Connection,
+    /// The request's message id.
+    pub id: i32,
+    /// The request's sequence number.
+    pub seq: u64,
+    /// Start or end of the handler call.
+    pub stage: TraceStage,
+}
+
+/// The two moments the trace hook is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceStage {
+    /// Before the handler runs.
+    Start,
+    /// After it returned.
+    End {
+        /// Time spent in the handler.
+        duration: Duration,
+        /// Whether a response was sent on the connection while the
+        /// handler ran (synchronous completion).
+        responded: bool,
+        /// Whether the handler disconnected the client.
+        disconnected: bool,
+    },
+}
+
+/// What the error hook sees.
+#[derive(Debug)]
+pub struct Fault<'a> {
+    /// The connection concerned (it has been disconnected), if any.
+    pub connection: Option<&'a Connection>,
+    /// What went wrong.
+    pub what: &'a str,
+}
+
+/// Runs the handler between the trace hook's two calls.
+fn traced<H: Handler>(hook: &TraceHook, handler: &H, conn: &Connection, request: &Request<'_>) {
+    let mut trace = Trace {
+        connection: conn,
+        id: request.id(),
+        seq: request.seq(),
+        stage: TraceStage::Start,
+    };
+    hook(&trace);
+    let responses = conn.inner.counters.responses.load(Ordering::Relaxed);
+    let start = Instant::now();
+    handler.message(conn, request);
+    trace.stage = TraceStage::End {
+        duration: start.elapsed(),
+        responded: conn.inner.counters.responses.load(Ordering::Relaxed) != responses,
+        disconnected: !conn.is_connected(),
+    };
+    hook(&trace);
 }
 
 /// Whether the connection's response ring has room for a full-size
