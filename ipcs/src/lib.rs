@@ -18,6 +18,7 @@ mod handler;
 mod options;
 mod service;
 mod slab;
+mod sources;
 
 pub use connection::Connection;
 pub use control::ShutdownHandle;
@@ -27,3 +28,4 @@ pub use options::ServiceOptions;
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
 pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr};
 pub use service::{Fault, Service, Trace, TraceStage};
+pub use sources::{FdId, Interest, Readiness, TimerId};

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use ringlink_ringbuf::{Consumer, PopError, Producer, Ring};
 use crate::connection::{ConnInner, Counters};
 use crate::control::{Control, ShutdownHandle};
 use crate::slab::Slab;
+use crate::sources::{FdId, Foreign, Interest, Readiness, Timer, TimerId};
 use crate::{Connection, Handler, Request, ServiceOptions};
 
 // Epoll tokens: kind in the top byte, slot below.
@@ -35,6 +36,8 @@ const HANDSHAKE: u64 = 3 << 56;
 const CONN_SOCK: u64 = 4 << 56;
 const CONN_REQ: u64 = 5 << 56;
 const CONN_SPACE: u64 = 6 << 56;
+const TIMER: u64 = 7 << 56;
+const FOREIGN: u64 = 8 << 56;
 const KIND: u64 = 0xff << 56;
 
 /// A handshake in progress.
@@ -129,6 +132,11 @@ pub struct Service<H: Handler> {
     dead: Vec<(usize, Option<String>)>,
     trace: Option<Box<TraceHook>>,
     on_error: Option<Box<ErrorHook>>,
+    timers: Slab<Timer>,
+    foreign: Slab<Foreign>,
+    /// Source of the serial numbers that keep stale timer and fd ids from
+    /// removing a newer source in a reused slot.
+    serial: u64,
     /// The rate limit the loop currently applies (the requested one is in
     /// `control`).
     rate: RateLimit,
@@ -189,6 +197,9 @@ impl<H: Handler> Service<H> {
             dead: Vec::new(),
             trace: None,
             on_error: None,
+            timers: Slab::new(),
+            foreign: Slab::new(),
+            serial: 0,
             rate: RateLimit::default(),
         })
     }
@@ -230,6 +241,97 @@ impl<H: Handler> Service<H> {
     /// disconnected), or an `accept` failure.
     pub fn set_error_hook(&mut self, hook: impl Fn(&Fault<'_>) + Send + 'static) {
         self.on_error = Some(Box::new(hook));
+    }
+
+    /// Runs `callback` on the loop thread every `period` (the first time
+    /// one period from now). If the loop falls behind, missed periods
+    /// collapse into one call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the timerfd cannot be made or registered.
+    pub fn add_timer(
+        &mut self,
+        period: Duration,
+        callback: impl FnMut() + Send + 'static,
+    ) -> Result<TimerId> {
+        self.serial += 1;
+        let timer = Timer::new(self.serial, period, Box::new(callback)).map_err(io::Error::from)?;
+        let slot = self.timers.next_slot();
+        self.epoll
+            .add(
+                timer.fd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TIMER | slot as u64),
+            )
+            .map_err(io::Error::from)?;
+        self.timers.insert(timer);
+        Ok(TimerId {
+            slot,
+            serial: self.serial,
+        })
+    }
+
+    /// Stops a timer. Returns whether it was still there.
+    pub fn remove_timer(&mut self, id: TimerId) -> bool {
+        if self
+            .timers
+            .get(id.slot)
+            .is_none_or(|t| t.serial != id.serial)
+        {
+            return false;
+        }
+        if let Some(t) = self.timers.remove(id.slot) {
+            let _ = self.epoll.delete(t.fd.as_fd());
+        }
+        true
+    }
+
+    /// Watches one of the application's fds in the loop: `callback` runs
+    /// on the loop thread whenever it is ready for `interest`
+    /// (level-triggered: read or write until it would block, or it fires
+    /// again). The service owns the fd until [`remove_fd`](Self::remove_fd)
+    /// hands it back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if epoll refuses the fd (e.g. a regular file).
+    pub fn add_fd(
+        &mut self,
+        fd: OwnedFd,
+        interest: Interest,
+        callback: impl FnMut(BorrowedFd<'_>, Readiness) + Send + 'static,
+    ) -> Result<FdId> {
+        self.serial += 1;
+        let slot = self.foreign.next_slot();
+        self.epoll
+            .add(
+                &fd,
+                EpollEvent::new(interest.flags(), FOREIGN | slot as u64),
+            )
+            .map_err(io::Error::from)?;
+        self.foreign.insert(Foreign {
+            serial: self.serial,
+            fd,
+            callback: Box::new(callback),
+        });
+        Ok(FdId {
+            slot,
+            serial: self.serial,
+        })
+    }
+
+    /// Stops watching an fd and gives it back (`None` if the id is stale).
+    pub fn remove_fd(&mut self, id: FdId) -> Option<OwnedFd> {
+        if self
+            .foreign
+            .get(id.slot)
+            .is_none_or(|f| f.serial != id.serial)
+        {
+            return None;
+        }
+        let f = self.foreign.remove(id.slot)?;
+        let _ = self.epoll.delete(&f.fd);
+        Some(f.fd)
     }
 
     /// Stops taking new clients (Legato's "hide", lwmsg's `stop_listen`):
@@ -326,6 +428,16 @@ impl<H: Handler> Service<H> {
                     self.handle_commands();
                 }
                 HANDSHAKE => self.advance(slot),
+                TIMER => {
+                    if let Some(t) = self.timers.get_mut(slot) {
+                        t.fire();
+                    }
+                }
+                FOREIGN => {
+                    if let Some(f) = self.foreign.get_mut(slot) {
+                        f.fire(ev.events());
+                    }
+                }
                 CONN_SOCK => self.check_socket(slot, ev.events()),
                 CONN_SPACE => {
                     if let Some(c) = self.conns.get_mut(slot) {
