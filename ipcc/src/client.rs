@@ -132,12 +132,29 @@ impl Client {
     /// its rings are malformed; [`Error::Io`].
     pub fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<Client> {
         let deadline = Instant::now() + opts.timeout;
+        let sock = connect_socket(addr, opts.wait_for_server, deadline)?;
+        Client::handshake(sock, opts, deadline)
+    }
+
+    /// Runs the handshake over an already-connected socket: the other end
+    /// of a `socketpair` whose first end the server took with
+    /// `Service::adopt` (no listening name involved). `opts.timeout`
+    /// bounds the handshake.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), less [`Error::NoServer`].
+    pub fn connect_stream(sock: UnixStream, opts: &ConnectOptions) -> Result<Client> {
+        sock.set_nonblocking(false)?;
+        Client::handshake(sock, opts, Instant::now() + opts.timeout)
+    }
+
+    fn handshake(sock: UnixStream, opts: &ConnectOptions, deadline: Instant) -> Result<Client> {
         let left = || {
             deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         };
-        let sock = connect_socket(addr, opts.wait_for_server, deadline)?;
         let timed = |e: io::Error| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
             io::ErrorKind::BrokenPipe

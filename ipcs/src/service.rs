@@ -109,9 +109,10 @@ enum Step {
 pub struct Service<H: Handler> {
     handler: Arc<H>,
     protocol: String,
-    addr: ServiceAddr,
+    /// `None` for a service made with [`unbound`](Self::unbound).
+    addr: Option<ServiceAddr>,
     opts: ServiceOptions,
-    listener: UnixListener,
+    listener: Option<UnixListener>,
     /// A socket file this service created, removed on drop.
     socket_file: Option<PathBuf>,
     epoll: Epoll,
@@ -167,11 +168,48 @@ impl<H: Handler> Service<H> {
             )));
         }
         let (listener, socket_file) = listen(&addr, &opts)?;
+        Service::new(
+            Some(addr),
+            Some(listener),
+            socket_file,
+            protocol,
+            opts,
+            handler,
+        )
+    }
+
+    /// Creates a service with no listening socket, for clients handed a
+    /// connected socket (one end of a `socketpair`) and brought in with
+    /// [`adopt`](Self::adopt) (miniRPC's `bind_fd`, lwmsg's `accept_fd`).
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind), less the address errors.
+    pub fn unbound(protocol: &str, opts: ServiceOptions, handler: H) -> Result<Service<H>> {
+        Service::new(None, None, None, protocol, opts, handler)
+    }
+
+    fn new(
+        addr: Option<ServiceAddr>,
+        listener: Option<UnixListener>,
+        socket_file: Option<PathBuf>,
+        protocol: &str,
+        opts: ServiceOptions,
+        handler: H,
+    ) -> Result<Service<H>> {
+        if protocol.is_empty() || protocol.len() > ringlink_common::wire::MAX_PROTOCOL_ID {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "protocol id must be 1 to 64 bytes",
+            )));
+        }
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let control = Arc::new(Control::new()?);
-        epoll
-            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
-            .map_err(io::Error::from)?;
+        if let Some(l) = &listener {
+            epoll
+                .add(l, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+                .map_err(io::Error::from)?;
+        }
         epoll
             .add(
                 control.waker_fd(),
@@ -183,11 +221,11 @@ impl<H: Handler> Service<H> {
             protocol: protocol.to_owned(),
             addr,
             opts,
+            listening: listener.is_some(),
             listener,
             socket_file,
             epoll,
             control,
-            listening: true,
             advertised: true,
             handshakes: Slab::new(),
             conns: Slab::new(),
@@ -204,9 +242,9 @@ impl<H: Handler> Service<H> {
         })
     }
 
-    /// The address the service listens on.
-    pub fn addr(&self) -> &ServiceAddr {
-        &self.addr
+    /// The address the service listens on (`None` if [`unbound`](Self::unbound)).
+    pub fn addr(&self) -> Option<&ServiceAddr> {
+        self.addr.as_ref()
     }
 
     /// The application's handler (also the service-wide context).
@@ -582,33 +620,53 @@ impl<H: Handler> Service<H> {
         }
     }
 
+    /// Runs the handshake over an already-connected socket (one end of a
+    /// `socketpair`; the client calls `Client::connect_stream` on the
+    /// other), exactly as for a client that connected to the listener:
+    /// same deadline, checks and credentials (`SO_PEERCRED` of a
+    /// socketpair names the process that created it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket cannot be made non-blocking or
+    /// registered.
+    pub fn adopt(&mut self, sock: UnixStream) -> Result<()> {
+        self.start_handshake(sock).map_err(Error::Io)
+    }
+
+    fn start_handshake(&mut self, sock: UnixStream) -> io::Result<()> {
+        sock.set_nonblocking(true)?;
+        if self.handshakes.len() >= self.opts.max_handshakes {
+            self.evict_oldest_handshake();
+        }
+        let now = Instant::now();
+        let slot = self.handshakes.next_slot();
+        let ev = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+            HANDSHAKE | slot as u64,
+        );
+        self.epoll.add(&sock, ev)?;
+        self.handshakes.insert(Handshake {
+            sock,
+            started: now,
+            deadline: now + self.opts.handshake_timeout,
+            buf: [0; REQUEST_LEN],
+            got: 0,
+            pending: None,
+        });
+        Ok(())
+    }
+
     fn accept_all(&mut self) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((sock, _)) => {
-                    if sock.set_nonblocking(true).is_err() {
-                        continue;
-                    }
-                    if self.handshakes.len() >= self.opts.max_handshakes {
-                        self.evict_oldest_handshake();
-                    }
-                    let now = Instant::now();
-                    let slot = self.handshakes.next_slot();
-                    let ev = EpollEvent::new(
-                        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
-                        HANDSHAKE | slot as u64,
-                    );
-                    if self.epoll.add(&sock, ev).is_err() {
-                        continue;
-                    }
-                    self.handshakes.insert(Handshake {
-                        sock,
-                        started: now,
-                        deadline: now + self.opts.handshake_timeout,
-                        buf: [0; REQUEST_LEN],
-                        got: 0,
-                        pending: None,
-                    });
+                    // A socket that cannot be registered is dropped
+                    // (closed): the client sees the connection end.
+                    let _ = self.start_handshake(sock);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -634,20 +692,20 @@ impl<H: Handler> Service<H> {
     }
 
     fn pause_listener(&mut self) {
-        if self.listening && self.epoll.delete(&self.listener).is_ok() {
-            self.listening = false;
+        if let Some(l) = &self.listener {
+            if self.listening && self.epoll.delete(l).is_ok() {
+                self.listening = false;
+            }
         }
     }
 
     fn resume_listener(&mut self) {
+        let Some(l) = &self.listener else { return };
         if self.advertised
             && !self.listening
             && self
                 .epoll
-                .add(
-                    &self.listener,
-                    EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
-                )
+                .add(l, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
                 .is_ok()
         {
             self.listening = true;
