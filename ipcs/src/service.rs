@@ -572,15 +572,25 @@ impl<H: Handler> Service<H> {
     /// Raises every connection's waiting flag before the loop sleeps.
     /// Returns `false` if some ring already has requests (do not sleep).
     fn arm_all(&mut self) -> bool {
-        let mut sleep = true;
         if self.rate == RateLimit::Off {
             // Not reading requests: let clients publish without signalling
             // us, so that flow control costs the loop nothing.
-            return sleep;
+            return true;
         }
+        // Raise every flag, pay the sleeper's fence (a membarrier) once,
+        // then check every ring: the wake-up handshake for all
+        // connections at the price of one.
+        let live = |c: &Conn| !c.parked && c.handle.is_connected();
         for slot in 0..self.conns.slots() {
-            if let Some(c) = self.conns.get_mut(slot) {
-                if !c.parked && c.handle.is_connected() && !c.request.arm_wake_edge() {
+            if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
+                c.request.raise_wake_flag();
+            }
+        }
+        ringlink_ringbuf::wake::sleeper_fence();
+        let mut sleep = true;
+        for slot in 0..self.conns.slots() {
+            if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
+                if !c.request.confirm_wake() {
                     sleep = false;
                 }
             }

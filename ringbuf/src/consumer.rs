@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::error::{Corruption, PopError};
 use crate::layout::{
     max_payload, record_size, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
+    SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
 use crate::producer::check_positions;
@@ -44,6 +45,8 @@ pub struct Consumer {
     capacity: usize,
     max_payload: usize,
     spin: Duration,
+    /// This process is registered for membarriers (see `wake`).
+    asymmetric: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -61,7 +64,14 @@ impl Consumer {
         let tail = h.tail.0.load(Ordering::Acquire);
         let head = h.head.0.load(Ordering::Acquire);
         check_positions(head, tail, shared.capacity)?;
+        let asymmetric = crate::wake::asymmetric();
+        if asymmetric {
+            // Relaxed: the peer only reads this to choose a fence; a
+            // stale 0 makes it use the full one.
+            h.control.0.sync.fetch_or(SYNC_CONSUMER, Ordering::Relaxed);
+        }
         Ok(Consumer {
+            asymmetric,
             capacity: shared.capacity,
             max_payload: max_payload(shared.capacity),
             shared,
@@ -216,6 +226,34 @@ impl Consumer {
         self.arm_wake_edge()
     }
 
+    /// Arming many rings before one sleep, paying the sleeper's fence once:
+    /// call `raise_wake_flag` on each, then
+    /// [`wake::sleeper_fence`](crate::wake::sleeper_fence) once, then
+    /// [`confirm_wake`](Self::confirm_wake) on each. Together they do what
+    /// [`arm_wake_edge`](Self::arm_wake_edge) does for one ring.
+    pub fn raise_wake_flag(&mut self) {
+        self.shared
+            .header()
+            .consumer_waiting
+            .0
+            .store(1, Ordering::Relaxed);
+    }
+
+    /// After [`raise_wake_flag`](Self::raise_wake_flag) and the fence:
+    /// `true` if the caller may sleep, `false` (flag lowered) if records
+    /// arrived or the ring closed.
+    pub fn confirm_wake(&mut self) -> bool {
+        if self.data_changed() {
+            self.shared
+                .header()
+                .consumer_waiting
+                .0
+                .store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
     /// no system call. For an eventfd registered edge-triggered
     /// (`EPOLLET`), where every signal is a new event whatever the
@@ -224,9 +262,9 @@ impl Consumer {
     pub fn arm_wake_edge(&mut self) -> bool {
         let h = self.shared.header();
         h.consumer_waiting.0.store(1, Ordering::Relaxed);
-        // SeqCst: the wake-up handshake (module `wake`), partner of the
-        // fence in `Producer::commit`/`close`.
-        fence(Ordering::SeqCst);
+        // The sleeper's fence of the wake-up handshake (module `wake`),
+        // partner of the waker's fence in `Producer::commit`/`close`.
+        crate::wake::sleeper_fence();
         if self.data_changed() {
             h.consumer_waiting.0.store(0, Ordering::Relaxed);
             return false;
@@ -373,10 +411,14 @@ impl Consumer {
         // producer may overwrite them; pairs with its Acquire load of
         // `head` in `refresh_head`.
         h.head.0.store(self.head, Ordering::Release);
-        // SeqCst: the wake-up handshake (module `wake`): orders the head
-        // store before the read of the producer's waiting flag; partner
-        // of the fence in `Producer::wait_space`/`arm_wake`.
-        fence(Ordering::SeqCst);
+        // The waker's fence of the wake-up handshake (module `wake`):
+        // orders the head store before the read of the producer's waiting
+        // flag; partner of the sleeper's fence in
+        // `Producer::wait_space`/`arm_wake`. Compiler-only when the
+        // producer sleeps behind a membarrier.
+        crate::wake::waker_fence(
+            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_PRODUCER != 0,
+        );
         self.wake_producer();
     }
 
@@ -400,10 +442,10 @@ impl Consumer {
         let h = self.shared.header();
         self.shared.signals.reset(Direction::Data);
         h.consumer_waiting.0.store(1, Ordering::Relaxed);
-        // SeqCst: the wake-up handshake (module `wake`): orders the flag
-        // store before our re-read of `tail`/`closed`; partner of the
-        // fence in `Producer::commit`/`close`.
-        fence(Ordering::SeqCst);
+        // The sleeper's fence of the wake-up handshake (module `wake`):
+        // orders the flag store before our re-read of `tail`/`closed`;
+        // partner of the waker's fence in `Producer::commit`/`close`.
+        crate::wake::sleeper_fence();
         if self.data_changed() {
             h.consumer_waiting.0.store(0, Ordering::Relaxed);
             return Ok(());

@@ -16,6 +16,7 @@
 //! 640     4     producer owner (pid)      producer claim
 //! 644     4     consumer owner (pid)      consumer claim
 //! 648     4     closed bits               either side
+//! 652     4     sync bits (membarrier)    each side at claim
 //! 4096    cap   data region
 //! ```
 //!
@@ -51,6 +52,10 @@ pub const KIND_PAD: u32 = 0x5244_0002;
 pub(crate) const CLOSED_BY_PRODUCER: u32 = 1;
 /// Closed bit set by the consumer.
 pub(crate) const CLOSED_BY_CONSUMER: u32 = 2;
+/// Sync bit: the producer's process sleeps behind a `membarrier`.
+pub(crate) const SYNC_PRODUCER: u32 = 1;
+/// Sync bit: the consumer's process sleeps behind a `membarrier`.
+pub(crate) const SYNC_CONSUMER: u32 = 2;
 
 /// Size a record of `len` payload bytes occupies, header and padding
 /// included.
@@ -108,6 +113,11 @@ pub(crate) struct Control {
     pub(crate) producer_owner: AtomicU32,
     pub(crate) consumer_owner: AtomicU32,
     pub(crate) closed: AtomicU32,
+    /// Bit [`SYNC_PRODUCER`] / [`SYNC_CONSUMER`]: that side's process is
+    /// registered for global expedited `membarrier` and uses it before
+    /// sleeping, so the other side may use a compiler-only fence when
+    /// waking it (see `wake`).
+    pub(crate) sync: AtomicU32,
 }
 
 /// The shared header. Only atomics: either process may write any of it at
@@ -149,6 +159,7 @@ impl Header {
                 producer_owner: AtomicU32::new(0),
                 consumer_owner: AtomicU32::new(0),
                 closed: AtomicU32::new(0),
+                sync: AtomicU32::new(0),
             }),
         }
     }
@@ -174,6 +185,7 @@ const _: () = {
     assert!(offset_of!(Control, producer_owner) == 0);
     assert!(offset_of!(Control, consumer_owner) == 4);
     assert!(offset_of!(Control, closed) == 8);
+    assert!(offset_of!(Control, sync) == 12);
     assert!(size_of::<Header>() == 768);
     assert!(size_of::<Header>() <= HEADER_SIZE);
     assert!(align_of::<Header>() == 128);

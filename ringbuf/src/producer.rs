@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::error::{Corruption, PushError};
 use crate::layout::{
     max_payload, record_size, record_word, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD, RECORD_HEADER,
+    SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
 use crate::sync::{fence, Ordering};
@@ -39,6 +40,8 @@ pub struct Producer {
     capacity: usize,
     max_payload: usize,
     spin: Duration,
+    /// This process is registered for membarriers (see `wake`).
+    asymmetric: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -61,7 +64,14 @@ impl Producer {
         let tail = h.tail.0.load(Ordering::Acquire);
         let head = h.head.0.load(Ordering::Acquire);
         check_positions(head, tail, shared.capacity)?;
+        let asymmetric = crate::wake::asymmetric();
+        if asymmetric {
+            // Relaxed: the peer only reads this to choose a fence; a
+            // stale 0 makes it use the full one.
+            h.control.0.sync.fetch_or(SYNC_PRODUCER, Ordering::Relaxed);
+        }
         Ok(Producer {
+            asymmetric,
             capacity: shared.capacity,
             max_payload: max_payload(shared.capacity),
             shared,
@@ -275,9 +285,9 @@ impl Producer {
     pub fn arm_wake_edge(&mut self) -> bool {
         let h = self.shared.header();
         h.producer_waiting.0.store(1, Ordering::Relaxed);
-        // SeqCst: the wake-up handshake, partner of the fence in
-        // `Consumer::release`/`close`.
-        fence(Ordering::SeqCst);
+        // The sleeper's fence of the wake-up handshake (module `wake`),
+        // partner of the waker's fence in `Consumer::advance`/`close`.
+        crate::wake::sleeper_fence();
         if self.space_changed() {
             h.producer_waiting.0.store(0, Ordering::Relaxed);
             // Take the new position in, so that the next call compares
@@ -419,10 +429,14 @@ impl Producer {
         // pairs with the consumer's Acquire load of `tail` in
         // `refresh_tail`.
         h.tail.0.store(self.tail, Ordering::Release);
-        // SeqCst: the wake-up handshake (module `wake`): orders the tail
-        // store before the read of the consumer's waiting flag; partner
-        // of the fence in `Consumer::wait_data`/`arm_wake`.
-        fence(Ordering::SeqCst);
+        // The waker's fence of the wake-up handshake (module `wake`):
+        // orders the tail store before the read of the consumer's waiting
+        // flag; partner of the sleeper's fence in
+        // `Consumer::wait_data`/`arm_wake`. Compiler-only when the
+        // consumer sleeps behind a membarrier.
+        crate::wake::waker_fence(
+            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_CONSUMER != 0,
+        );
         self.wake_consumer();
     }
 
@@ -449,10 +463,10 @@ impl Producer {
         let h = self.shared.header();
         self.shared.signals.reset(Direction::Space);
         h.producer_waiting.0.store(1, Ordering::Relaxed);
-        // SeqCst: the wake-up handshake (module `wake`): orders the flag
-        // store before our re-read of `head`/`closed`; partner of the
-        // fence in `Consumer::release`/`close`.
-        fence(Ordering::SeqCst);
+        // The sleeper's fence of the wake-up handshake (module `wake`):
+        // orders the flag store before our re-read of `head`/`closed`;
+        // partner of the waker's fence in `Consumer::advance`/`close`.
+        crate::wake::sleeper_fence();
         if self.space_changed() {
             h.producer_waiting.0.store(0, Ordering::Relaxed);
             return Ok(());

@@ -172,3 +172,26 @@ pub(crate) fn is_eventfd(fd: BorrowedFd<'_>) -> Option<bool> {
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
     Some(link.as_os_str() == "anon_inode:[eventfd]")
 }
+
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+/// Registers this process as a target of global expedited membarriers.
+pub(crate) fn membarrier_register() -> bool {
+    // SAFETY: the membarrier syscall takes no pointers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// Runs a full memory barrier on every running thread of every registered
+/// process (and on the caller).
+pub(crate) fn membarrier_global() -> bool {
+    // SAFETY: the membarrier syscall takes no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 }
+}
