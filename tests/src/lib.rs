@@ -16,6 +16,18 @@
 //!   which a test plays the hostile peer;
 //! - [`tmp`]: unique names and self-removing temporary directories.
 //!
+//! The server and client tests (`ipc_*`) run the real `ringlink-ipcs` and
+//! `ringlink-ipcc` in helper processes of their own, `test_server` and
+//! `test_client`, spawned the same way:
+//!
+//! - [`ipc`]: the test protocol those helpers speak (message ids,
+//!   parameters, payload contents);
+//! - [`procs`]: the helpers as a test drives them (a [`procs::ServerProc`]
+//!   reports its statistics on request and is killed on drop), over
+//!   [`lines`] of text on the inherited socket;
+//! - [`procfs`]: fds, mappings, memory, ids and thread states from
+//!   `/proc`, for the leak and "already blocked" checks.
+//!
 //! # How the helper gets its socket
 //!
 //! The parent makes a `UnixStream` pair (both ends close-on-exec, as std
@@ -30,8 +42,12 @@
 //! `ringlink_common::fdpass::send_fds`, and the helper rebuilds the ring
 //! with `Ring::from_fds`.
 
+pub mod ipc;
+pub mod lines;
 pub mod payload;
 pub mod peer;
+pub mod procfs;
+pub mod procs;
 pub mod raw;
 pub mod stream;
 pub mod tmp;

@@ -98,6 +98,30 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// The file name of a program path, for messages.
+fn program_name(bin: &str) -> &str {
+    std::path::Path::new(bin)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(bin)
+}
+
+/// In a helper: exits with status 3 after the number of seconds in
+/// [`WATCHDOG_ENV`] (default [`DEFAULT_WATCHDOG`]), whatever the main
+/// thread is doing, so that a helper never outlives a test that hung.
+pub fn start_watchdog(program: &'static str) {
+    let secs = std::env::var(WATCHDOG_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_WATCHDOG.as_secs());
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("{program}: watchdog fired after {secs} s");
+        println!("outcome watchdog");
+        std::process::exit(3);
+    });
+}
+
 fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -164,7 +188,7 @@ impl Peer {
         Peer {
             child,
             sock: ours,
-            what: format!("ring_peer {}", args.join(" ")),
+            what: format!("{} {}", program_name(bin), args.join(" ")),
             status: None,
             stdout,
             stderr,
@@ -179,6 +203,27 @@ impl Peer {
     /// Our end of the socketpair.
     pub fn socket(&self) -> &UnixStream {
         &self.sock
+    }
+
+    /// Sends `signal` to the helper (if it has not been reaped yet),
+    /// without waiting for it to end: [`wait`](Self::wait) or
+    /// [`exited`](Self::exited) reaps it.
+    ///
+    /// # Errors
+    ///
+    /// The `kill(2)` failure.
+    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.exited().is_some() {
+            return Ok(());
+        }
+        let pid = libc::pid_t::try_from(self.child.id())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+        // SAFETY: plain kill(2) on our own unreaped child: the pid cannot
+        // have been reused by another process.
+        if unsafe { libc::kill(pid, signal) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Sends `ring` to the helper: its memory fd and, for an eventfd ring,

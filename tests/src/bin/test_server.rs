@@ -1,0 +1,663 @@
+//! The server process of the IPC integration tests: a real
+//! `ringlink_ipcs::Service` speaking the test protocol
+//! (`ringlink_tests::ipc`), driven and observed by its test through the
+//! socket it inherits (`ringlink_tests::peer`).
+//!
+//! ```text
+//! test_server (--name NAME | --path PATH) [--mode OCTAL]
+//!             [--max-message N] [--min-message N] [--max-clients N]
+//!             [--reject-uid UID] [--event-on-create] [--probe-closed-send]
+//!             [--spin-us N]
+//!             [--as-uid UID --as-gid GID]
+//! ```
+//!
+//! On start it writes `ready pid=.. uid=.. gid=..` (its own view of
+//! itself) on the socket, or `bind-error kind=KIND ...` and exits 1. Then
+//! it answers one line per command:
+//!
+//! - `stats`: `stats key=value...`: handler calls (`accepts`, `rejects`,
+//!   `created`, `messages`, `closed`, `destroyed`), `violations` of the
+//!   documented handler order, `live` connections, the outcome of event
+//!   bursts, and the process's `fds`, `maps` and `rss_kib` from `/proc`;
+//! - `violations`: `violations` followed by their descriptions, `|`
+//!   separated;
+//! - `disconnect-all`: disconnects every live connection from this (not
+//!   the loop's) thread; answers `ok N`;
+//! - `farewell-all`: for every live connection, from this thread:
+//!   answers its held (`DEFER`) requests, sends a `FAREWELL` event, then
+//!   disconnects it; answers `ok N`;
+//! - `shutdown`: stops the service; answers `ok`. The process then prints
+//!   `final key=value...` (the statistics after every connection was
+//!   closed) and each violation on stdout, and exits 0.
+//!
+//! End of stream on the socket (the test died) also shuts it down.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileTypeExt;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringlink_ipcs::{
+    Connection, Credentials, Error, Handler, Reject, Request, Service, ServiceAddr, ServiceOptions,
+    ShutdownHandle,
+};
+use ringlink_tests::ipc::{self, id, Burst, Defer};
+use ringlink_tests::lines::Lines;
+use ringlink_tests::peer::{inherited_socket, start_watchdog};
+use ringlink_tests::procfs::{self, Proc};
+use ringlink_tests::procs::switch_user;
+
+/// How long a burst thread waits for room for one event before it gives
+/// up (only a hang; the client reads them all).
+const EVENT_WAIT: Duration = Duration::from_secs(60);
+
+/// Command-line options.
+#[derive(Debug, Default)]
+struct Args {
+    addr: Option<ServiceAddr>,
+    mode: Option<u32>,
+    max_message: Option<usize>,
+    min_message: Option<usize>,
+    max_clients: Option<usize>,
+    reject_uid: Option<u32>,
+    event_on_create: bool,
+    probe_closed_send: bool,
+    spin_us: Option<u64>,
+    as_uid: Option<u32>,
+    as_gid: Option<u32>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--event-on-create" {
+            a.event_on_create = true;
+            continue;
+        }
+        if flag == "--probe-closed-send" {
+            a.probe_closed_send = true;
+            continue;
+        }
+        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n = || v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
+        match flag.as_str() {
+            "--name" => a.addr = Some(ServiceAddr::named(&v)),
+            "--path" => a.addr = Some(ServiceAddr::Path(v.clone().into())),
+            "--mode" => {
+                a.mode = Some(
+                    u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                        .map_err(|e| format!("--mode {v}: {e}"))?,
+                )
+            }
+            "--max-message" => a.max_message = Some(n()? as usize),
+            "--min-message" => a.min_message = Some(n()? as usize),
+            "--max-clients" => a.max_clients = Some(n()? as usize),
+            "--reject-uid" => a.reject_uid = Some(n()? as u32),
+            "--spin-us" => a.spin_us = Some(n()?),
+            "--as-uid" => a.as_uid = Some(n()? as u32),
+            "--as-gid" => a.as_gid = Some(n()? as u32),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+/// Where a connection is in its documented life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Created,
+    Closed,
+}
+
+/// Counters and checks shared by the handler, its threads and the
+/// control thread.
+#[derive(Default)]
+struct State {
+    reject_uid: Option<u32>,
+    event_on_create: bool,
+    probe_closed_send: bool,
+    accepts: AtomicU64,
+    rejects: AtomicU64,
+    created: AtomicU64,
+    messages: AtomicU64,
+    closed: AtomicU64,
+    destroyed: AtomicU64,
+    respond_failed: AtomicU64,
+    hello_failed: AtomicU64,
+    burst_started: AtomicU64,
+    burst_done: AtomicU64,
+    burst_disconnected: AtomicU64,
+    burst_timedout: AtomicU64,
+    burst_other: AtomicU64,
+    event_wouldblock: AtomicU64,
+    deferred_answered: AtomicU64,
+    check_failures: AtomicU64,
+    /// `send_event` calls from `connection_closed` that succeeded.
+    closed_send_ok: AtomicU64,
+    /// Live (created, not yet destroyed) connections by id.
+    phases: Mutex<HashMap<u64, Phase>>,
+    violations: Mutex<Vec<String>>,
+}
+
+/// Per-connection context.
+#[derive(Default)]
+struct ConnCtx {
+    deferred: Mutex<Vec<(u64, i32, Vec<u8>)>>,
+    next_checked: AtomicU64,
+    disconnecting: AtomicBool,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl State {
+    fn violation(&self, what: String) {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
+    }
+
+    fn phase(&self, conn: u64) -> Option<Phase> {
+        self.phases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&conn)
+            .copied()
+    }
+
+    fn set_phase(&self, conn: u64, p: Option<Phase>) {
+        let mut m = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        match p {
+            Some(p) => m.insert(conn, p),
+            None => m.remove(&conn),
+        };
+    }
+
+    fn stats(&self, live: usize) -> String {
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let me = Proc::Current;
+        let violations = self
+            .violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        format!(
+            "accepts={} rejects={} created={} messages={} closed={} destroyed={} \
+             violations={violations} live={live} respond_failed={} hello_failed={} \
+             burst_started={} burst_done={} burst_disconnected={} burst_timedout={} \
+             burst_other={} event_wouldblock={} deferred_answered={} check_failures={} \
+             closed_send_ok={} fds={} maps={} rss_kib={}",
+            c(&self.accepts),
+            c(&self.rejects),
+            c(&self.created),
+            c(&self.messages),
+            c(&self.closed),
+            c(&self.destroyed),
+            c(&self.respond_failed),
+            c(&self.hello_failed),
+            c(&self.burst_started),
+            c(&self.burst_done),
+            c(&self.burst_disconnected),
+            c(&self.burst_timedout),
+            c(&self.burst_other),
+            c(&self.event_wouldblock),
+            c(&self.deferred_answered),
+            c(&self.check_failures),
+            c(&self.closed_send_ok),
+            procfs::fd_count(me).map_or(-1, |n| n as i64),
+            procfs::map_count(me).map_or(-1, |n| n as i64),
+            procfs::rss_kib(me).map_or(-1, |n| n as i64),
+        )
+    }
+}
+
+struct TestHandler {
+    st: Arc<State>,
+}
+
+fn ctx(conn: &Connection) -> Arc<ConnCtx> {
+    conn.context::<ConnCtx>().unwrap_or_default()
+}
+
+impl TestHandler {
+    fn respond(&self, conn: &Connection, seq: u64, id: i32, payload: &[u8]) {
+        if let Err(e) = conn.respond(seq, id, payload) {
+            bump(&self.st.respond_failed);
+            self.st.violation(format!(
+                "conn {}: respond to {seq} failed: {}",
+                conn.id(),
+                ipc::error_kind(&e)
+            ));
+        }
+    }
+
+    /// A burst, from its own thread.
+    fn burst(st: &State, conn: &Connection, b: Burst) {
+        let max = conn.max_message();
+        let mut buf = vec![0u8; max];
+        for i in 0..b.count {
+            let len = b.fill_event(i, max, &mut buf);
+            let mut r = conn.send_event(id::BURST_EVENT, &buf[..len]);
+            if matches!(r, Err(Error::WouldBlock)) {
+                bump(&st.event_wouldblock);
+                r = conn.send_event_timeout(id::BURST_EVENT, &buf[..len], EVENT_WAIT);
+            }
+            match r {
+                Ok(()) => {}
+                Err(Error::Disconnected) => return bump(&st.burst_disconnected),
+                Err(Error::TimedOut) => return bump(&st.burst_timedout),
+                Err(e) => {
+                    st.violation(format!(
+                        "conn {}: burst event {i} failed: {}",
+                        conn.id(),
+                        ipc::error_kind(&e)
+                    ));
+                    return bump(&st.burst_other);
+                }
+            }
+        }
+        bump(&st.burst_done);
+    }
+
+    /// Answers held requests in the chosen order, from its own thread.
+    fn answer_deferred(
+        st: &State,
+        conn: &Connection,
+        order: Vec<usize>,
+        held: Vec<(u64, i32, Vec<u8>)>,
+    ) {
+        for i in order {
+            let (seq, id, payload) = &held[i];
+            loop {
+                match conn.respond(*seq, *id, payload) {
+                    Ok(()) => {
+                        bump(&st.deferred_answered);
+                        break;
+                    }
+                    // The client reads its responses; pace until it has.
+                    Err(Error::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(e) => {
+                        bump(&st.respond_failed);
+                        st.violation(format!(
+                            "conn {}: deferred respond to {seq} failed: {}",
+                            conn.id(),
+                            ipc::error_kind(&e)
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler for TestHandler {
+    fn accept(&self, credentials: &Credentials) -> Result<(), Reject> {
+        bump(&self.st.accepts);
+        if self.st.reject_uid == Some(credentials.uid) {
+            bump(&self.st.rejects);
+            return Err(Reject::PermissionDenied);
+        }
+        Ok(())
+    }
+
+    fn connection_created(&self, conn: &Connection) {
+        bump(&self.st.created);
+        if self.st.phase(conn.id()).is_some() {
+            self.st
+                .violation(format!("conn {}: created twice", conn.id()));
+        }
+        self.st.set_phase(conn.id(), Some(Phase::Created));
+        conn.set_context(ConnCtx::default());
+        if !conn.is_connected() {
+            self.st
+                .violation(format!("conn {}: not connected when created", conn.id()));
+        }
+        if self.st.event_on_create {
+            let hello = format!("hello {}", conn.id());
+            if conn.send_event(id::HELLO, hello.as_bytes()).is_err() {
+                bump(&self.st.hello_failed);
+            }
+        }
+    }
+
+    fn message(&self, conn: &Connection, req: &Request<'_>) {
+        bump(&self.st.messages);
+        let c = ctx(conn);
+        if self.st.phase(conn.id()) != Some(Phase::Created) {
+            self.st.violation(format!(
+                "conn {}: message {} while {:?}",
+                conn.id(),
+                req.seq(),
+                self.st.phase(conn.id())
+            ));
+        }
+        if c.disconnecting.load(Ordering::Relaxed) {
+            self.st.violation(format!(
+                "conn {}: message {} dispatched after disconnect()",
+                conn.id(),
+                req.seq()
+            ));
+        }
+        let p = req.payload();
+        match req.id() {
+            id::ECHO => self.respond(conn, req.seq(), req.id(), p),
+            id::EVENT_ONLY => {
+                if let Err(e) = conn.send_event(id::EVENT_ONLY, p) {
+                    self.st.violation(format!(
+                        "conn {}: event-only send failed: {}",
+                        conn.id(),
+                        ipc::error_kind(&e)
+                    ));
+                }
+            }
+            id::BURST => {
+                let Some(b) = Burst::decode(p) else {
+                    return self.respond_unknown(conn, req);
+                };
+                self.respond(conn, req.seq(), req.id(), &[]);
+                bump(&self.st.burst_started);
+                let (st, conn) = (self.st.clone(), conn.clone());
+                std::thread::spawn(move || TestHandler::burst(&st, &conn, b));
+            }
+            id::FILL => {
+                let Some(len) = p
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                else {
+                    return self.respond_unknown(conn, req);
+                };
+                let mut buf = vec![0u8; len as usize];
+                let mut sent = 0u64;
+                loop {
+                    ipc::fill_event(sent, &mut buf);
+                    match conn.send_event(id::FILL_EVENT, &buf) {
+                        Ok(()) => sent += 1,
+                        Err(Error::WouldBlock) => break,
+                        Err(e) => {
+                            self.st.violation(format!(
+                                "conn {}: fill event {sent} failed: {}",
+                                conn.id(),
+                                ipc::error_kind(&e)
+                            ));
+                            break;
+                        }
+                    }
+                }
+                bump(&self.st.event_wouldblock);
+                self.respond(conn, req.seq(), req.id(), &sent.to_le_bytes());
+            }
+            id::DISCONNECT => {
+                c.disconnecting.store(true, Ordering::Relaxed);
+                conn.disconnect();
+            }
+            id::DEFER => {
+                let Some(d) = Defer::decode(p) else {
+                    return self.respond_unknown(conn, req);
+                };
+                let mut held = c.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                held.push((req.seq(), req.id(), p.to_vec()));
+                if held.len() >= d.batch as usize {
+                    let held = std::mem::take(&mut *held);
+                    let order = d.order(held.len());
+                    let (st, conn) = (self.st.clone(), conn.clone());
+                    std::thread::spawn(move || {
+                        TestHandler::answer_deferred(&st, &conn, order, held)
+                    });
+                }
+            }
+            id::WHOAMI => {
+                let cr = conn.credentials();
+                let text = format!(
+                    "pid={} uid={} gid={} id={} max={}",
+                    cr.pid,
+                    cr.uid,
+                    cr.gid,
+                    conn.id(),
+                    conn.max_message()
+                );
+                self.respond(conn, req.seq(), req.id(), text.as_bytes());
+            }
+            id::CHECKED => {
+                let n = c.next_checked.fetch_add(1, Ordering::Relaxed);
+                let error = match ipc::verify_checked(p, n) {
+                    Ok(()) => 0,
+                    Err(why) => {
+                        bump(&self.st.check_failures);
+                        self.st.violation(format!("conn {}: {why}", conn.id()));
+                        ipc::CHECK_FAILED
+                    }
+                };
+                if let Err(e) =
+                    conn.respond_vectored(req.seq(), req.id(), error, &[std::io::IoSlice::new(p)])
+                {
+                    bump(&self.st.respond_failed);
+                    self.st.violation(format!(
+                        "conn {}: respond failed: {}",
+                        conn.id(),
+                        ipc::error_kind(&e)
+                    ));
+                }
+            }
+            _ => self.respond_unknown(conn, req),
+        }
+    }
+
+    fn connection_closed(&self, conn: &Connection) {
+        bump(&self.st.closed);
+        match self.st.phase(conn.id()) {
+            Some(Phase::Created) => self.st.set_phase(conn.id(), Some(Phase::Closed)),
+            other => self
+                .st
+                .violation(format!("conn {}: closed while {other:?}", conn.id())),
+        }
+        if conn.is_connected() {
+            self.st.violation(format!(
+                "conn {}: connected in connection_closed",
+                conn.id()
+            ));
+        }
+        // Documented: "sends on it fail with `Disconnected`". Counted
+        // apart from the violations, so that one test checks it (only
+        // when asked: a send that succeeds delivers a stray event).
+        if !self.st.probe_closed_send {
+            return;
+        }
+        match conn.send_event(id::HELLO, b"late") {
+            Err(Error::Disconnected) => {}
+            Ok(()) => bump(&self.st.closed_send_ok),
+            Err(e) => self.st.violation(format!(
+                "conn {}: send_event in connection_closed: {}",
+                conn.id(),
+                ipc::error_kind(&e)
+            )),
+        }
+    }
+
+    fn connection_destroyed(&self, conn: &Connection) {
+        bump(&self.st.destroyed);
+        match self.st.phase(conn.id()) {
+            Some(Phase::Closed) => self.st.set_phase(conn.id(), None),
+            other => self
+                .st
+                .violation(format!("conn {}: destroyed while {other:?}", conn.id())),
+        }
+        if !matches!(conn.respond(1, id::ECHO, b"late"), Err(Error::Disconnected)) {
+            self.st.violation(format!(
+                "conn {}: respond in connection_destroyed did not fail with Disconnected",
+                conn.id()
+            ));
+        }
+    }
+}
+
+impl TestHandler {
+    fn respond_unknown(&self, conn: &Connection, req: &Request<'_>) {
+        if conn
+            .respond_vectored(req.seq(), req.id(), ipc::UNKNOWN_ID, &[])
+            .is_err()
+        {
+            bump(&self.st.respond_failed);
+        }
+    }
+}
+
+/// Answers a connection's held requests, sends it a `FAREWELL` event,
+/// then disconnects it: everything published before the disconnect.
+fn farewell(st: &State, conn: &Connection) {
+    let held = std::mem::take(&mut *ctx(conn).deferred.lock().unwrap_or_else(|e| e.into_inner()));
+    let order = (0..held.len()).collect();
+    TestHandler::answer_deferred(st, conn, order, held);
+    if let Err(e) = conn.send_event(id::FAREWELL, b"bye") {
+        st.violation(format!(
+            "conn {}: farewell event failed: {}",
+            conn.id(),
+            ipc::error_kind(&e)
+        ));
+    }
+    conn.disconnect();
+}
+
+/// Answers the test's commands until `shutdown` or end of stream.
+fn control(mut lines: Lines, st: Arc<State>, handle: ShutdownHandle) {
+    loop {
+        let cmd = match lines.recv(None) {
+            Ok(Some(c)) => c,
+            Ok(None) | Err(_) => {
+                handle.shutdown();
+                return;
+            }
+        };
+        let answer = match cmd.as_str() {
+            "stats" => format!("stats {}", st.stats(handle.connections().len())),
+            "violations" => {
+                let v = st.violations.lock().unwrap_or_else(|e| e.into_inner());
+                format!("violations {}", v.join(" | "))
+            }
+            "disconnect-all" => {
+                let conns = handle.connections();
+                for c in &conns {
+                    c.disconnect();
+                }
+                format!("ok {}", conns.len())
+            }
+            "farewell-all" => {
+                let conns = handle.connections();
+                for c in &conns {
+                    farewell(&st, c);
+                }
+                format!("ok {}", conns.len())
+            }
+            "shutdown" => {
+                // Answer first: the process may exit as soon as the loop
+                // stops.
+                let _ = lines.send("ok");
+                handle.shutdown();
+                return;
+            }
+            other => format!("error unknown command {other:?}"),
+        };
+        if lines.send(&answer).is_err() {
+            handle.shutdown();
+            return;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    start_watchdog("test_server");
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("test_server: {e}");
+            println!("error {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let sock = inherited_socket().map_err(|e| format!("socket: {e}"))?;
+    let mut lines = Lines::new(&sock).map_err(|e| format!("socket: {e}"))?;
+    if let (Some(uid), Some(gid)) = (args.as_uid, args.as_gid) {
+        switch_user(uid, gid).map_err(|e| format!("switch to {uid}:{gid}: {e}"))?;
+    }
+    let addr = args.addr.clone().ok_or("--name or --path is required")?;
+    let mut opts = ServiceOptions::default();
+    if let Some(m) = args.mode {
+        opts.socket_mode = m;
+    }
+    if let Some(m) = args.max_message {
+        opts.max_message = m;
+    }
+    if let Some(m) = args.min_message {
+        opts.min_message = m;
+    }
+    if let Some(m) = args.max_clients {
+        opts.max_clients = m;
+    }
+    if let Some(us) = args.spin_us {
+        opts.spin = Duration::from_micros(us);
+    }
+    let st = Arc::new(State {
+        reject_uid: args.reject_uid,
+        event_on_create: args.event_on_create,
+        probe_closed_send: args.probe_closed_send,
+        ..State::default()
+    });
+    let handler = TestHandler { st: st.clone() };
+    let mut service = match Service::bind(addr.clone(), ipc::PROTOCOL, opts, handler) {
+        Ok(s) => s,
+        Err(e) => {
+            let kind = match &e {
+                Error::Io(io) => format!("{:?}", io.kind()),
+                other => ipc::error_kind(other),
+            };
+            let line = format!("bind-error kind={kind} {e}");
+            println!("{line}");
+            let _ = lines.send(&line);
+            return Err(format!("cannot listen on {addr}: {e}"));
+        }
+    };
+    if let ServiceAddr::Path(p) = &addr {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_socket() => {}
+            other => {
+                return Err(format!(
+                    "{} is not a socket after bind: {other:?}",
+                    p.display()
+                ))
+            }
+        }
+    }
+    let handle = service.shutdown_handle();
+    let me = Credentials::current();
+    lines
+        .send(&format!(
+            "ready pid={} uid={} gid={}",
+            me.pid, me.uid, me.gid
+        ))
+        .map_err(|e| format!("socket: {e}"))?;
+    {
+        let (st, handle) = (st.clone(), handle.clone());
+        std::thread::spawn(move || control(lines, st, handle));
+    }
+    service.run().map_err(|e| format!("run: {e}"))?;
+    drop(service);
+    println!("final {}", st.stats(handle.connections().len()));
+    for v in st
+        .violations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        println!("violation {v}");
+    }
+    Ok(())
+}

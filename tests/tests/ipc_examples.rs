@@ -1,0 +1,83 @@
+//! The two-terminal demo of the README, run for real: the `echo_server`
+//! example of `ringlink-ipcs` and the `echo_client` example of
+//! `ringlink-ipcc`.
+//!
+//! Cargo does not build other packages' examples for this package's
+//! tests, nor tell a test where they are; a workspace test run (`cargo
+//! nextest run --workspace`, the README's command) builds them into
+//! `target/<profile>/examples/`, next to this test's own `deps/`
+//! directory, and that is where this test looks. If they are not there
+//! (e.g. `cargo test -p ringlink-tests` on a clean tree), the test says
+//! so on stderr and passes, unless `RINGLINK_REQUIRE_EXAMPLES` is set,
+//! in which case it fails.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr};
+use ringlink_tests::peer::describe;
+use ringlink_tests::procs::Helper;
+use ringlink_tests::tmp::unique_name;
+
+const EXIT: Duration = Duration::from_secs(30);
+
+/// `target/<profile>/examples/<name>`, if it was built.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/ipc_examples-<hash>
+    let profile_dir = exe.parent()?.parent()?;
+    let p = profile_dir.join("examples").join(name);
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn echo_server_and_echo_client() {
+    let (Some(server_bin), Some(client_bin)) = (example("echo_server"), example("echo_client"))
+    else {
+        let msg =
+            "the echo examples are not built (cargo build --examples, or a workspace test run)";
+        assert!(
+            std::env::var_os("RINGLINK_REQUIRE_EXAMPLES").is_none(),
+            "{msg}"
+        );
+        eprintln!("skipped: {msg}");
+        return;
+    };
+    let (server_bin, client_bin) = (server_bin.to_str().unwrap(), client_bin.to_str().unwrap());
+    let name = unique_name("echo");
+
+    // No server yet: the client says so and exits 1.
+    let fin = Helper::spawn(client_bin, &["--name", &name, "hello"]).wait(EXIT);
+    assert_eq!(describe(fin.status), "exit 1", "{fin}");
+    assert!(fin.stderr.contains("cannot connect"), "{fin}");
+
+    let mut server = Helper::spawn(server_bin, &["--name", &name]);
+    // Wait until it listens, with a client of our own.
+    let mut o = ConnectOptions::new("echo");
+    o.wait_for_server = true;
+    o.timeout = Duration::from_secs(60);
+    let mut ours = Client::connect(&ServiceAddr::named(&name), &o).expect("connect to echo_server");
+    let mut buf = vec![0u8; ours.max_message()];
+    let m = ours
+        .send_recv(7, b"ping", &mut buf, Some(Duration::from_secs(60)))
+        .expect("echo");
+    assert_eq!((m.id, &buf[..m.len]), (7, &b"ping"[..]));
+
+    for msg in ["hello, ringlink", "x"] {
+        let fin = Helper::spawn(client_bin, &["--name", &name, msg]).wait(EXIT);
+        fin.assert_success();
+        assert_eq!(fin.stdout, format!("{msg}\n"), "{fin}");
+    }
+    let fin = Helper::spawn(client_bin, &["--name", &name]).wait(EXIT);
+    assert_eq!(describe(fin.status), "exit 2", "no message: usage\n{fin}");
+
+    // SIGTERM: the server closes every connection and exits 0.
+    server.signal(libc::SIGTERM);
+    let fin = server.wait(EXIT);
+    fin.assert_success();
+    assert!(fin.stderr.contains("shut down"), "{fin}");
+    match ours.recv(&mut buf, Some(Duration::from_secs(60))) {
+        Err(Error::Disconnected) => {}
+        other => panic!("our client after the server's exit: {other:?}"),
+    }
+}
