@@ -413,13 +413,17 @@ impl Client {
                     return Ok(seq);
                 }
                 Err(PushError::Full) => {
-                    if timeout == Some(Duration::ZERO) {
-                        return Err(Error::WouldBlock);
+                    if timeout == Some(Duration::ZERO) || expired(deadline, timeout) {
+                        if !self.is_connected() {
+                            return Err(self.fail(Error::Disconnected));
+                        }
+                        return Err(if timeout == Some(Duration::ZERO) {
+                            Error::WouldBlock
+                        } else {
+                            Error::TimedOut
+                        });
                     }
-                    if expired(deadline, timeout) {
-                        return Err(Error::TimedOut);
-                    }
-                    self.wait(Wait::Space, deadline, timeout)?;
+                    self.wait(Wait::Space, deadline)?;
                 }
                 Err(PushError::Corrupt(c)) => {
                     return Err(self.fail(Error::protocol("server corrupted the request ring", c)))
@@ -492,7 +496,8 @@ impl Client {
     fn read(&mut self, which: Wait, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
         let deadline = deadline_after(timeout);
         loop {
-            self.check()?;
+            // No connection check here: records the server published
+            // before it went away are still delivered.
             let rx = if which == Wait::Event {
                 &mut self.event
             } else {
@@ -533,10 +538,19 @@ impl Client {
                 Some(Ok(msg)) => return Ok(msg),
                 Some(Err(e)) => return Err(self.fail(e)),
                 None => {
+                    // Empty: only now does a dead server matter.
+                    if !self.connected.get() {
+                        return Err(Error::Disconnected);
+                    }
                     if expired(deadline, timeout) {
+                        // A killed server closes no ring; its socket tells.
+                        // Checked only here, off the hot path.
+                        if !self.is_connected() {
+                            return Err(self.fail(Error::Disconnected));
+                        }
                         return Err(Error::TimedOut);
                     }
-                    self.wait(which, deadline, timeout)?;
+                    self.wait(which, deadline)?;
                 }
             }
         }
@@ -544,12 +558,7 @@ impl Client {
 
     /// Waits until `which` may have progressed: spins, then sleeps on the
     /// ring's eventfd and the socket together, so a dead server wakes us.
-    fn wait(
-        &mut self,
-        which: Wait,
-        deadline: Option<Instant>,
-        timeout: Option<Duration>,
-    ) -> Result<()> {
+    fn wait(&mut self, which: Wait, deadline: Option<Instant>) -> Result<()> {
         let need = MSG_HEADER_LEN;
         let ready = match which {
             Wait::Response => {
@@ -592,12 +601,12 @@ impl Client {
             Wait::Space => self.rings[0].space_ready_fd(),
         };
         let fd = fd.ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
+        // No deadline: no timeout given, or one too long to represent
+        // (`Duration::MAX`), which is the same thing.
         let poll_timeout = match deadline {
-            None if timeout.is_none() => PollTimeout::NONE,
-            _ => {
-                let left = deadline.map_or(Duration::ZERO, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
                 let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
@@ -612,7 +621,10 @@ impl Client {
         }
         let sock_events = fds[1].revents().unwrap_or(PollFlags::empty());
         if !sock_events.is_empty() && !self.is_connected() {
-            return Err(self.fail(Error::Disconnected));
+            let e = self.fail(Error::Disconnected);
+            // A reader goes back to drain what the server published before
+            // it left (then gets `Disconnected`); a sender stops here.
+            return if which == Wait::Space { Err(e) } else { Ok(()) };
         }
         Ok(())
     }

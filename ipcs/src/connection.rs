@@ -247,6 +247,9 @@ impl Connection {
             Ring::Event => (&self.inner.event, &self.inner.counters.events),
         };
         let c = &self.inner.counters;
+        if !self.is_connected() {
+            return Err(Error::Disconnected);
+        }
         match write_message(producer, self.inner.max_message, header, parts, timeout) {
             Ok(len) => {
                 Counters::add(sent, 1);

@@ -981,6 +981,13 @@ impl<H: Handler> Service<H> {
         } = conn;
         handle.inner.alive.store(false, Ordering::Release);
         self.control.registry().remove(&handle.id());
+        // Close the rings before anyone hears of it: from here every send
+        // fails with `Disconnected` (as `connection_closed` promises), and
+        // a thread blocked sending wakes and releases its lock. The client
+        // still reads what was published before.
+        for r in &rings {
+            r.close();
+        }
         self.handler.connection_closed(&handle);
         let _ = self.epoll.delete(&sock);
         for fd in [rings[0].data_ready_fd(), rings[1].space_ready_fd()]
@@ -988,11 +995,6 @@ impl<H: Handler> Service<H> {
             .flatten()
         {
             let _ = self.epoll.delete(fd);
-        }
-        // Close the rings first, so that a thread blocked sending on this
-        // connection wakes (with `Disconnected`) and releases its lock.
-        for r in &rings {
-            r.close();
         }
         let _ = sock.shutdown(std::net::Shutdown::Both);
         *handle
@@ -1174,13 +1176,73 @@ fn listen(
         }
         ServiceAddr::Path(path) => {
             remove_stale_socket(path)?;
-            socket::bind(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.socket_mode))?;
+            bind_path(&fd, path, opts.socket_mode)?;
             Some(path.clone())
         }
     };
-    socket::listen(&fd, Backlog::new(opts.backlog).map_err(io::Error::from)?)?;
+    let listening = Backlog::new(opts.backlog)
+        .map_err(io::Error::from)
+        .and_then(|b| socket::listen(&fd, b).map_err(io::Error::from));
+    if let Err(e) = listening {
+        if let Some(path) = &file {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
     Ok((UnixListener::from(fd), file))
+}
+
+/// Binds `fd` at `path` with permissions `mode`, without ever following
+/// something planted at `path` and without a window where the socket has
+/// other permissions: binds inside a fresh private (0700) directory next
+/// to `path`, sets the mode there, then moves the socket into place with
+/// `renameat2(RENAME_NOREPLACE)`, which fails rather than replace anything
+/// that appeared at `path` meanwhile.
+fn bind_path(fd: &OwnedFd, path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let private = dir.join(format!(".ringlink-bind-{}-{n}", std::process::id()));
+    let tmp = private.join("s");
+    if tmp.as_os_str().len() >= 108 {
+        // No room in `sun_path` for the detour: bind in place (the mode is
+        // then set through the path, after the bind).
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        let chmod = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        if chmod.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        return chmod;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let result = (|| -> io::Result<()> {
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(tmp.as_path())?)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            tmp.as_path(),
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| {
+            if e == nix::errno::Errno::EEXIST {
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: appeared while binding", path.display()),
+                )
+            } else {
+                e.into()
+            }
+        })
+    })();
+    let _ = std::fs::remove_file(&tmp); // left there only if the rename failed
+    let _ = std::fs::remove_dir(&private);
+    result
 }
 
 /// Removes a socket file no server listens on. Anything else at the path
