@@ -51,3 +51,8 @@ pub mod procs;
 pub mod raw;
 pub mod stream;
 pub mod tmp;
+
+/// The README's examples, compiled (and the ring one run) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
