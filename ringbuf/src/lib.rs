@@ -66,7 +66,7 @@ pub use consumer::{Consumer, ReadGrant};
 pub use error::{ClaimError, Corruption, OpenError, PopError, PushError, Role};
 pub use layout::{LAYOUT_VERSION, MAX_CAPACITY, MIN_CAPACITY};
 pub use producer::{Producer, WriteGrant};
-pub use ring::{Ring, WakeFds, WakeMode};
+pub use ring::{Ring, WakeFds, WakeMode, DEFAULT_FILE_MODE};
 pub use wake::DEFAULT_SPIN;
 
 #[cfg(all(test, not(loom)))]

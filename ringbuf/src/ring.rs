@@ -16,6 +16,9 @@ use crate::sync::{fence, Ordering};
 use crate::wake::{Direction, Signals};
 use crate::{Consumer, Producer};
 
+/// Permissions of a ring file when [`Ring::create_file`] is given none.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+
 /// How the two sides of a ring sleep and wake each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -112,8 +115,9 @@ impl Ring {
     }
 
     /// Creates a ring in a new file `dir/name` with permissions `mode`
-    /// (e.g. `0o600`) and futex wake-ups, so that another process can open
-    /// it with [`open_path`](Self::open_path).
+    /// (`None`: [`DEFAULT_FILE_MODE`], owner read/write only) and futex
+    /// wake-ups, so that another process can open it with
+    /// [`open_path`](Self::open_path). The process umask still applies.
     ///
     /// The file is created with `O_CREAT | O_EXCL | O_NOFOLLOW`: an
     /// existing file or a planted symlink makes this fail rather than be
@@ -135,8 +139,9 @@ impl Ring {
         dir: &Path,
         name: &str,
         capacity: usize,
-        mode: u32,
+        mode: impl Into<Option<u32>>,
     ) -> Result<Ring, OpenError> {
+        let mode = mode.into().unwrap_or(DEFAULT_FILE_MODE);
         if !valid_capacity(capacity) {
             return Err(OpenError::InvalidCapacity(capacity));
         }

@@ -565,6 +565,11 @@ fn named_ring_refuses_symlinks_and_bad_names() {
             "{bad:?}"
         );
     }
+    let default_mode = Ring::create_file(&dir, "default", 4096, None).unwrap();
+    let meta = std::fs::metadata(dir.join("default")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, DEFAULT_FILE_MODE);
+    drop(default_mode);
     let persisted = Ring::create_file(&dir, "kept", 4096, 0o640).unwrap();
     persisted.persist();
     drop(persisted);
