@@ -34,6 +34,22 @@ pub const MSG_HEADER_LEN: usize = 24;
 /// no handler for (`-ENOSYS`).
 pub const ERROR_UNKNOWN_ID: i32 = -38;
 
+/// Checks that `protocol` can be sent as a protocol id (1 to
+/// [`MAX_PROTOCOL_ID`] bytes).
+///
+/// # Errors
+///
+/// `InvalidInput` otherwise.
+pub fn check_protocol_id(protocol: &str) -> std::io::Result<()> {
+    if protocol.is_empty() || protocol.len() > MAX_PROTOCOL_ID {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "protocol id must be 1 to 64 bytes",
+        ));
+    }
+    Ok(())
+}
+
 /// Why a peer's bytes were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -162,13 +162,7 @@ impl Client {
             | io::ErrorKind::UnexpectedEof => Error::Disconnected,
             _ => Error::Io(e),
         };
-        if opts.protocol.is_empty() || opts.protocol.len() > ringlink_common::wire::MAX_PROTOCOL_ID
-        {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "protocol id must be 1 to 64 bytes",
-            )));
-        }
+        ringlink_common::wire::check_protocol_id(&opts.protocol)?;
         let request = ConnectRequest {
             version: PROTOCOL_VERSION,
             transport: Transport::Shm,

@@ -161,12 +161,7 @@ impl<H: Handler> Service<H> {
         opts: ServiceOptions,
         handler: H,
     ) -> Result<Service<H>> {
-        if protocol.is_empty() || protocol.len() > ringlink_common::wire::MAX_PROTOCOL_ID {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "protocol id must be 1 to 64 bytes",
-            )));
-        }
+        ringlink_common::wire::check_protocol_id(protocol)?;
         let (listener, socket_file) = listen(&addr, &opts)?;
         Service::new(
             Some(addr),
@@ -197,12 +192,7 @@ impl<H: Handler> Service<H> {
         opts: ServiceOptions,
         handler: H,
     ) -> Result<Service<H>> {
-        if protocol.is_empty() || protocol.len() > ringlink_common::wire::MAX_PROTOCOL_ID {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "protocol id must be 1 to 64 bytes",
-            )));
-        }
+        ringlink_common::wire::check_protocol_id(protocol)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let control = Arc::new(Control::new()?);
         if let Some(l) = &listener {
