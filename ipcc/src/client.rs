@@ -124,6 +124,11 @@ fn io_err(e: nix::errno::Errno) -> Error {
 impl Client {
     /// Connects to the service at `addr` and runs the handshake.
     ///
+    /// Returns as soon as the client has sent its confirmation: the
+    /// server's `connection_created` may run after the client's first
+    /// sends (requests sent meanwhile wait in the ring, and are taken in
+    /// order once it has run).
+    ///
     /// # Errors
     ///
     /// [`Error::NoServer`] if nobody listens (after `timeout`, with
