@@ -295,7 +295,10 @@ impl Client {
         self.max_message
     }
 
-    /// The server process's kernel-verified credentials.
+    /// The server process's kernel-verified credentials. Over
+    /// [`connect_stream`](Self::connect_stream) these are the credentials
+    /// the kernel recorded for the socketpair: those of the process that
+    /// created it.
     pub fn server_credentials(&self) -> Credentials {
         self.server
     }

@@ -318,7 +318,9 @@ impl<H: Handler> Service<H> {
     /// on the loop thread whenever it is ready for `interest`
     /// (level-triggered: read or write until it would block, or it fires
     /// again). The service owns the fd until [`remove_fd`](Self::remove_fd)
-    /// hands it back.
+    /// hands it back. After a hang-up or error (`Readiness::hangup`) the
+    /// callback runs once more and the fd leaves the loop (it would be
+    /// ready forever); take it back with `remove_fd`.
     ///
     /// # Errors
     ///
@@ -341,6 +343,7 @@ impl<H: Handler> Service<H> {
             serial: self.serial,
             fd,
             callback: Box::new(callback),
+            watched: true,
         });
         Ok(FdId {
             slot,
@@ -358,7 +361,9 @@ impl<H: Handler> Service<H> {
             return None;
         }
         let f = self.foreign.remove(id.slot)?;
-        let _ = self.epoll.delete(&f.fd);
+        if f.watched {
+            let _ = self.epoll.delete(&f.fd);
+        }
         Some(f.fd)
     }
 
@@ -463,7 +468,10 @@ impl<H: Handler> Service<H> {
                 }
                 FOREIGN => {
                     if let Some(f) = self.foreign.get_mut(slot) {
-                        f.fire(ev.events());
+                        if f.watched && f.fire(ev.events()) {
+                            f.watched = false;
+                            let _ = self.epoll.delete(&f.fd);
+                        }
                     }
                 }
                 CONN_SOCK => self.check_socket(slot, ev.events()),
@@ -814,6 +822,11 @@ impl<H: Handler> Service<H> {
         let Some((rings, request, response, event)) = make_rings(max_message) else {
             return reject(&self.control, h, Status::Resources);
         };
+        // The flow-control level is in the ring before the client can
+        // see it, so a client connecting during `Off` is held back from
+        // its first send (`promote` writes it again, in case the rate
+        // changes before the confirmation).
+        rings[0].set_user_word(self.rate.flow_control_level());
         let id = self.next_id;
         self.next_id += 1;
         let cap = |r: &Ring| r.capacity() as u64;

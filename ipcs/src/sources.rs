@@ -111,11 +111,16 @@ pub(crate) struct Foreign {
     pub(crate) serial: u64,
     pub(crate) fd: OwnedFd,
     pub(crate) callback: FdCallback,
+    /// Still in the epoll set (it leaves after a hang-up or error).
+    pub(crate) watched: bool,
 }
 
 impl Foreign {
-    pub(crate) fn fire(&mut self, flags: EpollFlags) {
+    /// Runs the callback; returns whether the fd hung up or failed, after
+    /// which it must leave the loop (it would be reported ready forever).
+    pub(crate) fn fire(&mut self, flags: EpollFlags) -> bool {
         (self.callback)(self.fd.as_fd(), Readiness::from_flags(flags));
+        flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
     }
 }
 
