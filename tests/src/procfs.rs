@@ -144,3 +144,20 @@ pub fn shm_leftovers() -> Vec<String> {
     names.sort();
     names
 }
+
+/// CPU time (user + system, in clock ticks) all threads of `p` have used
+/// (`utime + stime` of `/proc/<pid>/stat`).
+///
+/// # Errors
+///
+/// If the file cannot be read (process gone) or is malformed.
+pub fn process_cpu_ticks(p: Proc) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("{}/stat", p.dir()))?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed stat");
+    let (_, rest) = stat.rsplit_once(')').ok_or_else(bad)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| -> io::Result<u64> {
+        fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(bad)
+    };
+    Ok(num(11)? + num(12)?)
+}

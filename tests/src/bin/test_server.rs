@@ -26,6 +26,19 @@
 //! - `farewell-all`: for every live connection, from this thread:
 //!   answers its held (`DEFER`) requests, sends a `FAREWELL` event, then
 //!   disconnects it; answers `ok N`;
+//! - `rate off|normal|fast|slow`: `ShutdownHandle::set_rate_limit` from
+//!   this thread; answers `ok`;
+//! - `sstats [clear]`: `sstats key=value...`: `Service::stats` (`active`,
+//!   `closed` and each rejection reason);
+//! - `cstats ID [clear]`: `cstats found=1 key=value...`: the
+//!   `Connection::stats` of connection ID (`found=0` if it is not live);
+//! - `stop-listening` / `resume-listening`: run on the loop thread
+//!   (woken through a socket it watches with `add_fd`); answers `ok`
+//!   once applied;
+//! - `adopt`: answers `send-fd`, then receives one fd (a socket, sent
+//!   with `Peer::send_fds`) and hands it to `Service::adopt` on the loop
+//!   thread, for a client that runs `Client::connect_stream` on the
+//!   other end; answers `ok` once adopted (`error ...` otherwise);
 //! - `shutdown`: stops the service; answers `ok`. The process then prints
 //!   `final key=value...` (the statistics after every connection was
 //!   closed) and each violation on stdout, and exits 0.
@@ -33,15 +46,17 @@
 //! End of stream on the socket (the test died) also shuts it down.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use ringlink_ipcs::{
-    Connection, Credentials, Error, Handler, Reject, Request, Service, ServiceAddr, ServiceOptions,
-    ShutdownHandle,
+    Connection, Credentials, Error, Handler, Interest, RateLimit, Reject, Request, Service,
+    ServiceAddr, ServiceOptions, ShutdownHandle,
 };
 use ringlink_tests::ipc::{self, id, Burst, Defer};
 use ringlink_tests::lines::Lines;
@@ -523,47 +538,182 @@ fn farewell(st: &State, conn: &Connection) {
     conn.disconnect();
 }
 
+/// A command only the loop thread can run (it needs `&mut Service`).
+#[derive(Debug)]
+enum LoopCmd {
+    StopListening,
+    ResumeListening,
+    Adopt(UnixStream),
+}
+
+/// Where the loop thread reports a command's outcome.
+type Done = mpsc::Sender<Result<(), String>>;
+
+/// How the control thread reaches the loop thread.
+struct LoopLink {
+    stop: AtomicBool,
+    cmds: Mutex<Vec<(LoopCmd, Done)>>,
+    /// Written to wake the loop (the other end is in its epoll set).
+    kick: UnixStream,
+}
+
+impl LoopLink {
+    fn shutdown(&self, handle: &ShutdownHandle) {
+        self.stop.store(true, Ordering::Release);
+        handle.shutdown();
+    }
+
+    /// Runs `cmd` on the loop thread and waits until it has.
+    fn run(&self, cmd: LoopCmd) -> String {
+        let what = format!("{cmd:?}");
+        let (tx, rx) = mpsc::channel();
+        self.cmds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((cmd, tx));
+        let _ = std::io::Write::write(&mut &self.kick, &[1]);
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(e)) => format!("error {what}: {e}"),
+            Err(e) => format!("error {what} not applied: {e}"),
+        }
+    }
+}
+
+fn service_stats(handle: &ShutdownHandle, clear: bool) -> String {
+    let s = handle.stats(clear);
+    let r = s.rejected;
+    format!(
+        "sstats active={} closed={} permission_denied={} unknown_protocol={} \
+         version_mismatch={} too_many_clients={} resources={} bad_request={} \
+         transport_mismatch={} abandoned={}",
+        s.active_connections,
+        s.closed_connections,
+        r.permission_denied,
+        r.unknown_protocol,
+        r.version_mismatch,
+        r.too_many_clients,
+        r.resources,
+        r.bad_request,
+        r.transport_mismatch,
+        r.abandoned
+    )
+}
+
+fn conn_stats(handle: &ShutdownHandle, id: u64, clear: bool) -> String {
+    let Some(c) = handle.connections().into_iter().find(|c| c.id() == id) else {
+        return "cstats found=0".to_owned();
+    };
+    let s = c.stats(clear);
+    format!(
+        "cstats found=1 id={} client_pid={} requests={} responses={} events={} \
+         bytes_received={} bytes_sent={} send_retries={} recv_retries={} \
+         flow_control={} flow_control_changes={} event_queue_bytes={}",
+        s.id,
+        s.client_pid,
+        s.requests,
+        s.responses,
+        s.events,
+        s.bytes_received,
+        s.bytes_sent,
+        s.send_retries,
+        s.recv_retries,
+        u8::from(s.flow_control),
+        s.flow_control_changes,
+        s.event_queue_bytes
+    )
+}
+
 /// Answers the test's commands until `shutdown` or end of stream.
-fn control(mut lines: Lines, st: Arc<State>, handle: ShutdownHandle) {
+fn control(
+    mut lines: Lines,
+    sock: UnixStream,
+    st: Arc<State>,
+    handle: ShutdownHandle,
+    link: Arc<LoopLink>,
+) {
     loop {
         let cmd = match lines.recv(None) {
             Ok(Some(c)) => c,
             Ok(None) | Err(_) => {
-                handle.shutdown();
+                link.shutdown(&handle);
                 return;
             }
         };
-        let answer = match cmd.as_str() {
-            "stats" => format!("stats {}", st.stats(handle.connections().len())),
-            "violations" => {
-                let v = st.violations.lock().unwrap_or_else(|e| e.into_inner());
-                format!("violations {}", v.join(" | "))
-            }
-            "disconnect-all" => {
-                let conns = handle.connections();
-                for c in &conns {
-                    c.disconnect();
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let answer = match (cmd.as_str(), words.as_slice()) {
+            (_, ["rate", level]) => {
+                let rate = match *level {
+                    "off" => Some(RateLimit::Off),
+                    "normal" => Some(RateLimit::Normal),
+                    "fast" => Some(RateLimit::Fast),
+                    "slow" => Some(RateLimit::Slow),
+                    _ => None,
+                };
+                match rate {
+                    Some(r) => {
+                        handle.set_rate_limit(r);
+                        "ok".to_owned()
+                    }
+                    None => format!("error unknown rate {level:?}"),
                 }
-                format!("ok {}", conns.len())
             }
-            "farewell-all" => {
-                let conns = handle.connections();
-                for c in &conns {
-                    farewell(&st, c);
+            (_, ["sstats", rest @ ..]) => service_stats(&handle, rest == ["clear"]),
+            (_, ["cstats", id, rest @ ..]) => match id.parse() {
+                Ok(id) => conn_stats(&handle, id, rest == ["clear"]),
+                Err(e) => format!("error bad id {id:?}: {e}"),
+            },
+            ("stop-listening", _) => link.run(LoopCmd::StopListening),
+            ("resume-listening", _) => link.run(LoopCmd::ResumeListening),
+            ("adopt", _) => {
+                // Nothing follows the command until we ask: the line
+                // reader holds no byte of the fd message.
+                if lines.send("send-fd").is_err() {
+                    link.shutdown(&handle);
+                    return;
                 }
-                format!("ok {}", conns.len())
+                let mut tag = [0u8; 1];
+                match ringlink_common::fdpass::recv_fds(&sock, &mut tag) {
+                    Ok((1, fds)) if fds.len() == 1 => {
+                        let fd = fds.into_iter().next().expect("one fd");
+                        link.run(LoopCmd::Adopt(UnixStream::from(fd)))
+                    }
+                    Ok((n, fds)) => format!("error got {n} bytes and {} fds", fds.len()),
+                    Err(e) => format!("error recv_fds: {e}"),
+                }
             }
-            "shutdown" => {
-                // Answer first: the process may exit as soon as the loop
-                // stops.
-                let _ = lines.send("ok");
-                handle.shutdown();
-                return;
-            }
-            other => format!("error unknown command {other:?}"),
+            _ => match cmd.as_str() {
+                "stats" => format!("stats {}", st.stats(handle.connections().len())),
+                "violations" => {
+                    let v = st.violations.lock().unwrap_or_else(|e| e.into_inner());
+                    format!("violations {}", v.join(" | "))
+                }
+                "disconnect-all" => {
+                    let conns = handle.connections();
+                    for c in &conns {
+                        c.disconnect();
+                    }
+                    format!("ok {}", conns.len())
+                }
+                "farewell-all" => {
+                    let conns = handle.connections();
+                    for c in &conns {
+                        farewell(&st, c);
+                    }
+                    format!("ok {}", conns.len())
+                }
+                "shutdown" => {
+                    // Answer first: the process may exit as soon as the loop
+                    // stops.
+                    let _ = lines.send("ok");
+                    link.shutdown(&handle);
+                    return;
+                }
+                other => format!("error unknown command {other:?}"),
+            },
         };
         if lines.send(&answer).is_err() {
-            handle.shutdown();
+            link.shutdown(&handle);
             return;
         }
     }
@@ -644,11 +794,44 @@ fn run() -> Result<(), String> {
             me.pid, me.uid, me.gid
         ))
         .map_err(|e| format!("socket: {e}"))?;
+    let (kick, kicked) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let link = Arc::new(LoopLink {
+        stop: AtomicBool::new(false),
+        cmds: Mutex::new(Vec::new()),
+        kick,
+    });
+    service
+        .add_fd(OwnedFd::from(kicked), Interest::Readable, |fd, _| {
+            let mut buf = [0u8; 64];
+            // SAFETY: reads into a local buffer of that length from a
+            // live fd.
+            let _ = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        })
+        .map_err(|e| format!("add_fd: {e}"))?;
     {
-        let (st, handle) = (st.clone(), handle.clone());
-        std::thread::spawn(move || control(lines, st, handle));
+        let (st, handle, link) = (st.clone(), handle.clone(), link.clone());
+        let sock = sock.try_clone().map_err(|e| format!("socket: {e}"))?;
+        std::thread::spawn(move || control(lines, sock, st, handle, link));
     }
-    service.run().map_err(|e| format!("run: {e}"))?;
+    // `Service::run`, with the loop-thread commands between turns.
+    while !link.stop.load(Ordering::Acquire) {
+        service.dispatch(None).map_err(|e| format!("run: {e}"))?;
+        let cmds = std::mem::take(&mut *link.cmds.lock().unwrap_or_else(|e| e.into_inner()));
+        for (cmd, done) in cmds {
+            let r = match cmd {
+                LoopCmd::StopListening => {
+                    service.stop_listening();
+                    Ok(())
+                }
+                LoopCmd::ResumeListening => {
+                    service.resume_listening();
+                    Ok(())
+                }
+                LoopCmd::Adopt(s) => service.adopt(s).map_err(|e| e.to_string()),
+            };
+            let _ = done.send(r);
+        }
+    }
     drop(service);
     println!("final {}", st.stats(handle.connections().len()));
     for v in st
