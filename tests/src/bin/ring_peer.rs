@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use ringlink_ringbuf::{ClaimError, PopError, PushError, Ring};
 use ringlink_tests::payload::{check, fill};
 use ringlink_tests::peer::{
-    inherited_socket, recv_ring, recv_ring_fds, DEFAULT_WATCHDOG, WATCHDOG_ENV,
+    inherited_socket, recv_ring, recv_ring_fds, start_watchdog, DEFAULT_WATCHDOG,
 };
 use ringlink_tests::stream::{self, Api, Wait};
 
@@ -52,7 +52,7 @@ const HANG_LIMIT: Duration = Duration::from_secs(15);
 const HOSTILE_POLL: Duration = Duration::from_millis(100);
 
 fn main() {
-    start_watchdog();
+    start_watchdog("ring_peer");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match run(&args) {
         Ok(()) => 0,
@@ -94,21 +94,6 @@ fn num(s: &str) -> Result<u64, String> {
 
 fn micros(us: u64) -> Duration {
     Duration::from_micros(us)
-}
-
-/// Exits with status 3 after `RING_PEER_WATCHDOG_SECS`, whatever the main
-/// thread is doing: the helper never outlives a test that forgot it.
-fn start_watchdog() {
-    let secs = std::env::var(WATCHDOG_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_WATCHDOG.as_secs());
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("ring_peer: watchdog fired after {secs} s");
-        println!("outcome watchdog");
-        std::process::exit(3);
-    });
 }
 
 fn socket_ring() -> Result<(std::os::unix::net::UnixStream, Ring), String> {
