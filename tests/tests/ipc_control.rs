@@ -345,9 +345,27 @@ fn polite_round(c: &mut Client, n: usize) -> Vec<Duration> {
 }
 
 #[test]
-fn a_flooding_client_does_not_starve_a_polite_one() {
+fn a_flooding_client_does_not_starve_a_polite_one_at_normal() {
+    fairness("normal");
+}
+
+#[test]
+fn a_flooding_client_does_not_starve_a_polite_one_at_fast() {
+    fairness("fast");
+}
+
+#[test]
+fn a_flooding_client_does_not_starve_a_polite_one_at_slow() {
+    fairness("slow");
+}
+
+/// One client keeps its request ring full while another does request /
+/// response at `rate`: the polite one completes everything and the flooder
+/// is served meanwhile.
+fn fairness(rate: &str) {
     const N: usize = 2000;
-    let server = ServerProc::spawn(SERVER, &unique_addr("fair"), &[]);
+    let mut server = ServerProc::spawn(SERVER, &unique_addr("fair"), &[]);
+    ok(&mut server, &format!("rate {rate}"));
     let addr = server.addr().clone();
     let mut polite = connect(&addr, 0);
     let unloaded = median(&mut polite_round(&mut polite, N));
@@ -394,7 +412,7 @@ fn a_flooding_client_does_not_starve_a_polite_one() {
     let loaded = median(&mut lat);
     let p99 = lat[lat.len() * 99 / 100];
     eprintln!(
-        "fairness: polite median latency unloaded {unloaded:?}, loaded {loaded:?} \
+        "fairness at {rate}: polite median latency unloaded {unloaded:?}, loaded {loaded:?} \
          (p99 {p99:?}); flooder got {during} responses meanwhile"
     );
     assert!(during > 0, "the flooder was not served meanwhile");
