@@ -181,6 +181,7 @@ impl<H: Handler> Service<H> {
     ///
     /// As [`bind`](Self::bind), less the address errors.
     pub fn unbound(protocol: &str, opts: ServiceOptions, handler: H) -> Result<Service<H>> {
+        ringlink_common::wire::check_protocol_id(protocol)?;
         Service::new(None, None, None, protocol, opts, handler)
     }
 
@@ -192,7 +193,6 @@ impl<H: Handler> Service<H> {
         opts: ServiceOptions,
         handler: H,
     ) -> Result<Service<H>> {
-        ringlink_common::wire::check_protocol_id(protocol)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let control = Arc::new(Control::new()?);
         if let Some(l) = &listener {

@@ -260,16 +260,13 @@ impl Consumer {
     /// counter holds; with level-triggered polling use `arm_wake`, or the
     /// undrained fd stays readable.
     pub fn arm_wake_edge(&mut self) -> bool {
-        let h = self.shared.header();
-        h.consumer_waiting.0.store(1, Ordering::Relaxed);
-        // The sleeper's fence of the wake-up handshake (module `wake`),
-        // partner of the waker's fence in `Producer::commit`/`close`.
+        self.raise_wake_flag();
+        // The sleeper's fence of the wake-up handshake (module `wake`):
+        // orders the flag store before the re-read of `tail`/`closed` in
+        // `confirm_wake`; partner of the waker's fence in
+        // `Producer::commit`/`close`.
         crate::wake::sleeper_fence();
-        if self.data_changed() {
-            h.consumer_waiting.0.store(0, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.confirm_wake()
     }
 
     fn data_changed(&self) -> bool {
@@ -439,17 +436,10 @@ impl Consumer {
         if spin_until(self.spin, || self.data_changed()) {
             return Ok(());
         }
-        let h = self.shared.header();
-        self.shared.signals.reset(Direction::Data);
-        h.consumer_waiting.0.store(1, Ordering::Relaxed);
-        // The sleeper's fence of the wake-up handshake (module `wake`):
-        // orders the flag store before our re-read of `tail`/`closed`;
-        // partner of the waker's fence in `Producer::commit`/`close`.
-        crate::wake::sleeper_fence();
-        if self.data_changed() {
-            h.consumer_waiting.0.store(0, Ordering::Relaxed);
+        if !self.arm_wake() {
             return Ok(());
         }
+        let h = self.shared.header();
         let remaining = deadline.remaining();
         if remaining == Some(Duration::ZERO) {
             h.consumer_waiting.0.store(0, Ordering::Relaxed);

@@ -460,17 +460,10 @@ impl Producer {
         if spin_until(self.spin, || self.space_changed()) {
             return Ok(());
         }
-        let h = self.shared.header();
-        self.shared.signals.reset(Direction::Space);
-        h.producer_waiting.0.store(1, Ordering::Relaxed);
-        // The sleeper's fence of the wake-up handshake (module `wake`):
-        // orders the flag store before our re-read of `head`/`closed`;
-        // partner of the waker's fence in `Consumer::advance`/`close`.
-        crate::wake::sleeper_fence();
-        if self.space_changed() {
-            h.producer_waiting.0.store(0, Ordering::Relaxed);
+        if !self.arm_wake() {
             return Ok(());
         }
+        let h = self.shared.header();
         let remaining = deadline.remaining();
         if remaining == Some(Duration::ZERO) {
             h.producer_waiting.0.store(0, Ordering::Relaxed);

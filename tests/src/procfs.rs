@@ -113,7 +113,12 @@ pub fn thread_state(p: Proc, tid: i32) -> io::Result<char> {
 ///
 /// As [`thread_state`].
 pub fn thread_cpu_ticks(p: Proc, tid: i32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("{}/task/{tid}/stat", p.dir()))?;
+    cpu_ticks(&format!("{}/task/{tid}/stat", p.dir()))
+}
+
+/// `utime + stime` from a `stat` file (stat(5)).
+fn cpu_ticks(path: &str) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(path)?;
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed stat");
     let (_, rest) = stat.rsplit_once(')').ok_or_else(bad)?;
     // After the comm: state is field 3 of stat(5), utime 14, stime 15.
@@ -152,12 +157,5 @@ pub fn shm_leftovers() -> Vec<String> {
 ///
 /// If the file cannot be read (process gone) or is malformed.
 pub fn process_cpu_ticks(p: Proc) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("{}/stat", p.dir()))?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed stat");
-    let (_, rest) = stat.rsplit_once(')').ok_or_else(bad)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| -> io::Result<u64> {
-        fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(bad)
-    };
-    Ok(num(11)? + num(12)?)
+    cpu_ticks(&format!("{}/stat", p.dir()))
 }
