@@ -45,6 +45,10 @@ pub struct ConnectOptions {
     /// (libqb blocks when `0 < level <= fc_enable_max`; ringlink's
     /// levels are 0 and 1, where both rules agree.)
     pub fc_enable_max: u32,
+    /// Transport of the messages: shared-memory rings (the default) or
+    /// `SOCK_SEQPACKET` sockets. Must match the server's
+    /// (`Rejected(TransportMismatch)` otherwise).
+    pub transport: Transport,
 }
 
 impl ConnectOptions {
@@ -57,6 +61,7 @@ impl ConnectOptions {
             wait_for_server: false,
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             fc_enable_max: 1,
+            transport: Transport::Shm,
         }
     }
 }
@@ -170,7 +175,7 @@ impl Client {
         ringlink_common::wire::check_protocol_id(&opts.protocol)?;
         let request = ConnectRequest {
             version: PROTOCOL_VERSION,
-            transport: Transport::Shm,
+            transport: opts.transport,
             max_message: opts.max_message,
             protocol: opts.protocol.clone(),
         };

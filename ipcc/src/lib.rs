@@ -28,4 +28,4 @@
 mod client;
 
 pub use client::{Client, ConnectOptions, Message};
-pub use ringlink_common::{Credentials, Error, Result, ServiceAddr};
+pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};

@@ -26,6 +26,6 @@ pub use dispatch::Dispatch;
 pub use handler::{Handler, Reject, Request};
 pub use options::ServiceOptions;
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
-pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr};
+pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, Transport};
 pub use service::{Fault, Service, Trace, TraceStage};
 pub use sources::{FdId, Interest, Readiness, TimerId};
