@@ -14,8 +14,8 @@ pub mod wire;
 pub use addr::{ring_capacity_for, ServiceAddr, MIN_RING_CAPACITY};
 pub use error::{Error, Result};
 pub use rate::RateLimit;
-pub use wire::Transport;
 pub use stats::{ConnectionStats, Rejections, ServiceStats};
+pub use wire::Transport;
 
 use std::io;
 use std::os::unix::net::UnixStream;

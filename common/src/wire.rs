@@ -28,6 +28,15 @@ pub const CONFIRM_LEN: usize = 8;
 /// each of the request, response and event rings, its memory fd, its
 /// data-ready eventfd and its space-ready eventfd.
 pub const SHM_FDS: usize = 9;
+/// Fds attached to a successful [`ConnectResponse`] with named rings: the
+/// two eventfds of each ring (the client opens the ring files by path).
+pub const NAMED_SHM_FDS: usize = 6;
+/// Fds attached to a successful [`ConnectResponse`] with the socket
+/// transport: the client's ends of the request/response and of the event
+/// `SOCK_SEQPACKET` socket pairs.
+pub const SOCKET_FDS: usize = 2;
+/// Longest ring path prefix a [`ConnectResponse`] may announce.
+pub const MAX_RING_PATH: usize = 256;
 /// Size of the [`MsgHeader`] at the start of every message record.
 pub const MSG_HEADER_LEN: usize = 24;
 /// Error code of a response to a request whose message id the server has
@@ -262,7 +271,8 @@ impl ConnectRequest {
 ///
 /// ```text
 /// 0  u32 magic "RLr1"   4  u16 version   6  u16 status
-/// 8  u64 connection id  16 u32 max_message  20 u32 fd count
+/// 8  u64 connection id  16 u32 max_message  20 u16 fd count
+/// 22 u16 ring path length
 /// 24 u64 request ring capacity  32 u64 response ring capacity
 /// 40 u64 event ring capacity                           = 48 bytes
 /// ```
@@ -275,7 +285,10 @@ pub struct ConnectResponse {
     /// Negotiated largest message payload, both directions.
     pub max_message: u32,
     /// Number of fds attached.
-    pub fd_count: u32,
+    pub fd_count: u16,
+    /// Length of the ring path prefix that follows the response (named
+    /// rings; 0 otherwise), at most [`MAX_RING_PATH`].
+    pub path_len: u16,
     /// Data capacity of the request ring.
     pub request_capacity: u64,
     /// Data capacity of the response ring.
@@ -292,6 +305,7 @@ impl ConnectResponse {
             connection_id: 0,
             max_message: 0,
             fd_count: 0,
+            path_len: 0,
             request_capacity: 0,
             response_capacity: 0,
             event_capacity: 0,
@@ -306,7 +320,8 @@ impl ConnectResponse {
         b[6..8].copy_from_slice(&(self.status as u16).to_le_bytes());
         b[8..16].copy_from_slice(&self.connection_id.to_le_bytes());
         b[16..20].copy_from_slice(&self.max_message.to_le_bytes());
-        b[20..24].copy_from_slice(&self.fd_count.to_le_bytes());
+        b[20..22].copy_from_slice(&self.fd_count.to_le_bytes());
+        b[22..24].copy_from_slice(&self.path_len.to_le_bytes());
         b[24..32].copy_from_slice(&self.request_capacity.to_le_bytes());
         b[32..40].copy_from_slice(&self.response_capacity.to_le_bytes());
         b[40..48].copy_from_slice(&self.event_capacity.to_le_bytes());
@@ -329,11 +344,15 @@ impl ConnectResponse {
         if version != PROTOCOL_VERSION {
             return Err(WireError::Version(version));
         }
+        if u16_at(b, 22) as usize > MAX_RING_PATH {
+            return Err(WireError::Size);
+        }
         Ok(ConnectResponse {
             status: Status::from_u16(u16_at(b, 6))?,
             connection_id: u64_at(b, 8),
             max_message: u32_at(b, 16),
-            fd_count: u32_at(b, 20),
+            fd_count: u16_at(b, 20),
+            path_len: u16_at(b, 22),
             request_capacity: u64_at(b, 24),
             response_capacity: u64_at(b, 32),
             event_capacity: u64_at(b, 40),
@@ -495,7 +514,8 @@ mod tests {
             status: Status::Ok,
             connection_id: 7,
             max_message: 1 << 20,
-            fd_count: SHM_FDS as u32,
+            fd_count: SHM_FDS as u16,
+            path_len: 0,
             request_capacity: 1 << 22,
             response_capacity: 1 << 22,
             event_capacity: 1 << 22,

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -14,7 +15,7 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::recv_fds;
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN,
-    PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS,
+    NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS,
 };
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring, WakeFds};
@@ -200,28 +201,45 @@ impl Client {
         if answer.status != Status::Ok {
             return Err(Error::Rejected(answer.status));
         }
-        if fds.len() != SHM_FDS || answer.fd_count as usize != SHM_FDS {
+        // Named rings: the path prefix of the ring files follows.
+        let mut prefix = vec![0u8; answer.path_len as usize];
+        if !prefix.is_empty() {
+            sock.set_read_timeout(Some(left()))?;
+            (&sock).read_exact(&mut prefix).map_err(timed)?;
+        }
+        let server = Credentials::of_peer(&sock)?;
+        let named = !prefix.is_empty();
+        let expected = if named { NAMED_SHM_FDS } else { SHM_FDS };
+        if fds.len() != expected || answer.fd_count as usize != expected {
             return Err(Error::Protocol(format!(
-                "expected {SHM_FDS} fds, got {}",
+                "expected {expected} fds, got {}",
                 fds.len()
             )));
         }
+        let paths = if named {
+            Some(ring_paths(&prefix)?)
+        } else {
+            None
+        };
         let max_message = answer.max_message as usize;
         let mut fds = fds.into_iter();
+        let mut index = 0;
         let mut next_ring = |capacity: u64| -> Result<Ring> {
-            let (Some(memory), Some(data_ready), Some(space_ready)) =
-                (fds.next(), fds.next(), fds.next())
-            else {
+            let memory = if named { None } else { fds.next() };
+            let (Some(data_ready), Some(space_ready)) = (fds.next(), fds.next()) else {
                 return Err(Error::Protocol("missing ring fds".into()));
             };
-            let ring = Ring::from_fds(
-                memory,
-                Some(WakeFds {
-                    data_ready,
-                    space_ready,
-                }),
-            )
-            .map_err(|e| Error::protocol("ring from server", e))?;
+            let wake = Some(WakeFds {
+                data_ready,
+                space_ready,
+            });
+            let ring = match (&paths, memory) {
+                (Some(paths), _) => open_named(&paths[index], wake, server)?,
+                (None, Some(memory)) => Ring::from_fds(memory, wake)
+                    .map_err(|e| Error::protocol("ring from server", e))?,
+                (None, None) => return Err(Error::Protocol("missing ring fds".into())),
+            };
+            index += 1;
             if ring.capacity() as u64 != capacity
                 || ring.max_payload() < MSG_HEADER_LEN + max_message
             {
@@ -244,12 +262,19 @@ impl Client {
             spin.set_spin(opts.spin);
         }
         request.set_spin(opts.spin);
+        if let Some(paths) = &paths {
+            // Mapped: the names are no longer needed. The server removes
+            // them too; whoever is first wins (we may lack the right to,
+            // in a sticky directory, if the files are not ours).
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        }
 
         (&sock).write_all(&Confirm.encode()).map_err(timed)?;
         sock.set_read_timeout(None)?;
         sock.set_write_timeout(None)?;
         sock.set_nonblocking(true)?;
-        let server = Credentials::of_peer(&sock)?;
 
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_err)?;
         let fds = [rings[1].data_ready_fd(), rings[2].data_ready_fd()];
@@ -677,6 +702,45 @@ impl fmt::Debug for Client {
             .field("connected", &self.connected.get())
             .finish_non_exhaustive()
     }
+}
+
+/// The three ring file paths of a named-ring connection, from the prefix
+/// the server sent: absolute, no NUL.
+fn ring_paths(prefix: &[u8]) -> Result<[PathBuf; 3]> {
+    use std::os::unix::ffi::OsStrExt;
+    if prefix.first() != Some(&b'/') || prefix.contains(&0) {
+        return Err(Error::Protocol(
+            "ring path prefix is not an absolute path".into(),
+        ));
+    }
+    let path = |name: &str| {
+        let mut p = prefix.to_vec();
+        p.extend_from_slice(name.as_bytes());
+        PathBuf::from(std::ffi::OsStr::from_bytes(&p))
+    };
+    Ok([path("request"), path("response"), path("event")])
+}
+
+/// Opens a named ring file: by path (no symlink), only a regular file
+/// owned by the server's user or by ours (whoever else planted a file
+/// there is not the server).
+fn open_named(path: &std::path::Path, wake: Option<WakeFds>, server: Credentials) -> Result<Ring> {
+    use std::os::unix::fs::MetadataExt;
+    let ring = Ring::open_path_with(path, wake)
+        .map_err(|e| Error::Protocol(format!("named ring {}: {e}", path.display())))?;
+    let fd = ring
+        .memory_fd()
+        .ok_or_else(|| Error::Protocol("named ring without fd".into()))?;
+    let owner = std::fs::File::from(fd.try_clone_to_owned()?)
+        .metadata()?
+        .uid();
+    if owner != server.uid && owner != Credentials::current().uid {
+        return Err(Error::Protocol(format!(
+            "named ring {} belongs to uid {owner}, neither the server's nor ours",
+            path.display()
+        )));
+    }
+    Ok(ring)
 }
 
 /// Connects without blocking past `deadline`: a full backlog (`EAGAIN`)

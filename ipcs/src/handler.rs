@@ -28,6 +28,40 @@ impl From<Reject> for Status {
     }
 }
 
+/// Ownership and permissions of a connection's named ring files (see
+/// [`Handler::ring_auth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingAuth {
+    /// Owner of the files; `None`: the server's user. Giving them to
+    /// another user needs `CAP_CHOWN`.
+    pub uid: Option<u32>,
+    /// Group of the files; `None`: the server's group.
+    pub gid: Option<u32>,
+    /// Permission bits (the umask does not apply).
+    pub mode: u32,
+}
+
+impl Default for RingAuth {
+    fn default() -> RingAuth {
+        RingAuth {
+            uid: None,
+            gid: None,
+            mode: 0o600,
+        }
+    }
+}
+
+impl RingAuth {
+    /// Files owned by the client's user and group, mode 0600.
+    pub fn owned_by(credentials: &Credentials) -> RingAuth {
+        RingAuth {
+            uid: Some(credentials.uid),
+            gid: Some(credentials.gid),
+            mode: 0o600,
+        }
+    }
+}
+
 /// A request, viewed in place in the connection's request ring for the
 /// duration of [`Handler::message`].
 #[derive(Debug)]
@@ -72,6 +106,20 @@ pub trait Handler: Send + Sync + 'static {
     fn accept(&self, credentials: &Credentials) -> Result<(), Reject> {
         let _ = credentials;
         Ok(())
+    }
+
+    /// Owner, group and mode of a new connection's ring files, when the
+    /// service uses named rings ([`ServiceOptions::ring_dir`](crate::ServiceOptions::ring_dir)):
+    /// libqb's `qb_ipcs_connection_auth_set`. Called right after
+    /// [`accept`](Self::accept) admitted the client. The client opens the
+    /// files by path, so they must let it read and write them. Default:
+    /// [`RingAuth::default`] (the server's user and group, mode 0600),
+    /// right for clients running as the server's user; a root server
+    /// serving other users typically returns
+    /// [`RingAuth::owned_by`]`(credentials)`.
+    fn ring_auth(&self, credentials: &Credentials) -> RingAuth {
+        let _ = credentials;
+        RingAuth::default()
     }
 
     /// A connection is ready; events may be sent on it from here on.

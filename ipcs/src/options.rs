@@ -1,5 +1,6 @@
 //! What a service is built with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ringlink_common::wire::Transport;
@@ -35,6 +36,21 @@ pub struct ServiceOptions {
     pub spin: Duration,
     /// Transport offered to clients.
     pub transport: Transport,
+    /// Named rings (shared-memory transport): create each connection's
+    /// rings as files in this directory (e.g. `/dev/shm`), owned and
+    /// permitted as [`Handler::ring_auth`](crate::Handler::ring_auth)
+    /// says, which the client opens by path; instead of sealed memfds
+    /// passed as fds. The files exist only during the handshake: they
+    /// are removed once the client has opened them, when the handshake
+    /// fails, and, for files left by a server that was killed, by the
+    /// next service that binds with the same directory. Default `None`
+    /// (memfds).
+    ///
+    /// A named file cannot be sealed: a client with write access to it
+    /// can truncate it and crash the server with `SIGBUS` on its next
+    /// access. Use named rings only where clients are trusted not to;
+    /// the default memfds exclude it.
+    pub ring_dir: Option<PathBuf>,
 }
 
 impl Default for ServiceOptions {
@@ -49,6 +65,7 @@ impl Default for ServiceOptions {
             handshake_timeout: Duration::from_secs(5),
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             transport: Transport::Shm,
+            ring_dir: None,
         }
     }
 }

@@ -16,12 +16,12 @@ use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAdd
 use ringlink_common::fdpass::send_fds;
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, WireError, CONFIRM_LEN,
-    MSG_HEADER_LEN, REQUEST_LEN, SHM_FDS,
+    MSG_HEADER_LEN, NAMED_SHM_FDS, REQUEST_LEN, SHM_FDS,
 };
-use ringlink_common::{
-    ring_capacity_for, Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats,
-};
+use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats};
 use ringlink_ringbuf::{Consumer, PopError, Producer, Ring};
+
+use crate::rings::{self, RingDir};
 
 use crate::connection::{ConnInner, Counters};
 use crate::control::{Control, ShutdownHandle};
@@ -141,6 +141,8 @@ pub struct Service<H: Handler> {
     /// The rate limit the loop currently applies (the requested one is in
     /// `control`).
     rate: RateLimit,
+    /// Where named rings are made (`ServiceOptions::ring_dir`).
+    ring_dir: Option<RingDir>,
 }
 
 impl<H: Handler> Service<H> {
@@ -193,6 +195,7 @@ impl<H: Handler> Service<H> {
         opts: ServiceOptions,
         handler: H,
     ) -> Result<Service<H>> {
+        let ring_dir = opts.ring_dir.clone().map(RingDir::new).transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let control = Arc::new(Control::new()?);
         if let Some(l) = &listener {
@@ -229,6 +232,7 @@ impl<H: Handler> Service<H> {
             foreign: Slab::new(),
             serial: 0,
             rate: RateLimit::default(),
+            ring_dir,
         })
     }
 
@@ -819,42 +823,65 @@ impl<H: Handler> Service<H> {
             return reject(&self.control, h, r.into());
         }
         let max_message = self.opts.negotiate(req.max_message);
-        let Some((rings, request, response, event)) = make_rings(max_message) else {
-            return reject(&self.control, h, Status::Resources);
+        let id = self.next_id;
+        self.next_id += 1;
+        let named = self
+            .ring_dir
+            .as_ref()
+            .map(|d| (d, self.handler.ring_auth(&credentials)));
+        let made = match rings::make(id, max_message, named) {
+            Ok(made) => made,
+            Err(e) => {
+                if let Some(hook) = &self.on_error {
+                    hook(&Fault {
+                        connection: None,
+                        what: &format!("cannot make a connection's rings: {e}"),
+                    });
+                }
+                return reject(&self.control, h, Status::Resources);
+            }
         };
+        let rings = &made.rings;
         // The flow-control level is in the ring before the client can
         // see it, so a client connecting during `Off` is held back from
         // its first send (`promote` writes it again, in case the rate
         // changes before the confirmation).
         rings[0].set_user_word(self.rate.flow_control_level());
-        let id = self.next_id;
-        self.next_id += 1;
         let cap = |r: &Ring| r.capacity() as u64;
+        let prefix = made.path_prefix.as_deref().unwrap_or_default();
+        let fds = made.fds();
         let answer = ConnectResponse {
             status: Status::Ok,
             connection_id: id,
             max_message: max_message as u32,
-            fd_count: SHM_FDS as u32,
+            fd_count: fds.len() as u16,
+            path_len: prefix.len() as u16,
             request_capacity: cap(&rings[0]),
             response_capacity: cap(&rings[1]),
             event_capacity: cap(&rings[2]),
         };
-        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(SHM_FDS);
-        for r in &rings {
-            fds.extend(
-                [r.memory_fd(), r.data_ready_fd(), r.space_ready_fd()]
-                    .into_iter()
-                    .flatten(),
-            );
-        }
-        if fds.len() != SHM_FDS {
+        let expected = if made.path_prefix.is_some() {
+            NAMED_SHM_FDS
+        } else {
+            SHM_FDS
+        };
+        if fds.len() != expected {
             return reject(&self.control, h, Status::Resources);
         }
-        match send_fds(&h.sock, &answer.encode(), &fds) {
-            Ok(n) if n == answer.encode().len() => {}
+        let mut bytes = answer.encode().to_vec();
+        bytes.extend_from_slice(prefix);
+        match send_fds(&h.sock, &bytes, &fds) {
+            Ok(n) if n == bytes.len() => {}
             _ => return Step::Drop,
         }
         drop(fds);
+        let rings::Made {
+            rings,
+            request,
+            response,
+            event,
+            ..
+        } = made;
         h.pending = Some(Box::new(Pending {
             id,
             credentials,
@@ -876,6 +903,11 @@ impl<H: Handler> Service<H> {
         };
         let _ = self.epoll.delete(&h.sock);
         let Some(p) = h.pending else { return };
+        // Named ring files have served their purpose: the client opened
+        // them before confirming (or will never use them).
+        for r in &p.rings {
+            let _ = r.unlink();
+        }
         if Confirm::decode(&p.buf).is_err() {
             self.control.count_abandoned();
             self.resume_listener();
@@ -1133,20 +1165,6 @@ fn reject(control: &Control, h: &mut Handshake, status: Status) -> Step {
     control.count_rejected(status);
     let _ = (&h.sock).write(&ConnectResponse::reject(status).encode());
     Step::Drop
-}
-
-/// A connection's three rings with the server's roles claimed.
-fn make_rings(max_message: usize) -> Option<([Ring; 3], Consumer, Producer, Producer)> {
-    let cap = ring_capacity_for(max_message);
-    let rings = [
-        Ring::create(cap).ok()?,
-        Ring::create(cap).ok()?,
-        Ring::create(cap).ok()?,
-    ];
-    let request = rings[0].consumer().ok()?;
-    let response = rings[1].producer().ok()?;
-    let event = rings[2].producer().ok()?;
-    Some((rings, request, response, event))
 }
 
 fn epoll_timeout(wait: Option<Duration>) -> EpollTimeout {

@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,25 @@ impl Ring {
         capacity: usize,
         mode: impl Into<Option<u32>>,
     ) -> Result<Ring, OpenError> {
+        Ring::create_file_waking(dir, name, capacity, mode, WakeMode::Futex)
+    }
+
+    /// Like [`create_file`](Self::create_file), with a choice of wake
+    /// mode. An [`EventFd`](WakeMode::EventFd) ring's peer opens the file
+    /// by path and receives the two eventfds some other way (see
+    /// [`open_path_with`](Self::open_path_with)); that is how a server
+    /// with named rings keeps them in its epoll set.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_file`](Self::create_file).
+    pub fn create_file_waking(
+        dir: &Path,
+        name: &str,
+        capacity: usize,
+        mode: impl Into<Option<u32>>,
+        wake: WakeMode,
+    ) -> Result<Ring, OpenError> {
         let mode = mode.into().unwrap_or(DEFAULT_FILE_MODE);
         if !valid_capacity(capacity) {
             return Err(OpenError::InvalidCapacity(capacity));
@@ -161,7 +180,7 @@ impl Ring {
             .open(&path)?;
         let made = (|| {
             file.set_len((HEADER_SIZE + capacity) as u64)?;
-            Ring::init_file(file, capacity, WakeMode::Futex)
+            Ring::init_file(file, capacity, wake)
         })();
         match made {
             Ok(ring) => {
@@ -241,14 +260,7 @@ impl Ring {
             return Err(OpenError::NotSealed);
         }
         if let Some(w) = &wake {
-            for fd in [w.data_ready.as_fd(), w.space_ready.as_fd()] {
-                if crate::sys::is_eventfd(fd) == Some(false) {
-                    return Err(OpenError::WakeMismatch);
-                }
-                // Never block in a wake-up read or write, whatever mode
-                // the sender left the fd in.
-                crate::sys::set_nonblocking(fd)?;
-            }
+            check_wake_fds(w)?;
         }
         Ring::open_file(File::from(memory), wake)
     }
@@ -262,12 +274,27 @@ impl Ring {
     /// As [`from_fds`](Self::from_fds); [`OpenError::NotReady`] while the
     /// creator has not finished initialising the file.
     pub fn open_path(path: &Path) -> Result<Ring, OpenError> {
+        Ring::open_path_with(path, None)
+    }
+
+    /// Opens a ring file by path, with the eventfds of an
+    /// [`EventFd`](WakeMode::EventFd) ring (received separately, e.g. over
+    /// `SCM_RIGHTS`). The eventfds are checked and made non-blocking as in
+    /// [`from_fds`](Self::from_fds).
+    ///
+    /// # Errors
+    ///
+    /// As [`open_path`](Self::open_path).
+    pub fn open_path_with(path: &Path, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
+        if let Some(w) = &wake {
+            check_wake_fds(w)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)?;
-        Ring::open_file(file, None)
+        Ring::open_file(file, wake)
     }
 
     /// [`open_path`](Self::open_path), retrying while the file is missing
@@ -473,6 +500,39 @@ impl Ring {
             .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// The path of a file this handle made with
+    /// [`create_file`](Self::create_file) and will remove when dropped
+    /// (`None` for memfd rings, opened files, and after
+    /// [`persist`](Self::persist) or [`unlink`](Self::unlink)).
+    pub fn path(&self) -> Option<PathBuf> {
+        self.shared
+            .unlink_on_drop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Removes the file of a ring made with
+    /// [`create_file`](Self::create_file) now, rather than on drop: the
+    /// ring stays mapped and usable by everyone who has it open. Does
+    /// nothing for other rings.
+    ///
+    /// # Errors
+    ///
+    /// The `unlink` error (the file is then no longer removed on drop).
+    pub fn unlink(&self) -> std::io::Result<()> {
+        let path = self
+            .shared
+            .unlink_on_drop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match path {
+            Some(p) => std::fs::remove_file(p),
+            None => Ok(()),
+        }
+    }
+
     /// Closes the ring for both sides, from outside either role (a server
     /// tearing down a connection whose role handles other threads hold):
     /// waiting calls on either side return `Closed`, and a consumer still
@@ -546,4 +606,17 @@ impl Ring {
             .load(Ordering::Acquire)
             != 0
     }
+}
+
+/// Checks that the wake fds are eventfds and makes them non-blocking:
+/// never block in a wake-up read or write, whatever mode the sender left
+/// the fd in.
+fn check_wake_fds(w: &WakeFds) -> Result<(), OpenError> {
+    for fd in [w.data_ready.as_fd(), w.space_ready.as_fd()] {
+        if crate::sys::is_eventfd(fd) == Some(false) {
+            return Err(OpenError::WakeMismatch);
+        }
+        crate::sys::set_nonblocking(fd)?;
+    }
+    Ok(())
 }

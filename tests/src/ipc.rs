@@ -247,6 +247,17 @@ impl Kv {
             .collect())
     }
 
+    /// The value of `key`.
+    ///
+    /// # Panics
+    ///
+    /// If the key is missing.
+    pub fn get(&self, key: &str) -> &str {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key:?} in {self}"))
+    }
+
     /// The value of `key` as a number.
     ///
     /// # Panics

@@ -30,6 +30,10 @@
 //! - `whoami`: connects and reports `whoami ...` (what the server sees),
 //!   `server pid=.. uid=.. gid=..` (`server_credentials()`) and `self
 //!   pid=.. uid=.. gid=..`; or `rejected KIND` if refused.
+//! - `half`: runs the handshake by hand up to the server's answer and
+//!   stops there, never confirming: reports `half status=N fds=N
+//!   prefix=PATH` (the named-ring path prefix, `-` if none) and waits
+//!   until killed. The rings stay the server's, mid-handshake.
 //! - `load THREADS COUNT SEED MAX_DATA`: THREADS clients at once, each
 //!   doing COUNT checked request/responses; reports `done ...` or
 //!   `error ...` (exit 1).
@@ -146,6 +150,7 @@ fn run(out: &mut Out) -> Result<(), String> {
         ("farewell", []) => farewell(&a, out),
         ("burst-hold", [count]) => burst_hold(&a, out, num(count)?),
         ("whoami", []) => whoami(&a, out),
+        ("half", []) => half(&a, out),
         ("load", [threads, count, seed, max_data]) => load(
             &a,
             out,
@@ -155,6 +160,65 @@ fn run(out: &mut Out) -> Result<(), String> {
             num(max_data)? as usize,
         ),
         _ => Err(format!("bad mode or arguments: {} {rest:?}", a.mode)),
+    }
+}
+
+fn half(a: &Args, out: &mut Out) -> Result<(), String> {
+    use ringlink_common::fdpass::recv_fds;
+    use ringlink_common::wire::{
+        ConnectRequest, ConnectResponse, Transport, PROTOCOL_VERSION, RESPONSE_LEN,
+    };
+    use std::io::{Read, Write};
+    let path = match &a.addr {
+        ServiceAddr::Abstract(name) => format!("\0{name}"),
+        ServiceAddr::Path(p) => p.display().to_string(),
+    };
+    let sock = if let Some(name) = path.strip_prefix('\0') {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .map_err(|e| format!("address: {e}"))?;
+        std::os::unix::net::UnixStream::connect_addr(&addr)
+    } else {
+        std::os::unix::net::UnixStream::connect(&path)
+    }
+    .map_err(|e| format!("connect: {e}"))?;
+    let request = ConnectRequest {
+        version: PROTOCOL_VERSION,
+        transport: Transport::Shm,
+        max_message: a.max_message,
+        protocol: ipc::PROTOCOL.into(),
+    };
+    (&sock)
+        .write_all(&request.encode())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; RESPONSE_LEN];
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < RESPONSE_LEN {
+        let (n, more) = recv_fds(&sock, &mut buf[got..]).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("server closed the socket".into());
+        }
+        fds.extend(more);
+        got += n;
+    }
+    let answer = ConnectResponse::decode(&buf).map_err(|e| format!("response: {e}"))?;
+    let mut prefix = vec![0u8; answer.path_len as usize];
+    (&sock)
+        .read_exact(&mut prefix)
+        .map_err(|e| format!("read: {e}"))?;
+    let prefix = if prefix.is_empty() {
+        "-".to_owned()
+    } else {
+        String::from_utf8_lossy(&prefix).into_owned()
+    };
+    out.say(&format!(
+        "half status={} fds={} prefix={prefix}",
+        answer.status as u16,
+        fds.len()
+    ));
+    loop {
+        std::thread::park();
     }
 }
 

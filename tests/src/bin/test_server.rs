@@ -8,8 +8,12 @@
 //!             [--max-message N] [--min-message N] [--max-clients N]
 //!             [--reject-uid UID] [--event-on-create] [--probe-closed-send]
 //!             [--spin-us N]
+//!             [--ring-dir DIR [--ring-to-client] [--ring-mode OCTAL]]
 //!             [--as-uid UID --as-gid GID]
 //! ```
+//!
+//! `--ring-dir` makes named rings in DIR; `ring_auth` gives them to the
+//! client's user with `--ring-to-client`, and the mode `--ring-mode`.
 //!
 //! On start it writes `ready pid=.. uid=.. gid=..` (its own view of
 //! itself) on the socket, or `bind-error kind=KIND ...` and exits 1. Then
@@ -55,8 +59,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use ringlink_ipcs::{
-    Connection, Credentials, Error, Handler, Interest, RateLimit, Reject, Request, Service,
-    ServiceAddr, ServiceOptions, ShutdownHandle,
+    Connection, Credentials, Error, Handler, Interest, RateLimit, Reject, Request, RingAuth,
+    Service, ServiceAddr, ServiceOptions, ShutdownHandle,
 };
 use ringlink_tests::ipc::{self, id, Burst, Defer};
 use ringlink_tests::lines::Lines;
@@ -82,6 +86,9 @@ struct Args {
     spin_us: Option<u64>,
     as_uid: Option<u32>,
     as_gid: Option<u32>,
+    ring_dir: Option<String>,
+    ring_to_client: bool,
+    ring_mode: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -96,6 +103,10 @@ fn parse_args() -> Result<Args, String> {
             a.probe_closed_send = true;
             continue;
         }
+        if flag == "--ring-to-client" {
+            a.ring_to_client = true;
+            continue;
+        }
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let n = || v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
@@ -105,6 +116,13 @@ fn parse_args() -> Result<Args, String> {
                 a.mode = Some(
                     u32::from_str_radix(v.trim_start_matches("0o"), 8)
                         .map_err(|e| format!("--mode {v}: {e}"))?,
+                )
+            }
+            "--ring-dir" => a.ring_dir = Some(v.clone()),
+            "--ring-mode" => {
+                a.ring_mode = Some(
+                    u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                        .map_err(|e| format!("--ring-mode {v}: {e}"))?,
                 )
             }
             "--max-message" => a.max_message = Some(n()? as usize),
@@ -132,6 +150,9 @@ enum Phase {
 #[derive(Default)]
 struct State {
     reject_uid: Option<u32>,
+    /// Named rings: give them to the client's user, with this mode.
+    ring_to_client: bool,
+    ring_mode: Option<u32>,
     event_on_create: bool,
     probe_closed_send: bool,
     accepts: AtomicU64,
@@ -319,6 +340,18 @@ impl Handler for TestHandler {
             return Err(Reject::PermissionDenied);
         }
         Ok(())
+    }
+
+    fn ring_auth(&self, credentials: &Credentials) -> RingAuth {
+        let mut auth = if self.st.ring_to_client {
+            RingAuth::owned_by(credentials)
+        } else {
+            RingAuth::default()
+        };
+        if let Some(mode) = self.st.ring_mode {
+            auth.mode = mode;
+        }
+        auth
     }
 
     fn connection_created(&self, conn: &Connection) {
@@ -755,8 +788,11 @@ fn run() -> Result<(), String> {
     if let Some(us) = args.spin_us {
         opts.spin = Duration::from_micros(us);
     }
+    opts.ring_dir = args.ring_dir.as_ref().map(Into::into);
     let st = Arc::new(State {
         reject_uid: args.reject_uid,
+        ring_to_client: args.ring_to_client,
+        ring_mode: args.ring_mode,
         event_on_create: args.event_on_create,
         probe_closed_send: args.probe_closed_send,
         ..State::default()
