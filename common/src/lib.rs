@@ -8,6 +8,7 @@ mod addr;
 mod error;
 pub mod fdpass;
 mod rate;
+pub mod seqpacket;
 mod stats;
 pub mod wire;
 

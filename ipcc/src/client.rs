@@ -9,16 +9,18 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::recv_fds;
+use ringlink_common::seqpacket::{self, SockRx, SockTx};
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN,
-    NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS,
+    NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
 };
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
-use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring, WakeFds};
+use ringlink_ringbuf::{Ring, WakeFds};
+
+use crate::link::{Link, Refused, ShmLink, SockLink, Wait};
 
 /// How to connect.
 #[derive(Clone, Debug)]
@@ -81,22 +83,13 @@ pub struct Message {
     pub len: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wait {
-    Response,
-    Event,
-    Space,
-}
-
 /// A connection to a ringlink service. `Send`, not `Sync`: one thread
 /// drives it at a time.
 pub struct Client {
+    /// The handshake's stream socket: kept open to see the server's death
+    /// (and, with the socket transport, its flow-control level).
     sock: UnixStream,
-    /// Request, response and event rings.
-    rings: [Ring; 3],
-    request: Producer,
-    response: Consumer,
-    event: Consumer,
+    link: Link,
     id: u64,
     max_message: usize,
     server: Credentials,
@@ -106,6 +99,8 @@ pub struct Client {
     stash: VecDeque<(Message, Vec<u8>)>,
     spin: Duration,
     fc_enable_max: u32,
+    /// The server's flow-control level (socket transport).
+    level: Cell<u32>,
     epoll: Epoll,
 }
 
@@ -117,10 +112,10 @@ fn expired(deadline: Option<Instant>, timeout: Option<Duration>) -> bool {
     timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d)
 }
 
-/// Whether the server's flow-control level (published in the request
-/// ring's user word) holds sends back at this threshold.
-fn flow_controlled(request_ring: &Ring, threshold: u32) -> bool {
-    threshold != 0 && request_ring.user_word() >= threshold
+/// Whether the server's flow-control level holds sends back at this
+/// threshold.
+fn flow_controlled(level: u32, threshold: u32) -> bool {
+    threshold != 0 && level >= threshold
 }
 
 fn io_err(e: nix::errno::Errno) -> Error {
@@ -201,75 +196,43 @@ impl Client {
         if answer.status != Status::Ok {
             return Err(Error::Rejected(answer.status));
         }
-        // Named rings: the path prefix of the ring files follows.
-        let mut prefix = vec![0u8; answer.path_len as usize];
-        if !prefix.is_empty() {
-            sock.set_read_timeout(Some(left()))?;
-            (&sock).read_exact(&mut prefix).map_err(timed)?;
-        }
         let server = Credentials::of_peer(&sock)?;
-        let named = !prefix.is_empty();
-        let expected = if named { NAMED_SHM_FDS } else { SHM_FDS };
-        if fds.len() != expected || answer.fd_count as usize != expected {
-            return Err(Error::Protocol(format!(
-                "expected {expected} fds, got {}",
-                fds.len()
-            )));
-        }
-        let paths = if named {
-            Some(ring_paths(&prefix)?)
-        } else {
-            None
-        };
         let max_message = answer.max_message as usize;
-        let mut fds = fds.into_iter();
-        let mut index = 0;
-        let mut next_ring = |capacity: u64| -> Result<Ring> {
-            let memory = if named { None } else { fds.next() };
-            let (Some(data_ready), Some(space_ready)) = (fds.next(), fds.next()) else {
-                return Err(Error::Protocol("missing ring fds".into()));
-            };
-            let wake = Some(WakeFds {
-                data_ready,
-                space_ready,
-            });
-            let ring = match (&paths, memory) {
-                (Some(paths), _) => open_named(&paths[index], wake, server)?,
-                (None, Some(memory)) => Ring::from_fds(memory, wake)
-                    .map_err(|e| Error::protocol("ring from server", e))?,
-                (None, None) => return Err(Error::Protocol("missing ring fds".into())),
-            };
-            index += 1;
-            if ring.capacity() as u64 != capacity
-                || ring.max_payload() < MSG_HEADER_LEN + max_message
-            {
-                return Err(Error::Protocol(
-                    "ring size disagrees with the handshake".into(),
-                ));
+        let (link, level) = match opts.transport {
+            Transport::Socket => {
+                if answer.path_len != 0
+                    || fds.len() != SOCKET_FDS
+                    || answer.fd_count as usize != SOCKET_FDS
+                {
+                    return Err(Error::Protocol(format!(
+                        "expected {SOCKET_FDS} sockets, got {} fds",
+                        fds.len()
+                    )));
+                }
+                // The initial flow-control level follows the response.
+                let mut level = [0u8; 1];
+                sock.set_read_timeout(Some(left()))?;
+                (&sock).read_exact(&mut level).map_err(timed)?;
+                let mut fds = fds.into_iter();
+                let (Some(rr), Some(ev)) = (fds.next(), fds.next()) else {
+                    return Err(Error::Protocol("missing sockets".into()));
+                };
+                for fd in [&rr, &ev] {
+                    seqpacket::check(fd.as_fd())
+                        .map_err(|e| Error::protocol("socket from server", e))?;
+                }
+                let link = Link::Sock(SockLink {
+                    tx: SockTx::new(rr.try_clone()?)?,
+                    rx: SockRx::new(rr, max_message),
+                    ev: SockRx::new(ev, max_message),
+                });
+                (link, u32::from(level[0]))
             }
-            Ok(ring)
+            Transport::Shm => {
+                let shm = shm_link(&sock, fds, &answer, server, opts, left, timed)?;
+                (Link::Shm(shm), 0)
+            }
         };
-        let rings = [
-            next_ring(answer.request_capacity)?,
-            next_ring(answer.response_capacity)?,
-            next_ring(answer.event_capacity)?,
-        ];
-        let claim = |e| Error::protocol("ring role", e);
-        let mut request = rings[0].producer().map_err(claim)?;
-        let mut response = rings[1].consumer().map_err(claim)?;
-        let mut event = rings[2].consumer().map_err(claim)?;
-        for spin in [&mut response, &mut event] {
-            spin.set_spin(opts.spin);
-        }
-        request.set_spin(opts.spin);
-        if let Some(paths) = &paths {
-            // Mapped: the names are no longer needed. The server removes
-            // them too; whoever is first wins (we may lack the right to,
-            // in a sticky directory, if the files are not ours).
-            for p in paths {
-                let _ = std::fs::remove_file(p);
-            }
-        }
 
         (&sock).write_all(&Confirm.encode()).map_err(timed)?;
         sock.set_read_timeout(None)?;
@@ -277,9 +240,7 @@ impl Client {
         sock.set_nonblocking(true)?;
 
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_err)?;
-        let fds = [rings[1].data_ready_fd(), rings[2].data_ready_fd()];
-        for (i, fd) in fds.into_iter().enumerate() {
-            let fd = fd.ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
+        for (i, fd) in link.readable_fds()?.into_iter().enumerate() {
             epoll
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
                 .map_err(io_err)?;
@@ -293,10 +254,7 @@ impl Client {
 
         Ok(Client {
             sock,
-            rings,
-            request,
-            response,
-            event,
+            link,
             id: answer.connection_id,
             max_message,
             server,
@@ -305,6 +263,7 @@ impl Client {
             stash: VecDeque::new(),
             spin: opts.spin,
             fc_enable_max: opts.fc_enable_max,
+            level: Cell::new(level),
             epoll,
         })
     }
@@ -336,22 +295,42 @@ impl Client {
     /// Whether the connection is still up: checks the socket for a
     /// hang-up and the rings for a close, without waiting.
     pub fn is_connected(&self) -> bool {
-        if !self.connected.get() {
-            return false;
-        }
-        let mut byte = [0u8; 1];
-        let alive = match (&self.sock).read(&mut byte) {
-            Err(e) => matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ),
-            Ok(_) => false, // end of stream, or data the server must not send
-        };
-        if !alive || self.response.is_closed() || self.event.is_closed() || self.request.is_closed()
-        {
+        self.poll_control();
+        if self.connected.get() && self.link.closed() {
             self.connected.set(false);
         }
         self.connected.get()
+    }
+
+    /// Reads what the server wrote on the stream socket since the
+    /// handshake: nothing over shared memory (any byte is a violation),
+    /// flow-control levels with the socket transport; end of stream means
+    /// the server is gone.
+    fn poll_control(&self) {
+        let mut buf = [0u8; 64];
+        while self.connected.get() {
+            match (&self.sock).read(&mut buf) {
+                Ok(n) if n > 0 && matches!(self.link, Link::Sock(_)) => {
+                    self.level.set(u32::from(buf[n - 1]));
+                }
+                Ok(_) => self.connected.set(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.connected.set(false);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The server's flow-control level, as last seen.
+    fn level(&self) -> u32 {
+        match &self.link {
+            Link::Shm(l) => l.rings[0].user_word(),
+            Link::Sock(_) => self.level.get(),
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -420,31 +399,29 @@ impl Client {
         self.check()?;
         let deadline = deadline_after(timeout);
         let seq = self.next_seq;
+        let header = MsgHeader {
+            id,
+            size: len as u32,
+            error: 0,
+            seq,
+        };
         loop {
-            let attempt = if flow_controlled(&self.rings[0], self.fc_enable_max) {
-                Err(PushError::Full)
+            if self.fc_enable_max != 0 && matches!(self.link, Link::Sock(_)) {
+                // Levels arrive on the stream socket: read them first.
+                self.poll_control();
+                self.check()?;
+            }
+            let attempt = if flow_controlled(self.level(), self.fc_enable_max) {
+                Err(Refused::Full)
             } else {
-                self.request.try_reserve(MSG_HEADER_LEN + len)
+                self.link.try_send(header, parts, self.max_message)
             };
             match attempt {
-                Ok(mut grant) => {
-                    MsgHeader {
-                        id,
-                        size: len as u32,
-                        error: 0,
-                        seq,
-                    }
-                    .encode_into(&mut grant);
-                    let mut at = MSG_HEADER_LEN;
-                    for p in parts {
-                        grant[at..at + p.len()].copy_from_slice(p);
-                        at += p.len();
-                    }
-                    grant.commit();
+                Ok(()) => {
                     self.next_seq += 1;
                     return Ok(seq);
                 }
-                Err(PushError::Full) => {
+                Err(Refused::Full) => {
                     if timeout == Some(Duration::ZERO) || expired(deadline, timeout) {
                         if !self.is_connected() {
                             return Err(self.fail(Error::Disconnected));
@@ -457,16 +434,7 @@ impl Client {
                     }
                     self.wait(Wait::Space, deadline)?;
                 }
-                Err(PushError::Corrupt(c)) => {
-                    return Err(self.fail(Error::protocol("server corrupted the request ring", c)))
-                }
-                Err(PushError::TooLarge { .. }) => {
-                    return Err(Error::MessageTooLarge {
-                        len,
-                        max: self.max_message,
-                    })
-                }
-                Err(_) => return Err(self.fail(Error::Disconnected)),
+                Err(Refused::Fatal(e)) => return Err(self.fail(e)),
             }
         }
     }
@@ -528,45 +496,9 @@ impl Client {
     fn read(&mut self, which: Wait, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
         let deadline = deadline_after(timeout);
         loop {
-            // No connection check here: records the server published
-            // before it went away are still delivered.
-            let rx = if which == Wait::Event {
-                &mut self.event
-            } else {
-                &mut self.response
-            };
-            let outcome = match rx.try_peek() {
-                Ok(record) => {
-                    let got = MsgHeader::decode(&record).map(|h| {
-                        let len = h.size as usize;
-                        let msg = Message {
-                            id: h.id,
-                            seq: h.seq,
-                            error: h.error,
-                            len,
-                        };
-                        if len > buf.len() {
-                            return Err(Error::BufferTooSmall { needed: len });
-                        }
-                        buf[..len].copy_from_slice(&record[MSG_HEADER_LEN..]);
-                        record.release();
-                        Ok(msg)
-                    });
-                    match got {
-                        Ok(r) => Some(r),
-                        Err(e) => Some(Err(Error::protocol(
-                            "bad message header from the server",
-                            e,
-                        ))),
-                    }
-                }
-                Err(PopError::Empty) => None,
-                Err(PopError::Corrupt(c)) => {
-                    Some(Err(Error::protocol("server corrupted its ring", c)))
-                }
-                Err(_) => Some(Err(Error::Disconnected)),
-            };
-            match outcome {
+            // No connection check here: messages the server sent before
+            // it went away are still delivered.
+            match self.link.try_read(which, buf) {
                 Some(Ok(msg)) => return Ok(msg),
                 Some(Err(e)) => return Err(self.fail(e)),
                 None => {
@@ -588,71 +520,16 @@ impl Client {
         }
     }
 
-    /// Waits until `which` may have progressed: spins, then sleeps on the
-    /// ring's eventfd and the socket together, so a dead server wakes us.
+    /// Waits until `which` may have progressed (see [`Link::wait`]); a
+    /// dead server wakes us.
     fn wait(&mut self, which: Wait, deadline: Option<Instant>) -> Result<()> {
-        let need = MSG_HEADER_LEN;
-        let ready = match which {
-            Wait::Response => {
-                let rx = &self.response;
-                ringlink_ringbuf::wake::spin_until(self.spin, || {
-                    rx.pending_bytes() > 0 || rx.is_closed()
-                })
-            }
-            Wait::Event => {
-                let rx = &self.event;
-                ringlink_ringbuf::wake::spin_until(self.spin, || {
-                    rx.pending_bytes() > 0 || rx.is_closed()
-                })
-            }
-            Wait::Space => {
-                let (tx, ring, max) = (&mut self.request, &self.rings[0], self.fc_enable_max);
-                ringlink_ringbuf::wake::spin_until(self.spin, || {
-                    !flow_controlled(ring, max) && tx.has_room(need).unwrap_or(true)
-                })
-            }
+        let held = flow_controlled(self.level(), self.fc_enable_max);
+        let fc = (self.fc_enable_max, held);
+        let fired = match self.link.wait(which, &self.sock, deadline, self.spin, fc) {
+            Ok(fired) => fired,
+            Err(e) => return Err(self.fail(e)),
         };
-        if ready {
-            return Ok(());
-        }
-        let armed = match which {
-            Wait::Response => self.response.arm_wake(),
-            Wait::Event => self.event.arm_wake(),
-            Wait::Space => self.request.arm_wake(),
-        };
-        // Read after raising the flag: the server lowers the level, then
-        // wakes flagged waiters (`Ring::wake_waiters`), so either we see
-        // the new level here or we are woken.
-        if !armed || (which == Wait::Space && !flow_controlled(&self.rings[0], self.fc_enable_max))
-        {
-            return Ok(());
-        }
-        let fd = match which {
-            Wait::Response => self.rings[1].data_ready_fd(),
-            Wait::Event => self.rings[2].data_ready_fd(),
-            Wait::Space => self.rings[0].space_ready_fd(),
-        };
-        let fd = fd.ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
-        // No deadline: no timeout given, or one too long to represent
-        // (`Duration::MAX`), which is the same thing.
-        let poll_timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut fds = [
-            PollFd::new(fd, PollFlags::POLLIN),
-            PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, poll_timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(self.fail(io_err(e))),
-        }
-        let sock_events = fds[1].revents().unwrap_or(PollFlags::empty());
-        if !sock_events.is_empty() && !self.is_connected() {
+        if fired && !self.is_connected() {
             let e = self.fail(Error::Disconnected);
             // A reader goes back to drain what the server published before
             // it left (then gets `Disconnected`); a sender stops here.
@@ -667,9 +544,7 @@ impl Client {
     /// readable when a response or event arrives or the server goes away;
     /// it may also wake spuriously.
     pub fn prepare_poll(&mut self) -> bool {
-        let a = self.response.arm_wake();
-        let b = self.event.arm_wake();
-        a && b
+        self.link.prepare_poll()
     }
 
     /// Closes the connection. Dropping the client does the same.
@@ -702,6 +577,93 @@ impl fmt::Debug for Client {
             .field("connected", &self.connected.get())
             .finish_non_exhaustive()
     }
+}
+
+/// Maps the three rings the server sent (memfds, or named files opened by
+/// the path prefix that follows the response) and claims the client's
+/// roles.
+fn shm_link(
+    mut sock: &UnixStream,
+    fds: Vec<OwnedFd>,
+    answer: &ConnectResponse,
+    server: Credentials,
+    opts: &ConnectOptions,
+    left: impl Fn() -> Duration,
+    timed: impl Fn(io::Error) -> Error,
+) -> Result<ShmLink> {
+    // Named rings: the path prefix of the ring files follows.
+    let mut prefix = vec![0u8; answer.path_len as usize];
+    if !prefix.is_empty() {
+        sock.set_read_timeout(Some(left()))?;
+        sock.read_exact(&mut prefix).map_err(timed)?;
+    }
+    let named = !prefix.is_empty();
+    let expected = if named { NAMED_SHM_FDS } else { SHM_FDS };
+    if fds.len() != expected || answer.fd_count as usize != expected {
+        return Err(Error::Protocol(format!(
+            "expected {expected} fds, got {}",
+            fds.len()
+        )));
+    }
+    let paths = if named {
+        Some(ring_paths(&prefix)?)
+    } else {
+        None
+    };
+    let max_message = answer.max_message as usize;
+    let mut fds = fds.into_iter();
+    let mut index = 0;
+    let mut next_ring = |capacity: u64| -> Result<Ring> {
+        let memory = if named { None } else { fds.next() };
+        let (Some(data_ready), Some(space_ready)) = (fds.next(), fds.next()) else {
+            return Err(Error::Protocol("missing ring fds".into()));
+        };
+        let wake = Some(WakeFds {
+            data_ready,
+            space_ready,
+        });
+        let ring = match (&paths, memory) {
+            (Some(paths), _) => open_named(&paths[index], wake, server)?,
+            (None, Some(memory)) => {
+                Ring::from_fds(memory, wake).map_err(|e| Error::protocol("ring from server", e))?
+            }
+            (None, None) => return Err(Error::Protocol("missing ring fds".into())),
+        };
+        index += 1;
+        if ring.capacity() as u64 != capacity || ring.max_payload() < MSG_HEADER_LEN + max_message {
+            return Err(Error::Protocol(
+                "ring size disagrees with the handshake".into(),
+            ));
+        }
+        Ok(ring)
+    };
+    let rings = [
+        next_ring(answer.request_capacity)?,
+        next_ring(answer.response_capacity)?,
+        next_ring(answer.event_capacity)?,
+    ];
+    let claim = |e| Error::protocol("ring role", e);
+    let mut request = rings[0].producer().map_err(claim)?;
+    let mut response = rings[1].consumer().map_err(claim)?;
+    let mut event = rings[2].consumer().map_err(claim)?;
+    for spin in [&mut response, &mut event] {
+        spin.set_spin(opts.spin);
+    }
+    request.set_spin(opts.spin);
+    if let Some(paths) = &paths {
+        // Mapped: the names are no longer needed. The server removes
+        // them too; whoever is first wins (we may lack the right to,
+        // in a sticky directory, if the files are not ours).
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(ShmLink {
+        rings,
+        request,
+        response,
+        event,
+    })
 }
 
 /// The three ring file paths of a named-ring connection, from the prefix

@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 mod client;
+mod link;
 
 pub use client::{Client, ConnectOptions, Message};
 pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
+use std::time::Instant;
+
+use ringlink_common::seqpacket::{self, SendError, SockTx};
 use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
 use ringlink_common::{ConnectionStats, Credentials, Error, Result};
 use ringlink_ringbuf::{Producer, PushError};
@@ -27,10 +30,11 @@ pub(crate) struct ConnInner {
     pub(crate) credentials: Credentials,
     pub(crate) max_message: usize,
     pub(crate) connected_at: SystemTime,
-    /// Server → client rings. `None` once the connection is destroyed, so
-    /// that clones held by the application keep no mapping alive.
-    pub(crate) response: Mutex<Option<Producer>>,
-    pub(crate) event: Mutex<Option<Producer>>,
+    /// Server → client rings or sockets. `None` once the connection is
+    /// destroyed, so that clones held by the application keep no mapping
+    /// or fd alive.
+    pub(crate) response: Mutex<Option<Tx>>,
+    pub(crate) event: Mutex<Option<Tx>>,
     pub(crate) alive: AtomicBool,
     pub(crate) context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
     pub(crate) control: Arc<Control>,
@@ -66,7 +70,25 @@ impl Counters {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The sending end of a server → client channel.
+pub(crate) enum Tx {
+    /// A shared-memory ring.
+    Ring(Producer),
+    /// A `SOCK_SEQPACKET` socket (the socket transport).
+    Sock(SockTx),
+}
+
+impl Tx {
+    /// Bytes sent and not yet read by the client.
+    fn queued(&self) -> usize {
+        match self {
+            Tx::Ring(p) => p.pending_bytes(),
+            Tx::Sock(s) => s.queued(),
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another sender cannot leave a producer half-updated (its
     // state changes only in `commit`), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -105,7 +127,7 @@ impl Connection {
         let c = &self.inner.counters;
         let event_queue_bytes = lock(&self.inner.event)
             .as_ref()
-            .map_or(0, |p| p.pending_bytes() as u64);
+            .map_or(0, |p| p.queued() as u64);
         ConnectionStats {
             id: self.inner.id,
             client_pid: self.inner.credentials.pid,
@@ -266,10 +288,10 @@ impl Connection {
     }
 }
 
-/// Writes one message record: header, then the parts. Returns the
-/// payload length.
+/// Writes one message: header, then the parts. Returns the payload
+/// length.
 fn write_message(
-    ring: &Mutex<Option<Producer>>,
+    ring: &Mutex<Option<Tx>>,
     max: usize,
     mut header: MsgHeader,
     parts: &[IoSlice<'_>],
@@ -284,7 +306,21 @@ fn write_message(
     }
     header.size = len as u32;
     let mut guard = lock(ring);
-    let producer = guard.as_mut().ok_or(Error::Disconnected)?;
+    match guard.as_mut().ok_or(Error::Disconnected)? {
+        Tx::Ring(producer) => write_record(producer, header, parts, timeout, max)?,
+        Tx::Sock(tx) => write_datagrams(tx, header, parts, timeout)?,
+    }
+    Ok(len)
+}
+
+fn write_record(
+    producer: &mut Producer,
+    header: MsgHeader,
+    parts: &[IoSlice<'_>],
+    timeout: Option<Duration>,
+    max: usize,
+) -> Result<()> {
+    let len = header.size as usize;
     let total = MSG_HEADER_LEN + len;
     let grant = match timeout {
         None => producer.try_reserve(total),
@@ -305,7 +341,34 @@ fn write_message(
         at += p.len();
     }
     grant.commit();
-    Ok(len)
+    Ok(())
+}
+
+/// Sends a message on a socket, waiting up to `timeout` for room (the
+/// caller holds the connection's lock for that direction meanwhile).
+fn write_datagrams(
+    tx: &mut SockTx,
+    header: MsgHeader,
+    parts: &[IoSlice<'_>],
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        match tx.try_send(&header, parts) {
+            Ok(()) => return Ok(()),
+            Err(SendError::WouldBlock) => {}
+            Err(SendError::Closed) => return Err(Error::Disconnected),
+            Err(SendError::Io(e)) => return Err(Error::Io(e)),
+        }
+        let Some(deadline) = deadline else {
+            return Err(Error::WouldBlock);
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::TimedOut);
+        }
+        let mut fds = [nix::poll::PollFd::new(tx.fd(), seqpacket::WRITABLE)];
+        seqpacket::poll_until(&mut fds, Some(deadline))?;
+    }
 }
 
 impl fmt::Debug for Connection {

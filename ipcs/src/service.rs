@@ -14,16 +14,19 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::send_fds;
+use ringlink_common::seqpacket::{self, RecvError, SockRx, SockTx};
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, WireError, CONFIRM_LEN,
-    MSG_HEADER_LEN, NAMED_SHM_FDS, REQUEST_LEN, SHM_FDS,
+    MAX_RING_PATH, MSG_HEADER_LEN, NAMED_SHM_FDS, REQUEST_LEN, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
 };
-use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats};
-use ringlink_ringbuf::{Consumer, PopError, Producer, Ring};
+use ringlink_common::{
+    Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats, Transport,
+};
+use ringlink_ringbuf::{Consumer, PopError, Ring};
 
 use crate::rings::{self, RingDir};
 
-use crate::connection::{ConnInner, Counters};
+use crate::connection::{lock, ConnInner, Counters, Tx};
 use crate::control::{Control, ShutdownHandle};
 use crate::slab::Slab;
 use crate::sources::{FdId, Foreign, Interest, Readiness, Timer, TimerId};
@@ -56,23 +59,48 @@ struct Pending {
     id: u64,
     credentials: Credentials,
     max_message: usize,
-    rings: [Ring; 3],
-    request: Consumer,
-    response: Producer,
-    event: Producer,
+    link: Made,
+    /// The flow-control level the client was told (socket transport).
+    level: u32,
     buf: [u8; CONFIRM_LEN],
     got: usize,
+}
+
+/// A connection's channels, as made during the handshake.
+enum Made {
+    Shm(Box<rings::Made>),
+    Sock {
+        /// Server ends of the request/response and event socket pairs.
+        rr: OwnedFd,
+        ev: OwnedFd,
+    },
 }
 
 /// A live connection, as the loop holds it.
 struct Conn {
     handle: Connection,
     sock: UnixStream,
-    request: Consumer,
-    /// Request, response and event rings.
-    rings: [Ring; 3],
-    /// Waiting for room in the response ring before taking more requests.
+    link: Link,
+    /// Waiting for room for a response before taking more requests.
     parked: bool,
+}
+
+/// How a live connection's requests arrive.
+enum Link {
+    Shm {
+        request: Consumer,
+        /// Request, response and event rings.
+        rings: [Ring; 3],
+    },
+    Sock {
+        rx: SockRx,
+        /// Epoll said the socket is readable and it has not been read
+        /// dry since (edge-triggered).
+        readable: bool,
+        /// The event socket (its sending half is in the `Connection`),
+        /// registered for writability.
+        ev: OwnedFd,
+    },
 }
 
 /// What to do with a handshake after reading from it.
@@ -433,7 +461,9 @@ impl<H: Handler> Service<H> {
             self.last_work = Instant::now();
             return Ok(());
         }
-        if timeout != Some(Duration::ZERO) {
+        // Sockets are watched by epoll alone: polling them would cost a
+        // system call per connection and turn.
+        if timeout != Some(Duration::ZERO) && self.opts.transport == Transport::Shm {
             let budget =
                 (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
             if ringlink_ringbuf::wake::spin_until(budget, || self.sweep()) {
@@ -479,12 +509,8 @@ impl<H: Handler> Service<H> {
                     }
                 }
                 CONN_SOCK => self.check_socket(slot, ev.events()),
-                CONN_SPACE => {
-                    if let Some(c) = self.conns.get_mut(slot) {
-                        c.parked = false;
-                    }
-                }
-                _ => {} // CONN_REQ: the sweep below reads the ring.
+                kind @ (CONN_REQ | CONN_SPACE) => self.conn_ready(slot, kind, ev.events()),
+                _ => {}
             }
         }
         self.expire_handshakes();
@@ -512,54 +538,74 @@ impl<H: Handler> Service<H> {
             if conn.parked || !conn.handle.is_connected() {
                 continue;
             }
-            for _ in 0..per_turn {
-                let record = match conn.request.try_peek() {
-                    Ok(record) => record,
-                    Err(PopError::Empty) => break,
-                    Err(PopError::Corrupt(c)) => {
-                        self.dead.push((
-                            slot,
-                            Some(format!("client corrupted its request ring: {c}")),
-                        ));
-                        break;
-                    }
-                    Err(_) => {
-                        self.dead.push((slot, None)); // the client closed its ring
-                        break;
-                    }
-                };
-                // Take the request only if its answer will fit; otherwise
-                // leave it in the ring and park until the client reads.
-                match response_room(&conn.handle, &mut conn.parked) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(why) => {
-                        self.dead.push((slot, Some(why)));
-                        break;
-                    }
+            let dispatch = |conn: &Connection, header, payload: &[u8]| {
+                let request = Request { header, payload };
+                let c = &conn.inner.counters;
+                Counters::add(&c.requests, 1);
+                Counters::add(&c.bytes_received, payload.len() as u64);
+                match trace {
+                    None => handler.message(conn, &request),
+                    Some(hook) => traced(hook, handler.as_ref(), conn, &request),
                 }
-                match MsgHeader::decode(&record) {
-                    Ok(header) => {
-                        let request = Request {
-                            header,
-                            payload: &record[MSG_HEADER_LEN..],
-                        };
-                        let c = &conn.handle.inner.counters;
-                        Counters::add(&c.requests, 1);
-                        Counters::add(&c.bytes_received, request.payload.len() as u64);
-                        match trace {
-                            None => handler.message(&conn.handle, &request),
-                            Some(hook) => traced(hook, handler.as_ref(), &conn.handle, &request),
+            };
+            for _ in 0..per_turn {
+                // Take a request only if its answer will fit; otherwise
+                // leave it queued and park until the client reads.
+                let fault = match &mut conn.link {
+                    Link::Shm { request, .. } => match request.try_peek() {
+                        Ok(record) => match response_room(&conn.handle, &mut conn.parked) {
+                            Ok(true) => match MsgHeader::decode(&record) {
+                                Ok(header) => {
+                                    dispatch(&conn.handle, header, &record[MSG_HEADER_LEN..]);
+                                    record.release();
+                                    did = true;
+                                    None
+                                }
+                                Err(e) => Some(Some(format!("bad request header: {e}"))),
+                            },
+                            Ok(false) => break,
+                            Err(why) => Some(Some(why)),
+                        },
+                        Err(PopError::Empty) => break,
+                        Err(PopError::Corrupt(c)) => {
+                            Some(Some(format!("client corrupted its request ring: {c}")))
+                        }
+                        Err(_) => Some(None), // the client closed its ring
+                    },
+                    Link::Sock { rx, readable, .. } => {
+                        if !*readable {
+                            break;
+                        }
+                        match rx.fill() {
+                            Ok(()) => match response_room(&conn.handle, &mut conn.parked) {
+                                Ok(true) => {
+                                    let (header, payload) = rx.message().expect("filled");
+                                    dispatch(&conn.handle, header, payload);
+                                    rx.consume();
+                                    did = true;
+                                    None
+                                }
+                                Ok(false) => break,
+                                Err(why) => Some(Some(why)),
+                            },
+                            Err(RecvError::Empty) => {
+                                *readable = false;
+                                break;
+                            }
+                            Err(RecvError::Closed) => Some(None),
+                            Err(RecvError::Protocol(why)) => {
+                                Some(Some(format!("client broke the socket framing: {why}")))
+                            }
+                            Err(RecvError::Io(e)) => {
+                                Some(Some(format!("error on the request socket: {e}")))
+                            }
                         }
                     }
-                    Err(e) => {
-                        self.dead
-                            .push((slot, Some(format!("bad request header: {e}"))));
-                        break;
-                    }
+                };
+                if let Some(fault) = fault {
+                    self.dead.push((slot, fault));
+                    break;
                 }
-                record.release();
-                did = true;
                 if !conn.handle.is_connected() {
                     break; // disconnected by the handler
                 }
@@ -582,18 +628,32 @@ impl<H: Handler> Service<H> {
         // Raise every flag, pay the sleeper's fence (a membarrier) once,
         // then check every ring: the wake-up handshake for all
         // connections at the price of one.
+        // Socket connections need no arming (epoll watches them), but one
+        // left readable (by the rate limit) has work now.
         let live = |c: &Conn| !c.parked && c.handle.is_connected();
+        let mut sleep = true;
+        let mut rings = false;
         for slot in 0..self.conns.slots() {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
-                c.request.raise_wake_flag();
+                match &mut c.link {
+                    Link::Shm { request, .. } => {
+                        request.raise_wake_flag();
+                        rings = true;
+                    }
+                    Link::Sock { readable, .. } => sleep &= !*readable,
+                }
             }
         }
+        if !rings {
+            return sleep;
+        }
         ringlink_ringbuf::wake::sleeper_fence();
-        let mut sleep = true;
         for slot in 0..self.conns.slots() {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
-                if !c.request.confirm_wake() {
-                    sleep = false;
+                if let Link::Shm { request, .. } = &mut c.link {
+                    if !request.confirm_wake() {
+                        sleep = false;
+                    }
                 }
             }
         }
@@ -625,9 +685,21 @@ impl<H: Handler> Service<H> {
                 counters.flow_control.store(level > 0, Ordering::Relaxed);
                 Counters::add(&counters.flow_control_changes, 1);
             }
-            c.rings[0].set_user_word(level);
-            if lowered {
-                c.rings[0].wake_waiters();
+            match &c.link {
+                Link::Shm { rings, .. } => {
+                    rings[0].set_user_word(level);
+                    if lowered {
+                        rings[0].wake_waiters();
+                    }
+                }
+                // One byte on the connection's stream socket, which the
+                // client reads before its sends and polls while it waits.
+                // A client that never reads fills its socket buffer and
+                // misses changes: its problem alone.
+                Link::Sock { .. } if changed => {
+                    let _ = (&c.sock).write(&[level as u8]);
+                }
+                Link::Sock { .. } => {}
             }
         }
     }
@@ -825,71 +897,92 @@ impl<H: Handler> Service<H> {
         let max_message = self.opts.negotiate(req.max_message);
         let id = self.next_id;
         self.next_id += 1;
-        let named = self
-            .ring_dir
-            .as_ref()
-            .map(|d| (d, self.handler.ring_auth(&credentials)));
-        let made = match rings::make(id, max_message, named) {
+        let level = self.rate.flow_control_level();
+        let made = match self.opts.transport {
+            Transport::Shm => {
+                let named = self
+                    .ring_dir
+                    .as_ref()
+                    .map(|d| (d, self.handler.ring_auth(&credentials)));
+                rings::make(id, max_message, named).map(|made| (Made::Shm(Box::new(made)), None))
+            }
+            Transport::Socket => (|| {
+                let (rr, rr_client) = seqpacket::pair()?;
+                let (ev, ev_client) = seqpacket::pair()?;
+                Ok((Made::Sock { rr, ev }, Some([rr_client, ev_client])))
+            })(),
+        };
+        let (made, client_ends) = match made {
             Ok(made) => made,
             Err(e) => {
                 if let Some(hook) = &self.on_error {
                     hook(&Fault {
                         connection: None,
-                        what: &format!("cannot make a connection's rings: {e}"),
+                        what: &format!("cannot make a connection's channels: {e}"),
                     });
                 }
                 return reject(&self.control, h, Status::Resources);
             }
         };
-        let rings = &made.rings;
-        // The flow-control level is in the ring before the client can
-        // see it, so a client connecting during `Off` is held back from
-        // its first send (`promote` writes it again, in case the rate
-        // changes before the confirmation).
-        rings[0].set_user_word(self.rate.flow_control_level());
-        let cap = |r: &Ring| r.capacity() as u64;
-        let prefix = made.path_prefix.as_deref().unwrap_or_default();
-        let fds = made.fds();
-        let answer = ConnectResponse {
+        let mut answer = ConnectResponse {
             status: Status::Ok,
             connection_id: id,
             max_message: max_message as u32,
-            fd_count: fds.len() as u16,
-            path_len: prefix.len() as u16,
-            request_capacity: cap(&rings[0]),
-            response_capacity: cap(&rings[1]),
-            event_capacity: cap(&rings[2]),
+            fd_count: 0,
+            path_len: 0,
+            request_capacity: 0,
+            response_capacity: 0,
+            event_capacity: 0,
         };
-        let expected = if made.path_prefix.is_some() {
-            NAMED_SHM_FDS
-        } else {
-            SHM_FDS
+        let mut bytes = Vec::with_capacity(RESPONSE_LEN + MAX_RING_PATH + 1);
+        let sent = match (&made, &client_ends) {
+            (Made::Shm(m), _) => {
+                // The flow-control level is in the ring before the client
+                // can see it, so a client connecting during `Off` is held
+                // back from its first send (`promote` writes it again, in
+                // case the rate changes before the confirmation).
+                m.rings[0].set_user_word(level);
+                let prefix = m.path_prefix.as_deref().unwrap_or_default();
+                let fds = m.fds();
+                let expected = if m.path_prefix.is_some() {
+                    NAMED_SHM_FDS
+                } else {
+                    SHM_FDS
+                };
+                if fds.len() != expected {
+                    return reject(&self.control, h, Status::Resources);
+                }
+                let cap = |r: &Ring| r.capacity() as u64;
+                answer.fd_count = fds.len() as u16;
+                answer.path_len = prefix.len() as u16;
+                answer.request_capacity = cap(&m.rings[0]);
+                answer.response_capacity = cap(&m.rings[1]);
+                answer.event_capacity = cap(&m.rings[2]);
+                bytes.extend_from_slice(&answer.encode());
+                bytes.extend_from_slice(prefix);
+                send_fds(&h.sock, &bytes, &fds)
+            }
+            (Made::Sock { .. }, Some([rr, ev])) => {
+                answer.fd_count = SOCKET_FDS as u16;
+                bytes.extend_from_slice(&answer.encode());
+                // The initial flow-control level, one byte (later changes
+                // follow on the same stream).
+                bytes.push(level as u8);
+                send_fds(&h.sock, &bytes, &[rr.as_fd(), ev.as_fd()])
+            }
+            (Made::Sock { .. }, None) => return Step::Drop,
         };
-        if fds.len() != expected {
-            return reject(&self.control, h, Status::Resources);
-        }
-        let mut bytes = answer.encode().to_vec();
-        bytes.extend_from_slice(prefix);
-        match send_fds(&h.sock, &bytes, &fds) {
+        match sent {
             Ok(n) if n == bytes.len() => {}
             _ => return Step::Drop,
         }
-        drop(fds);
-        let rings::Made {
-            rings,
-            request,
-            response,
-            event,
-            ..
-        } = made;
+        drop(client_ends);
         h.pending = Some(Box::new(Pending {
             id,
             credentials,
             max_message,
-            rings,
-            request,
-            response,
-            event,
+            link: made,
+            level,
             buf: [0; CONFIRM_LEN],
             got: 0,
         }));
@@ -903,16 +996,52 @@ impl<H: Handler> Service<H> {
         };
         let _ = self.epoll.delete(&h.sock);
         let Some(p) = h.pending else { return };
-        // Named ring files have served their purpose: the client opened
-        // them before confirming (or will never use them).
-        for r in &p.rings {
-            let _ = r.unlink();
+        if let Made::Shm(m) = &p.link {
+            // Named ring files have served their purpose: the client
+            // opened them before confirming (or will never use them).
+            for r in &m.rings {
+                let _ = r.unlink();
+            }
         }
+        let abandon = |this: &mut Self| {
+            this.control.count_abandoned();
+            this.resume_listener();
+        };
         if Confirm::decode(&p.buf).is_err() {
-            self.control.count_abandoned();
-            self.resume_listener();
-            return;
+            return abandon(self);
         }
+        let level = self.rate.flow_control_level();
+        let (response, event, link) = match p.link {
+            Made::Shm(m) => {
+                let m = *m;
+                m.rings[0].set_user_word(level);
+                let link = Link::Shm {
+                    request: m.request,
+                    rings: m.rings,
+                };
+                (Tx::Ring(m.response), Tx::Ring(m.event), link)
+            }
+            Made::Sock { rr, ev } => {
+                let halves = (|| -> io::Result<_> {
+                    let rx = SockRx::new(rr.try_clone()?, p.max_message);
+                    let response = SockTx::new(rr)?;
+                    let event = SockTx::new(ev.try_clone()?)?;
+                    Ok((rx, response, event))
+                })();
+                let Ok((rx, response, event)) = halves else {
+                    return abandon(self);
+                };
+                if level != p.level {
+                    let _ = (&h.sock).write(&[level as u8]);
+                }
+                let link = Link::Sock {
+                    rx,
+                    readable: true,
+                    ev,
+                };
+                (Tx::Sock(response), Tx::Sock(event), link)
+            }
+        };
         let cslot = self.conns.next_slot();
         let handle = Connection {
             inner: Arc::new(ConnInner {
@@ -921,52 +1050,76 @@ impl<H: Handler> Service<H> {
                 credentials: p.credentials,
                 max_message: p.max_message,
                 connected_at: SystemTime::now(),
-                response: Mutex::new(Some(p.response)),
-                event: Mutex::new(Some(p.event)),
+                response: Mutex::new(Some(response)),
+                event: Mutex::new(Some(event)),
                 alive: true.into(),
                 context: RwLock::new(None),
                 control: self.control.clone(),
                 counters: Counters::default(),
             }),
         };
+        let conn = Conn {
+            handle: handle.clone(),
+            sock: h.sock,
+            link,
+            parked: false,
+        };
         let registered = (|| -> io::Result<()> {
             let ev = |flags, kind: u64| EpollEvent::new(flags, kind | cslot as u64);
-            let edge = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+            let edge = EpollFlags::EPOLLET;
             self.epoll.add(
-                &h.sock,
+                &conn.sock,
                 ev(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, CONN_SOCK),
             )?;
-            let req_fd = p.rings[0].data_ready_fd().ok_or(io::ErrorKind::Other)?;
-            self.epoll.add(req_fd, ev(edge, CONN_REQ))?;
-            let space_fd = p.rings[1].space_ready_fd().ok_or(io::ErrorKind::Other)?;
-            self.epoll.add(space_fd, ev(edge, CONN_SPACE))?;
+            let [(req, req_flags), (space, space_flags)] = conn.watched();
+            self.epoll.add(req, ev(edge | req_flags, CONN_REQ))?;
+            self.epoll.add(space, ev(edge | space_flags, CONN_SPACE))?;
             Ok(())
         })();
         if registered.is_err() {
-            let _ = self.epoll.delete(&h.sock);
-            if let Some(fd) = p.rings[0].data_ready_fd() {
+            let _ = self.epoll.delete(&conn.sock);
+            for (fd, _) in conn.watched() {
                 let _ = self.epoll.delete(fd);
             }
-            return;
+            return abandon(self);
         }
-        let level = self.rate.flow_control_level();
-        p.rings[0].set_user_word(level);
         handle
             .inner
             .counters
             .flow_control
             .store(level > 0, Ordering::Relaxed);
-        let at = self.conns.insert(Conn {
-            handle: handle.clone(),
-            sock: h.sock,
-            request: p.request,
-            rings: p.rings,
-            parked: false,
-        });
+        let at = self.conns.insert(conn);
         debug_assert_eq!(at, cslot);
         self.control.registry().insert(p.id, handle.clone());
         self.handler.connection_created(&handle);
         self.resume_listener();
+    }
+
+    /// A connection's request or space fd fired (`CONN_REQ`,
+    /// `CONN_SPACE`).
+    fn conn_ready(&mut self, slot: usize, kind: u64, flags: EpollFlags) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match (&mut c.link, kind) {
+            // Ring data: the sweep reads the ring.
+            (Link::Shm { .. }, CONN_REQ) => {}
+            // Room in the response ring.
+            (Link::Shm { .. }, _) => c.parked = false,
+            (Link::Sock { readable, .. }, CONN_REQ) => {
+                if flags
+                    .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+                {
+                    *readable = true;
+                }
+                if flags.contains(EpollFlags::EPOLLOUT) && flush(&c.handle.inner.response) {
+                    c.parked = false;
+                }
+            }
+            (Link::Sock { .. }, _) => {
+                flush(&c.handle.inner.event);
+            }
+        }
     }
 
     /// A connection's socket is readable or hung up: the client left,
@@ -1008,37 +1161,35 @@ impl<H: Handler> Service<H> {
             });
         }
         let Conn {
-            handle,
-            sock,
-            request,
-            rings,
-            ..
+            handle, sock, link, ..
         } = conn;
         handle.inner.alive.store(false, Ordering::Release);
         self.control.registry().remove(&handle.id());
-        // Close the rings before anyone hears of it: from here every send
-        // fails with `Disconnected` (as `connection_closed` promises), and
-        // a thread blocked sending wakes and releases its lock. The client
-        // still reads what was published before.
-        for r in &rings {
-            r.close();
+        // Close the channels before anyone hears of it: from here every
+        // send fails with `Disconnected` (as `connection_closed`
+        // promises), and a thread blocked sending wakes and releases its
+        // lock. The client still reads what was published before.
+        match &link {
+            Link::Shm { rings, .. } => {
+                for r in rings {
+                    r.close();
+                }
+            }
+            Link::Sock { rx, ev, .. } => {
+                for fd in [rx.fd(), ev.as_fd()] {
+                    let _ = socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Both);
+                }
+            }
         }
         self.handler.connection_closed(&handle);
         let _ = self.epoll.delete(&sock);
-        for fd in [rings[0].data_ready_fd(), rings[1].space_ready_fd()]
-            .into_iter()
-            .flatten()
-        {
+        for (fd, _) in watched(&link) {
             let _ = self.epoll.delete(fd);
         }
         let _ = sock.shutdown(std::net::Shutdown::Both);
-        *handle
-            .inner
-            .response
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
-        *handle.inner.event.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        drop((request, rings, sock));
+        *lock(&handle.inner.response) = None;
+        *lock(&handle.inner.event) = None;
+        drop((link, sock));
         self.control.count_closed();
         self.handler.connection_destroyed(&handle);
         self.resume_listener();
@@ -1051,6 +1202,45 @@ impl<H: Handler> Service<H> {
         for slot in 0..self.handshakes.slots() {
             self.drop_handshake(slot);
         }
+    }
+}
+
+impl Conn {
+    /// The fds the loop watches besides the stream socket, with the
+    /// events wanted (edge-triggered): see [`watched`].
+    fn watched(&self) -> [(BorrowedFd<'_>, EpollFlags); 2] {
+        watched(&self.link)
+    }
+}
+
+/// A connection's request fd (ring data-ready eventfd, or request socket
+/// for reading and, for the response tail, writing) and its space fd
+/// (response ring space-ready eventfd, or event socket for writing).
+fn watched(link: &Link) -> [(BorrowedFd<'_>, EpollFlags); 2] {
+    match link {
+        Link::Shm { rings, .. } => [
+            (
+                rings[0].data_ready_fd().expect("eventfd ring"),
+                EpollFlags::EPOLLIN,
+            ),
+            (
+                rings[1].space_ready_fd().expect("eventfd ring"),
+                EpollFlags::EPOLLIN,
+            ),
+        ],
+        Link::Sock { rx, ev, .. } => [
+            (rx.fd(), EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT),
+            (ev.as_fd(), EpollFlags::EPOLLOUT),
+        ],
+    }
+}
+
+/// Sends what is left of a socket connection's last message in one
+/// direction. Returns whether nothing is left.
+fn flush(tx: &Mutex<Option<Tx>>) -> bool {
+    match lock(tx).as_mut() {
+        Some(Tx::Sock(s)) => s.flush().unwrap_or(true),
+        _ => true,
     }
 }
 
@@ -1121,13 +1311,21 @@ fn traced<H: Handler>(hook: &TraceHook, handler: &H, conn: &Connection, request:
 /// frees space). `Err` if the client corrupted the ring.
 fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<bool, String> {
     let need = MSG_HEADER_LEN + handle.max_message();
-    let mut guard = handle
-        .inner
-        .response
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let Some(tx) = guard.as_mut() else {
-        return Ok(false);
+    let mut guard = lock(&handle.inner.response);
+    let tx = match guard.as_mut() {
+        None => return Ok(false),
+        Some(Tx::Sock(tx)) => {
+            // A socket takes a message while the last one's tail is gone
+            // and the first datagram of the next fits; the tail's
+            // writability (EPOLLOUT on the request socket) unparks.
+            if tx.flush().unwrap_or(true) {
+                return Ok(true);
+            }
+            *parked = true;
+            Counters::add(&handle.inner.counters.recv_retries, 1);
+            return Ok(false);
+        }
+        Some(Tx::Ring(tx)) => tx,
     };
     let corrupt = |e| format!("client corrupted its response ring: {e}");
     if tx.has_room(need).map_err(corrupt)? {

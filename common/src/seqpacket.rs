@@ -1,0 +1,541 @@
+//! The socket transport's framing: messages over Unix `SOCK_SEQPACKET`
+//! sockets, for [`Transport::Socket`](crate::Transport::Socket).
+//!
+//! A message is the same bytes as a ring record (a [`MsgHeader`], then the
+//! payload), sent as one datagram when it fits the socket's send buffer,
+//! otherwise as several: the first carries the header, the next ones the
+//! rest, back to back. `SOCK_SEQPACKET` keeps datagram boundaries and
+//! order, and each direction of a socket has one writer at a time (the
+//! client's thread, or the server's per-connection lock), so fragments of
+//! two messages never interleave. The receiver learns the length from the
+//! header and reassembles; a datagram that would overrun the announced
+//! length, or a length above the negotiated maximum, is a protocol
+//! violation.
+//!
+//! Sends never block: a message whose first datagram does not fit is
+//! refused ([`SendError::WouldBlock`], nothing sent), and the tail of a
+//! message whose later datagrams do not fit is kept and sent by
+//! [`SockTx::flush`] once the peer reads (the owner polls for
+//! writability), so a peer that stops reading can stall only itself.
+
+#![allow(unsafe_code)] // One ioctl (SIOCOUTQ), with a local out-parameter.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::wire::{MsgHeader, WireError, MSG_HEADER_LEN};
+
+/// Send buffer each socket asks for. The kernel caps it at twice
+/// `net.core.wmem_max`; fragments are sized from what it granted.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// `ioctl` reading the bytes in a socket's send queue (`TIOCOUTQ`;
+/// `linux/sockios.h`), missing from the `libc` crate under this name.
+const SIOCOUTQ: libc::Ioctl = libc::TIOCOUTQ;
+
+/// Smallest fragment: below this the kernel's limits are broken, not
+/// just small.
+const MIN_FRAGMENT: usize = 4096;
+
+/// A connected pair of non-blocking, close-on-exec `SOCK_SEQPACKET`
+/// sockets with [`SOCKET_BUFFER`]-sized send buffers (as far as the
+/// kernel allows).
+///
+/// # Errors
+///
+/// The `socketpair` failure.
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    for s in [&a, &b] {
+        // Best effort: a smaller buffer only means more fragments.
+        let _ = socket::setsockopt(s, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
+    Ok((a, b))
+}
+
+/// Checks that `fd` is a `SOCK_SEQPACKET` socket, and makes it
+/// non-blocking (an fd received from a peer is checked before use).
+///
+/// # Errors
+///
+/// `InvalidData` if it is another kind of fd; the `fcntl` failure.
+pub fn check(fd: BorrowedFd<'_>) -> io::Result<()> {
+    match socket::getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::SeqPacket) => {}
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a SOCK_SEQPACKET socket",
+            ))
+        }
+    }
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
+/// Why a message was not sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// No room: nothing was sent (or a previous message's tail is still
+    /// waiting). Poll for writability and retry.
+    WouldBlock,
+    /// The peer closed its end.
+    Closed,
+    /// Any other failure of `sendmsg`.
+    Io(io::Error),
+}
+
+/// Why no message was received.
+#[derive(Debug)]
+pub enum RecvError {
+    /// No complete message yet. Poll for readability and retry.
+    Empty,
+    /// The peer closed its end and everything it sent has been read.
+    Closed,
+    /// The peer broke the framing (the message is not delivered).
+    Protocol(String),
+    /// Any other failure of `recv`.
+    Io(io::Error),
+}
+
+/// The sending half of one direction of a socket-transport connection.
+#[derive(Debug)]
+pub struct SockTx {
+    fd: OwnedFd,
+    /// Largest datagram to send.
+    fragment: usize,
+    /// The unsent tail of the last message.
+    pending: Vec<u8>,
+    /// How much of `pending` is sent.
+    at: usize,
+}
+
+impl SockTx {
+    /// Sends on `fd` (shared with a [`SockRx`] for a socket used both
+    /// ways: each half has its own fd, a `try_clone` of the other).
+    ///
+    /// # Errors
+    ///
+    /// If the send buffer size cannot be read.
+    pub fn new(fd: OwnedFd) -> io::Result<SockTx> {
+        let granted = socket::getsockopt(&fd, sockopt::SndBuf)?;
+        // Half the buffer: one fragment in the peer's queue, one on its
+        // way, and the kernel's per-datagram overhead fits beside them.
+        let fragment = (granted / 2).clamp(MIN_FRAGMENT, 1 << 20);
+        Ok(SockTx {
+            fd,
+            fragment,
+            pending: Vec::new(),
+            at: 0,
+        })
+    }
+
+    /// The socket, to poll for writability while [`has_pending`](Self::has_pending).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether the tail of a message waits to be sent.
+    pub fn has_pending(&self) -> bool {
+        self.at < self.pending.len()
+    }
+
+    /// Bytes sent but not yet read by the peer, plus any unsent tail.
+    pub fn queued(&self) -> usize {
+        let mut outq: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer, which
+        // points to a live local int; the fd is open.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCOUTQ, &mut outq) };
+        let kernel = if r == 0 { outq.max(0) as usize } else { 0 };
+        kernel + (self.pending.len() - self.at)
+    }
+
+    /// Sends what is left of the last message. Returns whether all of it
+    /// is gone.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`], [`SendError::Io`]; never `WouldBlock`
+    /// (that is `Ok(false)`).
+    pub fn flush(&mut self) -> Result<bool, SendError> {
+        while self.has_pending() {
+            let end = (self.at + self.fragment).min(self.pending.len());
+            let part = [IoSlice::new(&self.pending[self.at..end])];
+            match send(&self.fd, &part) {
+                Ok(()) => self.at = end,
+                Err(SendError::WouldBlock) => return Ok(false),
+                Err(SendError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    self.shrink(e)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.pending.clear();
+        self.at = 0;
+        Ok(true)
+    }
+
+    /// Sends one message: `header` (whose `size` must be the total length
+    /// of `parts`) then the payload, gathered from `parts`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::WouldBlock`] if the previous message's tail is still
+    /// waiting or the first datagram does not fit (nothing is sent);
+    /// [`SendError::Closed`]; [`SendError::Io`].
+    pub fn try_send(&mut self, header: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<(), SendError> {
+        if !self.flush()? {
+            return Err(SendError::WouldBlock);
+        }
+        let mut head = [0u8; MSG_HEADER_LEN];
+        header.encode_into(&mut head);
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&head);
+        all.extend(parts.iter().map(|p| &**p).filter(|p| !p.is_empty()));
+        let total = MSG_HEADER_LEN + header.size as usize;
+        let mut off = 0;
+        while off < total {
+            let len = self.fragment.min(total - off);
+            let iov = gather(&all, off, len);
+            match send(&self.fd, &iov) {
+                Ok(()) => off += len,
+                Err(SendError::WouldBlock) if off == 0 => return Err(SendError::WouldBlock),
+                Err(SendError::WouldBlock) => {
+                    // The message is committed: keep its tail for `flush`.
+                    for s in gather(&all, off, total - off) {
+                        self.pending.extend_from_slice(&s);
+                    }
+                    self.at = 0;
+                    return Ok(());
+                }
+                Err(SendError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    self.shrink(e)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A datagram was too large for the socket (its buffer shrank, or
+    /// the system's limits are lower than it said): halve the fragments.
+    fn shrink(&mut self, e: io::Error) -> Result<(), SendError> {
+        if self.fragment <= MIN_FRAGMENT {
+            return Err(SendError::Io(e));
+        }
+        self.fragment = (self.fragment / 2).max(MIN_FRAGMENT);
+        Ok(())
+    }
+}
+
+/// The slices of `all` (concatenated) covering `off..off + len`.
+fn gather<'a>(all: &[&'a [u8]], mut off: usize, mut len: usize) -> Vec<IoSlice<'a>> {
+    let mut out = Vec::with_capacity(all.len());
+    for s in all {
+        if len == 0 {
+            break;
+        }
+        if off >= s.len() {
+            off -= s.len();
+            continue;
+        }
+        let take = (s.len() - off).min(len);
+        out.push(IoSlice::new(&s[off..off + take]));
+        len -= take;
+        off = 0;
+    }
+    out
+}
+
+/// One datagram, without blocking.
+fn send(fd: &OwnedFd, iov: &[IoSlice<'_>]) -> Result<(), SendError> {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    loop {
+        return match socket::sendmsg::<()>(fd.as_raw_fd(), iov, &[], flags, None) {
+            Ok(_) => Ok(()), // a datagram goes whole or not at all
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => Err(SendError::WouldBlock),
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => Err(SendError::Closed),
+            Err(e) => Err(SendError::Io(e.into())),
+        };
+    }
+}
+
+/// The receiving half of one direction of a socket-transport connection:
+/// reassembles messages of at most `max_message` payload bytes.
+#[derive(Debug)]
+pub struct SockRx {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    got: usize,
+    /// Header of the message being assembled, once its first datagram is
+    /// in.
+    header: Option<MsgHeader>,
+}
+
+impl SockRx {
+    /// Receives on `fd`, messages up to `max_message` payload bytes.
+    pub fn new(fd: OwnedFd, max_message: usize) -> SockRx {
+        SockRx {
+            fd,
+            buf: vec![0; MSG_HEADER_LEN + max_message],
+            got: 0,
+            header: None,
+        }
+    }
+
+    /// The socket, to poll for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether a complete message waits in [`message`](Self::message).
+    pub fn ready(&self) -> bool {
+        self.header
+            .is_some_and(|h| self.got == MSG_HEADER_LEN + h.size as usize)
+    }
+
+    /// Reads datagrams until a whole message is in, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`] until then; [`RecvError::Closed`],
+    /// [`RecvError::Protocol`], [`RecvError::Io`].
+    pub fn fill(&mut self) -> Result<(), RecvError> {
+        while !self.ready() {
+            let end = match self.header {
+                Some(h) => MSG_HEADER_LEN + h.size as usize,
+                None => self.buf.len(),
+            };
+            let room = &mut self.buf[self.got..end];
+            // MSG_TRUNC: the datagram's real length, so an oversized one is
+            // seen for what it is rather than silently cut.
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
+            let n = match socket::recv(self.fd.as_raw_fd(), room, flags) {
+                Ok(0) => return Err(RecvError::Closed), // no empty datagrams are sent
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Err(RecvError::Empty),
+                Err(Errno::ECONNRESET) => return Err(RecvError::Closed),
+                Err(e) => return Err(RecvError::Io(e.into())),
+            };
+            if n > room.len() {
+                return Err(self.violation("a datagram overruns its message"));
+            }
+            self.got += n;
+            if self.header.is_none() {
+                if self.got < MSG_HEADER_LEN {
+                    return Err(self.violation("a message shorter than its header"));
+                }
+                let size = u32::from_le_bytes(self.buf[4..8].try_into().expect("4 bytes"));
+                let total = MSG_HEADER_LEN.saturating_add(size as usize);
+                if total > self.buf.len() {
+                    return Err(self.violation("a message larger than the negotiated maximum"));
+                }
+                if self.got > total {
+                    return Err(self.violation("a datagram overruns its message"));
+                }
+                let header = MsgHeader::decode(&self.buf[..total]).map_err(|e: WireError| {
+                    self.got = 0;
+                    RecvError::Protocol(format!("bad message header: {e}"))
+                })?;
+                self.header = Some(header);
+            }
+        }
+        Ok(())
+    }
+
+    /// The complete message, if [`ready`](Self::ready).
+    pub fn message(&self) -> Option<(MsgHeader, &[u8])> {
+        let h = self.header?;
+        let total = MSG_HEADER_LEN + h.size as usize;
+        (self.got == total).then(|| (h, &self.buf[MSG_HEADER_LEN..total]))
+    }
+
+    /// Drops the complete message, making room for the next.
+    pub fn consume(&mut self) {
+        self.header = None;
+        self.got = 0;
+    }
+
+    fn violation(&mut self, what: &str) -> RecvError {
+        self.got = 0;
+        self.header = None;
+        RecvError::Protocol(what.to_owned())
+    }
+}
+
+/// Polls `fds` until one is ready or `deadline` passes (`None`: no
+/// deadline). Interrupted polls return early, as spurious wake-ups.
+///
+/// # Errors
+///
+/// The `poll` failure.
+pub fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<()> {
+    let timeout = match deadline {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    match nix::poll::poll(fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Poll flags for readability, with hang-up.
+pub const READABLE: PollFlags = PollFlags::POLLIN;
+/// Poll flags for writability.
+pub const WRITABLE: PollFlags = PollFlags::POLLOUT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(size: usize, seq: u64) -> MsgHeader {
+        MsgHeader {
+            id: 7,
+            size: size as u32,
+            error: 0,
+            seq,
+        }
+    }
+
+    fn recv_one(rx: &mut SockRx) -> (MsgHeader, Vec<u8>) {
+        loop {
+            match rx.fill() {
+                Ok(()) => break,
+                Err(RecvError::Empty) => std::thread::yield_now(),
+                Err(e) => panic!("recv: {e:?}"),
+            }
+        }
+        let (h, p) = rx.message().expect("ready");
+        let out = (h, p.to_vec());
+        rx.consume();
+        out
+    }
+
+    #[test]
+    fn small_and_fragmented_messages_arrive_whole_and_in_order() {
+        let (a, b) = pair().expect("pair");
+        let mut tx = SockTx::new(a).expect("tx");
+        let max = 4 << 20;
+        let mut rx = SockRx::new(b, max);
+        let sizes = [
+            0usize,
+            1,
+            100,
+            tx.fragment - MSG_HEADER_LEN,
+            tx.fragment,
+            3 * tx.fragment + 5,
+            max,
+        ];
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            for _ in 0..7 {
+                out.push(recv_one(&mut rx));
+            }
+            out
+        });
+        for (i, &n) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..n).map(|j| (j * 31 + i) as u8).collect();
+            // Two slices, split off-centre, to exercise gathering.
+            let cut = n / 3;
+            let parts = [IoSlice::new(&payload[..cut]), IoSlice::new(&payload[cut..])];
+            loop {
+                match tx.try_send(&header(n, i as u64 + 1), &parts) {
+                    Ok(()) => break,
+                    Err(SendError::WouldBlock) => std::thread::yield_now(),
+                    Err(e) => panic!("send: {e:?}"),
+                }
+            }
+        }
+        while !tx.flush().expect("flush") {
+            std::thread::yield_now();
+        }
+        let got = reader.join().expect("reader");
+        for (i, (h, p)) in got.iter().enumerate() {
+            assert_eq!(h.seq, i as u64 + 1);
+            assert_eq!(p.len(), sizes[i]);
+            assert!(p.iter().enumerate().all(|(j, &b)| b == (j * 31 + i) as u8));
+        }
+    }
+
+    #[test]
+    fn a_full_socket_refuses_whole_messages_and_keeps_a_tail() {
+        let (a, b) = pair().expect("pair");
+        let mut tx = SockTx::new(a).expect("tx");
+        let mut rx = SockRx::new(b, 1 << 20);
+        let payload = vec![5u8; 1000];
+        let mut sent = 0u64;
+        loop {
+            match tx.try_send(&header(1000, sent + 1), &[IoSlice::new(&payload)]) {
+                Ok(()) => sent += 1,
+                Err(SendError::WouldBlock) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(sent > 0 && tx.queued() > 0);
+        for seq in 1..=sent {
+            let (h, p) = recv_one(&mut rx);
+            assert_eq!((h.seq, p.len()), (seq, 1000));
+        }
+        assert!(matches!(rx.fill(), Err(RecvError::Empty)));
+    }
+
+    #[test]
+    fn closed_and_hostile_peers_are_reported() {
+        // A datagram shorter than a header.
+        let (a, b) = pair().expect("pair");
+        let mut rx = SockRx::new(b, 1024);
+        socket::send(a.as_raw_fd(), b"abc", MsgFlags::empty()).expect("send");
+        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        // A size above the maximum.
+        let mut h = [0u8; MSG_HEADER_LEN];
+        header(5000, 1).encode_into(&mut h);
+        socket::send(a.as_raw_fd(), &h, MsgFlags::empty()).expect("send");
+        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        // A datagram longer than its header says.
+        let mut m = vec![0u8; MSG_HEADER_LEN + 20];
+        header(10, 1).encode_into(&mut m);
+        socket::send(a.as_raw_fd(), &m, MsgFlags::empty()).expect("send");
+        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        // Nonzero reserved field.
+        let mut m = vec![0u8; MSG_HEADER_LEN];
+        header(0, 1).encode_into(&mut m);
+        m[12] = 1;
+        socket::send(a.as_raw_fd(), &m, MsgFlags::empty()).expect("send");
+        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        // A good one still gets through, then the close.
+        let mut m = vec![0u8; MSG_HEADER_LEN + 3];
+        header(3, 9).encode_into(&mut m);
+        socket::send(a.as_raw_fd(), &m, MsgFlags::empty()).expect("send");
+        drop(a);
+        let (h, p) = recv_one(&mut rx);
+        assert_eq!((h.seq, p.len()), (9, 3));
+        assert!(matches!(rx.fill(), Err(RecvError::Closed)));
+        // And a closed peer refuses sends.
+        let (a, b) = pair().expect("pair");
+        drop(b);
+        let mut tx = SockTx::new(a).expect("tx");
+        assert!(matches!(
+            tx.try_send(&header(0, 1), &[]),
+            Err(SendError::Closed)
+        ));
+    }
+}
