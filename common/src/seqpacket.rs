@@ -116,6 +116,8 @@ pub struct SockTx {
     fd: OwnedFd,
     /// Largest datagram to send.
     fragment: usize,
+    /// The send buffer the kernel granted.
+    buffer: usize,
     /// The unsent tail of the last message.
     pending: Vec<u8>,
     /// How much of `pending` is sent.
@@ -137,6 +139,7 @@ impl SockTx {
         Ok(SockTx {
             fd,
             fragment,
+            buffer: granted,
             pending: Vec::new(),
             at: 0,
         })
@@ -154,12 +157,30 @@ impl SockTx {
 
     /// Bytes sent but not yet read by the peer, plus any unsent tail.
     pub fn queued(&self) -> usize {
+        self.in_kernel() + (self.pending.len() - self.at)
+    }
+
+    /// Whether a message sent now would not be refused: no tail waits,
+    /// and the kernel takes another datagram (it does while the memory
+    /// charged to the send buffer, `SIOCOUTQ`, is below the buffer's
+    /// size). Only the holder of this half sends on it, so this stays
+    /// true until it sends.
+    pub fn can_send(&self) -> bool {
+        !self.has_pending() && self.in_kernel() < self.buffer
+    }
+
+    /// Memory the kernel charges to the send buffer (`SIOCOUTQ`): the
+    /// datagrams the peer has not read, with their overhead.
+    fn in_kernel(&self) -> usize {
         let mut outq: libc::c_int = 0;
         // SAFETY: SIOCOUTQ writes one int through the pointer, which
         // points to a live local int; the fd is open.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCOUTQ, &mut outq) };
-        let kernel = if r == 0 { outq.max(0) as usize } else { 0 };
-        kernel + (self.pending.len() - self.at)
+        if r == 0 {
+            outq.max(0) as usize
+        } else {
+            0
+        }
     }
 
     /// Sends what is left of the last message. Returns whether all of it

@@ -1316,14 +1316,14 @@ fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<
         None => return Ok(false),
         Some(Tx::Sock(tx)) => {
             // A socket takes a message while the last one's tail is gone
-            // and the first datagram of the next fits; the tail's
-            // writability (EPOLLOUT on the request socket) unparks.
-            if tx.flush().unwrap_or(true) {
-                return Ok(true);
+            // and the kernel takes the next datagram; writability
+            // (EPOLLOUT on the request socket) unparks.
+            if !tx.flush().unwrap_or(true) || !tx.can_send() {
+                *parked = true;
+                Counters::add(&handle.inner.counters.recv_retries, 1);
+                return Ok(false);
             }
-            *parked = true;
-            Counters::add(&handle.inner.counters.recv_retries, 1);
-            return Ok(false);
+            return Ok(true);
         }
         Some(Tx::Ring(tx)) => tx,
     };

@@ -51,6 +51,7 @@ pub mod procs;
 pub mod raw;
 pub mod stream;
 pub mod tmp;
+pub mod transport;
 
 /// The README's examples, compiled (and the ring one run) as doc tests.
 #[cfg(doctest)]

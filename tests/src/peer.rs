@@ -155,6 +155,10 @@ impl Peer {
         cmd.args(args)
             .env(SOCK_ENV, fd.to_string())
             .env(WATCHDOG_ENV, watchdog.as_secs().max(1).to_string())
+            .env(
+                crate::transport::ENV,
+                crate::transport::name(crate::transport::current()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

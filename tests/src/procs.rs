@@ -31,6 +31,7 @@ pub fn client_options(max_message: u32) -> ConnectOptions {
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
     o.max_message = max_message;
+    o.transport = crate::transport::current();
     o
 }
 

@@ -45,7 +45,7 @@ fn whoami(c: &mut Client) -> Kv {
     Kv::parse(&String::from_utf8_lossy(&buf[..m.len]))
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn every_payload_size_round_trips() {
     let mut server =
         ServerProc::spawn(SERVER, &unique_addr("sizes"), &["--max-message", "1048576"]);
@@ -88,8 +88,9 @@ fn every_payload_size_round_trips() {
     assert_eq!(fin.u("violations"), 0, "{fin}");
     assert_eq!(fin.u("respond_failed"), 0, "{fin}");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn oversize_messages_are_refused_and_nothing_is_sent() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("oversize"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -128,8 +129,9 @@ fn oversize_messages_are_refused_and_nothing_is_sent() {
     let (fin, _) = server.shutdown();
     assert_eq!(fin.u("violations"), 0, "{fin}");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_small_buffer_keeps_the_message() {
     let server = ServerProc::spawn(SERVER, &unique_addr("small-buf"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -143,8 +145,9 @@ fn a_small_buffer_keeps_the_message() {
     let m = c.recv(&mut buf, CALL).expect("recv after BufferTooSmall");
     assert_eq!((m.seq, m.len, buf), (seq, 100, [9u8; 100]));
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn credentials_are_the_kernels() {
     let server = ServerProc::spawn(SERVER, &unique_addr("creds"), &[]);
     let (uid, gid) = procfs::effective_ids(Proc::Pid(server.pid())).expect("server status");
@@ -211,6 +214,7 @@ fn credentials_are_the_kernels() {
     let s = c.server_credentials();
     assert_eq!((s.pid, s.uid, s.gid), (server.pid() as i32, NOBODY, NOBODY));
 }
+}
 
 fn whoami_args(addr: &ServiceAddr, as_user: Option<u32>) -> Vec<String> {
     let mut v: Vec<String> = vec!["whoami".into()];
@@ -226,7 +230,7 @@ fn whoami_args(addr: &ServiceAddr, as_user: Option<u32>) -> Vec<String> {
     v
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn rejections_and_missing_servers() {
     let me = ringlink_common::Credentials::current();
     let uid = me.uid.to_string();
@@ -238,6 +242,7 @@ fn rejections_and_missing_servers() {
     // Wrong protocol: refused before the accept handler runs.
     let mut other = ConnectOptions::new("ringlink-test-other");
     other.timeout = Duration::from_secs(60);
+    other.transport = ringlink_tests::transport::current();
     match Client::connect(server.addr(), &other) {
         Err(Error::Rejected(Status::UnknownProtocol)) => {}
         other => panic!("an unknown protocol: {other:?}"),
@@ -311,6 +316,7 @@ fn rejections_and_missing_servers() {
         other => panic!("a stale socket file: {other:?}"),
     }
 }
+}
 
 /// Sends `n` deferred requests the server answers from another thread in
 /// the order `order_seed` picks; the last one with `send_recv` if
@@ -369,7 +375,7 @@ fn deferred_round(c: &mut Client, n: u32, order_seed: u64, last_with_send_recv: 
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn responses_completed_later_out_of_order() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("defer"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -386,8 +392,9 @@ fn responses_completed_later_out_of_order() {
     let (fin, _) = server.shutdown();
     assert_eq!(fin.u("violations"), 0, "{fin}");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn server_disconnects_from_its_message_handler() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("kick"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -439,8 +446,9 @@ fn server_disconnects_from_its_message_handler() {
     let (fin, _) = server.shutdown();
     assert_eq!((fin.u("closed"), fin.u("destroyed")), (2, 2), "{fin}");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn unknown_ids_get_an_error_code() {
     let server = ServerProc::spawn(SERVER, &unique_addr("unknown"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -448,8 +456,9 @@ fn unknown_ids_get_an_error_code() {
     let m = c.send_recv(9999, b"?", &mut buf, CALL).expect("send_recv");
     assert_eq!((m.id, m.error, m.len), (9999, ipc::UNKNOWN_ID, 0));
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_client_that_does_not_read_feels_back_pressure_and_loses_nothing() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("back-pressure"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -491,4 +500,5 @@ fn a_client_that_does_not_read_feels_back_pressure_and_loses_nothing() {
         sent.len()
     );
     assert_eq!(server.stats().u("messages"), sent.len() as u64);
+}
 }

@@ -43,6 +43,24 @@ fn ok(server: &mut ServerProc, cmd: &str) {
     }
 }
 
+/// `Connection::stats` of connection `id` on the server, once `ready`
+/// holds of them (or after [`HANG`], to fail on them): the client may see
+/// a response before the server's sending thread has counted it, and may
+/// send before the server has created its connection.
+fn cstats_when(server: &mut ServerProc, id: u64, ready: impl Fn(&Kv) -> bool) -> Kv {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let l = server.command(&format!("cstats {id}"));
+        let kv = Kv::parse(l.strip_prefix("cstats ").unwrap_or_default());
+        if (kv.0.get("found").map(String::as_str) == Some("1") && ready(&kv))
+            || Instant::now() > deadline
+        {
+            return cstats(server, id, false);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `Connection::stats` of connection `id` on the server.
 fn cstats(server: &mut ServerProc, id: u64, clear: bool) -> Kv {
     let cmd = format!("cstats {id}{}", if clear { " clear" } else { "" });
@@ -125,7 +143,7 @@ fn record(seq: u64) -> Vec<u8> {
     p
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn rate_off_flow_controls_clients_and_loses_nothing() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("rateoff"), &[]);
     let addr = server.addr().clone();
@@ -178,7 +196,7 @@ fn rate_off_flow_controls_clients_and_loses_nothing() {
         nothing_waiting(&mut greedy),
         "a request was answered while the rate limit was Off"
     );
-    let st = cstats(&mut server, greedy.id(), false);
+    let st = cstats_when(&mut server, greedy.id(), |_| true);
     eprintln!(
         "rate off: fc_enable_max=0 client sent {} requests before WouldBlock",
         sent.len()
@@ -205,12 +223,13 @@ fn rate_off_flow_controls_clients_and_loses_nothing() {
     let (fin, _) = server.shutdown();
     assert_eq!(fin.u("violations"), 0, "{fin}");
 }
+}
 
+ringlink_tests::transport_test! {
 /// Documented: the flow-control level is published to every client; a
 /// client with `fc_enable_max = 1` gets `WouldBlock` while it is 1. A
 /// client that connects while the rate limit is Off must be flow
 /// controlled from its first send.
-#[test]
 fn a_client_connecting_while_off_is_flow_controlled_at_once() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("offlate"), &[]);
     let addr = server.addr().clone();
@@ -253,8 +272,9 @@ fn a_client_connecting_while_off_is_flow_controlled_at_once() {
     );
     server.shutdown();
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn rate_off_costs_the_server_no_cpu() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("offcpu"), &[]);
     let addr = server.addr().clone();
@@ -321,6 +341,7 @@ fn rate_off_costs_the_server_no_cpu() {
     }
     server.shutdown();
 }
+}
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
@@ -344,19 +365,22 @@ fn polite_round(c: &mut Client, n: usize) -> Vec<Duration> {
         .collect()
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_flooding_client_does_not_starve_a_polite_one_at_normal() {
     fairness("normal");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_flooding_client_does_not_starve_a_polite_one_at_fast() {
     fairness("fast");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_flooding_client_does_not_starve_a_polite_one_at_slow() {
     fairness("slow");
+}
 }
 
 /// One client keeps its request ring full while another does request /
@@ -420,7 +444,7 @@ fn fairness(rate: &str) {
     assert_eq!(fin.u("violations"), 0, "{fin}");
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn connection_statistics_are_exact_and_clear() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("cstats"), &[]);
     let addr = server.addr().clone();
@@ -441,7 +465,9 @@ fn connection_statistics_are_exact_and_clear() {
     }
     let req_bytes: usize = sizes.iter().sum::<usize>() + events.iter().sum::<usize>();
     let sent_bytes: usize = sizes.iter().sum::<usize>() + events.iter().sum::<usize>();
-    let s = cstats(&mut server, c.id(), false);
+    let s = cstats_when(&mut server, c.id(), |s| {
+        s.u("responses") == sizes.len() as u64 && s.u("events") == events.len() as u64
+    });
     eprintln!("connection stats: {s}");
     assert_eq!(s.u("requests"), (sizes.len() + events.len()) as u64, "{s}");
     assert_eq!(s.u("responses"), sizes.len() as u64, "{s}");
@@ -475,7 +501,7 @@ fn connection_statistics_are_exact_and_clear() {
     }
     // Counting goes on after a clear.
     c.send_recv(id::ECHO, b"abc", &mut buf, CALL).expect("echo");
-    let s = cstats(&mut server, c.id(), false);
+    let s = cstats_when(&mut server, c.id(), |s| s.u("responses") == 1);
     assert_eq!(
         (s.u("requests"), s.u("responses"), s.u("bytes_received")),
         (1, 1, 3),
@@ -494,6 +520,7 @@ fn connection_statistics_are_exact_and_clear() {
     assert_eq!(ss.u("closed"), 0, "service counters not cleared: {ss}");
     server.shutdown();
 }
+}
 
 /// Runs a raw handshake request on a fresh socket; returns the answer.
 fn raw_handshake(addr: &ServiceAddr, request: &[u8]) -> Option<ConnectResponse> {
@@ -505,7 +532,7 @@ fn raw_handshake(addr: &ServiceAddr, request: &[u8]) -> Option<ConnectResponse> 
     ConnectResponse::decode(&b).ok()
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn service_statistics_count_rejections_by_reason() {
     // SAFETY: getuid(2) cannot fail.
     let uid = unsafe { libc::getuid() };
@@ -539,7 +566,10 @@ fn service_statistics_count_rejections_by_reason() {
     // A well-formed request for the wrong transport.
     let req = ConnectRequest {
         version: ringlink_common::wire::PROTOCOL_VERSION,
-        transport: Transport::Socket,
+        transport: match ringlink_tests::transport::current() {
+            Transport::Shm => Transport::Socket,
+            _ => Transport::Shm,
+        },
         max_message: 0,
         protocol: ipc::PROTOCOL.into(),
     };
@@ -572,8 +602,9 @@ fn service_statistics_count_rejections_by_reason() {
     assert_eq!((st.u("accepts"), st.u("rejects")), (2, 2), "{st}");
     server.shutdown();
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn stop_listening_keeps_connections_and_holds_new_clients() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("listen"), &[]);
     let addr = server.addr().clone();
@@ -625,8 +656,9 @@ fn stop_listening_keeps_connections_and_holds_new_clients() {
     assert_eq!(fin.u("created"), 3, "{fin}");
     assert_eq!(fin.u("violations"), 0, "{fin}");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn max_clients_rejects_the_third_until_one_leaves() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("maxcl"), &["--max-clients", "2"]);
     let addr = server.addr().clone();
@@ -647,6 +679,7 @@ fn max_clients_rejects_the_third_until_one_leaves() {
     b.send_recv(id::ECHO, b"y", &mut buf, CALL)
         .expect("old client");
     server.shutdown();
+}
 }
 
 // ---- In-process services --------------------------------------------
@@ -710,7 +743,7 @@ impl<H: Handler> Drop for InProc<H> {
 }
 
 fn small_opts() -> ServiceOptions {
-    let mut o = ServiceOptions::default();
+    let mut o = ringlink_tests::transport::service_options();
     o.min_message = 4096;
     o.max_message = 4096;
     o
@@ -729,7 +762,7 @@ fn table() -> Dispatch {
         .on(12, |_: &Connection, _: &Request<'_>| {}) // never answered
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn dispatch_routes_known_ids_and_answers_unknown_ones() {
     let addr = unique_addr("dispatch");
     let a2 = addr.clone();
@@ -757,6 +790,7 @@ fn dispatch_routes_known_ids_and_answers_unknown_ones() {
     assert_eq!(ERROR_UNKNOWN_ID, -38);
     drop(c);
     drop(svc);
+}
 }
 
 type TraceLog = Arc<Mutex<Vec<(i32, u64, u64, String)>>>;
@@ -799,7 +833,7 @@ fn pair_client<H: Handler>(svc: &InProc<H>) -> (Client, UnixStream) {
     (c, spare)
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn trace_hook_brackets_each_request() {
     let traces: TraceLog = Arc::default();
     let faults: FaultLog = Arc::default();
@@ -843,8 +877,9 @@ fn trace_hook_brackets_each_request() {
     drop(c);
     drop(svc);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn error_hook_sees_data_on_the_socket_after_the_handshake() {
     let traces: TraceLog = Arc::default();
     let faults: FaultLog = Arc::default();
@@ -885,8 +920,9 @@ fn error_hook_sees_data_on_the_socket_after_the_handshake() {
     );
     drop(svc);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn timers_fire_until_removed_and_foreign_fds_fire_and_come_back() {
     let svc =
         InProc::start(|| Service::unbound(ipc::PROTOCOL, small_opts(), table()).expect("unbound"));
@@ -950,12 +986,13 @@ fn timers_fire_until_removed_and_foreign_fds_fire_and_come_back() {
     );
     drop(svc);
 }
+}
 
+ringlink_tests::transport_test! {
 /// A watched fd whose other end goes away is reported once with `hangup`
 /// and leaves the loop, instead of being reported ready forever (it once
 /// ran its callback a million times a second); `remove_fd` still gives it
 /// back.
-#[test]
 fn a_hung_up_foreign_fd_leaves_the_loop() {
     let svc =
         InProc::start(|| Service::unbound(ipc::PROTOCOL, small_opts(), table()).expect("unbound"));
@@ -984,8 +1021,9 @@ fn a_hung_up_foreign_fd_leaves_the_loop() {
     );
     drop(svc);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn unbound_service_adopts_a_socketpair_client() {
     let svc =
         InProc::start(|| Service::unbound(ipc::PROTOCOL, small_opts(), table()).expect("unbound"));
@@ -1013,8 +1051,9 @@ fn unbound_service_adopts_a_socketpair_client() {
     });
     drop(svc);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_server_process_adopts_a_socketpair_end_passed_to_it() {
     use std::os::fd::AsFd;
     let mut server = ServerProc::spawn(SERVER, &unique_addr("adopt"), &[]);
@@ -1052,6 +1091,7 @@ fn a_server_process_adopts_a_socketpair_end_passed_to_it() {
     });
     let (fin, _) = server.shutdown();
     assert_eq!((fin.u("created"), fin.u("violations")), (1, 0), "{fin}");
+}
 }
 
 /// A client that runs the handshake by hand (`docs/PROTOCOL.md`) and
@@ -1115,6 +1155,8 @@ fn adopted<H: Handler>(svc: &InProc<H>) -> UnixStream {
     ours
 }
 
+// Shared memory only: the rings are what is corrupted. The socket
+// transport's counterpart is `error_hook_sees_broken_socket_framing`.
 #[test]
 fn error_hook_sees_corrupt_request_rings() {
     use ringlink_common::wire::MsgHeader;
@@ -1183,7 +1225,99 @@ fn error_hook_sees_corrupt_request_rings() {
     drop(svc);
 }
 
+/// A raw client of the socket transport: the handshake by hand, then its
+/// request socket, on which the test writes whatever it likes.
+fn raw_socket_client(sock: UnixStream) -> (UnixStream, u64, std::os::fd::OwnedFd) {
+    use ringlink_common::wire::{Confirm, PROTOCOL_VERSION, SOCKET_FDS};
+    let req = ConnectRequest {
+        version: PROTOCOL_VERSION,
+        transport: Transport::Socket,
+        max_message: 0,
+        protocol: ipc::PROTOCOL.into(),
+    };
+    sock.set_read_timeout(Some(HANG)).expect("timeout");
+    (&sock).write_all(&req.encode()).expect("request");
+    // The response and the flow-control level byte.
+    let mut b = [0u8; RESPONSE_LEN + 1];
+    let (n, fds) = ringlink_common::fdpass::recv_fds(&sock, &mut b).expect("response");
+    assert_eq!(
+        (n, fds.len()),
+        (RESPONSE_LEN + 1, SOCKET_FDS),
+        "handshake response"
+    );
+    let answer = ConnectResponse::decode(&b[..RESPONSE_LEN]).expect("decode response");
+    assert_eq!(answer.status, Status::Ok);
+    (&sock).write_all(&Confirm.encode()).expect("confirm");
+    let rr = fds.into_iter().next().expect("request socket");
+    (sock, answer.connection_id, rr)
+}
+
 #[test]
+fn error_hook_sees_broken_socket_framing() {
+    use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
+    use std::os::fd::AsRawFd;
+    let _socket = ringlink_tests::transport::enter(Transport::Socket);
+    let send = |fd: &std::os::fd::OwnedFd, bytes: &[u8]| {
+        // SAFETY: sends `bytes.len()` bytes from a live slice on an
+        // open socket.
+        let n = unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
+        assert_eq!(n, bytes.len() as isize, "send a datagram");
+    };
+    let traces: TraceLog = Arc::default();
+    let faults: FaultLog = Arc::default();
+    let svc = hooked(&traces, &faults);
+    let (mut good, _spare) = pair_client(&svc);
+
+    // A datagram shorter than a message header.
+    let (_s1, short_id, short) = raw_socket_client(adopted(&svc));
+    send(&short, b"abc");
+    wait_for("the error hook (short)", || {
+        !faults.lock().unwrap().is_empty()
+    });
+    // A header announcing 999 bytes, then a continuation of 2000.
+    let (_s2, long_id, long) = raw_socket_client(adopted(&svc));
+    let mut first = vec![0u8; MSG_HEADER_LEN + 5];
+    MsgHeader {
+        id: 10,
+        size: 999,
+        error: 0,
+        seq: 1,
+    }
+    .encode_into(&mut first);
+    send(&long, &first);
+    send(&long, &[7u8; 2000]);
+    wait_for("the error hook (overrun)", || {
+        faults.lock().unwrap().len() >= 2
+    });
+
+    let f = faults.lock().unwrap().clone();
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f[0].0, Some(short_id), "{f:?}");
+    assert!(
+        f[0].1.starts_with("client broke the socket framing"),
+        "{f:?}"
+    );
+    assert_eq!(f[1].0, Some(long_id), "{f:?}");
+    assert!(f[1].1.contains("overruns"), "{f:?}");
+    assert!(
+        traces
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| t.2 != short_id && t.2 != long_id),
+        "a broken request was dispatched"
+    );
+    wait_for("the offenders to be closed", || {
+        svc.exec(|s| s.stats(false).closed_connections) == 2
+    });
+    let mut buf = vec![0u8; good.max_message()];
+    good.send_recv(10, b"still here", &mut buf, CALL)
+        .expect("good client");
+    drop(good);
+    drop(svc);
+}
+
+ringlink_tests::transport_test! {
 fn connection_statistics_count_retries_and_queued_events() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("retries"), &[]);
     let addr = server.addr().clone();
@@ -1196,7 +1330,7 @@ fn connection_statistics_count_retries_and_queued_events() {
         .expect("fill");
     let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
     assert_eq!(m.len, 8);
-    let s = cstats(&mut server, c.id(), false);
+    let s = cstats_when(&mut server, c.id(), |s| s.u("responses") == 1);
     eprintln!("after FILL of {n} events: {s}");
     assert!(n > 0);
     assert_eq!(s.u("events"), n, "{s}");
@@ -1224,7 +1358,7 @@ fn connection_statistics_count_retries_and_queued_events() {
         match greedy.send(id::ECHO, &p) {
             Ok(s) => seqs.push(s),
             Err(Error::WouldBlock) => {
-                let s = cstats(&mut server, greedy.id(), false);
+                let s = cstats_when(&mut server, greedy.id(), |_| true);
                 if s.u("recv_retries") > 0 {
                     break;
                 }
@@ -1241,4 +1375,5 @@ fn connection_statistics_count_retries_and_queued_events() {
         expect_echo(&mut greedy, seq, &p);
     }
     server.shutdown();
+}
 }

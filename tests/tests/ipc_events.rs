@@ -24,7 +24,7 @@ fn no_event_waiting(c: &mut Client) {
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_reply_sent_only_as_an_event() {
     let server = ServerProc::spawn(SERVER, &unique_addr("event-only"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -56,6 +56,7 @@ fn a_reply_sent_only_as_an_event() {
     assert_eq!(&buf[..m.len], b"on");
     no_event_waiting(&mut c);
 }
+}
 
 /// Asks for `b` and receives and checks every event.
 fn burst(c: &mut Client, b: Burst) {
@@ -77,7 +78,7 @@ fn burst(c: &mut Client, b: Burst) {
     no_event_waiting(c);
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_burst_of_ten_events() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("burst10"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -91,6 +92,7 @@ fn a_burst_of_ten_events() {
     );
     let s = server.wait_stats("the burst's end", CALL.unwrap(), |s| s.u("burst_done") == 1);
     assert_eq!(s.u("violations"), 0, "{s}");
+}
 }
 
 /// 30,000 events, every 1,000th of the connection's maximum size, on a
@@ -130,17 +132,19 @@ fn thirty_thousand(max_message: u32) {
     );
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn thirty_thousand_events_with_maximum_size_ones() {
     thirty_thousand(0);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn thirty_thousand_events_with_one_mib_ones() {
     thirty_thousand(1 << 20);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn an_event_from_connection_created() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("hello"), &["--event-on-create"]);
     for _ in 0..3 {
@@ -156,8 +160,9 @@ fn an_event_from_connection_created() {
     }
     assert_eq!(server.stats().u("hello_failed"), 0);
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn send_event_on_a_full_ring_would_block_and_loses_nothing() {
     let server = ServerProc::spawn(SERVER, &unique_addr("fill"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -182,8 +187,9 @@ fn send_event_on_a_full_ring_would_block_and_loses_nothing() {
         no_event_waiting(&mut c);
     }
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn the_client_fd_wakes_an_event_loop() {
     let server = ServerProc::spawn(SERVER, &unique_addr("pollable"), &[]);
     let mut c = connect(server.addr(), 0);
@@ -214,4 +220,5 @@ fn the_client_fd_wakes_an_event_loop() {
         other => panic!("recv after the server left: {other:?}"),
     }
     assert!(!c.is_connected());
+}
 }

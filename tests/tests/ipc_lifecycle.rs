@@ -196,31 +196,34 @@ fn blocked_in_a_process(end: End, call: Call) {
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn server_shutdown_wakes_blocked_calls() {
     for call in [Call::Recv, Call::Event] {
         blocked_in_a_thread(End::Shutdown, call);
         blocked_in_a_process(End::Shutdown, call);
     }
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn server_killed_wakes_blocked_calls() {
     for call in [Call::Recv, Call::Event] {
         blocked_in_a_thread(End::Kill, call);
         blocked_in_a_process(End::Kill, call);
     }
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn server_disconnecting_from_another_thread_wakes_blocked_calls() {
     for call in [Call::Recv, Call::Event] {
         blocked_in_a_thread(End::DisconnectAll, call);
         blocked_in_a_process(End::DisconnectAll, call);
     }
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_killed_server_is_seen_by_calls_that_do_not_wait() {
     // An application in its own event loop polls the client's fd, which
     // turns readable when the server goes away, then calls with a zero
@@ -269,8 +272,9 @@ fn a_killed_server_is_seen_by_calls_that_do_not_wait() {
         "the first non-waiting call after the server was killed (its fd readable)"
     );
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_restarted_server_takes_new_connections() {
     let addr = unique_addr("restart");
     let first = ServerProc::spawn(SERVER, &addr, &[]);
@@ -293,6 +297,7 @@ fn a_restarted_server_takes_new_connections() {
         other => panic!("the first server's client: {other:?}"),
     }
 }
+}
 
 /// Waits until thread `tid` of `p` is stopped (state `T`).
 fn wait_stopped(p: Proc, tid: i32) {
@@ -306,7 +311,7 @@ fn wait_stopped(p: Proc, tid: i32) {
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn messages_published_before_a_disconnect_are_delivered() {
     // The server answers a request the client is waiting for, sends an
     // event, then disconnects the client: everything was published on a
@@ -344,6 +349,7 @@ fn messages_published_before_a_disconnect_are_delivered() {
         client.wait(PROMPT).assert_success();
     }
 }
+}
 
 /// Connects, echoes once, disconnects, and waits for the server to
 /// destroy the connection: the first connection's one-time allocations
@@ -360,7 +366,7 @@ fn warm_up(server: &mut ServerProc) {
     });
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn client_killed_mid_stream_is_closed_once_and_leaves_nothing() {
     let shm_before = procfs::shm_leftovers();
     let mut server = ServerProc::spawn(SERVER, &unique_addr("client-killed"), &[]);
@@ -408,8 +414,9 @@ fn client_killed_mid_stream_is_closed_once_and_leaves_nothing() {
     assert_eq!((fin.u("closed"), fin.u("destroyed")), (5, 5), "{out}");
     assert_eq!(procfs::shm_leftovers(), shm_before, "left in /dev/shm");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn client_killed_wakes_a_server_thread_blocked_sending_to_it() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("sender-woken"), &[]);
     warm_up(&mut server);
@@ -437,6 +444,7 @@ fn client_killed_wakes_a_server_thread_blocked_sending_to_it() {
         s.u("destroyed") == base.u("destroyed") + 1
     });
     assert_eq!((s.u("violations"), s.u("fds")), (0, base.u("fds")), "{s}");
+}
 }
 
 /// Requests the busy client keeps in flight.
@@ -470,7 +478,7 @@ fn keep_busy(server: &ServerProc, stop: Arc<AtomicBool>) -> std::thread::JoinHan
     })
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_busy_server_still_accepts_and_notices_deaths() {
     let mut server = ServerProc::spawn(SERVER, &unique_addr("busy"), &[]);
     warm_up(&mut server);
@@ -523,8 +531,9 @@ fn a_busy_server_still_accepts_and_notices_deaths() {
     }
     eprintln!("the busy client completed {done} requests meanwhile");
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn connection_closed_handler_sees_sends_fail() {
     // The documented contract of `Handler::connection_closed`: "sends on
     // it fail with `Disconnected`". The test server tries a
@@ -567,6 +576,7 @@ fn connection_closed_handler_sees_sends_fail() {
          (cumulative successes after each way of ending: {ok_after:?})"
     );
 }
+}
 
 /// CPU time a thread of ours uses while blocked in `event_recv` with
 /// `timeout`, over about two seconds of wall time; then the server shuts
@@ -601,7 +611,7 @@ fn cpu_while_waiting(timeout: Option<Duration>) -> u64 {
 /// far more.
 const IDLE_TICKS: u64 = 20;
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_client_waiting_forever_sleeps() {
     for timeout in [None, Some(Duration::from_secs(3600))] {
         let used = cpu_while_waiting(timeout);
@@ -611,12 +621,14 @@ fn a_client_waiting_forever_sleeps() {
         );
     }
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_client_waiting_with_duration_max_sleeps() {
     let used = cpu_while_waiting(Some(Duration::MAX));
     assert!(
         used <= IDLE_TICKS,
         "event_recv(Some(Duration::MAX)) used {used} ticks of CPU in 2 s of waiting: it spins"
     );
+}
 }

@@ -33,7 +33,7 @@ fn count(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn sixty_four_clients_of_ten_thousand_requests() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     const PROCESSES: u64 = 4;
@@ -89,6 +89,7 @@ fn sixty_four_clients_of_ten_thousand_requests() {
         "{s}"
     );
 }
+}
 
 /// Resource use of a process.
 #[derive(Clone, Copy, Debug)]
@@ -133,7 +134,7 @@ impl Usage {
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn connect_disconnect_cycles_leak_nothing() {
     let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let cycles = count("RINGLINK_LOAD_CYCLES", 5_000);
@@ -178,4 +179,5 @@ fn connect_disconnect_cycles_leak_nothing() {
         (WARM_UP + cycles, WARM_UP + cycles, 0),
         "{s}"
     );
+}
 }

@@ -36,7 +36,7 @@ fn is_socket(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn the_socket_gets_the_requested_mode() {
     let dir = TempDir::new("sock-mode");
     for mode in [None, Some(0o600), Some(0o660), Some(0o666), Some(0o700)] {
@@ -64,8 +64,9 @@ fn the_socket_gets_the_requested_mode() {
         );
     }
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_stale_socket_is_replaced() {
     let dir = TempDir::new("sock-stale");
     let path = dir.path().join("svc.sock");
@@ -83,6 +84,7 @@ fn a_stale_socket_is_replaced() {
     assert!(is_socket(&path), "a killed server cannot remove its socket");
     let second = ServerProc::spawn(SERVER, &addr, &[]);
     served_by(&addr, second.pid());
+}
 }
 
 /// A handler that is never called: for binding in the test process.
@@ -109,7 +111,7 @@ fn server_fails(addr: &ServiceAddr) {
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_live_servers_socket_is_not_stolen() {
     let dir = TempDir::new("sock-live");
     let path = dir.path().join("svc.sock");
@@ -133,6 +135,7 @@ fn a_live_servers_socket_is_not_stolen() {
     );
     assert_eq!((s.u("accepts"), s.u("created")), (1, 1), "{s}");
 }
+}
 
 /// What is at a path, to compare before and after.
 #[derive(Debug, PartialEq, Eq)]
@@ -151,7 +154,7 @@ fn snapshot(p: &Path) -> Snapshot {
     }
 }
 
-#[test]
+ringlink_tests::transport_test! {
 fn planted_files_are_neither_removed_nor_followed() {
     let dir = TempDir::new("sock-planted");
     let d = dir.path();
@@ -205,8 +208,9 @@ fn planted_files_are_neither_removed_nor_followed() {
         "the stale socket behind a symlink was removed"
     );
 }
+}
 
-#[test]
+ringlink_tests::transport_test! {
 fn a_failed_bind_leaves_no_socket_file() {
     // `listen(2)` fails after the socket file was made (a backlog no
     // kernel takes): the file must not stay behind.
@@ -223,4 +227,5 @@ fn a_failed_bind_leaves_no_socket_file() {
         "a failed bind left {} behind",
         path.display()
     );
+}
 }

@@ -109,6 +109,7 @@ fn connect(a: &Args) -> Result<Client, Error> {
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
     o.max_message = a.max_message;
+    o.transport = ringlink_tests::transport::from_env();
     Client::connect(&a.addr, &o)
 }
 
@@ -382,6 +383,7 @@ fn load(
                 o.wait_for_server = true;
                 o.timeout = Duration::from_secs(60);
                 o.max_message = max;
+                o.transport = ringlink_tests::transport::from_env();
                 let c = Client::connect(&addr, &o);
                 barrier.wait();
                 let mut c = c.map_err(|e| format!("thread {t}: connect: {e}"))?;

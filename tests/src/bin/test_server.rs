@@ -773,6 +773,7 @@ fn run() -> Result<(), String> {
     }
     let addr = args.addr.clone().ok_or("--name or --path is required")?;
     let mut opts = ServiceOptions::default();
+    opts.transport = ringlink_tests::transport::from_env();
     if let Some(m) = args.mode {
         opts.socket_mode = m;
     }
