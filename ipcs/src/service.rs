@@ -43,6 +43,12 @@ const TIMER: u64 = 7 << 56;
 const FOREIGN: u64 = 8 << 56;
 const KIND: u64 = 0xff << 56;
 
+/// How often a busy loop (one that never sleeps) still looks at epoll:
+/// new clients, timers, application fds and idle connections that became
+/// active are heard within this, at the cost of one `epoll_wait` system
+/// call per period.
+const POLL_EVERY: Duration = Duration::from_micros(20);
+
 /// A handshake in progress.
 struct Handshake {
     sock: UnixStream,
@@ -83,6 +89,10 @@ struct Conn {
     link: Link,
     /// Waiting for room for a response before taking more requests.
     parked: bool,
+    /// In the service's `hot` list: may have requests, so the sweep
+    /// looks at it. A cold connection has its wake-up armed and comes
+    /// back through epoll.
+    hot: bool,
 }
 
 /// How a live connection's requests arrive.
@@ -171,6 +181,12 @@ pub struct Service<H: Handler> {
     rate: RateLimit,
     /// Where named rings are made (`ServiceOptions::ring_dir`).
     ring_dir: Option<RingDir>,
+    /// When epoll was last looked at.
+    last_poll: Instant,
+    /// Slots of the connections the sweep reads: those active since the
+    /// loop last slept, and those epoll reported since. Idle connections
+    /// cost the sweep nothing, so its cost follows the active ones.
+    hot: Vec<usize>,
 }
 
 impl<H: Handler> Service<H> {
@@ -261,6 +277,8 @@ impl<H: Handler> Service<H> {
             serial: 0,
             rate: RateLimit::default(),
             ring_dir,
+            hot: Vec::new(),
+            last_poll: Instant::now(),
         })
     }
 
@@ -459,6 +477,9 @@ impl<H: Handler> Service<H> {
         self.handle_commands();
         if self.sweep() {
             self.last_work = Instant::now();
+            // Busy: still hear the listener, timers, and connections that
+            // went cold, every so often.
+            self.poll_if_due()?;
             return Ok(());
         }
         // Sockets are watched by epoll alone: polling them would cost a
@@ -466,7 +487,11 @@ impl<H: Handler> Service<H> {
         if timeout != Some(Duration::ZERO) && self.opts.transport == Transport::Shm {
             let budget =
                 (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
-            if ringlink_ringbuf::wake::spin_until(budget, || self.sweep()) {
+            let work = ringlink_ringbuf::wake::spin_until(budget, || {
+                // An epoll failure shows again in the wait below.
+                self.sweep() || (self.poll_if_due().unwrap_or(false) && self.sweep())
+            });
+            if work {
                 self.last_work = Instant::now();
                 return Ok(());
             }
@@ -479,11 +504,31 @@ impl<H: Handler> Service<H> {
             let left = deadline.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(left, |w| w.min(left)));
         }
+        self.poll_events(wait)?;
+        if self.sweep() {
+            self.last_work = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// [`poll_events`](Self::poll_events) without waiting, if the last
+    /// look is [`POLL_EVERY`] old. Returns whether it looked.
+    fn poll_if_due(&mut self) -> Result<bool> {
+        if self.last_poll.elapsed() < POLL_EVERY {
+            return Ok(false);
+        }
+        self.poll_events(Some(Duration::ZERO))?;
+        Ok(true)
+    }
+
+    /// Waits in epoll for at most `wait` and handles what it reports.
+    fn poll_events(&mut self, wait: Option<Duration>) -> Result<()> {
         let n = match self.epoll.wait(&mut self.events, epoll_timeout(wait)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => return Err(Error::Io(e.into())),
         };
+        self.last_poll = Instant::now();
         for i in 0..n {
             let ev = self.events[i];
             let token = ev.data();
@@ -514,9 +559,6 @@ impl<H: Handler> Service<H> {
             }
         }
         self.expire_handshakes();
-        if self.sweep() {
-            self.last_work = Instant::now();
-        }
         Ok(())
     }
 
@@ -531,7 +573,8 @@ impl<H: Handler> Service<H> {
         }
         let handler = &self.handler;
         let trace = self.trace.as_deref();
-        for slot in 0..self.conns.slots() {
+        for i in 0..self.hot.len() {
+            let slot = self.hot[i];
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
@@ -617,46 +660,50 @@ impl<H: Handler> Service<H> {
         did
     }
 
-    /// Raises every connection's waiting flag before the loop sleeps.
-    /// Returns `false` if some ring already has requests (do not sleep).
+    /// Arms the wake-ups of the hot connections before the loop sleeps,
+    /// turning them cold. Returns `false` if some still has requests (do
+    /// not sleep).
     fn arm_all(&mut self) -> bool {
         if self.rate == RateLimit::Off {
             // Not reading requests: let clients publish without signalling
             // us, so that flow control costs the loop nothing.
             return true;
         }
-        // Raise every flag, pay the sleeper's fence (a membarrier) once,
-        // then check every ring: the wake-up handshake for all
-        // connections at the price of one.
-        // Socket connections need no arming (epoll watches them), but one
-        // left readable (by the rate limit) has work now.
+        // Arm the hot connections' wake-ups: raise every flag, pay the
+        // sleeper's fence (a membarrier) once, then check every ring (the
+        // handshake for all connections at the price of one). Those still
+        // empty turn cold, armed, until epoll brings them back; cold ones
+        // are armed already. Socket connections need no arming (epoll
+        // watches them), but one left readable by the rate limit has work.
         let live = |c: &Conn| !c.parked && c.handle.is_connected();
-        let mut sleep = true;
         let mut rings = false;
-        for slot in 0..self.conns.slots() {
-            if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
-                match &mut c.link {
-                    Link::Shm { request, .. } => {
-                        request.raise_wake_flag();
-                        rings = true;
-                    }
-                    Link::Sock { readable, .. } => sleep &= !*readable,
-                }
-            }
-        }
-        if !rings {
-            return sleep;
-        }
-        ringlink_ringbuf::wake::sleeper_fence();
-        for slot in 0..self.conns.slots() {
+        for &slot in &self.hot {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
                 if let Link::Shm { request, .. } = &mut c.link {
-                    if !request.confirm_wake() {
-                        sleep = false;
-                    }
+                    request.raise_wake_flag();
+                    rings = true;
                 }
             }
         }
+        if rings {
+            ringlink_ringbuf::wake::sleeper_fence();
+        }
+        let mut sleep = true;
+        let conns = &mut self.conns;
+        self.hot.retain(|&slot| {
+            let Some(c) = conns.get_mut(slot) else {
+                return false;
+            };
+            let busy = live(c)
+                && match &mut c.link {
+                    Link::Shm { request, .. } => !request.confirm_wake(),
+                    Link::Sock { readable, .. } => *readable,
+                };
+            // A parked connection comes back with room (CONN_SPACE).
+            c.hot = busy;
+            sleep &= !busy;
+            busy
+        });
         sleep
     }
 
@@ -678,7 +725,14 @@ impl<H: Handler> Service<H> {
         let level = rate.flow_control_level();
         let lowered = level < self.rate.flow_control_level();
         let changed = level != self.rate.flow_control_level();
+        let resumed = self.rate == RateLimit::Off && rate != RateLimit::Off;
         self.rate = rate;
+        if resumed {
+            // Requests queued while Off signalled no one: look at all.
+            for slot in 0..self.conns.slots() {
+                self.make_hot(slot);
+            }
+        }
         for (_, c) in self.conns.iter() {
             if changed {
                 let counters = &c.handle.inner.counters;
@@ -1063,6 +1117,7 @@ impl<H: Handler> Service<H> {
             sock: h.sock,
             link,
             parked: false,
+            hot: false,
         };
         let registered = (|| -> io::Result<()> {
             let ev = |flags, kind: u64| EpollEvent::new(flags, kind | cslot as u64);
@@ -1090,9 +1145,21 @@ impl<H: Handler> Service<H> {
             .store(level > 0, Ordering::Relaxed);
         let at = self.conns.insert(conn);
         debug_assert_eq!(at, cslot);
+        // Requests may wait already: the client sends once it confirmed.
+        self.make_hot(at);
         self.control.registry().insert(p.id, handle.clone());
         self.handler.connection_created(&handle);
         self.resume_listener();
+    }
+
+    /// Puts a connection in the sweep's list.
+    fn make_hot(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !c.hot {
+                c.hot = true;
+                self.hot.push(slot);
+            }
+        }
     }
 
     /// A connection's request or space fd fired (`CONN_REQ`,
@@ -1101,11 +1168,14 @@ impl<H: Handler> Service<H> {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
-        match (&mut c.link, kind) {
+        let hot = match (&mut c.link, kind) {
             // Ring data: the sweep reads the ring.
-            (Link::Shm { .. }, CONN_REQ) => {}
+            (Link::Shm { .. }, CONN_REQ) => true,
             // Room in the response ring.
-            (Link::Shm { .. }, _) => c.parked = false,
+            (Link::Shm { .. }, _) => {
+                c.parked = false;
+                true
+            }
             (Link::Sock { readable, .. }, CONN_REQ) => {
                 if flags
                     .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
@@ -1115,10 +1185,15 @@ impl<H: Handler> Service<H> {
                 if flags.contains(EpollFlags::EPOLLOUT) && flush(&c.handle.inner.response) {
                     c.parked = false;
                 }
+                *readable && !c.parked
             }
             (Link::Sock { .. }, _) => {
                 flush(&c.handle.inner.event);
+                false
             }
+        };
+        if hot {
+            self.make_hot(slot);
         }
     }
 
@@ -1154,6 +1229,9 @@ impl<H: Handler> Service<H> {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
+        if conn.hot {
+            self.hot.retain(|&s| s != slot);
+        }
         if let (Some(what), Some(hook)) = (fault, &self.on_error) {
             hook(&Fault {
                 connection: Some(&conn.handle),
