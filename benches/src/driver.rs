@@ -17,6 +17,7 @@ use ringlink_ringbuf::{Consumer, Producer, Ring, WakeMode, DEFAULT_SPIN};
 use crate::bare::{Bare, Dir};
 use crate::floor::Floor;
 use crate::peer::HELLO;
+use crate::wake::WakeFloor;
 use crate::wire::{self, Op, Reply};
 use crate::{ops, other, seqpacket, STALL};
 
@@ -42,6 +43,7 @@ pub struct Peer {
     sock: File,
     floor: Floor,
     bare: Bare,
+    wake: WakeFloor,
     /// Commands completed, and how many of them ended with both
     /// processes on one CPU.
     runs: u64,
@@ -75,6 +77,7 @@ impl Peer {
         let (sock, their_sock) = seqpacket::pair()?;
         let floor = Floor::create()?;
         let bare = Bare::create()?;
+        let wake = WakeFloor::create()?;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(crate::peer::SETUP_FDS);
         for r in [&request, &response] {
             let missing = || io::Error::other("memfd ring without its fds");
@@ -85,6 +88,7 @@ impl Peer {
         fds.push(their_sock.as_fd());
         fds.push(floor.fd());
         fds.push(bare.fd());
+        fds.extend(wake.fds());
         send_fds(&control, HELLO, &fds)?;
         drop(fds);
         drop(their_sock);
@@ -95,6 +99,7 @@ impl Peer {
             sock,
             floor,
             bare,
+            wake,
             runs: 0,
             shared_cpu: 0,
             child,
@@ -233,6 +238,21 @@ impl Peer {
         self.finish(ours)
     }
 
+    /// `count` rounds of the eventfd sleep/wake ping-pong ([`WakeFloor`]).
+    ///
+    /// # Errors
+    ///
+    /// A stall, an eventfd error or a peer failure.
+    pub fn wake_round_trips(
+        &mut self,
+        count: u64,
+        samples: Option<&mut Vec<u64>>,
+    ) -> io::Result<Duration> {
+        self.start(Op::WakeEcho, 0, count, Duration::ZERO)?;
+        let ours = self.wake.drive(count, samples).map(|t| (t, 0));
+        self.finish(ours)
+    }
+
     /// One-way throughput of the bare shared-memory stream ([`Bare`]),
     /// as [`ring_one_way`](Self::ring_one_way).
     ///
@@ -277,14 +297,19 @@ impl Peer {
     }
 }
 
-/// Owns the peer process: kills and reaps it when dropped, unless it has
-/// already exited (so no zombie or orphan survives a failing bench).
+/// Owns a child process (the peer, or `ipc-bench`'s servers and
+/// clients): kills and reaps it when dropped, unless it has already
+/// exited (so no zombie or orphan survives a failing bench).
 #[derive(Debug)]
-struct ChildGuard(Child);
+pub struct ChildGuard(pub Child);
 
 impl ChildGuard {
     /// Waits up to `timeout` for the child to exit; `None` if it did not.
-    fn reap(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    ///
+    /// # Errors
+    ///
+    /// If `waitpid` fails.
+    pub fn reap(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.0.try_wait()? {

@@ -1,21 +1,30 @@
-//! Benchmarks of the ringlink shared-memory ring against Unix sockets.
+//! Benchmarks of ringlink against Unix sockets.
 //!
-//! Two front ends share this library:
+//! Four front ends share this library:
 //!
 //! - the `ring-bench` command (`src/bin/ring-bench.rs`), which runs a
 //!   fixed suite between two processes and prints one table (one-way
 //!   throughput, round-trip latency, memcpy rate) with the ratios that
 //!   matter;
 //! - the criterion bench `benches/ring.rs`, the same measurements (and
-//!   their two-thread variants) under criterion's statistics.
+//!   their two-thread variants) under criterion's statistics;
+//! - the `ipc-bench` command (`src/bin/ipc-bench.rs`, the [`ipc`]
+//!   module), the whole library rather than the ring: ringlink's server
+//!   and client over shared memory and over its socket transport, against
+//!   a bare Unix-socket server, with one server process and one or many
+//!   client processes;
+//! - the criterion bench `benches/ipc.rs`, round trips and one-way runs
+//!   through `ipcs`/`ipcc` under criterion's statistics.
 //!
-//! Both drive a second process, the *peer*: `ring-bench --peer`, spawned
-//! by [`driver::Peer::spawn`] with a Unix stream socket as its standard
-//! input. Over that socket the driver passes the fds of two rings (a
+//! The ring benches (and `ipc-bench`, for its floors) drive a second
+//! process, the *peer*: `ring-bench --peer` (or `ipc-bench --peer`),
+//! spawned by [`driver::Peer::spawn`] with a Unix stream socket as its
+//! standard input. Over that socket the driver passes the fds of two rings (a
 //! request ring driver → peer and a response ring peer → driver), of a
 //! `SOCK_SEQPACKET` socket pair end, of a small shared mapping for the
-//! bare spin ping-pong ([`floor`], the latency floor) and of two bare
-//! shared-memory streams ([`bare`], the least a ring can be); afterwards
+//! bare spin ping-pong ([`floor`], the latency floor), of two bare
+//! shared-memory streams ([`bare`], the least a ring can be) and of the
+//! two eventfds of a bare sleep/wake ping-pong ([`wake`]); afterwards
 //! it carries only commands ([`wire`]) and their replies, never benchmark
 //! data.
 //!
@@ -29,12 +38,15 @@ pub mod bare;
 pub mod cpu;
 pub mod driver;
 pub mod floor;
+pub mod hist;
+pub mod ipc;
 pub mod memcpy;
 pub mod ops;
 pub mod payload;
 pub mod peer;
 pub mod seqpacket;
 pub mod stats;
+pub mod wake;
 pub mod wire;
 
 use std::time::Duration;

@@ -16,16 +16,17 @@ use ringlink_ringbuf::{Ring, WakeFds};
 
 use crate::bare::{Bare, Dir};
 use crate::floor::Floor;
+use crate::wake::WakeFloor;
 use crate::wire::{Command, Op, Reply};
 use crate::{ops, other, seqpacket};
 
 /// The bytes that accompany the fds of the set-up message.
-pub const HELLO: &[u8] = b"ringlink-bench/1";
+pub const HELLO: &[u8] = b"ringlink-bench/2";
 
 /// Number of fds in the set-up message: request ring (memory, data-ready,
 /// space-ready), response ring (the same three), seqpacket end, floor
-/// page, bare streams.
-pub const SETUP_FDS: usize = 9;
+/// page, bare streams, the two eventfds of the sleep/wake floor.
+pub const SETUP_FDS: usize = 11;
 
 /// Entry point of `ring-bench --peer`; `args` are the arguments after
 /// `--peer` (`--cpu N` pins the peer to CPU `N`).
@@ -93,6 +94,7 @@ pub fn serve(control: UnixStream) -> io::Result<()> {
     let sock: File = seqpacket::prepare(next())?;
     let floor = Floor::from_fd(next())?;
     let bare = Bare::from_fd(next())?;
+    let wake = WakeFloor::from_fds(next(), next());
     let mut rx = request.consumer().map_err(other)?;
     let mut tx = response.producer().map_err(other)?;
 
@@ -108,6 +110,7 @@ pub fn serve(control: UnixStream) -> io::Result<()> {
             Op::FloorEcho => floor.answer(cmd.count),
             Op::BareSend => bare.send_n(Dir::ToDriver, size, cmd.count),
             Op::BareEcho => bare.echo(size, cmd.count),
+            Op::WakeEcho => wake.answer(cmd.count),
         };
         match done {
             Ok(()) => {

@@ -25,6 +25,8 @@ pub enum Op {
     BareSend = 6,
     /// Answer `count` requests on the bare streams with copies.
     BareEcho = 7,
+    /// Answer `count` rounds of the eventfd sleep/wake ping-pong.
+    WakeEcho = 8,
 }
 
 impl Op {
@@ -37,6 +39,7 @@ impl Op {
             5 => Op::FloorEcho,
             6 => Op::BareSend,
             7 => Op::BareEcho,
+            8 => Op::WakeEcho,
             _ => return None,
         })
     }

@@ -1,0 +1,773 @@
+//! The coordinator: starts one server per transport and the client
+//! processes, runs every measurement on all clients at once, reads the
+//! servers' CPU time around each, and gathers the figures, together with
+//! the floors (bare spin and eventfd ping-pongs between two processes,
+//! through [`Peer`]) and the single-core memcpy rate.
+//!
+//! Measurements are interleaved to make the comparison fair on a noisy
+//! machine: for each size, every round runs each transport once, so
+//! that all transports see the same moments of the machine; one-way
+//! rates are the median of the rounds' rates, latencies come from the
+//! round trips of all rounds and all clients.
+
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::control::{
+    self, Budget, ClientConfig, Command as ClientCommand, Reply, RunReport, RunSpec, ServerConfig,
+};
+use super::{mono_ns, Mode, Transport};
+use crate::driver::{ChildGuard, Peer, PeerOptions};
+use crate::hist::Histogram;
+use crate::stats::size_label;
+use crate::{cpu, memcpy};
+
+/// The reason given for the other modes of a transport and size after
+/// a run of one of them failed (the connection is gone).
+pub const SKIPPED_AFTER_FAILURE: &str = "skipped after a failed run";
+
+/// How long each measurement lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timing {
+    /// Each round of each measurement: a warm-up, then a measured time.
+    Time {
+        /// Warm-up of every round.
+        warm: Duration,
+        /// Measured time of every round.
+        measure: Duration,
+    },
+    /// Each round: a warm-up of `warm` messages (or round trips) per
+    /// client, then `count` measured ones.
+    Count {
+        /// Warm-up messages.
+        warm: u64,
+        /// Measured messages.
+        count: u64,
+    },
+}
+
+/// Whether to pin the processes to CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pinning {
+    /// Pin when there are at least two CPUs.
+    Auto,
+    /// Pin; fail with fewer than two CPUs.
+    On,
+    /// Let the scheduler place them.
+    Off,
+}
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Message sizes.
+    pub sizes: Vec<usize>,
+    /// Transports, in report order.
+    pub transports: Vec<Transport>,
+    /// Round trips, one-way, or both.
+    pub modes: Vec<Mode>,
+    /// Number of client processes (one connection each per transport).
+    pub clients: usize,
+    /// Rounds per measurement.
+    pub rounds: usize,
+    /// Length of every round.
+    pub timing: Timing,
+    /// Spin budget of `shm` and `socket`, server and clients.
+    pub spin: Duration,
+    /// CPU placement.
+    pub pin: Pinning,
+    /// One-way: every this many requests asks for an acknowledgement.
+    pub ack_every: u64,
+    /// ringlink servers' `min_message`.
+    pub min_message: usize,
+    /// Whether to measure the floors and memcpy.
+    pub floors: bool,
+    /// Whether to draw a progress bar on standard error (if it is a
+    /// terminal).
+    pub progress: bool,
+}
+
+/// Latency percentiles, nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Number of samples.
+    pub samples: u64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram (`None` if it is empty).
+    pub fn of(h: &Histogram) -> Option<Latency> {
+        Some(Latency {
+            p50: h.percentile(50.0)?,
+            p99: h.percentile(99.0)?,
+            p999: h.percentile(99.9)?,
+            samples: h.len(),
+        })
+    }
+}
+
+/// The figures of one transport, size and mode.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    /// Round trips: latency over all clients' round trips of all rounds.
+    pub latency: Option<Latency>,
+    /// Messages (one-way) or round trips per second, all clients
+    /// together: the median of the rounds.
+    pub msgs_per_s: f64,
+    /// Payload bytes per second, one way: `msgs_per_s * size`.
+    pub bytes_per_s: f64,
+    /// Every round's rate, in order.
+    pub round_rates: Vec<f64>,
+    /// Server CPU time per request handled (warm-up included), in
+    /// nanoseconds; `None` if the server's CPU time could not be read or
+    /// stayed below one clock tick (very short runs).
+    pub server_ns_per_msg: Option<f64>,
+    /// Server CPU time over the wall time from the go signals to the
+    /// last clients' answers (1.0: one CPU).
+    pub server_busy: Option<f64>,
+}
+
+/// One transport, size and mode: its figures, or why there are none.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    /// Transport.
+    pub transport: Transport,
+    /// Message size.
+    pub size: usize,
+    /// Mode.
+    pub mode: Mode,
+    /// The figures, or the reason the transport was skipped.
+    pub result: Result<Figures, String>,
+}
+
+/// The floors: bare two-process ping-pongs and memcpy.
+#[derive(Clone, Debug, Default)]
+pub struct Floors {
+    /// Shared-memory spin ping-pong (one cache line each way).
+    pub spin: Option<Latency>,
+    /// eventfd sleep/wake ping-pong (no spinning).
+    pub wake: Option<Latency>,
+    /// Single-core memcpy rate, bytes per second, per size.
+    pub memcpy: Vec<(usize, f64)>,
+    /// Why the ping-pongs are missing, if they failed.
+    pub error: Option<String>,
+}
+
+/// Everything a run of the bench found.
+#[derive(Clone, Debug)]
+pub struct Results {
+    /// The plan it ran.
+    pub plan: Plan,
+    /// One per transport, size and mode, in plan order (sizes outermost).
+    pub cells: Vec<Cell>,
+    /// The floors (`None` if not measured).
+    pub floors: Option<Floors>,
+    /// Where the processes ran, in words.
+    pub placement: String,
+    /// Largest lateness of a client's start after the go signal.
+    pub max_late: Duration,
+    /// Client runs that started after their measured time had passed
+    /// (they measured nothing), and all client runs.
+    pub missed_runs: (u64, u64),
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
+
+impl Results {
+    /// The cell of `transport`, `size` and `mode`.
+    pub fn cell(&self, transport: Transport, size: usize, mode: Mode) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|c| c.transport == transport && c.size == size && c.mode == mode)
+    }
+}
+
+/// A running server process.
+#[derive(Debug)]
+pub struct ServerProc {
+    pid: u32,
+    // Closing it tells the server to stop; dropped before `child`.
+    stdin: Option<ChildStdin>,
+    child: ChildGuard,
+}
+
+impl ServerProc {
+    /// Starts `exe --serve CONFIG` and waits until it listens.
+    ///
+    /// # Errors
+    ///
+    /// If the process cannot start, or exits before it is ready (its
+    /// error message is on standard error).
+    pub fn spawn(exe: &Path, cfg: &ServerConfig) -> io::Result<ServerProc> {
+        let json = serde_json::to_string(cfg).map_err(io::Error::other)?;
+        let mut child = Command::new(exe)
+            .arg("--serve")
+            .arg(json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let child = ChildGuard(child);
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            BufReader::new(out).read_line(&mut line)?;
+        }
+        if line.trim() != "ready" {
+            return Err(io::Error::other(format!(
+                "the {} server did not start",
+                cfg.transport
+            )));
+        }
+        Ok(ServerProc {
+            pid: child.0.id(),
+            stdin,
+            child,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Stops the server and waits for it.
+    ///
+    /// # Errors
+    ///
+    /// If it exits unsuccessfully or has to be killed.
+    pub fn stop(mut self) -> io::Result<()> {
+        drop(self.stdin.take());
+        match self.child.reap(Duration::from_secs(5))? {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => Err(io::Error::other(format!("server exited with {s}"))),
+            None => Err(io::Error::other("server did not exit; killed")),
+        }
+    }
+}
+
+/// A running client process.
+#[derive(Debug)]
+struct ClientProc {
+    // Closing it ends the client; dropped before `child`.
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    child: ChildGuard,
+}
+
+impl ClientProc {
+    fn spawn(exe: &Path, cfg: &ClientConfig) -> io::Result<ClientProc> {
+        let json = serde_json::to_string(cfg).map_err(io::Error::other)?;
+        let mut child = Command::new(exe)
+            .arg("--client")
+            .arg(json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        Ok(ClientProc {
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+            child: ChildGuard(child),
+        })
+    }
+
+    fn command(&mut self, cmd: &ClientCommand) -> io::Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::other("client closed"))?;
+        control::send(stdin, cmd)
+    }
+
+    fn reply(&mut self) -> io::Result<Reply> {
+        control::receive(&mut self.stdout)?.ok_or_else(|| {
+            io::Error::other(format!(
+                "client process {} exited (its message is above)",
+                self.child.0.id()
+            ))
+        })
+    }
+}
+
+/// Where every process runs.
+#[derive(Clone, Debug)]
+struct Placement {
+    server: Option<usize>,
+    clients: Vec<Option<usize>>,
+    floor: Option<(usize, usize)>,
+    words: String,
+}
+
+fn place(pin: Pinning, clients: usize) -> io::Result<Placement> {
+    let cpus = cpu::available()?;
+    let pinned = match pin {
+        Pinning::Off => false,
+        Pinning::Auto => cpus.len() >= 2,
+        Pinning::On if cpus.len() >= 2 => true,
+        Pinning::On => return Err(io::Error::other("--pin: fewer than two CPUs available")),
+    };
+    if !pinned {
+        return Ok(Placement {
+            server: None,
+            clients: vec![None; clients],
+            floor: None,
+            words: "not pinned".into(),
+        });
+    }
+    let others = &cpus[1..];
+    let client_cpus: Vec<Option<usize>> = (0..clients)
+        .map(|i| Some(others[i % others.len()]))
+        .collect();
+    let list = |c: &[usize]| c.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    Ok(Placement {
+        server: Some(cpus[0]),
+        clients: client_cpus,
+        floor: Some((cpus[0], cpus[1])),
+        words: format!(
+            "servers on CPU {}, clients on CPU {}",
+            cpus[0],
+            list(&others[..others.len().min(clients)])
+        ),
+    })
+}
+
+/// The sums of one cell over its rounds.
+#[derive(Debug, Default)]
+struct Tally {
+    hist: Histogram,
+    rates: Vec<f64>,
+    server_cpu: Duration,
+    handled: u64,
+    wall: Duration,
+    cpu_known: bool,
+    error: Option<String>,
+}
+
+/// The coordinator's processes.
+struct Bench<'p> {
+    plan: &'p Plan,
+    servers: Vec<Result<ServerProc, String>>,
+    clients: Vec<ClientProc>,
+    max_late: Duration,
+    missed: u64,
+    client_runs: u64,
+}
+
+impl Bench<'_> {
+    /// Sends `cmd` to every client and collects the answers.
+    fn broadcast(&mut self, cmd: &ClientCommand) -> io::Result<Vec<Reply>> {
+        for c in &mut self.clients {
+            c.command(cmd)?;
+        }
+        self.clients.iter_mut().map(ClientProc::reply).collect()
+    }
+
+    /// Connects every client to the server of transport number `slot`.
+    /// `Err` with the reason if any client could not connect (those that
+    /// did are disconnected again).
+    fn connect(&mut self, slot: usize, size: usize) -> io::Result<Result<(), String>> {
+        let transport = self.plan.transports[slot];
+        if let Err(e) = &self.servers[slot] {
+            return Ok(Err(e.clone()));
+        }
+        let timeout =
+            Duration::from_secs(5).max(Duration::from_millis(20) * self.clients.len() as u32);
+        let replies = self.broadcast(&ClientCommand::Connect {
+            slot,
+            transport,
+            name: server_name(transport),
+            max_message: size,
+            spin_ns: transport.spin(self.plan.spin).as_nanos() as u64,
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        let failed: Vec<&String> = replies
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Failed(why) => Some(why),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = failed.first() {
+            let why = if self.clients.len() > 1 {
+                format!(
+                    "{first} ({} of {} clients)",
+                    failed.len(),
+                    self.clients.len()
+                )
+            } else {
+                first.to_string()
+            };
+            self.broadcast(&ClientCommand::Close { slot })?;
+            return Ok(Err(why));
+        }
+        Ok(Ok(()))
+    }
+
+    /// One round of one measurement on every client at once.
+    fn run_once(
+        &mut self,
+        slot: usize,
+        size: usize,
+        mode: Mode,
+        tally: &mut Tally,
+    ) -> io::Result<()> {
+        let server_pid = match &self.servers[slot] {
+            Ok(s) => s.pid(),
+            Err(e) => {
+                tally.error = Some(e.clone());
+                return Ok(());
+            }
+        };
+        let n = self.clients.len() as u64;
+        // Time for every client to get its command before the go signal.
+        let margin = Duration::from_millis(10) + Duration::from_micros(250) * n as u32;
+        // The server is idle between runs: its CPU time from now to the
+        // last answer is the run's.
+        let cpu0 = cpu::process_time(server_pid).ok();
+        let start_ns = mono_ns() + margin.as_nanos() as u64;
+        let (warm, measure) = match self.plan.timing {
+            Timing::Time { warm, measure } => {
+                let w = start_ns + warm.as_nanos() as u64;
+                (
+                    Budget::UntilNs(w),
+                    Budget::UntilNs(w + measure.as_nanos() as u64),
+                )
+            }
+            Timing::Count { warm, count } => (Budget::Count(warm), Budget::Count(count)),
+        };
+        let spec = RunSpec {
+            slot,
+            mode,
+            size,
+            start_ns,
+            warm,
+            measure,
+            ack_every: self.plan.ack_every,
+        };
+        let replies = self.broadcast(&ClientCommand::Run(spec))?;
+        let cpu1 = cpu::process_time(server_pid).ok();
+        // From the go signal: the server's busy share while clients ran.
+        let wall = Duration::from_nanos(mono_ns().saturating_sub(start_ns));
+        let mut reports: Vec<RunReport> = Vec::with_capacity(replies.len());
+        for r in replies {
+            match r {
+                Reply::Done(rep) => reports.push(rep),
+                Reply::Failed(why) => {
+                    tally.error.get_or_insert(why);
+                }
+                Reply::Ok => {
+                    tally
+                        .error
+                        .get_or_insert("unexpected answer to a run".into());
+                }
+            }
+        }
+        if tally.error.is_some() {
+            return Ok(());
+        }
+        let ran = || reports.iter().filter(|r| r.measured > 0);
+        let start = ran().map(|r| r.start_ns).min().unwrap_or(0);
+        let end = ran().map(|r| r.end_ns).max().unwrap_or(0);
+        let measured: u64 = ran().map(|r| r.measured).sum();
+        let span = end.saturating_sub(start).max(1) as f64 / 1e9;
+        tally.rates.push(measured as f64 / span);
+        self.missed += reports.len() as u64 - ran().count() as u64;
+        self.client_runs += reports.len() as u64;
+        for r in &reports {
+            if let Err(e) = tally.hist.merge_sparse(&r.hist) {
+                tally.error = Some(e);
+            }
+            self.max_late = self.max_late.max(Duration::from_nanos(r.late_ns));
+        }
+        tally.handled += reports.iter().map(|r| r.total).sum::<u64>();
+        tally.wall += wall;
+        if let (Some(a), Some(b)) = (cpu0, cpu1) {
+            tally.server_cpu += b.saturating_sub(a);
+            tally.cpu_known = true;
+        }
+        Ok(())
+    }
+}
+
+/// The abstract socket name of this run's server of `transport`.
+pub fn server_name(transport: Transport) -> String {
+    format!("ringlink-ipc-bench-{}-{}", std::process::id(), transport)
+}
+
+fn figures(size: usize, mode: Mode, t: Tally) -> Result<Figures, String> {
+    if let Some(e) = t.error {
+        return Err(e);
+    }
+    let mut rates = t.rates.clone();
+    rates.sort_by(f64::total_cmp);
+    let msgs = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    let cpu_ns = t.server_cpu.as_nanos() as f64;
+    let measured_cpu = t.cpu_known && !t.server_cpu.is_zero();
+    Ok(Figures {
+        latency: if mode == Mode::Rtt {
+            Latency::of(&t.hist)
+        } else {
+            None
+        },
+        msgs_per_s: msgs,
+        bytes_per_s: msgs * size as f64,
+        round_rates: t.rates,
+        // Less than one clock tick is no measurement.
+        server_ns_per_msg: (measured_cpu && t.handled > 0).then(|| cpu_ns / t.handled as f64),
+        server_busy: (measured_cpu && !t.wall.is_zero()).then(|| cpu_ns / t.wall.as_nanos() as f64),
+    })
+}
+
+/// Runs the whole plan; `exe` is the `ipc-bench` binary, started again
+/// as servers, clients and the floors' peer.
+///
+/// # Errors
+///
+/// If a process cannot be started or the coordinator loses contact with
+/// a client. A transport that fails (its server does not start, its
+/// clients cannot connect, a run fails) is not an error: its cells carry
+/// the reason.
+pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
+    let started = Instant::now();
+    // Two pipes per client process.
+    super::server::raise_fd_limit()?;
+    let placement = place(plan.pin, plan.clients)?;
+    let largest = plan.sizes.iter().copied().max().unwrap_or(1);
+
+    let steps = plan.sizes.len() * plan.rounds * plan.transports.len() * plan.modes.len();
+    let bar = if plan.progress {
+        ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(io::Error::other)?
+            .progress_chars("=> "),
+    );
+    bar.set_message("starting servers and clients");
+
+    let servers = plan
+        .transports
+        .iter()
+        .map(|&transport| {
+            let cfg = ServerConfig {
+                transport,
+                name: server_name(transport),
+                spin_ns: transport.spin(plan.spin).as_nanos() as u64,
+                max_message: largest,
+                min_message: plan.min_message,
+                clients: plan.clients,
+                cpu: placement.server,
+            };
+            ServerProc::spawn(exe, &cfg).map_err(|e| e.to_string())
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(plan.clients);
+    for cpu in &placement.clients {
+        clients.push(ClientProc::spawn(exe, &ClientConfig { cpu: *cpu })?);
+    }
+    let mut bench = Bench {
+        plan,
+        servers,
+        clients,
+        max_late: Duration::ZERO,
+        missed: 0,
+        client_runs: 0,
+    };
+
+    let mut cells = Vec::new();
+    for &size in &plan.sizes {
+        let mut tallies: Vec<Vec<Tally>> = plan
+            .transports
+            .iter()
+            .map(|_| plan.modes.iter().map(|_| Tally::default()).collect())
+            .collect();
+        let mut live = vec![false; plan.transports.len()];
+        for (slot, &transport) in plan.transports.iter().enumerate() {
+            bar.set_message(format!("{transport} {}: connecting", size_label(size)));
+            match bench.connect(slot, size)? {
+                Ok(()) => live[slot] = true,
+                Err(why) => {
+                    for t in &mut tallies[slot] {
+                        t.error = Some(why.clone());
+                    }
+                }
+            }
+        }
+        for round in 0..plan.rounds {
+            for (slot, &transport) in plan.transports.iter().enumerate() {
+                for (m, &mode) in plan.modes.iter().enumerate() {
+                    bar.set_message(format!(
+                        "{transport} {} {mode} round {}/{}",
+                        size_label(size),
+                        round + 1,
+                        plan.rounds
+                    ));
+                    if live[slot] {
+                        bench.run_once(slot, size, mode, &mut tallies[slot][m])?;
+                        if tallies[slot][m].error.is_some() {
+                            // A failed run leaves the connection unusable.
+                            live[slot] = false;
+                            for t in &mut tallies[slot] {
+                                if t.error.is_none() {
+                                    t.error = Some(SKIPPED_AFTER_FAILURE.into());
+                                }
+                            }
+                        }
+                    }
+                    bar.inc(1);
+                }
+            }
+        }
+        for (slot, &transport) in plan.transports.iter().enumerate() {
+            if bench.servers[slot].is_ok() {
+                bench.broadcast(&ClientCommand::Close { slot })?;
+            }
+            for (m, &mode) in plan.modes.iter().enumerate() {
+                let t = std::mem::take(&mut tallies[slot][m]);
+                cells.push(Cell {
+                    transport,
+                    size,
+                    mode,
+                    result: figures(size, mode, t),
+                });
+            }
+        }
+    }
+
+    let floors = if plan.floors {
+        bar.set_message("floors: spin and eventfd ping-pongs, memcpy");
+        Some(measure_floors(plan, exe, placement.floor))
+    } else {
+        None
+    };
+    bar.finish_and_clear();
+
+    // Clients first (each exits when its input closes), then servers.
+    let Bench {
+        servers,
+        clients,
+        max_late,
+        missed,
+        client_runs,
+        ..
+    } = bench;
+    let mut clients = clients;
+    for c in &mut clients {
+        drop(c.stdin.take()); // all at once: they exit in parallel
+    }
+    drop(clients);
+    for s in servers.into_iter().flatten() {
+        s.stop()?;
+    }
+    Ok(Results {
+        plan: plan.clone(),
+        cells,
+        floors,
+        placement: placement.words,
+        max_late,
+        missed_runs: (missed, client_runs),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The floors, on a thread pinned like a server (the peer like a
+/// client).
+fn measure_floors(plan: &Plan, exe: &Path, cpus: Option<(usize, usize)>) -> Floors {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut floors = Floors::default();
+            if let Err(e) = ping_pongs(plan, exe, cpus, &mut floors) {
+                floors.error = Some(e.to_string());
+            }
+            let time = match plan.timing {
+                Timing::Time { measure, .. } => measure,
+                Timing::Count { .. } => Duration::from_millis(20),
+            };
+            floors.memcpy = plan
+                .sizes
+                .iter()
+                .map(|&size| (size, memcpy::rate(size, time)))
+                .collect();
+            floors
+        })
+        .join()
+        .unwrap_or_else(|_| Floors {
+            error: Some("the floors' thread panicked".into()),
+            ..Floors::default()
+        })
+    })
+}
+
+fn ping_pongs(
+    plan: &Plan,
+    exe: &Path,
+    cpus: Option<(usize, usize)>,
+    floors: &mut Floors,
+) -> io::Result<()> {
+    if let Some((mine, _)) = cpus {
+        cpu::pin(mine)?;
+    }
+    let mut peer = Peer::spawn(
+        exe,
+        &PeerOptions {
+            capacity: ringlink_ringbuf::MIN_CAPACITY,
+            cpu: cpus.map(|c| c.1),
+        },
+    )?;
+    let mut measure = |wake: bool| -> io::Result<Option<Latency>> {
+        let mut go = |n: u64, samples: Option<&mut Vec<u64>>| {
+            if wake {
+                peer.wake_round_trips(n, samples)
+            } else {
+                peer.floor_round_trips(n, samples)
+            }
+        };
+        let count = match plan.timing {
+            Timing::Count { warm, count } => {
+                go(warm.max(1), None)?;
+                count * plan.rounds as u64
+            }
+            Timing::Time { warm, measure } => {
+                // Warm up for the warm-up time, and estimate the rate.
+                let mut n = 64;
+                let mut took = go(n, None)?;
+                while took < warm {
+                    n *= 2;
+                    took = go(n, None)?;
+                }
+                let per = took.as_secs_f64() / n as f64;
+                let total = measure.as_secs_f64() * plan.rounds as f64;
+                ((total / per.max(1e-9)) as u64).clamp(1, 5_000_000)
+            }
+        };
+        let mut samples = Vec::with_capacity(count as usize);
+        go(count, Some(&mut samples))?;
+        let mut hist = Histogram::new();
+        for s in samples {
+            hist.record(s);
+        }
+        Ok(Latency::of(&hist))
+    };
+    floors.spin = measure(false)?;
+    floors.wake = measure(true)?;
+    peer.close()
+}

@@ -1,0 +1,199 @@
+//! The client's end of a connection, whatever the transport: ringlink's
+//! [`Client`] or the bare socket of [`uds`](super::uds).
+
+use std::io;
+use std::time::Duration;
+
+use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr};
+
+use super::uds::UdsLink;
+use super::{Transport, PROTOCOL};
+use crate::STALL;
+
+/// What the measurement loops need of a connection. Every call waits at
+/// most [`STALL`] and fails with an error rather than hang.
+pub trait Link {
+    /// Sends a request, waiting for room if the ring or socket is full.
+    ///
+    /// # Errors
+    ///
+    /// A transport error, or a stall.
+    fn send(&mut self, id: i32, payload: &[u8]) -> io::Result<()>;
+
+    /// Receives the next response into `buf`; returns its message id and
+    /// length.
+    ///
+    /// # Errors
+    ///
+    /// A transport error, a stall, or an error status from the server.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)>;
+
+    /// Sends a request and receives its response.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send) and [`recv`](Self::recv).
+    fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)>;
+}
+
+/// A ringlink client connection (`shm`, `shm-nospin` or `socket`).
+#[derive(Debug)]
+pub struct RingLink {
+    client: Client,
+}
+
+/// A ringlink error as an `io::Error` (keeping the kind of an I/O error).
+fn io_err(e: Error) -> io::Error {
+    match e {
+        Error::Io(e) => e,
+        Error::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "ringlink: timed out"),
+        e => io::Error::other(e),
+    }
+}
+
+/// Refuses a response that carries an error status.
+fn status(error: i32) -> io::Result<()> {
+    if error != 0 {
+        return Err(io::Error::other(format!(
+            "the server answered with error {error}"
+        )));
+    }
+    Ok(())
+}
+
+impl RingLink {
+    /// Connects to the bench's ringlink server at abstract `name`, asking
+    /// for messages of up to `max_message` bytes, with `spin` as the
+    /// client's spin budget. Waits up to `timeout` for the server.
+    ///
+    /// Checks that the transport really is the one asked for: a
+    /// shared-memory connection must have mapped rings, a socket one must
+    /// not (a build of ringlink without the socket transport would
+    /// otherwise measure shared memory under the socket's name).
+    ///
+    /// # Errors
+    ///
+    /// If the connection fails, or the check does.
+    pub fn connect(
+        transport: Transport,
+        name: &str,
+        max_message: usize,
+        spin: Duration,
+        timeout: Duration,
+    ) -> io::Result<RingLink> {
+        let mut opts = ConnectOptions::new(PROTOCOL);
+        opts.transport = match transport {
+            Transport::Shm | Transport::ShmNoSpin => ringlink_ipcc::Transport::Shm,
+            Transport::Socket => ringlink_ipcc::Transport::Socket,
+            Transport::UdsBaseline => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "uds-baseline is not a ringlink transport",
+                ))
+            }
+        };
+        opts.spin = spin;
+        opts.max_message = u32::try_from(max_message)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message size too large"))?;
+        opts.timeout = timeout;
+        opts.wait_for_server = true;
+        let before = memfd_mappings()?;
+        let client = Client::connect(&ServiceAddr::named(name), &opts).map_err(io_err)?;
+        let mapped = memfd_mappings()? > before;
+        if transport.is_shm() && !mapped {
+            return Err(io::Error::other(
+                "the connection mapped no shared-memory ring",
+            ));
+        }
+        if transport == Transport::Socket && mapped {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "ringlink's socket transport is not available in this build \
+                 (the connection got shared-memory rings)",
+            ));
+        }
+        if client.max_message() < max_message {
+            return Err(io::Error::other(format!(
+                "the server allows messages of {} bytes, not {max_message}",
+                client.max_message()
+            )));
+        }
+        Ok(RingLink { client })
+    }
+}
+
+impl Link for RingLink {
+    #[inline]
+    fn send(&mut self, id: i32, payload: &[u8]) -> io::Result<()> {
+        // Without waiting first: the timed call reads the clock.
+        match self.client.send(id, payload) {
+            Ok(_) => Ok(()),
+            Err(Error::WouldBlock) => self
+                .client
+                .send_timeout(id, payload, Some(STALL))
+                .map(drop)
+                .map_err(io_err),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    #[inline]
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        let msg = self.client.recv(buf, Some(STALL)).map_err(io_err)?;
+        status(msg.error)?;
+        Ok((msg.id, msg.len))
+    }
+
+    #[inline]
+    fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        let msg = self
+            .client
+            .send_recv(id, payload, buf, Some(STALL))
+            .map_err(io_err)?;
+        status(msg.error)?;
+        Ok((msg.id, msg.len))
+    }
+}
+
+/// A connection of any of the four transports.
+#[derive(Debug)]
+// One per connection, held in place for its life: the size difference
+// costs nothing, a box would cost a pointer chase per message.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyLink {
+    /// `shm`, `shm-nospin`, `socket`.
+    Ring(RingLink),
+    /// `uds-baseline`.
+    Uds(UdsLink),
+}
+
+impl AnyLink {
+    /// Connects to the bench's server of `transport` at abstract `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RingLink::connect`] and [`UdsLink::connect`].
+    pub fn connect(
+        transport: Transport,
+        name: &str,
+        max_message: usize,
+        spin: Duration,
+        timeout: Duration,
+    ) -> io::Result<AnyLink> {
+        Ok(match transport {
+            Transport::UdsBaseline => AnyLink::Uds(UdsLink::connect(name, max_message, timeout)?),
+            t => AnyLink::Ring(RingLink::connect(t, name, max_message, spin, timeout)?),
+        })
+    }
+}
+
+/// How many mappings of memfds this process has: a ringlink connection
+/// over shared memory adds its three rings.
+///
+/// # Errors
+///
+/// If `/proc/self/maps` cannot be read.
+pub fn memfd_mappings() -> io::Result<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    Ok(maps.lines().filter(|l| l.contains("/memfd:")).count())
+}

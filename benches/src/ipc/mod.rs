@@ -1,0 +1,275 @@
+//! The `ipc-bench` comparison: ringlink's server and client (`ipcs`,
+//! `ipcc`) over shared memory and over its socket transport, against a
+//! bare Unix-socket server, between separate processes.
+//!
+//! # Processes
+//!
+//! `ipc-bench` (the *coordinator*, [`coord`]) starts itself again in
+//! three hidden roles:
+//!
+//! - `ipc-bench --serve CONFIG`: one server per transport ([`server`]):
+//!   a ringlink [`Service`](ringlink_ipcs::Service) whose handler checks
+//!   every request and stamps every response, or, for `uds-baseline`, a
+//!   bare `SOCK_SEQPACKET` epoll server written on `nix` ([`uds`]).
+//! - `ipc-bench --client CONFIG`: one process per client connection
+//!   ([`client`]), driven by JSON commands on its standard input
+//!   ([`control`]): connect, run a measurement, close. All the timing is
+//!   taken here.
+//! - `ipc-bench --peer`: the peer of `ring-bench`
+//!   ([`driver::Peer`](crate::driver::Peer)), for the floors (a bare
+//!   shared-memory spin ping-pong and a bare eventfd sleep/wake
+//!   ping-pong).
+//!
+//! # What a measurement is
+//!
+//! Every client runs the same measurement at the same time: the
+//! coordinator sends each a start moment on `CLOCK_MONOTONIC` (one clock
+//! for all processes: the go signal), a warm-up and a measured phase
+//! (both a time or both a count). The coordinator reads the server's CPU
+//! time (`/proc/PID/stat`) before and after, and divides it by the
+//! requests the server handled.
+//!
+//! - **Round trip** (`rtt`): `send_recv` of a request of the size, which
+//!   the server checks and answers with a response of the same size that
+//!   it stamps; the client checks the response. One clock read per round
+//!   trip; every round trip of the measured phase is a sample.
+//! - **One way** (`oneway`): the client sends requests as fast as it can
+//!   (waiting only when its request ring or socket is full); the server
+//!   checks each and answers nothing, except every `ack_every`-th request
+//!   and the last of each phase, which ask for an 8-byte
+//!   acknowledgement. At most two acknowledgements are outstanding, so
+//!   the pipe never drains while the client sends. The measured phase
+//!   starts when every warm-up request has been acknowledged and ends
+//!   when its last request has been: every message counted was sent,
+//!   received and checked inside the measured time.
+//!
+//! Message ids ([`message_id`]) carry the kind of request and its size,
+//! so that the server checks each payload's length; payloads carry a
+//! per-connection sequence number at both ends ([`payload::stamp`](crate::payload::stamp)),
+//! checked on every message by both sides.
+
+pub mod client;
+pub mod control;
+pub mod coord;
+pub mod link;
+pub mod plot;
+pub mod report;
+pub mod server;
+pub mod session;
+pub mod uds;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol id of the bench's ringlink services.
+pub const PROTOCOL: &str = "ringlink-ipc-bench";
+
+/// Largest message size the bench accepts (the size travels in the low
+/// 24 bits of the message id).
+pub const MAX_SIZE: usize = (1 << 24) - 1;
+
+/// Size of the acknowledgement of a one-way run: the stamp of the
+/// request it acknowledges.
+pub const ACK_LEN: usize = 8;
+
+/// The transports compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Transport {
+    /// ringlink over shared memory, default spin budget.
+    #[serde(rename = "shm")]
+    Shm,
+    /// ringlink over shared memory, spin budget zero on both sides: every
+    /// wait sleeps in the kernel.
+    #[serde(rename = "shm-nospin")]
+    ShmNoSpin,
+    /// ringlink's `Transport::Socket`: the same API over
+    /// `SOCK_SEQPACKET`.
+    #[serde(rename = "socket")]
+    Socket,
+    /// A bare `SOCK_SEQPACKET` server and client, no ringlink code.
+    #[serde(rename = "uds-baseline")]
+    UdsBaseline,
+}
+
+impl Transport {
+    /// Every transport, in the order of the report.
+    pub const ALL: [Transport; 4] = [
+        Transport::Shm,
+        Transport::ShmNoSpin,
+        Transport::Socket,
+        Transport::UdsBaseline,
+    ];
+
+    /// The name used on the command line, in JSON and in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Shm => "shm",
+            Transport::ShmNoSpin => "shm-nospin",
+            Transport::Socket => "socket",
+            Transport::UdsBaseline => "uds-baseline",
+        }
+    }
+
+    /// Whether messages travel through shared memory.
+    pub fn is_shm(self) -> bool {
+        matches!(self, Transport::Shm | Transport::ShmNoSpin)
+    }
+
+    /// The spin budget both sides of this transport use, given the one
+    /// asked for (`--spin`): zero for `shm-nospin`, not applicable (zero)
+    /// for the bare baseline.
+    pub fn spin(self, asked: Duration) -> Duration {
+        match self {
+            Transport::Shm | Transport::Socket => asked,
+            Transport::ShmNoSpin | Transport::UdsBaseline => Duration::ZERO,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Transport, String> {
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                format!("unknown transport {s:?} (shm, shm-nospin, socket, uds-baseline)")
+            })
+    }
+}
+
+/// What is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// Round-trip latency (and the rate of round trips).
+    #[serde(rename = "rtt")]
+    Rtt,
+    /// One-way throughput.
+    #[serde(rename = "oneway")]
+    OneWay,
+}
+
+impl Mode {
+    /// Both modes, in the order of the report.
+    pub const ALL: [Mode; 2] = [Mode::Rtt, Mode::OneWay];
+
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Rtt => "rtt",
+            Mode::OneWay => "oneway",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode {s:?} (rtt, oneway)"))
+    }
+}
+
+/// The kind of a request, in the high bits of its message id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Answer with a stamped response of the same size.
+    Echo = 1,
+    /// Answer nothing.
+    OneWay = 2,
+    /// Answer with an [`ACK_LEN`]-byte acknowledgement.
+    Ack = 3,
+}
+
+/// The message id of a request of `kind` and `size` bytes.
+///
+/// # Panics
+///
+/// If `size` exceeds [`MAX_SIZE`] (the command line refuses such sizes).
+pub fn message_id(kind: Kind, size: usize) -> i32 {
+    assert!(size <= MAX_SIZE, "message size {size} above {MAX_SIZE}");
+    ((kind as i32) << 24) | size as i32
+}
+
+/// The kind and size a message id carries, if it is one of the bench's.
+pub fn decode_id(id: i32) -> Option<(Kind, usize)> {
+    let kind = match id >> 24 {
+        1 => Kind::Echo,
+        2 => Kind::OneWay,
+        3 => Kind::Ack,
+        _ => return None,
+    };
+    Some((kind, (id & 0xff_ffff) as usize))
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: the clock every process of
+/// the bench shares (and the one `Instant` reads on Linux).
+pub fn mono_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always readable");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// The `Instant` of the `CLOCK_MONOTONIC` moment `ns` (now, if it has
+/// passed).
+pub fn instant_at(ns: u64) -> Instant {
+    let (now, mono) = (Instant::now(), mono_ns());
+    now + Duration::from_nanos(ns.saturating_sub(mono))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_kind_and_size() {
+        for kind in [Kind::Echo, Kind::OneWay, Kind::Ack] {
+            for size in [0, 1, 64, 1 << 20, MAX_SIZE] {
+                assert_eq!(decode_id(message_id(kind, size)), Some((kind, size)));
+            }
+        }
+        assert_eq!(decode_id(0), None);
+        assert_eq!(decode_id(-1), None);
+    }
+
+    #[test]
+    fn names_parse_back() {
+        for t in Transport::ALL {
+            assert_eq!(t.name().parse::<Transport>(), Ok(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.name()));
+        }
+        for m in Mode::ALL {
+            assert_eq!(m.name().parse::<Mode>(), Ok(m));
+        }
+        assert!("tcp".parse::<Transport>().is_err());
+    }
+
+    #[test]
+    fn monotonic_clock_matches_instant() {
+        let target = mono_ns() + 5_000_000;
+        let at = instant_at(target);
+        // Never later than asked (how much earlier depends on the load).
+        assert!(at.saturating_duration_since(Instant::now()) <= Duration::from_millis(5));
+        assert!(instant_at(0) <= Instant::now());
+    }
+}

@@ -1,0 +1,425 @@
+//! The results as a table (standard output, for people) or as JSON lines
+//! (for tools).
+//!
+//! JSON: one object per line, for every transport, mode and size:
+//! `transport` (`shm`, `shm-nospin`, `socket`, `uds-baseline`), `mode`
+//! (`rtt` or `oneway`), `size` (bytes), `clients`, `p50_ns`, `p99_ns`,
+//! `p999_ns` and `samples` (round trips; `null` for one-way),
+//! `msgs_per_s` (one-way messages, or round trips, per second, all
+//! clients together), `mb_per_s` (payload, one way, 10^6 bytes per
+//! second), `server_cpu_ns_per_msg`, `server_cpu_busy` (server CPU time
+//! over wall time), `round_msgs_per_s` (each round's rate), `error`
+//! (`null`, or why the transport was skipped; the figures are `null`
+//! then). Then the floors, as `transport` `floor-spin` and
+//! `floor-eventfd` (mode `rtt`, size 0) and `memcpy` (mode `copy`, with
+//! `mb_per_s` only).
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::coord::{Cell, Latency, Results, Timing, SKIPPED_AFTER_FAILURE};
+use super::{Mode, Transport};
+use crate::stats::{si, size_label};
+
+/// One JSON line.
+#[derive(Debug, Default, Serialize)]
+struct JsonRow<'a> {
+    transport: &'a str,
+    mode: &'a str,
+    size: usize,
+    clients: usize,
+    p50_ns: Option<u64>,
+    p99_ns: Option<u64>,
+    p999_ns: Option<u64>,
+    samples: Option<u64>,
+    msgs_per_s: Option<f64>,
+    mb_per_s: Option<f64>,
+    server_cpu_ns_per_msg: Option<f64>,
+    server_cpu_busy: Option<f64>,
+    round_msgs_per_s: Option<&'a [f64]>,
+    error: Option<&'a str>,
+}
+
+impl JsonRow<'_> {
+    fn latency(mut self, l: Option<Latency>) -> Self {
+        if let Some(l) = l {
+            self.p50_ns = Some(l.p50);
+            self.p99_ns = Some(l.p99);
+            self.p999_ns = Some(l.p999);
+            self.samples = Some(l.samples);
+        }
+        self
+    }
+}
+
+/// Writes the results as JSON lines.
+///
+/// # Errors
+///
+/// Any error of `out`.
+pub fn write_json(r: &Results, mut out: impl Write) -> io::Result<()> {
+    let clients = r.plan.clients;
+    let mut line = |row: &JsonRow<'_>| -> io::Result<()> {
+        serde_json::to_writer(&mut out, row).map_err(io::Error::other)?;
+        out.write_all(b"\n")
+    };
+    for c in &r.cells {
+        let base = JsonRow {
+            transport: c.transport.name(),
+            mode: c.mode.name(),
+            size: c.size,
+            clients,
+            ..JsonRow::default()
+        };
+        let row = match &c.result {
+            Ok(f) => JsonRow {
+                msgs_per_s: Some(f.msgs_per_s),
+                mb_per_s: Some(f.bytes_per_s / 1e6),
+                server_cpu_ns_per_msg: f.server_ns_per_msg,
+                server_cpu_busy: f.server_busy,
+                round_msgs_per_s: Some(&f.round_rates),
+                ..base
+            }
+            .latency(f.latency),
+            Err(e) => JsonRow {
+                error: Some(e),
+                ..base
+            },
+        };
+        line(&row)?;
+    }
+    if let Some(f) = &r.floors {
+        for (name, l) in [("floor-spin", f.spin), ("floor-eventfd", f.wake)] {
+            let row = JsonRow {
+                transport: name,
+                mode: "rtt",
+                error: if l.is_none() {
+                    f.error.as_deref()
+                } else {
+                    None
+                },
+                ..JsonRow::default()
+            };
+            line(&row.latency(l))?;
+        }
+        for &(size, rate) in &f.memcpy {
+            line(&JsonRow {
+                transport: "memcpy",
+                mode: "copy",
+                size,
+                mb_per_s: Some(rate / 1e6),
+                ..JsonRow::default()
+            })?;
+        }
+    }
+    out.flush()
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a > 0.0 && b > 0.0).then(|| a / b)
+}
+
+/// Microseconds with three significant digits or more.
+fn us3(ns: u64) -> String {
+    let v = us(ns);
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn latency_cell(l: &Latency) -> String {
+    format!("{} / {} / {}", us3(l.p50), us3(l.p99), us3(l.p999))
+}
+
+/// A CPU time per request: nanoseconds, or microseconds from 10 us.
+fn cpu_time(ns: f64) -> String {
+    if ns < 10_000.0 {
+        format!("{ns:.0} ns")
+    } else {
+        format!("{:.0} us", ns / 1e3)
+    }
+}
+
+/// `x` for a ratio, `-` where there is none.
+fn times(r: Option<f64>, decimals: usize) -> String {
+    r.map_or_else(|| "-".to_string(), |r| format!("{r:.decimals$}x"))
+}
+
+/// The table.
+pub fn table(r: &Results) -> String {
+    let p = &r.plan;
+    let mut s = String::new();
+    let ts = &p.transports;
+    let timing = match p.timing {
+        Timing::Time { warm, measure } => format!(
+            "{} rounds of {:.2} s per figure, each after a {:.2} s warm-up",
+            p.rounds,
+            measure.as_secs_f64(),
+            warm.as_secs_f64()
+        ),
+        Timing::Count { warm, count } => format!(
+            "{} rounds of {count} per client per figure, each after a warm-up of {warm}",
+            p.rounds
+        ),
+    };
+    let _ = writeln!(
+        s,
+        "ipc-bench: ringlink (ipcs/ipcc) against Unix sockets, server and clients in separate \
+         processes"
+    );
+    let _ = writeln!(
+        s,
+        "  {} client process{} (one connection each per transport); {}; {timing}; spin {} us \
+         (shm, socket, server and clients); ringlink rings sized for messages of at least {}; \
+         one-way: acknowledgement every {} requests",
+        p.clients,
+        if p.clients == 1 { "" } else { "es" },
+        r.placement,
+        p.spin.as_micros(),
+        size_label(p.min_message),
+        p.ack_every,
+    );
+    let per_conn = if p.clients > 1 {
+        format!("; all round trips of all {} connections", p.clients)
+    } else {
+        String::new()
+    };
+
+    // Round trips.
+    if p.modes.contains(&Mode::Rtt) {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "Round-trip latency, us: p50 / p99 / p99.9 (send_recv of a stamped request that \
+             the server checks and answers with a stamped response of the same size{per_conn}); \
+             ratios: p50 over p50, below 1 where shared memory is faster"
+        );
+        let mut head = format!("{:>8} |", "size");
+        for t in ts {
+            let _ = write!(head, " {:>22} |", t.name());
+        }
+        let _ = writeln!(s, "{head} {}", ratio_heads(ts));
+        for &size in &p.sizes {
+            let mut line = format!("{:>8} |", size_label(size));
+            let p50 = |t| {
+                lookup(r, t, size, Mode::Rtt)
+                    .and_then(|f| f.latency)
+                    .map(|l| l.p50 as f64)
+            };
+            for &t in ts {
+                let cell = match r.cell(t, size, Mode::Rtt).map(|c| &c.result) {
+                    Some(Ok(f)) => f.latency.as_ref().map_or("-".into(), latency_cell),
+                    Some(Err(_)) => "skipped".into(),
+                    None => "-".into(),
+                };
+                let _ = write!(line, " {cell:>22} |");
+            }
+            let _ = writeln!(s, "{line} {}", ratio_cells(ts, p50, 2));
+        }
+        if let Some(f) = &r.floors {
+            let floor = |l: &Option<Latency>| l.as_ref().map_or("failed".into(), latency_cell);
+            let _ = writeln!(
+                s,
+                "  floors: bare spin ping-pong over shared memory (one cache line each way) {}; \
+                 bare eventfd sleep/wake ping-pong (no spinning) {}",
+                floor(&f.spin),
+                floor(&f.wake)
+            );
+        }
+    }
+
+    // One way.
+    if p.modes.contains(&Mode::OneWay) {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "One-way throughput, messages/s (MB/s), all clients together, median of the rounds \
+             (every message stamped by the client, checked by the server); ratios: messages/s \
+             over messages/s, above 1 where shared memory is faster; memcpy: one core, both \
+             buffers in cache"
+        );
+        let mut head = format!("{:>8} |", "size");
+        for t in ts {
+            let _ = write!(head, " {:>20} |", t.name());
+        }
+        let memcpy_head = if r.floors.is_some() {
+            " | memcpy GB/s  shm % of memcpy"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "{head} {}{memcpy_head}", ratio_heads(ts));
+        for &size in &p.sizes {
+            let mut line = format!("{:>8} |", size_label(size));
+            let rate = |t| lookup(r, t, size, Mode::OneWay).map(|f| f.msgs_per_s);
+            for &t in ts {
+                let cell = match r.cell(t, size, Mode::OneWay).map(|c| &c.result) {
+                    Some(Ok(f)) => {
+                        format!(
+                            "{} ({:.0})",
+                            si(f.msgs_per_s).trim_end(),
+                            f.bytes_per_s / 1e6
+                        )
+                    }
+                    Some(Err(_)) => "skipped".into(),
+                    None => "-".into(),
+                };
+                let _ = write!(line, " {cell:>20} |");
+            }
+            let _ = write!(line, " {}", ratio_cells(ts, rate, 1));
+            if let Some(f) = &r.floors {
+                let copy = f.memcpy.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
+                let shm = lookup(r, Transport::Shm, size, Mode::OneWay).map(|f| f.bytes_per_s);
+                match copy {
+                    Some(c) if size >= 64 << 10 => {
+                        let pct = shm
+                            .and_then(|b| ratio(b, c))
+                            .map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
+                        let _ = write!(line, " | {:>11.2}  {pct:>15}", c / 1e9);
+                    }
+                    _ => {
+                        let _ = write!(line, " | {:>11}  {:>15}", "-", "-");
+                    }
+                }
+            }
+            let _ = writeln!(s, "{line}");
+        }
+    }
+
+    // Server cost.
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Server: requests/s handled (rtt: round trips/s), CPU time per request, and CPU \
+         use (% of one CPU); from /proc/PID/stat, in 10 ms ticks, warm-up and a spinning \
+         server's polling included"
+    );
+    let mut head = format!("{:>8} {:>6} |", "size", "mode");
+    for t in ts {
+        let _ = write!(head, " {:>24} |", t.name());
+    }
+    let _ = writeln!(s, "{head}");
+    for &size in &p.sizes {
+        for &mode in &p.modes {
+            let mut line = format!("{:>8} {:>6} |", size_label(size), mode.name());
+            for &t in ts {
+                let cell = match r.cell(t, size, mode).map(|c| &c.result) {
+                    Some(Ok(f)) => format!(
+                        "{}/s {} {}",
+                        si(f.msgs_per_s).trim_end(),
+                        f.server_ns_per_msg.map_or("-".into(), cpu_time),
+                        f.server_busy
+                            .map_or("-".into(), |b| format!("{:.0}%", 100.0 * b)),
+                    ),
+                    Some(Err(_)) => "skipped".into(),
+                    None => "-".into(),
+                };
+                let _ = write!(line, " {cell:>24} |");
+            }
+            let _ = writeln!(s, "{line}");
+        }
+    }
+
+    // Notes.
+    let mut notes: Vec<String> = Vec::new();
+    for c in &r.cells {
+        match &c.result {
+            Err(e) if e != SKIPPED_AFTER_FAILURE => {
+                let note = format!("{} {}: skipped: {e}", c.transport, size_label(c.size));
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(Some(e)) = r.floors.as_ref().map(|f| &f.error) {
+        notes.push(format!("floors: {e}"));
+    }
+    if r.max_late > std::time::Duration::from_millis(5) {
+        notes.push(format!(
+            "some clients started up to {:.1} ms after the go signal (more busy processes than \
+             CPUs: they waited for one){}",
+            r.max_late.as_secs_f64() * 1e3,
+            match r.missed_runs {
+                (0, _) => String::new(),
+                (m, n) => format!(
+                    "; {m} of {n} client runs started after the measured time and are not counted"
+                ),
+            }
+        ));
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(s);
+        for n in notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "done in {:.1} s", r.elapsed.as_secs_f64());
+    s
+}
+
+/// The figures of a cell that has some.
+fn lookup(r: &Results, t: Transport, size: usize, mode: Mode) -> Option<&super::coord::Figures> {
+    r.cell(t, size, mode)
+        .and_then(|c: &Cell| c.result.as_ref().ok())
+}
+
+/// The ratios shown: each shared-memory transport against each socket
+/// one, among those run.
+fn ratio_pairs(ts: &[Transport]) -> Vec<(Transport, Transport)> {
+    let mut pairs = Vec::new();
+    for a in [Transport::Shm, Transport::ShmNoSpin] {
+        for b in [Transport::Socket, Transport::UdsBaseline] {
+            if ts.contains(&a) && ts.contains(&b) {
+                pairs.push((a, b));
+            }
+        }
+    }
+    pairs
+}
+
+fn short(t: Transport) -> &'static str {
+    match t {
+        Transport::Shm => "shm",
+        Transport::ShmNoSpin => "nospin",
+        Transport::Socket => "socket",
+        Transport::UdsBaseline => "uds",
+    }
+}
+
+fn ratio_heads(ts: &[Transport]) -> String {
+    ratio_pairs(ts)
+        .iter()
+        .map(|(a, b)| format!("{:>13}", format!("{}/{}", short(*a), short(*b))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ratio_cells(
+    ts: &[Transport],
+    value: impl Fn(Transport) -> Option<f64>,
+    decimals: usize,
+) -> String {
+    ratio_pairs(ts)
+        .iter()
+        .map(|&(a, b)| {
+            let r = match (value(a), value(b)) {
+                (Some(x), Some(y)) => ratio(x, y),
+                _ => None,
+            };
+            format!("{:>13}", times(r, decimals))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

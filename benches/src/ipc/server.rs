@@ -1,0 +1,177 @@
+//! The server processes (`ipc-bench --serve CONFIG`): a ringlink
+//! [`Service`] for `shm`, `shm-nospin` and `socket`, the bare server of
+//! [`uds`](super::uds) for `uds-baseline`.
+//!
+//! The ringlink handler does what the baseline server does: checks every
+//! request (its length, from the message id, and its stamps, against the
+//! connection's own sequence; one word of every cache line read) and
+//! answers an echo request with a response of the same size that it
+//! stamps, an acknowledgement request with the stamp. A request that
+//! fails the check closes its connection, and the client reports the
+//! failure.
+
+use std::io::{self, Read, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::signal::Signal;
+use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceAddr, ServiceOptions};
+
+use super::control::ServerConfig;
+use super::{decode_id, Kind, Transport, ACK_LEN, PROTOCOL};
+use crate::payload::{check, pattern, stamp};
+
+/// Entry point of `ipc-bench --serve CONFIG` (`CONFIG`: a
+/// [`ServerConfig`] in JSON).
+pub fn main(config: &str) -> ExitCode {
+    let run = || -> io::Result<()> {
+        let cfg: ServerConfig = serde_json::from_str(config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // Die with the coordinator, even if it is killed outright.
+        set_pdeathsig(Signal::SIGKILL)?;
+        raise_fd_limit()?;
+        if let Some(cpu) = cfg.cpu {
+            crate::cpu::pin(cpu)?;
+        }
+        match cfg.transport {
+            Transport::UdsBaseline => super::uds::serve(&cfg),
+            _ => serve_ringlink(&cfg),
+        }
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipc-bench server (pid {}): {e}", std::process::id());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every
+/// shared-memory connection holds about ten fds in the server (the socket
+/// and, per ring, its memory and two eventfds), and a thousand clients
+/// need more than the usual soft limit of 1024.
+///
+/// # Errors
+///
+/// If the limits cannot be read or set.
+pub fn raise_fd_limit() -> io::Result<()> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
+}
+
+/// Tells the coordinator the server listens: one line, `ready`.
+///
+/// # Errors
+///
+/// If standard output is closed.
+pub fn announce_ready() -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(b"ready\n")?;
+    out.flush()
+}
+
+/// The stamp the next request of a connection must carry.
+#[derive(Debug, Default)]
+struct Expected(AtomicU64);
+
+/// The bench's handler.
+#[derive(Debug)]
+struct Bench {
+    /// The responses' payload, stamped in place before each response
+    /// (the loop is one thread: the lock is never contended).
+    out: Mutex<Vec<u8>>,
+}
+
+impl Handler for Bench {
+    fn connection_created(&self, conn: &Connection) {
+        conn.set_context(Expected::default());
+    }
+
+    fn message(&self, conn: &Connection, req: &Request<'_>) {
+        let Some(expected) = conn.context::<Expected>() else {
+            return fail(conn, "no context".into());
+        };
+        // Relaxed: only the loop thread touches it.
+        let seq = expected.0.fetch_add(1, Ordering::Relaxed);
+        let Some((kind, size)) = decode_id(req.id()) else {
+            return fail(conn, format!("unknown message id {:#x}", req.id()));
+        };
+        match check(req.payload(), size, seq) {
+            Ok(acc) => {
+                std::hint::black_box(acc);
+            }
+            Err(e) => return fail(conn, e.to_string()),
+        }
+        let sent = match kind {
+            Kind::OneWay => return,
+            Kind::Echo => {
+                let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(resp) = out.get_mut(..size) else {
+                    return fail(conn, format!("request of {size} bytes above the maximum"));
+                };
+                stamp(resp, seq);
+                conn.respond(req.seq(), req.id(), resp)
+            }
+            Kind::Ack => conn.respond(req.seq(), req.id(), &seq.to_le_bytes()),
+        };
+        if let Err(e) = sent {
+            fail(conn, format!("cannot respond: {e}"));
+        }
+    }
+}
+
+/// Reports a failed check and closes the connection (its client then
+/// fails, and says so).
+fn fail(conn: &Connection, why: String) {
+    eprintln!(
+        "ipc-bench server: connection {} (client pid {}): {why}",
+        conn.id(),
+        conn.credentials().pid
+    );
+    conn.disconnect();
+}
+
+/// Runs a ringlink service as `cfg` says until standard input closes.
+fn serve_ringlink(cfg: &ServerConfig) -> io::Result<()> {
+    let mut opts = ServiceOptions::default();
+    opts.transport = match cfg.transport {
+        Transport::Socket => ringlink_ipcs::Transport::Socket,
+        _ => ringlink_ipcs::Transport::Shm,
+    };
+    opts.spin = Duration::from_nanos(cfg.spin_ns);
+    opts.max_message = cfg.max_message;
+    opts.min_message = cfg.min_message.min(cfg.max_message);
+    let room = cfg.clients + 16;
+    opts.max_clients = opts.max_clients.max(room);
+    opts.max_handshakes = opts.max_handshakes.max(room);
+    opts.backlog = opts
+        .backlog
+        .max(i32::try_from(cfg.clients).unwrap_or(i32::MAX));
+    // A thousand clients connecting at once on two CPUs take a while.
+    opts.handshake_timeout = Duration::from_secs(30);
+    let handler = Bench {
+        out: Mutex::new(pattern(cfg.max_message.max(ACK_LEN))),
+    };
+    let mut service = Service::bind(ServiceAddr::named(&cfg.name), PROTOCOL, opts, handler)
+        .map_err(io::Error::other)?;
+    let stop = service.shutdown_handle();
+    std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            // The coordinator never writes: the read ends when it closes
+            // the pipe (or dies).
+            let mut sink = Vec::new();
+            let _ = io::stdin().lock().read_to_end(&mut sink);
+            stop.shutdown();
+        })?;
+    announce_ready()?;
+    service.run().map_err(io::Error::other)
+}
