@@ -273,6 +273,14 @@ impl Client {
         self.id
     }
 
+    /// The transport the messages travel over.
+    pub fn transport(&self) -> Transport {
+        match self.link {
+            Link::Shm(_) => Transport::Shm,
+            Link::Sock(_) => Transport::Socket,
+        }
+    }
+
     /// Largest message payload, either way (the negotiated buffer size).
     pub fn max_message(&self) -> usize {
         self.max_message

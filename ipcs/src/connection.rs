@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use ringlink_common::seqpacket::{self, SendError, SockTx};
 use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
-use ringlink_common::{ConnectionStats, Credentials, Error, Result};
+use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport};
 use ringlink_ringbuf::{Producer, PushError};
 
 use crate::control::Control;
@@ -29,6 +29,7 @@ pub(crate) struct ConnInner {
     pub(crate) slot: usize,
     pub(crate) credentials: Credentials,
     pub(crate) max_message: usize,
+    pub(crate) transport: Transport,
     pub(crate) connected_at: SystemTime,
     /// Server → client rings or sockets. `None` once the connection is
     /// destroyed, so that clones held by the application keep no mapping
@@ -98,6 +99,11 @@ impl Connection {
     /// The server-assigned connection id (unique for the service's life).
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// The transport the connection's messages travel over.
+    pub fn transport(&self) -> Transport {
+        self.inner.transport
     }
 
     /// The client's kernel-verified credentials.

@@ -1103,6 +1103,7 @@ impl<H: Handler> Service<H> {
                 slot: cslot,
                 credentials: p.credentials,
                 max_message: p.max_message,
+                transport: self.opts.transport,
                 connected_at: SystemTime::now(),
                 response: Mutex::new(Some(response)),
                 event: Mutex::new(Some(event)),

@@ -97,20 +97,13 @@ impl RingLink {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message size too large"))?;
         opts.timeout = timeout;
         opts.wait_for_server = true;
-        let before = memfd_mappings()?;
         let client = Client::connect(&ServiceAddr::named(name), &opts).map_err(io_err)?;
-        let mapped = memfd_mappings()? > before;
-        if transport.is_shm() && !mapped {
-            return Err(io::Error::other(
-                "the connection mapped no shared-memory ring",
-            ));
-        }
-        if transport == Transport::Socket && mapped {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "ringlink's socket transport is not available in this build \
-                 (the connection got shared-memory rings)",
-            ));
+        if client.transport() != opts.transport {
+            return Err(io::Error::other(format!(
+                "asked for {:?}, connected over {:?}",
+                opts.transport,
+                client.transport()
+            )));
         }
         if client.max_message() < max_message {
             return Err(io::Error::other(format!(
@@ -185,15 +178,4 @@ impl AnyLink {
             t => AnyLink::Ring(RingLink::connect(t, name, max_message, spin, timeout)?),
         })
     }
-}
-
-/// How many mappings of memfds this process has: a ringlink connection
-/// over shared memory adds its three rings.
-///
-/// # Errors
-///
-/// If `/proc/self/maps` cannot be read.
-pub fn memfd_mappings() -> io::Result<usize> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    Ok(maps.lines().filter(|l| l.contains("/memfd:")).count())
 }
