@@ -437,6 +437,11 @@ fn fairness(rate: &str) {
     let seq = late.send(id::ECHO, b"late").expect("late send");
     expect_echo(&mut late, seq, b"late");
     let late_served = arrival.elapsed();
+    // The flooder shares a CPU with us: give it the time to collect what
+    // the server answered while we ran (a starved flooder gets nothing).
+    wait_for("the flooder to be served", || {
+        flooded.load(Ordering::Relaxed) > before
+    });
     let during = flooded.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
     t.join().expect("flooder");
