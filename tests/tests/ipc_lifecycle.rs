@@ -632,3 +632,32 @@ fn a_client_waiting_with_duration_max_sleeps() {
     );
 }
 }
+
+ringlink_tests::transport_test! {
+/// A server whose clients are connected but quiet sleeps: its process uses
+/// (almost) no CPU over a second, after traffic that left its loop
+/// spinning and every connection hot.
+fn an_idle_server_with_idle_clients_sleeps() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("idle-server"), &[]);
+    let mut clients: Vec<Client> = (0..3).map(|_| connect(server.addr(), 0)).collect();
+    let mut buf = vec![0u8; 64 << 10];
+    for c in &mut clients {
+        for _ in 0..100 {
+            c.send_recv(id::ECHO, b"warm", &mut buf, Some(PROMPT))
+                .expect("echo");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = Proc::Pid(server.pid());
+    let before = procfs::process_cpu_ticks(pid).expect("server stat");
+    std::thread::sleep(Duration::from_secs(1));
+    let used = procfs::process_cpu_ticks(pid).expect("server stat") - before;
+    eprintln!("idle server with {} idle clients: {used} ticks in 1 s", clients.len());
+    assert!(
+        used <= IDLE_TICKS / 2,
+        "an idle server used {used} ticks of CPU in 1 s"
+    );
+    drop(clients);
+    server.shutdown();
+}
+}
