@@ -105,7 +105,11 @@ pub struct Client {
 }
 
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
+    match timeout {
+        // No clock read on the non-waiting path (`expired` checks zero).
+        Some(Duration::ZERO) => None,
+        t => t.and_then(|t| Instant::now().checked_add(t)),
+    }
 }
 
 fn expired(deadline: Option<Instant>, timeout: Option<Duration>) -> bool {
@@ -483,7 +487,10 @@ impl Client {
         let deadline = deadline_after(timeout);
         let seq = self.send_vectored(id, &[IoSlice::new(request)], timeout)?;
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = match timeout {
+                Some(Duration::ZERO) => timeout,
+                _ => deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            };
             let msg = self.read(Wait::Response, buf, left)?;
             if msg.seq == seq {
                 return Ok(msg);

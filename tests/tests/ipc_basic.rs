@@ -502,3 +502,35 @@ fn a_client_that_does_not_read_feels_back_pressure_and_loses_nothing() {
     assert_eq!(server.stats().u("messages"), sent.len() as u64);
 }
 }
+
+ringlink_tests::transport_test! {
+/// A zero timeout never waits: `send_recv` of a request the server holds
+/// returns `TimedOut` at once (and the answer, when it comes, is still
+/// delivered to `recv`).
+fn send_recv_with_a_zero_timeout_does_not_wait() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("zero"), &[]);
+    let mut c = connect(server.addr(), 0);
+    let mut req = [0u8; DEFER_HEADER];
+    Defer {
+        batch: 2,
+        order_seed: 0,
+    }
+    .encode_into(&mut req);
+    let mut buf = vec![0u8; c.max_message()];
+    let started = std::time::Instant::now();
+    match c.send_recv(id::DEFER, &req, &mut buf, Some(Duration::ZERO)) {
+        Err(Error::TimedOut) => {}
+        other => panic!("send_recv with a zero timeout: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    // The second of the batch releases both answers.
+    let second = c.send(id::DEFER, &req).expect("second");
+    let mut seqs = vec![
+        c.recv(&mut buf, CALL).expect("first answer").seq,
+        c.recv(&mut buf, CALL).expect("second answer").seq,
+    ];
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![second - 1, second]);
+    server.shutdown();
+}
+}
