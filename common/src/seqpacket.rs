@@ -42,6 +42,15 @@ const SIOCOUTQ: libc::Ioctl = libc::TIOCOUTQ;
 /// just small.
 const MIN_FRAGMENT: usize = 4096;
 
+/// Largest fragment: Linux builds a Unix datagram from a linear part of
+/// up to about 16 KiB plus up to 17 page fragments, so a datagram this
+/// size needs no multi-page (high-order) allocation, which may fail
+/// (`ENOBUFS`) on a fragmented machine.
+const MAX_FRAGMENT: usize = 64 << 10;
+
+/// Most slices one `sendmsg` takes (`IOV_MAX`).
+const MAX_IOV: usize = 1024;
+
 /// A connected pair of non-blocking, close-on-exec `SOCK_SEQPACKET`
 /// sockets with [`SOCKET_BUFFER`]-sized send buffers (as far as the
 /// kernel allows).
@@ -133,9 +142,10 @@ impl SockTx {
     /// If the send buffer size cannot be read.
     pub fn new(fd: OwnedFd) -> io::Result<SockTx> {
         let granted = socket::getsockopt(&fd, sockopt::SndBuf)?;
-        // Half the buffer: one fragment in the peer's queue, one on its
-        // way, and the kernel's per-datagram overhead fits beside them.
-        let fragment = (granted / 2).clamp(MIN_FRAGMENT, 1 << 20);
+        // Half the buffer (one fragment in the peer's queue, one on its
+        // way, and the kernel's per-datagram overhead beside them), and at
+        // most MAX_FRAGMENT, which the kernel builds from single pages.
+        let fragment = (granted / 2).clamp(MIN_FRAGMENT, MAX_FRAGMENT);
         Ok(SockTx {
             fd,
             fragment,
@@ -222,29 +232,45 @@ impl SockTx {
         }
         let mut head = [0u8; MSG_HEADER_LEN];
         header.encode_into(&mut head);
+        let joined: Vec<u8>;
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(&head);
         all.extend(parts.iter().map(|p| &**p).filter(|p| !p.is_empty()));
+        if all.len() > MAX_IOV {
+            // More slices than one system call takes: gather them here.
+            joined = all.concat();
+            all = vec![&joined];
+        }
         let total = MSG_HEADER_LEN + header.size as usize;
         let mut off = 0;
         while off < total {
             let len = self.fragment.min(total - off);
             let iov = gather(&all, off, len);
-            match send(&self.fd, &iov) {
+            let sent = match send(&self.fd, &iov) {
+                Err(SendError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    match self.shrink(e) {
+                        Ok(()) => continue,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match sent {
                 Ok(()) => off += len,
-                Err(SendError::WouldBlock) if off == 0 => return Err(SendError::WouldBlock),
-                Err(SendError::WouldBlock) => {
-                    // The message is committed: keep its tail for `flush`.
+                Err(SendError::Closed) => return Err(SendError::Closed),
+                // Nothing went: the message is refused whole.
+                Err(e) if off == 0 => return Err(e),
+                Err(_) => {
+                    // Part of the message went: it is committed. Keep its
+                    // tail for `flush`, which sends it when the socket
+                    // takes it (or reports the error that persists), so no
+                    // other message's bytes ever follow a partial one.
                     for s in gather(&all, off, total - off) {
                         self.pending.extend_from_slice(&s);
                     }
                     self.at = 0;
                     return Ok(());
                 }
-                Err(SendError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    self.shrink(e)?;
-                }
-                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -287,7 +313,8 @@ fn send(fd: &OwnedFd, iov: &[IoSlice<'_>]) -> Result<(), SendError> {
         return match socket::sendmsg::<()>(fd.as_raw_fd(), iov, &[], flags, None) {
             Ok(_) => Ok(()), // a datagram goes whole or not at all
             Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => Err(SendError::WouldBlock),
+            // No room, or no memory for the datagram right now: both pass.
+            Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM) => Err(SendError::WouldBlock),
             Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => Err(SendError::Closed),
             Err(e) => Err(SendError::Io(e.into())),
         };

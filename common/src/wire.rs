@@ -35,6 +35,10 @@ pub const NAMED_SHM_FDS: usize = 6;
 /// transport: the client's ends of the request/response and of the event
 /// `SOCK_SEQPACKET` socket pairs.
 pub const SOCKET_FDS: usize = 2;
+/// Largest message payload ringlink carries (256 MiB): servers cap what
+/// they negotiate at it, and clients refuse a handshake that announces
+/// more (the buffers they would allocate for it).
+pub const MAX_MESSAGE: usize = 1 << 28;
 /// Longest ring path prefix a [`ConnectResponse`] may announce.
 pub const MAX_RING_PATH: usize = 256;
 /// Size of the [`MsgHeader`] at the start of every message record.

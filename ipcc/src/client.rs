@@ -14,8 +14,8 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::recv_fds;
 use ringlink_common::seqpacket::{self, SockRx, SockTx};
 use ringlink_common::wire::{
-    Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN,
-    NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
+    Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MAX_MESSAGE,
+    MSG_HEADER_LEN, NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
 };
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 use ringlink_ringbuf::{Ring, WakeFds};
@@ -101,6 +101,9 @@ pub struct Client {
     fc_enable_max: u32,
     /// The server's flow-control level (socket transport).
     level: Cell<u32>,
+    /// The epoll set watches the request socket for writability (a
+    /// request's tail waits to be sent).
+    watching_tail: Cell<bool>,
     epoll: Epoll,
 }
 
@@ -202,6 +205,11 @@ impl Client {
         }
         let server = Credentials::of_peer(&sock)?;
         let max_message = answer.max_message as usize;
+        if max_message > MAX_MESSAGE {
+            return Err(Error::Protocol(format!(
+                "server announced messages of {max_message} bytes, above ringlink's {MAX_MESSAGE}"
+            )));
+        }
         let (link, level) = match opts.transport {
             Transport::Socket => {
                 if answer.path_len != 0
@@ -268,6 +276,7 @@ impl Client {
             spin: opts.spin,
             fc_enable_max: opts.fc_enable_max,
             level: Cell::new(level),
+            watching_tail: Cell::new(false),
             epoll,
         })
     }
@@ -559,7 +568,151 @@ impl Client {
     /// readable when a response or event arrives or the server goes away;
     /// it may also wake spuriously.
     pub fn prepare_poll(&mut self) -> bool {
+        // Over sockets, the tail of a long request must go before its
+        // answer can come: while one waits, the fd also polls for the
+        // request socket's writability.
+        let tail = match &mut self.link {
+            Link::Sock(l) => !l.tx.flush().unwrap_or(true),
+            Link::Shm(_) => false,
+        };
+        if tail != self.watching_tail.get() {
+            if let Link::Sock(l) = &self.link {
+                let mut flags = EpollFlags::EPOLLIN;
+                if tail {
+                    flags |= EpollFlags::EPOLLOUT;
+                }
+                let mut ev = EpollEvent::new(flags, 0);
+                if self.epoll.modify(l.rx.fd(), &mut ev).is_ok() {
+                    self.watching_tail.set(tail);
+                }
+            }
+        }
         self.link.prepare_poll()
+    }
+
+    /// One attempt to send, for the async client: `Ok(None)` when the
+    /// request ring is full or flow control holds sends back (arm with
+    /// [`arm_space`](Self::arm_space), then wait), `Ok(Some(seq))` once
+    /// sent.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_send_once(&mut self, id: i32, parts: &[IoSlice<'_>]) -> Result<Option<u64>> {
+        let len = parts
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        if len > self.max_message {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.max_message,
+            });
+        }
+        if matches!(self.link, Link::Sock(_)) && self.fc_enable_max != 0 {
+            self.poll_control();
+        }
+        self.check()?;
+        if flow_controlled(self.level(), self.fc_enable_max) {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        let header = MsgHeader {
+            id,
+            size: len as u32,
+            error: 0,
+            seq,
+        };
+        match self.link.try_send(header, parts, self.max_message) {
+            Ok(()) => {
+                self.next_seq += 1;
+                Ok(Some(seq))
+            }
+            Err(Refused::Full) => Ok(None),
+            Err(Refused::Fatal(e)) => Err(self.fail(e)),
+        }
+    }
+
+    /// Before sleeping until a send may go: raises the request ring's
+    /// waiting flag (after draining its space eventfd). `false` if there
+    /// is no need to sleep (room appeared, or flow control lifted).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn arm_space(&mut self) -> bool {
+        if let Link::Shm(l) = &mut self.link {
+            if !l.request.arm_wake() {
+                return false;
+            }
+        }
+        // The level is read after the flag is up: the server lowers it,
+        // then wakes flagged waiters.
+        flow_controlled(self.level(), self.fc_enable_max) || !self.request_has_room()
+    }
+
+    /// Before sleeping until a response (`event`: an event) may have
+    /// come: arms that ring's wake-up. `false` if one is already there.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
+        match &mut self.link {
+            Link::Shm(l) if event => l.event.arm_wake(),
+            Link::Shm(l) => l.response.arm_wake(),
+            Link::Sock(_) => true,
+        }
+    }
+
+    /// Whether the tail of a long request waits for room in the socket
+    /// (its answer cannot come before it goes).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn has_tail(&self) -> bool {
+        matches!(&self.link, Link::Sock(l) if l.tx.has_pending())
+    }
+
+    #[cfg(feature = "tokio")]
+    fn request_has_room(&mut self) -> bool {
+        match &mut self.link {
+            Link::Shm(l) => l.request.has_room(MSG_HEADER_LEN).unwrap_or(true),
+            Link::Sock(l) => l.tx.can_send(),
+        }
+    }
+
+    /// What a sender waiting for room sleeps on: the request ring's
+    /// space-ready eventfd (readable), or the request socket (writable);
+    /// and whether flow control holds sends back (then the level, on the
+    /// stream socket, is what to wait for).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn space_fd(&self) -> Result<(BorrowedFd<'_>, bool, bool)> {
+        let held = flow_controlled(self.level(), self.fc_enable_max);
+        match &self.link {
+            Link::Shm(l) => {
+                let fd = l.rings[0]
+                    .space_ready_fd()
+                    .ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
+                Ok((fd, false, held))
+            }
+            Link::Sock(l) => Ok((l.tx.fd(), true, held)),
+        }
+    }
+
+    /// One attempt to receive a response (`event`: an event), for the
+    /// async client: `Ok(None)` when there is none and the server is
+    /// still there.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_recv_once(&mut self, event: bool, buf: &mut [u8]) -> Result<Option<Message>> {
+        let which = if event { Wait::Event } else { Wait::Response };
+        if let Link::Sock(l) = &mut self.link {
+            // The tail of a long request must go before its answer comes.
+            let _ = l.tx.flush();
+        }
+        match self.link.try_read(which, buf) {
+            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Err(e)) => Err(self.fail(e)),
+            None if self.connected.get() => Ok(None),
+            None => Err(Error::Disconnected),
+        }
+    }
+
+    /// Whether the server is still there, reading what it wrote on the
+    /// stream socket (flow-control levels); for the async client, when its
+    /// fd woke it.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn refresh(&self) -> bool {
+        self.is_connected()
     }
 
     /// Closes the connection. Dropping the client does the same.

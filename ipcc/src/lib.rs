@@ -25,8 +25,12 @@
 //! ```
 #![deny(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod client;
 mod link;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncClient, Events, Reply};
 pub use client::{Client, ConnectOptions, Message};
 pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};

@@ -148,6 +148,9 @@ impl Link {
                 }
             }
             Link::Sock(l) => {
+                // The tail of our last request must go before its answer
+                // can come (errors show on the next send).
+                let _ = l.tx.flush();
                 let rx = if which == Wait::Event {
                     &mut l.ev
                 } else {

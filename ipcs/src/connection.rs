@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
@@ -311,12 +312,35 @@ fn write_message(
         return Err(Error::MessageTooLarge { len, max });
     }
     header.size = len as u32;
-    let mut guard = lock(ring);
-    match guard.as_mut().ok_or(Error::Disconnected)? {
-        Tx::Ring(producer) => write_record(producer, header, parts, timeout, max)?,
-        Tx::Sock(tx) => write_datagrams(tx, header, parts, timeout)?,
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let mut guard = lock(ring);
+        let tx = match guard.as_mut().ok_or(Error::Disconnected)? {
+            Tx::Ring(producer) => {
+                write_record(producer, header, parts, timeout, max)?;
+                return Ok(len);
+            }
+            Tx::Sock(tx) => tx,
+        };
+        match tx.try_send(&header, parts) {
+            Ok(()) => return Ok(len),
+            Err(SendError::WouldBlock) => {}
+            Err(SendError::Closed) => return Err(Error::Disconnected),
+            Err(SendError::Io(e)) => return Err(Error::Io(e)),
+        }
+        let Some(deadline) = deadline else {
+            return Err(Error::WouldBlock);
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::TimedOut);
+        }
+        // Wait without the lock: the loop flushes this socket's tails
+        // under it, and must not wait for a slow client on our account.
+        let fd = tx.fd().try_clone_to_owned()?;
+        drop(guard);
+        let mut fds = [nix::poll::PollFd::new(fd.as_fd(), seqpacket::WRITABLE)];
+        seqpacket::poll_until(&mut fds, Some(deadline))?;
     }
-    Ok(len)
 }
 
 fn write_record(
@@ -348,33 +372,6 @@ fn write_record(
     }
     grant.commit();
     Ok(())
-}
-
-/// Sends a message on a socket, waiting up to `timeout` for room (the
-/// caller holds the connection's lock for that direction meanwhile).
-fn write_datagrams(
-    tx: &mut SockTx,
-    header: MsgHeader,
-    parts: &[IoSlice<'_>],
-    timeout: Option<Duration>,
-) -> Result<()> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    loop {
-        match tx.try_send(&header, parts) {
-            Ok(()) => return Ok(()),
-            Err(SendError::WouldBlock) => {}
-            Err(SendError::Closed) => return Err(Error::Disconnected),
-            Err(SendError::Io(e)) => return Err(Error::Io(e)),
-        }
-        let Some(deadline) = deadline else {
-            return Err(Error::WouldBlock);
-        };
-        if Instant::now() >= deadline {
-            return Err(Error::TimedOut);
-        }
-        let mut fds = [nix::poll::PollFd::new(tx.fd(), seqpacket::WRITABLE)];
-        seqpacket::poll_until(&mut fds, Some(deadline))?;
-    }
 }
 
 impl fmt::Debug for Connection {

@@ -11,7 +11,8 @@ use ringlink_common::wire::Transport;
 pub struct ServiceOptions {
     /// Largest message payload the server allows (a client asking for
     /// more gets this). Bounds what one client can make the server
-    /// allocate. Default 1 MiB.
+    /// allocate. Default 1 MiB; at most
+    /// [`MAX_MESSAGE`](ringlink_common::wire::MAX_MESSAGE) (256 MiB).
     pub max_message: usize,
     /// Smallest message payload every connection supports, whatever the
     /// client asks (libqb's enforced buffer size). Default 64 KiB.
@@ -77,5 +78,6 @@ impl ServiceOptions {
         (wanted as usize)
             .max(self.min_message)
             .min(self.max_message)
+            .min(ringlink_common::wire::MAX_MESSAGE)
     }
 }

@@ -53,8 +53,9 @@ impl RingDir {
             SERIAL.fetch_add(1, Ordering::Relaxed)
         );
         // The longest prefix a connection will announce: connection ids
-        // are u64, so allow 20 digits.
-        let longest = dir.as_os_str().len() + 1 + tag.len() + 1 + 20 + 1;
+        // are u64 (20 digits), then 16 hex digits of random.
+        let longest =
+            dir.as_os_str().len() + 1 + tag.len() + 1 + 20 + 1 + 16 + 1 + "response".len();
         if longest > MAX_RING_PATH {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -66,9 +67,15 @@ impl RingDir {
     }
 
     /// The path prefix of connection `id`'s ring files (the ring name
-    /// follows it).
+    /// follows it), with a random part: a local user who could predict
+    /// the names could take them first in a shared directory and make
+    /// every handshake fail (`O_EXCL`).
     fn prefix(&self, id: u64) -> String {
-        format!("{}-{id}-", self.tag)
+        use std::hash::{BuildHasher, Hasher};
+        // Randomly keyed per process (std's hash seed), fresh per call.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(id);
+        format!("{}-{id}-{:016x}-", self.tag, h.finish())
     }
 }
 
@@ -115,11 +122,13 @@ pub(crate) fn make(
         Some((place, auth)) => {
             let prefix = place.prefix(id);
             let one = |name: &str| -> io::Result<Ring> {
+                // Owner-only until it has its owner: a group mode set
+                // before the `fchown` would open it to the server's group.
                 let ring = Ring::create_file_waking(
                     &place.dir,
                     &format!("{prefix}{name}"),
                     cap,
-                    auth.mode,
+                    0o600,
                     WakeMode::EventFd,
                 )
                 .map_err(io::Error::other)?;
@@ -168,6 +177,10 @@ pub(crate) fn make(
 /// creator's pid no longer runs, it is a regular file and it belongs to
 /// this user; anything else is left alone.
 fn remove_stale(dir: &Path) {
+    // Without /proc every pid would look dead: sweep nothing.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

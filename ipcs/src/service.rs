@@ -26,6 +26,9 @@ use ringlink_ringbuf::{Consumer, PopError, Ring};
 
 use crate::rings::{self, RingDir};
 
+#[cfg(feature = "tokio")]
+mod tokio_loop;
+
 use crate::connection::{lock, ConnInner, Counters, Tx};
 use crate::control::{Control, ShutdownHandle};
 use crate::slab::Slab;
@@ -183,8 +186,6 @@ pub struct Service<H: Handler> {
     ring_dir: Option<RingDir>,
     /// When epoll was last looked at.
     last_poll: Instant,
-    /// Calls of `poll_if_due`, to read the clock on a fraction of them.
-    busy_turns: u32,
     /// Slots of the connections the sweep reads: those active since the
     /// loop last slept, and those epoll reported since. Idle connections
     /// cost the sweep nothing, so its cost follows the active ones.
@@ -281,7 +282,6 @@ impl<H: Handler> Service<H> {
             ring_dir,
             hot: Vec::new(),
             last_poll: Instant::now(),
-            busy_turns: 0,
         })
     }
 
@@ -517,10 +517,7 @@ impl<H: Handler> Service<H> {
     /// [`poll_events`](Self::poll_events) without waiting, if the last
     /// look is [`POLL_EVERY`] old. Returns whether it looked.
     fn poll_if_due(&mut self) -> Result<bool> {
-        // Read the clock every 16th call only: a busy loop calls this per
-        // turn, and a turn may be a single small request.
-        self.busy_turns = self.busy_turns.wrapping_add(1);
-        if self.busy_turns % 16 != 0 || self.last_poll.elapsed() < POLL_EVERY {
+        if self.last_poll.elapsed() < POLL_EVERY {
             return Ok(false);
         }
         self.poll_events(Some(Duration::ZERO))?;
@@ -528,7 +525,7 @@ impl<H: Handler> Service<H> {
     }
 
     /// Waits in epoll for at most `wait` and handles what it reports.
-    fn poll_events(&mut self, wait: Option<Duration>) -> Result<()> {
+    fn poll_events(&mut self, wait: Option<Duration>) -> Result<usize> {
         let n = match self.epoll.wait(&mut self.events, epoll_timeout(wait)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
@@ -565,7 +562,7 @@ impl<H: Handler> Service<H> {
             }
         }
         self.expire_handshakes();
-        Ok(())
+        Ok(n)
     }
 
     /// Reads every connection's waiting requests (a bounded number each,
@@ -1413,16 +1410,19 @@ fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<
         Some(Tx::Ring(tx)) => tx,
     };
     let corrupt = |e| format!("client corrupted its response ring: {e}");
-    if tx.has_room(need).map_err(corrupt)? {
-        return Ok(true);
-    }
-    // Edge-triggered registration: no need to drain the eventfd.
-    if tx.arm_wake_edge() {
-        *parked = true;
-        Counters::add(&handle.inner.counters.recv_retries, 1);
-        Ok(false)
-    } else {
-        tx.has_room(need).map_err(corrupt)
+    // Until there is room or the wake-up is armed: a failed arm lowered
+    // the flag again (the client freed space meanwhile), and a parked
+    // connection must not go cold without its wake-up.
+    loop {
+        if tx.has_room(need).map_err(corrupt)? {
+            return Ok(true);
+        }
+        // Edge-triggered registration: no need to drain the eventfd.
+        if tx.arm_wake_edge() {
+            *parked = true;
+            Counters::add(&handle.inner.counters.recv_retries, 1);
+            return Ok(false);
+        }
     }
 }
 

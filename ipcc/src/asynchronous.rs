@@ -1,0 +1,475 @@
+//! The async client, for tokio (feature `tokio`).
+//!
+//! An [`AsyncClient`] is a [`Client`] behind a lock, shared by every task
+//! that clones it. No call blocks a thread: a call tries the rings (or
+//! sockets) first, without a system call when there is something to take
+//! or room to write, and only when it must wait does it arm the ring's
+//! wake-up and await the fd under tokio's reactor (`AsyncFd`).
+//!
+//! Many requests may be in flight from many tasks on one connection:
+//! whichever task finds responses in the ring files them by sequence
+//! number, and wakes the others.
+//!
+//! # Cancellation
+//!
+//! Every future here is cancellation-safe in the sense that dropping it
+//! loses no message and leaves the connection usable:
+//!
+//! - [`send`](AsyncClient::send): a request is either sent whole (then the
+//!   future completes at once) or not at all.
+//! - [`send_recv`](AsyncClient::send_recv): if dropped after the request
+//!   went, its response, when it comes, is delivered to
+//!   [`recv`](AsyncClient::recv) instead.
+//! - [`recv`](AsyncClient::recv), [`event_recv`](AsyncClient::event_recv)
+//!   and [`Events`]: a message is taken only in the poll that returns it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::Notify;
+
+use crate::{Client, ConnectOptions, Message};
+
+/// A response or an event, with its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Application message id.
+    pub id: i32,
+    /// For a response, the sequence number of its request; 0 for events.
+    pub seq: u64,
+    /// Error code the server set (responses; 0 otherwise).
+    pub error: i32,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    fn new(m: Message, buf: &[u8]) -> Reply {
+        Reply {
+            id: m.id,
+            seq: m.seq,
+            error: m.error,
+            payload: buf[..m.len].to_vec(),
+        }
+    }
+}
+
+/// What the tasks share, behind the lock.
+struct State {
+    client: Client,
+    /// Receive buffer of the connection's largest message.
+    scratch: Vec<u8>,
+    /// Sequence numbers a `send_recv` in flight waits for.
+    claimed: HashSet<u64>,
+    /// Their responses, once read from the ring.
+    arrived: HashMap<u64, Reply>,
+    /// Responses nobody claims, in arrival order, for `recv`.
+    unclaimed: VecDeque<Reply>,
+}
+
+impl State {
+    /// Files every response the ring holds. Stops at the first error,
+    /// after the responses before it.
+    fn pump(&mut self) -> Result<bool> {
+        let mut moved = false;
+        while let Some(m) = self.client.try_recv_once(false, &mut self.scratch)? {
+            let r = Reply::new(m, &self.scratch);
+            if self.claimed.contains(&r.seq) {
+                self.arrived.insert(r.seq, r);
+            } else {
+                self.unclaimed.push_back(r);
+            }
+            moved = true;
+        }
+        Ok(moved)
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// The client's epoll fd: readable when a response or an event may
+    /// have come, or the server hung up (or, over sockets, wrote a
+    /// flow-control level).
+    ready: AsyncFd<OwnedFd>,
+    /// What a sender waiting for room awaits: the request ring's
+    /// space-ready eventfd (readable) or the request socket (writable).
+    space: AsyncFd<OwnedFd>,
+    space_writable: bool,
+    /// Wakes tasks whose message another task read, and everyone when
+    /// the connection is gone.
+    moved: Notify,
+    id: u64,
+    max_message: usize,
+    server: Credentials,
+    transport: Transport,
+}
+
+/// A connection to a ringlink service for async code (tokio). Cheap to
+/// clone: clones share the connection, and any number of tasks may use
+/// it at once.
+///
+/// Must be created and used inside a tokio runtime with I/O enabled.
+#[derive(Clone)]
+pub struct AsyncClient {
+    shared: Arc<Shared>,
+}
+
+/// What a waiting call sleeps on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sleep {
+    Response,
+    Event,
+    Space,
+}
+
+impl AsyncClient {
+    /// Connects and runs the handshake (on tokio's blocking pool: the
+    /// handshake is a few short socket exchanges).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<AsyncClient> {
+        let (addr, opts) = (addr.clone(), opts.clone());
+        let client = tokio::task::spawn_blocking(move || Client::connect(&addr, &opts))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        AsyncClient::from_client(client)
+    }
+
+    /// Wraps a connected [`Client`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] outside a tokio runtime with I/O enabled, or if an
+    /// fd cannot be duplicated.
+    pub fn from_client(client: Client) -> Result<AsyncClient> {
+        let ready = register(client.as_fd().try_clone_to_owned()?, Interest::READABLE)?;
+        let (space_fd, space_writable, _) = client.space_fd()?;
+        let interest = if space_writable {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let space = register(space_fd.try_clone_to_owned()?, interest)?;
+        let shared = Shared {
+            id: client.id(),
+            max_message: client.max_message(),
+            server: client.server_credentials(),
+            transport: client.transport(),
+            state: Mutex::new(State {
+                scratch: vec![0; client.max_message()],
+                client,
+                claimed: HashSet::new(),
+                arrived: HashMap::new(),
+                unclaimed: VecDeque::new(),
+            }),
+            ready,
+            space,
+            space_writable,
+            moved: Notify::new(),
+        };
+        Ok(AsyncClient {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The server-assigned connection id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Largest message payload, either way.
+    pub fn max_message(&self) -> usize {
+        self.shared.max_message
+    }
+
+    /// The server process's kernel-verified credentials.
+    pub fn server_credentials(&self) -> Credentials {
+        self.shared.server
+    }
+
+    /// The transport the messages travel over.
+    pub fn transport(&self) -> Transport {
+        self.shared.transport
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_connected(&self) -> bool {
+        self.lock().client.is_connected()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing in the state is left half-updated by a panic.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a request, waiting (without blocking a thread) for room in
+    /// the request ring or for flow control to lift; returns its sequence
+    /// number. Cancellation-safe: the request is sent whole or not at
+    /// all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`]; [`Error::Disconnected`].
+    pub async fn send(&self, id: i32, payload: &[u8]) -> Result<u64> {
+        self.send_vectored(id, &[IoSlice::new(payload)]).await
+    }
+
+    /// [`send`](Self::send) of a payload made of several slices.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_vectored(&self, id: i32, parts: &[IoSlice<'_>]) -> Result<u64> {
+        self.send_claiming(id, parts, false).await
+    }
+
+    async fn send_claiming(&self, id: i32, parts: &[IoSlice<'_>], claim: bool) -> Result<u64> {
+        self.wait_for(Sleep::Space, |st| {
+            let seq = st.client.try_send_once(id, parts)?;
+            if let (Some(seq), true) = (seq, claim) {
+                // Claimed under the same lock as the send: its response
+                // cannot be filed as unclaimed before.
+                st.claimed.insert(seq);
+            }
+            Ok(seq)
+        })
+        .await
+    }
+
+    /// Sends a request and waits for its response. Many may be in flight
+    /// at once, from any number of tasks. Cancellation-safe: dropped
+    /// after the request went, its response goes to [`recv`](Self::recv).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_recv(&self, id: i32, payload: &[u8]) -> Result<Reply> {
+        let seq = self
+            .send_claiming(id, &[IoSlice::new(payload)], true)
+            .await?;
+        let _claim = Claim { client: self, seq };
+        self.wait_for(Sleep::Response, |st| {
+            if let Some(r) = st.arrived.remove(&seq) {
+                return Ok(Some(r));
+            }
+            st.pump()?;
+            Ok(st.arrived.remove(&seq))
+        })
+        .await
+    }
+
+    /// Receives the next response that no [`send_recv`](Self::send_recv)
+    /// waits for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] once the server is gone and every response
+    /// it sent was read; [`Error::Protocol`] if it corrupted the ring.
+    pub async fn recv(&self) -> Result<Reply> {
+        self.wait_for(Sleep::Response, |st| {
+            if let Some(r) = st.unclaimed.pop_front() {
+                return Ok(Some(r));
+            }
+            st.pump()?;
+            Ok(st.unclaimed.pop_front())
+        })
+        .await
+    }
+
+    /// Receives the next event.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub async fn event_recv(&self) -> Result<Reply> {
+        self.wait_for(Sleep::Event, |st| {
+            let m = st.client.try_recv_once(true, &mut st.scratch)?;
+            Ok(m.map(|m| Reply::new(m, &st.scratch)))
+        })
+        .await
+    }
+
+    /// The events, as a stream that ends when the connection does.
+    pub fn events(&self) -> Events {
+        Events {
+            client: self.clone(),
+            next: None,
+            done: false,
+        }
+    }
+
+    /// Runs `attempt` under the lock until it yields a value, sleeping in
+    /// between on what `sleep` needs.
+    async fn wait_for<T>(
+        &self,
+        sleep: Sleep,
+        mut attempt: impl FnMut(&mut State) -> Result<Option<T>>,
+    ) -> Result<T> {
+        let mut woken = false;
+        loop {
+            // Registered before looking, so that a task filing our message
+            // after we looked still wakes us.
+            let moved = self.shared.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let tail = {
+                let mut st = self.lock();
+                if woken && !st.client.refresh() {
+                    // Gone: what was sent before is still delivered
+                    // (`attempt` drains), then `Disconnected`.
+                    self.shared.moved.notify_waiters();
+                }
+                let before = (st.arrived.len(), st.unclaimed.len());
+                let got = attempt(&mut st);
+                if (st.arrived.len(), st.unclaimed.len()) != before {
+                    self.shared.moved.notify_waiters();
+                }
+                match got {
+                    Ok(Some(v)) => return Ok(v),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.shared.moved.notify_waiters();
+                        return Err(e);
+                    }
+                }
+                // Arm, then look once more: what came in between signals
+                // no one.
+                let armed = match sleep {
+                    Sleep::Response => st.client.arm_recv(false),
+                    Sleep::Event => st.client.arm_recv(true),
+                    Sleep::Space => st.client.arm_space(),
+                };
+                if !armed {
+                    woken = false;
+                    continue;
+                }
+                st.client.has_tail()
+            };
+            self.sleep(sleep, tail, moved).await?;
+            woken = true;
+        }
+    }
+
+    /// Sleeps until the fd `sleep` needs is ready, the stream socket
+    /// speaks (hang-up, flow-control level), or another task filed a
+    /// message.
+    async fn sleep(
+        &self,
+        sleep: Sleep,
+        tail: bool,
+        moved: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Result<()> {
+        let sh = &self.shared;
+        let want_space = sleep == Sleep::Space || tail;
+        let space = async {
+            if !want_space {
+                return std::future::pending().await;
+            }
+            if sh.space_writable {
+                sh.space.writable().await.map(|mut g| g.clear_ready())
+            } else {
+                sh.space.readable().await.map(|mut g| g.clear_ready())
+            }
+        };
+        tokio::select! {
+            g = sh.ready.readable() => g?.clear_ready(),
+            r = space => r?,
+            () = moved => {}
+        }
+        Ok(())
+    }
+}
+
+/// Registers an fd of ours with tokio's reactor.
+///
+/// Tokio 1.53 deprecates `with_interest` for `unsafe
+/// register_with_interest`, whose contract (the fd stays open and the
+/// same while registered) an `OwnedFd` we own and never replace meets;
+/// the safe constructor keeps this crate free of `unsafe` and working
+/// with earlier tokio 1.x.
+#[allow(deprecated)]
+fn register(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::with_interest(fd, interest)
+}
+
+/// Returns an abandoned `send_recv`'s response to `recv`.
+struct Claim<'a> {
+    client: &'a AsyncClient,
+    seq: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut st = self.client.lock();
+        st.claimed.remove(&self.seq);
+        if let Some(r) = st.arrived.remove(&self.seq) {
+            st.unclaimed.push_back(r);
+            drop(st);
+            self.client.shared.moved.notify_waiters();
+        }
+    }
+}
+
+/// The events of an [`AsyncClient`], as a [`Stream`]: each item is an
+/// event, or the error that ended the stream (after which it yields
+/// nothing). Dropping it loses no event.
+pub struct Events {
+    client: AsyncClient,
+    next: Option<Pin<Box<dyn Future<Output = Result<Reply>> + Send>>>,
+    done: bool,
+}
+
+impl Stream for Events {
+    type Item = Result<Reply>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let client = self.client.clone();
+        let next = self
+            .next
+            .get_or_insert_with(|| Box::pin(async move { client.event_recv().await }));
+        match next.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.next = None;
+                if r.is_err() {
+                    self.done = true;
+                }
+                Poll::Ready(Some(r))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for AsyncClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncClient")
+            .field("id", &self.shared.id)
+            .field("max_message", &self.shared.max_message)
+            .field("transport", &self.shared.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("client", &self.client)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}

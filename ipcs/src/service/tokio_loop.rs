@@ -1,0 +1,94 @@
+//! Running a service inside a tokio runtime (feature `tokio`).
+
+use std::future::Future;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::Service;
+use crate::{Handler, Result};
+
+impl<H: Handler> Service<H> {
+    /// Runs the service as a task of the current tokio runtime until
+    /// `shutdown` completes (e.g. `tokio::signal::ctrl_c()`) or
+    /// [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown) is
+    /// called, then closes every connection as [`run`](Self::run) does.
+    ///
+    /// The loop never blocks a thread in the kernel: it waits on the
+    /// service's epoll fd through tokio's reactor (`AsyncFd`). While
+    /// requests keep coming it takes them from the rings without system
+    /// calls; after the last one it polls the rings for the spin budget
+    /// (`ServiceOptions::spin`, which occupies the worker thread that
+    /// long; set it to zero to yield at once), then arms their wake-ups
+    /// and awaits. Handlers run on this task: they may spawn tasks
+    /// (`tokio::spawn`) that answer later through a clone of the
+    /// [`Connection`](crate::Connection).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) outside a runtime with I/O enabled,
+    /// or if epoll fails.
+    pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let ready = register(self.as_fd().try_clone_to_owned()?)?;
+        tokio::pin!(shutdown);
+        while !self.control.is_shutdown() {
+            let mut turns = 0u32;
+            while self.turn()? {
+                turns += 1;
+                if turns % 64 == 0 {
+                    // Busy for a while: let the runtime's other tasks in.
+                    tokio::task::yield_now().await;
+                }
+                if self.control.is_shutdown() {
+                    break;
+                }
+            }
+            if self.control.is_shutdown() {
+                break;
+            }
+            tokio::select! {
+                g = ready.readable() => g?.clear_ready(),
+                () = &mut shutdown => break,
+            }
+        }
+        self.close_all();
+        Ok(())
+    }
+
+    /// One turn that never waits: requests from the rings, then (if none)
+    /// the spin budget, then the rings armed and what epoll reports.
+    /// Returns whether anything happened (`false`: safe to await the
+    /// epoll fd).
+    fn turn(&mut self) -> Result<bool> {
+        self.handle_commands();
+        if self.sweep() {
+            self.last_work = Instant::now();
+            self.poll_if_due()?;
+            return Ok(true);
+        }
+        let budget = (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
+        if self.opts.transport == crate::Transport::Shm
+            && ringlink_ringbuf::wake::spin_until(budget, || self.sweep())
+        {
+            self.last_work = Instant::now();
+            return Ok(true);
+        }
+        let armed = self.arm_all();
+        let events = self.poll_events(Some(Duration::ZERO))?;
+        let swept = self.sweep();
+        if swept {
+            self.last_work = Instant::now();
+        }
+        Ok(!armed || events > 0 || swept)
+    }
+}
+
+/// Registers our own dup of the epoll fd with tokio's reactor (see the
+/// client's `register`: the safe constructor, deprecated in tokio 1.53,
+/// whose contract an `OwnedFd` we own meets).
+#[allow(deprecated)]
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::with_interest(fd, Interest::READABLE)
+}

@@ -1,0 +1,286 @@
+//! The tokio API against real processes, under the multi-thread runtime:
+//! `AsyncClient` (requests and responses, events as a stream, a thousand
+//! requests in flight from many tasks on one connection, flow control
+//! awaited without a blocked thread, cancellation, and every pending
+//! future resolving to `Disconnected` when the server is killed), and
+//! `Service::run_until` (a service as a task, answering from spawned
+//! tasks, shut down by a future).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Context;
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use ringlink_ipcc::{AsyncClient, Error};
+use ringlink_ipcs::{Connection, Handler, Request, Service};
+use ringlink_tests::ipc::{id, Defer, DEFER_HEADER};
+use ringlink_tests::procs::{client_options, unique_addr, Helper, ServerProc, LINE_DEADLINE};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_test_client");
+
+/// Deadline of anything that should complete: only catches hangs.
+const HANG: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn connect(server: &ServerProc) -> AsyncClient {
+    AsyncClient::connect(server.addr(), &client_options(0))
+        .await
+        .expect("connect")
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HANG, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+/// A request the test server holds until `batch` of them came, then
+/// answers all (in reverse order).
+fn deferred(batch: u32) -> [u8; DEFER_HEADER] {
+    let mut req = [0u8; DEFER_HEADER];
+    Defer {
+        batch,
+        order_seed: 0,
+    }
+    .encode_into(&mut req);
+    req
+}
+
+/// The next item of a stream.
+async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx: &mut Context<'_>| Pin::new(&mut *s).poll_next(cx)).await
+}
+
+ringlink_tests::transport_test! {
+fn requests_responses_and_events() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async"), &[]);
+    runtime().block_on(async {
+        let c = connect(&server).await;
+        assert_eq!(c.transport(), ringlink_tests::transport::current());
+        for len in [0usize, 1, 1000, c.max_message()] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let r = within("echo", c.send_recv(id::ECHO, &payload)).await.expect("echo");
+            assert_eq!((r.id, r.error), (id::ECHO, 0));
+            assert!(r.payload == payload, "echo of {len} bytes differs");
+        }
+        // Events: one awaited directly, then three from the stream.
+        c.send(id::EVENT_ONLY, b"first").await.expect("send");
+        let e = within("event", c.event_recv()).await.expect("event");
+        assert_eq!((e.id, e.payload.as_slice()), (id::EVENT_ONLY, &b"first"[..]));
+        let mut events = c.events();
+        for i in 0..3u8 {
+            c.send(id::EVENT_ONLY, &[i]).await.expect("send");
+        }
+        for i in 0..3u8 {
+            let e = within("stream", next(&mut events)).await.expect("an item").expect("event");
+            assert_eq!(e.payload, [i]);
+        }
+    });
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
+fn a_thousand_requests_in_flight_from_many_tasks() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-many"), &[]);
+    runtime().block_on(async {
+        let c = connect(&server).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..1000u32 {
+            let c = c.clone();
+            tasks.spawn(async move {
+                for r in 0..5u32 {
+                    let p = format!("{t}.{r}").into_bytes();
+                    let reply = c.send_recv(id::ECHO, &p).await.expect("echo");
+                    assert_eq!(reply.payload, p, "task {t} got another task's answer");
+                }
+            });
+        }
+        within("a thousand tasks", async {
+            while let Some(r) = tasks.join_next().await {
+                r.expect("task");
+            }
+        })
+        .await;
+    });
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
+/// A dropped `send_recv` loses nothing: its response goes to `recv`, and
+/// the connection goes on.
+fn a_cancelled_send_recv_loses_no_message() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-cancel"), &[]);
+    runtime().block_on(async {
+        let c = connect(&server).await;
+        let held = deferred(2);
+        // Held by the server (batch of 2): the wait is cancelled.
+        let first = tokio::time::timeout(Duration::from_millis(100), c.send_recv(id::DEFER, &held));
+        assert!(first.await.is_err(), "a held request was answered");
+        // The second of the batch releases both.
+        let second = within("second", c.send_recv(id::DEFER, &held)).await.expect("second");
+        let orphan = within("the cancelled one's answer", c.recv()).await.expect("recv");
+        assert_eq!(orphan.seq + 1, second.seq, "the cancelled request's answer");
+        let r = within("echo after", c.send_recv(id::ECHO, b"after")).await.expect("echo");
+        assert_eq!(r.payload, b"after");
+    });
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
+/// With the server's rate limit Off, `send` awaits flow control (without
+/// holding a thread: the runtime's two workers go on running a ticker),
+/// then completes when the rate is back.
+fn send_awaits_flow_control_without_blocking_a_thread() {
+    let mut server = ServerProc::spawn(SERVER, &unique_addr("async-fc"), &[]);
+    assert_eq!(server.command("rate off"), "ok");
+    let rt = runtime();
+    let c = rt.block_on(async { connect(&server).await });
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let pending = {
+        let c = c.clone();
+        rt.spawn(async move { c.send(id::ECHO, b"held back").await })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!pending.is_finished(), "send went through while flow control was on");
+    let t0 = ticks.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(ticks.load(Ordering::Relaxed) > t0, "the runtime's threads are blocked");
+    assert_eq!(server.command("rate normal"), "ok");
+    rt.block_on(async {
+        let seq = within("the held send", pending).await.expect("task").expect("send");
+        let r = within("its answer", c.recv()).await.expect("recv");
+        assert_eq!((r.seq, r.payload.as_slice()), (seq, &b"held back"[..]));
+    });
+    ticker.abort();
+    drop(c);
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
+/// Killing the server resolves every pending future (`send_recv`,
+/// `recv`, `event_recv`, the event stream) to `Disconnected`.
+fn every_pending_future_resolves_when_the_server_dies() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-kill"), &[]);
+    let rt = runtime();
+    let c = rt.block_on(async { connect(&server).await });
+    let held = deferred(1000);
+    let mut waiters = Vec::new();
+    for _ in 0..16 {
+        let c = c.clone();
+        waiters.push(rt.spawn(async move { c.send_recv(id::DEFER, &held).await.map(drop) }));
+    }
+    for _ in 0..8 {
+        let c = c.clone();
+        waiters.push(rt.spawn(async move { c.recv().await.map(drop) }));
+    }
+    for _ in 0..8 {
+        let c = c.clone();
+        waiters.push(rt.spawn(async move { c.event_recv().await.map(drop) }));
+    }
+    let stream = {
+        let c = c.clone();
+        rt.spawn(async move {
+            let mut events = c.events();
+            next(&mut events).await.expect("an item").map(drop)
+        })
+    };
+    waiters.push(stream);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(waiters.iter().all(|w| !w.is_finished()), "a future resolved early");
+    let killed = Instant::now();
+    server.kill();
+    rt.block_on(async {
+        for w in waiters {
+            match within("a pending future", w).await.expect("task") {
+                Err(Error::Disconnected) => {}
+                other => panic!("pending future after the server died: {other:?}"),
+            }
+        }
+    });
+    eprintln!("32 pending futures resolved {:?} after SIGKILL", killed.elapsed());
+    assert!(!c.is_connected());
+}
+}
+
+/// Echoes every request from a task of its own, and counts them.
+struct SpawnedEcho {
+    answered: Arc<AtomicU64>,
+}
+
+impl Handler for SpawnedEcho {
+    fn message(&self, conn: &Connection, req: &Request<'_>) {
+        let (conn, seq, id, payload) = (conn.clone(), req.seq(), req.id(), req.payload().to_vec());
+        let answered = self.answered.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            conn.respond(seq, id, &payload).expect("respond");
+            answered.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+}
+
+ringlink_tests::transport_test! {
+/// A service run as a tokio task serves a client process with answers
+/// completed by spawned tasks, and a shutdown future ends it: the loop
+/// returns, the client sees the connection end.
+fn a_service_runs_as_a_task_and_shuts_down_on_a_future() {
+    let addr = unique_addr("async-server");
+    let answered = Arc::new(AtomicU64::new(0));
+    let rt = runtime();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = {
+        let (addr, answered) = (addr.clone(), answered.clone());
+        rt.spawn(async move {
+            let opts = ringlink_tests::transport::service_options();
+            let mut s = Service::bind(addr, ringlink_tests::ipc::PROTOCOL, opts, SpawnedEcho { answered })
+                .expect("bind");
+            s.run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let mut args = vec!["stream".to_owned()];
+    args.extend(ringlink_tests::procs::addr_args(&addr));
+    let mut client = Helper::spawn(CLIENT, &args);
+    client.expect("connected", LINE_DEADLINE);
+    let deadline = Instant::now() + HANG;
+    while answered.load(Ordering::Relaxed) < 1000 {
+        assert!(Instant::now() < deadline, "the async service answered too little");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = stop.send(());
+    rt.block_on(async { within("run_until", service).await })
+        .expect("task")
+        .expect("run_until");
+    // The client's next call fails: the service closed its connection.
+    let line = client.line(LINE_DEADLINE);
+    assert!(line.starts_with("error") && line.contains("disconnected"), "client: {line}");
+    client.wait(LINE_DEADLINE);
+    eprintln!("async service answered {} requests", answered.load(Ordering::Relaxed));
+}
+}
