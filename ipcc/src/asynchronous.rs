@@ -31,6 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};
@@ -112,6 +113,8 @@ struct Shared {
     max_message: usize,
     server: Credentials,
     transport: Transport,
+    /// How long a waiting call polls before it arms and sleeps.
+    spin: Duration,
 }
 
 /// A connection to a ringlink service for async code (tokio). Cheap to
@@ -167,6 +170,7 @@ impl AsyncClient {
             max_message: client.max_message(),
             server: client.server_credentials(),
             transport: client.transport(),
+            spin: client.spin_budget(),
             state: Mutex::new(State {
                 scratch: vec![0; client.max_message()],
                 client,
@@ -344,6 +348,18 @@ impl AsyncClient {
                         return Err(e);
                     }
                 }
+                if !woken && !self.shared.spin.is_zero() {
+                    // Poll the rings for the spin budget first, as the
+                    // blocking client does: an answer that is on its way
+                    // then costs no system call and no wake-up. It holds
+                    // this worker thread for at most the budget
+                    // (`ConnectOptions::spin`; zero never spins).
+                    drop(st);
+                    if let Some(v) = self.spin(&mut attempt)? {
+                        return Ok(v);
+                    }
+                    st = self.lock();
+                }
                 // Arm, then look once more: what came in between signals
                 // no one.
                 let armed = match sleep {
@@ -360,6 +376,34 @@ impl AsyncClient {
             self.sleep(sleep, tail, moved).await?;
             woken = true;
         }
+    }
+
+    /// Retries `attempt` for the spin budget.
+    fn spin<T>(
+        &self,
+        attempt: &mut impl FnMut(&mut State) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let start = Instant::now();
+        while start.elapsed() < self.shared.spin {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            let mut st = self.lock();
+            let before = (st.arrived.len(), st.unclaimed.len());
+            let got = attempt(&mut st);
+            if (st.arrived.len(), st.unclaimed.len()) != before {
+                self.shared.moved.notify_waiters();
+            }
+            match got {
+                Ok(Some(v)) => return Ok(Some(v)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.shared.moved.notify_waiters();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Sleeps until the fd `sleep` needs is ready, the stream socket

@@ -656,6 +656,16 @@ impl Client {
         }
     }
 
+    /// How long a waiting call polls the rings before it sleeps (zero
+    /// over sockets: polling a socket is a system call).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn spin_budget(&self) -> Duration {
+        match self.link {
+            Link::Shm(_) => self.spin,
+            Link::Sock(_) => Duration::ZERO,
+        }
+    }
+
     /// Whether the tail of a long request waits for room in the socket
     /// (its answer cannot come before it goes).
     #[cfg(feature = "tokio")]

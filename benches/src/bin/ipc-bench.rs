@@ -103,6 +103,11 @@ struct Args {
     #[arg(long)]
     no_floors: bool,
 
+    /// Also measure the tokio client (`AsyncClient`) over shared memory,
+    /// as transport `shm-async`, beside the blocking one
+    #[arg(long = "async")]
+    with_async: bool,
+
     /// Print JSON lines (one object per transport, mode and size, then
     /// the floors) instead of the table
     #[arg(long)]
@@ -168,7 +173,13 @@ impl Args {
         let clients = self.clients as usize;
         Plan {
             sizes: unique(&self.sizes),
-            transports: unique(&self.transports),
+            transports: {
+                let mut ts = self.transports.clone();
+                if self.with_async {
+                    ts.insert(1, Transport::ShmAsync);
+                }
+                unique(&ts)
+            },
             modes: unique(&self.modes),
             clients,
             rounds,

@@ -131,6 +131,8 @@ fn run(slot: &mut Slot, spec: &RunSpec) -> io::Result<RunReport> {
         (AnyLink::Uds(l), Mode::Rtt) => session.run_rtt(l, warm, measure, Some(&mut hist)),
         (AnyLink::Ring(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
         (AnyLink::Uds(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
+        (AnyLink::Async(l), Mode::Rtt) => session.run_rtt(l, warm, measure, Some(&mut hist)),
+        (AnyLink::Async(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
     };
     slot.next = session.next_stamp();
     let counts: Counts = result?;

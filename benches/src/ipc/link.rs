@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr};
+use ringlink_ipcc::{AsyncClient, Client, ConnectOptions, Error, Reply, ServiceAddr};
 
 use super::uds::UdsLink;
 use super::{Transport, PROTOCOL};
@@ -36,10 +36,86 @@ pub trait Link {
     fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)>;
 }
 
-/// A ringlink client connection (`shm`, `shm-nospin` or `socket`).
+/// A ringlink client connection (`shm`, `shm-nospin`, `socket`, or
+/// `shm-async`).
 #[derive(Debug)]
 pub struct RingLink {
     client: Client,
+}
+
+/// The tokio client (`shm-async`): every call awaited on a runtime of
+/// its own (current-thread, the client's only task), so that what is
+/// measured is the async path: futures, wake-ups through the reactor.
+#[derive(Debug)]
+pub struct AsyncLink {
+    rt: tokio::runtime::Runtime,
+    client: AsyncClient,
+}
+
+impl AsyncLink {
+    /// Connects as [`RingLink::connect`] does, then hands the connection
+    /// to an [`AsyncClient`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RingLink::connect`], or if the runtime cannot be built.
+    pub fn connect(
+        name: &str,
+        max_message: usize,
+        spin: Duration,
+        timeout: Duration,
+    ) -> io::Result<AsyncLink> {
+        let ring = RingLink::connect(Transport::Shm, name, max_message, spin, timeout)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = {
+            let _in_rt = rt.enter();
+            AsyncClient::from_client(ring.client).map_err(io_err)?
+        };
+        Ok(AsyncLink { rt, client })
+    }
+
+    fn reply(&self, r: Reply, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        status(r.error)?;
+        let n = r.payload.len();
+        buf.get_mut(..n)
+            .ok_or_else(|| io::Error::other("a reply longer than the buffer"))?
+            .copy_from_slice(&r.payload);
+        Ok((r.id, n))
+    }
+
+    /// Runs `f` on the runtime, giving up after [`STALL`].
+    fn block<T>(
+        &self,
+        f: impl std::future::Future<Output = ringlink_ipcc::Result<T>>,
+    ) -> io::Result<T> {
+        self.rt.block_on(async {
+            match tokio::time::timeout(STALL, f).await {
+                Ok(r) => r.map_err(io_err),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "ringlink: timed out",
+                )),
+            }
+        })
+    }
+}
+
+impl Link for AsyncLink {
+    fn send(&mut self, id: i32, payload: &[u8]) -> io::Result<()> {
+        self.block(self.client.send(id, payload)).map(drop)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        let r = self.block(self.client.recv())?;
+        self.reply(r, buf)
+    }
+
+    fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        let r = self.block(self.client.send_recv(id, payload))?;
+        self.reply(r, buf)
+    }
 }
 
 /// A ringlink error as an `io::Error` (keeping the kind of an I/O error).
@@ -83,7 +159,9 @@ impl RingLink {
     ) -> io::Result<RingLink> {
         let mut opts = ConnectOptions::new(PROTOCOL);
         opts.transport = match transport {
-            Transport::Shm | Transport::ShmNoSpin => ringlink_ipcc::Transport::Shm,
+            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync => {
+                ringlink_ipcc::Transport::Shm
+            }
             Transport::Socket => ringlink_ipcc::Transport::Socket,
             Transport::UdsBaseline => {
                 return Err(io::Error::new(
@@ -158,6 +236,8 @@ pub enum AnyLink {
     Ring(RingLink),
     /// `uds-baseline`.
     Uds(UdsLink),
+    /// `shm-async`.
+    Async(AsyncLink),
 }
 
 impl AnyLink {
@@ -175,6 +255,9 @@ impl AnyLink {
     ) -> io::Result<AnyLink> {
         Ok(match transport {
             Transport::UdsBaseline => AnyLink::Uds(UdsLink::connect(name, max_message, timeout)?),
+            Transport::ShmAsync => {
+                AnyLink::Async(AsyncLink::connect(name, max_message, spin, timeout)?)
+            }
             t => AnyLink::Ring(RingLink::connect(t, name, max_message, spin, timeout)?),
         })
     }

@@ -92,12 +92,18 @@ pub enum Transport {
     /// A bare `SOCK_SEQPACKET` server and client, no ringlink code.
     #[serde(rename = "uds-baseline")]
     UdsBaseline,
+    /// ringlink over shared memory through the tokio client
+    /// (`AsyncClient`), each call awaited on a current-thread runtime;
+    /// the server as for `shm` (`--async`).
+    #[serde(rename = "shm-async")]
+    ShmAsync,
 }
 
 impl Transport {
     /// Every transport, in the order of the report.
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 5] = [
         Transport::Shm,
+        Transport::ShmAsync,
         Transport::ShmNoSpin,
         Transport::Socket,
         Transport::UdsBaseline,
@@ -110,12 +116,16 @@ impl Transport {
             Transport::ShmNoSpin => "shm-nospin",
             Transport::Socket => "socket",
             Transport::UdsBaseline => "uds-baseline",
+            Transport::ShmAsync => "shm-async",
         }
     }
 
     /// Whether messages travel through shared memory.
     pub fn is_shm(self) -> bool {
-        matches!(self, Transport::Shm | Transport::ShmNoSpin)
+        matches!(
+            self,
+            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync
+        )
     }
 
     /// The spin budget both sides of this transport use, given the one
@@ -123,7 +133,7 @@ impl Transport {
     /// for the bare baseline.
     pub fn spin(self, asked: Duration) -> Duration {
         match self {
-            Transport::Shm | Transport::Socket => asked,
+            Transport::Shm | Transport::Socket | Transport::ShmAsync => asked,
             Transport::ShmNoSpin | Transport::UdsBaseline => Duration::ZERO,
         }
     }
@@ -143,7 +153,9 @@ impl FromStr for Transport {
             .into_iter()
             .find(|t| t.name() == s)
             .ok_or_else(|| {
-                format!("unknown transport {s:?} (shm, shm-nospin, socket, uds-baseline)")
+                format!(
+                    "unknown transport {s:?} (shm, shm-async, shm-nospin, socket, uds-baseline)"
+                )
             })
     }
 }

@@ -27,6 +27,7 @@ fn colour(t: Transport) -> &'static str {
         Transport::ShmNoSpin => "#2ca02c",
         Transport::Socket => "#d62728",
         Transport::UdsBaseline => "#ff7f0e",
+        Transport::ShmAsync => "#9467bd",
     }
 }
 

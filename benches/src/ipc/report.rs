@@ -379,7 +379,7 @@ fn lookup(r: &Results, t: Transport, size: usize, mode: Mode) -> Option<&super::
 /// one, among those run.
 fn ratio_pairs(ts: &[Transport]) -> Vec<(Transport, Transport)> {
     let mut pairs = Vec::new();
-    for a in [Transport::Shm, Transport::ShmNoSpin] {
+    for a in [Transport::Shm, Transport::ShmAsync, Transport::ShmNoSpin] {
         for b in [Transport::Socket, Transport::UdsBaseline] {
             if ts.contains(&a) && ts.contains(&b) {
                 pairs.push((a, b));
@@ -395,6 +395,7 @@ fn short(t: Transport) -> &'static str {
         Transport::ShmNoSpin => "nospin",
         Transport::Socket => "socket",
         Transport::UdsBaseline => "uds",
+        Transport::ShmAsync => "async",
     }
 }
 
