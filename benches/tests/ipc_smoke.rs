@@ -295,3 +295,27 @@ fn rejects_bad_arguments() {
         assert!(help.contains(opt), "no {opt} in the help");
     }
 }
+
+#[test]
+fn the_async_client_beside_the_blocking_one() {
+    let args = [
+        "--quick",
+        "--async",
+        "--transports",
+        "shm,uds-baseline",
+        "--sizes",
+        "64",
+        "--no-floors",
+        "--json",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    let rows = parse_lines(&stdout);
+    for t in ["shm", "shm-async", "uds-baseline"] {
+        for mode in ["rtt", "oneway"] {
+            assert!(
+                check_row(&rows, t, mode, 64).is_some(),
+                "no {t} {mode} row: {stdout}"
+            );
+        }
+    }
+}
