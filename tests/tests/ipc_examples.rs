@@ -1,6 +1,7 @@
-//! The two-terminal demo of the README, run for real: the `echo_server`
-//! example of `ringlink-ipcs` and the `echo_client` example of
-//! `ringlink-ipcc`.
+//! The examples, run for real: the two-terminal demo of the README (the
+//! `echo_server` example of `ringlink-ipcs` and the `echo_client` example
+//! of `ringlink-ipcc`), and their tokio counterparts (`async_echo_server`,
+//! `async_echo_client`, `async_many_tasks`).
 //!
 //! Cargo does not build other packages' examples for this package's
 //! tests, nor tell a test where they are; a workspace test run (`cargo
@@ -73,6 +74,55 @@ fn echo_server_and_echo_client() {
 
     // SIGTERM: the server closes every connection and exits 0.
     server.signal(libc::SIGTERM);
+    let fin = server.wait(EXIT);
+    fin.assert_success();
+    assert!(fin.stderr.contains("shut down"), "{fin}");
+    match ours.recv(&mut buf, Some(Duration::from_secs(60))) {
+        Err(Error::Disconnected) => {}
+        other => panic!("our client after the server's exit: {other:?}"),
+    }
+}
+
+#[test]
+fn async_examples() {
+    let bins = ["async_echo_server", "async_echo_client", "async_many_tasks"].map(example);
+    let [Some(server_bin), Some(client_bin), Some(many_bin)] = bins else {
+        let msg =
+            "the async examples are not built (the `tokio` feature, and a workspace test run)";
+        assert!(
+            std::env::var_os("RINGLINK_REQUIRE_EXAMPLES").is_none(),
+            "{msg}"
+        );
+        eprintln!("skipped: {msg}");
+        return;
+    };
+    let [server_bin, client_bin, many_bin] =
+        [&server_bin, &client_bin, &many_bin].map(|p| p.to_str().unwrap().to_owned());
+    let name = unique_name("async-echo");
+    let mut server = Helper::spawn(&server_bin, &["--name", &name]);
+    let mut o = ConnectOptions::new("echo");
+    o.wait_for_server = true;
+    o.timeout = Duration::from_secs(60);
+    let mut ours = Client::connect(&ServiceAddr::named(&name), &o).expect("connect");
+    let mut buf = vec![0u8; ours.max_message()];
+    let m = ours
+        .send_recv(3, b"ping", &mut buf, Some(Duration::from_secs(60)))
+        .expect("echo from spawned tasks");
+    assert_eq!((m.id, &buf[..m.len]), (3, &b"ping"[..]));
+
+    let fin = Helper::spawn(&client_bin, &["--name", &name, "hello, tokio"]).wait(EXIT);
+    fin.assert_success();
+    assert_eq!(fin.stdout, "hello, tokio\n", "{fin}");
+    // 200 tasks x 10 round trips on one connection.
+    let fin = Helper::spawn(&many_bin, &["--name", &name, "200", "10"]).wait(EXIT);
+    fin.assert_success();
+    assert!(
+        fin.stdout.starts_with("2000 round trips from 200 tasks"),
+        "{fin}"
+    );
+
+    // Ctrl-C: the shutdown future completes, every connection closes.
+    server.signal(libc::SIGINT);
     let fin = server.wait(EXIT);
     fin.assert_success();
     assert!(fin.stderr.contains("shut down"), "{fin}");
