@@ -247,10 +247,16 @@ impl Connection {
     /// loop's next turn (at once if called from a handler, before the next
     /// request is dispatched); the client sees `Disconnected`.
     pub fn disconnect(&self) {
+        self.condemn(None);
+    }
+
+    /// Closes the connection on the loop's next turn, reporting `fault`
+    /// (a protocol violation by the client) to the error hook if given.
+    fn condemn(&self, fault: Option<String>) {
         if self.inner.alive.swap(false, Ordering::AcqRel) {
             self.inner
                 .control
-                .request_disconnect(self.inner.id, self.inner.slot);
+                .request_disconnect(self.inner.id, self.inner.slot, fault);
         }
     }
 }
@@ -279,15 +285,30 @@ impl Connection {
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
-        match write_message(producer, self.inner.max_message, header, parts, timeout) {
+        let name = match ring {
+            Ring::Response => "response",
+            Ring::Event => "event",
+        };
+        match write_message(
+            producer,
+            name,
+            self.inner.max_message,
+            header,
+            parts,
+            timeout,
+        ) {
             Ok(len) => {
                 Counters::add(sent, 1);
                 Counters::add(&c.bytes_sent, len as u64);
                 Ok(())
             }
             Err(e) => {
-                if matches!(e, Error::WouldBlock | Error::TimedOut) {
-                    Counters::add(&c.send_retries, 1);
+                match &e {
+                    Error::WouldBlock | Error::TimedOut => Counters::add(&c.send_retries, 1),
+                    // The client broke its ring: it is dropped like one
+                    // that broke its requests (PROTOCOL.md, section 5).
+                    Error::Protocol(why) => self.condemn(Some(why.clone())),
+                    _ => {}
                 }
                 Err(e)
             }
@@ -299,6 +320,7 @@ impl Connection {
 /// length.
 fn write_message(
     ring: &Mutex<Option<Tx>>,
+    name: &str,
     max: usize,
     mut header: MsgHeader,
     parts: &[IoSlice<'_>],
@@ -317,7 +339,7 @@ fn write_message(
         let mut guard = lock(ring);
         let tx = match guard.as_mut().ok_or(Error::Disconnected)? {
             Tx::Ring(producer) => {
-                write_record(producer, header, parts, timeout, max)?;
+                write_record(producer, name, header, parts, timeout, max)?;
                 return Ok(len);
             }
             Tx::Sock(tx) => tx,
@@ -345,6 +367,7 @@ fn write_message(
 
 fn write_record(
     producer: &mut Producer,
+    name: &str,
     header: MsgHeader,
     parts: &[IoSlice<'_>],
     timeout: Option<Duration>,
@@ -361,7 +384,7 @@ fn write_record(
         PushError::TimedOut => Error::TimedOut,
         PushError::TooLarge { .. } => Error::MessageTooLarge { len, max },
         PushError::Closed => Error::Disconnected,
-        PushError::Corrupt(c) => Error::protocol("client corrupted its ring", c),
+        PushError::Corrupt(c) => Error::protocol(&format!("client corrupted its {name} ring"), c),
         _ => Error::Disconnected,
     })?;
     header.encode_into(&mut grant);

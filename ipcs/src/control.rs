@@ -20,7 +20,9 @@ pub(crate) struct Control {
     /// The requested [`RateLimit`], as `u8`; the loop applies it.
     rate: AtomicU8,
     /// Connections to close on the next turn: (id, slot).
-    disconnects: Mutex<Vec<(u64, usize)>>,
+    /// Connections to close on the loop's next turn: id, slot, and the
+    /// fault that condemned it (none for a plain `disconnect`).
+    disconnects: Mutex<Vec<(u64, usize, Option<String>)>>,
     /// Live connections, for iteration from any thread.
     pub(crate) registry: Mutex<BTreeMap<u64, Connection>>,
     closed: AtomicU64,
@@ -58,15 +60,15 @@ impl Control {
         let _ = self.waker.read();
     }
 
-    pub(crate) fn request_disconnect(&self, id: u64, slot: usize) {
+    pub(crate) fn request_disconnect(&self, id: u64, slot: usize, fault: Option<String>) {
         self.disconnects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((id, slot));
+            .push((id, slot, fault));
         self.wake();
     }
 
-    pub(crate) fn take_disconnects(&self) -> Vec<(u64, usize)> {
+    pub(crate) fn take_disconnects(&self) -> Vec<(u64, usize, Option<String>)> {
         std::mem::take(&mut *self.disconnects.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

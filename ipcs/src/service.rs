@@ -186,6 +186,9 @@ pub struct Service<H: Handler> {
     ring_dir: Option<RingDir>,
     /// When epoll was last looked at.
     last_poll: Instant,
+    /// The waker fired (a command, a shutdown) during this turn: the
+    /// turn ends without sleeping, so that the caller sees it.
+    woken: bool,
     /// Slots of the connections the sweep reads: those active since the
     /// loop last slept, and those epoll reported since. Idle connections
     /// cost the sweep nothing, so its cost follows the active ones.
@@ -282,6 +285,7 @@ impl<H: Handler> Service<H> {
             ring_dir,
             hot: Vec::new(),
             last_poll: Instant::now(),
+            woken: false,
         })
     }
 
@@ -477,6 +481,7 @@ impl<H: Handler> Service<H> {
     ///
     /// [`Error::Io`] if `epoll_wait` fails.
     pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.woken = false;
         self.handle_commands();
         if self.sweep() {
             self.last_work = Instant::now();
@@ -492,12 +497,20 @@ impl<H: Handler> Service<H> {
                 (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
             let work = ringlink_ringbuf::wake::spin_until(budget, || {
                 // An epoll failure shows again in the wait below.
-                self.sweep() || (self.poll_if_due().unwrap_or(false) && self.sweep())
+                self.sweep()
+                    || (self.poll_if_due().unwrap_or(false) && (self.woken || self.sweep()))
             });
             if work {
-                self.last_work = Instant::now();
+                if !self.woken {
+                    self.last_work = Instant::now();
+                }
                 return Ok(());
             }
+        }
+        // A wake-up read while spinning (a shutdown, say) must end this
+        // turn: the eventfd is drained, and epoll would not report it again.
+        if self.woken || self.control.is_shutdown() {
+            return Ok(());
         }
         let mut wait = timeout;
         if !self.arm_all() {
@@ -539,6 +552,7 @@ impl<H: Handler> Service<H> {
             match token & KIND {
                 LISTENER => self.accept_all(),
                 WAKER => {
+                    self.woken = true;
                     self.control.drain();
                     self.handle_commands();
                 }
@@ -601,6 +615,15 @@ impl<H: Handler> Service<H> {
                     Link::Shm { request, .. } => match request.try_peek() {
                         Ok(record) => match response_room(&conn.handle, &mut conn.parked) {
                             Ok(true) => match MsgHeader::decode(&record) {
+                                // The ring holds records larger than the
+                                // negotiated maximum; the protocol does not.
+                                Ok(header) if header.size as usize > conn.handle.max_message() => {
+                                    Some(Some(format!(
+                                        "request of {} bytes over the negotiated maximum of {}",
+                                        header.size,
+                                        conn.handle.max_message()
+                                    )))
+                                }
                                 Ok(header) => {
                                     dispatch(&conn.handle, header, &record[MSG_HEADER_LEN..]);
                                     record.release();
@@ -715,9 +738,9 @@ impl<H: Handler> Service<H> {
         if rate != self.rate {
             self.apply_rate(rate);
         }
-        for (id, slot) in self.control.take_disconnects() {
+        for (id, slot, fault) in self.control.take_disconnects() {
             if self.conns.get(slot).is_some_and(|c| c.handle.id() == id) {
-                self.close_conn(slot, None);
+                self.close_conn(slot, fault.as_deref());
             }
         }
     }
