@@ -164,6 +164,19 @@ pub struct Defer {
 pub const DEFER_HEADER: usize = 16;
 
 impl Defer {
+    /// The whole payload of a request the server holds for good (it
+    /// waits for a batch of 1000 that never comes): a response that is
+    /// due and never arrives.
+    pub fn held() -> [u8; DEFER_HEADER] {
+        let mut b = [0u8; DEFER_HEADER];
+        Defer {
+            batch: 1000,
+            order_seed: 0,
+        }
+        .encode_into(&mut b);
+        b
+    }
+
     /// Writes the header into the first [`DEFER_HEADER`] bytes of `buf`.
     pub fn encode_into(&self, buf: &mut [u8]) {
         buf[..4].copy_from_slice(&self.batch.to_le_bytes());

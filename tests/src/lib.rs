@@ -16,6 +16,19 @@
 //!   which a test plays the hostile peer;
 //! - [`tmp`]: unique names and self-removing temporary directories.
 //!
+//! The attack, crash and soak tests (`attack_*`, `crash_*`, `soak`,
+//! `fuzz_*`) add:
+//!
+//! - [`attack`]: a client written from `docs/PROTOCOL.md` alone, which
+//!   runs the handshake by hand and holds a connection's rings or
+//!   sockets directly, to break the protocol in ways the client crate
+//!   cannot;
+//! - [`fuzzing`]: the decoders and the ring reader fed arbitrary input,
+//!   shared by the `fuzz/` targets (cargo-fuzz) and the property tests
+//!   CI runs;
+//! - [`scale`]: how big the soak and crash runs are (CI's size, or the
+//!   issue's full figures with `RINGLINK_SOAK_SCALE`).
+//!
 //! The server and client tests (`ipc_*`) run the real `ringlink-ipcs` and
 //! `ringlink-ipcc` in helper processes of their own, `test_server` and
 //! `test_client`, spawned the same way:
@@ -42,6 +55,8 @@
 //! `ringlink_common::fdpass::send_fds`, and the helper rebuilds the ring
 //! with `Ring::from_fds`.
 
+pub mod attack;
+pub mod fuzzing;
 pub mod ipc;
 pub mod lines;
 pub mod payload;
@@ -49,6 +64,7 @@ pub mod peer;
 pub mod procfs;
 pub mod procs;
 pub mod raw;
+pub mod scale;
 pub mod stream;
 pub mod tmp;
 pub mod transport;

@@ -159,3 +159,42 @@ pub fn shm_leftovers() -> Vec<String> {
 pub fn process_cpu_ticks(p: Proc) -> io::Result<u64> {
     cpu_ticks(&format!("{}/stat", p.dir()))
 }
+
+/// Waits until thread `tid` of `p` has been asleep in the kernel (state
+/// `S`) for five looks in a row, 2 ms apart: the call it makes is really
+/// blocked (after any spinning), not about to start.
+///
+/// # Panics
+///
+/// If it is not within `timeout`, or the thread cannot be looked at.
+pub fn wait_asleep(p: Proc, tid: i32, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut asleep = 0;
+    while asleep < 5 {
+        match thread_state(p, tid) {
+            Ok('S') => asleep += 1,
+            Ok(_) => asleep = 0,
+            Err(e) => panic!("thread {tid} of {p:?}: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {tid} of {p:?} never went to sleep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process of the
+/// machine, so that a time taken in a helper compares with one taken in
+/// the test.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live local the kernel fills; the clock id is
+    // valid.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -83,8 +83,18 @@ impl Helper {
     ///
     /// If it cannot be spawned.
     pub fn spawn<S: AsRef<str>>(bin: &str, args: &[S]) -> Helper {
+        Helper::spawn_with_watchdog(bin, args, crate::peer::DEFAULT_WATCHDOG)
+    }
+
+    /// [`spawn`](Self::spawn) with the helper's own watchdog set to
+    /// `watchdog` (for runs longer than the default's).
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be spawned.
+    pub fn spawn_with_watchdog<S: AsRef<str>>(bin: &str, args: &[S], watchdog: Duration) -> Helper {
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        let peer = Peer::spawn(bin, &args);
+        let peer = Peer::spawn_with_watchdog(bin, &args, watchdog);
         let lines = Lines::new(peer.socket()).expect("clone the helper socket");
         Helper { peer, lines }
     }
@@ -205,10 +215,7 @@ impl ServerProc {
     ///
     /// If it does not start.
     pub fn spawn(bin: &str, addr: &ServiceAddr, extra: &[&str]) -> ServerProc {
-        match ServerProc::try_spawn(bin, addr, extra) {
-            Ok(s) => s,
-            Err(f) => panic!("server did not start: {}\n{}", f.line, f.finished),
-        }
+        ServerProc::spawn_with_watchdog(bin, addr, extra, crate::peer::DEFAULT_WATCHDOG)
     }
 
     /// As [`spawn`](Self::spawn), but a bind failure is returned.
@@ -225,9 +232,36 @@ impl ServerProc {
         addr: &ServiceAddr,
         extra: &[&str],
     ) -> Result<ServerProc, BindFailure> {
+        ServerProc::try_spawn_with_watchdog(bin, addr, extra, crate::peer::DEFAULT_WATCHDOG)
+    }
+
+    /// [`spawn`](Self::spawn) with the server's own watchdog set to
+    /// `watchdog` (for runs longer than the default's).
+    ///
+    /// # Panics
+    ///
+    /// If it does not start.
+    pub fn spawn_with_watchdog(
+        bin: &str,
+        addr: &ServiceAddr,
+        extra: &[&str],
+        watchdog: Duration,
+    ) -> ServerProc {
+        match ServerProc::try_spawn_with_watchdog(bin, addr, extra, watchdog) {
+            Ok(s) => s,
+            Err(f) => panic!("server did not start: {}\n{}", f.line, f.finished),
+        }
+    }
+
+    fn try_spawn_with_watchdog(
+        bin: &str,
+        addr: &ServiceAddr,
+        extra: &[&str],
+        watchdog: Duration,
+    ) -> Result<ServerProc, BindFailure> {
         let mut args = addr_args(addr);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut helper = Helper::spawn(bin, &args);
+        let mut helper = Helper::spawn_with_watchdog(bin, &args, watchdog);
         let line = helper.line(LINE_DEADLINE);
         if let Some(rest) = line.strip_prefix("ready ") {
             return Ok(ServerProc {
@@ -282,6 +316,46 @@ impl ServerProc {
             Some(rest) => Kv::parse(rest),
             None => self.helper.fail(&format!("bad stats line `{l}`")),
         }
+    }
+
+    /// The service's own statistics (`Service::stats`: handshakes refused
+    /// by reason, abandoned, connections closed); `clear` resets them.
+    pub fn sstats(&mut self, clear: bool) -> Kv {
+        let l = self.command(if clear { "sstats clear" } else { "sstats" });
+        match l.strip_prefix("sstats ") {
+            Some(rest) => Kv::parse(rest),
+            None => self.helper.fail(&format!("bad sstats line `{l}`")),
+        }
+    }
+
+    /// What the server's error hook reported (it runs with
+    /// `--log-faults`): `(connection id, reason)` per fault, oldest
+    /// first.
+    pub fn faults(&mut self) -> Vec<(Option<u64>, String)> {
+        let l = self.command("faults");
+        let Some(rest) = l.strip_prefix("faults ") else {
+            self.helper.fail(&format!("bad faults line `{l}`"));
+        };
+        let mut parts = rest.split(" | ");
+        let count: usize = parts
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX);
+        let faults: Vec<_> = parts
+            .map(|f| {
+                let f = f.strip_prefix("conn=").unwrap_or(f);
+                let (conn, what) = f.split_once(' ').unwrap_or((f, ""));
+                (conn.parse().ok(), what.to_owned())
+            })
+            .collect();
+        if faults.len() != count {
+            // A reason holding the separator would shift every one after.
+            self.helper.fail(&format!(
+                "faults line of {count} read as {}: `{l}`",
+                faults.len()
+            ));
+        }
+        faults
     }
 
     /// Polls [`stats`](Self::stats) every 5 ms until `cond` holds.

@@ -10,7 +10,8 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use ringlink_ringbuf::layout::HEADER_SIZE;
 use ringlink_ringbuf::Ring;
@@ -21,6 +22,8 @@ pub mod off {
     pub const MAGIC: usize = 0;
     /// Capacity (u64).
     pub const CAPACITY: usize = 16;
+    /// User word (u32; the server publishes flow control in it).
+    pub const USER_WORD: usize = 28;
     /// Producer position, `tail` (u64).
     pub const TAIL: usize = 128;
     /// Consumer position, `head` (u64).
@@ -133,6 +136,28 @@ impl RawRing {
         self.store64(off::HEAD, v);
     }
 
+    /// Copies `len` bytes of the data region from offset `off` (byte by
+    /// byte, atomically: the peer may be writing them).
+    ///
+    /// # Panics
+    ///
+    /// If the span runs past the data region.
+    pub fn data_bytes(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off + len <= self.capacity, "bytes {off}+{len}");
+        (HEADER_SIZE + off..HEADER_SIZE + off + len)
+            .map(|at| {
+                // SAFETY: `at` is within the mapping, which lives as long
+                // as `&self`, and any byte is a valid, aligned `AtomicU8`.
+                // Other processes write these bytes with plain copies; a
+                // load racing one of them reads some byte value, which is
+                // all this reader wants (its callers compare the result
+                // and accept any value while a writer may be active).
+                let b = unsafe { &*self.map.as_mut_ptr().add(at).cast::<AtomicU8>() };
+                b.load(Ordering::Relaxed)
+            })
+            .collect()
+    }
+
     /// Writes a record word (`len | kind << 32`) at the data-region
     /// offset of position `pos`.
     pub fn set_record_word(&self, pos: u64, len: u32, kind: u32) {
@@ -156,4 +181,29 @@ pub fn kick(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     use std::io::Write;
     let mut f = File::from(fd.try_clone_to_owned()?);
     f.write_all(&1u64.to_ne_bytes())
+}
+
+/// Sends `bytes` as one datagram on the `SOCK_SEQPACKET` socket `fd`,
+/// with `flags` (`MSG_NOSIGNAL` is always added): what a raw peer writes
+/// where the library would frame its messages. Returns the bytes sent.
+///
+/// # Errors
+///
+/// The `send(2)` error (`EAGAIN` if the socket is full and `flags` holds
+/// `MSG_DONTWAIT`).
+pub fn send_datagram(fd: BorrowedFd<'_>, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: sends `bytes.len()` bytes from a live slice on an open
+    // socket; the kernel reads no other memory.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }

@@ -73,15 +73,6 @@ fn cstats(server: &mut ServerProc, id: u64, clear: bool) -> Kv {
     kv
 }
 
-/// `Service::stats` of the server.
-fn sstats(server: &mut ServerProc, clear: bool) -> Kv {
-    let l = server.command(if clear { "sstats clear" } else { "sstats" });
-    let Some(rest) = l.strip_prefix("sstats ") else {
-        server.fail(&format!("bad sstats line `{l}`"));
-    };
-    Kv::parse(rest)
-}
-
 /// Polls `cond` every 5 ms until it holds; panics after `HANG`.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG;
@@ -521,15 +512,15 @@ fn connection_statistics_are_exact_and_clear() {
         "{s}"
     );
 
-    let ss = sstats(&mut server, false);
+    let ss = server.sstats(false);
     assert_eq!((ss.u("active"), ss.u("closed")), (1, 0), "{ss}");
     drop(c);
     wait_for("the connection to close", || {
-        sstats(&mut server, false).u("closed") == 1
+        server.sstats(false).u("closed") == 1
     });
-    let ss = sstats(&mut server, true);
+    let ss = server.sstats(true);
     assert_eq!((ss.u("active"), ss.u("closed")), (0, 1), "{ss}");
-    let ss = sstats(&mut server, false);
+    let ss = server.sstats(false);
     assert_eq!(ss.u("closed"), 0, "service counters not cleared: {ss}");
     server.shutdown();
 }
@@ -597,7 +588,7 @@ fn service_statistics_count_rejections_by_reason() {
     }
     let deadline = Instant::now() + HANG;
     let ss = loop {
-        let ss = sstats(&mut server, false);
+        let ss = server.sstats(false);
         if ss.u("abandoned") >= 2 || Instant::now() > deadline {
             break ss;
         }
@@ -682,7 +673,7 @@ fn max_clients_rejects_the_third_until_one_leaves() {
         Err(e) => panic!("third client: {e} (expected Rejected(TooManyClients))"),
         Ok(c) => panic!("third client accepted (id {})", c.id()),
     }
-    assert_eq!(sstats(&mut server, false).u("too_many_clients"), 1);
+    assert_eq!(server.sstats(false).u("too_many_clients"), 1);
     drop(a);
     server.wait_stats("the first client to leave", HANG, |s| s.u("live") == 1);
     let mut c = connect(&addr, 0);
@@ -1268,13 +1259,11 @@ fn raw_socket_client(sock: UnixStream) -> (UnixStream, u64, std::os::fd::OwnedFd
 #[test]
 fn error_hook_sees_broken_socket_framing() {
     use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     let _socket = ringlink_tests::transport::enter(Transport::Socket);
     let send = |fd: &std::os::fd::OwnedFd, bytes: &[u8]| {
-        // SAFETY: sends `bytes.len()` bytes from a live slice on an
-        // open socket.
-        let n = unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
-        assert_eq!(n, bytes.len() as isize, "send a datagram");
+        let n = ringlink_tests::raw::send_datagram(fd.as_fd(), bytes, 0).expect("send a datagram");
+        assert_eq!(n, bytes.len(), "send a datagram");
     };
     let traces: TraceLog = Arc::default();
     let faults: FaultLog = Arc::default();

@@ -59,24 +59,9 @@ impl Call {
     }
 }
 
-/// Waits until thread `tid` of `p` has been asleep in the kernel for a
-/// few consecutive looks: the call it makes is really blocked (after
-/// its spin), not about to start.
+/// Waits until thread `tid` of `p` is really blocked in the kernel.
 fn wait_asleep(p: Proc, tid: i32) {
-    let deadline = Instant::now() + PROMPT;
-    let mut asleep = 0;
-    while asleep < 5 {
-        match procfs::thread_state(p, tid) {
-            Ok('S') => asleep += 1,
-            Ok(_) => asleep = 0,
-            Err(e) => panic!("thread {tid} of {p:?}: {e}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "thread {tid} of {p:?} never went to sleep"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    procfs::wait_asleep(p, tid, PROMPT);
 }
 
 fn end_server(server: ServerProc, end: End) -> Option<ServerProc> {
@@ -296,6 +281,30 @@ fn a_restarted_server_takes_new_connections() {
         Err(Error::Disconnected) => {}
         other => panic!("the first server's client: {other:?}"),
     }
+}
+}
+
+ringlink_tests::transport_test! {
+/// A shutdown asked while the loop spins on the rings after some work
+/// ends the loop at once. (The wake-up was once read by the spin's look
+/// at epoll and forgotten: the loop spun out its budget, then slept
+/// in epoll for good.)
+fn a_shutdown_during_the_spin_ends_the_loop() {
+    // A spin far longer than the shutdown's deadline: only a loop that
+    // hears the wake-up mid-spin exits in time.
+    let spin = ["--spin-us", "120000000"];
+    let mut server = ServerProc::spawn(SERVER, &unique_addr("spin-stop"), &spin);
+    let mut c = connect(server.addr(), 0);
+    let mut buf = [0u8; 8];
+    c.send_recv(id::ECHO, b"work", &mut buf, Some(PROMPT)).expect("echo");
+    // From the echo on, the loop spins for 120 s (over shared memory):
+    // the shutdown below comes during the spin. The stats command is
+    // answered by another thread and does not touch the loop.
+    let before = server.stats();
+    assert_eq!(before.u("live"), 1, "{before}");
+    let (fin, _) = server.shutdown();
+    assert_eq!(fin.u("live"), 0, "{fin}");
+    assert!(matches!(c.recv(&mut buf, Some(PROMPT)), Err(Error::Disconnected)));
 }
 }
 

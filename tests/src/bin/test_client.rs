@@ -30,13 +30,34 @@
 //! - `whoami`: connects and reports `whoami ...` (what the server sees),
 //!   `server pid=.. uid=.. gid=..` (`server_credentials()`) and `self
 //!   pid=.. uid=.. gid=..`; or `rejected KIND` if refused.
-//! - `half`: runs the handshake by hand up to the server's answer and
-//!   stops there, never confirming: reports `half status=N fds=N
-//!   prefix=PATH` (the named-ring path prefix, `-` if none) and waits
-//!   until killed. The rings stay the server's, mid-handshake.
+//! - `half`: runs the handshake by hand (over the transport of
+//!   `RINGLINK_TEST_TRANSPORT`) up to the server's answer and stops
+//!   there, never confirming: reports `half status=N fds=N prefix=PATH`
+//!   (the named-ring path prefix, `-` if none) and waits until killed.
+//!   The rings (or sockets) stay the server's, mid-handshake.
 //! - `load THREADS COUNT SEED MAX_DATA`: THREADS clients at once, each
 //!   doing COUNT checked request/responses; reports `done ...` or
 //!   `error ...` (exit 1).
+//! - `chaos SEED`: a client to be SIGKILLed at a random moment. Says
+//!   nothing; connects and runs, until killed, a random mix (from SEED)
+//!   of checked requests up to the connection's maximum (the kill lands
+//!   mid-write or mid-read of large ones), bursts of events filling the
+//!   event ring and read back, pipelined echoes, waits in `recv` on a
+//!   request the server holds and in `event_recv` with nothing coming,
+//!   and reconnections. Every answer is checked: a wrong one exits 1.
+//! - `block-many N`: N connections, each in a thread of its own, which
+//!   reports `blocking I tid=..` and then waits with no timeout: thread I
+//!   in `send_recv` (I % 3 = 0) or `recv` (1) of a request the server
+//!   holds, or in `event_recv` (2). When the call returns it reports
+//!   `result I KIND at_ns=..` (`CLOCK_MONOTONIC`, see
+//!   `procfs::monotonic_ns`).
+//! - `tear SIZE`: connects by hand (`ringlink_tests::attack`, wishing for
+//!   1 MiB messages), does three checked round trips, then starts the
+//!   fourth checked request, of SIZE payload bytes, and stops half-way:
+//!   shared memory, a reserved record with the header and half the
+//!   payload written, never committed; sockets, the first datagram (the
+//!   header and half the payload) of a message whose rest never comes.
+//!   Reports `torn`, then waits to be killed.
 //!
 //! Exit status: 0 when the mode ran to its end, 1 on an error, 3 when the
 //! watchdog fired.
@@ -152,6 +173,9 @@ fn run(out: &mut Out) -> Result<(), String> {
         ("burst-hold", [count]) => burst_hold(&a, out, num(count)?),
         ("whoami", []) => whoami(&a, out),
         ("half", []) => half(&a, out),
+        ("chaos", [seed]) => chaos(&a, num(seed)?),
+        ("block-many", [n]) => block_many(&a, out, num(n)? as usize),
+        ("tear", [size]) => tear(&a, out, num(size)? as usize),
         ("load", [threads, count, seed, max_data]) => load(
             &a,
             out,
@@ -166,9 +190,7 @@ fn run(out: &mut Out) -> Result<(), String> {
 
 fn half(a: &Args, out: &mut Out) -> Result<(), String> {
     use ringlink_common::fdpass::recv_fds;
-    use ringlink_common::wire::{
-        ConnectRequest, ConnectResponse, Transport, PROTOCOL_VERSION, RESPONSE_LEN,
-    };
+    use ringlink_common::wire::{ConnectRequest, ConnectResponse, PROTOCOL_VERSION, RESPONSE_LEN};
     use std::io::{Read, Write};
     let path = match &a.addr {
         ServiceAddr::Abstract(name) => format!("\0{name}"),
@@ -185,7 +207,7 @@ fn half(a: &Args, out: &mut Out) -> Result<(), String> {
     .map_err(|e| format!("connect: {e}"))?;
     let request = ConnectRequest {
         version: PROTOCOL_VERSION,
-        transport: Transport::Shm,
+        transport: ringlink_tests::transport::from_env(),
         max_message: a.max_message,
         protocol: ipc::PROTOCOL.into(),
     };
@@ -408,4 +430,214 @@ fn load(
         start.elapsed().as_millis()
     ));
     Ok(())
+}
+
+/// SplitMix64 steps: the chaos client's choices.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        payload::mix(self.0)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn chaos(a: &Args, seed: u64) -> Result<(), String> {
+    let mut dice = Dice(seed);
+    loop {
+        let mut c = connect(a).map_err(|e| format!("connect: {e}"))?;
+        let max = c.max_message();
+        let mut buf = vec![0u8; max];
+        let mut req = Vec::new();
+        let mut checked = 0u64;
+        for _ in 0..20 + dice.below(200) {
+            match dice.below(100) {
+                // A checked request: one in four as large as the
+                // connection allows.
+                0..=39 => {
+                    let max_data = if dice.below(4) == 0 {
+                        max - ipc::CHECKED_HEADER
+                    } else {
+                        1 + dice.below(8192) as usize
+                    };
+                    ipc::checked_request(seed, checked, max_data, &mut req);
+                    let m = c
+                        .send_recv(id::CHECKED, &req, &mut buf, CALL)
+                        .map_err(|e| format!("checked {checked}: {e}"))?;
+                    if m.error != 0 || buf[..m.len] != req[..] {
+                        return Err(format!("checked {checked}: wrong answer"));
+                    }
+                    checked += 1;
+                }
+                // Events until the ring is full, read back.
+                40..=54 => {
+                    let len = 1 + dice.below(32 * 1024);
+                    let m = c
+                        .send_recv(id::FILL, &len.to_le_bytes(), &mut buf, CALL)
+                        .map_err(|e| format!("fill: {e}"))?;
+                    if m.len != 8 {
+                        return Err("fill: wrong answer".into());
+                    }
+                    let n = u64::from_le_bytes(buf[..8].try_into().map_err(|_| "fill answer")?);
+                    let mut want = vec![0u8; len as usize];
+                    for i in 0..n {
+                        let e = c
+                            .event_recv(&mut buf, CALL)
+                            .map_err(|e| format!("event {i}: {e}"))?;
+                        ipc::fill_event(i, &mut want);
+                        if e.id != id::FILL_EVENT || buf[..e.len] != want[..] {
+                            return Err(format!("fill event {i}: wrong"));
+                        }
+                    }
+                }
+                // Pipelined echoes.
+                55..=69 => {
+                    let k = 1 + dice.below(32);
+                    let mut sent = Vec::new();
+                    for i in 0..k {
+                        let p = dice.next().to_le_bytes();
+                        sent.push((
+                            c.send(id::ECHO, &p).map_err(|e| format!("echo {i}: {e}"))?,
+                            p,
+                        ));
+                    }
+                    for (seq, p) in sent {
+                        let m = c
+                            .recv(&mut buf, CALL)
+                            .map_err(|e| format!("echo {seq}: {e}"))?;
+                        if m.seq != seq || buf[..m.len] != p {
+                            return Err(format!("echo {seq}: wrong answer"));
+                        }
+                    }
+                }
+                // Blocked in recv on a request the server holds.
+                70..=79 => {
+                    let seq = c
+                        .send(id::DEFER, &Defer::held())
+                        .map_err(|e| format!("hold: {e}"))?;
+                    match c.recv(&mut buf, Some(Duration::from_millis(1 + dice.below(20)))) {
+                        Err(Error::TimedOut) => {}
+                        other => return Err(format!("held {seq}: {:?}", other.map(|m| m.seq))),
+                    }
+                }
+                // Blocked in event_recv with nothing coming.
+                80..=89 => {
+                    match c.event_recv(&mut buf, Some(Duration::from_millis(1 + dice.below(10)))) {
+                        Err(Error::TimedOut) => {}
+                        other => return Err(format!("idle event_recv: {:?}", other.map(|m| m.id))),
+                    }
+                }
+                // An echo sent back as an event.
+                90..=95 => {
+                    let p = dice.next().to_le_bytes();
+                    c.send(id::EVENT_ONLY, &p)
+                        .map_err(|e| format!("event-only: {e}"))?;
+                    let m = c
+                        .event_recv(&mut buf, CALL)
+                        .map_err(|e| format!("event-only: {e}"))?;
+                    if m.id != id::EVENT_ONLY || buf[..m.len] != p {
+                        return Err("event-only: wrong event".into());
+                    }
+                }
+                // Leave and come back.
+                _ => break,
+            }
+        }
+    }
+}
+
+fn block_many(a: &Args, out: &mut Out, n: usize) -> Result<(), String> {
+    let say = std::sync::Mutex::new(out);
+    let tell = |line: String| say.lock().unwrap_or_else(|e| e.into_inner()).say(&line);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let tell = &tell;
+                scope.spawn(move || -> Result<(), String> {
+                    let mut c = connect(a).map_err(|e| format!("thread {i}: connect: {e}"))?;
+                    let mut buf = vec![0u8; c.max_message()];
+                    let hold = Defer::held();
+                    if i % 3 == 1 {
+                        c.send(id::DEFER, &hold)
+                            .map_err(|e| format!("thread {i}: send: {e}"))?;
+                    }
+                    tell(format!("blocking {i} tid={}", gettid()));
+                    let r = match i % 3 {
+                        0 => c.send_recv(id::DEFER, &hold, &mut buf, None),
+                        1 => c.recv(&mut buf, None),
+                        _ => c.event_recv(&mut buf, None),
+                    };
+                    let at = ringlink_tests::procfs::monotonic_ns();
+                    tell(format!("result {i} {} at_ns={at}", kind(&r)));
+                    Ok(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().map_err(|_| "a thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+fn tear(a: &Args, out: &mut Out, size: usize) -> Result<(), String> {
+    use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
+    use ringlink_tests::attack::{Channels, RawClient, HANG};
+    let transport = ringlink_tests::transport::from_env();
+    let mut c = RawClient::connect_with(&a.addr, transport, 1 << 20);
+    let seed = 0x7EA2;
+    let mut req = Vec::new();
+    for n in 0..3 {
+        ipc::checked_request(seed, n, 1000, &mut req);
+        let seq = c.send(id::CHECKED, &req)?;
+        let (h, p) = c.recv(HANG).map_err(|e| format!("checked {n}: {e:?}"))?;
+        if h.seq != seq || h.error != 0 || p != req {
+            return Err(format!("checked {n}: wrong answer"));
+        }
+    }
+    // Request 3, whole, as it would have been sent (no larger than the
+    // connection allows).
+    let size = size.min(c.max_message - ipc::CHECKED_HEADER);
+    let mut whole = Vec::with_capacity(ipc::CHECKED_HEADER + size);
+    whole.extend_from_slice(&3u64.to_le_bytes());
+    whole.extend_from_slice(&seed.to_le_bytes());
+    whole.resize(ipc::CHECKED_HEADER + size, 0);
+    payload::fill(seed, 3, &mut whole[ipc::CHECKED_HEADER..]);
+    let header = MsgHeader {
+        id: id::CHECKED,
+        size: whole.len() as u32,
+        error: 0,
+        seq: 4,
+    };
+    let half = whole.len() / 2;
+    let _grant = match &mut c.ch {
+        Channels::Shm(s) => {
+            let mut g = s
+                .request
+                .try_reserve(MSG_HEADER_LEN + whole.len())
+                .map_err(|e| format!("reserve: {e}"))?;
+            header.encode_into(&mut g);
+            g[MSG_HEADER_LEN..MSG_HEADER_LEN + half].copy_from_slice(&whole[..half]);
+            Some(g) // held, never committed
+        }
+        Channels::Sock(_) => {
+            // The message's first datagram, no larger than a real client
+            // sends one (64 KiB; a larger one can exceed the kernel's
+            // socket buffer), with at most half the payload.
+            let half = half.min((64 << 10) - MSG_HEADER_LEN);
+            let mut first = vec![0u8; MSG_HEADER_LEN + half];
+            header.encode_into(&mut first);
+            first[MSG_HEADER_LEN..].copy_from_slice(&whole[..half]);
+            c.send_datagram(&first);
+            None
+        }
+    };
+    out.say("torn");
+    loop {
+        std::thread::park();
+    }
 }

@@ -7,10 +7,15 @@
 //! test_server (--name NAME | --path PATH) [--mode OCTAL]
 //!             [--max-message N] [--min-message N] [--max-clients N]
 //!             [--reject-uid UID] [--event-on-create] [--probe-closed-send]
-//!             [--spin-us N]
+//!             [--spin-us N] [--handshake-timeout-ms N] [--max-handshakes N]
+//!             [--log-faults]
 //!             [--ring-dir DIR [--ring-to-client] [--ring-mode OCTAL]]
 //!             [--as-uid UID --as-gid GID]
 //! ```
+//!
+//! `--log-faults` installs an error hook (`Service::set_error_hook`) that
+//! prints `fault conn=ID what` on stdout for every protocol violation the
+//! service reports, and keeps them for the `faults` command.
 //!
 //! `--ring-dir` makes named rings in DIR; `ring_auth` gives them to the
 //! client's user with `--ring-to-client`, and the mode `--ring-mode`.
@@ -25,6 +30,9 @@
 //!   bursts, and the process's `fds`, `maps` and `rss_kib` from `/proc`;
 //! - `violations`: `violations` followed by their descriptions, `|`
 //!   separated;
+//! - `faults`: `faults N` followed by ` | conn=ID what` for each fault the
+//!   error hook saw (`--log-faults`; `conn=-` when it names no
+//!   connection);
 //! - `disconnect-all`: disconnects every live connection from this (not
 //!   the loop's) thread; answers `ok N`;
 //! - `farewell-all`: for every live connection, from this thread:
@@ -84,6 +92,9 @@ struct Args {
     event_on_create: bool,
     probe_closed_send: bool,
     spin_us: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
+    max_handshakes: Option<usize>,
+    log_faults: bool,
     as_uid: Option<u32>,
     as_gid: Option<u32>,
     ring_dir: Option<String>,
@@ -105,6 +116,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--ring-to-client" {
             a.ring_to_client = true;
+            continue;
+        }
+        if flag == "--log-faults" {
+            a.log_faults = true;
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -130,6 +145,8 @@ fn parse_args() -> Result<Args, String> {
             "--max-clients" => a.max_clients = Some(n()? as usize),
             "--reject-uid" => a.reject_uid = Some(n()? as u32),
             "--spin-us" => a.spin_us = Some(n()?),
+            "--handshake-timeout-ms" => a.handshake_timeout_ms = Some(n()?),
+            "--max-handshakes" => a.max_handshakes = Some(n()? as usize),
             "--as-uid" => a.as_uid = Some(n()? as u32),
             "--as-gid" => a.as_gid = Some(n()? as u32),
             _ => return Err(format!("unknown option {flag}")),
@@ -176,6 +193,9 @@ struct State {
     /// Live (created, not yet destroyed) connections by id.
     phases: Mutex<HashMap<u64, Phase>>,
     violations: Mutex<Vec<String>>,
+    /// What the error hook reported (`--log-faults`): connection id and
+    /// reason.
+    faults: Mutex<Vec<(Option<u64>, String)>>,
 }
 
 /// Per-connection context.
@@ -721,6 +741,15 @@ fn control(
                     let v = st.violations.lock().unwrap_or_else(|e| e.into_inner());
                     format!("violations {}", v.join(" | "))
                 }
+                "faults" => {
+                    let f = st.faults.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut answer = format!("faults {}", f.len());
+                    for (conn, what) in f.iter() {
+                        let conn = conn.map_or("-".to_owned(), |c| c.to_string());
+                        answer.push_str(&format!(" | conn={conn} {what}"));
+                    }
+                    answer
+                }
                 "disconnect-all" => {
                     let conns = handle.connections();
                     for c in &conns {
@@ -789,6 +818,12 @@ fn run() -> Result<(), String> {
     if let Some(us) = args.spin_us {
         opts.spin = Duration::from_micros(us);
     }
+    if let Some(ms) = args.handshake_timeout_ms {
+        opts.handshake_timeout = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.max_handshakes {
+        opts.max_handshakes = n;
+    }
     opts.ring_dir = args.ring_dir.as_ref().map(Into::into);
     let st = Arc::new(State {
         reject_uid: args.reject_uid,
@@ -822,6 +857,21 @@ fn run() -> Result<(), String> {
                 ))
             }
         }
+    }
+    if args.log_faults {
+        let st = st.clone();
+        service.set_error_hook(move |f| {
+            let conn = f.connection.map(|c| c.id());
+            println!(
+                "fault conn={} {}",
+                conn.map_or("-".to_owned(), |c| c.to_string()),
+                f.what
+            );
+            st.faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((conn, f.what.to_owned()));
+        });
     }
     let handle = service.shutdown_handle();
     let me = Credentials::current();

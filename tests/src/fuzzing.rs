@@ -1,0 +1,683 @@
+//! What a hostile peer can feed the code that reads it, as test bodies
+//! shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`, run for as
+//! long as one likes) and the property tests CI runs on every change
+//! (`tests/fuzz_decoders.rs`, same bodies, a fixed seed and a bounded
+//! number of cases).
+//!
+//! - [`handshake`]: the handshake decoders of both directions
+//!   (`ConnectRequest` as the server reads it, `ConnectResponse` as the
+//!   client reads it, `Confirm`);
+//! - [`msg_header`]: the message header at the start of every record;
+//! - [`sock_rx`]: the socket transport's reassembly (`SockRx`) fed
+//!   arbitrary datagrams over a real `SOCK_SEQPACKET` pair, against a
+//!   reference reassembly written from `docs/PROTOCOL.md` §3;
+//! - [`ring_consumer`]: a ring `Consumer` over a memfd whose header and
+//!   data region the test writes anything into, before and between
+//!   reads, against a reference reader written from the table of
+//!   `docs/RING.md` ("A peer that breaks the rules").
+//!
+//! Each body returns normally when the code under test behaved: a typed
+//! error, or a value that re-encodes to the bytes it came from (for the
+//! readers: exactly what the reference delivers), and panics otherwise
+//! (which the fuzzer records as a crash). Each also has a `from_bytes`
+//! that turns a fuzzer's raw input into its case, so that a crash input
+//! replays through the same code in a regression test.
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use ringlink_common::seqpacket::{self, RecvError, SockRx};
+use ringlink_common::wire::{
+    Confirm, ConnectRequest, ConnectResponse, MsgHeader, WireError, MAX_RING_PATH, MSG_HEADER_LEN,
+    PROTOCOL_VERSION, REQUEST_LEN, REQUEST_MAGIC,
+};
+use ringlink_ringbuf::layout::{max_payload, record_size, KIND_DATA, KIND_PAD, RECORD_HEADER};
+use ringlink_ringbuf::{ClaimError, Corruption, PopError, Ring};
+
+use crate::raw::{off, RawRing};
+
+/// A cursor over a fuzzer's bytes; reads past the end give zeros.
+#[derive(Debug)]
+pub struct Input<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    /// Reads from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Input<'a> {
+        Input { bytes }
+    }
+
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The next `n` bytes (fewer at the end).
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.bytes.split_at(n.min(self.bytes.len()));
+        self.bytes = b;
+        a
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        let got = self.take(N);
+        a[..got.len()].copy_from_slice(got);
+        a
+    }
+
+    /// The next byte.
+    pub fn u8(&mut self) -> u8 {
+        self.array::<1>()[0]
+    }
+
+    /// The next little-endian `u16`.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+
+    /// The next little-endian `u32`.
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.array())
+    }
+
+    /// The next little-endian `u64`.
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+}
+
+// --- handshake and message header ----------------------------------------
+
+/// The server's decoder of a connection request, on arbitrary bytes.
+///
+/// # Panics
+///
+/// If a decoded request does not encode back to `bytes`, or a request
+/// with the right magic and another version is not refused as
+/// `Version` (the documented answer whatever follows).
+pub fn connect_request(bytes: &[u8]) -> Result<ConnectRequest, WireError> {
+    let r = ConnectRequest::decode(bytes);
+    match &r {
+        Ok(req) => assert_eq!(
+            req.encode()[..],
+            bytes[..],
+            "a decoded request re-encodes differently: {req:?}"
+        ),
+        Err(e) if bytes.len() != REQUEST_LEN => assert_eq!(*e, WireError::Length),
+        Err(e) => {
+            let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+            let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+            if magic == REQUEST_MAGIC && version != PROTOCOL_VERSION {
+                assert_eq!(*e, WireError::Version(version), "version checked first");
+            }
+        }
+    }
+    r
+}
+
+/// The client's decoder of the server's response, on arbitrary bytes.
+///
+/// # Panics
+///
+/// If a decoded response does not encode back to `bytes` or announces a
+/// ring path longer than the protocol allows.
+pub fn connect_response(bytes: &[u8]) -> Result<ConnectResponse, WireError> {
+    let r = ConnectResponse::decode(bytes);
+    if let Ok(resp) = &r {
+        assert!(resp.path_len as usize <= MAX_RING_PATH, "{resp:?}");
+        assert_eq!(
+            resp.encode()[..],
+            bytes[..],
+            "a decoded response re-encodes differently: {resp:?}"
+        );
+    }
+    r
+}
+
+/// The server's decoder of the confirmation, on arbitrary bytes.
+///
+/// # Panics
+///
+/// If a decoded confirmation is not exactly the encoded one.
+pub fn confirm(bytes: &[u8]) -> Result<Confirm, WireError> {
+    let r = Confirm::decode(bytes);
+    if r.is_ok() {
+        assert_eq!(Confirm.encode()[..], bytes[..], "a bad confirmation passed");
+    }
+    r
+}
+
+/// Every handshake decoder, both directions, on the same bytes.
+///
+/// # Panics
+///
+/// As [`connect_request`], [`connect_response`] and [`confirm`].
+pub fn handshake(bytes: &[u8]) {
+    let _ = connect_request(bytes);
+    let _ = connect_response(bytes);
+    let _ = confirm(bytes);
+}
+
+/// The message header decoder on an arbitrary record.
+///
+/// # Panics
+///
+/// If a decoded header disagrees with the record's length or does not
+/// encode back to the record's first bytes.
+pub fn msg_header(record: &[u8]) -> Result<MsgHeader, WireError> {
+    let r = MsgHeader::decode(record);
+    if let Ok(h) = &r {
+        assert_eq!(h.size as usize, record.len() - MSG_HEADER_LEN, "{h:?}");
+        let mut b = [0u8; MSG_HEADER_LEN];
+        h.encode_into(&mut b);
+        assert_eq!(
+            b[..],
+            record[..MSG_HEADER_LEN],
+            "header re-encodes differently"
+        );
+    }
+    r
+}
+
+// --- socket transport reassembly -------------------------------------------
+
+/// How a stream of datagrams ends for its reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The sender closed (or sent an empty datagram, which reads the
+    /// same); an incomplete message is dropped.
+    Closed,
+    /// The sender broke the framing: the connection is closed.
+    Violation,
+}
+
+/// A message as delivered: header and payload.
+pub type Delivered = (MsgHeader, Vec<u8>);
+
+/// The reference reassembly of `docs/PROTOCOL.md` §3: what a receiver of
+/// messages up to `max_message` bytes must deliver from `datagrams`.
+pub fn reassemble(max_message: usize, datagrams: &[Vec<u8>]) -> (Vec<Delivered>, StreamEnd) {
+    let mut out = Vec::new();
+    let mut cur: Option<(MsgHeader, Vec<u8>)> = None;
+    for d in datagrams {
+        if d.is_empty() {
+            return (out, StreamEnd::Closed);
+        }
+        match &mut cur {
+            None => {
+                if d.len() < MSG_HEADER_LEN || d.len() > MSG_HEADER_LEN + max_message {
+                    return (out, StreamEnd::Violation);
+                }
+                let size = u32::from_le_bytes(d[4..8].try_into().expect("4 bytes")) as usize;
+                if size > max_message || d.len() > MSG_HEADER_LEN + size {
+                    return (out, StreamEnd::Violation);
+                }
+                // The header names its own size, so only the reserved
+                // field can still be wrong.
+                if d[12..16] != [0; 4] {
+                    return (out, StreamEnd::Violation);
+                }
+                let h = MsgHeader {
+                    id: i32::from_le_bytes(d[0..4].try_into().expect("4 bytes")),
+                    size: size as u32,
+                    error: i32::from_le_bytes(d[8..12].try_into().expect("4 bytes")),
+                    seq: u64::from_le_bytes(d[16..24].try_into().expect("8 bytes")),
+                };
+                cur = Some((h, d[MSG_HEADER_LEN..].to_vec()));
+            }
+            Some((h, payload)) => {
+                if payload.len() + d.len() > h.size as usize {
+                    return (out, StreamEnd::Violation);
+                }
+                payload.extend_from_slice(d);
+            }
+        }
+        if let Some((h, payload)) = &cur {
+            if payload.len() == h.size as usize {
+                out.push(cur.take().expect("complete"));
+            }
+        }
+    }
+    (out, StreamEnd::Closed)
+}
+
+/// Largest datagram [`sock_rx`] sends, and most bytes in all: what a
+/// socket pair's default buffers hold without a reader.
+pub const SOCK_RX_DATAGRAM: usize = 16 * 1024;
+/// See [`SOCK_RX_DATAGRAM`].
+pub const SOCK_RX_TOTAL: usize = 96 * 1024;
+
+/// Sends `datagrams` (cut to [`SOCK_RX_DATAGRAM`] bytes each, and as many
+/// as fit in [`SOCK_RX_TOTAL`]) over a real `SOCK_SEQPACKET` pair, closes
+/// the sending end, and reads them with a `SockRx` of `max_message`.
+/// Returns what it delivered and how the stream ended.
+///
+/// # Panics
+///
+/// If it delivers anything else than [`reassemble`] does, ends
+/// differently, or fails otherwise (socket errors).
+pub fn sock_rx(max_message: usize, datagrams: &[Vec<u8>]) -> (Vec<Delivered>, StreamEnd) {
+    let (a, b) = seqpacket::pair().expect("socketpair");
+    let mut sent = Vec::new();
+    let mut total = 0;
+    for d in datagrams {
+        let d = &d[..d.len().min(SOCK_RX_DATAGRAM)];
+        if total + d.len() > SOCK_RX_TOTAL {
+            break;
+        }
+        match crate::raw::send_datagram(a.as_fd(), d, libc::MSG_DONTWAIT) {
+            Ok(n) => assert_eq!(n, d.len(), "a datagram goes whole or not at all"),
+            // The buffer is full: test what was sent. Anything else is
+            // the test's own failure.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => break,
+            Err(e) => panic!("send a datagram of {} bytes: {e}", d.len()),
+        }
+        total += d.len();
+        sent.push(d.to_vec());
+    }
+    drop(a);
+    let (want, want_end) = reassemble(max_message, &sent);
+    let mut rx = SockRx::new(b, max_message);
+    let mut got = Vec::new();
+    let end = loop {
+        assert!(got.len() <= sent.len(), "more messages than datagrams");
+        match rx.fill() {
+            Ok(()) => {
+                let (h, p) = rx.message().expect("a filled message");
+                assert_eq!(h.size as usize, p.len());
+                got.push((h, p.to_vec()));
+                rx.consume();
+            }
+            Err(RecvError::Closed) => break StreamEnd::Closed,
+            Err(RecvError::Protocol(_)) => break StreamEnd::Violation,
+            Err(e) => panic!("SockRx with everything queued and the sender gone: {e:?}"),
+        }
+    };
+    assert_eq!(got, want, "delivered messages differ from the reference");
+    assert_eq!(end, want_end, "the stream ended differently ({got:?})");
+    (got, end)
+}
+
+/// [`sock_rx`] on a fuzzer's bytes: a maximum size, then datagrams, each
+/// a length and that many bytes.
+pub fn sock_rx_bytes(bytes: &[u8]) -> (Vec<Delivered>, StreamEnd) {
+    let mut input = Input::new(bytes);
+    let max_message = usize::from(input.u16() % 8192);
+    let mut datagrams = Vec::new();
+    while !input.is_empty() && datagrams.len() < 64 {
+        let len = usize::from(input.u16()) % (max_message + 64);
+        datagrams.push(input.take(len).to_vec());
+    }
+    sock_rx(max_message, &datagrams)
+}
+
+// --- the ring reader --------------------------------------------------------
+
+/// One step of a [`RingCase`]: a read by the consumer under test, or a
+/// write by the hostile producer into the shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingOp {
+    /// `try_peek`; then release the record, or drop the grant (keeping
+    /// it).
+    Peek {
+        /// Release the record.
+        release: bool,
+    },
+    /// `try_pop_into` a buffer of this many bytes.
+    Pop {
+        /// Buffer length.
+        buf: u16,
+    },
+    /// `peek_timeout` of 100 µs (no spinning), then release.
+    PeekTimeout,
+    /// Writes the producer position.
+    SetTail(u64),
+    /// Moves the producer position by 8 × n bytes (wrapping), publishing
+    /// whatever lies there.
+    MoveTail(i16),
+    /// Writes any value as the record word at data word `index` (modulo
+    /// the capacity).
+    SetWord {
+        /// Data word index.
+        index: u16,
+        /// Value.
+        value: u64,
+    },
+    /// Writes a record word of a known kind (data, or padding) and any
+    /// length at data word `index`.
+    SetRecord {
+        /// Data word index.
+        index: u16,
+        /// Record length.
+        len: u32,
+        /// Padding instead of data.
+        pad: bool,
+    },
+    /// Writes the closed word.
+    SetClosed(u32),
+    /// Writes the consumer position in the header (the consumer keeps
+    /// its own and must not care).
+    SetHead(u64),
+}
+
+impl RingOp {
+    fn from_input(input: &mut Input<'_>) -> RingOp {
+        match input.u8() % 10 {
+            0 | 1 => RingOp::Peek {
+                release: input.u8() & 1 == 0,
+            },
+            2 => RingOp::Pop { buf: input.u16() },
+            3 => RingOp::PeekTimeout,
+            4 => RingOp::SetTail(input.u64()),
+            5 => RingOp::MoveTail(input.u16() as i16),
+            6 => RingOp::SetWord {
+                index: input.u16(),
+                value: input.u64(),
+            },
+            7 => RingOp::SetRecord {
+                index: input.u16(),
+                len: input.u32(),
+                pad: input.u8() & 1 == 1,
+            },
+            8 => RingOp::SetClosed(input.u32()),
+            _ => RingOp::SetHead(input.u64()),
+        }
+    }
+
+    /// Applies a write to the shared memory; reads are not writes.
+    fn write(self, raw: &RawRing) {
+        let word_at = |index: u16| (u64::from(index) * 8) % raw.capacity() as u64;
+        match self {
+            RingOp::SetTail(v) => raw.set_tail(v),
+            RingOp::MoveTail(n) => raw.set_tail(raw.tail().wrapping_add((i64::from(n) * 8) as u64)),
+            RingOp::SetWord { index, value } => raw.store64(
+                ringlink_ringbuf::layout::HEADER_SIZE + word_at(index) as usize,
+                value,
+            ),
+            RingOp::SetRecord { index, len, pad } => {
+                raw.set_record_word(word_at(index), len, if pad { KIND_PAD } else { KIND_DATA })
+            }
+            RingOp::SetClosed(v) => raw.store32(off::CLOSED, v),
+            RingOp::SetHead(v) => raw.set_head(v),
+            RingOp::Peek { .. } | RingOp::Pop { .. } | RingOp::PeekTimeout => {}
+        }
+    }
+}
+
+/// A ring as a hostile producer leaves it, and what happens next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingCase {
+    /// log2 of the capacity, taken into 6..=12 (64 B to 4 KiB).
+    pub capacity_log2: u8,
+    /// Both positions start here (rounded down to a multiple of 8): near
+    /// zero, anywhere, or just below the `u64` wrap.
+    pub start: u64,
+    /// Payload lengths of valid records a real producer writes first
+    /// (modulo the largest payload + 1; as many as fit).
+    pub records: Vec<u16>,
+    /// Writes applied before the consumer claims its role (reads here
+    /// are skipped).
+    pub before_claim: Vec<RingOp>,
+    /// Then reads and writes, in order.
+    pub ops: Vec<RingOp>,
+}
+
+impl RingCase {
+    /// A case from a fuzzer's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> RingCase {
+        let mut input = Input::new(bytes);
+        let capacity_log2 = 6 + input.u8() % 7;
+        let start = match input.u8() % 4 {
+            0 => 0,
+            1 => u64::from(input.u16()) * 8,
+            2 => u64::MAX - u64::from(input.u16()) * 8,
+            _ => input.u64(),
+        };
+        let records = (0..input.u8() % 24).map(|_| input.u16()).collect();
+        let before_claim = (0..input.u8() % 4)
+            .map(|_| RingOp::from_input(&mut input))
+            .collect();
+        let mut ops = Vec::new();
+        while !input.is_empty() && ops.len() < 96 {
+            ops.push(RingOp::from_input(&mut input));
+        }
+        RingCase {
+            capacity_log2,
+            start,
+            records,
+            before_claim,
+            ops,
+        }
+    }
+}
+
+/// The reference reader, from `docs/RING.md`: the consumer's position
+/// (its own, never re-read) and the last producer position it read and
+/// validated, which it re-reads when it has caught up with it.
+#[derive(Debug)]
+struct Reference {
+    capacity: u64,
+    head: u64,
+    cached_tail: u64,
+}
+
+impl Reference {
+    /// The claim: positions aligned, the producer at most a capacity
+    /// ahead.
+    fn claim(raw: &RawRing) -> Result<Reference, Corruption> {
+        let (head, tail) = (raw.head(), raw.tail());
+        let capacity = raw.capacity() as u64;
+        if head % 8 != 0 || tail % 8 != 0 {
+            return Err(Corruption::MisalignedPosition);
+        }
+        if tail.wrapping_sub(head) > capacity {
+            return Err(Corruption::PositionTooFarAhead);
+        }
+        Ok(Reference {
+            capacity,
+            head,
+            cached_tail: head,
+        })
+    }
+
+    /// Re-reads the producer position: aligned, not behind the last one
+    /// seen, within one capacity of ours.
+    fn refresh(&mut self, raw: &RawRing) -> Result<(), PopError> {
+        let tail = raw.tail();
+        if tail % 8 != 0 {
+            return Err(PopError::Corrupt(Corruption::MisalignedPosition));
+        }
+        if tail.wrapping_sub(self.cached_tail) > u64::MAX / 2 {
+            return Err(PopError::Corrupt(Corruption::PositionBehind));
+        }
+        if tail.wrapping_sub(self.head) > self.capacity {
+            return Err(PopError::Corrupt(Corruption::PositionTooFarAhead));
+        }
+        self.cached_tail = tail;
+        Ok(())
+    }
+
+    /// The next data record (offset, length), skipping one padding
+    /// record, or why there is none.
+    fn next(&mut self, raw: &RawRing) -> Result<(usize, usize), PopError> {
+        let max = max_payload(self.capacity as usize);
+        loop {
+            if self.head == self.cached_tail {
+                self.refresh(raw)?;
+                if self.head == self.cached_tail {
+                    // Any closed bit ends the stream once drained.
+                    if raw.load32(off::CLOSED) == 0 {
+                        return Err(PopError::Empty);
+                    }
+                    self.refresh(raw)?;
+                    if self.head == self.cached_tail {
+                        return Err(PopError::Closed);
+                    }
+                }
+            }
+            let offset = (self.head % self.capacity) as usize;
+            let avail = self.cached_tail.wrapping_sub(self.head) as usize;
+            let to_end = self.capacity as usize - offset;
+            let word = raw.load64(ringlink_ringbuf::layout::HEADER_SIZE + offset);
+            let len = (word as u32) as usize;
+            match (word >> 32) as u32 {
+                KIND_DATA => {
+                    let size = record_size(len);
+                    if len > max || size > avail || size > to_end {
+                        return Err(PopError::Corrupt(Corruption::RecordLength));
+                    }
+                    return Ok((offset, len));
+                }
+                KIND_PAD => {
+                    if offset == 0 || len + RECORD_HEADER != to_end || to_end > avail {
+                        return Err(PopError::Corrupt(Corruption::Padding));
+                    }
+                    self.head = self.head.wrapping_add(to_end as u64);
+                }
+                _ => return Err(PopError::Corrupt(Corruption::RecordKind)),
+            }
+        }
+    }
+
+    fn release(&mut self, len: usize) {
+        self.head = self.head.wrapping_add(record_size(len) as u64);
+    }
+}
+
+/// What a [`ring_consumer`] run saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingOutcome {
+    /// The consumer could not claim its role (corrupt positions).
+    pub claim_refused: bool,
+    /// Records the real producer wrote before the case's writes.
+    pub pushed: u64,
+    /// Records delivered.
+    pub delivered: u64,
+    /// Reads that reported corruption.
+    pub corrupt: u64,
+    /// Reads that reported a closed ring.
+    pub closed: u64,
+}
+
+/// Runs `case`: a memfd ring, valid records written by a real producer,
+/// then the case's writes into the shared memory and the consumer's
+/// reads, each read checked against the reference reader (same result;
+/// a delivered record has the bytes the memory holds at its place).
+///
+/// # Panics
+///
+/// On any disagreement with the reference, or if the ring panics.
+pub fn ring_consumer(case: &RingCase) -> RingOutcome {
+    let capacity = 1usize << case.capacity_log2.clamp(6, 12);
+    let ring = Ring::create(capacity).expect("a memfd ring");
+    let raw = RawRing::map(&ring).expect("a second mapping");
+    let start = case.start & !7;
+    raw.set_head(start);
+    raw.set_tail(start);
+    let max = max_payload(capacity);
+    // The producer stays claimed (and the ring open) until the end.
+    let mut tx = ring.producer().expect("claim the producer");
+    let mut pushed = 0;
+    for (i, &len) in case.records.iter().enumerate() {
+        let mut payload = vec![0u8; usize::from(len) % (max + 1)];
+        crate::payload::fill(0xF022, i as u64, &mut payload);
+        if tx.try_push(&payload).is_err() {
+            break;
+        }
+        pushed += 1;
+    }
+    for op in &case.before_claim {
+        op.write(&raw);
+    }
+    let mut out = RingOutcome {
+        pushed,
+        ..RingOutcome::default()
+    };
+    let (mut rx, mut reference) = match (ring.consumer(), Reference::claim(&raw)) {
+        (Ok(rx), Ok(reference)) => (rx, reference),
+        (Err(ClaimError::Corrupt(got)), Err(want)) => {
+            assert_eq!(got, want, "claim refused for another reason");
+            out.claim_refused = true;
+            return out;
+        }
+        (got, want) => panic!(
+            "claim: the consumer gave {:?}, the reference {want:?}",
+            got.map(drop)
+        ),
+    };
+    rx.set_spin(Duration::ZERO);
+    let mut buf = vec![0u8; max + 1];
+    for (step, &op) in case.ops.iter().enumerate() {
+        let want = match op {
+            RingOp::Peek { .. } | RingOp::Pop { .. } | RingOp::PeekTimeout => reference.next(&raw),
+            write => {
+                write.write(&raw);
+                continue;
+            }
+        };
+        let here = format!("step {step} ({op:?}), reference {want:?}");
+        let got: Result<Vec<u8>, PopError> = match op {
+            RingOp::Peek { release } => rx.try_peek().map(|g| {
+                let bytes = g.to_vec();
+                if release {
+                    g.release();
+                }
+                bytes
+            }),
+            RingOp::PeekTimeout => match rx.peek_timeout(Duration::from_micros(100)) {
+                Ok(g) => {
+                    let bytes = g.to_vec();
+                    g.release();
+                    Ok(bytes)
+                }
+                Err(PopError::TimedOut) => Err(PopError::Empty),
+                Err(e) => Err(e),
+            },
+            RingOp::Pop { buf: n } => {
+                let n = usize::from(n).min(buf.len());
+                rx.try_pop_into(&mut buf[..n])
+                    .map(|len| buf[..len].to_vec())
+            }
+            _ => unreachable!("writes handled above"),
+        };
+        match (want, got) {
+            (Ok((at, len)), Ok(bytes)) => {
+                assert_eq!(bytes.len(), len, "{here}: record length");
+                assert_eq!(
+                    bytes,
+                    raw.data_bytes(at + RECORD_HEADER, len),
+                    "{here}: record bytes"
+                );
+                out.delivered += 1;
+                if !matches!(op, RingOp::Peek { release: false }) {
+                    reference.release(len);
+                    assert_eq!(raw.head(), reference.head, "{here}: published head");
+                }
+            }
+            (Ok((_, len)), Err(PopError::BufferTooSmall { needed })) => {
+                let RingOp::Pop { buf: n } = op else {
+                    panic!("{here}: BufferTooSmall from a peek");
+                };
+                assert!(usize::from(n) < len, "{here}: refused a buffer that fits");
+                assert_eq!(needed, len, "{here}: BufferTooSmall's length");
+            }
+            (Err(w), Err(g)) => {
+                assert_eq!(g, w, "{here}: error");
+                match g {
+                    PopError::Corrupt(_) => out.corrupt += 1,
+                    PopError::Closed => out.closed += 1,
+                    _ => {}
+                }
+            }
+            (w, g) => panic!(
+                "{here}: the consumer gave {:?}, the reference {w:?}",
+                g.map(|b| b.len())
+            ),
+        }
+    }
+    drop(rx);
+    drop(tx);
+    out
+}
