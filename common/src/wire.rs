@@ -83,6 +83,8 @@ pub enum WireError {
     Reserved,
     /// The size in a message header disagrees with the record's length.
     Size,
+    /// A ring path prefix longer than [`MAX_RING_PATH`].
+    PathLength(u16),
 }
 
 impl fmt::Display for WireError {
@@ -96,6 +98,12 @@ impl fmt::Display for WireError {
             WireError::Status(s) => write!(f, "unknown status {s}"),
             WireError::Reserved => f.write_str("reserved field is not zero"),
             WireError::Size => f.write_str("message size disagrees with its record"),
+            WireError::PathLength(n) => {
+                write!(
+                    f,
+                    "ring path of {n} bytes, above the limit of {MAX_RING_PATH}"
+                )
+            }
         }
     }
 }
@@ -348,8 +356,9 @@ impl ConnectResponse {
         if version != PROTOCOL_VERSION {
             return Err(WireError::Version(version));
         }
-        if u16_at(b, 22) as usize > MAX_RING_PATH {
-            return Err(WireError::Size);
+        let path_len = u16_at(b, 22);
+        if path_len as usize > MAX_RING_PATH {
+            return Err(WireError::PathLength(path_len));
         }
         Ok(ConnectResponse {
             status: Status::from_u16(u16_at(b, 6))?,

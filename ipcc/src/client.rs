@@ -779,7 +779,8 @@ fn shm_link(
     let expected = if named { NAMED_SHM_FDS } else { SHM_FDS };
     if fds.len() != expected || answer.fd_count as usize != expected {
         return Err(Error::Protocol(format!(
-            "expected {expected} fds, got {}",
+            "expected {expected} fds: the answer announced {}, {} came",
+            answer.fd_count,
             fds.len()
         )));
     }
@@ -841,6 +842,7 @@ fn shm_link(
         request,
         response,
         event,
+        max_message: answer.max_message as usize,
     })
 }
 

@@ -35,6 +35,9 @@ pub(crate) struct ShmLink {
     pub(crate) request: Producer,
     pub(crate) response: Consumer,
     pub(crate) event: Consumer,
+    /// The negotiated payload maximum: the rings hold larger records,
+    /// the protocol does not.
+    pub(crate) max_message: usize,
 }
 
 /// `SOCK_SEQPACKET` sockets: one for requests and responses, one for
@@ -131,6 +134,10 @@ impl Link {
                 };
                 match rx.try_peek() {
                     Ok(record) => Some(match MsgHeader::decode(&record) {
+                        Ok(h) if h.size as usize > l.max_message => Err(Error::protocol(
+                            "message from the server over the negotiated maximum",
+                            format_args!("{} bytes, maximum {}", h.size, l.max_message),
+                        )),
                         Ok(h) => {
                             let r = deliver(h, &record[MSG_HEADER_LEN..], buf);
                             if r.is_ok() {

@@ -1,0 +1,366 @@
+//! The other direction: a hostile server. The server here is written in
+//! the test from `docs/PROTOCOL.md` (a thread with a listening socket of
+//! its own, no `ringlink-ipcs`), and the real client connects to it. A
+//! handshake answer that lies, rings that are not what the answer says,
+//! and rings corrupted or overfilled after the handshake must each give
+//! the client a typed error: no panic, no hang, no SIGBUS, and every call
+//! after it fails too instead of reading on from a broken connection.
+//!
+//! Shared memory only: the socket transport's reassembly of hostile
+//! datagrams is the same code on both sides and is covered by
+//! `fuzz_decoders` and `ipc_control::error_hook_sees_broken_socket_framing`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ringlink_common::fdpass::send_fds;
+use ringlink_common::wire::{
+    ConnectRequest, ConnectResponse, MsgHeader, Status, CONFIRM_LEN, MAX_MESSAGE, MSG_HEADER_LEN,
+    REQUEST_LEN, RESPONSE_LEN,
+};
+use ringlink_common::{ring_capacity_for, ServiceAddr, Transport};
+use ringlink_ipcc::{Client, ConnectOptions, Error};
+use ringlink_ringbuf::layout::KIND_DATA;
+use ringlink_ringbuf::Ring;
+use ringlink_tests::attack::HANG;
+use ringlink_tests::ipc::PROTOCOL;
+use ringlink_tests::procs::unique_addr;
+use ringlink_tests::raw::{kick, RawRing};
+use ringlink_tests::tmp::TempDir;
+
+/// The payload maximum the hostile server grants.
+const MAX: usize = 4096;
+
+/// Client options: shared memory, a deadline that only catches hangs.
+fn options(timeout: Duration) -> ConnectOptions {
+    let mut o = ConnectOptions::new(PROTOCOL);
+    o.wait_for_server = false;
+    o.timeout = timeout;
+    o.max_message = MAX as u32;
+    o.transport = Transport::Shm;
+    o
+}
+
+/// Listens on a fresh address and runs `script` on the first connection
+/// in a thread of its own. Returns the address and the thread.
+fn hostile<T: Send + 'static>(
+    tag: &str,
+    script: impl FnOnce(UnixStream) -> T + Send + 'static,
+) -> (ServiceAddr, JoinHandle<T>) {
+    let addr = unique_addr(tag);
+    let listener = UnixListener::bind_addr(&addr.socket_addr().expect("address")).expect("bind");
+    let server = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(HANG)).expect("timeout");
+        script(sock)
+    });
+    (addr, server)
+}
+
+/// Reads the client's connection request.
+fn read_request(mut sock: &UnixStream) -> ConnectRequest {
+    let mut b = [0u8; REQUEST_LEN];
+    sock.read_exact(&mut b).expect("the client's request");
+    ConnectRequest::decode(&b).expect("a valid request")
+}
+
+/// An honest answer for `rings`.
+fn answer_for(rings: &[Ring; 3]) -> ConnectResponse {
+    let cap = |r: &Ring| r.capacity() as u64;
+    ConnectResponse {
+        status: Status::Ok,
+        connection_id: 7,
+        max_message: MAX as u32,
+        fd_count: 9,
+        path_len: 0,
+        request_capacity: cap(&rings[0]),
+        response_capacity: cap(&rings[1]),
+        event_capacity: cap(&rings[2]),
+    }
+}
+
+/// Three rings for [`MAX`], as the real server makes them.
+fn rings() -> [Ring; 3] {
+    let cap = ring_capacity_for(MAX);
+    [(); 3].map(|_| Ring::create(cap).expect("a memfd ring"))
+}
+
+/// The fds of `rings` in handshake order: memory, data-ready,
+/// space-ready, for each ring.
+fn fds(rings: &[Ring; 3]) -> Vec<BorrowedFd<'_>> {
+    rings
+        .iter()
+        .flat_map(|r| [r.memory_fd(), r.data_ready_fd(), r.space_ready_fd()])
+        .map(|fd| fd.expect("a memfd ring with eventfds"))
+        .collect()
+}
+
+/// Reads until the client closes its end (or HANG), so that a client
+/// waiting on the socket is not woken by our leaving.
+fn hold(mut sock: &UnixStream) {
+    let mut b = [0u8; 64];
+    while matches!(sock.read(&mut b), Ok(n) if n > 0) {}
+}
+
+/// A whole honest handshake; returns the rings, the client connected.
+fn handshake(sock: &UnixStream) -> [Ring; 3] {
+    read_request(sock);
+    let rings = rings();
+    send_fds(sock, &answer_for(&rings).encode(), &fds(&rings)).expect("send the answer");
+    let mut confirm = [0u8; CONFIRM_LEN];
+    (&*sock).read_exact(&mut confirm).expect("the confirmation");
+    rings
+}
+
+/// Connects to `addr` and returns the error, which must come.
+fn refused(addr: &ServiceAddr, timeout: Duration) -> Error {
+    match Client::connect(addr, &options(timeout)) {
+        Ok(c) => panic!("connected to a lying server: {c:?}"),
+        Err(e) => e,
+    }
+}
+
+fn assert_protocol(e: &Error, what: &str, says: &str) {
+    match e {
+        Error::Protocol(why) if why.contains(says) => {}
+        other => panic!("{what}: expected a protocol error saying `{says}`, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_times_the_handshake_out() {
+    let (addr, server) = hostile("mute", |sock| {
+        read_request(&sock);
+        hold(&sock);
+    });
+    let e = refused(&addr, Duration::from_millis(300));
+    assert!(matches!(e, Error::TimedOut), "{e:?}");
+    server.join().expect("server thread");
+}
+
+#[test]
+fn a_server_that_hangs_up_mid_handshake_is_an_error() {
+    // After the request; and after half an answer.
+    let (addr, server) = hostile("hangup", |sock| {
+        read_request(&sock);
+    });
+    let e = refused(&addr, HANG);
+    assert!(
+        matches!(e, Error::Disconnected | Error::Protocol(_)),
+        "{e:?}"
+    );
+    server.join().expect("server thread");
+
+    let (addr, server) = hostile("half-answer", |mut sock| {
+        read_request(&sock);
+        let rings = rings();
+        sock.write_all(&answer_for(&rings).encode()[..20])
+            .expect("half an answer");
+    });
+    let e = refused(&addr, HANG);
+    assert!(
+        matches!(e, Error::Disconnected | Error::Protocol(_)),
+        "{e:?}"
+    );
+    server.join().expect("server thread");
+}
+
+/// Lies in the handshake answer's fields, then in its bytes, each with
+/// what the client's error must say.
+#[test]
+fn lying_handshake_answers_are_protocol_errors() {
+    type Field = fn(&mut ConnectResponse);
+    type Bytes = fn(&mut [u8; RESPONSE_LEN]);
+    let fields: [(&str, Field, &str); 4] = [
+        (
+            "a maximum above ringlink's ceiling",
+            |a| a.max_message = (MAX_MESSAGE + 1) as u32,
+            "above ringlink's",
+        ),
+        (
+            "ring capacities that disagree with the rings",
+            |a| a.response_capacity *= 2,
+            "ring size disagrees",
+        ),
+        (
+            "fewer fds announced than sent",
+            |a| a.fd_count = 3,
+            "announced 3, 9 came",
+        ),
+        (
+            "a ring path longer than allowed",
+            |a| a.path_len = 300,
+            "connect response",
+        ),
+    ];
+    let bytes: [(&str, Bytes, &str); 3] = [
+        ("wrong magic", |b| b[0] ^= 0xff, "connect response"),
+        ("another version", |b| b[4] = 2, "connect response"),
+        ("an unknown status", |b| b[6] = 0xee, "connect response"),
+    ];
+    let cases = fields
+        .into_iter()
+        .map(|(what, f, says)| (what, Some(f), None, says))
+        .chain(
+            bytes
+                .into_iter()
+                .map(|(what, b, says)| (what, None, Some(b), says)),
+        );
+    for (what, field, byte, says) in cases {
+        let (addr, server) = hostile("lie", move |sock| {
+            read_request(&sock);
+            let rings = rings();
+            let mut answer = answer_for(&rings);
+            if let Some(f) = field {
+                f(&mut answer);
+            }
+            let mut b = answer.encode();
+            if let Some(f) = byte {
+                f(&mut b);
+            }
+            send_fds(&sock, &b, &fds(&rings)).expect("send the answer");
+            hold(&sock);
+        });
+        let e = refused(&addr, HANG);
+        eprintln!("{what}: {e}");
+        assert_protocol(&e, what, says);
+        server.join().expect("server thread");
+    }
+}
+
+#[test]
+fn rings_that_are_not_sealed_memfds_are_refused() {
+    // A file without seals could be truncated under the client (SIGBUS
+    // on its next access): refused.
+    let dir = TempDir::new("unsealed");
+    let path = dir.path().join("ring");
+    let (addr, server) = hostile("unsealed", move |sock| {
+        read_request(&sock);
+        let rings = rings();
+        let plain = unsealed_file(&path, rings[0].capacity());
+        let mut fds = fds(&rings);
+        fds[0] = plain.as_fd();
+        send_fds(&sock, &answer_for(&rings).encode(), &fds).expect("send the answer");
+        hold(&sock);
+    });
+    let e = refused(&addr, HANG);
+    eprintln!("an unsealed file as ring memory: {e}");
+    assert_protocol(&e, "an unsealed file", "ring from server");
+    server.join().expect("server thread");
+
+    let (addr, server) = hostile("no-fds", |sock| {
+        read_request(&sock);
+        let rings = rings();
+        // Status Ok and nine fds announced, none attached.
+        (&sock)
+            .write_all(&answer_for(&rings).encode())
+            .expect("send the answer");
+        hold(&sock);
+    });
+    let e = refused(&addr, HANG);
+    assert_protocol(&e, "no fds", "announced 9, 0 came");
+    server.join().expect("server thread");
+}
+
+/// A file the size of a ring at `path`, which cannot be sealed.
+fn unsealed_file(path: &std::path::Path, capacity: usize) -> OwnedFd {
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .expect("a plain file");
+    f.set_len((capacity + ringlink_ringbuf::layout::HEADER_SIZE) as u64)
+        .expect("size");
+    f.into()
+}
+
+/// After an honest handshake, the server breaks its rings in one of
+/// these ways before the client reads.
+#[derive(Clone, Copy, Debug)]
+enum Break {
+    /// A response whose payload is over the negotiated maximum.
+    Oversize,
+    /// A response header with its reserved field set.
+    Reserved,
+    /// The response ring's producer position far past the end.
+    TailPastTheEnd,
+    /// An event record announcing more bytes than the ring holds.
+    EventTooLong,
+}
+
+#[test]
+fn rings_broken_after_the_handshake_are_protocol_errors() {
+    for brk in [
+        Break::Oversize,
+        Break::Reserved,
+        Break::TailPastTheEnd,
+        Break::EventTooLong,
+    ] {
+        let (done_tx, done_rx) = mpsc::channel();
+        let (addr, server) = hostile("broken", move |sock| {
+            let rings = handshake(&sock);
+            match brk {
+                Break::Oversize | Break::Reserved => {
+                    let size = if matches!(brk, Break::Oversize) {
+                        MAX + 1
+                    } else {
+                        8
+                    };
+                    let mut rec = vec![0u8; MSG_HEADER_LEN + size];
+                    MsgHeader {
+                        id: 1,
+                        size: size as u32,
+                        error: 0,
+                        seq: 1,
+                    }
+                    .encode_into(&mut rec);
+                    if matches!(brk, Break::Reserved) {
+                        rec[12] = 1;
+                    }
+                    let mut tx = rings[1].producer().expect("response producer");
+                    tx.try_push(&rec).expect("room for the record");
+                }
+                Break::TailPastTheEnd => {
+                    let raw = RawRing::map(&rings[1]).expect("map");
+                    raw.set_tail(raw.tail() + 3 * raw.capacity() as u64);
+                    kick(rings[1].data_ready_fd().expect("eventfd")).expect("kick");
+                }
+                Break::EventTooLong => {
+                    let raw = RawRing::map(&rings[2]).expect("map");
+                    let head = raw.head();
+                    raw.set_record_word(head, u32::MAX, KIND_DATA);
+                    raw.set_tail(head + 64);
+                    kick(rings[2].data_ready_fd().expect("eventfd")).expect("kick");
+                }
+            }
+            done_tx.send(()).expect("tell the test");
+            hold(&sock);
+            rings
+        });
+        let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+        done_rx
+            .recv_timeout(HANG)
+            .expect("the server broke its rings");
+        let mut buf = vec![0u8; MAX];
+        let first = match brk {
+            Break::EventTooLong => c.event_recv(&mut buf, Some(HANG)),
+            _ => c.recv(&mut buf, Some(HANG)),
+        };
+        let e = first.expect_err("a broken ring read as a message");
+        eprintln!("{brk:?}: {e}");
+        assert!(matches!(e, Error::Protocol(_)), "{brk:?}: {e:?}");
+        // Nothing after it reads on from the broken connection.
+        let again = c.send_recv(1, b"more?", &mut buf, Some(Duration::from_secs(1)));
+        assert!(
+            matches!(again, Err(Error::Protocol(_) | Error::Disconnected)),
+            "{brk:?}: the call after the error gave {again:?}"
+        );
+        drop(c);
+        drop(server.join().expect("server thread"));
+    }
+}
