@@ -19,6 +19,29 @@ pub const fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A deterministic stream of random numbers (SplitMix64): the same
+/// seed makes the same choices on every run, so that a failure repeats.
+#[derive(Clone, Debug)]
+pub struct Dice(u64);
+
+impl Dice {
+    /// A stream from `seed`.
+    pub const fn new(seed: u64) -> Dice {
+        Dice(seed)
+    }
+
+    /// The next number.
+    pub fn roll(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        mix(self.0)
+    }
+
+    /// The next number below `n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.roll() % n.max(1)
+    }
+}
+
 /// Length of record `seq` in a ring whose largest payload is `max`.
 ///
 /// 10 % are empty, 40 % small (1..=16 bytes), 40 % odd-ish medium sizes

@@ -28,6 +28,7 @@ use ringlink_common::wire::{MsgHeader, Transport, MSG_HEADER_LEN};
 use ringlink_ringbuf::layout::{HEADER_SIZE, KIND_DATA, KIND_PAD};
 use ringlink_tests::attack::{Bystander, RawClient, HANG};
 use ringlink_tests::ipc::id;
+use ringlink_tests::payload::Dice;
 use ringlink_tests::procs::{unique_addr, ServerProc};
 use ringlink_tests::raw::{off, RawRing};
 
@@ -418,14 +419,6 @@ fn garbage_in_words_the_server_need_not_trust_costs_nothing() {
     a.finish();
 }
 
-/// A small xorshift, so the flipping is the same on every run.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 #[test]
 fn values_flipped_while_the_server_reads_get_the_connection_dropped() {
     let mut a = Arena::start("ring-flip");
@@ -439,18 +432,17 @@ fn values_flipped_while_the_server_reads_get_the_connection_dropped() {
         let flipper = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut x = 0x9E37_79B9_7F4A_7C15 ^ round;
+                // The same flips on every run.
+                let mut dice = Dice::new(round);
                 let cap = raw.capacity() as u64;
                 let mut flips = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let v = next(&mut x);
+                    let v = dice.roll();
                     match v % 4 {
                         0 => raw.set_tail(raw.tail().wrapping_add((v >> 8) % 64 * 8)),
                         1 => raw.set_tail(v >> 3 << 3),
-                        _ => raw.store64(
-                            HEADER_SIZE + (((v >> 16) % cap) & !7) as usize,
-                            next(&mut x),
-                        ),
+                        _ => raw
+                            .store64(HEADER_SIZE + (((v >> 16) % cap) & !7) as usize, dice.roll()),
                     }
                     flips += 1;
                     if flips % 64 == 0 {

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use ringlink_tests::attack::{Bystander, HANG};
-use ringlink_tests::payload::mix;
+use ringlink_tests::payload::Dice;
 use ringlink_tests::peer::describe;
 use ringlink_tests::procfs;
 use ringlink_tests::procs::{addr_args, unique_addr, Helper, ServerProc, LINE_DEADLINE};
@@ -51,11 +51,8 @@ fn massacre(server: &ServerProc, n: u64, seed: u64) -> (u64, u64) {
     let mut alive: Vec<(Helper, Instant)> = Vec::new();
     let (mut chaos, mut half) = (0, 0);
     let mut spawned = 0u64;
-    let mut dice = seed;
-    let mut roll = |k: u64| {
-        dice = mix(dice);
-        dice % k
-    };
+    let mut dice = Dice::new(seed);
+    let mut roll = |k: u64| dice.below(k);
     while spawned < n || !alive.is_empty() {
         while spawned < n && alive.len() < AT_ONCE {
             let mut args = if roll(7) == 0 {

@@ -189,43 +189,19 @@ fn run(out: &mut Out) -> Result<(), String> {
 }
 
 fn half(a: &Args, out: &mut Out) -> Result<(), String> {
-    use ringlink_common::fdpass::recv_fds;
-    use ringlink_common::wire::{ConnectRequest, ConnectResponse, PROTOCOL_VERSION, RESPONSE_LEN};
+    use ringlink_tests::attack::{self, Answer};
     use std::io::{Read, Write};
-    let path = match &a.addr {
-        ServiceAddr::Abstract(name) => format!("\0{name}"),
-        ServiceAddr::Path(p) => p.display().to_string(),
-    };
-    let sock = if let Some(name) = path.strip_prefix('\0') {
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .map_err(|e| format!("address: {e}"))?;
-        std::os::unix::net::UnixStream::connect_addr(&addr)
-    } else {
-        std::os::unix::net::UnixStream::connect(&path)
-    }
-    .map_err(|e| format!("connect: {e}"))?;
-    let request = ConnectRequest {
-        version: PROTOCOL_VERSION,
-        transport: ringlink_tests::transport::from_env(),
-        max_message: a.max_message,
-        protocol: ipc::PROTOCOL.into(),
-    };
+    let sock = attack::dial(&a.addr);
+    let request = attack::request(ringlink_tests::transport::from_env(), a.max_message);
     (&sock)
-        .write_all(&request.encode())
+        .write_all(&request)
         .map_err(|e| format!("write: {e}"))?;
-    let mut buf = [0u8; RESPONSE_LEN];
-    let mut got = 0;
-    let mut fds = Vec::new();
-    while got < RESPONSE_LEN {
-        let (n, more) = recv_fds(&sock, &mut buf[got..]).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("server closed the socket".into());
+    let (answer, fds) = match attack::read_answer(&sock).map_err(|e| format!("read: {e}"))? {
+        Answer::Response { response, fds } => (response, fds),
+        Answer::Closed { got } => {
+            return Err(format!("server closed the socket after {got} bytes"))
         }
-        fds.extend(more);
-        got += n;
-    }
-    let answer = ConnectResponse::decode(&buf).map_err(|e| format!("response: {e}"))?;
+    };
     let mut prefix = vec![0u8; answer.path_len as usize];
     (&sock)
         .read_exact(&mut prefix)
@@ -432,22 +408,8 @@ fn load(
     Ok(())
 }
 
-/// SplitMix64 steps: the chaos client's choices.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        payload::mix(self.0)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn chaos(a: &Args, seed: u64) -> Result<(), String> {
-    let mut dice = Dice(seed);
+    let mut dice = payload::Dice::new(seed);
     loop {
         let mut c = connect(a).map_err(|e| format!("connect: {e}"))?;
         let max = c.max_message();
@@ -499,7 +461,7 @@ fn chaos(a: &Args, seed: u64) -> Result<(), String> {
                     let k = 1 + dice.below(32);
                     let mut sent = Vec::new();
                     for i in 0..k {
-                        let p = dice.next().to_le_bytes();
+                        let p = dice.roll().to_le_bytes();
                         sent.push((
                             c.send(id::ECHO, &p).map_err(|e| format!("echo {i}: {e}"))?,
                             p,
@@ -533,7 +495,7 @@ fn chaos(a: &Args, seed: u64) -> Result<(), String> {
                 }
                 // An echo sent back as an event.
                 90..=95 => {
-                    let p = dice.next().to_le_bytes();
+                    let p = dice.roll().to_le_bytes();
                     c.send(id::EVENT_ONLY, &p)
                         .map_err(|e| format!("event-only: {e}"))?;
                     let m = c
