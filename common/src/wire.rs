@@ -447,6 +447,23 @@ impl MsgHeader {
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
     }
 
+    /// Writes a whole record into `out`: the header, then the payload
+    /// made of `parts`, one after the other (a ring grant of exactly
+    /// [`MSG_HEADER_LEN`] plus the parts' total length).
+    ///
+    /// # Panics
+    ///
+    /// If `out` is shorter than that.
+    #[inline]
+    pub fn encode_record(&self, out: &mut [u8], parts: &[std::io::IoSlice<'_>]) {
+        self.encode_into(out);
+        let mut at = MSG_HEADER_LEN;
+        for p in parts {
+            out[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+    }
+
     /// Reads the header of a whole record (`header + payload`), checking
     /// that `size` matches the payload actually present.
     ///

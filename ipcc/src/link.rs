@@ -77,12 +77,7 @@ impl Link {
         match self {
             Link::Shm(l) => match l.request.try_reserve(MSG_HEADER_LEN + len) {
                 Ok(mut grant) => {
-                    header.encode_into(&mut grant);
-                    let mut at = MSG_HEADER_LEN;
-                    for p in parts {
-                        grant[at..at + p.len()].copy_from_slice(p);
-                        at += p.len();
-                    }
+                    header.encode_record(&mut grant, parts);
                     grant.commit();
                     Ok(())
                 }

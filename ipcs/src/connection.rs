@@ -387,12 +387,7 @@ fn write_record(
         PushError::Corrupt(c) => Error::protocol(&format!("client corrupted its {name} ring"), c),
         _ => Error::Disconnected,
     })?;
-    header.encode_into(&mut grant);
-    let mut at = MSG_HEADER_LEN;
-    for p in parts {
-        grant[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
+    header.encode_record(&mut grant, parts);
     grant.commit();
     Ok(())
 }
