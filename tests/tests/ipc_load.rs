@@ -77,9 +77,10 @@ fn sixty_four_clients_of_ten_thousand_requests() {
         (
             s.u("check_failures"),
             s.u("respond_failed"),
+            s.u("respond_to_gone"),
             s.u("violations")
         ),
-        (0, 0, 0),
+        (0, 0, 0, 0),
         "{s}\n{}",
         server.command("violations")
     );

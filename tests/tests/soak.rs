@@ -57,7 +57,12 @@ fn round(server: &mut ServerProc, requests: u64, seed: u64, deadline: Duration) 
         CLIENTS * requests,
         "requests lost or duplicated: {s}"
     );
-    for bad in ["check_failures", "respond_failed", "violations"] {
+    for bad in [
+        "check_failures",
+        "respond_failed",
+        "respond_to_gone",
+        "violations",
+    ] {
         if s.u(bad) != 0 {
             let v = server.command("violations");
             panic!("{bad}: {s}\n{v}");
