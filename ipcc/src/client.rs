@@ -14,7 +14,7 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::recv_fds;
 use ringlink_common::seqpacket::{self, SockRx, SockTx};
 use ringlink_common::wire::{
-    Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MAX_MESSAGE,
+    self, Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MAX_MESSAGE,
     MSG_HEADER_LEN, NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
 };
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
@@ -407,16 +407,7 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        let len = parts
-            .iter()
-            .map(|p| p.len())
-            .fold(0usize, usize::saturating_add);
-        if len > self.max_message {
-            return Err(Error::MessageTooLarge {
-                len,
-                max: self.max_message,
-            });
-        }
+        let len = wire::payload_len(parts, self.max_message)?;
         self.check()?;
         let deadline = deadline_after(timeout);
         let seq = self.next_seq;
@@ -596,16 +587,7 @@ impl Client {
     /// sent.
     #[cfg(feature = "tokio")]
     pub(crate) fn try_send_once(&mut self, id: i32, parts: &[IoSlice<'_>]) -> Result<Option<u64>> {
-        let len = parts
-            .iter()
-            .map(|p| p.len())
-            .fold(0usize, usize::saturating_add);
-        if len > self.max_message {
-            return Err(Error::MessageTooLarge {
-                len,
-                max: self.max_message,
-            });
-        }
+        let len = wire::payload_len(parts, self.max_message)?;
         if matches!(self.link, Link::Sock(_)) && self.fc_enable_max != 0 {
             self.poll_control();
         }

@@ -326,13 +326,7 @@ fn write_message(
     parts: &[IoSlice<'_>],
     timeout: Option<Duration>,
 ) -> Result<usize> {
-    let len = parts
-        .iter()
-        .map(|p| p.len())
-        .fold(0usize, usize::saturating_add);
-    if len > max {
-        return Err(Error::MessageTooLarge { len, max });
-    }
+    let len = ringlink_common::wire::payload_len(parts, max)?;
     header.size = len as u32;
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
