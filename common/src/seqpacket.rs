@@ -22,6 +22,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -122,7 +123,7 @@ pub enum RecvError {
 /// The sending half of one direction of a socket-transport connection.
 #[derive(Debug)]
 pub struct SockTx {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     /// Largest datagram to send.
     fragment: usize,
     /// The send buffer the kernel granted.
@@ -134,14 +135,17 @@ pub struct SockTx {
 }
 
 impl SockTx {
-    /// Sends on `fd` (shared with a [`SockRx`] for a socket used both
-    /// ways: each half has its own fd, a `try_clone` of the other).
+    /// Sends on `fd`. A socket used both ways is shared with its
+    /// [`SockRx`] (one fd, one `Arc` each): every call here is
+    /// non-blocking by its own flags, so the two never wait on each
+    /// other.
     ///
     /// # Errors
     ///
     /// If the send buffer size cannot be read.
-    pub fn new(fd: OwnedFd) -> io::Result<SockTx> {
-        let granted = socket::getsockopt(&fd, sockopt::SndBuf)?;
+    pub fn new(fd: impl Into<Arc<OwnedFd>>) -> io::Result<SockTx> {
+        let fd = fd.into();
+        let granted = socket::getsockopt(&*fd, sockopt::SndBuf)?;
         // Half the buffer (one fragment in the peer's queue, one on its
         // way, and the kernel's per-datagram overhead beside them), and at
         // most MAX_FRAGMENT, which the kernel builds from single pages.
@@ -308,6 +312,9 @@ fn gather<'a>(all: &[&'a [u8]], mut off: usize, mut len: usize) -> Vec<IoSlice<'
 
 /// One datagram, without blocking.
 fn send(fd: &OwnedFd, iov: &[IoSlice<'_>]) -> Result<(), SendError> {
+    // MSG_DONTWAIT: this call never waits, whatever O_NONBLOCK says on
+    // the open file description (which a peer that kept a copy of the
+    // fd could change).
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
     loop {
         return match socket::sendmsg::<()>(fd.as_raw_fd(), iov, &[], flags, None) {
@@ -325,7 +332,7 @@ fn send(fd: &OwnedFd, iov: &[IoSlice<'_>]) -> Result<(), SendError> {
 /// reassembles messages of at most `max_message` payload bytes.
 #[derive(Debug)]
 pub struct SockRx {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     buf: Vec<u8>,
     got: usize,
     /// Header of the message being assembled, once its first datagram is
@@ -334,10 +341,13 @@ pub struct SockRx {
 }
 
 impl SockRx {
-    /// Receives on `fd`, messages up to `max_message` payload bytes.
-    pub fn new(fd: OwnedFd, max_message: usize) -> SockRx {
+    /// Receives on `fd`, messages up to `max_message` payload bytes (see
+    /// [`SockTx::new`] for a socket used both ways). The buffer is
+    /// allocated zeroed, so the memory of a large maximum is only
+    /// committed as messages that large arrive.
+    pub fn new(fd: impl Into<Arc<OwnedFd>>, max_message: usize) -> SockRx {
         SockRx {
-            fd,
+            fd: fd.into(),
             buf: vec![0; MSG_HEADER_LEN + max_message],
             got: 0,
             header: None,

@@ -20,6 +20,12 @@ pub struct Rejections {
     pub bad_request: u64,
     /// The client wanted the other transport.
     pub transport_mismatch: u64,
+    /// The client's user had as many connections as
+    /// `max_clients_per_uid` allows.
+    pub user_quota: u64,
+    /// The client's process had as many connections as
+    /// `max_clients_per_pid` allows.
+    pub process_quota: u64,
     /// Handshakes dropped: deadline passed, client left half-way, or
     /// evicted to make room for newer ones.
     pub abandoned: u64,

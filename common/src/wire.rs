@@ -9,7 +9,13 @@
 use std::fmt;
 
 /// Version of the handshake and message-header layout.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 (this one) passes no eventfds: wake-ups travel as bytes on
+/// the connection's stream socket, each process holding its own end, so
+/// that no fd whose open file description both processes share is ever
+/// written or read (see `docs/PROTOCOL.md`). A version-1 peer is refused
+/// with [`Status::VersionMismatch`].
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First four bytes of a [`ConnectRequest`] (`"RLq1"`).
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"RLq1");
 /// First four bytes of a [`ConnectResponse`] (`"RLr1"`).
@@ -24,13 +30,13 @@ pub const REQUEST_LEN: usize = 80;
 pub const RESPONSE_LEN: usize = 48;
 /// Size of an encoded [`Confirm`].
 pub const CONFIRM_LEN: usize = 8;
-/// Fds attached to a successful shared-memory [`ConnectResponse`]: for
-/// each of the request, response and event rings, its memory fd, its
-/// data-ready eventfd and its space-ready eventfd.
-pub const SHM_FDS: usize = 9;
-/// Fds attached to a successful [`ConnectResponse`] with named rings: the
-/// two eventfds of each ring (the client opens the ring files by path).
-pub const NAMED_SHM_FDS: usize = 6;
+/// Fds attached to a successful shared-memory [`ConnectResponse`]: the
+/// memory fds (sealed memfds) of the request, response and event rings,
+/// in that order.
+pub const SHM_FDS: usize = 3;
+/// Fds attached to a successful [`ConnectResponse`] with named rings:
+/// none (the client opens the ring files by path).
+pub const NAMED_SHM_FDS: usize = 0;
 /// Fds attached to a successful [`ConnectResponse`] with the socket
 /// transport: the client's ends of the request/response and of the event
 /// `SOCK_SEQPACKET` socket pairs.
@@ -152,6 +158,12 @@ pub enum Status {
     BadRequest = 6,
     /// The server uses the other transport.
     TransportMismatch = 7,
+    /// The client's user has as many connections as the server allows
+    /// one user.
+    UserQuota = 8,
+    /// The client's process has as many connections as the server
+    /// allows one process.
+    ProcessQuota = 9,
 }
 
 impl Status {
@@ -165,6 +177,8 @@ impl Status {
             5 => Status::Resources,
             6 => Status::BadRequest,
             7 => Status::TransportMismatch,
+            8 => Status::UserQuota,
+            9 => Status::ProcessQuota,
             _ => return Err(WireError::Status(v)),
         })
     }
@@ -181,6 +195,8 @@ impl fmt::Display for Status {
             Status::Resources => "server out of resources",
             Status::BadRequest => "malformed connection request",
             Status::TransportMismatch => "transport mismatch",
+            Status::UserQuota => "too many connections from this user",
+            Status::ProcessQuota => "too many connections from this process",
         })
     }
 }
@@ -548,7 +564,8 @@ mod tests {
             Err(WireError::Length)
         );
         assert_eq!(bad(&|b| b[0] = b'X'), WireError::Magic);
-        assert_eq!(bad(&|b| b[4] = 2), WireError::Version(2));
+        assert_eq!(bad(&|b| b[4] = 1), WireError::Version(1));
+        assert_eq!(bad(&|b| b[4] = 3), WireError::Version(3));
         assert_eq!(bad(&|b| b[6] = 9), WireError::Transport(9));
         assert_eq!(bad(&|b| b[14] = 1), WireError::Reserved);
         assert_eq!(bad(&|b| b[12] = 0), WireError::ProtocolId);

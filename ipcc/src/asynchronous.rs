@@ -98,14 +98,16 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
-    /// The client's epoll fd: readable when a response or an event may
-    /// have come, or the server hung up (or, over sockets, wrote a
-    /// flow-control level).
+    /// The client's epoll fd: readable when a wake-up came on the stream
+    /// socket (shared memory: a response, an event or room in the
+    /// request ring, whichever flags were up), a response or an event
+    /// came on a socket (socket transport), or the server hung up or
+    /// wrote a flow-control level.
     ready: AsyncFd<OwnedFd>,
-    /// What a sender waiting for room awaits: the request ring's
-    /// space-ready eventfd (readable) or the request socket (writable).
-    space: AsyncFd<OwnedFd>,
-    space_writable: bool,
+    /// What a sender waiting for room awaits besides `ready`: the
+    /// request socket (writable) of the socket transport; `None` over
+    /// shared memory, where room is a wake-up like any other.
+    space: Option<AsyncFd<OwnedFd>>,
     /// Wakes tasks whose message another task read, and everyone when
     /// the connection is gone.
     moved: Notify,
@@ -158,13 +160,10 @@ impl AsyncClient {
     /// fd cannot be duplicated.
     pub fn from_client(client: Client) -> Result<AsyncClient> {
         let ready = register(client.as_fd().try_clone_to_owned()?, Interest::READABLE)?;
-        let (space_fd, space_writable, _) = client.space_fd()?;
-        let interest = if space_writable {
-            Interest::WRITABLE
-        } else {
-            Interest::READABLE
+        let space = match client.space_fd() {
+            Some(fd) => Some(register(fd.try_clone_to_owned()?, Interest::WRITABLE)?),
+            None => None,
         };
-        let space = register(space_fd.try_clone_to_owned()?, interest)?;
         let shared = Shared {
             id: client.id(),
             max_message: client.max_message(),
@@ -180,7 +179,6 @@ impl AsyncClient {
             }),
             ready,
             space,
-            space_writable,
             moved: Notify::new(),
         };
         Ok(AsyncClient {
@@ -330,6 +328,13 @@ impl AsyncClient {
             moved.as_mut().enable();
             let tail = {
                 let mut st = self.lock();
+                // Take the wake-ups on the stream socket (and notice a
+                // server that left) before looking: they may be meant for
+                // any task's ring, so whoever takes some tells every
+                // other task to look again.
+                if st.client.drain_wakes() {
+                    self.shared.moved.notify_waiters();
+                }
                 if woken && !st.client.refresh() {
                     // Gone: what was sent before is still delivered
                     // (`attempt` drains), then `Disconnected`.
@@ -359,6 +364,9 @@ impl AsyncClient {
                         return Ok(v);
                     }
                     st = self.lock();
+                    if st.client.drain_wakes() {
+                        self.shared.moved.notify_waiters();
+                    }
                 }
                 // Arm, then look once more: what came in between signals
                 // no one.
@@ -418,13 +426,9 @@ impl AsyncClient {
         let sh = &self.shared;
         let want_space = sleep == Sleep::Space || tail;
         let space = async {
-            if !want_space {
-                return std::future::pending().await;
-            }
-            if sh.space_writable {
-                sh.space.writable().await.map(|mut g| g.clear_ready())
-            } else {
-                sh.space.readable().await.map(|mut g| g.clear_ready())
+            match &sh.space {
+                Some(space) if want_space => space.writable().await.map(|mut g| g.clear_ready()),
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {

@@ -7,18 +7,20 @@ use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::recv_fds;
 use ringlink_common::seqpacket::{self, SockRx, SockTx};
 use ringlink_common::wire::{
-    self, Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MAX_MESSAGE,
-    MSG_HEADER_LEN, NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
+    self, Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, WireError,
+    MAX_MESSAGE, MSG_HEADER_LEN, NAMED_SHM_FDS, PROTOCOL_VERSION, RESPONSE_LEN, SHM_FDS,
+    SOCKET_FDS,
 };
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
-use ringlink_ringbuf::{Ring, WakeFds};
+use ringlink_ringbuf::{Ring, Wake};
 
 use crate::link::{Link, Refused, ShmLink, SockLink, Wait};
 
@@ -86,14 +88,19 @@ pub struct Message {
 /// A connection to a ringlink service. `Send`, not `Sync`: one thread
 /// drives it at a time.
 pub struct Client {
-    /// The handshake's stream socket: kept open to see the server's death
-    /// (and, with the socket transport, its flow-control level).
-    sock: UnixStream,
+    /// The handshake's stream socket: kept open to see the server's death;
+    /// it carries the rings' wake-ups (a byte each, both ways) or, with
+    /// the socket transport, the server's flow-control level.
+    sock: Arc<UnixStream>,
     link: Link,
     id: u64,
     max_message: usize,
     server: Credentials,
     next_seq: u64,
+    /// Responses received: never more than the requests sent, so that
+    /// what a server sends cannot grow `stash` (or the async client's
+    /// tables) beyond what the application asked for.
+    answered: u64,
     connected: Cell<bool>,
     /// Responses read while `send_recv` looked for another sequence.
     stash: VecDeque<(Message, Vec<u8>)>,
@@ -163,6 +170,7 @@ impl Client {
     }
 
     fn handshake(sock: UnixStream, opts: &ConnectOptions, deadline: Instant) -> Result<Client> {
+        let sock = Arc::new(sock);
         let left = || {
             deadline
                 .saturating_duration_since(Instant::now())
@@ -183,7 +191,7 @@ impl Client {
             protocol: opts.protocol.clone(),
         };
         sock.set_write_timeout(Some(left()))?;
-        (&sock).write_all(&request.encode()).map_err(timed)?;
+        (&*sock).write_all(&request.encode()).map_err(timed)?;
 
         // The answer, with its fds on the first bytes.
         let mut buf = [0u8; RESPONSE_LEN];
@@ -198,8 +206,13 @@ impl Client {
             }
             got += n;
         }
-        let answer =
-            ConnectResponse::decode(&buf).map_err(|e| Error::protocol("connect response", e))?;
+        let answer = match ConnectResponse::decode(&buf) {
+            Ok(a) => a,
+            // A server of another protocol version: what it sends after
+            // its version field cannot be read, but the reason can.
+            Err(WireError::Version(_)) => return Err(Error::Rejected(Status::VersionMismatch)),
+            Err(e) => return Err(Error::protocol("connect response", e)),
+        };
         if answer.status != Status::Ok {
             return Err(Error::Rejected(answer.status));
         }
@@ -224,7 +237,7 @@ impl Client {
                 // The initial flow-control level follows the response.
                 let mut level = [0u8; 1];
                 sock.set_read_timeout(Some(left()))?;
-                (&sock).read_exact(&mut level).map_err(timed)?;
+                (&*sock).read_exact(&mut level).map_err(timed)?;
                 let mut fds = fds.into_iter();
                 let (Some(rr), Some(ev)) = (fds.next(), fds.next()) else {
                     return Err(Error::Protocol("missing sockets".into()));
@@ -233,8 +246,9 @@ impl Client {
                     seqpacket::check(fd.as_fd())
                         .map_err(|e| Error::protocol("socket from server", e))?;
                 }
+                let rr = Arc::new(rr);
                 let link = Link::Sock(SockLink {
-                    tx: SockTx::new(rr.try_clone()?)?,
+                    tx: SockTx::new(rr.clone())?,
                     rx: SockRx::new(rr, max_message),
                     ev: SockRx::new(ev, max_message),
                 });
@@ -246,20 +260,20 @@ impl Client {
             }
         };
 
-        (&sock).write_all(&Confirm.encode()).map_err(timed)?;
+        (&*sock).write_all(&Confirm.encode()).map_err(timed)?;
         sock.set_read_timeout(None)?;
         sock.set_write_timeout(None)?;
         sock.set_nonblocking(true)?;
 
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_err)?;
-        for (i, fd) in link.readable_fds()?.into_iter().enumerate() {
+        for (i, fd) in link.readable_fds().into_iter().enumerate() {
             epoll
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
                 .map_err(io_err)?;
         }
         epoll
             .add(
-                &sock,
+                &*sock,
                 EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, 2),
             )
             .map_err(io_err)?;
@@ -271,6 +285,7 @@ impl Client {
             max_message,
             server,
             next_seq: 1,
+            answered: 0,
             connected: Cell::new(true),
             stash: VecDeque::new(),
             spin: opts.spin,
@@ -324,26 +339,16 @@ impl Client {
     }
 
     /// Reads what the server wrote on the stream socket since the
-    /// handshake: nothing over shared memory (any byte is a violation),
-    /// flow-control levels with the socket transport; end of stream means
-    /// the server is gone.
-    fn poll_control(&self) {
-        let mut buf = [0u8; 64];
-        while self.connected.get() {
-            match (&self.sock).read(&mut buf) {
-                Ok(n) if n > 0 && matches!(self.link, Link::Sock(_)) => {
-                    self.level.set(u32::from(buf[n - 1]));
-                }
-                Ok(_) => self.connected.set(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        self.connected.set(false);
-                    }
-                    return;
-                }
-            }
-        }
+    /// handshake: wake-ups over shared memory (a byte each, discarded),
+    /// flow-control levels with the socket transport (the last byte is
+    /// the level); end of stream means the server is gone. Never waits
+    /// (`MSG_DONTWAIT`), and reads at most 64 KiB a call, so a server
+    /// that floods the socket cannot keep a call here. Returns whether
+    /// anything was read (or the end found): wake-ups meant for any ring
+    /// may have been taken.
+    fn poll_control(&self) -> bool {
+        let levels = matches!(self.link, Link::Sock(_)).then_some(&self.level);
+        read_stream(&self.sock, &self.connected, levels)
     }
 
     /// The server's flow-control level, as last seen.
@@ -368,6 +373,15 @@ impl Client {
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
         e
+    }
+
+    /// Takes the wake-ups waiting on the stream socket (and notes a
+    /// server that left, or a new flow-control level), before raising a
+    /// ring's waiting flag: one drain, then the flags, so that no
+    /// wake-up meant for a ring already waiting is taken (PROTOCOL.md
+    /// §4). Returns whether anything was read.
+    pub(crate) fn drain_wakes(&self) -> bool {
+        self.poll_control()
     }
 
     /// Sends a request without waiting; returns its sequence number, which
@@ -508,13 +522,34 @@ impl Client {
         self.read(Wait::Event, buf, timeout)
     }
 
+    /// Checks a message just taken from the server: a response must
+    /// answer a request this client sent (`seq` from 1 to the last one
+    /// sent), and there are never more responses than requests
+    /// (PROTOCOL.md §3). A server that breaks this is a protocol
+    /// violation, and the connection fails.
+    fn received(&mut self, which: Wait, msg: Message) -> Result<Message> {
+        if which == Wait::Response {
+            let sent = self.next_seq - 1;
+            if msg.seq == 0 || msg.seq > sent || self.answered >= sent {
+                let e = Error::Protocol(format!(
+                    "response to request {} from the server, which has answered {} of the {sent} \
+                     requests sent",
+                    msg.seq, self.answered
+                ));
+                return Err(self.fail(e));
+            }
+            self.answered += 1;
+        }
+        Ok(msg)
+    }
+
     fn read(&mut self, which: Wait, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
         let deadline = deadline_after(timeout);
         loop {
             // No connection check here: messages the server sent before
             // it went away are still delivered.
             match self.link.try_read(which, buf) {
-                Some(Ok(msg)) => return Ok(msg),
+                Some(Ok(msg)) => return self.received(which, msg),
                 Some(Err(e)) => return Err(self.fail(e)),
                 None => {
                     // Empty: only now does a dead server matter.
@@ -540,7 +575,15 @@ impl Client {
     fn wait(&mut self, which: Wait, deadline: Option<Instant>) -> Result<()> {
         let held = flow_controlled(self.level(), self.fc_enable_max);
         let fc = (self.fc_enable_max, held);
-        let fired = match self.link.wait(which, &self.sock, deadline, self.spin, fc) {
+        // Wake-ups that came before this wait, taken before the flag
+        // goes up (the one waiting call of this thread owns the socket).
+        let levels = matches!(self.link, Link::Sock(_)).then_some(&self.level);
+        let (sock, connected) = (&self.sock, &self.connected);
+        let drain = || read_stream(sock, connected, levels);
+        let fired = match self
+            .link
+            .wait(which, &self.sock, deadline, self.spin, fc, drain)
+        {
             Ok(fired) => fired,
             Err(e) => return Err(self.fail(e)),
         };
@@ -578,6 +621,7 @@ impl Client {
                 }
             }
         }
+        self.poll_control();
         self.link.prepare_poll()
     }
 
@@ -618,7 +662,8 @@ impl Client {
     #[cfg(feature = "tokio")]
     pub(crate) fn arm_space(&mut self) -> bool {
         if let Link::Shm(l) = &mut self.link {
-            if !l.request.arm_wake() {
+            // The socket was drained by the caller (`drain_wakes`).
+            if !l.request.arm_wake_edge() {
                 return false;
             }
         }
@@ -631,9 +676,10 @@ impl Client {
     /// come: arms that ring's wake-up. `false` if one is already there.
     #[cfg(feature = "tokio")]
     pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
+        // The socket was drained by the caller (`drain_wakes`).
         match &mut self.link {
-            Link::Shm(l) if event => l.event.arm_wake(),
-            Link::Shm(l) => l.response.arm_wake(),
+            Link::Shm(l) if event => l.event.arm_wake_edge(),
+            Link::Shm(l) => l.response.arm_wake_edge(),
             Link::Sock(_) => true,
         }
     }
@@ -663,21 +709,14 @@ impl Client {
         }
     }
 
-    /// What a sender waiting for room sleeps on: the request ring's
-    /// space-ready eventfd (readable), or the request socket (writable);
-    /// and whether flow control holds sends back (then the level, on the
-    /// stream socket, is what to wait for).
+    /// What a sender waiting for room sleeps on besides the client's fd
+    /// ([`AsFd`], which hears the rings' wake-ups): the request socket
+    /// (writable) over the socket transport, nothing over shared memory.
     #[cfg(feature = "tokio")]
-    pub(crate) fn space_fd(&self) -> Result<(BorrowedFd<'_>, bool, bool)> {
-        let held = flow_controlled(self.level(), self.fc_enable_max);
+    pub(crate) fn space_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.link {
-            Link::Shm(l) => {
-                let fd = l.rings[0]
-                    .space_ready_fd()
-                    .ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
-                Ok((fd, false, held))
-            }
-            Link::Sock(l) => Ok((l.tx.fd(), true, held)),
+            Link::Shm(_) => None,
+            Link::Sock(l) => Some(l.tx.fd()),
         }
     }
 
@@ -692,7 +731,7 @@ impl Client {
             let _ = l.tx.flush();
         }
         match self.link.try_read(which, buf) {
-            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Ok(msg)) => self.received(which, msg).map(Some),
             Some(Err(e)) => Err(self.fail(e)),
             None if self.connected.get() => Ok(None),
             None => Err(Error::Disconnected),
@@ -739,11 +778,48 @@ impl fmt::Debug for Client {
     }
 }
 
+/// What [`Client::poll_control`] does, on the fields it needs: reads
+/// the stream socket without waiting, at most 64 KiB; the last byte is
+/// the flow-control level when `levels` is given (socket transport);
+/// end of stream or an error marks the connection gone. Returns whether
+/// anything was read or found.
+fn read_stream(sock: &UnixStream, connected: &Cell<bool>, levels: Option<&Cell<u32>>) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut any = false;
+    for _ in 0..16 {
+        if !connected.get() {
+            break;
+        }
+        match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => {
+                connected.set(false);
+                any = true;
+            }
+            Ok(n) => {
+                any = true;
+                if let Some(level) = levels {
+                    level.set(u32::from(buf[n - 1]));
+                }
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(_) => {
+                connected.set(false);
+                any = true;
+            }
+        }
+    }
+    any
+}
+
 /// Maps the three rings the server sent (memfds, or named files opened by
 /// the path prefix that follows the response) and claims the client's
 /// roles.
 fn shm_link(
-    mut sock: &UnixStream,
+    sock: &Arc<UnixStream>,
     fds: Vec<OwnedFd>,
     answer: &ConnectResponse,
     server: Credentials,
@@ -755,7 +831,7 @@ fn shm_link(
     let mut prefix = vec![0u8; answer.path_len as usize];
     if !prefix.is_empty() {
         sock.set_read_timeout(Some(left()))?;
-        sock.read_exact(&mut prefix).map_err(timed)?;
+        (&**sock).read_exact(&mut prefix).map_err(timed)?;
     }
     let named = !prefix.is_empty();
     let expected = if named { NAMED_SHM_FDS } else { SHM_FDS };
@@ -775,21 +851,16 @@ fn shm_link(
     let mut fds = fds.into_iter();
     let mut index = 0;
     let mut next_ring = |capacity: u64| -> Result<Ring> {
-        let memory = if named { None } else { fds.next() };
-        let (Some(data_ready), Some(space_ready)) = (fds.next(), fds.next()) else {
-            return Err(Error::Protocol("missing ring fds".into()));
-        };
-        let wake = Some(WakeFds {
-            data_ready,
-            space_ready,
-        });
-        let ring = match (&paths, memory) {
+        // Wake-ups both ways travel on the connection's socket.
+        let wake = Wake::Socket(sock.clone());
+        let mut ring = match (&paths, fds.next()) {
             (Some(paths), _) => open_named(&paths[index], wake, server)?,
-            (None, Some(memory)) => {
-                Ring::from_fds(memory, wake).map_err(|e| Error::protocol("ring from server", e))?
-            }
+            (None, Some(memory)) => Ring::from_memfd(memory, wake)
+                .map_err(|e| Error::protocol("ring from server", e))?,
             (None, None) => return Err(Error::Protocol("missing ring fds".into())),
         };
+        // Mapped: the fd (shared with the server) is not needed again.
+        ring.forget_memory_fd();
         index += 1;
         if ring.capacity() as u64 != capacity || ring.max_payload() < MSG_HEADER_LEN + max_message {
             return Err(Error::Protocol(
@@ -848,9 +919,9 @@ fn ring_paths(prefix: &[u8]) -> Result<[PathBuf; 3]> {
 /// Opens a named ring file: by path (no symlink), only a regular file
 /// owned by the server's user or by ours (whoever else planted a file
 /// there is not the server).
-fn open_named(path: &std::path::Path, wake: Option<WakeFds>, server: Credentials) -> Result<Ring> {
+fn open_named(path: &std::path::Path, wake: Wake, server: Credentials) -> Result<Ring> {
     use std::os::unix::fs::MetadataExt;
-    let ring = Ring::open_path_with(path, wake)
+    let ring = Ring::open_path_waking(path, wake)
         .map_err(|e| Error::Protocol(format!("named ring {}: {e}", path.display())))?;
     let fd = ring
         .memory_fd()

@@ -179,11 +179,14 @@ impl Link {
     }
 
     /// Waits until `which` may have progressed, or `deadline`: polls the
-    /// rings for `spin`, then sleeps on the channel's fd and the stream
-    /// socket together (so a dead server, or a flow-control change over a
-    /// socket, wakes us). `fc_held` says flow control holds sends back
-    /// (then only the level can release a `Space` wait). Returns whether
-    /// the stream socket fired.
+    /// rings for `spin`, then sleeps on the stream socket, which carries
+    /// the rings' wake-ups and hears a dead server (over the socket
+    /// transport, on the channel's socket and the stream socket
+    /// together, so a dead server or a flow-control change wakes us).
+    /// `drain` takes the wake-ups already on the stream socket; it runs
+    /// before a ring's flag goes up. `fc_held` says flow control holds
+    /// sends back (then only the level can release a `Space` wait).
+    /// Returns whether the stream socket fired.
     pub(crate) fn wait(
         &mut self,
         which: Wait,
@@ -191,6 +194,7 @@ impl Link {
         deadline: Option<Instant>,
         spin: Duration,
         fc: (u32, bool),
+        drain: impl FnOnce() -> bool,
     ) -> Result<bool, Error> {
         let (threshold, fc_held) = fc;
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
@@ -221,10 +225,13 @@ impl Link {
                 if ready {
                     return Ok(false);
                 }
+                // Drain, then raise the flag: a wake-up sent after the
+                // flag went up stays on the socket until the poll below.
+                drain();
                 let armed = match which {
-                    Wait::Response => l.response.arm_wake(),
-                    Wait::Event => l.event.arm_wake(),
-                    Wait::Space => l.request.arm_wake(),
+                    Wait::Response => l.response.arm_wake_edge(),
+                    Wait::Event => l.event.arm_wake_edge(),
+                    Wait::Space => l.request.arm_wake_edge(),
                 };
                 // Read after raising the flag: the server lowers the
                 // level, then wakes flagged waiters
@@ -233,13 +240,6 @@ impl Link {
                 if !armed || (which == Wait::Space && !held(&l.rings[0])) {
                     return Ok(false);
                 }
-                let fd = match which {
-                    Wait::Response => l.rings[1].data_ready_fd(),
-                    Wait::Event => l.rings[2].data_ready_fd(),
-                    Wait::Space => l.rings[0].space_ready_fd(),
-                };
-                let fd = fd.ok_or_else(|| Error::Protocol("ring without eventfd".into()))?;
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
             Link::Sock(l) => {
                 // The tail of our last request must go before its
@@ -270,12 +270,19 @@ impl Link {
     }
 
     /// Arms the wake-ups of the response and event channels for a poll
-    /// of the client's fd: `false` if a message is already waiting.
+    /// of the client's fd (the stream socket was drained first): `false`
+    /// if a message is already waiting.
     pub(crate) fn prepare_poll(&mut self) -> bool {
         match self {
             Link::Shm(l) => {
-                let a = l.response.arm_wake();
-                let b = l.event.arm_wake();
+                // Both flags up, one fence, then both rings looked at:
+                // each ring's flag is up before the other is checked, so
+                // no wake-up is lost between them.
+                l.response.raise_wake_flag();
+                l.event.raise_wake_flag();
+                ringlink_ringbuf::wake::sleeper_fence();
+                let a = l.response.confirm_wake();
+                let b = l.event.confirm_wake();
                 a && b
             }
             // Queued datagrams keep the sockets readable; only a message
@@ -285,14 +292,13 @@ impl Link {
         }
     }
 
-    /// The fds that signal a response or an event.
-    pub(crate) fn readable_fds(&self) -> Result<[BorrowedFd<'_>; 2], Error> {
+    /// The fds that signal a response or an event besides the stream
+    /// socket (which carries the rings' wake-ups): the two sockets of the
+    /// socket transport, none for rings.
+    pub(crate) fn readable_fds(&self) -> Vec<BorrowedFd<'_>> {
         match self {
-            Link::Shm(l) => match (l.rings[1].data_ready_fd(), l.rings[2].data_ready_fd()) {
-                (Some(a), Some(b)) => Ok([a, b]),
-                _ => Err(Error::Protocol("ring without eventfd".into())),
-            },
-            Link::Sock(l) => Ok([l.rx.fd(), l.ev.fd()]),
+            Link::Shm(_) => Vec::new(),
+            Link::Sock(l) => vec![l.rx.fd(), l.ev.fd()],
         }
     }
 }

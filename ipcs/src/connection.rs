@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use std::time::Instant;
@@ -41,6 +41,51 @@ pub(crate) struct ConnInner {
     pub(crate) context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
     pub(crate) control: Arc<Control>,
     pub(crate) counters: Counters,
+    /// Wake-ups from the client, for threads other than the loop waiting
+    /// for room in its rings (`send_event_timeout`): the loop alone reads
+    /// the connection's socket, and tells them here.
+    pub(crate) wakeups: Wakeups,
+}
+
+/// A count of the wake-ups the loop read from a connection's socket (and
+/// its closing), that threads waiting for room in a ring sleep on. The
+/// socket itself is read by the loop alone: a second reader would take
+/// wake-ups meant for it, and the other way round.
+#[derive(Debug, Default)]
+pub(crate) struct Wakeups {
+    seen: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Wakeups {
+    /// The count now: read before raising a waiting flag, then handed to
+    /// [`wait`](Self::wait), so that a wake-up that comes in between is
+    /// not missed.
+    pub(crate) fn count(&self) -> u64 {
+        *lock(&self.seen)
+    }
+
+    /// A wake-up came (or the connection closed): wakes every waiter.
+    pub(crate) fn notify(&self) {
+        *lock(&self.seen) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Sleeps until the count moves past `seen`, or `deadline`.
+    fn wait(&self, seen: u64, deadline: Instant) {
+        let mut now = lock(&self.seen);
+        while *now == seen {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            now = self
+                .changed
+                .wait_timeout(now, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// A connection's statistics, updated by the loop and by senders on any
@@ -226,8 +271,11 @@ impl Connection {
     }
 
     /// Sends an event, waiting up to `timeout` for room in the client's
-    /// event ring. Do not call this from a handler: the loop would stop
-    /// serving everyone while it waits.
+    /// event ring. The wait ends when the loop reads a wake-up from the
+    /// client (it frees room), so the service's loop must be running on
+    /// another thread: do not call this from a handler, where the loop
+    /// would stop serving everyone and the wait would last its whole
+    /// timeout.
     ///
     /// # Errors
     ///
@@ -291,6 +339,7 @@ impl Connection {
         };
         match write_message(
             producer,
+            &self.inner.wakeups,
             name,
             self.inner.max_message,
             header,
@@ -320,6 +369,7 @@ impl Connection {
 /// length.
 fn write_message(
     ring: &Mutex<Option<Tx>>,
+    wakeups: &Wakeups,
     name: &str,
     max: usize,
     mut header: MsgHeader,
@@ -333,8 +383,25 @@ fn write_message(
         let mut guard = lock(ring);
         let tx = match guard.as_mut().ok_or(Error::Disconnected)? {
             Tx::Ring(producer) => {
-                write_record(producer, name, header, parts, timeout, max)?;
-                return Ok(len);
+                let seen = wakeups.count();
+                if write_record(producer, name, header, parts, max)? {
+                    return Ok(len);
+                }
+                let Some(deadline) = deadline else {
+                    return Err(Error::WouldBlock);
+                };
+                if Instant::now() >= deadline {
+                    return Err(Error::TimedOut);
+                }
+                // Full: raise the ring's waiting flag, so that the client
+                // sends a wake-up when it frees room, and sleep until the
+                // loop reports one; without the lock, which the loop
+                // takes. The count was read before the flag went up.
+                if producer.arm_wake_edge() {
+                    drop(guard);
+                    wakeups.wait(seen, deadline);
+                }
+                continue;
             }
             Tx::Sock(tx) => tx,
         };
@@ -359,31 +426,32 @@ fn write_message(
     }
 }
 
+/// Writes one record if there is room now: `Ok(false)` if the ring is
+/// full.
 fn write_record(
     producer: &mut Producer,
     name: &str,
     header: MsgHeader,
     parts: &[IoSlice<'_>],
-    timeout: Option<Duration>,
     max: usize,
-) -> Result<()> {
+) -> Result<bool> {
     let len = header.size as usize;
     let total = MSG_HEADER_LEN + len;
-    let grant = match timeout {
-        None => producer.try_reserve(total),
-        Some(t) => producer.reserve_timeout(total, t),
+    let mut grant = match producer.try_reserve(total) {
+        Ok(grant) => grant,
+        Err(PushError::Full) => return Ok(false),
+        Err(PushError::TooLarge { .. }) => return Err(Error::MessageTooLarge { len, max }),
+        Err(PushError::Corrupt(c)) => {
+            return Err(Error::protocol(
+                &format!("client corrupted its {name} ring"),
+                c,
+            ))
+        }
+        Err(_) => return Err(Error::Disconnected),
     };
-    let mut grant = grant.map_err(|e| match e {
-        PushError::Full => Error::WouldBlock,
-        PushError::TimedOut => Error::TimedOut,
-        PushError::TooLarge { .. } => Error::MessageTooLarge { len, max },
-        PushError::Closed => Error::Disconnected,
-        PushError::Corrupt(c) => Error::protocol(&format!("client corrupted its {name} ring"), c),
-        _ => Error::Disconnected,
-    })?;
     header.encode_record(&mut grant, parts);
     grant.commit();
-    Ok(())
+    Ok(true)
 }
 
 impl fmt::Debug for Connection {

@@ -19,15 +19,14 @@ pub(crate) struct Control {
     shutdown: AtomicBool,
     /// The requested [`RateLimit`], as `u8`; the loop applies it.
     rate: AtomicU8,
-    /// Connections to close on the next turn: (id, slot).
     /// Connections to close on the loop's next turn: id, slot, and the
     /// fault that condemned it (none for a plain `disconnect`).
     disconnects: Mutex<Vec<(u64, usize, Option<String>)>>,
     /// Live connections, for iteration from any thread.
     pub(crate) registry: Mutex<BTreeMap<u64, Connection>>,
     closed: AtomicU64,
-    /// Refused handshakes by status code (1..=7); index 0: abandoned.
-    rejected: [AtomicU64; 8],
+    /// Refused handshakes by status code (1..=9); index 0: abandoned.
+    rejected: [AtomicU64; 10],
 }
 
 impl Control {
@@ -114,6 +113,8 @@ impl Control {
                 resources: r(Status::Resources),
                 bad_request: r(Status::BadRequest),
                 transport_mismatch: r(Status::TransportMismatch),
+                user_quota: r(Status::UserQuota),
+                process_quota: r(Status::ProcessQuota),
                 abandoned: read(&self.rejected[0]),
             },
         }

@@ -11,6 +11,7 @@
 //! corrupts its rings is disconnected without affecting the others.
 #![deny(unsafe_code)]
 
+mod census;
 mod connection;
 mod control;
 mod dispatch;

@@ -18,8 +18,28 @@ pub struct ServiceOptions {
     /// client asks (libqb's enforced buffer size). Default 64 KiB.
     pub min_message: usize,
     /// Most live connections; further clients get `TooManyClients`.
-    /// Default 1024.
+    /// Default 1024. Each costs the server one fd over shared memory
+    /// (three over the socket transport) and its rings' memory: see
+    /// `docs/SERVER.md`, "What a connection costs".
     pub max_clients: usize,
+    /// Most connections one user (the client's effective uid, from
+    /// `SO_PEERCRED`) may hold; further ones get `UserQuota`. Counts
+    /// live connections and handshakes waiting for their confirmation,
+    /// as `max_clients` does. Default `None`: no limit but
+    /// `max_clients`. Set it where local users must not be able to take
+    /// every slot.
+    pub max_clients_per_uid: Option<usize>,
+    /// Most connections one process (the client's pid) may hold; further
+    /// ones get `ProcessQuota`. Default `None`.
+    pub max_clients_per_pid: Option<usize>,
+    /// Raise this process's soft limit on open files (`RLIMIT_NOFILE`)
+    /// to its hard limit when the service is made, as daemons do: the
+    /// common soft limit of 1,024 would otherwise cap the service well
+    /// below `max_clients` over the socket transport, and below it with
+    /// the fds the application holds. Process-wide, and never lowers
+    /// anything. Default `true`; set `false` to manage the limit
+    /// yourself.
+    pub raise_fd_limit: bool,
     /// Most handshakes in progress at once; past it the oldest is dropped
     /// to make room, so stalled clients cannot lock others out. Default
     /// 1024.
@@ -60,6 +80,9 @@ impl Default for ServiceOptions {
             max_message: 1 << 20,
             min_message: 64 << 10,
             max_clients: 1024,
+            max_clients_per_uid: None,
+            max_clients_per_pid: None,
+            raise_fd_limit: true,
             max_handshakes: 1024,
             backlog: 128,
             socket_mode: 0o600,

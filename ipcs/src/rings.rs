@@ -5,12 +5,14 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ringlink_common::ring_capacity_for;
 use ringlink_common::wire::MAX_RING_PATH;
-use ringlink_ringbuf::{Consumer, Producer, Ring, WakeMode};
+use ringlink_ringbuf::{Consumer, Producer, Ring, Wake};
 
 use crate::RingAuth;
 
@@ -91,32 +93,50 @@ pub(crate) struct Made {
 }
 
 impl Made {
-    /// The fds the client receives: for memfd rings each ring's memory fd
-    /// and two eventfds; for named rings only the eventfds.
+    /// The fds the client receives: for memfd rings each ring's memory
+    /// fd, in ring order; for named rings none (the client opens them by
+    /// path). Wake-ups need no fd: they travel on the connection's
+    /// socket.
     pub(crate) fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut fds = Vec::with_capacity(9);
-        for r in &self.rings {
-            if self.path_prefix.is_none() {
-                fds.extend(r.memory_fd());
-            }
-            fds.extend(r.data_ready_fd());
-            fds.extend(r.space_ready_fd());
+        if self.path_prefix.is_some() {
+            return Vec::new();
         }
-        fds
+        self.rings.iter().filter_map(Ring::memory_fd).collect()
+    }
+
+    /// Closes the rings' memory fds: once the client has them (or the
+    /// files are named), the mappings are all the server needs.
+    pub(crate) fn forget_memory_fds(&mut self) {
+        for r in &mut self.rings {
+            r.forget_memory_fd();
+        }
+    }
+
+    /// Marks all three rings closed by both sides: for a handshake that
+    /// ends without a connection, so that a client that mapped them sees
+    /// them closed whichever side it looks from.
+    pub(crate) fn close(&self) {
+        for r in &self.rings {
+            r.close();
+        }
     }
 }
 
 /// Makes connection `id`'s rings for payloads of `max_message` bytes: in
-/// `named` (with `auth`) if given, else as sealed memfds.
+/// `named` (with `auth`) if given, else as sealed memfds. Their wake-ups
+/// travel on `sock`, the connection's socket.
 pub(crate) fn make(
     id: u64,
     max_message: usize,
     named: Option<(&RingDir, RingAuth)>,
+    sock: &Arc<UnixStream>,
 ) -> io::Result<Made> {
     let cap = ring_capacity_for(max_message);
+    let wake = || Wake::Socket(sock.clone());
     let (rings, path_prefix) = match named {
         None => {
-            let one = || Ring::create(cap).map_err(io::Error::other);
+            let one =
+                || Ring::create_memfd_waking("ringlink", cap, wake()).map_err(io::Error::other);
             ([one()?, one()?, one()?], None)
         }
         Some((place, auth)) => {
@@ -129,7 +149,7 @@ pub(crate) fn make(
                     &format!("{prefix}{name}"),
                     cap,
                     0o600,
-                    WakeMode::EventFd,
+                    wake(),
                 )
                 .map_err(io::Error::other)?;
                 // Dropping `ring` on an error removes the file.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr};
 use ringlink_common::fdpass::send_fds;
 use ringlink_common::seqpacket::{self, RecvError, SockRx, SockTx};
 use ringlink_common::wire::{
@@ -24,12 +24,13 @@ use ringlink_common::{
 };
 use ringlink_ringbuf::{Consumer, PopError, Ring};
 
+use crate::census::Census;
 use crate::rings::{self, RingDir};
 
 #[cfg(feature = "tokio")]
 mod tokio_loop;
 
-use crate::connection::{lock, ConnInner, Counters, Tx};
+use crate::connection::{lock, ConnInner, Counters, Tx, Wakeups};
 use crate::control::{Control, ShutdownHandle};
 use crate::slab::Slab;
 use crate::sources::{FdId, Foreign, Interest, Readiness, Timer, TimerId};
@@ -54,7 +55,8 @@ const POLL_EVERY: Duration = Duration::from_micros(20);
 
 /// A handshake in progress.
 struct Handshake {
-    sock: UnixStream,
+    /// Shared with the rings, which send their wake-ups on it.
+    sock: Arc<UnixStream>,
     started: Instant,
     deadline: Instant,
     buf: [u8; REQUEST_LEN],
@@ -88,7 +90,9 @@ enum Made {
 /// A live connection, as the loop holds it.
 struct Conn {
     handle: Connection,
-    sock: UnixStream,
+    /// The handshake's socket: liveness both ways, and the rings'
+    /// wake-ups (a byte each) over shared memory.
+    sock: Arc<UnixStream>,
     link: Link,
     /// Waiting for room for a response before taking more requests.
     parked: bool,
@@ -112,7 +116,7 @@ enum Link {
         readable: bool,
         /// The event socket (its sending half is in the `Connection`),
         /// registered for writability.
-        ev: OwnedFd,
+        ev: Arc<OwnedFd>,
     },
 }
 
@@ -193,6 +197,8 @@ pub struct Service<H: Handler> {
     /// loop last slept, and those epoll reported since. Idle connections
     /// cost the sweep nothing, so its cost follows the active ones.
     hot: Vec<usize>,
+    /// Client slots held, in total, per user and per process.
+    census: Census,
 }
 
 impl<H: Handler> Service<H> {
@@ -245,6 +251,9 @@ impl<H: Handler> Service<H> {
         opts: ServiceOptions,
         handler: H,
     ) -> Result<Service<H>> {
+        if opts.raise_fd_limit {
+            raise_fd_limit();
+        }
         let ring_dir = opts.ring_dir.clone().map(RingDir::new).transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let control = Arc::new(Control::new()?);
@@ -286,6 +295,7 @@ impl<H: Handler> Service<H> {
             hot: Vec::new(),
             last_poll: Instant::now(),
             woken: false,
+            census: Census::default(),
         })
     }
 
@@ -776,9 +786,7 @@ impl<H: Handler> Service<H> {
                 // client reads before its sends and polls while it waits.
                 // A client that never reads fills its socket buffer and
                 // misses changes: its problem alone.
-                Link::Sock { .. } if changed => {
-                    let _ = (&c.sock).write(&[level as u8]);
-                }
+                Link::Sock { .. } if changed => send_byte(&c.sock, level as u8),
                 Link::Sock { .. } => {}
             }
         }
@@ -811,7 +819,7 @@ impl<H: Handler> Service<H> {
         );
         self.epoll.add(&sock, ev)?;
         self.handshakes.insert(Handshake {
-            sock,
+            sock: Arc::new(sock),
             started: now,
             deadline: now + self.opts.handshake_timeout,
             buf: [0; REQUEST_LEN],
@@ -890,11 +898,24 @@ impl<H: Handler> Service<H> {
 
     fn drop_handshake(&mut self, slot: usize) {
         if let Some(h) = self.handshakes.remove(slot) {
-            let _ = self.epoll.delete(&h.sock);
+            let _ = self.epoll.delete(&*h.sock);
+            if let Some(p) = &h.pending {
+                self.abandon_pending(p);
+            }
             // Dropping `h` closes the socket and, if the rings were
-            // already made, unmaps them and closes their fds.
+            // already made, unmaps them.
         }
         self.resume_listener();
+    }
+
+    /// A handshake whose rings were sent ends without a connection:
+    /// its slot is given back, and its rings are marked closed by both
+    /// sides (`docs/PROTOCOL.md` §2.3).
+    fn abandon_pending(&mut self, p: &Pending) {
+        self.census.release(&p.credentials);
+        if let Made::Shm(m) = &p.link {
+            m.close();
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -945,12 +966,6 @@ impl<H: Handler> Service<H> {
     /// Checks a complete request; rejects it, or makes the rings and sends
     /// them.
     fn evaluate(&mut self, slot: usize) -> Step {
-        let confirming = self
-            .handshakes
-            .iter()
-            .filter(|(_, h)| h.pending.is_some())
-            .count();
-        let full = self.conns.len() + confirming >= self.opts.max_clients;
         let Some(h) = self.handshakes.get_mut(slot) else {
             return Step::Drop;
         };
@@ -968,8 +983,8 @@ impl<H: Handler> Service<H> {
         let Ok(credentials) = Credentials::of_peer(&h.sock) else {
             return Step::Drop;
         };
-        if full {
-            return reject(&self.control, h, Status::TooManyClients);
+        if let Err(status) = self.census.check(&credentials, &self.opts) {
+            return reject(&self.control, h, status);
         }
         if let Err(r) = self.handler.accept(&credentials) {
             return reject(&self.control, h, r.into());
@@ -984,7 +999,8 @@ impl<H: Handler> Service<H> {
                     .ring_dir
                     .as_ref()
                     .map(|d| (d, self.handler.ring_auth(&credentials)));
-                rings::make(id, max_message, named).map(|made| (Made::Shm(Box::new(made)), None))
+                rings::make(id, max_message, named, &h.sock)
+                    .map(|made| (Made::Shm(Box::new(made)), None))
             }
             Transport::Socket => (|| {
                 let (rr, rr_client) = seqpacket::pair()?;
@@ -1056,7 +1072,14 @@ impl<H: Handler> Service<H> {
             Ok(n) if n == bytes.len() => {}
             _ => return Step::Drop,
         }
+        // Sent: the client has its own copies (or opens the files by
+        // path); the server keeps only the mappings.
         drop(client_ends);
+        let mut made = made;
+        if let Made::Shm(m) = &mut made {
+            m.forget_memory_fds();
+        }
+        self.census.admit(&credentials);
         h.pending = Some(Box::new(Pending {
             id,
             credentials,
@@ -1074,7 +1097,7 @@ impl<H: Handler> Service<H> {
         let Some(h) = self.handshakes.remove(slot) else {
             return;
         };
-        let _ = self.epoll.delete(&h.sock);
+        let _ = self.epoll.delete(&*h.sock);
         let Some(p) = h.pending else { return };
         if let Made::Shm(m) = &p.link {
             // Named ring files have served their purpose: the client
@@ -1083,14 +1106,16 @@ impl<H: Handler> Service<H> {
                 let _ = r.unlink();
             }
         }
-        let abandon = |this: &mut Self| {
+        let abandon = |this: &mut Self, p: &Pending| {
+            this.abandon_pending(p);
             this.control.count_abandoned();
             this.resume_listener();
         };
         if Confirm::decode(&p.buf).is_err() {
-            return abandon(self);
+            return abandon(self, &p);
         }
         let level = self.rate.flow_control_level();
+        let credentials = p.credentials;
         let (response, event, link) = match p.link {
             Made::Shm(m) => {
                 let m = *m;
@@ -1102,17 +1127,22 @@ impl<H: Handler> Service<H> {
                 (Tx::Ring(m.response), Tx::Ring(m.event), link)
             }
             Made::Sock { rr, ev } => {
+                // One fd per socket, shared by its halves and the loop.
+                let (rr, ev) = (Arc::new(rr), Arc::new(ev));
                 let halves = (|| -> io::Result<_> {
-                    let rx = SockRx::new(rr.try_clone()?, p.max_message);
+                    let rx = SockRx::new(rr.clone(), p.max_message);
                     let response = SockTx::new(rr)?;
-                    let event = SockTx::new(ev.try_clone()?)?;
+                    let event = SockTx::new(ev.clone())?;
                     Ok((rx, response, event))
                 })();
                 let Ok((rx, response, event)) = halves else {
-                    return abandon(self);
+                    self.census.release(&credentials);
+                    self.control.count_abandoned();
+                    self.resume_listener();
+                    return;
                 };
                 if level != p.level {
-                    let _ = (&h.sock).write(&[level as u8]);
+                    send_byte(&h.sock, level as u8);
                 }
                 let link = Link::Sock {
                     rx,
@@ -1127,7 +1157,7 @@ impl<H: Handler> Service<H> {
             inner: Arc::new(ConnInner {
                 id: p.id,
                 slot: cslot,
-                credentials: p.credentials,
+                credentials,
                 max_message: p.max_message,
                 transport: self.opts.transport,
                 connected_at: SystemTime::now(),
@@ -1137,6 +1167,7 @@ impl<H: Handler> Service<H> {
                 context: RwLock::new(None),
                 control: self.control.clone(),
                 counters: Counters::default(),
+                wakeups: Wakeups::default(),
             }),
         };
         let conn = Conn {
@@ -1148,22 +1179,26 @@ impl<H: Handler> Service<H> {
         };
         let registered = (|| -> io::Result<()> {
             let ev = |flags, kind: u64| EpollEvent::new(flags, kind | cslot as u64);
-            let edge = EpollFlags::EPOLLET;
+            // Level-triggered: the loop drains what a readiness reports
+            // (wake-up bytes, bounded per turn), or the client hung up.
             self.epoll.add(
-                &conn.sock,
+                &*conn.sock,
                 ev(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, CONN_SOCK),
             )?;
-            let [(req, req_flags), (space, space_flags)] = conn.watched();
-            self.epoll.add(req, ev(edge | req_flags, CONN_REQ))?;
-            self.epoll.add(space, ev(edge | space_flags, CONN_SPACE))?;
+            for (fd, flags, kind) in conn.watched() {
+                self.epoll.add(fd, ev(EpollFlags::EPOLLET | flags, kind))?;
+            }
             Ok(())
         })();
         if registered.is_err() {
-            let _ = self.epoll.delete(&conn.sock);
-            for (fd, _) in conn.watched() {
+            let _ = self.epoll.delete(&*conn.sock);
+            for (fd, _, _) in conn.watched() {
                 let _ = self.epoll.delete(fd);
             }
-            return abandon(self);
+            self.census.release(&credentials);
+            self.control.count_abandoned();
+            self.resume_listener();
+            return;
         }
         handle
             .inner
@@ -1196,13 +1231,9 @@ impl<H: Handler> Service<H> {
             return;
         };
         let hot = match (&mut c.link, kind) {
-            // Ring data: the sweep reads the ring.
-            (Link::Shm { .. }, CONN_REQ) => true,
-            // Room in the response ring.
-            (Link::Shm { .. }, _) => {
-                c.parked = false;
-                true
-            }
+            // Ring connections are woken through their socket
+            // (`check_socket`); nothing else of theirs is registered.
+            (Link::Shm { .. }, _) => false,
             (Link::Sock { readable, .. }, CONN_REQ) => {
                 if flags
                     .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
@@ -1224,17 +1255,28 @@ impl<H: Handler> Service<H> {
         }
     }
 
-    /// A connection's socket is readable or hung up: the client left,
-    /// died, or broke the protocol by sending data on it.
+    /// A connection's socket is readable or hung up: wake-up bytes from
+    /// a ring client (it published a request, or freed room for a
+    /// response, while our flag was up), or the client left, died, or
+    /// broke the protocol by writing on it over the socket transport.
     fn check_socket(&mut self, slot: usize, flags: EpollFlags) {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
-        let mut byte = [0u8; 1];
-        let fault = match (&c.sock).read(&mut byte) {
-            Ok(0) => None, // the client closed the connection
-            Ok(_) => Some("client sent data on the socket after the handshake"),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        let fault = match drain(&c.sock) {
+            Drained::Gone => None, // the client closed the connection
+            Drained::Bytes => match c.link {
+                Link::Shm { .. } => {
+                    // A wake-up: look at its rings again, both ways, and
+                    // tell the threads waiting for room in them.
+                    c.parked = false;
+                    c.handle.inner.wakeups.notify();
+                    self.make_hot(slot);
+                    return;
+                }
+                Link::Sock { .. } => Some("client sent data on the socket after the handshake"),
+            },
+            Drained::Nothing => {
                 if flags.intersects(
                     EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR | EpollFlags::EPOLLRDHUP,
                 ) {
@@ -1243,8 +1285,7 @@ impl<H: Handler> Service<H> {
                     return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(_) => Some("error on the client socket"),
+            Drained::Failed => Some("error on the client socket"),
         };
         self.close_conn(slot, fault);
     }
@@ -1265,6 +1306,7 @@ impl<H: Handler> Service<H> {
                 what,
             });
         }
+        self.census.release(&conn.handle.inner.credentials);
         let Conn {
             handle, sock, link, ..
         } = conn;
@@ -1287,13 +1329,16 @@ impl<H: Handler> Service<H> {
             }
         }
         self.handler.connection_closed(&handle);
-        let _ = self.epoll.delete(&sock);
-        for (fd, _) in watched(&link) {
+        let _ = self.epoll.delete(&*sock);
+        for (fd, _, _) in watched(&link) {
             let _ = self.epoll.delete(fd);
         }
         let _ = sock.shutdown(std::net::Shutdown::Both);
         *lock(&handle.inner.response) = None;
         *lock(&handle.inner.event) = None;
+        // A thread waiting for room (without the lock) looks again, and
+        // finds the connection gone.
+        handle.inner.wakeups.notify();
         drop((link, sock));
         self.control.count_closed();
         self.handler.connection_destroyed(&handle);
@@ -1313,30 +1358,91 @@ impl<H: Handler> Service<H> {
 impl Conn {
     /// The fds the loop watches besides the stream socket, with the
     /// events wanted (edge-triggered): see [`watched`].
-    fn watched(&self) -> [(BorrowedFd<'_>, EpollFlags); 2] {
+    fn watched(&self) -> Vec<(BorrowedFd<'_>, EpollFlags, u64)> {
         watched(&self.link)
     }
 }
 
-/// A connection's request fd (ring data-ready eventfd, or request socket
-/// for reading and, for the response tail, writing) and its space fd
-/// (response ring space-ready eventfd, or event socket for writing).
-fn watched(link: &Link) -> [(BorrowedFd<'_>, EpollFlags); 2] {
+/// The fds the loop watches besides a connection's stream socket, with
+/// the events wanted (edge-triggered) and their token kind: none for
+/// rings (their wake-ups come on the stream socket); for the socket
+/// transport the request socket (reading, and writing for a response's
+/// tail) and the event socket (writing).
+fn watched(link: &Link) -> Vec<(BorrowedFd<'_>, EpollFlags, u64)> {
     match link {
-        Link::Shm { rings, .. } => [
+        Link::Shm { .. } => Vec::new(),
+        Link::Sock { rx, ev, .. } => vec![
             (
-                rings[0].data_ready_fd().expect("eventfd ring"),
-                EpollFlags::EPOLLIN,
+                rx.fd(),
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT,
+                CONN_REQ,
             ),
-            (
-                rings[1].space_ready_fd().expect("eventfd ring"),
-                EpollFlags::EPOLLIN,
-            ),
+            (ev.as_fd(), EpollFlags::EPOLLOUT, CONN_SPACE),
         ],
-        Link::Sock { rx, ev, .. } => [
-            (rx.fd(), EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT),
-            (ev.as_fd(), EpollFlags::EPOLLOUT),
-        ],
+    }
+}
+
+/// What [`drain`] found on a connection's stream socket.
+enum Drained {
+    /// Nothing to read.
+    Nothing,
+    /// Bytes, read and discarded.
+    Bytes,
+    /// End of stream, or the connection was reset: the client is gone.
+    Gone,
+    /// Any other error.
+    Failed,
+}
+
+/// Reads and discards what the client wrote on its stream socket,
+/// never waiting (`MSG_DONTWAIT`, whatever the socket's flags), and at
+/// most 64 KiB per call: a client that floods its socket costs the loop
+/// a bounded read per turn, its own share.
+fn drain(sock: &UnixStream) -> Drained {
+    let mut buf = [0u8; 4096];
+    let mut got = false;
+    for _ in 0..16 {
+        match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Drained::Gone,
+            Ok(n) => {
+                got = true;
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(nix::errno::Errno::ECONNRESET) => return Drained::Gone,
+            Err(_) => return Drained::Failed,
+        }
+    }
+    if got {
+        Drained::Bytes
+    } else {
+        Drained::Nothing
+    }
+}
+
+/// Sends one byte on a connection's stream socket without waiting
+/// (`MSG_DONTWAIT`): a client that does not read its socket fills its
+/// own buffer and misses what is sent then, alone.
+fn send_byte(sock: &UnixStream, byte: u8) {
+    let _ = socket::send(
+        sock.as_raw_fd(),
+        &[byte],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (see
+/// [`ServiceOptions::raise_fd_limit`]). Best effort: a failure leaves the
+/// limit as it was.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 
@@ -1469,7 +1575,7 @@ fn read_some(mut sock: &UnixStream, buf: &mut [u8], got: &mut usize, done: Step)
 /// 48-byte write does not block) and drops the handshake.
 fn reject(control: &Control, h: &mut Handshake, status: Status) -> Step {
     control.count_rejected(status);
-    let _ = (&h.sock).write(&ConnectResponse::reject(status).encode());
+    let _ = (&*h.sock).write(&ConnectResponse::reject(status).encode());
     Step::Drop
 }
 

@@ -222,7 +222,12 @@ impl Consumer {
     /// The fd may become readable spuriously; after it does, read until
     /// `Empty`, then call `arm_wake` again before polling.
     pub fn arm_wake(&mut self) -> bool {
-        self.shared.signals.reset(Direction::Data);
+        if !self.shared.signals.reset(Direction::Data) {
+            // The peer's end of the wake-up socket is closed: nothing can
+            // wake us any more. Closed, so that `arm_wake_edge` (and every
+            // call after it) says so instead of letting the caller sleep.
+            self.shared.mark_closed();
+        }
         self.arm_wake_edge()
     }
 

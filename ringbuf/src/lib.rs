@@ -11,9 +11,11 @@
 //! makes a system call or allocates.
 //!
 //! A side that finds nothing to do spins for a bounded time
-//! ([`DEFAULT_SPIN`], configurable down to zero), then sleeps on an
-//! eventfd (or a futex) that the other side signals only when asked to
-//! (see [`wake`] for the no-lost-wake-up argument).
+//! ([`DEFAULT_SPIN`], configurable down to zero), then sleeps on what its
+//! [`Wake`] says (a Unix socket to the peer, an eventfd, or a futex),
+//! which the other side signals only when asked to (see [`wake`] for the
+//! no-lost-wake-up argument, and [`Wake`] for which to use with a peer
+//! that does not follow the rules).
 //!
 //! Everything read from the shared memory is read once, validated, then
 //! used: a corrupted ring yields [`PopError::Corrupt`] or
@@ -66,7 +68,7 @@ pub use consumer::{Consumer, ReadGrant};
 pub use error::{ClaimError, Corruption, OpenError, PopError, PushError, Role};
 pub use layout::{LAYOUT_VERSION, MAX_CAPACITY, MIN_CAPACITY};
 pub use producer::{Producer, WriteGrant};
-pub use ring::{Ring, WakeFds, WakeMode, DEFAULT_FILE_MODE};
+pub use ring::{Ring, Wake, WakeFds, WakeMode, DEFAULT_FILE_MODE};
 pub use wake::DEFAULT_SPIN;
 
 #[cfg(all(test, not(loom)))]

@@ -3,7 +3,6 @@
 //! region is formed here, from offsets the callers have validated.
 #![allow(unsafe_code)]
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 
@@ -39,8 +38,6 @@ pub(crate) struct Shared {
     /// re-read from the header.
     pub(crate) capacity: usize,
     pub(crate) signals: Signals,
-    /// The file's fd, kept so it can be handed to a peer.
-    pub(crate) memory_fd: Option<OwnedFd>,
     /// A named file this handle created and removes when dropped.
     pub(crate) unlink_on_drop: std::sync::Mutex<Option<PathBuf>>,
     backing: Backing,
@@ -61,12 +58,7 @@ impl Shared {
     /// Wraps a mapping whose size was checked to be
     /// `HEADER_SIZE + capacity`.
     #[cfg(not(loom))]
-    pub(crate) fn mapped(
-        map: memmap2::MmapRaw,
-        capacity: usize,
-        signals: Signals,
-        memory_fd: Option<OwnedFd>,
-    ) -> Shared {
+    pub(crate) fn mapped(map: memmap2::MmapRaw, capacity: usize, signals: Signals) -> Shared {
         assert_eq!(
             map.len(),
             HEADER_SIZE + capacity,
@@ -84,7 +76,6 @@ impl Shared {
             data,
             capacity,
             signals,
-            memory_fd,
             unlink_on_drop: std::sync::Mutex::new(None),
             backing: Backing::Mapped { _map: map },
         }
@@ -100,7 +91,6 @@ impl Shared {
             data: NonNull::new(data.cast::<u8>()).expect("Box is non-null"),
             capacity,
             signals,
-            memory_fd: None,
             unlink_on_drop: std::sync::Mutex::new(None),
             backing: Backing::Heap {
                 header,
@@ -119,6 +109,18 @@ impl Shared {
         // sound while other threads or processes write them. A mapping of
         // a fresh file reads as zeroes, a valid value for every atomic.
         unsafe { self.header.as_ref() }
+    }
+
+    /// Marks the ring closed for both sides (both closed bits), as
+    /// [`Ring::close`](crate::Ring::close) does, without waking anyone:
+    /// for a side that learned its peer is gone.
+    pub(crate) fn mark_closed(&self) {
+        use crate::layout::{CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER};
+        // Release: as in `Ring::close`.
+        self.header().control.0.closed.fetch_or(
+            CLOSED_BY_PRODUCER | CLOSED_BY_CONSUMER,
+            crate::sync::Ordering::Release,
+        );
     }
 
     /// Loads the record word at data offset `off`.

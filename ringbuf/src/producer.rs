@@ -275,7 +275,12 @@ impl Producer {
     /// The fd may also become readable spuriously; after it does, retry
     /// the operation and call `arm_wake` again if it still would block.
     pub fn arm_wake(&mut self) -> bool {
-        self.shared.signals.reset(Direction::Space);
+        if !self.shared.signals.reset(Direction::Space) {
+            // The peer's end of the wake-up socket is closed: nothing can
+            // wake us any more. Closed, so that `arm_wake_edge` (and every
+            // call after it) says so instead of letting the caller sleep.
+            self.shared.mark_closed();
+        }
         self.arm_wake_edge()
     }
 

@@ -4,6 +4,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,16 +20,23 @@ use crate::{Consumer, Producer};
 /// Permissions of a ring file when [`Ring::create_file`] is given none.
 pub const DEFAULT_FILE_MODE: u32 = 0o600;
 
-/// How the two sides of a ring sleep and wake each other.
+/// How the two sides of a ring sleep and wake each other, as recorded
+/// in the ring header (offset 24): both sides must use the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum WakeMode {
     /// Two eventfds, pollable with epoll, passed to the peer with the
-    /// memory fd. The default for memfd rings.
+    /// memory fd. The default of [`Ring::create`]. Both processes then
+    /// share the eventfds' open file descriptions: see [`Wake::EventFd`]
+    /// for what that allows a peer to do.
     EventFd = 1,
     /// Futexes on words inside the mapping: nothing to pass besides the
     /// file, so a ring opened by path can use it. Not pollable.
     Futex = 2,
+    /// One byte on a connected Unix socket, each process holding its own
+    /// end: pollable, and safe with a peer that does not follow the
+    /// rules (see [`Wake::Socket`]).
+    Socket = 3,
 }
 
 impl WakeMode {
@@ -36,7 +44,91 @@ impl WakeMode {
         match w {
             1 => Some(WakeMode::EventFd),
             2 => Some(WakeMode::Futex),
+            3 => Some(WakeMode::Socket),
             _ => None,
+        }
+    }
+}
+
+/// What this process sleeps on, and signals its peer through, for one
+/// ring: given when the ring is created or opened, and matching the
+/// ring's [`WakeMode`].
+///
+/// A signal is sent only when the peer has raised its waiting flag, so
+/// none of these costs anything while both sides are busy.
+#[derive(Debug)]
+pub enum Wake {
+    /// A pair of eventfds. Passed with `SCM_RIGHTS`, an eventfd is one
+    /// open file description in both processes, with one `O_NONBLOCK`
+    /// flag: the peer can clear it and then saturate the counter, so
+    /// that this process's next signal (`write(2)`) waits forever, or
+    /// drain it, so that a drain (`read(2)`) does. The ring sets
+    /// `O_NONBLOCK` when it opens the fds, but cannot keep the peer from
+    /// clearing it again. Use eventfds only within one process or
+    /// between processes that trust each other; use
+    /// [`Socket`](Wake::Socket) otherwise.
+    EventFd(WakeFds),
+    /// Futexes on the waiting flags themselves: nothing to pass, and no
+    /// call a peer can make wait (`FUTEX_WAKE` never blocks; a waiter's
+    /// `FUTEX_WAIT` ends at its own timeout). Not pollable.
+    Futex,
+    /// One byte, sent with `MSG_DONTWAIT | MSG_NOSIGNAL`, on this
+    /// process's end of a connected Unix stream socket whose other end
+    /// the peer holds; a sleeper polls its end for input and drains it
+    /// with `MSG_DONTWAIT` reads. The two ends are distinct open file
+    /// descriptions, so nothing the peer does to its end's flags reaches
+    /// ours, and the per-call flags would hold even if it could: a peer
+    /// that never reads only makes our sends fail with `EAGAIN` (its end
+    /// already has bytes to wake it), one that floods us costs a bounded
+    /// drain per wait. When the peer's end closes (it exited), the ring
+    /// is marked closed at the next drain, so a waiting call returns
+    /// `Closed` instead of waiting for its timeout.
+    ///
+    /// Several rings may share one socket (ringlink's connections use
+    /// the one that introduced the two processes). A drain then takes
+    /// the wake-ups of all of them: a process waiting on several at once
+    /// drains once, then raises their flags (see
+    /// [`Consumer::raise_wake_flag`](crate::Consumer::raise_wake_flag)),
+    /// so that no wake-up is taken from a ring already waiting; and only
+    /// one thread may drain a socket and wait on it (the blocking calls
+    /// of a ring do both), or one would take the other's wake-ups. A
+    /// process with several waiting threads has one of them read the
+    /// socket and tell the others (ringlink's server: its loop reads each
+    /// connection's socket and wakes the threads waiting for room in its
+    /// rings).
+    Socket(Arc<UnixStream>),
+}
+
+impl Wake {
+    /// A fresh pair of non-blocking eventfds.
+    ///
+    /// # Errors
+    ///
+    /// If `eventfd(2)` fails.
+    pub fn eventfds() -> std::io::Result<Wake> {
+        Ok(Wake::EventFd(WakeFds {
+            data_ready: crate::sys::eventfd()?,
+            space_ready: crate::sys::eventfd()?,
+        }))
+    }
+
+    /// The wake mode this is.
+    pub fn mode(&self) -> WakeMode {
+        match self {
+            Wake::EventFd(_) => WakeMode::EventFd,
+            Wake::Futex => WakeMode::Futex,
+            Wake::Socket(_) => WakeMode::Socket,
+        }
+    }
+
+    fn into_signals(self) -> Signals {
+        match self {
+            Wake::EventFd(w) => Signals::EventFd {
+                data_ready: w.data_ready,
+                space_ready: w.space_ready,
+            },
+            Wake::Futex => Signals::Futex,
+            Wake::Socket(s) => Signals::Socket(s),
         }
     }
 }
@@ -77,6 +169,9 @@ pub struct WakeFds {
 #[derive(Clone, Debug)]
 pub struct Ring {
     pub(crate) shared: Arc<Shared>,
+    /// The ring file's fd, while this handle keeps it (to hand it to a
+    /// peer); see [`forget_memory_fd`](Ring::forget_memory_fd).
+    memory: Option<Arc<OwnedFd>>,
 }
 
 impl Ring {
@@ -98,8 +193,27 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// As [`create`](Self::create).
+    /// As [`create`](Self::create); [`OpenError::WakeMismatch`] for
+    /// [`WakeMode::Socket`], which needs the socket
+    /// ([`create_memfd_waking`](Self::create_memfd_waking)).
     pub fn create_memfd(name: &str, capacity: usize, wake: WakeMode) -> Result<Ring, OpenError> {
+        let wake = match wake {
+            WakeMode::EventFd => Wake::eventfds()?,
+            WakeMode::Futex => Wake::Futex,
+            // There is no socket to make: the caller has one.
+            WakeMode::Socket => return Err(OpenError::WakeMismatch),
+        };
+        Ring::create_memfd_waking(name, capacity, wake)
+    }
+
+    /// Like [`create_memfd`](Self::create_memfd), with the wake-up
+    /// objects this process will use (for [`Wake::Socket`], its end of
+    /// the socket to the peer).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_memfd_waking(name: &str, capacity: usize, wake: Wake) -> Result<Ring, OpenError> {
         if !valid_capacity(capacity) {
             return Err(OpenError::InvalidCapacity(capacity));
         }
@@ -141,13 +255,13 @@ impl Ring {
         capacity: usize,
         mode: impl Into<Option<u32>>,
     ) -> Result<Ring, OpenError> {
-        Ring::create_file_waking(dir, name, capacity, mode, WakeMode::Futex)
+        Ring::create_file_waking(dir, name, capacity, mode, Wake::Futex)
     }
 
-    /// Like [`create_file`](Self::create_file), with a choice of wake
-    /// mode. An [`EventFd`](WakeMode::EventFd) ring's peer opens the file
-    /// by path and receives the two eventfds some other way (see
-    /// [`open_path_with`](Self::open_path_with)); that is how a server
+    /// Like [`create_file`](Self::create_file), with this process's
+    /// wake-up objects. The peer opens the file by path and supplies its
+    /// own (see [`open_path_waking`](Self::open_path_waking)): for
+    /// [`Wake::Socket`], its end of the socket, which is how a server
     /// with named rings keeps them in its epoll set.
     ///
     /// # Errors
@@ -158,7 +272,7 @@ impl Ring {
         name: &str,
         capacity: usize,
         mode: impl Into<Option<u32>>,
-        wake: WakeMode,
+        wake: Wake,
     ) -> Result<Ring, OpenError> {
         let mode = mode.into().unwrap_or(DEFAULT_FILE_MODE);
         if !valid_capacity(capacity) {
@@ -200,34 +314,29 @@ impl Ring {
 
     /// Maps a freshly sized file, writes its header and publishes it.
     #[cfg(not(loom))]
-    fn init_file(file: File, capacity: usize, wake: WakeMode) -> Result<Ring, OpenError> {
+    fn init_file(file: File, capacity: usize, wake: Wake) -> Result<Ring, OpenError> {
         let map = memmap2::MmapOptions::new()
             .len(HEADER_SIZE + capacity)
             .map_raw(&file)?;
-        let signals = match wake {
-            WakeMode::EventFd => Signals::EventFd {
-                data_ready: crate::sys::eventfd()?,
-                space_ready: crate::sys::eventfd()?,
-            },
-            WakeMode::Futex => Signals::Futex,
-        };
-        let shared = Shared::mapped(map, capacity, signals, Some(OwnedFd::from(file)));
+        let mode = wake.mode();
+        let shared = Shared::mapped(map, capacity, wake.into_signals());
         let meta = &shared.header().meta.0;
         meta.version.store(LAYOUT_VERSION, Ordering::Relaxed);
         meta.header_size
             .store(HEADER_SIZE as u32, Ordering::Relaxed);
         meta.capacity.store(capacity as u64, Ordering::Relaxed);
-        meta.wake_mode.store(wake as u32, Ordering::Relaxed);
+        meta.wake_mode.store(mode as u32, Ordering::Relaxed);
         // Release: publishes the fields above; pairs with the Acquire load
         // of `magic` in `open_file`.
         meta.magic.store(MAGIC, Ordering::Release);
         Ok(Ring {
             shared: Arc::new(shared),
+            memory: Some(Arc::new(OwnedFd::from(file))),
         })
     }
 
     #[cfg(loom)]
-    fn init_file(_: File, _: usize, _: WakeMode) -> Result<Ring, OpenError> {
+    fn init_file(_: File, _: usize, _: Wake) -> Result<Ring, OpenError> {
         unreachable!("file-backed rings are not built under loom")
     }
 
@@ -251,6 +360,19 @@ impl Ring {
     /// [`WakeMismatch`](OpenError::WakeMismatch) (eventfds given for a futex
     /// ring, missing for an eventfd ring, or not eventfds), [`Io`](OpenError::Io).
     pub fn from_fds(memory: OwnedFd, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
+        Ring::from_memfd(memory, wake.map_or(Wake::Futex, Wake::EventFd))
+    }
+
+    /// Opens a ring received as a memory fd, with this process's wake-up
+    /// objects (for [`Wake::Socket`], its end of the socket to the peer;
+    /// for [`Wake::EventFd`], the eventfds received with the memory fd).
+    /// The checks are those of [`from_fds`](Self::from_fds), and the
+    /// wake mode must be the one the ring header records.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_fds`](Self::from_fds).
+    pub fn from_memfd(memory: OwnedFd, wake: Wake) -> Result<Ring, OpenError> {
         // Only a sealed memfd: a plain file (which cannot be sealed) or a
         // memfd without the size seals could be truncated by the sender,
         // killing us with SIGBUS on the next access.
@@ -259,7 +381,7 @@ impl Ring {
         if seals & needed != needed {
             return Err(OpenError::NotSealed);
         }
-        if let Some(w) = &wake {
+        if let Wake::EventFd(w) = &wake {
             check_wake_fds(w)?;
         }
         Ring::open_file(File::from(memory), wake)
@@ -274,7 +396,7 @@ impl Ring {
     /// As [`from_fds`](Self::from_fds); [`OpenError::NotReady`] while the
     /// creator has not finished initialising the file.
     pub fn open_path(path: &Path) -> Result<Ring, OpenError> {
-        Ring::open_path_with(path, None)
+        Ring::open_path_waking(path, Wake::Futex)
     }
 
     /// Opens a ring file by path, with the eventfds of an
@@ -286,13 +408,26 @@ impl Ring {
     ///
     /// As [`open_path`](Self::open_path).
     pub fn open_path_with(path: &Path, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
-        if let Some(w) = &wake {
+        Ring::open_path_waking(path, wake.map_or(Wake::Futex, Wake::EventFd))
+    }
+
+    /// Opens a ring file by path, with this process's wake-up objects
+    /// (see [`from_memfd`](Self::from_memfd)). The path is opened with
+    /// `O_NOFOLLOW` and `O_NONBLOCK`, so neither a symlink nor a FIFO or
+    /// device planted at the path can make the open wait; anything but a
+    /// regular file is then refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_path`](Self::open_path).
+    pub fn open_path_waking(path: &Path, wake: Wake) -> Result<Ring, OpenError> {
+        if let Wake::EventFd(w) = &wake {
             check_wake_fds(w)?;
         }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)?;
         Ring::open_file(file, wake)
     }
@@ -318,7 +453,7 @@ impl Ring {
     }
 
     #[cfg(not(loom))]
-    fn open_file(file: File, wake: Option<WakeFds>) -> Result<Ring, OpenError> {
+    fn open_file(file: File, wake: Wake) -> Result<Ring, OpenError> {
         let meta = file.metadata()?;
         if !meta.file_type().is_file() {
             // memfds report as regular files; anything else (a FIFO, a
@@ -347,7 +482,7 @@ impl Ring {
         // Validate the header before handing out anything built on it;
         // each field is read once. Signals are set once the wake mode is
         // known.
-        let shared = Shared::mapped(map, capacity, Signals::Futex, None);
+        let shared = Shared::mapped(map, capacity, Signals::Futex);
         let m = &shared.header().meta.0;
         // Acquire: pairs with the creator's Release store of `magic`, so
         // the fields read below are the ones it wrote.
@@ -368,24 +503,19 @@ impl Ring {
         }
         let mode = WakeMode::from_word(m.wake_mode.load(Ordering::Relaxed))
             .ok_or(OpenError::Incompatible("unknown wake mode"))?;
-        let signals = match (mode, wake) {
-            (WakeMode::EventFd, Some(w)) => Signals::EventFd {
-                data_ready: w.data_ready,
-                space_ready: w.space_ready,
-            },
-            (WakeMode::Futex, None) => Signals::Futex,
-            _ => return Err(OpenError::WakeMismatch),
-        };
+        if mode != wake.mode() {
+            return Err(OpenError::WakeMismatch);
+        }
         let mut shared = shared;
-        shared.signals = signals;
-        shared.memory_fd = Some(OwnedFd::from(file));
+        shared.signals = wake.into_signals();
         Ok(Ring {
             shared: Arc::new(shared),
+            memory: Some(Arc::new(OwnedFd::from(file))),
         })
     }
 
     #[cfg(loom)]
-    fn open_file(_: File, _: Option<WakeFds>) -> Result<Ring, OpenError> {
+    fn open_file(_: File, _: Wake) -> Result<Ring, OpenError> {
         unreachable!("file-backed rings are not built under loom")
     }
 
@@ -409,6 +539,7 @@ impl Ring {
         let signals = Signals::Loom(std::sync::Arc::new(Default::default()));
         Ok(Ring {
             shared: Arc::new(Shared::heap(capacity, WakeMode::EventFd as u32, signals)),
+            memory: None,
         })
     }
 
@@ -463,17 +594,27 @@ impl Ring {
     pub fn wake_mode(&self) -> WakeMode {
         match self.shared.signals {
             Signals::EventFd { .. } => WakeMode::EventFd,
+            Signals::Socket(_) => WakeMode::Socket,
             _ => WakeMode::Futex,
         }
     }
 
-    /// The memory fd, to hand to a peer (`None` for heap rings).
+    /// The memory fd, to hand to a peer (`None` for heap rings, and once
+    /// [`forget_memory_fd`](Self::forget_memory_fd) was called).
     pub fn memory_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.shared.memory_fd.as_ref().map(|f| f.as_fd())
+        self.memory.as_deref().map(|f| f.as_fd())
+    }
+
+    /// Drops this handle's memory fd: the mapping stays, and so does the
+    /// ring, but the fd it was made from is closed once no clone made
+    /// earlier holds it either. A process serving many rings keeps one fd
+    /// less per ring once each has been handed to its peer.
+    pub fn forget_memory_fd(&mut self) {
+        self.memory = None;
     }
 
     /// The eventfd signalled when data is published to a waiting
-    /// consumer (`None` for futex rings).
+    /// consumer (`None` for futex and socket rings).
     pub fn data_ready_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.shared.signals {
             Signals::EventFd { data_ready, .. } => Some(data_ready.as_fd()),
@@ -482,7 +623,7 @@ impl Ring {
     }
 
     /// The eventfd signalled when space is released to a waiting
-    /// producer (`None` for futex rings).
+    /// producer (`None` for futex and socket rings).
     pub fn space_ready_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.shared.signals {
             Signals::EventFd { space_ready, .. } => Some(space_ready.as_fd()),

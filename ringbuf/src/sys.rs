@@ -70,6 +70,78 @@ pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
     }
 }
 
+/// Sends one wake-up byte on a Unix socket to the peer, never waiting:
+/// `MSG_DONTWAIT` makes this one call non-blocking whatever the open
+/// file description's flags, and `MSG_NOSIGNAL` keeps a peer that has
+/// gone from raising `SIGPIPE`. A full socket (`EAGAIN`) means bytes the
+/// peer has not read are waiting, so it will wake anyway; a peer that
+/// has gone (`EPIPE`, `ECONNRESET`) has no one to wake. Either way
+/// nothing is left to do.
+pub(crate) fn socket_signal(fd: BorrowedFd<'_>) {
+    let byte = [WAKE_BYTE];
+    loop {
+        // SAFETY: sends 1 byte from a live local array on an open fd.
+        let r = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                byte.as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// The byte [`socket_signal`] sends. Receivers treat any byte as a
+/// wake-up.
+pub(crate) const WAKE_BYTE: u8 = 1;
+
+/// Most bytes one [`socket_drain`] reads: a peer that floods the socket
+/// costs a bounded amount of work per drain (the rest keeps the socket
+/// readable, a spurious wake-up for the next wait).
+const DRAIN_LIMIT: usize = 64 << 10;
+
+/// Reads and discards the wake-up bytes waiting on a Unix socket, never
+/// waiting (`MSG_DONTWAIT`), at most [`DRAIN_LIMIT`] of them. Returns
+/// `false` if the peer has closed its end or reset the connection (end
+/// of stream): nothing will ever wake us through it again.
+pub(crate) fn socket_drain(fd: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < DRAIN_LIMIT {
+        // SAFETY: receives at most `buf.len()` bytes into a live local
+        // array on an open fd.
+        let r = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match r {
+            0 => return false,
+            n if n > 0 => {
+                total += n as usize;
+                if (n as usize) < buf.len() {
+                    return true; // a stream socket: that was all of it
+                }
+            }
+            _ => match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::ECONNRESET) | Some(libc::ENOTCONN) => return false,
+                // EAGAIN: drained. Anything else (EBADF cannot happen on
+                // an fd we own) leaves the next wait to find out.
+                _ => return true,
+            },
+        }
+    }
+    true
+}
+
 /// Resets an eventfd's counter to zero (non-blocking).
 pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
     let mut buf: u64 = 0;

@@ -910,3 +910,82 @@ fn producer_arm_settles_after_reporting_a_change() {
     assert!(!tx.arm_wake(), "first arm reports the freed space");
     assert!(tx.arm_wake(), "second arm, with nothing new, may sleep");
 }
+
+/// Two handles on one memfd ring, each with its end of a socketpair for
+/// wake-ups: what two processes connected by a socket have.
+fn socket_pair_ring(cap: usize) -> (Ring, Ring, std::os::unix::net::UnixStream) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let ours = Ring::create_memfd_waking("t", cap, Wake::Socket(std::sync::Arc::new(a))).unwrap();
+    let dup = ours.memory_fd().unwrap().try_clone_to_owned().unwrap();
+    let b2 = b.try_clone().unwrap();
+    let theirs = Ring::from_memfd(dup, Wake::Socket(std::sync::Arc::new(b))).unwrap();
+    (ours, theirs, b2)
+}
+
+#[test]
+fn socket_wake_ups_cross_between_the_two_ends() {
+    let (ours, theirs, _b) = socket_pair_ring(4096);
+    assert_eq!(ours.wake_mode(), WakeMode::Socket);
+    assert!(ours.data_ready_fd().is_none());
+    let mut tx = ours.producer().unwrap();
+    let mut rx = theirs.consumer().unwrap();
+    rx.set_spin(Duration::ZERO);
+    tx.set_spin(Duration::ZERO);
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            let rec = rx.peek_timeout(Duration::from_secs(30)).unwrap();
+            got.push(rec.to_vec());
+            rec.release();
+        }
+        got
+    });
+    for i in 0u32..1000 {
+        tx.push_timeout(&i.to_le_bytes(), Duration::from_secs(30))
+            .unwrap();
+        if i % 100 == 0 {
+            thread::sleep(Duration::from_millis(2)); // let the reader sleep
+        }
+    }
+    let got = reader.join().unwrap();
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r[..] == (i as u32).to_le_bytes()));
+}
+
+#[test]
+fn a_closed_wake_socket_closes_the_ring_for_a_waiter() {
+    let (ours, theirs, b) = socket_pair_ring(4096);
+    drop(b);
+    let mut rx = theirs.consumer().unwrap();
+    rx.set_spin(Duration::ZERO);
+    // The peer "dies": its handle goes without closing the ring (no
+    // producer was ever claimed), and its socket end closes.
+    let t = std::time::Instant::now();
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        drop(ours);
+    });
+    assert_eq!(
+        rx.peek_timeout(Duration::from_secs(30)).unwrap_err(),
+        PopError::Closed
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+    killer.join().unwrap();
+}
+
+#[test]
+fn socket_signals_never_wait_even_on_a_blocking_description() {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(false).unwrap();
+    // The peer never reads: the socket fills, and every further signal
+    // must return at once (EAGAIN), whatever O_NONBLOCK says.
+    for _ in 0..1_000_000 {
+        crate::sys::socket_signal(a.as_fd());
+    }
+    // Draining a blocking description with nothing in it returns too.
+    let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+    c.set_nonblocking(false).unwrap();
+    assert!(crate::sys::socket_drain(c.as_fd()));
+}

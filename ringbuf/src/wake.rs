@@ -49,6 +49,7 @@
 //! register, loom). A peer that sets its bit and then does not keep the
 //! bargain can only lose its own wake-ups.
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::sync::{fence, AtomicU32, Ordering};
@@ -166,6 +167,10 @@ pub(crate) enum Signals {
     /// opened by path use these.
     #[cfg_attr(loom, allow(dead_code))]
     Futex,
+    /// One byte on this process's end of a connected Unix socket whose
+    /// other end the peer holds (see [`crate::Wake::Socket`]).
+    #[cfg_attr(loom, allow(dead_code))]
+    Socket(std::sync::Arc<std::os::unix::net::UnixStream>),
     /// A loom-visible model of an eventfd (a counter under a mutex).
     #[cfg(loom)]
     Loom(std::sync::Arc<[LoomEvent; 2]>),
@@ -182,13 +187,25 @@ pub(crate) enum Direction {
 
 impl Signals {
     /// Forgets wake-ups that arrived before now (called before the waiting
-    /// flag is raised, so a later signal is never lost).
-    pub(crate) fn reset(&self, dir: Direction) {
+    /// flag is raised, so a later signal is never lost). Returns `false`
+    /// if the peer can no longer wake us (its end of the wake-up socket
+    /// is closed): the caller treats the ring as closed.
+    pub(crate) fn reset(&self, dir: Direction) -> bool {
         match self {
-            Signals::EventFd { .. } => crate::sys::eventfd_drain(self.fd(dir)),
-            Signals::Futex => {}
+            Signals::EventFd { .. } => {
+                crate::sys::eventfd_drain(self.fd(dir));
+                true
+            }
+            Signals::Futex => true,
+            #[cfg(not(loom))]
+            Signals::Socket(sock) => crate::sys::socket_drain(sock.as_fd()),
             #[cfg(loom)]
-            Signals::Loom(ev) => ev[dir as usize].reset(),
+            Signals::Socket(_) => unreachable!("socket rings are not built under loom"),
+            #[cfg(loom)]
+            Signals::Loom(ev) => {
+                ev[dir as usize].reset();
+                true
+            }
         }
     }
 
@@ -197,7 +214,7 @@ impl Signals {
     pub(crate) fn wait(&self, dir: Direction, flag: &AtomicU32, timeout: Option<Duration>) {
         let _ = flag;
         match self {
-            Signals::EventFd { .. } => {
+            Signals::EventFd { .. } | Signals::Socket(_) => {
                 // An error here (ENOMEM) is treated as a spurious wake-up:
                 // the caller re-checks and waits again.
                 let _ = crate::sys::poll_readable(self.fd(dir), timeout);
@@ -218,6 +235,10 @@ impl Signals {
         match self {
             Signals::EventFd { .. } => crate::sys::eventfd_signal(self.fd(dir)),
             #[cfg(not(loom))]
+            Signals::Socket(sock) => crate::sys::socket_signal(sock.as_fd()),
+            #[cfg(loom)]
+            Signals::Socket(_) => unreachable!("socket rings are not built under loom"),
+            #[cfg(not(loom))]
             Signals::Futex => crate::sys::futex_wake(flag),
             #[cfg(loom)]
             Signals::Futex => unreachable!("futex rings are not built under loom"),
@@ -226,9 +247,9 @@ impl Signals {
         }
     }
 
-    /// The eventfd of a direction. Only called on `EventFd`.
+    /// The fd a direction sleeps on: its eventfd, or the wake-up socket
+    /// (both directions). Only called on `EventFd` and `Socket`.
     pub(crate) fn fd(&self, dir: Direction) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
         match self {
             Signals::EventFd {
                 data_ready,
@@ -237,7 +258,8 @@ impl Signals {
                 Direction::Data => data_ready.as_fd(),
                 Direction::Space => space_ready.as_fd(),
             },
-            _ => unreachable!("fd() is only called on eventfd rings"),
+            Signals::Socket(sock) => sock.as_fd(),
+            _ => unreachable!("fd() is only called on eventfd and socket rings"),
         }
     }
 }

@@ -2,10 +2,11 @@
 //! crash tests: it runs the handshake by hand (whole, split into single
 //! bytes, truncated, or with anything else on the wire), and once
 //! connected holds the connection's channels directly: the three rings
-//! (memfd rings, §2.2) with a second, raw mapping of each ([`RawRing`])
-//! through which it corrupts what the server reads, or the two
-//! `SOCK_SEQPACKET` sockets of the socket transport, on which it sends
-//! whatever datagrams it likes.
+//! (memfd or named rings, §2.2; wake-ups as bytes on the stream socket,
+//! §4) with a second, raw mapping of each ([`RawRing`]) through which it
+//! corrupts what the server reads, or the two `SOCK_SEQPACKET` sockets
+//! of the socket transport, on which it sends whatever datagrams it
+//! likes.
 //!
 //! It uses the ring crate and the wire types only as a hostile client in
 //! another language would use its own code for the same bytes; it never
@@ -14,6 +15,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringlink_common::fdpass::recv_fds;
@@ -23,7 +25,7 @@ use ringlink_common::wire::{
     PROTOCOL_VERSION, REQUEST_LEN, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
 };
 use ringlink_common::ServiceAddr;
-use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring, WakeFds};
+use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring, Wake};
 
 use crate::raw::RawRing;
 
@@ -192,8 +194,9 @@ pub enum Channels {
 /// that dies does.
 #[derive(Debug)]
 pub struct RawClient {
-    /// The handshake socket, kept open as the connection's liveness.
-    pub sock: UnixStream,
+    /// The handshake socket, kept open as the connection's liveness; the
+    /// rings' wake-ups travel on it.
+    pub sock: Arc<UnixStream>,
     /// The connection id the server gave.
     pub id: u64,
     /// The negotiated largest payload.
@@ -237,7 +240,26 @@ impl RawClient {
             .write_all(&request(transport, max_message))
             .expect("send the request");
         let client = RawClient::accept_answer(sock, transport);
-        (&client.sock)
+        (&*client.sock)
+            .write_all(&Confirm.encode())
+            .expect("send the confirmation");
+        client
+    }
+
+    /// [`connect`](Self::connect) over an already-connected socket (one
+    /// end of a socketpair whose other end the server adopted).
+    ///
+    /// # Panics
+    ///
+    /// As [`connect`](Self::connect).
+    pub fn connect_stream(sock: UnixStream, transport: Transport) -> RawClient {
+        sock.set_read_timeout(Some(HANG)).expect("read timeout");
+        sock.set_write_timeout(Some(HANG)).expect("write timeout");
+        (&sock)
+            .write_all(&request(transport, 0))
+            .expect("send the request");
+        let client = RawClient::accept_answer(sock, transport);
+        (&*client.sock)
             .write_all(&Confirm.encode())
             .expect("send the confirmation");
         client
@@ -260,7 +282,8 @@ impl RawClient {
     }
 
     /// Takes the channels of an accepted `response` (what follows it on
-    /// the stream is read here: the socket transport's level byte).
+    /// the stream is read here: the socket transport's level byte, or
+    /// the named rings' path prefix).
     ///
     /// # Errors
     ///
@@ -272,13 +295,14 @@ impl RawClient {
         fds: Vec<OwnedFd>,
     ) -> Result<RawClient, String> {
         let max_message = response.max_message as usize;
+        let sock = Arc::new(sock);
         let ch = match transport {
             Transport::Socket => {
                 if fds.len() != SOCKET_FDS {
                     return Err(format!("{} fds with a socket response", fds.len()));
                 }
                 let mut level = [0u8; 1];
-                (&sock)
+                (&*sock)
                     .read_exact(&mut level)
                     .map_err(|e| format!("level byte: {e}"))?;
                 let mut fds = fds.into_iter();
@@ -294,30 +318,38 @@ impl RawClient {
                 })
             }
             _ => {
-                if fds.len() != SHM_FDS || response.path_len != 0 {
+                // Named rings: no fds, the path prefix follows.
+                let named = response.path_len != 0;
+                let expected = if named { 0 } else { SHM_FDS };
+                if fds.len() != expected || response.fd_count as usize != expected {
                     return Err(format!(
                         "{} fds, path length {}",
                         fds.len(),
                         response.path_len
                     ));
                 }
+                let mut prefix = vec![0u8; response.path_len as usize];
+                (&*sock)
+                    .read_exact(&mut prefix)
+                    .map_err(|e| format!("ring path prefix: {e}"))?;
                 let mut fds = fds.into_iter();
-                let mut ring = || -> Result<Ring, String> {
-                    let (memory, data_ready, space_ready) = (
-                        fds.next().expect("9 fds"),
-                        fds.next().expect("9 fds"),
-                        fds.next().expect("9 fds"),
-                    );
-                    Ring::from_fds(
-                        memory,
-                        Some(WakeFds {
-                            data_ready,
-                            space_ready,
-                        }),
-                    )
-                    .map_err(|e| format!("Ring::from_fds: {e}"))
+                let mut ring = |name: &str| -> Result<Ring, String> {
+                    let wake = Wake::Socket(sock.clone());
+                    if named {
+                        use std::os::unix::ffi::OsStrExt;
+                        let mut p = prefix.clone();
+                        p.extend_from_slice(name.as_bytes());
+                        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+                        let ring = Ring::open_path_waking(&path, wake)
+                            .map_err(|e| format!("open {}: {e}", path.display()))?;
+                        let _ = std::fs::remove_file(&path);
+                        Ok(ring)
+                    } else {
+                        let memory = fds.next().expect("3 fds");
+                        Ring::from_memfd(memory, wake).map_err(|e| format!("Ring::from_memfd: {e}"))
+                    }
                 };
-                let rings = [ring()?, ring()?, ring()?];
+                let rings = [ring("request")?, ring("response")?, ring("event")?];
                 let raw = |r: &Ring| RawRing::map(r).map_err(|e| format!("map: {e}"));
                 let raw = [raw(&rings[0])?, raw(&rings[1])?, raw(&rings[2])?];
                 let claim = |e| format!("claim: {e:?}");
@@ -400,6 +432,78 @@ impl RawClient {
         Ok(seq)
     }
 
+    /// Sends a request if it goes at once (room in the ring, or the
+    /// socket takes its first datagram): `Ok(None)` if not. Over sockets
+    /// the rest of a long message is left to [`send`](Self::send)'s
+    /// flushing; use small payloads here.
+    ///
+    /// # Errors
+    ///
+    /// What the ring or socket said, other than "full".
+    pub fn try_send(&mut self, id: i32, payload: &[u8]) -> Result<Option<u64>, String> {
+        let seq = self.next_seq;
+        let header = MsgHeader {
+            id,
+            size: payload.len() as u32,
+            error: 0,
+            seq,
+        };
+        match &mut self.ch {
+            Channels::Shm(s) => {
+                let mut rec = vec![0u8; MSG_HEADER_LEN + payload.len()];
+                header.encode_into(&mut rec);
+                rec[MSG_HEADER_LEN..].copy_from_slice(payload);
+                match s.request.try_push(&rec) {
+                    Ok(()) => {}
+                    Err(PushError::Full) => return Ok(None),
+                    Err(e) => return Err(format!("push: {e}")),
+                }
+            }
+            Channels::Sock(s) => match s.tx.try_send(&header, &[io::IoSlice::new(payload)]) {
+                Ok(()) => {}
+                Err(SendError::WouldBlock) => return Ok(None),
+                Err(e) => return Err(format!("send: {e:?}")),
+            },
+        }
+        self.next_seq += 1;
+        Ok(Some(seq))
+    }
+
+    /// The fds this client itself signals the server through (the
+    /// request ring's data-ready eventfd, the response and event rings'
+    /// space-ready eventfds, where the protocol passes eventfds): an
+    /// attacker poisoning the fds the server writes leaves these alone,
+    /// or it would block itself.
+    pub fn fds_it_signals(&self) -> Vec<i32> {
+        use std::os::fd::AsRawFd;
+        match &self.ch {
+            Channels::Shm(s) => [
+                s.rings[0].data_ready_fd(),
+                s.rings[1].space_ready_fd(),
+                s.rings[2].space_ready_fd(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|fd| fd.as_raw_fd())
+            .collect(),
+            Channels::Sock(_) => Vec::new(),
+        }
+    }
+
+    /// Raises every waiting flag a client may raise (shared memory): the
+    /// consumer-waiting flags of the response and event rings and the
+    /// producer-waiting flag of the request ring, written through the
+    /// raw mappings, so that the server signals this client on its next
+    /// publication or release. Nothing over sockets.
+    pub fn raise_all_flags(&self) {
+        use crate::raw::off;
+        if let Channels::Shm(s) = &self.ch {
+            s.raw[0].store32(off::PRODUCER_WAITING, 1);
+            s.raw[1].store32(off::CONSUMER_WAITING, 1);
+            s.raw[2].store32(off::CONSUMER_WAITING, 1);
+        }
+    }
+
     /// Receives the next response, waiting up to `timeout`.
     ///
     /// # Errors
@@ -477,13 +581,12 @@ impl RawClient {
         }
     }
 
-    /// Wakes the server as if a request had been published (the request
-    /// ring's data-ready eventfd; nothing for sockets).
+    /// Wakes the server as if a request had been published (a byte on
+    /// the stream socket; nothing for sockets, where the server would
+    /// take it for a violation).
     pub fn kick(&self) {
-        if let Channels::Shm(s) = &self.ch {
-            if let Some(fd) = s.rings[0].data_ready_fd() {
-                let _ = crate::raw::kick(fd);
-            }
+        if let Channels::Shm(_) = &self.ch {
+            let _ = crate::raw::send_datagram(self.sock.as_fd(), &[1], libc::MSG_DONTWAIT);
         }
     }
 
@@ -498,9 +601,9 @@ impl RawClient {
                 return false;
             }
             let _ = self.sock.set_read_timeout(Some(left));
-            match (&self.sock).read(&mut buf) {
+            match (&*self.sock).read(&mut buf) {
                 Ok(0) => return true,
-                Ok(_) => {} // flow-control level bytes (socket transport)
+                Ok(_) => {} // wake-ups (rings), flow-control levels (sockets)
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
                 Err(_) => return false,
             }
@@ -540,6 +643,18 @@ impl Bystander {
     ///
     /// If it cannot connect.
     pub fn start(addr: &ServiceAddr) -> Bystander {
+        Bystander::start_with(addr, HANG)
+    }
+
+    /// [`start`](Self::start), with every round trip bounded by `call`
+    /// instead of [`HANG`]: a round trip that takes longer fails the
+    /// bystander (the "within a second", as a deadline that
+    /// catches a frozen server, not a speed).
+    ///
+    /// # Panics
+    ///
+    /// If it cannot connect.
+    pub fn start_with(addr: &ServiceAddr, call: Duration) -> Bystander {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::Arc;
         let mut c = crate::procs::connect(addr, 0);
@@ -555,7 +670,7 @@ impl Bystander {
                 crate::ipc::checked_request(seed, n, 1024, &mut req);
                 let t = Instant::now();
                 let m = c
-                    .send_recv(crate::ipc::id::CHECKED, &req, &mut buf, Some(HANG))
+                    .send_recv(crate::ipc::id::CHECKED, &req, &mut buf, Some(call))
                     .map_err(|e| format!("bystander request {n}: {e}"))?;
                 times.push(t.elapsed());
                 if m.error != 0 || buf[..m.len] != req[..] {

@@ -23,6 +23,8 @@
 //!   runs the handshake by hand and holds a connection's rings or
 //!   sockets directly, to break the protocol in ways the client crate
 //!   cannot;
+//! - [`hostile`]: the other direction, a server written from
+//!   `docs/PROTOCOL.md` alone that the real client connects to;
 //! - [`fuzzing`]: the decoders and the ring reader fed arbitrary input,
 //!   shared by the `fuzz/` targets (cargo-fuzz) and the property tests
 //!   CI runs;
@@ -57,6 +59,7 @@
 
 pub mod attack;
 pub mod fuzzing;
+pub mod hostile;
 pub mod ipc;
 pub mod lines;
 pub mod payload;

@@ -207,3 +207,69 @@ pub fn send_datagram(fd: BorrowedFd<'_>, bytes: &[u8], flags: libc::c_int) -> io
     }
     Ok(n as usize)
 }
+
+/// The fds this process has open now (from `/proc/self/fd`), without
+/// the one used to list them.
+///
+/// # Panics
+///
+/// If `/proc/self/fd` cannot be read.
+pub fn open_fds() -> std::collections::BTreeSet<i32> {
+    let dir = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    let mut fds: std::collections::BTreeSet<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    // The listing's own fd is closed by now: keep only those still open.
+    fds.retain(|&fd| {
+        // SAFETY: F_GETFD on any number only reads the fd table.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    });
+    fds
+}
+
+/// What `/proc/self/fd/FD` says the fd is (`anon_inode:[eventfd]`,
+/// `socket:[..]`, `/memfd:..`, a path), `None` if it is not open.
+pub fn fd_kind(fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// What a hostile process does to an fd it shares with its peer, in the
+/// order that works whatever state the fd is in: an eventfd is drained
+/// and then saturated (counter at its maximum, `0xffff_ffff_ffff_fffe`),
+/// so that a blocking `write(2)` of 1 by the peer would wait forever;
+/// then `O_NONBLOCK` is cleared on the open file description, which the
+/// peer shares if the fd came (or went) over `SCM_RIGHTS`. Returns what
+/// was done, for the test's report.
+///
+/// # Errors
+///
+/// If `fcntl` fails (the fd is not open).
+pub fn poison_fd(fd: i32) -> io::Result<String> {
+    let kind = fd_kind(fd).unwrap_or_default();
+    let mut did = String::new();
+    if kind == "anon_inode:[eventfd]" {
+        let mut buf = 0u64;
+        // SAFETY: reads at most 8 bytes into a live local; the fd is
+        // still non-blocking here (if it was), so this cannot wait.
+        unsafe { libc::read(fd, (&mut buf as *mut u64).cast(), 8) };
+        let max: u64 = 0xffff_ffff_ffff_fffe;
+        // SAFETY: writes 8 bytes from a live local.
+        let n = unsafe { libc::write(fd, (&max as *const u64).cast(), 8) };
+        did.push_str(if n == 8 { "saturated " } else { "unsaturated " });
+    }
+    // SAFETY: plain fcntl calls on a number; failures are reported.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    did.push_str("blocking ");
+    did.push_str(&kind);
+    Ok(did)
+}

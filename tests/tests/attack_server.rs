@@ -10,26 +10,25 @@
 //! datagrams is the same code on both sides and is covered by
 //! `fuzz_decoders` and `ipc_control::error_hook_sees_broken_socket_framing`.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ringlink_common::fdpass::send_fds;
 use ringlink_common::wire::{
-    ConnectRequest, ConnectResponse, MsgHeader, Status, CONFIRM_LEN, MAX_MESSAGE, MSG_HEADER_LEN,
-    REQUEST_LEN, RESPONSE_LEN,
+    ConnectResponse, MsgHeader, Status, MAX_MESSAGE, MSG_HEADER_LEN, RESPONSE_LEN,
 };
-use ringlink_common::{ring_capacity_for, ServiceAddr, Transport};
+use ringlink_common::{ServiceAddr, Transport};
 use ringlink_ipcc::{Client, ConnectOptions, Error};
 use ringlink_ringbuf::layout::KIND_DATA;
 use ringlink_ringbuf::Ring;
 use ringlink_tests::attack::HANG;
+use ringlink_tests::hostile::{self, fds, hold, read_request};
 use ringlink_tests::ipc::PROTOCOL;
-use ringlink_tests::procs::unique_addr;
-use ringlink_tests::raw::{kick, RawRing};
+use ringlink_tests::raw::RawRing;
 use ringlink_tests::tmp::TempDir;
 
 /// The payload maximum the hostile server grants.
@@ -45,75 +44,22 @@ fn options(timeout: Duration) -> ConnectOptions {
     o
 }
 
-/// Listens on a fresh address and runs `script` on the first connection
-/// in a thread of its own. Returns the address and the thread.
+/// The hostile server: [`ringlink_tests::hostile::listen`].
 fn hostile<T: Send + 'static>(
     tag: &str,
-    script: impl FnOnce(UnixStream) -> T + Send + 'static,
+    script: impl FnOnce(Arc<UnixStream>) -> T + Send + 'static,
 ) -> (ServiceAddr, JoinHandle<T>) {
-    let addr = unique_addr(tag);
-    let listener = UnixListener::bind_addr(&addr.socket_addr().expect("address")).expect("bind");
-    let server = std::thread::spawn(move || {
-        let (sock, _) = listener.accept().expect("accept");
-        sock.set_read_timeout(Some(HANG)).expect("timeout");
-        script(sock)
-    });
-    (addr, server)
+    hostile::listen(tag, script)
 }
 
-/// Reads the client's connection request.
-fn read_request(mut sock: &UnixStream) -> ConnectRequest {
-    let mut b = [0u8; REQUEST_LEN];
-    sock.read_exact(&mut b).expect("the client's request");
-    ConnectRequest::decode(&b).expect("a valid request")
+/// Three rings for [`MAX`], waking the client through `sock`.
+fn rings(sock: &Arc<UnixStream>) -> [Ring; 3] {
+    hostile::rings(MAX, sock)
 }
 
 /// An honest answer for `rings`.
 fn answer_for(rings: &[Ring; 3]) -> ConnectResponse {
-    let cap = |r: &Ring| r.capacity() as u64;
-    ConnectResponse {
-        status: Status::Ok,
-        connection_id: 7,
-        max_message: MAX as u32,
-        fd_count: 9,
-        path_len: 0,
-        request_capacity: cap(&rings[0]),
-        response_capacity: cap(&rings[1]),
-        event_capacity: cap(&rings[2]),
-    }
-}
-
-/// Three rings for [`MAX`], as the real server makes them.
-fn rings() -> [Ring; 3] {
-    let cap = ring_capacity_for(MAX);
-    [(); 3].map(|_| Ring::create(cap).expect("a memfd ring"))
-}
-
-/// The fds of `rings` in handshake order: memory, data-ready,
-/// space-ready, for each ring.
-fn fds(rings: &[Ring; 3]) -> Vec<BorrowedFd<'_>> {
-    rings
-        .iter()
-        .flat_map(|r| [r.memory_fd(), r.data_ready_fd(), r.space_ready_fd()])
-        .map(|fd| fd.expect("a memfd ring with eventfds"))
-        .collect()
-}
-
-/// Reads until the client closes its end (or HANG), so that a client
-/// waiting on the socket is not woken by our leaving.
-fn hold(mut sock: &UnixStream) {
-    let mut b = [0u8; 64];
-    while matches!(sock.read(&mut b), Ok(n) if n > 0) {}
-}
-
-/// A whole honest handshake; returns the rings, the client connected.
-fn handshake(sock: &UnixStream) -> [Ring; 3] {
-    read_request(sock);
-    let rings = rings();
-    send_fds(sock, &answer_for(&rings).encode(), &fds(&rings)).expect("send the answer");
-    let mut confirm = [0u8; CONFIRM_LEN];
-    (&*sock).read_exact(&mut confirm).expect("the confirmation");
-    rings
+    hostile::answer_for(rings, MAX)
 }
 
 /// Connects to `addr` and returns the error, which must come.
@@ -155,10 +101,11 @@ fn a_server_that_hangs_up_mid_handshake_is_an_error() {
     );
     server.join().expect("server thread");
 
-    let (addr, server) = hostile("half-answer", |mut sock| {
+    let (addr, server) = hostile("half-answer", |sock| {
         read_request(&sock);
-        let rings = rings();
-        sock.write_all(&answer_for(&rings).encode()[..20])
+        let rings = rings(&sock);
+        (&*sock)
+            .write_all(&answer_for(&rings).encode()[..20])
             .expect("half an answer");
     });
     let e = refused(&addr, HANG);
@@ -188,8 +135,8 @@ fn lying_handshake_answers_are_protocol_errors() {
         ),
         (
             "fewer fds announced than sent",
-            |a| a.fd_count = 3,
-            "announced 3, 9 came",
+            |a| a.fd_count = 1,
+            "announced 1, 3 came",
         ),
         (
             "a ring path longer than allowed",
@@ -197,9 +144,8 @@ fn lying_handshake_answers_are_protocol_errors() {
             "connect response",
         ),
     ];
-    let bytes: [(&str, Bytes, &str); 3] = [
+    let bytes: [(&str, Bytes, &str); 2] = [
         ("wrong magic", |b| b[0] ^= 0xff, "connect response"),
-        ("another version", |b| b[4] = 2, "connect response"),
         ("an unknown status", |b| b[6] = 0xee, "connect response"),
     ];
     let cases = fields
@@ -213,7 +159,7 @@ fn lying_handshake_answers_are_protocol_errors() {
     for (what, field, byte, says) in cases {
         let (addr, server) = hostile("lie", move |sock| {
             read_request(&sock);
-            let rings = rings();
+            let rings = rings(&sock);
             let mut answer = answer_for(&rings);
             if let Some(f) = field {
                 f(&mut answer);
@@ -232,6 +178,29 @@ fn lying_handshake_answers_are_protocol_errors() {
     }
 }
 
+/// A server of another protocol version (1, before wake-ups moved to the
+/// socket, or any other): a clear refusal, not a protocol error.
+#[test]
+fn a_server_of_another_version_is_a_version_mismatch() {
+    for version in [1u16, 3, u16::MAX] {
+        let (addr, server) = hostile("version", move |sock| {
+            read_request(&sock);
+            // What a version-1 server sends a client it does not speak
+            // with: a rejection whose version field is its own.
+            let mut b = ConnectResponse::reject(Status::VersionMismatch).encode();
+            b[4..6].copy_from_slice(&version.to_le_bytes());
+            (&*sock).write_all(&b).expect("send the answer");
+            hold(&sock);
+        });
+        let e = refused(&addr, HANG);
+        assert!(
+            matches!(e, Error::Rejected(Status::VersionMismatch)),
+            "version {version}: {e:?}"
+        );
+        server.join().expect("server thread");
+    }
+}
+
 #[test]
 fn rings_that_are_not_sealed_memfds_are_refused() {
     // A file without seals could be truncated under the client (SIGBUS
@@ -240,7 +209,7 @@ fn rings_that_are_not_sealed_memfds_are_refused() {
     let path = dir.path().join("ring");
     let (addr, server) = hostile("unsealed", move |sock| {
         read_request(&sock);
-        let rings = rings();
+        let rings = rings(&sock);
         let plain = unsealed_file(&path, rings[0].capacity());
         let mut fds = fds(&rings);
         fds[0] = plain.as_fd();
@@ -254,15 +223,48 @@ fn rings_that_are_not_sealed_memfds_are_refused() {
 
     let (addr, server) = hostile("no-fds", |sock| {
         read_request(&sock);
-        let rings = rings();
-        // Status Ok and nine fds announced, none attached.
-        (&sock)
+        let rings = rings(&sock);
+        // Status Ok and three fds announced, none attached.
+        (&*sock)
             .write_all(&answer_for(&rings).encode())
             .expect("send the answer");
         hold(&sock);
     });
     let e = refused(&addr, HANG);
-    assert_protocol(&e, "no fds", "announced 9, 0 came");
+    assert_protocol(&e, "no fds", "announced 3, 0 came");
+    server.join().expect("server thread");
+}
+
+/// Named rings whose paths lead to FIFOs. Linux opens a FIFO for
+/// reading and writing without waiting, but other special files (a
+/// terminal device) may wait in `open`; the client opens with
+/// `O_NONBLOCK`, so none can, and refuses anything but a regular file
+/// before it maps it.
+#[test]
+fn a_fifo_planted_as_a_named_ring_is_refused_at_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("fifo-ring");
+    let prefix = dir.path().join("ring-");
+    for name in ["request", "response", "event"] {
+        let p = dir.path().join(format!("ring-{name}"));
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    }
+    let bytes = prefix.as_os_str().as_bytes().to_vec();
+    let (addr, server) = hostile("fifo", move |sock| {
+        read_request(&sock);
+        let rings = rings(&sock);
+        let mut answer = answer_for(&rings);
+        answer.fd_count = 0;
+        answer.path_len = bytes.len() as u16;
+        let mut b = answer.encode().to_vec();
+        b.extend_from_slice(&bytes);
+        (&*sock).write_all(&b).expect("send the answer");
+        hold(&sock);
+    });
+    let t = std::time::Instant::now();
+    let e = refused(&addr, HANG);
+    eprintln!("FIFOs as named rings: {e} after {:?}", t.elapsed());
+    assert_protocol(&e, "a FIFO", "not a regular file");
     server.join().expect("server thread");
 }
 
@@ -291,6 +293,9 @@ enum Break {
     TailPastTheEnd,
     /// An event record announcing more bytes than the ring holds.
     EventTooLong,
+    /// Responses to requests the client never sent (it sent none): a
+    /// server that could grow what the client keeps for `send_recv`.
+    Unasked,
 }
 
 #[test]
@@ -300,12 +305,13 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
         Break::Reserved,
         Break::TailPastTheEnd,
         Break::EventTooLong,
+        Break::Unasked,
     ] {
         let (done_tx, done_rx) = mpsc::channel();
         let (addr, server) = hostile("broken", move |sock| {
-            let rings = handshake(&sock);
+            let rings = hostile::handshake(&sock, MAX);
             match brk {
-                Break::Oversize | Break::Reserved => {
+                Break::Oversize | Break::Reserved | Break::Unasked => {
                     let size = if matches!(brk, Break::Oversize) {
                         MAX + 1
                     } else {
@@ -324,18 +330,22 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
                     }
                     let mut tx = rings[1].producer().expect("response producer");
                     tx.try_push(&rec).expect("room for the record");
+                    if matches!(brk, Break::Unasked) {
+                        // As many as fit, all answering nothing.
+                        while tx.try_push(&rec).is_ok() {}
+                    }
                 }
                 Break::TailPastTheEnd => {
                     let raw = RawRing::map(&rings[1]).expect("map");
                     raw.set_tail(raw.tail() + 3 * raw.capacity() as u64);
-                    kick(rings[1].data_ready_fd().expect("eventfd")).expect("kick");
+                    hostile::kick(&sock);
                 }
                 Break::EventTooLong => {
                     let raw = RawRing::map(&rings[2]).expect("map");
                     let head = raw.head();
                     raw.set_record_word(head, u32::MAX, KIND_DATA);
                     raw.set_tail(head + 64);
-                    kick(rings[2].data_ready_fd().expect("eventfd")).expect("kick");
+                    hostile::kick(&sock);
                 }
             }
             done_tx.send(()).expect("tell the test");

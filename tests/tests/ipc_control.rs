@@ -24,6 +24,7 @@ use ringlink_ipcs::{
     Connection, Dispatch, Handler, Interest, Request, Service, ServiceOptions, TraceStage,
     ERROR_UNKNOWN_ID,
 };
+use ringlink_tests::attack::RawClient;
 use ringlink_tests::ipc::{self, id, Kv};
 use ringlink_tests::payload;
 use ringlink_tests::procfs::{self, Proc};
@@ -884,6 +885,9 @@ fn trace_hook_brackets_each_request() {
 }
 
 ringlink_tests::transport_test! {
+/// Over the socket transport, any byte a client writes on its stream
+/// socket after the handshake is a violation; over shared memory, a
+/// wake-up.
 fn error_hook_sees_data_on_the_socket_after_the_handshake() {
     let traces: TraceLog = Arc::default();
     let faults: FaultLog = Arc::default();
@@ -892,6 +896,23 @@ fn error_hook_sees_data_on_the_socket_after_the_handshake() {
     let (mut good, _good_spare) = pair_client(&svc);
     let mut buf = vec![0u8; 4096];
     c.send_recv(10, b"ok", &mut buf, CALL).expect("echo");
+    if ringlink_tests::transport::current() == Transport::Shm {
+        // Over shared memory a byte from the client is a wake-up
+        // (protocol version 2, PROTOCOL.md §4), whatever its value and
+        // however many: no violation, the connection goes on.
+        spare.write_all(b"!").expect("write on the socket");
+        // A flood, as much as the socket takes (it is non-blocking).
+        for _ in 0..64 {
+            let _ = spare.write(&[0xA5; 4096]);
+        }
+        c.send_recv(10, b"again", &mut buf, CALL)
+            .expect("a client that wrote wake-ups");
+        good.send_recv(10, b"fine", &mut buf, CALL)
+            .expect("other client");
+        assert!(faults.lock().unwrap().is_empty(), "{:?}", faults.lock().unwrap());
+        drop(svc);
+        return;
+    }
     spare.write_all(b"!").expect("write on the socket");
     wait_for("the error hook", || !faults.lock().unwrap().is_empty());
     let f = faults.lock().unwrap().clone();
@@ -1098,58 +1119,12 @@ fn a_server_process_adopts_a_socketpair_end_passed_to_it() {
 }
 }
 
-/// A client that runs the handshake by hand (`docs/PROTOCOL.md`) and
-/// holds its request ring directly, to break the protocol in ways the
-/// `Client` API cannot.
-struct RawClient {
-    _sock: UnixStream,
-    id: u64,
-    ring: ringlink_ringbuf::Ring,
-    request: ringlink_ringbuf::Producer,
-}
-
-fn raw_client(sock: UnixStream) -> RawClient {
-    use ringlink_common::wire::{Confirm, PROTOCOL_VERSION, SHM_FDS};
-    use ringlink_ringbuf::{Ring, WakeFds};
-    let req = ConnectRequest {
-        version: PROTOCOL_VERSION,
-        transport: Transport::Shm,
-        max_message: 0,
-        protocol: ipc::PROTOCOL.into(),
-    };
-    sock.set_read_timeout(Some(HANG)).expect("timeout");
-    (&sock).write_all(&req.encode()).expect("request");
-    let mut b = [0u8; RESPONSE_LEN];
-    let (n, fds) = ringlink_common::fdpass::recv_fds(&sock, &mut b).expect("response");
-    assert_eq!(
-        (n, fds.len()),
-        (RESPONSE_LEN, SHM_FDS),
-        "handshake response"
-    );
-    let answer = ConnectResponse::decode(&b).expect("decode response");
-    assert_eq!(answer.status, Status::Ok);
-    let mut fds = fds.into_iter();
-    let (memory, data_ready, space_ready) = (
-        fds.next().expect("fd"),
-        fds.next().expect("fd"),
-        fds.next().expect("fd"),
-    );
-    let ring = Ring::from_fds(
-        memory,
-        Some(WakeFds {
-            data_ready,
-            space_ready,
-        }),
-    )
-    .expect("request ring");
-    let request = ring.producer().expect("claim the producer");
-    (&sock).write_all(&Confirm.encode()).expect("confirm");
-    RawClient {
-        _sock: sock,
-        id: answer.connection_id,
-        ring,
-        request,
-    }
+/// A client that runs the handshake by hand (`docs/PROTOCOL.md`,
+/// `ringlink_tests::attack`) over a socket the service adopted, and holds
+/// its channels directly, to break the protocol in ways the `Client` API
+/// cannot.
+fn raw_client(sock: UnixStream, transport: Transport) -> RawClient {
+    RawClient::connect_stream(sock, transport)
 }
 
 /// Adopts one end of a new socketpair into `svc`; returns the other.
@@ -1164,15 +1139,16 @@ fn adopted<H: Handler>(svc: &InProc<H>) -> UnixStream {
 #[test]
 fn error_hook_sees_corrupt_request_rings() {
     use ringlink_common::wire::MsgHeader;
-    use ringlink_tests::raw::{kick, RawRing};
+    use ringlink_tests::raw::RawRing;
     let traces: TraceLog = Arc::default();
     let faults: FaultLog = Arc::default();
     let svc = hooked(&traces, &faults);
     let (mut good, _spare) = pair_client(&svc);
 
     // A record whose header announces 999 payload bytes; it has 5.
-    let mut liar = raw_client(adopted(&svc));
+    let mut liar = raw_client(adopted(&svc), Transport::Shm);
     let mut grant = liar
+        .shm()
         .request
         .try_reserve(ringlink_common::wire::MSG_HEADER_LEN + 5)
         .expect("reserve");
@@ -1189,12 +1165,12 @@ fn error_hook_sees_corrupt_request_rings() {
     });
 
     // A record word that runs past the producer position.
-    let vandal = raw_client(adopted(&svc));
-    let raw = RawRing::map(&vandal.ring).expect("map");
+    let mut vandal = raw_client(adopted(&svc), Transport::Shm);
+    let raw = RawRing::map(&vandal.shm().rings[0]).expect("map");
     let head = raw.head();
     raw.set_record_word(head, 1 << 30, 0);
     raw.set_tail(head + 16);
-    kick(vandal.ring.data_ready_fd().expect("eventfd")).expect("kick");
+    vandal.kick();
     wait_for("the error hook (ring)", || {
         faults.lock().unwrap().len() >= 2
     });
@@ -1229,55 +1205,25 @@ fn error_hook_sees_corrupt_request_rings() {
     drop(svc);
 }
 
-/// A raw client of the socket transport: the handshake by hand, then its
-/// request socket, on which the test writes whatever it likes.
-fn raw_socket_client(sock: UnixStream) -> (UnixStream, u64, std::os::fd::OwnedFd) {
-    use ringlink_common::wire::{Confirm, PROTOCOL_VERSION, SOCKET_FDS};
-    let req = ConnectRequest {
-        version: PROTOCOL_VERSION,
-        transport: Transport::Socket,
-        max_message: 0,
-        protocol: ipc::PROTOCOL.into(),
-    };
-    sock.set_read_timeout(Some(HANG)).expect("timeout");
-    (&sock).write_all(&req.encode()).expect("request");
-    // The response and the flow-control level byte.
-    let mut b = [0u8; RESPONSE_LEN + 1];
-    let (n, fds) = ringlink_common::fdpass::recv_fds(&sock, &mut b).expect("response");
-    assert_eq!(
-        (n, fds.len()),
-        (RESPONSE_LEN + 1, SOCKET_FDS),
-        "handshake response"
-    );
-    let answer = ConnectResponse::decode(&b[..RESPONSE_LEN]).expect("decode response");
-    assert_eq!(answer.status, Status::Ok);
-    (&sock).write_all(&Confirm.encode()).expect("confirm");
-    let rr = fds.into_iter().next().expect("request socket");
-    (sock, answer.connection_id, rr)
-}
-
 #[test]
 fn error_hook_sees_broken_socket_framing() {
     use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
-    use std::os::fd::AsFd;
     let _socket = ringlink_tests::transport::enter(Transport::Socket);
-    let send = |fd: &std::os::fd::OwnedFd, bytes: &[u8]| {
-        let n = ringlink_tests::raw::send_datagram(fd.as_fd(), bytes, 0).expect("send a datagram");
-        assert_eq!(n, bytes.len(), "send a datagram");
-    };
     let traces: TraceLog = Arc::default();
     let faults: FaultLog = Arc::default();
     let svc = hooked(&traces, &faults);
     let (mut good, _spare) = pair_client(&svc);
 
     // A datagram shorter than a message header.
-    let (_s1, short_id, short) = raw_socket_client(adopted(&svc));
-    send(&short, b"abc");
+    let short = raw_client(adopted(&svc), Transport::Socket);
+    let short_id = short.id;
+    short.send_datagram(b"abc");
     wait_for("the error hook (short)", || {
         !faults.lock().unwrap().is_empty()
     });
     // A header announcing 999 bytes, then a continuation of 2000.
-    let (_s2, long_id, long) = raw_socket_client(adopted(&svc));
+    let long = raw_client(adopted(&svc), Transport::Socket);
+    let long_id = long.id;
     let mut first = vec![0u8; MSG_HEADER_LEN + 5];
     MsgHeader {
         id: 10,
@@ -1286,8 +1232,8 @@ fn error_hook_sees_broken_socket_framing() {
         seq: 1,
     }
     .encode_into(&mut first);
-    send(&long, &first);
-    send(&long, &[7u8; 2000]);
+    long.send_datagram(&first);
+    long.send_datagram(&[7u8; 2000]);
     wait_for("the error hook (overrun)", || {
         faults.lock().unwrap().len() >= 2
     });

@@ -70,7 +70,11 @@ fn half_client(
     let mut c = Helper::spawn(CLIENT, &args);
     let kv = Kv::parse(&c.expect("half", LINE_DEADLINE));
     assert_eq!(kv.get("status"), "0", "handshake refused: {kv:?}");
-    assert_eq!(kv.get("fds"), "6", "named rings pass the eventfds only");
+    assert_eq!(
+        kv.get("fds"),
+        "0",
+        "named rings pass no fds (wake-ups go on the socket)"
+    );
     let prefix = kv.get("prefix").to_owned();
     assert_ne!(prefix, "-", "the server announced no ring path");
     let paths = ["request", "response", "event"]

@@ -59,6 +59,30 @@
 //!   header and half the payload) of a message whose rest never comes.
 //!   Reports `torn`, then waits to be killed.
 //!
+//! - `freeze`: the shared-fd attack (issue 11), written from the
+//!   protocol documents (`ringlink_tests::attack`): connects by hand,
+//!   then, on every fd the connection brought into this process (but
+//!   those it signals the server through itself), drains
+//!   and saturates it if it is an eventfd and clears `O_NONBLOCK` on its
+//!   open file description (shared with the server for any fd that came
+//!   over `SCM_RIGHTS`); raises every waiting flag a client may raise and
+//!   sends echo requests whose answers it never reads, so that the
+//!   server signals it. Reports `armed fds=N sent=N did=...`, then keeps
+//!   raising the flags and sending what fits, every millisecond, until
+//!   killed. The server must go on serving everyone else.
+//!
+//! - `flood-wakes`: connects by hand over shared memory and writes bytes
+//!   on its stream socket as fast as the socket takes them (each byte is
+//!   a wake-up for the server), with an echo round trip every thousand
+//!   writes; reports `flooding` once the first write went, then goes on
+//!   until killed.
+//! - `hold COUNT`: raises its soft `RLIMIT_NOFILE` to the hard limit,
+//!   then opens up to COUNT connections one after the other (no waiting
+//!   for the server: each must be accepted or refused at once), each
+//!   checked with an echo, and stops at the first refusal. Reports `held
+//!   N refused=KIND` (`-` if none was refused) and keeps them until
+//!   killed.
+//!
 //! Exit status: 0 when the mode ran to its end, 1 on an error, 3 when the
 //! watchdog fired.
 
@@ -176,6 +200,9 @@ fn run(out: &mut Out) -> Result<(), String> {
         ("chaos", [seed]) => chaos(&a, num(seed)?),
         ("block-many", [n]) => block_many(&a, out, num(n)? as usize),
         ("tear", [size]) => tear(&a, out, num(size)? as usize),
+        ("freeze", []) => freeze(&a, out),
+        ("hold", [count]) => hold(&a, out, num(count)? as usize),
+        ("flood-wakes", []) => flood_wakes(&a, out),
         ("load", [threads, count, seed, max_data]) => load(
             &a,
             out,
@@ -185,6 +212,91 @@ fn run(out: &mut Out) -> Result<(), String> {
             num(max_data)? as usize,
         ),
         _ => Err(format!("bad mode or arguments: {} {rest:?}", a.mode)),
+    }
+}
+
+fn freeze(a: &Args, out: &mut Out) -> Result<(), String> {
+    use ringlink_tests::attack::RawClient;
+    use ringlink_tests::raw;
+    let transport = ringlink_tests::transport::from_env();
+    let before = raw::open_fds();
+    let mut c = RawClient::connect(&a.addr, transport);
+    let mut did = Vec::new();
+    let own = c.fds_it_signals();
+    for &fd in raw::open_fds().difference(&before) {
+        if own.contains(&fd) {
+            continue;
+        }
+        did.push(raw::poison_fd(fd).map_err(|e| format!("fd {fd}: {e}"))?);
+    }
+    let turn = |c: &mut RawClient, sent: &mut u64| -> Result<(), String> {
+        c.raise_all_flags();
+        while *sent < 100_000 && c.try_send(id::ECHO, b"freeze")?.is_some() {
+            *sent += 1;
+        }
+        Ok(())
+    };
+    let mut sent = 0u64;
+    turn(&mut c, &mut sent)?;
+    out.say(&format!(
+        "armed fds={} sent={sent} did={}",
+        did.len(),
+        did.join(",").replace(' ', "_")
+    ));
+    loop {
+        // The server may have lowered the flags (it swaps them to 0 when
+        // it signals) or taken requests: again.
+        turn(&mut c, &mut sent)?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn flood_wakes(a: &Args, out: &mut Out) -> Result<(), String> {
+    use ringlink_tests::attack::RawClient;
+    use std::os::fd::AsFd;
+    let mut c = RawClient::connect(&a.addr, ringlink_tests::transport::from_env());
+    let junk = [0x5Au8; 4096];
+    let mut said = false;
+    for n in 0u64.. {
+        let _ = ringlink_tests::raw::send_datagram(c.sock.as_fd(), &junk, libc::MSG_DONTWAIT);
+        if !said {
+            out.say("flooding");
+            said = true;
+        }
+        if n % 1000 == 999 {
+            c.echo(b"still here")?;
+        }
+    }
+    Ok(())
+}
+
+fn hold(a: &Args, out: &mut Out, count: usize) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| format!("setrlimit: {e}"))?;
+    let mut held = Vec::with_capacity(count);
+    let mut refused = "-".to_owned();
+    let mut buf = [0u8; 8];
+    for i in 0..count {
+        let mut o = ConnectOptions::new(ipc::PROTOCOL);
+        o.timeout = Duration::from_secs(60);
+        o.max_message = a.max_message;
+        o.transport = ringlink_tests::transport::from_env();
+        match Client::connect(&a.addr, &o) {
+            Ok(mut c) => {
+                c.send_recv(id::ECHO, b"hold", &mut buf, CALL)
+                    .map_err(|e| format!("echo on connection {i}: {e}"))?;
+                held.push(c);
+            }
+            Err(e) => {
+                refused = ipc::error_kind(&e);
+                break;
+            }
+        }
+    }
+    out.say(&format!("held {} refused={refused}", held.len()));
+    loop {
+        std::thread::park();
     }
 }
 

@@ -8,7 +8,8 @@
 //!             [--max-message N] [--min-message N] [--max-clients N]
 //!             [--reject-uid UID] [--event-on-create] [--probe-closed-send]
 //!             [--spin-us N] [--handshake-timeout-ms N] [--max-handshakes N]
-//!             [--log-faults]
+//!             [--log-faults] [--max-per-uid N] [--max-per-pid N]
+//!             [--fd-limit N] [--keep-fd-limit]
 //!             [--ring-dir DIR [--ring-to-client] [--ring-mode OCTAL]]
 //!             [--as-uid UID --as-gid GID]
 //! ```
@@ -16,6 +17,13 @@
 //! `--log-faults` installs an error hook (`Service::set_error_hook`) that
 //! prints `fault conn=ID what` on stdout for every protocol violation the
 //! service reports, and keeps them for the `faults` command.
+//!
+//! `--max-per-uid` and `--max-per-pid` set the per-user and per-process
+//! connection quotas. `--fd-limit N` lowers this process's soft
+//! `RLIMIT_NOFILE` to N before the service is made (the hard limit stays);
+//! the service raises it again unless `--keep-fd-limit` (its
+//! `raise_fd_limit = false`). The `ready` line reports the soft limit
+//! after the service was made (`nofile=`).
 //!
 //! `--ring-dir` makes named rings in DIR; `ring_auth` gives them to the
 //! client's user with `--ring-to-client`, and the mode `--ring-mode`.
@@ -100,6 +108,10 @@ struct Args {
     ring_dir: Option<String>,
     ring_to_client: bool,
     ring_mode: Option<u32>,
+    max_per_uid: Option<usize>,
+    max_per_pid: Option<usize>,
+    fd_limit: Option<u64>,
+    keep_fd_limit: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -120,6 +132,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--log-faults" {
             a.log_faults = true;
+            continue;
+        }
+        if flag == "--keep-fd-limit" {
+            a.keep_fd_limit = true;
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -147,6 +163,9 @@ fn parse_args() -> Result<Args, String> {
             "--spin-us" => a.spin_us = Some(n()?),
             "--handshake-timeout-ms" => a.handshake_timeout_ms = Some(n()?),
             "--max-handshakes" => a.max_handshakes = Some(n()? as usize),
+            "--max-per-uid" => a.max_per_uid = Some(n()? as usize),
+            "--max-per-pid" => a.max_per_pid = Some(n()? as usize),
+            "--fd-limit" => a.fd_limit = Some(n()?),
             "--as-uid" => a.as_uid = Some(n()? as u32),
             "--as-gid" => a.as_gid = Some(n()? as u32),
             _ => return Err(format!("unknown option {flag}")),
@@ -649,7 +668,7 @@ fn service_stats(handle: &ShutdownHandle, clear: bool) -> String {
     format!(
         "sstats active={} closed={} permission_denied={} unknown_protocol={} \
          version_mismatch={} too_many_clients={} resources={} bad_request={} \
-         transport_mismatch={} abandoned={}",
+         transport_mismatch={} user_quota={} process_quota={} abandoned={}",
         s.active_connections,
         s.closed_connections,
         r.permission_denied,
@@ -659,6 +678,8 @@ fn service_stats(handle: &ShutdownHandle, clear: bool) -> String {
         r.resources,
         r.bad_request,
         r.transport_mismatch,
+        r.user_quota,
+        r.process_quota,
         r.abandoned
     )
 }
@@ -835,6 +856,16 @@ fn run() -> Result<(), String> {
         opts.max_handshakes = n;
     }
     opts.ring_dir = args.ring_dir.as_ref().map(Into::into);
+    opts.max_clients_per_uid = args.max_per_uid;
+    opts.max_clients_per_pid = args.max_per_pid;
+    opts.raise_fd_limit = !args.keep_fd_limit;
+    if let Some(n) = args.fd_limit {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (_, hard) =
+            getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+        setrlimit(Resource::RLIMIT_NOFILE, n.min(hard), hard)
+            .map_err(|e| format!("setrlimit: {e}"))?;
+    }
     let st = Arc::new(State {
         reject_uid: args.reject_uid,
         ring_to_client: args.ring_to_client,
@@ -885,9 +916,11 @@ fn run() -> Result<(), String> {
     }
     let handle = service.shutdown_handle();
     let me = Credentials::current();
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft);
     lines
         .send(&format!(
-            "ready pid={} uid={} gid={}",
+            "ready pid={} uid={} gid={} nofile={nofile}",
             me.pid, me.uid, me.gid
         ))
         .map_err(|e| format!("socket: {e}"))?;
