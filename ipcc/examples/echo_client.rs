@@ -1,20 +1,23 @@
 //! Sends one message to the echo service and prints the reply.
 //!
 //! ```sh
-//! cargo run -p ringlink-ipcc --example echo_client -- [--name NAME] MESSAGE
+//! cargo run -p ringlink-ipcc --example echo_client -- [--name NAME] [--transport shm|socket] MESSAGE
 //! ```
 //!
-//! Prints the server's reply alone on stdout and exits 0; with no server
-//! at `@NAME` (default `ringlink-echo`), prints an error and exits 1.
+//! Connects with the protocol id `echo` over shared memory (the default)
+//! or the socket transport (which must be the server's), prints the
+//! server's reply alone on stdout and exits 0; with no server at `@NAME`
+//! (default `ringlink-echo`), prints an error and exits 1.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr};
+use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr, Transport};
 
 fn main() -> ExitCode {
     let mut name = String::from("ringlink-echo");
+    let mut opts = ConnectOptions::new("echo");
     let mut message = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -23,6 +26,11 @@ fn main() -> ExitCode {
                 Some(n) => name = n,
                 None => return usage(),
             },
+            "--transport" => match args.next().as_deref() {
+                Some("shm") => opts.transport = Transport::Shm,
+                Some("socket") => opts.transport = Transport::Socket,
+                _ => return usage(),
+            },
             _ if message.is_none() => message = Some(a),
             _ => return usage(),
         }
@@ -30,8 +38,7 @@ fn main() -> ExitCode {
     let Some(message) = message else {
         return usage();
     };
-    let mut client = match Client::connect(&ServiceAddr::named(&name), &ConnectOptions::new("echo"))
-    {
+    let mut client = match Client::connect(&ServiceAddr::named(&name), &opts) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("echo_client: cannot connect to @{name}: {e}");
@@ -59,6 +66,6 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: echo_client [--name NAME] MESSAGE");
+    eprintln!("usage: echo_client [--name NAME] [--transport shm|socket] MESSAGE");
     ExitCode::from(2)
 }

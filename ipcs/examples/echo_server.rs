@@ -1,15 +1,20 @@
 //! An echo service: answers every request with its own payload.
 //!
 //! ```sh
-//! cargo run -p ringlink-ipcs --example echo_server [-- --name NAME]
+//! cargo run -p ringlink-ipcs --example echo_server [-- --name NAME] [--transport shm|socket]
 //! ```
 //!
-//! Listens on the abstract socket `@NAME` (default `ringlink-echo`) until
-//! SIGINT or SIGTERM, then closes every connection and exits.
+//! Listens on the abstract socket `@NAME` (default `ringlink-echo`) for
+//! clients of the protocol id `echo`, over shared-memory rings (the
+//! default) or the socket transport, until SIGINT or SIGTERM, then
+//! closes every connection and exits. A client written from
+//! `docs/PROTOCOL.md` can be tried against both transports with it.
 
 use std::process::ExitCode;
 
-use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceAddr, ServiceOptions};
+use ringlink_ipcs::{
+    Connection, Handler, Request, Service, ServiceAddr, ServiceOptions, Transport,
+};
 
 struct Echo;
 
@@ -38,21 +43,19 @@ impl Handler for Echo {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut name = String::from("ringlink-echo");
+    let mut opts = ServiceOptions::default();
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--name", Some(n)) => name = n,
+        match (a.as_str(), args.next().as_deref()) {
+            ("--name", Some(n)) => name = n.to_owned(),
+            ("--transport", Some("shm")) => opts.transport = Transport::Shm,
+            ("--transport", Some("socket")) => opts.transport = Transport::Socket,
             _ => {
-                eprintln!("usage: echo_server [--name NAME]");
+                eprintln!("usage: echo_server [--name NAME] [--transport shm|socket]");
                 return ExitCode::from(2);
             }
         }
     }
-    let mut service = match Service::bind(
-        ServiceAddr::named(&name),
-        "echo",
-        ServiceOptions::default(),
-        Echo,
-    ) {
+    let mut service = match Service::bind(ServiceAddr::named(&name), "echo", opts, Echo) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("echo_server: cannot listen on @{name}: {e}");

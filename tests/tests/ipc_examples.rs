@@ -81,6 +81,25 @@ fn echo_server_and_echo_client() {
         Err(Error::Disconnected) => {}
         other => panic!("our client after the server's exit: {other:?}"),
     }
+
+    // The same pair over the socket transport; a shared-memory client is
+    // refused by that server (transport mismatch).
+    let name = unique_name("echo-socket");
+    let mut server = Helper::spawn(server_bin, &["--name", &name, "--transport", "socket"]);
+    let mut o = ConnectOptions::new("echo");
+    o.wait_for_server = true;
+    o.timeout = Duration::from_secs(60);
+    o.transport = ringlink_ipcc::Transport::Socket;
+    drop(Client::connect(&ServiceAddr::named(&name), &o).expect("connect over sockets"));
+    let args = ["--name", &name, "--transport", "socket", "over sockets"];
+    let fin = Helper::spawn(client_bin, &args).wait(EXIT);
+    fin.assert_success();
+    assert_eq!(fin.stdout, "over sockets\n", "{fin}");
+    let fin = Helper::spawn(client_bin, &["--name", &name, "over rings"]).wait(EXIT);
+    assert_eq!(describe(fin.status), "exit 1", "{fin}");
+    assert!(fin.stderr.contains("transport mismatch"), "{fin}");
+    server.signal(libc::SIGTERM);
+    server.wait(EXIT).assert_success();
 }
 
 #[test]
