@@ -202,6 +202,7 @@ mod hostile_server {
         let did = armed_rx.recv().expect("armed");
         eprintln!("hostile server: {did:?}");
         let (done_tx, done_rx) = mpsc::channel();
+        let (gone_tx, gone_rx) = mpsc::channel::<()>();
         let caller = std::thread::spawn(move || {
             let mut buf = vec![0u8; MAX];
             let report = |what: &str, r: String, t: Instant| {
@@ -228,6 +229,12 @@ mod hostile_server {
             let t = Instant::now();
             let r = client.is_connected();
             report("is_connected", format!("{r:?}"), t);
+            // Once the hostile server has gone, every call says so at
+            // once (a wait with no deadline included).
+            gone_rx.recv().expect("the server is gone");
+            let t = Instant::now();
+            let r = client.recv(&mut buf, None);
+            report("recv after", format!("{r:?}"), t);
             drop(client);
         });
         for what in ["recv", "event_recv", "send_timeout", "is_connected"] {
@@ -241,9 +248,15 @@ mod hostile_server {
                 _ => assert!(r.contains("TimedOut"), "{what}: {r}"),
             }
         }
-        caller.join().expect("caller");
         stop.store(true, Ordering::Relaxed);
         server.join().expect("server");
+        gone_tx.send(()).expect("tell the caller");
+        let (name, r, took) = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a recv with no deadline hung after the server left");
+        eprintln!("{name}: {r} after {took:?}");
+        assert!(r.contains("Disconnected"), "{name}: {r}");
+        caller.join().expect("caller");
         let _ = Error::TimedOut;
     }
 
