@@ -3,19 +3,20 @@
 //! Every test of the server and client runs twice, once per transport,
 //! from one body: [`transport_test!`](crate::transport_test) turns
 //! `fn name() { .. }` into a module `name` with the tests `shm` and
-//! `socket`. Each instantiation selects its transport for the whole
-//! process with [`enter`]: the test's own clients and services read it
+//! `socket`. Each instantiation selects its transport for its own thread
+//! with [`enter`]: the test's own clients and services read it
 //! ([`current`], through `procs::client_options` and
 //! [`service_options`]), and every helper process the test spawns
 //! inherits it in [`ENV`].
 //!
-//! The choice is process-wide because helpers are processes. nextest
-//! runs each test in a process of its own; under `cargo test`, [`enter`]
-//! holds a lock for the test's duration, so tests of one binary run one
-//! at a time instead of mixing transports.
+//! The choice belongs to the test's thread, not the process: under
+//! `cargo test` the tests of a binary run side by side in threads of one
+//! process, and a test that runs over one transport never sees another
+//! test's choice (tests outside `transport_test!` see shared memory). A
+//! thread a test spawns does not inherit it: make the options (or the
+//! client) in the test's thread and move them in.
 
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::cell::Cell;
 
 use ringlink_common::Transport;
 use ringlink_ipcs::ServiceOptions;
@@ -24,15 +25,14 @@ use ringlink_ipcs::ServiceOptions;
 /// (`shm` or `socket`).
 pub const ENV: &str = "RINGLINK_TEST_TRANSPORT";
 
-static CURRENT: AtomicU16 = AtomicU16::new(Transport::Shm as u16);
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+thread_local! {
+    static CURRENT: Cell<Transport> = const { Cell::new(Transport::Shm) };
+}
 
-/// The transport this process's test runs over.
+/// The transport this thread's test runs over (shared memory unless
+/// [`enter`] said otherwise).
 pub fn current() -> Transport {
-    match CURRENT.load(Ordering::Relaxed) {
-        2 => Transport::Socket,
-        _ => Transport::Shm,
-    }
+    CURRENT.with(Cell::get)
 }
 
 /// Its name, as in [`ENV`].
@@ -57,12 +57,25 @@ pub fn from_env() -> Transport {
     }
 }
 
-/// Runs the rest of this test over `t` (see the module docs); the guard
-/// keeps other tests of this process out until it is dropped.
-pub fn enter(t: Transport) -> MutexGuard<'static, ()> {
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    CURRENT.store(t as u16, Ordering::Relaxed);
-    guard
+/// Runs the rest of this thread's test over `t`, until the guard is
+/// dropped (then the previous choice is back).
+pub fn enter(t: Transport) -> Entered {
+    Entered {
+        previous: CURRENT.with(|c| c.replace(t)),
+    }
+}
+
+/// What [`enter`] returns: the previous transport, restored on drop.
+#[derive(Debug)]
+#[must_use = "the transport is chosen for as long as this lives"]
+pub struct Entered {
+    previous: Transport,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
+    }
 }
 
 /// Default service options over the current transport.

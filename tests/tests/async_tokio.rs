@@ -254,8 +254,10 @@ fn a_service_runs_as_a_task_and_shuts_down_on_a_future() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = {
         let (addr, answered) = (addr.clone(), answered.clone());
+        // Made here: the test's transport is this thread's, not the
+        // runtime's workers'.
+        let opts = ringlink_tests::transport::service_options();
         rt.spawn(async move {
-            let opts = ringlink_tests::transport::service_options();
             let mut s = Service::bind(addr, ringlink_tests::ipc::PROTOCOL, opts, SpawnedEcho { answered })
                 .expect("bind");
             s.run_until(async {

@@ -6,10 +6,11 @@
 //! with `adopt` / `Client::connect_stream` (a `Service` run in a thread
 //! of the test, and a `test_server` process handed a socketpair end).
 //!
-//! `a_client_connecting_while_off_is_flow_controlled_at_once` fails on
-//! purpose: it exposes a race in `ringlink-ipcs` (the flow-control level
-//! is written into a new connection's request ring only in `promote`,
-//! after the client has already returned from `connect` and may send).
+//! `a_client_connecting_while_off_is_flow_controlled_at_once` guards a
+//! race fixed in `ringlink-ipcs`: the flow-control level used to be
+//! written into a new connection's request ring only when the
+//! connection was created, after the client could already send; it is
+//! now in the ring before the client gets the ring's fd.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -258,9 +259,8 @@ fn a_client_connecting_while_off_is_flow_controlled_at_once() {
     }
     assert_eq!(
         refused, 20,
-        "a client that connected while the rate limit was Off could send \
-         (the level is written to its ring only when the server reads its \
-         Confirm, after the client already returned from connect)"
+        "a client that connected while the rate limit was Off could send: \
+         the level must be in its request ring before the client can map it"
     );
     server.shutdown();
 }
@@ -634,8 +634,10 @@ fn stop_listening_keeps_connections_and_holds_new_clients() {
     let done = Arc::new(AtomicBool::new(false));
     let t = {
         let (addr, done) = (addr.clone(), done.clone());
+        // Made here: the test's transport is this thread's.
+        let o = client_options(0);
         std::thread::spawn(move || {
-            let r = Client::connect(&addr, &client_options(0));
+            let r = Client::connect(&addr, &o);
             done.store(true, Ordering::SeqCst);
             r
         })
@@ -702,7 +704,10 @@ struct InProc<H: Handler> {
 impl<H: Handler> InProc<H> {
     fn start(make: impl FnOnce() -> Service<H> + Send + 'static) -> InProc<H> {
         let (tx, rx) = mpsc::channel::<Cmd<H>>();
+        // The loop thread runs over this test's transport.
+        let transport = ringlink_tests::transport::current();
         let thread = std::thread::spawn(move || {
+            let _transport = ringlink_tests::transport::enter(transport);
             let mut s = make();
             loop {
                 match rx.try_recv() {
@@ -1092,7 +1097,8 @@ fn a_server_process_adopts_a_socketpair_end_passed_to_it() {
     }
     drop(theirs);
     // The server runs the handshake while we run ours.
-    let t = std::thread::spawn(move || Client::connect_stream(ours, &client_options(0)));
+    let o = client_options(0);
+    let t = std::thread::spawn(move || Client::connect_stream(ours, &o));
     let a = server.helper().line(ringlink_tests::procs::LINE_DEADLINE);
     assert_eq!(a, "ok", "adopt");
     let mut c = t.join().expect("thread").expect("connect_stream");
