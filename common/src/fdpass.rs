@@ -1,17 +1,39 @@
 //! Passing file descriptors between processes over a Unix socket
-//! (`SCM_RIGHTS`), with the bytes that accompany them.
+//! (`SCM_RIGHTS`), with the bytes that accompany them; and keeping a
+//! peer from passing us fds we did not ask for.
+//!
+//! # Fds a peer attaches where none are expected
+//!
+//! Any byte on a Unix socket may carry fds. A read that takes the byte
+//! without room for them makes the kernel close them, in the reading
+//! thread; and the last close of some files waits: a TCP socket with
+//! `SO_LINGER` set and unsent data waits for the whole linger time, a
+//! file on a FUSE mount the peer runs waits for its daemon. So a peer
+//! that attached such an fd to a wake-up byte would stop the thread
+//! that drains it, whatever `MSG_DONTWAIT` says. Two defences:
+//!
+//! - [`refuse_fds`] turns `SO_PASSRIGHTS` off on a socket (Linux 6.16
+//!   and later): the peer's `sendmsg` with fds then fails, and none ever
+//!   arrive.
+//! - [`recv_nowait`] reads with room for every fd one message can carry
+//!   (`SCM_MAX_FD`, 253); any that came are [`reap`]ed: a socket among
+//!   them gets an abortive close (`SO_LINGER` of zero), and all are closed
+//!   on a thread of their own, so no close can hold the reader.
 #![allow(unsafe_code)] // Only to take ownership of fds the kernel handed us.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// Most fds one message may carry.
 pub const MAX_FDS: usize = 16;
 
-/// Sends `data` with `fds` attached, in one `sendmsg`. Returns the bytes
+/// Sends `data` with `fds` attached, in one `sendmsg` that never waits
+/// (`MSG_DONTWAIT`: a full socket is `WouldBlock`). Returns the bytes
 /// sent (the fds go with the first byte).
 ///
 /// # Errors
@@ -30,7 +52,8 @@ pub fn send_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::R
     let cmsgs = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
     loop {
-        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, flags, None) {
             Err(nix::errno::Errno::EINTR) => continue,
             r => return r.map_err(io::Error::from),
         }
@@ -78,6 +101,235 @@ pub fn recv_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<Own
     Ok((msg.bytes, fds))
 }
 
+/// Fds a peer sent, until they are checked and taken: whatever is still
+/// here when this is dropped is [`reap`]ed (a peer's fd may be one whose
+/// closing waits, passed where a memfd or a socket was expected).
+#[derive(Debug, Default)]
+pub struct PeerFds(Vec<OwnedFd>);
+
+impl PeerFds {
+    /// Holds `fds`.
+    pub fn new(fds: Vec<OwnedFd>) -> PeerFds {
+        PeerFds(fds)
+    }
+
+    /// Adds more.
+    pub fn extend(&mut self, fds: impl IntoIterator<Item = OwnedFd>) {
+        self.0.extend(fds);
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Views of them, to check before taking them.
+    pub fn iter(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.0.iter().map(AsFd::as_fd)
+    }
+
+    /// Takes them all (once checked).
+    pub fn take(mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for PeerFds {
+    fn drop(&mut self) {
+        reap(self.0.drain(..));
+    }
+}
+
+/// Reads exactly `buf.len()` bytes from the socket `fd`, waiting at most
+/// until `deadline` in all (a peer trickling bytes cannot stretch it), and
+/// reaping any fds attached ([`recv_nowait`]).
+///
+/// # Errors
+///
+/// `TimedOut` once the deadline passes; `UnexpectedEof` if the peer
+/// closes first; the `poll` or `recvmsg` error.
+pub fn recv_exact(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match recv_nowait(fd, &mut buf[got..], MsgFlags::empty()) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                match nix::poll::poll(
+                    &mut p,
+                    nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+                ) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Most fds one message can carry (`SCM_MAX_FD` in the kernel).
+const SCM_MAX_FD: usize = 253;
+
+/// `SO_PASSRIGHTS` (Linux 6.16): whether a socket accepts `SCM_RIGHTS`.
+/// Not in the `libc` crate yet.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Makes `sock` refuse fds from its peer (`SO_PASSRIGHTS` off): a peer's
+/// `sendmsg` with `SCM_RIGHTS` on the other end then fails with `EPERM`.
+/// Returns whether the kernel supports it (Linux 6.16 and later); where
+/// it does not, read with [`recv_nowait`] so that attached fds are
+/// reaped. The option belongs to the socket, not the fd: a peer that
+/// kept a copy of this end could turn it on again.
+pub fn refuse_fds(sock: BorrowedFd<'_>) -> bool {
+    let off: libc::c_int = 0;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live
+    // local int; the fd is open.
+    let refused = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    };
+    if refused {
+        REFUSING.store(true, Ordering::Relaxed);
+    }
+    refused
+}
+
+/// Set once [`refuse_fds`] worked: the kernel refuses fds for us.
+static REFUSING: AtomicBool = AtomicBool::new(false);
+
+/// Closes a socket the peer could write to, on which [`refuse_fds`] was
+/// called: what the peer queued and we never read goes with its closing,
+/// fds included, and the last close of some of them waits. Where the
+/// kernel refuses fds, only those queued before [`refuse_fds`] can be
+/// there (a client writes before the server accepts it): the queue is
+/// read out here (its fds reaped) and the socket closed at once, so that
+/// the fd count is back when this returns. Where it does not, the socket
+/// is [`reap`]ed.
+pub fn close_refusing(sock: OwnedFd) {
+    if REFUSING.load(Ordering::Relaxed) {
+        // Shut down first: nothing more can arrive, and the reads below
+        // end at the end of what is queued.
+        let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let mut buf = [0u8; 4096];
+        loop {
+            match recv_nowait(sock.as_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        drop(sock);
+    } else {
+        reap([sock]);
+    }
+}
+
+/// Receives into `buf` from the socket `fd` without waiting
+/// (`MSG_DONTWAIT`, plus `flags`, e.g. `MSG_TRUNC`), with room for every
+/// fd the peer may have attached; those are [`reap`]ed, never closed in
+/// this thread. Returns what `recv(2)` would (0 at end of stream; with
+/// `MSG_TRUNC`, a datagram's real length).
+///
+/// # Errors
+///
+/// The `recvmsg` error (`WouldBlock` when nothing waits).
+pub fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> io::Result<usize> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
+    let flags = flags | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let (n, fds) = loop {
+        match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for cmsg in cmsgs {
+                        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                            // SAFETY: the kernel installed these fds in
+                            // our table for this message; nothing else
+                            // owns them.
+                            fds.extend(raw.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+                        }
+                    }
+                }
+                break (msg.bytes, fds);
+            }
+        }
+    };
+    reap(fds);
+    Ok(n)
+}
+
+/// Disposes of fds a peer sent that will not be used, without letting
+/// their closing hold this thread: a socket among them gets an abortive
+/// close (`SO_LINGER` on, zero seconds), and all are closed on a reaper
+/// thread of their own (started on first use; if it cannot be, they are
+/// closed here).
+pub fn reap(fds: impl IntoIterator<Item = OwnedFd>) {
+    static REAPER: OnceLock<Option<Mutex<mpsc::Sender<OwnedFd>>>> = OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<OwnedFd>();
+        std::thread::Builder::new()
+            .name("ringlink-reaper".into())
+            .spawn(move || {
+                for fd in rx {
+                    drop(fd);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    for fd in fds {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt reads a live local `linger`; on an fd that
+        // is not a socket it fails with ENOTSOCK and does nothing.
+        unsafe {
+            libc::setsockopt(
+                fd.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        match reaper {
+            Some(tx) => {
+                let sent = tx.lock().unwrap_or_else(|e| e.into_inner()).send(fd);
+                drop(sent); // a dead reaper hands the fd back: closed here
+            }
+            None => drop(fd),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +369,74 @@ mod tests {
         let mut buf = [0u8; 4];
         let (n, fds) = recv_fds(&b, &mut buf).unwrap();
         assert_eq!((n, fds.len()), (0, 0));
+    }
+
+    /// A loopback TCP socket whose last close would wait `secs` (full
+    /// buffers, a listener that never accepts, `SO_LINGER` set), and
+    /// that listener (whose closing would reset it).
+    fn lingering(secs: i32) -> (std::net::TcpListener, OwnedFd) {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        while s.write(&[0u8; 65536]).is_ok() {}
+        let lg = libc::linger {
+            l_onoff: 1,
+            l_linger: secs,
+        };
+        // SAFETY: setsockopt reads a live local `linger`.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&lg as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        (l, s.into())
+    }
+
+    #[test]
+    fn fds_attached_where_none_are_expected_are_reaped_not_closed_by_the_reader() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (listener, tcp) = lingering(60);
+        // A peer attaches it and closes its own copy: ours is the last.
+        send_fds(&a, b"x", &[tcp.as_fd()]).unwrap();
+        drop(tcp);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4];
+            let r = recv_nowait(b.as_fd(), &mut buf, MsgFlags::empty());
+            let _ = tx.send(r.map(|n| buf[..n].to_vec()));
+        });
+        // A plain recv would have closed it in the reading thread, which
+        // would then wait out the 60 s linger.
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the read waited for the attached socket's close");
+        assert_eq!(got.unwrap(), b"x");
+        drop(listener);
+    }
+
+    #[test]
+    fn a_socket_that_refuses_fds_makes_the_sender_fail() {
+        let (a, b) = UnixStream::pair().unwrap();
+        if !refuse_fds(b.as_fd()) {
+            eprintln!("skipped: SO_PASSRIGHTS needs Linux 6.16");
+            return;
+        }
+        let f = tempfile_in_memory();
+        let e = send_fds(&a, b"x", &[f.as_fd()]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        // Bytes alone still go.
+        send_fds(&a, b"y", &[]).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            recv_nowait(b.as_fd(), &mut buf, MsgFlags::empty()).unwrap(),
+            1
+        );
     }
 
     fn tempfile_in_memory() -> std::fs::File {

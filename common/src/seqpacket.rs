@@ -164,6 +164,12 @@ impl SockTx {
         self.fd.as_fd()
     }
 
+    /// The socket, given back (to close it where its closing cannot
+    /// hold anyone: `fdpass::reap`).
+    pub fn into_fd(self) -> Arc<OwnedFd> {
+        self.fd
+    }
+
     /// Whether the tail of a message waits to be sent.
     pub fn has_pending(&self) -> bool {
         self.at < self.pending.len()
@@ -359,6 +365,11 @@ impl SockRx {
         self.fd.as_fd()
     }
 
+    /// The socket, given back (see [`SockTx::into_fd`]).
+    pub fn into_fd(self) -> Arc<OwnedFd> {
+        self.fd
+    }
+
     /// Whether a complete message waits in [`message`](Self::message).
     pub fn ready(&self) -> bool {
         self.header
@@ -380,14 +391,17 @@ impl SockRx {
             let room = &mut self.buf[self.got..end];
             // MSG_TRUNC: the datagram's real length, so an oversized one is
             // seen for what it is rather than silently cut.
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
-            let n = match socket::recv(self.fd.as_raw_fd(), room, flags) {
+            // Any fds the peer attached are reaped, never closed here
+            // (`fdpass`).
+            let n = match crate::fdpass::recv_nowait(self.fd.as_fd(), room, MsgFlags::MSG_TRUNC) {
                 Ok(0) => return Err(RecvError::Closed), // no empty datagrams are sent
                 Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Err(RecvError::Empty),
-                Err(Errno::ECONNRESET) => return Err(RecvError::Closed),
-                Err(e) => return Err(RecvError::Io(e.into())),
+                Err(e) => match e.raw_os_error().map(Errno::from_raw) {
+                    Some(Errno::EINTR) => continue,
+                    Some(Errno::EAGAIN) => return Err(RecvError::Empty),
+                    Some(Errno::ECONNRESET) => return Err(RecvError::Closed),
+                    _ => return Err(RecvError::Io(e)),
+                },
             };
             if n > room.len() {
                 return Err(self.violation("a datagram overruns its message"));

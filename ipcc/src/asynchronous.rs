@@ -208,7 +208,19 @@ impl AsyncClient {
 
     /// Whether the connection is still up.
     pub fn is_connected(&self) -> bool {
-        self.lock().client.is_connected()
+        let st = self.lock();
+        let up = st.client.is_connected();
+        self.told(&st);
+        up
+    }
+
+    /// Tells every waiting task to look again if a call under the lock
+    /// read the stream socket: the wake-ups it took may have been meant
+    /// for any of them.
+    fn told(&self, st: &State) {
+        if st.client.take_drained() {
+            self.shared.moved.notify_waiters();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -331,10 +343,9 @@ impl AsyncClient {
                 // Take the wake-ups on the stream socket (and notice a
                 // server that left) before looking: they may be meant for
                 // any task's ring, so whoever takes some tells every
-                // other task to look again.
-                if st.client.drain_wakes() {
-                    self.shared.moved.notify_waiters();
-                }
+                // other task to look again (`told`, after every call
+                // that may read the socket).
+                st.client.drain_wakes();
                 if woken && !st.client.refresh() {
                     // Gone: what was sent before is still delivered
                     // (`attempt` drains), then `Disconnected`.
@@ -342,6 +353,7 @@ impl AsyncClient {
                 }
                 let before = (st.arrived.len(), st.unclaimed.len());
                 let got = attempt(&mut st);
+                self.told(&st);
                 if (st.arrived.len(), st.unclaimed.len()) != before {
                     self.shared.moved.notify_waiters();
                 }
@@ -364,9 +376,7 @@ impl AsyncClient {
                         return Ok(v);
                     }
                     st = self.lock();
-                    if st.client.drain_wakes() {
-                        self.shared.moved.notify_waiters();
-                    }
+                    st.client.drain_wakes();
                 }
                 // Arm, then look once more: what came in between signals
                 // no one.
@@ -375,6 +385,7 @@ impl AsyncClient {
                     Sleep::Event => st.client.arm_recv(true),
                     Sleep::Space => st.client.arm_space(),
                 };
+                self.told(&st);
                 if !armed {
                     woken = false;
                     continue;
@@ -399,6 +410,7 @@ impl AsyncClient {
             let mut st = self.lock();
             let before = (st.arrived.len(), st.unclaimed.len());
             let got = attempt(&mut st);
+            self.told(&st);
             if (st.arrived.len(), st.unclaimed.len()) != before {
                 self.shared.moved.notify_waiters();
             }

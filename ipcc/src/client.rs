@@ -3,16 +3,15 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
-use ringlink_common::fdpass::recv_fds;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use ringlink_common::fdpass::{self, recv_fds, PeerFds};
 use ringlink_common::seqpacket::{self, SockRx, SockTx};
 use ringlink_common::wire::{
     self, Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, WireError,
@@ -23,6 +22,7 @@ use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 use ringlink_ringbuf::{Ring, Wake};
 
 use crate::link::{Link, Refused, ShmLink, SockLink, Wait};
+use crate::stream::Stream;
 
 /// How to connect.
 #[derive(Clone, Debug)]
@@ -91,7 +91,7 @@ pub struct Client {
     /// The handshake's stream socket: kept open to see the server's death;
     /// it carries the rings' wake-ups (a byte each, both ways) or, with
     /// the socket transport, the server's flow-control level.
-    sock: Arc<UnixStream>,
+    stream: Stream,
     link: Link,
     id: u64,
     max_message: usize,
@@ -101,13 +101,10 @@ pub struct Client {
     /// what a server sends cannot grow `stash` (or the async client's
     /// tables) beyond what the application asked for.
     answered: u64,
-    connected: Cell<bool>,
     /// Responses read while `send_recv` looked for another sequence.
     stash: VecDeque<(Message, Vec<u8>)>,
     spin: Duration,
     fc_enable_max: u32,
-    /// The server's flow-control level (socket transport).
-    level: Cell<u32>,
     /// The epoll set watches the request socket for writability (a
     /// request's tail waits to be sent).
     watching_tail: Cell<bool>,
@@ -193,10 +190,12 @@ impl Client {
         sock.set_write_timeout(Some(left()))?;
         (&*sock).write_all(&request.encode()).map_err(timed)?;
 
-        // The answer, with its fds on the first bytes.
+        // The answer, with its fds on the first bytes. Until checked and
+        // taken, they are the server's choice of file: whatever is left
+        // on any way out is reaped (`fdpass::PeerFds`).
         let mut buf = [0u8; RESPONSE_LEN];
         let mut got = 0;
-        let mut fds: Vec<OwnedFd> = Vec::new();
+        let mut fds = PeerFds::default();
         while got < RESPONSE_LEN {
             sock.set_read_timeout(Some(left()))?;
             let (n, more) = recv_fds(&sock, &mut buf[got..]).map_err(timed)?;
@@ -206,6 +205,9 @@ impl Client {
             }
             got += n;
         }
+        // No more fds from the server, ever (where the kernel can refuse
+        // them; elsewhere every read reaps them).
+        fdpass::refuse_fds(sock.as_fd());
         let answer = match ConnectResponse::decode(&buf) {
             Ok(a) => a,
             // A server of another protocol version: what it sends after
@@ -236,16 +238,16 @@ impl Client {
                 }
                 // The initial flow-control level follows the response.
                 let mut level = [0u8; 1];
-                sock.set_read_timeout(Some(left()))?;
-                (&*sock).read_exact(&mut level).map_err(timed)?;
-                let mut fds = fds.into_iter();
+                fdpass::recv_exact(sock.as_fd(), &mut level, deadline).map_err(timed)?;
+                for fd in fds.iter() {
+                    seqpacket::check(fd).map_err(|e| Error::protocol("socket from server", e))?;
+                    // Ours now: no fds on them from the server either.
+                    fdpass::refuse_fds(fd);
+                }
+                let mut fds = fds.take().into_iter();
                 let (Some(rr), Some(ev)) = (fds.next(), fds.next()) else {
                     return Err(Error::Protocol("missing sockets".into()));
                 };
-                for fd in [&rr, &ev] {
-                    seqpacket::check(fd.as_fd())
-                        .map_err(|e| Error::protocol("socket from server", e))?;
-                }
                 let rr = Arc::new(rr);
                 let link = Link::Sock(SockLink {
                     tx: SockTx::new(rr.clone())?,
@@ -255,11 +257,12 @@ impl Client {
                 (link, u32::from(level[0]))
             }
             Transport::Shm => {
-                let shm = shm_link(&sock, fds, &answer, server, opts, left, timed)?;
+                let shm = shm_link(&sock, fds, &answer, server, opts, deadline, timed)?;
                 (Link::Shm(shm), 0)
             }
         };
 
+        sock.set_write_timeout(Some(left()))?;
         (&*sock).write_all(&Confirm.encode()).map_err(timed)?;
         sock.set_read_timeout(None)?;
         sock.set_write_timeout(None)?;
@@ -278,19 +281,18 @@ impl Client {
             )
             .map_err(io_err)?;
 
+        let levels = matches!(link, Link::Sock(_));
         Ok(Client {
-            sock,
+            stream: Stream::new(sock, levels, level),
             link,
             id: answer.connection_id,
             max_message,
             server,
             next_seq: 1,
             answered: 0,
-            connected: Cell::new(true),
             stash: VecDeque::new(),
             spin: opts.spin,
             fc_enable_max: opts.fc_enable_max,
-            level: Cell::new(level),
             watching_tail: Cell::new(false),
             epoll,
         })
@@ -332,10 +334,10 @@ impl Client {
     /// hang-up and the rings for a close, without waiting.
     pub fn is_connected(&self) -> bool {
         self.poll_control();
-        if self.connected.get() && self.link.closed() {
-            self.connected.set(false);
+        if self.stream.connected() && self.link.closed() {
+            self.stream.fail();
         }
-        self.connected.get()
+        self.stream.connected()
     }
 
     /// Reads what the server wrote on the stream socket since the
@@ -347,20 +349,19 @@ impl Client {
     /// anything was read (or the end found): wake-ups meant for any ring
     /// may have been taken.
     fn poll_control(&self) -> bool {
-        let levels = matches!(self.link, Link::Sock(_)).then_some(&self.level);
-        read_stream(&self.sock, &self.connected, levels)
+        self.stream.read()
     }
 
     /// The server's flow-control level, as last seen.
     fn level(&self) -> u32 {
         match &self.link {
             Link::Shm(l) => l.rings[0].user_word(),
-            Link::Sock(_) => self.level.get(),
+            Link::Sock(_) => self.stream.level(),
         }
     }
 
     fn check(&self) -> Result<()> {
-        if self.connected.get() {
+        if self.stream.connected() {
             Ok(())
         } else {
             Err(Error::Disconnected)
@@ -369,8 +370,7 @@ impl Client {
 
     fn fail(&mut self, e: Error) -> Error {
         if e.is_fatal() {
-            self.connected.set(false);
-            let _ = self.sock.shutdown(std::net::Shutdown::Both);
+            self.stream.fail();
         }
         e
     }
@@ -379,9 +379,18 @@ impl Client {
     /// server that left, or a new flow-control level), before raising a
     /// ring's waiting flag: one drain, then the flags, so that no
     /// wake-up meant for a ring already waiting is taken (PROTOCOL.md
-    /// §4). Returns whether anything was read.
-    pub(crate) fn drain_wakes(&self) -> bool {
-        self.poll_control()
+    /// §4).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn drain_wakes(&self) {
+        self.poll_control();
+    }
+
+    /// Whether any call read the stream socket since the last time this
+    /// was asked: wake-ups meant for other waiters may have been taken
+    /// (the async client then tells its other tasks to look again).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn take_drained(&self) -> bool {
+        self.stream.take_drained()
     }
 
     /// Sends a request without waiting; returns its sequence number, which
@@ -553,7 +562,7 @@ impl Client {
                 Some(Err(e)) => return Err(self.fail(e)),
                 None => {
                     // Empty: only now does a dead server matter.
-                    if !self.connected.get() {
+                    if !self.stream.connected() {
                         return Err(Error::Disconnected);
                     }
                     if expired(deadline, timeout) {
@@ -577,12 +586,11 @@ impl Client {
         let fc = (self.fc_enable_max, held);
         // Wake-ups that came before this wait, taken before the flag
         // goes up (the one waiting call of this thread owns the socket).
-        let levels = matches!(self.link, Link::Sock(_)).then_some(&self.level);
-        let (sock, connected) = (&self.sock, &self.connected);
-        let drain = || read_stream(sock, connected, levels);
+        let stream = &self.stream;
+        let drain = || stream.read();
         let fired = match self
             .link
-            .wait(which, &self.sock, deadline, self.spin, fc, drain)
+            .wait(which, stream.sock(), deadline, self.spin, fc, drain)
         {
             Ok(fired) => fired,
             Err(e) => return Err(self.fail(e)),
@@ -621,7 +629,17 @@ impl Client {
                 }
             }
         }
+        // Drained first, then, from here, a wake-up that one of our own
+        // calls reads makes the fd readable again, so that the
+        // application never waits for one that was taken from it
+        // (`Stream::arm_app`, which also forgets what earlier reads
+        // signalled).
         self.poll_control();
+        if self.stream.arm_app(&self.epoll).is_err() {
+            // Without it, better a poll that returns at once than one
+            // that may miss a wake-up.
+            return false;
+        }
         self.link.prepare_poll()
     }
 
@@ -733,7 +751,7 @@ impl Client {
         match self.link.try_read(which, buf) {
             Some(Ok(msg)) => self.received(which, msg).map(Some),
             Some(Err(e)) => Err(self.fail(e)),
-            None if self.connected.get() => Ok(None),
+            None if self.stream.connected() => Ok(None),
             None => Err(Error::Disconnected),
         }
     }
@@ -761,9 +779,10 @@ impl AsFd for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Closing the roles (their own Drop) marks the rings closed; the
-        // socket shutdown tells the server at once.
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        // The rings marked closed from our side first (PROTOCOL.md §5),
+        // then the socket shut down: the server hears of it at once.
+        self.link.close();
+        self.stream.fail();
     }
 }
 
@@ -773,46 +792,16 @@ impl fmt::Debug for Client {
             .field("id", &self.id)
             .field("max_message", &self.max_message)
             .field("server", &self.server)
-            .field("connected", &self.connected.get())
+            .field("connected", &self.stream.connected())
             .finish_non_exhaustive()
     }
 }
 
-/// What [`Client::poll_control`] does, on the fields it needs: reads
-/// the stream socket without waiting, at most 64 KiB; the last byte is
-/// the flow-control level when `levels` is given (socket transport);
-/// end of stream or an error marks the connection gone. Returns whether
-/// anything was read or found.
-fn read_stream(sock: &UnixStream, connected: &Cell<bool>, levels: Option<&Cell<u32>>) -> bool {
-    let mut buf = [0u8; 4096];
-    let mut any = false;
-    for _ in 0..16 {
-        if !connected.get() {
-            break;
-        }
-        match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => {
-                connected.set(false);
-                any = true;
-            }
-            Ok(n) => {
-                any = true;
-                if let Some(level) = levels {
-                    level.set(u32::from(buf[n - 1]));
-                }
-                if n < buf.len() {
-                    break;
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(_) => {
-                connected.set(false);
-                any = true;
-            }
-        }
-    }
-    any
+/// Whether `fd` is a memfd sealed against shrinking and growing (the
+/// only ring memory a client maps; `docs/PROTOCOL.md` §2.2).
+fn is_sealed_memfd(fd: BorrowedFd<'_>) -> bool {
+    let needed = nix::libc::F_SEAL_SHRINK | nix::libc::F_SEAL_GROW;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GET_SEALS).is_ok_and(|s| s & needed == needed)
 }
 
 /// Maps the three rings the server sent (memfds, or named files opened by
@@ -820,19 +809,16 @@ fn read_stream(sock: &UnixStream, connected: &Cell<bool>, levels: Option<&Cell<u
 /// roles.
 fn shm_link(
     sock: &Arc<UnixStream>,
-    fds: Vec<OwnedFd>,
+    fds: PeerFds,
     answer: &ConnectResponse,
     server: Credentials,
     opts: &ConnectOptions,
-    left: impl Fn() -> Duration,
+    deadline: Instant,
     timed: impl Fn(io::Error) -> Error,
 ) -> Result<ShmLink> {
     // Named rings: the path prefix of the ring files follows.
     let mut prefix = vec![0u8; answer.path_len as usize];
-    if !prefix.is_empty() {
-        sock.set_read_timeout(Some(left()))?;
-        (&**sock).read_exact(&mut prefix).map_err(timed)?;
-    }
+    fdpass::recv_exact(sock.as_fd(), &mut prefix, deadline).map_err(timed)?;
     let named = !prefix.is_empty();
     let expected = if named { NAMED_SHM_FDS } else { SHM_FDS };
     if fds.len() != expected || answer.fd_count as usize != expected {
@@ -842,8 +828,16 @@ fn shm_link(
             fds.len()
         )));
     }
-    let paths = if named {
-        Some(ring_paths(&prefix)?)
+    // Sealed memfds only reach the ring crate (which closes what it
+    // refuses); anything else is reaped.
+    if !fds.iter().all(is_sealed_memfd) {
+        return Err(Error::Protocol(
+            "ring from server: ring memfd is not sealed against resizing".into(),
+        ));
+    }
+    let fds = fds.take();
+    let dir = if named {
+        Some(RingDir::open(&prefix)?)
     } else {
         None
     };
@@ -853,8 +847,8 @@ fn shm_link(
     let mut next_ring = |capacity: u64| -> Result<Ring> {
         // Wake-ups both ways travel on the connection's socket.
         let wake = Wake::Socket(sock.clone());
-        let mut ring = match (&paths, fds.next()) {
-            (Some(paths), _) => open_named(&paths[index], wake, server)?,
+        let mut ring = match (&dir, fds.next()) {
+            (Some(dir), _) => dir.open_ring(RING_NAMES[index], wake, server)?,
             (None, Some(memory)) => Ring::from_memfd(memory, wake)
                 .map_err(|e| Error::protocol("ring from server", e))?,
             (None, None) => return Err(Error::Protocol("missing ring fds".into())),
@@ -882,12 +876,12 @@ fn shm_link(
         spin.set_spin(opts.spin);
     }
     request.set_spin(opts.spin);
-    if let Some(paths) = &paths {
+    if let Some(dir) = &dir {
         // Mapped: the names are no longer needed. The server removes
         // them too; whoever is first wins (we may lack the right to,
         // in a sticky directory, if the files are not ours).
-        for p in paths {
-            let _ = std::fs::remove_file(p);
+        for name in RING_NAMES {
+            dir.remove(name);
         }
     }
     Ok(ShmLink {
@@ -899,43 +893,94 @@ fn shm_link(
     })
 }
 
-/// The three ring file paths of a named-ring connection, from the prefix
-/// the server sent: absolute, no NUL.
-fn ring_paths(prefix: &[u8]) -> Result<[PathBuf; 3]> {
-    use std::os::unix::ffi::OsStrExt;
-    if prefix.first() != Some(&b'/') || prefix.contains(&0) {
-        return Err(Error::Protocol(
-            "ring path prefix is not an absolute path".into(),
-        ));
-    }
-    let path = |name: &str| {
-        let mut p = prefix.to_vec();
-        p.extend_from_slice(name.as_bytes());
-        PathBuf::from(std::ffi::OsStr::from_bytes(&p))
-    };
-    Ok([path("request"), path("response"), path("event")])
+/// The ring names that follow a named-ring connection's path prefix.
+const RING_NAMES: [&str; 3] = ["request", "response", "event"];
+
+/// Where a named-ring connection's files are: the directory of the path
+/// prefix the server sent, held open, and the start of the files' names.
+/// Files are opened and removed relative to the directory, so what is
+/// removed is an entry of that directory whatever happens to the path
+/// meanwhile.
+struct RingDir {
+    dir: std::os::fd::OwnedFd,
+    stem: Vec<u8>,
+    shown: String,
 }
 
-/// Opens a named ring file: by path (no symlink), only a regular file
-/// owned by the server's user or by ours (whoever else planted a file
-/// there is not the server).
-fn open_named(path: &std::path::Path, wake: Wake, server: Credentials) -> Result<Ring> {
-    use std::os::unix::fs::MetadataExt;
-    let ring = Ring::open_path_waking(path, wake)
-        .map_err(|e| Error::Protocol(format!("named ring {}: {e}", path.display())))?;
-    let fd = ring
-        .memory_fd()
-        .ok_or_else(|| Error::Protocol("named ring without fd".into()))?;
-    let owner = std::fs::File::from(fd.try_clone_to_owned()?)
-        .metadata()?
-        .uid();
-    if owner != server.uid && owner != Credentials::current().uid {
-        return Err(Error::Protocol(format!(
-            "named ring {} belongs to uid {owner}, neither the server's nor ours",
-            path.display()
-        )));
+impl RingDir {
+    /// The directory of `prefix` (absolute, no NUL), opened.
+    fn open(prefix: &[u8]) -> Result<RingDir> {
+        use std::os::unix::ffi::OsStrExt;
+        if prefix.first() != Some(&b'/') || prefix.contains(&0) {
+            return Err(Error::Protocol(
+                "ring path prefix is not an absolute path".into(),
+            ));
+        }
+        let cut = prefix.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        let dir = if cut == 0 { &b"/"[..] } else { &prefix[..cut] };
+        let fd = nix::fcntl::open(
+            std::ffi::OsStr::from_bytes(dir),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| {
+            Error::Protocol(format!(
+                "ring directory {}: {e}",
+                String::from_utf8_lossy(dir)
+            ))
+        })?;
+        Ok(RingDir {
+            dir: fd,
+            stem: prefix[cut + 1..].to_vec(),
+            shown: String::from_utf8_lossy(prefix).into_owned(),
+        })
     }
-    Ok(ring)
+
+    fn name(&self, ring: &str) -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStrExt;
+        let mut n = self.stem.clone();
+        n.extend_from_slice(ring.as_bytes());
+        std::ffi::OsStr::from_bytes(&n).to_owned()
+    }
+
+    /// Opens a ring file, relative to the directory, without following a
+    /// symlink and without waiting (`O_NONBLOCK`: a FIFO or a device
+    /// planted there cannot hold the open); only a regular file owned by
+    /// the server's user or by ours (whoever else planted a file there is
+    /// not the server).
+    fn open_ring(&self, ring: &str, wake: Wake, server: Credentials) -> Result<Ring> {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::MetadataExt;
+        let shown = || format!("{}{ring}", self.shown);
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            self.name(ring).as_os_str(),
+            OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Protocol(format!("named ring {}: {e}", shown())))?;
+        let file = std::fs::File::from(fd);
+        let owner = file.metadata()?.uid();
+        if owner != server.uid && owner != Credentials::current().uid {
+            return Err(Error::Protocol(format!(
+                "named ring {} belongs to uid {owner}, neither the server's nor ours",
+                shown()
+            )));
+        }
+        Ring::from_file(file, wake)
+            .map_err(|e| Error::Protocol(format!("named ring {}: {e}", shown())))
+    }
+
+    /// Removes a ring file's name from the directory (best effort).
+    fn remove(&self, ring: &str) {
+        let _ = nix::unistd::unlinkat(
+            &self.dir,
+            self.name(ring).as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
 }
 
 /// Connects without blocking past `deadline`: a full backlog (`EAGAIN`)

@@ -29,6 +29,7 @@
 mod asynchronous;
 mod client;
 mod link;
+mod stream;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncClient, Events, Reply};

@@ -66,6 +66,17 @@ impl Link {
         }
     }
 
+    /// Marks the rings closed from the client's side (its roles' bits:
+    /// producer on the request ring, consumer on the others); nothing
+    /// for sockets, whose closing says it all.
+    pub(crate) fn close(&mut self) {
+        if let Link::Shm(l) = self {
+            l.request.close();
+            l.response.close();
+            l.event.close();
+        }
+    }
+
     /// One attempt to send a request.
     pub(crate) fn try_send(
         &mut self,
@@ -264,9 +275,21 @@ impl Link {
             }
         }
         fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
-        seqpacket::poll_until(&mut fds, deadline)?;
+        let polled = seqpacket::poll_until(&mut fds, deadline);
         let last = fds.last().and_then(PollFd::revents);
-        Ok(last.is_some_and(|r| !r.is_empty()))
+        let fired = last.is_some_and(|r| !r.is_empty());
+        drop(fds);
+        // Awake: the flag comes down (the server swapped it already if it
+        // woke us), so that no wake-up is sent that nobody waits for.
+        if let Link::Shm(l) = self {
+            match which {
+                Wait::Response => l.response.lower_wake_flag(),
+                Wait::Event => l.event.lower_wake_flag(),
+                Wait::Space => l.request.lower_wake_flag(),
+            }
+        }
+        polled?;
+        Ok(fired)
     }
 
     /// Arms the wake-ups of the response and event channels for a poll

@@ -400,6 +400,11 @@ fn write_message(
                 if producer.arm_wake_edge() {
                     drop(guard);
                     wakeups.wait(seen, deadline);
+                } else {
+                    // Room appeared, and the failed arm lowered the flag,
+                    // which another thread waiting here may have raised:
+                    // it looks again too.
+                    wakeups.notify();
                 }
                 continue;
             }

@@ -29,5 +29,5 @@ pub use handler::{Handler, Reject, Request, RingAuth};
 pub use options::ServiceOptions;
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
 pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, Transport};
-pub use service::{Fault, Service, Trace, TraceStage};
+pub use service::{Activity, Fault, Service, Trace, TraceStage};
 pub use sources::{FdId, Interest, Readiness, TimerId};

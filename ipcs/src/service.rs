@@ -2,7 +2,7 @@
 //! loop that drives them all from one thread.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr};
-use ringlink_common::fdpass::send_fds;
+use ringlink_common::fdpass::{self, send_fds};
 use ringlink_common::seqpacket::{self, RecvError, SockRx, SockTx};
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, WireError, CONFIRM_LEN,
@@ -46,6 +46,11 @@ const CONN_SPACE: u64 = 6 << 56;
 const TIMER: u64 = 7 << 56;
 const FOREIGN: u64 = 8 << 56;
 const KIND: u64 = 0xff << 56;
+
+/// Send buffer of a connection's socket (the kernel's minimum applies if
+/// larger): the answer, wake-up bytes and flow-control levels fit many
+/// times over.
+const SOCKET_SNDBUF: usize = 16 << 10;
 
 /// How often a busy loop (one that never sleeps) still looks at epoll:
 /// new clients, timers, application fds and idle connections that became
@@ -475,22 +480,47 @@ impl<H: Handler> Service<H> {
     /// [`Error::Io`] if `epoll_wait` fails.
     pub fn run(&mut self) -> Result<()> {
         while !self.control.is_shutdown() {
-            self.dispatch(None)?;
+            // Busy or idle, the next turn decides: it sleeps only once
+            // everything is armed.
+            let _ = self.turn(true, None)?;
         }
         self.close_all();
         Ok(())
     }
 
     /// Runs one turn of the loop: dispatches waiting requests, or, if
-    /// there are none, polls the rings for the spin budget, then sleeps in
-    /// epoll for at most `timeout` (`None`: until something happens) and
-    /// handles what woke it. Use it to drive the service from another
-    /// loop, with [`AsFd`] on the service as the fd to wait on.
+    /// there are none, polls the rings for the spin budget (not with a
+    /// zero `timeout`), then arms every connection's wake-up and sleeps in
+    /// epoll for at most `timeout` (`None`: until something happens), and
+    /// handles what woke it.
+    ///
+    /// # Driving the service from your own loop
+    ///
+    /// Put the service's fd ([`AsFd`]) in your loop, for readability, and
+    /// whenever it is readable (or your loop turns for reasons of its
+    /// own), call `dispatch(Some(Duration::ZERO))` until it returns
+    /// [`Activity::Idle`]; only then wait on the fd again. `Busy` means
+    /// the turn did work or left some (requests taken, a connection whose
+    /// wake-up is not armed yet): the fd would not tell you about what is
+    /// left. `Idle` means every connection's wake-up is armed and the fd
+    /// becomes readable when anything needs the service. As with mio's
+    /// readiness, the fd may also be readable spuriously (a turn then
+    /// returns `Idle` having done nothing). This is libqb's
+    /// `qb_ipcs_poll_handlers_set` way of running a server inside
+    /// Pacemaker's or Corosync's main loop.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if `epoll_wait` fails.
-    pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<()> {
+    pub fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Activity> {
+        self.turn(timeout != Some(Duration::ZERO), timeout)
+    }
+
+    /// The loop's one turn, for [`run`](Self::run), [`dispatch`](Self::dispatch)
+    /// and the tokio task: sweep; if nothing, spin for the budget when
+    /// `spin`; if still nothing, arm every hot connection and wait in
+    /// epoll for at most `wait`; sweep what it brought.
+    pub(crate) fn turn(&mut self, spin: bool, wait: Option<Duration>) -> Result<Activity> {
         self.woken = false;
         self.handle_commands();
         if self.sweep() {
@@ -498,11 +528,11 @@ impl<H: Handler> Service<H> {
             // Busy: still hear the listener, timers, and connections that
             // went cold, every so often.
             self.poll_if_due()?;
-            return Ok(());
+            return Ok(Activity::Busy);
         }
         // Sockets are watched by epoll alone: polling them would cost a
         // system call per connection and turn.
-        if timeout != Some(Duration::ZERO) && self.opts.transport == Transport::Shm {
+        if spin && self.opts.transport == Transport::Shm {
             let budget =
                 (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
             let work = ringlink_ringbuf::wake::spin_until(budget, || {
@@ -514,15 +544,15 @@ impl<H: Handler> Service<H> {
                 if !self.woken {
                     self.last_work = Instant::now();
                 }
-                return Ok(());
+                return Ok(self.activity());
             }
         }
         // A wake-up read while spinning (a shutdown, say) must end this
         // turn: the eventfd is drained, and epoll would not report it again.
         if self.woken || self.control.is_shutdown() {
-            return Ok(());
+            return Ok(self.activity());
         }
-        let mut wait = timeout;
+        let mut wait = wait;
         if !self.arm_all() {
             wait = Some(Duration::ZERO);
         }
@@ -533,8 +563,20 @@ impl<H: Handler> Service<H> {
         self.poll_events(wait)?;
         if self.sweep() {
             self.last_work = Instant::now();
+            return Ok(Activity::Busy);
         }
-        Ok(())
+        Ok(self.activity())
+    }
+
+    /// After a turn: `Idle` if every connection the loop reads is armed
+    /// (none is hot, or requests are not read at all), so that the epoll
+    /// fd says when there is more; `Busy` otherwise.
+    fn activity(&self) -> Activity {
+        if self.control.is_shutdown() || self.rate == RateLimit::Off || self.hot.is_empty() {
+            Activity::Idle
+        } else {
+            Activity::Busy
+        }
     }
 
     /// [`poll_events`](Self::poll_events) without waiting, if the last
@@ -643,7 +685,7 @@ impl<H: Handler> Service<H> {
                                 Err(e) => Some(Some(format!("bad request header: {e}"))),
                             },
                             Ok(false) => break,
-                            Err(why) => Some(Some(why)),
+                            Err(fault) => Some(fault),
                         },
                         Err(PopError::Empty) => break,
                         Err(PopError::Corrupt(c)) => {
@@ -665,7 +707,7 @@ impl<H: Handler> Service<H> {
                                     None
                                 }
                                 Ok(false) => break,
-                                Err(why) => Some(Some(why)),
+                                Err(fault) => Some(fault),
                             },
                             Err(RecvError::Empty) => {
                                 *readable = false;
@@ -759,7 +801,6 @@ impl<H: Handler> Service<H> {
     /// that wait for it to drop.
     fn apply_rate(&mut self, rate: RateLimit) {
         let level = rate.flow_control_level();
-        let lowered = level < self.rate.flow_control_level();
         let changed = level != self.rate.flow_control_level();
         let resumed = self.rate == RateLimit::Off && rate != RateLimit::Off;
         self.rate = rate;
@@ -769,19 +810,20 @@ impl<H: Handler> Service<H> {
                 self.make_hot(slot);
             }
         }
-        for (_, c) in self.conns.iter() {
+        for slot in 0..self.conns.slots() {
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
             if changed {
                 let counters = &c.handle.inner.counters;
                 counters.flow_control.store(level > 0, Ordering::Relaxed);
                 Counters::add(&counters.flow_control_changes, 1);
             }
-            match &c.link {
-                Link::Shm { rings, .. } => {
-                    rings[0].set_user_word(level);
-                    if lowered {
-                        rings[0].wake_waiters();
-                    }
-                }
+            match &mut c.link {
+                // In the request ring's user word, waking a client whose
+                // send waits for the level to drop (its producer flag is
+                // up); the server's own flag on that ring is left alone.
+                Link::Shm { request, .. } => request.publish_user_word(level),
                 // One byte on the connection's stream socket, which the
                 // client reads before its sends and polls while it waits.
                 // A client that never reads fills its socket buffer and
@@ -808,6 +850,14 @@ impl<H: Handler> Service<H> {
 
     fn start_handshake(&mut self, sock: UnixStream) -> io::Result<()> {
         sock.set_nonblocking(true)?;
+        // A client passes us no fds, ever: refused by the kernel where it
+        // can (Linux 6.16), reaped where it cannot (every read below goes
+        // through `fdpass::recv_nowait`).
+        fdpass::refuse_fds(sock.as_fd());
+        // The server writes little on this socket (the answer, wake-ups,
+        // levels): a client that never reads pins no more than this of
+        // the server's socket memory.
+        let _ = socket::setsockopt(&sock, socket::sockopt::SndBuf, &SOCKET_SNDBUF);
         if self.handshakes.len() >= self.opts.max_handshakes {
             self.evict_oldest_handshake();
         }
@@ -899,11 +949,18 @@ impl<H: Handler> Service<H> {
     fn drop_handshake(&mut self, slot: usize) {
         if let Some(h) = self.handshakes.remove(slot) {
             let _ = self.epoll.delete(&*h.sock);
-            if let Some(p) = &h.pending {
-                self.abandon_pending(p);
+            if let Some(p) = h.pending {
+                self.abandon_pending(&p);
+                match p.link {
+                    Made::Sock { rr, ev } => {
+                        fdpass::close_refusing(rr);
+                        fdpass::close_refusing(ev);
+                    }
+                    // The rings unmapped, their handles on the socket gone.
+                    Made::Shm(m) => drop(m),
+                }
             }
-            // Dropping `h` closes the socket and, if the rings were
-            // already made, unmaps them.
+            release_stream(h.sock);
         }
         self.resume_listener();
     }
@@ -1005,6 +1062,9 @@ impl<H: Handler> Service<H> {
             Transport::Socket => (|| {
                 let (rr, rr_client) = seqpacket::pair()?;
                 let (ev, ev_client) = seqpacket::pair()?;
+                // The client passes no fds on these either.
+                fdpass::refuse_fds(rr.as_fd());
+                fdpass::refuse_fds(ev.as_fd());
                 Ok((Made::Sock { rr, ev }, Some([rr_client, ev_client])))
             })(),
         };
@@ -1118,8 +1178,11 @@ impl<H: Handler> Service<H> {
         let credentials = p.credentials;
         let (response, event, link) = match p.link {
             Made::Shm(m) => {
-                let m = *m;
-                m.rings[0].set_user_word(level);
+                let mut m = *m;
+                // The level may have changed since the client was told:
+                // published again, and a client already waiting on it is
+                // woken.
+                m.request.publish_user_word(level);
                 let link = Link::Shm {
                     request: m.request,
                     rings: m.rings,
@@ -1334,12 +1397,30 @@ impl<H: Handler> Service<H> {
             let _ = self.epoll.delete(fd);
         }
         let _ = sock.shutdown(std::net::Shutdown::Both);
-        *lock(&handle.inner.response) = None;
-        *lock(&handle.inner.event) = None;
+        let senders = [
+            lock(&handle.inner.response).take(),
+            lock(&handle.inner.event).take(),
+        ];
         // A thread waiting for room (without the lock) looks again, and
         // finds the connection gone.
         handle.inner.wakeups.notify();
-        drop((link, sock));
+        // Every socket the client could write to, closed where its
+        // closing cannot hold the loop (`release_sockets`); the rings
+        // first, which hold the stream socket for their wake-ups.
+        let mut sockets = Vec::new();
+        for tx in senders.into_iter().flatten() {
+            if let Tx::Sock(s) = tx {
+                sockets.push(s.into_fd());
+            }
+        }
+        if let Link::Sock { rx, ev, .. } = link {
+            sockets.push(rx.into_fd());
+            sockets.push(ev);
+        } else {
+            drop(link);
+        }
+        release_sockets(sockets);
+        release_stream(sock);
         self.control.count_closed();
         self.handler.connection_destroyed(&handle);
         self.resume_listener();
@@ -1402,7 +1483,7 @@ fn drain(sock: &UnixStream) -> Drained {
     let mut buf = [0u8; 4096];
     let mut got = false;
     for _ in 0..16 {
-        match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+        match fdpass::recv_nowait(sock.as_fd(), &mut buf, MsgFlags::empty()) {
             Ok(0) => return Drained::Gone,
             Ok(n) => {
                 got = true;
@@ -1410,9 +1491,9 @@ fn drain(sock: &UnixStream) -> Drained {
                     break;
                 }
             }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(nix::errno::Errno::ECONNRESET) => return Drained::Gone,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Drained::Gone,
             Err(_) => return Drained::Failed,
         }
     }
@@ -1420,6 +1501,29 @@ fn drain(sock: &UnixStream) -> Drained {
         Drained::Bytes
     } else {
         Drained::Nothing
+    }
+}
+
+/// Closes sockets a client could write to without letting a close hold
+/// the loop: where the kernel could not refuse the client's fds (before
+/// Linux 6.16), fds it queued and we never read are closed with their
+/// socket, and some closes wait; so the last handle of each goes to
+/// `fdpass::reap`. Handles that are shared (the two halves of a socket
+/// transport's request socket) are dropped until the last one.
+fn release_sockets(sockets: Vec<Arc<OwnedFd>>) {
+    for s in sockets {
+        if let Ok(fd) = Arc::try_unwrap(s) {
+            fdpass::close_refusing(fd);
+        }
+    }
+}
+
+/// [`release_sockets`] for a connection's stream socket, once the rings
+/// that send wake-ups on it are gone (a handle still held elsewhere is
+/// closed by its holder).
+fn release_stream(sock: Arc<UnixStream>) {
+    if let Ok(sock) = Arc::try_unwrap(sock) {
+        fdpass::close_refusing(OwnedFd::from(sock));
     }
 }
 
@@ -1457,6 +1561,26 @@ fn flush(tx: &Mutex<Option<Tx>>) -> bool {
 
 type TraceHook = dyn Fn(&Trace<'_>) + Send;
 type ErrorHook = dyn Fn(&Fault<'_>) + Send;
+
+/// What a turn of the loop ([`Service::dispatch`]) left: whether to call
+/// it again before waiting on the service's fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a driver of the service must call dispatch again while Busy"]
+pub enum Activity {
+    /// Work was done or is left: call `dispatch` again (without waiting)
+    /// before waiting on the fd.
+    Busy,
+    /// Everything is armed: the fd becomes readable when the service has
+    /// something to do.
+    Idle,
+}
+
+impl Activity {
+    /// Whether to call `dispatch` again before waiting.
+    pub fn is_busy(self) -> bool {
+        self == Activity::Busy
+    }
+}
 
 /// What the trace hook sees of a dispatched request.
 #[derive(Debug)]
@@ -1520,7 +1644,11 @@ fn traced<H: Handler>(hook: &TraceHook, handler: &H, conn: &Connection, request:
 /// Whether the connection's response ring has room for a full-size
 /// answer; if not, parks the connection (it sleeps until the client
 /// frees space). `Err` if the client corrupted the ring.
-fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<bool, String> {
+/// `Err(None)` if the client closed the ring (it is leaving: no fault).
+fn response_room(
+    handle: &Connection,
+    parked: &mut bool,
+) -> std::result::Result<bool, Option<String>> {
     let need = MSG_HEADER_LEN + handle.max_message();
     let mut guard = lock(&handle.inner.response);
     let tx = match guard.as_mut() {
@@ -1538,7 +1666,10 @@ fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<
         }
         Some(Tx::Ring(tx)) => tx,
     };
-    let corrupt = |e| format!("client corrupted its response ring: {e}");
+    let corrupt = |e| match e {
+        ringlink_ringbuf::PushError::Closed => None,
+        e => Some(format!("client corrupted its response ring: {e}")),
+    };
     // Until there is room or the wake-up is armed: a failed arm lowered
     // the flag again (the client freed space meanwhile), and a parked
     // connection must not go cold without its wake-up.
@@ -1555,13 +1686,14 @@ fn response_room(handle: &Connection, parked: &mut bool) -> std::result::Result<
     }
 }
 
-/// Reads into `buf[*got..]`; `done` once full.
-fn read_some(mut sock: &UnixStream, buf: &mut [u8], got: &mut usize, done: Step) -> Step {
+/// Reads into `buf[*got..]` without waiting (and reaping any fds the
+/// client attached); `done` once full.
+fn read_some(sock: &UnixStream, buf: &mut [u8], got: &mut usize, done: Step) -> Step {
     loop {
         if *got == buf.len() {
             return done;
         }
-        match sock.read(&mut buf[*got..]) {
+        match fdpass::recv_nowait(sock.as_fd(), &mut buf[*got..], MsgFlags::empty()) {
             Ok(0) => return Step::Drop,
             Ok(n) => *got += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
@@ -1571,11 +1703,15 @@ fn read_some(mut sock: &UnixStream, buf: &mut [u8], got: &mut usize, done: Step)
     }
 }
 
-/// Sends a rejection (best effort: the socket buffer is empty, so a
-/// 48-byte write does not block) and drops the handshake.
+/// Sends a rejection (best effort and without waiting: the socket buffer
+/// is empty, so 48 bytes fit) and drops the handshake.
 fn reject(control: &Control, h: &mut Handshake, status: Status) -> Step {
     control.count_rejected(status);
-    let _ = (&*h.sock).write(&ConnectResponse::reject(status).encode());
+    let _ = socket::send(
+        h.sock.as_raw_fd(),
+        &ConnectResponse::reject(status).encode(),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
     Step::Drop
 }
 

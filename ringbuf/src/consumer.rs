@@ -259,6 +259,18 @@ impl Consumer {
         true
     }
 
+    /// Lowers the waiting flag [`arm_wake`](Self::arm_wake) (or
+    /// [`raise_wake_flag`](Self::raise_wake_flag)) raised, once the
+    /// caller is awake again (woken, timed out, or done waiting): the
+    /// producer then sends no wake-up nobody waits for.
+    pub fn lower_wake_flag(&mut self) {
+        self.shared
+            .header()
+            .consumer_waiting
+            .0
+            .store(0, Ordering::Relaxed);
+    }
+
     /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
     /// no system call. For an eventfd registered edge-triggered
     /// (`EPOLLET`), where every signal is a new event whatever the
@@ -272,6 +284,23 @@ impl Consumer {
         // `Producer::commit`/`close`.
         crate::wake::sleeper_fence();
         self.confirm_wake()
+    }
+
+    /// Publishes a value in the ring header's user word (offset 28; see
+    /// [`Ring::set_user_word`](crate::Ring::set_user_word)) and wakes the
+    /// producer if it waits: a producer that raised its flag and then read
+    /// the old value is woken, one that reads after this sees the new one
+    /// (ringlink's server publishes its flow-control level this way).
+    /// Only the producer's flag is touched: this consumer's own stays as
+    /// it is.
+    pub fn publish_user_word(&mut self, value: u32) {
+        let h = self.shared.header();
+        // Release: pairs with the Acquire in `Ring::user_word`.
+        h.meta.0.user_word.store(value, Ordering::Release);
+        // The waker's fence of the wake-up handshake (module `wake`):
+        // orders the store above before the read of the producer's flag.
+        fence(Ordering::SeqCst);
+        self.wake_producer();
     }
 
     fn data_changed(&self) -> bool {

@@ -284,6 +284,17 @@ impl Producer {
         self.arm_wake_edge()
     }
 
+    /// Lowers the waiting flag [`arm_wake`](Self::arm_wake) raised, once
+    /// the caller is awake again (see
+    /// [`Consumer::lower_wake_flag`](crate::Consumer::lower_wake_flag)).
+    pub fn lower_wake_flag(&mut self) {
+        self.shared
+            .header()
+            .producer_waiting
+            .0
+            .store(0, Ordering::Relaxed);
+    }
+
     /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
     /// no system call. For an eventfd registered edge-triggered
     /// (`EPOLLET`); see [`Consumer::arm_wake_edge`](crate::Consumer::arm_wake_edge).

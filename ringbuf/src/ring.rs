@@ -384,7 +384,7 @@ impl Ring {
         if let Wake::EventFd(w) = &wake {
             check_wake_fds(w)?;
         }
-        Ring::open_file(File::from(memory), wake)
+        Ring::map_file(File::from(memory), wake)
     }
 
     /// Opens a ring file by path (one made by
@@ -429,7 +429,24 @@ impl Ring {
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)?;
-        Ring::open_file(file, wake)
+        Ring::map_file(file, wake)
+    }
+
+    /// Opens a ring file the caller has opened itself (say with `openat`
+    /// relative to a directory it holds, `O_NOFOLLOW | O_NONBLOCK`), with
+    /// this process's wake-up objects: the checks of
+    /// [`open_path`](Self::open_path) (a regular file of a ring's size,
+    /// a valid header, the wake mode) and no seal check, as for any named
+    /// file.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_path`](Self::open_path).
+    pub fn from_file(file: File, wake: Wake) -> Result<Ring, OpenError> {
+        if let Wake::EventFd(w) = &wake {
+            check_wake_fds(w)?;
+        }
+        Ring::map_file(file, wake)
     }
 
     /// [`open_path`](Self::open_path), retrying while the file is missing
@@ -453,7 +470,7 @@ impl Ring {
     }
 
     #[cfg(not(loom))]
-    fn open_file(file: File, wake: Wake) -> Result<Ring, OpenError> {
+    fn map_file(file: File, wake: Wake) -> Result<Ring, OpenError> {
         let meta = file.metadata()?;
         if !meta.file_type().is_file() {
             // memfds report as regular files; anything else (a FIFO, a
@@ -515,7 +532,7 @@ impl Ring {
     }
 
     #[cfg(loom)]
-    fn open_file(_: File, _: Wake) -> Result<Ring, OpenError> {
+    fn map_file(_: File, _: Wake) -> Result<Ring, OpenError> {
         unreachable!("file-backed rings are not built under loom")
     }
 

@@ -77,7 +77,11 @@ pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
 /// peer has not read are waiting, so it will wake anyway; a peer that
 /// has gone (`EPIPE`, `ECONNRESET`) has no one to wake. Either way
 /// nothing is left to do.
-pub(crate) fn socket_signal(fd: BorrowedFd<'_>) {
+///
+/// Returns `false` only when the kernel had no memory for the byte
+/// (`ENOBUFS`, `ENOMEM`): then nothing is queued, and the caller keeps the
+/// peer's waiting flag raised so that the next signal tries again.
+pub(crate) fn socket_signal(fd: BorrowedFd<'_>) -> bool {
     let byte = [WAKE_BYTE];
     loop {
         // SAFETY: sends 1 byte from a live local array on an open fd.
@@ -89,8 +93,13 @@ pub(crate) fn socket_signal(fd: BorrowedFd<'_>) {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+        if r >= 0 {
+            return true;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::ENOBUFS) | Some(libc::ENOMEM) => return false,
+            _ => return true,
         }
     }
 }

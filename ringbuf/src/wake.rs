@@ -235,7 +235,13 @@ impl Signals {
         match self {
             Signals::EventFd { .. } => crate::sys::eventfd_signal(self.fd(dir)),
             #[cfg(not(loom))]
-            Signals::Socket(sock) => crate::sys::socket_signal(sock.as_fd()),
+            Signals::Socket(sock) => {
+                if !crate::sys::socket_signal(sock.as_fd()) {
+                    // Not sent (no memory for it): the flag stays up, so
+                    // that the next publication signals again.
+                    flag.store(1, Ordering::Relaxed);
+                }
+            }
             #[cfg(loom)]
             Signals::Socket(_) => unreachable!("socket rings are not built under loom"),
             #[cfg(not(loom))]

@@ -273,3 +273,126 @@ pub fn poison_fd(fd: i32) -> io::Result<String> {
     did.push_str(&kind);
     Ok(did)
 }
+
+/// A TCP socket on loopback whose last close would wait for `linger`:
+/// connected to a listener that never accepts it, its buffers full, and
+/// `SO_LINGER` set. What a hostile peer attaches to a byte with
+/// `SCM_RIGHTS`, so that the reader's kernel closes it in the reader's
+/// thread. Keep the listener alive as long as the close should wait (its
+/// closing resets the connection).
+///
+/// # Panics
+///
+/// If loopback networking fails.
+pub fn lingering_socket(
+    linger: std::time::Duration,
+) -> (std::net::TcpListener, std::os::fd::OwnedFd) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
+    let fd = lingering_socket_on(&listener, linger);
+    (listener, fd)
+}
+
+/// [`lingering_socket`], connected to `listener` (which never accepts).
+///
+/// # Panics
+///
+/// As [`lingering_socket`].
+pub fn lingering_socket_on(
+    listener: &std::net::TcpListener,
+    linger: std::time::Duration,
+) -> std::os::fd::OwnedFd {
+    use std::io::Write;
+    let mut s =
+        std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    s.set_nonblocking(true).expect("non-blocking");
+    let junk = vec![0x5Au8; 1 << 16];
+    loop {
+        match s.write(&junk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the socket: {e}"),
+        }
+    }
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: linger.as_secs() as libc::c_int,
+    };
+    // SAFETY: setsockopt reads a live local `linger`; the fd is open.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    s.into()
+}
+
+/// Closes a socket at once whatever its `SO_LINGER` said (an abortive
+/// close: linger on, zero seconds): for a [`lingering_socket`] that was
+/// not sent after all, whose last close would otherwise wait.
+pub fn close_at_once(fd: std::os::fd::OwnedFd) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads a live local `linger`; the fd is open.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    drop(fd);
+}
+
+/// Attaches a fresh [`lingering_socket_on`] `listener` to `bytes` sent on
+/// `fd` ([`send_with_fd`]), and closes this process's copy: at once if
+/// the send failed (then it was the last), else leaving the receiver's
+/// copy the last one.
+///
+/// # Errors
+///
+/// As [`send_with_fd`].
+pub fn send_lingering(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    listener: &std::net::TcpListener,
+) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    let tcp = lingering_socket_on(listener, std::time::Duration::from_secs(120));
+    let r = send_with_fd(fd, bytes, tcp.as_fd());
+    if r.is_err() {
+        close_at_once(tcp);
+    }
+    r
+}
+
+/// Sends `bytes` on the socket `fd` with `attach` attached
+/// (`SCM_RIGHTS`), without waiting. Returns what `sendmsg` said: `Err`
+/// with `PermissionDenied` where the receiving socket refuses fds
+/// (`SO_PASSRIGHTS` off, Linux 6.16).
+///
+/// # Errors
+///
+/// The `sendmsg` error.
+pub fn send_with_fd(fd: BorrowedFd<'_>, bytes: &[u8], attach: BorrowedFd<'_>) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [attach.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [io::IoSlice::new(bytes)];
+    sendmsg::<()>(
+        fd.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)
+}

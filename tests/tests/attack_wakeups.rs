@@ -95,6 +95,30 @@ fn a_client_flooding_wake_ups_is_served_and_so_is_everyone_else() {
     );
 }
 
+ringlink_tests::transport_test! {
+/// A client that attaches, with `SCM_RIGHTS`, an fd whose last close
+/// waits (a TCP socket lingering for two minutes) to every byte it
+/// sends: a read that took the byte without room for the fd would have
+/// the kernel close it in the server's loop thread. The server's sockets
+/// refuse fds (`SO_PASSRIGHTS` off, Linux 6.16) and its reads reap them
+/// where the kernel cannot refuse: the bystander is served throughout.
+fn a_client_attaching_fds_whose_close_waits_cannot_hold_the_server() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("attach"), &[]);
+    let mut bystander = Bystander::start_with(server.addr(), CALL);
+    bystander.served(100);
+    let mut args = vec!["attach-fds".to_owned()];
+    args.extend(ringlink_tests::procs::addr_args(server.addr()));
+    let mut attacker = Helper::spawn(CLIENT, &args);
+    let said = attacker.expect("attached", HANG);
+    eprintln!("attacker: {said}");
+    bystander.served(2000);
+    drop(attacker.kill());
+    bystander.served(1000);
+    attack::newcomer(server.addr());
+    bystander.finish();
+}
+}
+
 mod hostile_server {
     //! The mirror image: a server written from the protocol documents
     //! that, once a client is connected, poisons every fd it holds (its
@@ -258,6 +282,89 @@ mod hostile_server {
         assert!(r.contains("Disconnected"), "{name}: {r}");
         caller.join().expect("caller");
         let _ = Error::TimedOut;
+    }
+
+    /// A server that passes, in place of a ring's memfd, an fd whose
+    /// last close waits (a TCP socket lingering for two minutes), and
+    /// another that attaches one to its wake-up bytes: the client refuses
+    /// the first at once (the fd is reaped, not closed in the caller's
+    /// thread), and its socket refuses the second or reaps it.
+    #[test]
+    fn a_server_passing_fds_whose_close_waits_cannot_hold_the_client() {
+        use std::io::Write;
+        // In place of the request ring's memfd.
+        let (addr, server) = hostile::listen("linger-memfd", |sock| {
+            hostile::read_request(&sock);
+            let (listener, tcp) = ringlink_tests::raw::lingering_socket(Duration::from_secs(120));
+            let rings = hostile::rings(MAX, &sock);
+            let mut fds = hostile::fds(&rings);
+            fds[0] = tcp.as_fd();
+            send_fds(&sock, &hostile::answer_for(&rings, MAX).encode(), &fds).expect("answer");
+            // Our copy closed: the client's is the last.
+            drop(fds);
+            drop(tcp);
+            hostile::hold(&sock);
+            drop(listener);
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut o = ConnectOptions::new(PROTOCOL);
+            o.max_message = MAX as u32;
+            let t = Instant::now();
+            let r = Client::connect(&addr, &o).map(drop);
+            let _ = tx.send((format!("{r:?}"), t.elapsed()));
+        });
+        let (r, took) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("connect hung on the server's lingering fd");
+        eprintln!("a lingering socket as ring memory: {r} after {took:?}");
+        assert!(r.contains("not sealed"), "{r}");
+        server.join().expect("server");
+
+        // Attached to wake-up bytes after an honest handshake.
+        let (armed_tx, armed_rx) = mpsc::channel();
+        let (addr, server) = hostile::listen("linger-wake", move |sock| {
+            let rings = hostile::handshake(&sock, MAX);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            let mut said = Vec::new();
+            for _ in 0..10 {
+                // A fresh one each time, our copy closed at once: the
+                // client's would be the last.
+                let r = ringlink_tests::raw::send_lingering(sock.as_fd(), &[1], &listener);
+                said.push(format!("{:?}", r.map_err(|e| e.kind())));
+                if r_failed(&said) {
+                    let _ = (&*sock).write_all(&[1]);
+                }
+            }
+            armed_tx.send(said).expect("armed");
+            hostile::hold(&sock);
+            drop((listener, rings));
+        });
+        let mut o = ConnectOptions::new(PROTOCOL);
+        o.max_message = MAX as u32;
+        let mut client = Client::connect(&addr, &o).expect("connect");
+        let said = armed_rx.recv().expect("armed");
+        eprintln!("wake-ups with a lingering fd attached: {said:?}");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; MAX];
+            let t = Instant::now();
+            let r = client.recv(&mut buf, Some(CALL));
+            let _ = tx.send((format!("{r:?}"), t.elapsed()));
+            drop(client);
+        });
+        let (r, took) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("recv hung on the server's lingering fds");
+        eprintln!("recv: {r} after {took:?}");
+        assert!(r.contains("TimedOut"), "{r}");
+        server.join().expect("server");
+    }
+
+    /// Whether the last attempt to attach an fd failed (the client's
+    /// socket refuses them).
+    fn r_failed(said: &[String]) -> bool {
+        said.last().is_some_and(|s| s.starts_with("Err"))
     }
 
     #[test]

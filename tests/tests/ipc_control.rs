@@ -713,7 +713,8 @@ impl<H: Handler> InProc<H> {
                 match rx.try_recv() {
                     Ok(cmd) => cmd(&mut s),
                     Err(mpsc::TryRecvError::Empty) => {
-                        s.dispatch(Some(Duration::from_millis(2)))
+                        let _ = s
+                            .dispatch(Some(Duration::from_millis(2)))
                             .expect("dispatch");
                     }
                     Err(mpsc::TryRecvError::Disconnected) => break,

@@ -190,6 +190,30 @@ fn send_event_on_a_full_ring_would_block_and_loses_nothing() {
 }
 
 ringlink_tests::transport_test! {
+/// The wake-up for the application's poll is taken by one of the
+/// client's own calls (here `is_connected`, which reads the socket the
+/// wake-ups come on) between `prepare_poll` and the poll: the client's
+/// fd must still turn readable, or the application would wait for ever
+/// with an event in the ring.
+fn a_wake_up_read_by_the_clients_own_call_still_wakes_the_event_loop() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("pollable-taken"), &[]);
+    let mut c = connect(server.addr(), 0);
+    let mut buf = [0u8; 64];
+    assert!(c.prepare_poll(), "nothing is waiting yet");
+    c.send(id::EVENT_ONLY, b"ping").expect("send");
+    // Let the event and its wake-up arrive, then take the wake-up.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(c.is_connected());
+    assert!(readable(&c, 60_000), "an event came and the fd is not readable");
+    let m = c
+        .event_recv(&mut buf, Some(Duration::ZERO))
+        .expect("the event");
+    assert_eq!(&buf[..m.len], b"ping");
+    drop(server);
+}
+}
+
+ringlink_tests::transport_test! {
 fn the_client_fd_wakes_an_event_loop() {
     let server = ServerProc::spawn(SERVER, &unique_addr("pollable"), &[]);
     let mut c = connect(server.addr(), 0);

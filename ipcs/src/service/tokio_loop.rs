@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -35,7 +35,7 @@ impl<H: Handler> Service<H> {
         tokio::pin!(shutdown);
         while !self.control.is_shutdown() {
             let mut turns = 0u32;
-            while self.turn()? {
+            while self.turn_now()? {
                 turns += 1;
                 if turns % 64 == 0 {
                     // Busy for a while: let the runtime's other tasks in.
@@ -57,31 +57,11 @@ impl<H: Handler> Service<H> {
         Ok(())
     }
 
-    /// One turn that never waits: requests from the rings, then (if none)
-    /// the spin budget, then the rings armed and what epoll reports.
-    /// Returns whether anything happened (`false`: safe to await the
-    /// epoll fd).
-    fn turn(&mut self) -> Result<bool> {
-        self.handle_commands();
-        if self.sweep() {
-            self.last_work = Instant::now();
-            self.poll_if_due()?;
-            return Ok(true);
-        }
-        let budget = (self.last_work + self.opts.spin).saturating_duration_since(Instant::now());
-        if self.opts.transport == crate::Transport::Shm
-            && ringlink_ringbuf::wake::spin_until(budget, || self.sweep())
-        {
-            self.last_work = Instant::now();
-            return Ok(true);
-        }
-        let armed = self.arm_all();
-        let events = self.poll_events(Some(Duration::ZERO))?;
-        let swept = self.sweep();
-        if swept {
-            self.last_work = Instant::now();
-        }
-        Ok(!armed || events > 0 || swept)
+    /// One turn that never waits (the loop's own, spinning for the
+    /// budget but never sleeping in epoll). Returns whether to turn again
+    /// before awaiting the epoll fd.
+    fn turn_now(&mut self) -> Result<bool> {
+        Ok(self.turn(true, Some(Duration::ZERO))?.is_busy())
     }
 }
 

@@ -76,6 +76,16 @@
 //!   a wake-up for the server), with an echo round trip every thousand
 //!   writes; reports `flooding` once the first write went, then goes on
 //!   until killed.
+//! - `attach-fds`: attaches, with `SCM_RIGHTS`, a TCP socket whose last
+//!   close would wait two minutes (`raw::lingering_socket_on`; a fresh
+//!   one each time, whose only other copy it closes at once, so that the
+//!   server's would be the last) to every byte it can: the request, the
+//!   confirmation, then (shared memory) a wake-up byte, or (sockets) an
+//!   echo request's datagram, each echoed back. Where the server's socket
+//!   refuses fds (`SO_PASSRIGHTS` off) the sends fail and the bytes go
+//!   without. Reports `attached request=R confirm=R message=R` (`ok` or
+//!   the error kind), then goes on attaching to wake-ups every
+//!   millisecond until killed.
 //! - `hold COUNT`: raises its soft `RLIMIT_NOFILE` to the hard limit,
 //!   then opens up to COUNT connections one after the other (no waiting
 //!   for the server: each must be accepted or refused at once), each
@@ -203,6 +213,7 @@ fn run(out: &mut Out) -> Result<(), String> {
         ("freeze", []) => freeze(&a, out),
         ("hold", [count]) => hold(&a, out, num(count)? as usize),
         ("flood-wakes", []) => flood_wakes(&a, out),
+        ("attach-fds", []) => attach_fds(&a, out),
         ("load", [threads, count, seed, max_data]) => load(
             &a,
             out,
@@ -247,6 +258,87 @@ fn freeze(a: &Args, out: &mut Out) -> Result<(), String> {
         // The server may have lowered the flags (it swaps them to 0 when
         // it signals) or taken requests: again.
         turn(&mut c, &mut sent)?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn attach_fds(a: &Args, out: &mut Out) -> Result<(), String> {
+    use ringlink_common::wire::{Confirm, MsgHeader, MSG_HEADER_LEN};
+    use ringlink_tests::attack::{self, RawClient};
+    use ringlink_tests::raw;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let transport = ringlink_tests::transport::from_env();
+    // Kept until killed: its closing would reset the connections.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let said = |r: std::io::Result<usize>| match r {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    // Attached, or (refused) sent plainly.
+    let send = |sock: &std::os::unix::net::UnixStream, bytes: &[u8]| -> Result<String, String> {
+        let r = raw::send_lingering(sock.as_fd(), bytes, &listener);
+        let what = said(
+            r.as_ref()
+                .map(|n| *n)
+                .map_err(|e| std::io::Error::from(e.kind())),
+        );
+        match r {
+            Ok(n) if n == bytes.len() => {}
+            Ok(n) => (&*sock).write_all(&bytes[n..]).map_err(|e| e.to_string())?,
+            Err(_) => (&*sock).write_all(bytes).map_err(|e| e.to_string())?,
+        }
+        Ok(what)
+    };
+    let sock = attack::dial(&a.addr);
+    let request = send(&sock, &attack::request(transport, 0))?;
+    let c = RawClient::accept_answer(sock, transport);
+    let confirm = send(&c.sock, &Confirm.encode())?;
+    let mut c = c;
+    let message = match transport {
+        ringlink_common::Transport::Socket => {
+            let mut d = vec![0u8; MSG_HEADER_LEN + 4];
+            MsgHeader {
+                id: id::ECHO,
+                size: 4,
+                error: 0,
+                seq: 1,
+            }
+            .encode_into(&mut d);
+            d[MSG_HEADER_LEN..].copy_from_slice(b"fd!?");
+            let ringlink_tests::attack::Channels::Sock(s) = &c.ch else {
+                return Err("not a socket connection".into());
+            };
+            let r = raw::send_lingering(s.tx.fd(), &d, &listener);
+            let what = said(
+                r.as_ref()
+                    .map(|n| *n)
+                    .map_err(|e| std::io::Error::from(e.kind())),
+            );
+            if r.is_err() {
+                c.send_datagram(&d);
+            }
+            let (h, p) = c
+                .recv(CALL.expect("a deadline"))
+                .map_err(|e| format!("echo: {e:?}"))?;
+            if h.seq != 1 || p != b"fd!?" {
+                return Err("wrong echo".into());
+            }
+            what
+        }
+        _ => {
+            let r = send(&c.sock, &[1])?;
+            c.echo(b"after an attached wake-up")?;
+            r
+        }
+    };
+    out.say(&format!(
+        "attached request={request} confirm={confirm} message={message}"
+    ));
+    loop {
+        if transport != ringlink_common::Transport::Socket {
+            let _ = raw::send_lingering(c.sock.as_fd(), &[1], &listener);
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -945,7 +945,7 @@ fn run() -> Result<(), String> {
     }
     // `Service::run`, with the loop-thread commands between turns.
     while !link.stop.load(Ordering::Acquire) {
-        service.dispatch(None).map_err(|e| format!("run: {e}"))?;
+        let _ = service.dispatch(None).map_err(|e| format!("run: {e}"))?;
         let cmds = std::mem::take(&mut *link.cmds.lock().unwrap_or_else(|e| e.into_inner()));
         for (cmd, done) in cmds {
             let r = match cmd {

@@ -1,0 +1,160 @@
+//! The connection's stream socket, as the client reads it: the one
+//! place that reads it after the handshake.
+//!
+//! What the server writes there is wake-ups (a byte each) for the rings,
+//! or, over the socket transport, its flow-control level (the last byte
+//! read); end of stream means the server is gone. Every read takes the
+//! wake-ups meant for any of the rings, so whoever reads must tell
+//! whoever else may be waiting: the async client's other tasks
+//! ([`take_drained`](Stream::take_drained)), and an application that
+//! polls the client's fd after `prepare_poll` (a private eventfd in the
+//! client's epoll set, made readable again, [`arm_app`](Stream::arm_app)).
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::MsgFlags;
+use ringlink_common::fdpass;
+
+/// Most bytes read per [`Stream::read`]: a server that writes without
+/// end cannot keep a call here.
+const READ_LIMIT: usize = 64 << 10;
+
+/// Epoll token of the private eventfd in the client's epoll set.
+pub(crate) const APP_TOKEN: u64 = 3;
+
+/// The client's end of the connection's stream socket.
+pub(crate) struct Stream {
+    sock: Arc<UnixStream>,
+    connected: Cell<bool>,
+    /// Whether the bytes are flow-control levels (socket transport).
+    levels: bool,
+    level: Cell<u32>,
+    /// Something was read since [`take_drained`](Self::take_drained).
+    drained: Cell<bool>,
+    /// Made readable when a read takes wake-ups while the application
+    /// polls the client's fd (after `prepare_poll`); never shared with
+    /// the server.
+    app: Option<EventFd>,
+}
+
+impl Stream {
+    /// The socket, after the handshake; `levels` over the socket
+    /// transport, starting at `level`.
+    pub(crate) fn new(sock: Arc<UnixStream>, levels: bool, level: u32) -> Stream {
+        Stream {
+            sock,
+            connected: Cell::new(true),
+            levels,
+            level: Cell::new(level),
+            drained: Cell::new(false),
+            app: None,
+        }
+    }
+
+    /// The socket itself (to poll it, or to hand to the rings for their
+    /// wake-ups).
+    pub(crate) fn sock(&self) -> &Arc<UnixStream> {
+        &self.sock
+    }
+
+    /// Whether the server was still there at the last read.
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.get()
+    }
+
+    /// The server's flow-control level as last read (socket transport).
+    pub(crate) fn level(&self) -> u32 {
+        self.level.get()
+    }
+
+    /// The connection is unusable: shuts the socket down (the server
+    /// sees it at once).
+    pub(crate) fn fail(&self) {
+        self.connected.set(false);
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Reads what the server wrote, without waiting (`MSG_DONTWAIT`) and
+    /// at most [`READ_LIMIT`] bytes, reaping any fds attached
+    /// (`fdpass::recv_nowait`). Returns whether anything was read or the
+    /// end found: wake-ups meant for any ring may have been taken.
+    pub(crate) fn read(&self) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        let mut total = 0;
+        while self.connected.get() && total < READ_LIMIT {
+            match fdpass::recv_nowait(self.sock.as_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => {
+                    self.connected.set(false);
+                    any = true;
+                }
+                Ok(n) => {
+                    any = true;
+                    total += n;
+                    if self.levels {
+                        self.level.set(u32::from(buf[n - 1]));
+                    }
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.connected.set(false);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.drained.set(true);
+            if let Some(app) = &self.app {
+                // A full counter already reads as readable.
+                let _ = app.write(1);
+            }
+        }
+        any
+    }
+
+    /// Whether a read took anything since the last call.
+    pub(crate) fn take_drained(&self) -> bool {
+        self.drained.replace(false)
+    }
+
+    /// Before the application polls the client's fd: from now on, a read
+    /// by the client's own calls that takes wake-ups makes the fd
+    /// readable again (the private eventfd, made and added to `epoll` on
+    /// the first call); what an earlier one signalled is consumed here.
+    ///
+    /// # Errors
+    ///
+    /// If the eventfd cannot be made or added.
+    pub(crate) fn arm_app(&mut self, epoll: &Epoll) -> io::Result<()> {
+        match &self.app {
+            Some(app) => {
+                let _ = app.read();
+            }
+            None => {
+                let app = EventFd::from_value_and_flags(
+                    0,
+                    EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+                )?;
+                epoll.add(&app, EpollEvent::new(EpollFlags::EPOLLIN, APP_TOKEN))?;
+                self.app = Some(app);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
