@@ -681,7 +681,7 @@ impl Client {
     pub(crate) fn arm_space(&mut self) -> bool {
         if let Link::Shm(l) = &mut self.link {
             // The socket was drained by the caller (`drain_wakes`).
-            if !l.request.arm_wake_edge() {
+            if !l.request.prepare_sleep() {
                 return false;
             }
         }
@@ -696,8 +696,8 @@ impl Client {
     pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
         // The socket was drained by the caller (`drain_wakes`).
         match &mut self.link {
-            Link::Shm(l) if event => l.event.arm_wake_edge(),
-            Link::Shm(l) => l.response.arm_wake_edge(),
+            Link::Shm(l) if event => l.event.prepare_sleep(),
+            Link::Shm(l) => l.response.prepare_sleep(),
             Link::Sock(_) => true,
         }
     }

@@ -240,9 +240,9 @@ impl Link {
                 // flag went up stays on the socket until the poll below.
                 drain();
                 let armed = match which {
-                    Wait::Response => l.response.arm_wake_edge(),
-                    Wait::Event => l.event.arm_wake_edge(),
-                    Wait::Space => l.request.arm_wake_edge(),
+                    Wait::Response => l.response.prepare_sleep(),
+                    Wait::Event => l.event.prepare_sleep(),
+                    Wait::Space => l.request.prepare_sleep(),
                 };
                 // Read after raising the flag: the server lowers the
                 // level, then wakes flagged waiters
@@ -301,11 +301,12 @@ impl Link {
                 // Both flags up, one fence, then both rings looked at:
                 // each ring's flag is up before the other is checked, so
                 // no wake-up is lost between them.
-                l.response.raise_wake_flag();
-                l.event.raise_wake_flag();
-                ringlink_ringbuf::wake::sleeper_fence();
-                let a = l.response.confirm_wake();
-                let b = l.event.confirm_wake();
+                let mut prep = ringlink_ringbuf::wake::prepare_sleep();
+                l.response.raise_wake_flag(&mut prep);
+                l.event.raise_wake_flag(&mut prep);
+                let fenced = prep.fence();
+                let a = l.response.confirm_wake(&fenced);
+                let b = l.event.confirm_wake(&fenced);
                 a && b
             }
             // Queued datagrams keep the sockets readable; only a message

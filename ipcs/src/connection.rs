@@ -397,7 +397,7 @@ fn write_message(
                 // sends a wake-up when it frees room, and sleep until the
                 // loop reports one; without the lock, which the loop
                 // takes. The count was read before the flag went up.
-                if producer.arm_wake_edge() {
+                if producer.prepare_sleep() {
                     drop(guard);
                     wakeups.wait(seen, deadline);
                 } else {

@@ -754,18 +754,15 @@ impl<H: Handler> Service<H> {
         // are armed already. Socket connections need no arming (epoll
         // watches them), but one left readable by the rate limit has work.
         let live = |c: &Conn| !c.parked && c.handle.is_connected();
-        let mut rings = false;
+        let mut prep = ringlink_ringbuf::wake::prepare_sleep();
         for &slot in &self.hot {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
                 if let Link::Shm { request, .. } = &mut c.link {
-                    request.raise_wake_flag();
-                    rings = true;
+                    request.raise_wake_flag(&mut prep);
                 }
             }
         }
-        if rings {
-            ringlink_ringbuf::wake::sleeper_fence();
-        }
+        let fenced = prep.fence();
         let mut sleep = true;
         let conns = &mut self.conns;
         self.hot.retain(|&slot| {
@@ -774,7 +771,7 @@ impl<H: Handler> Service<H> {
             };
             let busy = live(c)
                 && match &mut c.link {
-                    Link::Shm { request, .. } => !request.confirm_wake(),
+                    Link::Shm { request, .. } => !request.confirm_wake(&fenced),
                     Link::Sock { readable, .. } => *readable,
                 };
             // A parked connection comes back with room (CONN_SPACE).
@@ -1678,7 +1675,7 @@ fn response_room(
             return Ok(true);
         }
         // Edge-triggered registration: no need to drain the eventfd.
-        if tx.arm_wake_edge() {
+        if tx.prepare_sleep() {
             *parked = true;
             Counters::add(&handle.inner.counters.recv_retries, 1);
             return Ok(false);

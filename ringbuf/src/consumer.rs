@@ -15,8 +15,8 @@ use crate::layout::{
 };
 use crate::mem::Shared;
 use crate::producer::check_positions;
-use crate::sync::{fence, Ordering};
-use crate::wake::{spin_until, Deadline, Direction, DEFAULT_SPIN};
+use crate::sync::Ordering;
+use crate::wake::{handshake, Deadline, Direction, Fenced, SleepPrep, DEFAULT_SPIN};
 
 /// The reading end of a ring: one per ring, in one thread at a time
 /// (`Send`, not `Sync`).
@@ -47,6 +47,8 @@ pub struct Consumer {
     spin: Duration,
     /// This process is registered for membarriers (see `wake`).
     asymmetric: bool,
+    /// The sleep batch this consumer's flag was last raised in (0: none).
+    batch: u64,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -78,6 +80,7 @@ impl Consumer {
             head,
             cached_tail: head,
             spin: DEFAULT_SPIN,
+            batch: 0,
             _not_sync: PhantomData,
         })
     }
@@ -207,83 +210,56 @@ impl Consumer {
             .0
             .closed
             .fetch_or(CLOSED_BY_CONSUMER, Ordering::Release);
-        // SeqCst: the wake-up handshake (module `wake`), partner of the
-        // fence in `Producer::wait_space`/`arm_wake`.
-        fence(Ordering::SeqCst);
-        self.wake_producer();
+        // The waker's half of the handshake, with a full fence.
+        handshake::wake(&self.shared, Direction::Space, false);
     }
 
-    /// Prepares to sleep on the ring's data-ready eventfd (for event
-    /// loops): raises the waiting flag so that the producer signals the fd
-    /// on its next commit. Returns `false` if there is no need to sleep
-    /// (records are waiting, or the ring is closed); then read instead of
-    /// polling.
+    /// Prepares to sleep on the ring's wake-up object, draining it first
+    /// (for a caller polling it level-triggered): raises the waiting flag
+    /// so that the producer signals on its next commit. Returns `false`
+    /// if there is no need to sleep (records are waiting, or the ring is
+    /// closed); then read instead of polling.
     ///
     /// The fd may become readable spuriously; after it does, read until
     /// `Empty`, then call `arm_wake` again before polling.
     pub fn arm_wake(&mut self) -> bool {
-        if !self.shared.signals.reset(Direction::Data) {
-            // The peer's end of the wake-up socket is closed: nothing can
-            // wake us any more. Closed, so that `arm_wake_edge` (and every
-            // call after it) says so instead of letting the caller sleep.
-            self.shared.mark_closed();
-        }
-        self.arm_wake_edge()
+        handshake::prepare(&self.shared, Direction::Data, false, || self.data_changed())
     }
 
-    /// Arming many rings before one sleep, paying the sleeper's fence once:
-    /// call `raise_wake_flag` on each, then
-    /// [`wake::sleeper_fence`](crate::wake::sleeper_fence) once, then
-    /// [`confirm_wake`](Self::confirm_wake) on each. Together they do what
-    /// [`arm_wake_edge`](Self::arm_wake_edge) does for one ring.
-    pub fn raise_wake_flag(&mut self) {
-        self.shared
-            .header()
-            .consumer_waiting
-            .0
-            .store(1, Ordering::Relaxed);
+    /// [`arm_wake`](Self::arm_wake) without draining first, the
+    /// sleeper's half of the wake-up handshake in one call (raise the
+    /// flag, fence, look again): no system call but the fence. For a
+    /// wake-up object registered edge-triggered, or drained by its owner
+    /// (a socket several rings share). Returns whether the caller may
+    /// sleep; on waking, [`lower_wake_flag`](Self::lower_wake_flag).
+    pub fn prepare_sleep(&mut self) -> bool {
+        handshake::prepare(&self.shared, Direction::Data, true, || self.data_changed())
     }
 
-    /// After [`raise_wake_flag`](Self::raise_wake_flag) and the fence:
-    /// `true` if the caller may sleep, `false` (flag lowered) if records
-    /// arrived or the ring closed.
-    pub fn confirm_wake(&mut self) -> bool {
-        if self.data_changed() {
-            self.shared
-                .header()
-                .consumer_waiting
-                .0
-                .store(0, Ordering::Relaxed);
+    /// Raises the waiting flag as part of a batch
+    /// ([`wake::prepare_sleep`](crate::wake::prepare_sleep)): one fence
+    /// for many rings, then [`confirm_wake`](Self::confirm_wake) on each.
+    pub fn raise_wake_flag(&mut self, batch: &mut SleepPrep) {
+        handshake::raise(&self.shared, Direction::Data);
+        self.batch = batch.raised();
+    }
+
+    /// After the batch's fence: `true` if the caller may sleep, `false`
+    /// (flag lowered) if records arrived or the ring closed, or if this
+    /// consumer's flag was not raised in that batch (look again rather
+    /// than sleep on a flag that may be down).
+    pub fn confirm_wake(&mut self, fenced: &Fenced) -> bool {
+        if std::mem::take(&mut self.batch) != fenced.batch() {
             return false;
         }
-        true
+        handshake::confirm(&self.shared, Direction::Data, self.data_changed())
     }
 
-    /// Lowers the waiting flag [`arm_wake`](Self::arm_wake) (or
-    /// [`raise_wake_flag`](Self::raise_wake_flag)) raised, once the
-    /// caller is awake again (woken, timed out, or done waiting): the
-    /// producer then sends no wake-up nobody waits for.
+    /// Lowers the waiting flag, once the caller is awake again (woken,
+    /// timed out, or done waiting): the producer then sends no wake-up
+    /// nobody waits for.
     pub fn lower_wake_flag(&mut self) {
-        self.shared
-            .header()
-            .consumer_waiting
-            .0
-            .store(0, Ordering::Relaxed);
-    }
-
-    /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
-    /// no system call. For an eventfd registered edge-triggered
-    /// (`EPOLLET`), where every signal is a new event whatever the
-    /// counter holds; with level-triggered polling use `arm_wake`, or the
-    /// undrained fd stays readable.
-    pub fn arm_wake_edge(&mut self) -> bool {
-        self.raise_wake_flag();
-        // The sleeper's fence of the wake-up handshake (module `wake`):
-        // orders the flag store before the re-read of `tail`/`closed` in
-        // `confirm_wake`; partner of the waker's fence in
-        // `Producer::commit`/`close`.
-        crate::wake::sleeper_fence();
-        self.confirm_wake()
+        handshake::lower(&self.shared, Direction::Data);
     }
 
     /// Publishes a value in the ring header's user word (offset 28; see
@@ -297,10 +273,7 @@ impl Consumer {
         let h = self.shared.header();
         // Release: pairs with the Acquire in `Ring::user_word`.
         h.meta.0.user_word.store(value, Ordering::Release);
-        // The waker's fence of the wake-up handshake (module `wake`):
-        // orders the store above before the read of the producer's flag.
-        fence(Ordering::SeqCst);
-        self.wake_producer();
+        handshake::wake(&self.shared, Direction::Space, false);
     }
 
     fn data_changed(&self) -> bool {
@@ -442,48 +415,21 @@ impl Consumer {
         // producer may overwrite them; pairs with its Acquire load of
         // `head` in `refresh_head`.
         h.head.0.store(self.head, Ordering::Release);
-        // The waker's fence of the wake-up handshake (module `wake`):
-        // orders the head store before the read of the producer's waiting
-        // flag; partner of the sleeper's fence in
-        // `Producer::wait_space`/`arm_wake`. Compiler-only when the
-        // producer sleeps behind a membarrier.
-        crate::wake::waker_fence(
-            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_PRODUCER != 0,
-        );
-        self.wake_producer();
-    }
-
-    #[inline]
-    fn wake_producer(&self) {
-        let flag = &self.shared.header().producer_waiting.0;
-        // Relaxed: ordered after our position store by the SeqCst fence
-        // before this call; the swap sends one wake-up per sleep.
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
-            self.shared.signals.wake(Direction::Space, flag);
-        }
+        // The waker's half of the handshake; its fence is compiler-only
+        // when the producer sleeps behind a membarrier.
+        let light =
+            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_PRODUCER != 0;
+        handshake::wake(&self.shared, Direction::Space, light);
     }
 
     /// Spins, then sleeps until the producer publishes, the ring closes,
     /// or the deadline passes.
     #[cold]
     fn wait_data(&mut self, deadline: Deadline) -> Result<(), PopError> {
-        if spin_until(self.spin, || self.data_changed()) {
-            return Ok(());
-        }
-        if !self.arm_wake() {
-            return Ok(());
-        }
-        let h = self.shared.header();
-        let remaining = deadline.remaining();
-        if remaining == Some(Duration::ZERO) {
-            h.consumer_waiting.0.store(0, Ordering::Relaxed);
-            return Err(PopError::TimedOut);
-        }
-        self.shared
-            .signals
-            .wait(Direction::Data, &h.consumer_waiting.0, remaining);
-        h.consumer_waiting.0.store(0, Ordering::Relaxed);
-        Ok(())
+        handshake::sleep(&self.shared, Direction::Data, self.spin, deadline, || {
+            self.data_changed()
+        })
+        .map_err(|()| PopError::TimedOut)
     }
 }
 

@@ -15,8 +15,8 @@ use crate::layout::{
     SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
-use crate::sync::{fence, Ordering};
-use crate::wake::{spin_until, Deadline, Direction, DEFAULT_SPIN};
+use crate::sync::Ordering;
+use crate::wake::{handshake, Deadline, Direction, Fenced, SleepPrep, DEFAULT_SPIN};
 
 /// The writing end of a ring: one per ring, in one thread at a time
 /// (`Send`, not `Sync`).
@@ -42,6 +42,8 @@ pub struct Producer {
     spin: Duration,
     /// This process is registered for membarriers (see `wake`).
     asymmetric: bool,
+    /// The sleep batch this producer's flag was last raised in (0: none).
+    batch: u64,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -78,6 +80,7 @@ impl Producer {
             tail,
             cached_head: head,
             spin: DEFAULT_SPIN,
+            batch: 0,
             _not_sync: PhantomData,
         })
     }
@@ -260,60 +263,70 @@ impl Producer {
             .0
             .closed
             .fetch_or(CLOSED_BY_PRODUCER, Ordering::Release);
-        // SeqCst: the wake-up handshake (see `wake`): either the consumer
-        // sees the bit before sleeping or we see its waiting flag.
-        fence(Ordering::SeqCst);
-        self.wake_consumer();
+        // The waker's half of the handshake, with a full fence: either the
+        // consumer sees the bit before sleeping or we see its flag.
+        handshake::wake(&self.shared, Direction::Data, false);
     }
 
-    /// Prepares to sleep on the ring's space-ready eventfd (for event
-    /// loops): raises the waiting flag so that the consumer signals the
-    /// fd when it frees space. Returns `false` if there is no need to
-    /// sleep (space was freed since the last attempt, or the ring is
-    /// closed); then call the operation again instead of polling.
+    /// Prepares to sleep on the ring's wake-up object, draining it first
+    /// (for a caller polling it level-triggered): raises the waiting flag
+    /// so that the consumer signals when it frees space. Returns `false`
+    /// if there is no need to sleep (space was freed since the last
+    /// attempt, or the ring is closed); then call the operation again
+    /// instead of polling.
     ///
     /// The fd may also become readable spuriously; after it does, retry
     /// the operation and call `arm_wake` again if it still would block.
     pub fn arm_wake(&mut self) -> bool {
-        if !self.shared.signals.reset(Direction::Space) {
-            // The peer's end of the wake-up socket is closed: nothing can
-            // wake us any more. Closed, so that `arm_wake_edge` (and every
-            // call after it) says so instead of letting the caller sleep.
-            self.shared.mark_closed();
-        }
-        self.arm_wake_edge()
+        self.prepare(false)
     }
 
-    /// Lowers the waiting flag [`arm_wake`](Self::arm_wake) raised, once
-    /// the caller is awake again (see
+    /// [`arm_wake`](Self::arm_wake) without draining first, the sleeper's
+    /// half of the wake-up handshake in one call (see
+    /// [`Consumer::prepare_sleep`](crate::Consumer::prepare_sleep)).
+    pub fn prepare_sleep(&mut self) -> bool {
+        self.prepare(true)
+    }
+
+    /// Raises the waiting flag as part of a batch (see
+    /// [`Consumer::raise_wake_flag`](crate::Consumer::raise_wake_flag)).
+    pub fn raise_wake_flag(&mut self, batch: &mut SleepPrep) {
+        handshake::raise(&self.shared, Direction::Space);
+        self.batch = batch.raised();
+    }
+
+    /// After the batch's fence: `true` if the caller may sleep (see
+    /// [`Consumer::confirm_wake`](crate::Consumer::confirm_wake)).
+    pub fn confirm_wake(&mut self, fenced: &Fenced) -> bool {
+        if std::mem::take(&mut self.batch) != fenced.batch() {
+            return false;
+        }
+        let may = handshake::confirm(&self.shared, Direction::Space, self.space_changed());
+        if !may {
+            // See `prepare`.
+            let _ = self.refresh_head();
+        }
+        may
+    }
+
+    /// Lowers the waiting flag, once the caller is awake again (see
     /// [`Consumer::lower_wake_flag`](crate::Consumer::lower_wake_flag)).
     pub fn lower_wake_flag(&mut self) {
-        self.shared
-            .header()
-            .producer_waiting
-            .0
-            .store(0, Ordering::Relaxed);
+        handshake::lower(&self.shared, Direction::Space);
     }
 
-    /// [`arm_wake`](Self::arm_wake) without draining the eventfd first:
-    /// no system call. For an eventfd registered edge-triggered
-    /// (`EPOLLET`); see [`Consumer::arm_wake_edge`](crate::Consumer::arm_wake_edge).
-    pub fn arm_wake_edge(&mut self) -> bool {
-        let h = self.shared.header();
-        h.producer_waiting.0.store(1, Ordering::Relaxed);
-        // The sleeper's fence of the wake-up handshake (module `wake`),
-        // partner of the waker's fence in `Consumer::advance`/`close`.
-        crate::wake::sleeper_fence();
-        if self.space_changed() {
-            h.producer_waiting.0.store(0, Ordering::Relaxed);
+    fn prepare(&mut self, edge: bool) -> bool {
+        let may = handshake::prepare(&self.shared, Direction::Space, edge, || {
+            self.space_changed()
+        });
+        if !may {
             // Take the new position in, so that the next call compares
             // against it: a caller waiting for something other than space
             // (flow control) would otherwise be told "changed" forever. A
             // corrupt position is reported by the next push.
             let _ = self.refresh_head();
-            return false;
         }
-        true
+        may
     }
 
     fn space_changed(&self) -> bool {
@@ -445,51 +458,21 @@ impl Producer {
         // pairs with the consumer's Acquire load of `tail` in
         // `refresh_tail`.
         h.tail.0.store(self.tail, Ordering::Release);
-        // The waker's fence of the wake-up handshake (module `wake`):
-        // orders the tail store before the read of the consumer's waiting
-        // flag; partner of the sleeper's fence in
-        // `Consumer::wait_data`/`arm_wake`. Compiler-only when the
-        // consumer sleeps behind a membarrier.
-        crate::wake::waker_fence(
-            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_CONSUMER != 0,
-        );
-        self.wake_consumer();
-    }
-
-    /// Signals the consumer if it said it is going to sleep.
-    #[inline]
-    fn wake_consumer(&self) {
-        let flag = &self.shared.header().consumer_waiting.0;
-        // Relaxed: ordered after our position store by the SeqCst fence
-        // before this call. The plain load keeps the line shared while
-        // the consumer is busy; the swap makes sure only one wake-up is
-        // sent per sleep.
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
-            self.shared.signals.wake(Direction::Data, flag);
-        }
+        // The waker's half of the handshake; its fence is compiler-only
+        // when the consumer sleeps behind a membarrier.
+        let light =
+            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_CONSUMER != 0;
+        handshake::wake(&self.shared, Direction::Data, light);
     }
 
     /// Spins, then sleeps until the consumer frees space, the ring closes,
     /// or the deadline passes.
     #[cold]
     fn wait_space(&mut self, deadline: Deadline) -> Result<(), PushError> {
-        if spin_until(self.spin, || self.space_changed()) {
-            return Ok(());
-        }
-        if !self.arm_wake() {
-            return Ok(());
-        }
-        let h = self.shared.header();
-        let remaining = deadline.remaining();
-        if remaining == Some(Duration::ZERO) {
-            h.producer_waiting.0.store(0, Ordering::Relaxed);
-            return Err(PushError::TimedOut);
-        }
-        self.shared
-            .signals
-            .wait(Direction::Space, &h.producer_waiting.0, remaining);
-        h.producer_waiting.0.store(0, Ordering::Relaxed);
-        Ok(())
+        let r = handshake::sleep(&self.shared, Direction::Space, self.spin, deadline, || {
+            self.space_changed()
+        });
+        r.map_err(|()| PushError::TimedOut)
     }
 }
 

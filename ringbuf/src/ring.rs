@@ -13,8 +13,8 @@ use crate::error::{ClaimError, OpenError, Role};
 use crate::layout::{valid_capacity, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 use crate::layout::{CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER};
 use crate::mem::Shared;
-use crate::sync::{fence, Ordering};
-use crate::wake::{Direction, Signals};
+use crate::sync::Ordering;
+use crate::wake::{handshake, Direction, Signals};
 use crate::{Consumer, Producer};
 
 /// Permissions of a ring file when [`Ring::create_file`] is given none.
@@ -713,18 +713,10 @@ impl Ring {
     /// read the old value, is woken; one that reads after this call sees
     /// the new value.
     pub fn wake_waiters(&self) {
-        let h = self.shared.header();
-        // SeqCst: the wake-up handshake (module `wake`): orders the
-        // caller's earlier store before the reads of the waiting flags.
-        fence(Ordering::SeqCst);
-        for (flag, dir) in [
-            (&h.consumer_waiting.0, Direction::Data),
-            (&h.producer_waiting.0, Direction::Space),
-        ] {
-            if flag.swap(0, Ordering::Relaxed) != 0 {
-                self.shared.signals.wake(dir, flag);
-            }
-        }
+        // The waker's half of the handshake (module `wake`), for each side,
+        // each with a full fence after the caller's earlier store.
+        handshake::wake(&self.shared, Direction::Data, false);
+        handshake::wake(&self.shared, Direction::Space, false);
     }
 
     /// Publishes an application-defined value in the ring header (offset

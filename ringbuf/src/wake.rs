@@ -68,9 +68,9 @@ pub(crate) fn asymmetric() -> bool {
 
 /// The sleeper's fence (W2), between raising its flag and re-reading the
 /// ring. A membarrier when this process is registered, else a SeqCst
-/// fence. Public so that an event loop arming many rings pays it once (see
-/// [`Consumer::raise_wake_flag`](crate::Consumer::raise_wake_flag)).
-pub fn sleeper_fence() {
+/// fence. Callers outside go through [`prepare_sleep`] (many rings, one
+/// fence) or a role's `prepare_sleep`, which keep the order.
+pub(crate) fn sleeper_fence() {
     #[cfg(not(loom))]
     if asymmetric() && crate::sys::membarrier_global() {
         return;
@@ -87,6 +87,182 @@ pub(crate) fn waker_fence(light: bool) {
         std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     } else {
         fence(Ordering::SeqCst);
+    }
+}
+
+/// Preparing several roles to sleep at once, paying the sleeper's fence
+/// once (an event loop arming all its rings before one `epoll_wait`):
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ringlink_ringbuf::{wake, Ring};
+/// let (a, b) = (Ring::create(4096)?, Ring::create(4096)?);
+/// let (mut ra, mut rb) = (a.consumer()?, b.consumer()?);
+/// let mut prep = wake::prepare_sleep();
+/// ra.raise_wake_flag(&mut prep);
+/// rb.raise_wake_flag(&mut prep);
+/// let fenced = prep.fence();
+/// // Sleep only if neither ring has anything: each must be confirmed.
+/// let sleep = ra.confirm_wake(&fenced) & rb.confirm_wake(&fenced);
+/// assert!(sleep);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// The order (raise every flag, one fence, then look at every ring) is
+/// the sleeper's half of the handshake above; the types keep it: a role
+/// can be confirmed only with the [`Fenced`] token of the batch its flag
+/// was raised in, and one confirmed without having been raised in it is
+/// told not to sleep. For one role, `prepare_sleep` on the role does the
+/// three steps.
+pub fn prepare_sleep() -> SleepPrep {
+    static BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SleepPrep {
+        batch: BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        raised: false,
+    }
+}
+
+/// A batch of waiting flags being raised ([`prepare_sleep`]).
+#[derive(Debug)]
+#[must_use = "the flags are raised: fence, then confirm each role"]
+pub struct SleepPrep {
+    batch: u64,
+    raised: bool,
+}
+
+impl SleepPrep {
+    /// Records that a role raised its flag in this batch; returns the
+    /// batch's id, which the role keeps for its confirmation.
+    pub(crate) fn raised(&mut self) -> u64 {
+        self.raised = true;
+        self.batch
+    }
+
+    /// The sleeper's fence, once for the whole batch (none is needed if
+    /// no flag was raised).
+    pub fn fence(self) -> Fenced {
+        if self.raised {
+            sleeper_fence();
+        }
+        Fenced { batch: self.batch }
+    }
+}
+
+/// The proof that a batch's flags were raised and fenced: what a role's
+/// `confirm_wake` takes.
+#[derive(Debug)]
+pub struct Fenced {
+    batch: u64,
+}
+
+impl Fenced {
+    pub(crate) fn batch(&self) -> u64 {
+        self.batch
+    }
+}
+
+/// The wake-up handshake, written once for both roles: `dir` is the
+/// direction a role waits in (a consumer for data, a producer for room),
+/// and the peer wakes it by that direction's flag.
+pub(crate) mod handshake {
+    use super::{Deadline, Direction};
+    use crate::mem::Shared;
+    use crate::sync::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// The flag of a role waiting in `dir`.
+    pub(crate) fn flag(shared: &Shared, dir: Direction) -> &AtomicU32 {
+        let h = shared.header();
+        match dir {
+            Direction::Data => &h.consumer_waiting.0,
+            Direction::Space => &h.producer_waiting.0,
+        }
+    }
+
+    /// W1: raise the flag (a plain store; the fence that follows orders
+    /// it).
+    pub(crate) fn raise(shared: &Shared, dir: Direction) {
+        // Relaxed: ordered before the re-read by the sleeper's fence.
+        flag(shared, dir).store(1, Ordering::Relaxed);
+    }
+
+    /// After waking or finding work: lower the flag (a plain store; the
+    /// waker may have swapped it to 0 already).
+    pub(crate) fn lower(shared: &Shared, dir: Direction) {
+        flag(shared, dir).store(0, Ordering::Relaxed);
+    }
+
+    /// W3, after the fence: `changed` says whether the ring moved (or
+    /// closed) since the role last looked. Returns whether it may sleep;
+    /// if not, the flag is lowered.
+    pub(crate) fn confirm(shared: &Shared, dir: Direction, changed: bool) -> bool {
+        if changed {
+            lower(shared, dir);
+            return false;
+        }
+        true
+    }
+
+    /// W0 to W3 for one role: drain the wake-up object (unless `edge`:
+    /// the caller drains on its own), raise, fence, confirm. A peer that
+    /// can no longer wake us (its socket end closed) closes the ring, so
+    /// that `changed` sees it.
+    pub(crate) fn prepare(
+        shared: &Shared,
+        dir: Direction,
+        edge: bool,
+        changed: impl FnOnce() -> bool,
+    ) -> bool {
+        if !edge && !shared.signals.reset(dir) {
+            shared.mark_closed();
+        }
+        raise(shared, dir);
+        // The sleeper's fence of the handshake; partner of the waker's
+        // fence in `wake`.
+        super::sleeper_fence();
+        confirm(shared, dir, changed())
+    }
+
+    /// P2 to P4: after the waker published its position (P1), wake the
+    /// role waiting in `dir` if its flag is up. `light` when the sleeper
+    /// pays for the fences with a membarrier (see the module docs).
+    #[inline]
+    pub(crate) fn wake(shared: &Shared, dir: Direction, light: bool) {
+        super::waker_fence(light);
+        let flag = flag(shared, dir);
+        // Relaxed: ordered after the position store by the fence above.
+        // The plain load keeps the line shared while the peer is busy;
+        // the swap sends one wake-up per sleep.
+        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+            shared.signals.wake(dir, flag);
+        }
+    }
+
+    /// A blocking call's wait: spin for `spin` while nothing changes, then
+    /// prepare (draining first) and sleep until signalled or `deadline`;
+    /// the flag comes down on waking. `Err(())` if the deadline is now.
+    pub(crate) fn sleep(
+        shared: &Shared,
+        dir: Direction,
+        spin: Duration,
+        deadline: Deadline,
+        changed: impl Fn() -> bool,
+    ) -> Result<(), ()> {
+        if super::spin_until(spin, &changed) {
+            return Ok(());
+        }
+        if !prepare(shared, dir, false, &changed) {
+            return Ok(());
+        }
+        let remaining = deadline.remaining();
+        if remaining == Some(Duration::ZERO) {
+            lower(shared, dir);
+            return Err(());
+        }
+        shared.signals.wait(dir, flag(shared, dir), remaining);
+        lower(shared, dir);
+        Ok(())
     }
 }
 
