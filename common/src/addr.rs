@@ -1,11 +1,9 @@
-//! Where a service listens, and how big its rings are.
+//! Where a service listens.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::SocketAddr;
 use std::path::PathBuf;
-
-use crate::wire::MSG_HEADER_LEN;
 
 /// A service's listening address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,31 +41,5 @@ impl std::fmt::Display for ServiceAddr {
             ServiceAddr::Abstract(n) => write!(f, "@{n}"),
             ServiceAddr::Path(p) => write!(f, "{}", p.display()),
         }
-    }
-}
-
-/// Smallest ring a connection gets, whatever its message size.
-pub const MIN_RING_CAPACITY: usize = 32 * 1024;
-
-/// The ring capacity that carries messages of up to `max_message` payload
-/// bytes: the ring's largest record (`capacity / 2 - 8`) must hold the
-/// message header and payload.
-pub fn ring_capacity_for(max_message: usize) -> usize {
-    let record = MSG_HEADER_LEN + max_message + 8;
-    (2 * record).next_power_of_two().max(MIN_RING_CAPACITY)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capacity_holds_the_largest_message() {
-        for m in [0usize, 1, 100, 4096, 65536, 1 << 20, (1 << 20) + 1] {
-            let cap = ring_capacity_for(m);
-            assert!(cap.is_power_of_two());
-            assert!(cap / 2 - 8 >= MSG_HEADER_LEN + m, "{m} -> {cap}");
-        }
-        assert_eq!(ring_capacity_for(64), MIN_RING_CAPACITY);
     }
 }

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::io;
 
-use crate::wire::{Status, WireError};
+use crate::violation::Violation;
+use crate::wire::Status;
 
 /// What went wrong in a ringlink call.
 #[derive(Debug)]
@@ -16,8 +17,9 @@ pub enum Error {
     NoServer,
     /// The server refused the connection, for this reason.
     Rejected(Status),
-    /// The peer broke the protocol (malformed handshake, corrupted ring).
-    Protocol(String),
+    /// The peer broke the protocol (malformed handshake, corrupted ring):
+    /// what it did, as a value to match on.
+    Protocol(Violation),
     /// The connection is gone: the peer closed it, died, or this side
     /// disconnected.
     Disconnected,
@@ -42,11 +44,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// A protocol violation from a decoding error.
-    pub fn protocol(what: &str, e: impl fmt::Display) -> Error {
-        Error::Protocol(format!("{what}: {e}"))
-    }
-
     /// Whether the connection is unusable after this error.
     pub fn is_fatal(&self) -> bool {
         matches!(
@@ -62,7 +59,7 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::NoServer => f.write_str("no server is listening at that name"),
             Error::Rejected(s) => write!(f, "connection refused by the server: {s}"),
-            Error::Protocol(why) => write!(f, "protocol violation: {why}"),
+            Error::Protocol(v) => write!(f, "protocol violation: {v}"),
             Error::Disconnected => f.write_str("disconnected"),
             Error::TimedOut => f.write_str("timed out"),
             Error::WouldBlock => f.write_str("operation would block"),
@@ -80,6 +77,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Protocol(v) => Some(v),
             _ => None,
         }
     }
@@ -91,9 +89,9 @@ impl From<io::Error> for Error {
     }
 }
 
-impl From<WireError> for Error {
-    fn from(e: WireError) -> Error {
-        Error::protocol("bad message", e)
+impl From<Violation> for Error {
+    fn from(v: Violation) -> Error {
+        Error::Protocol(v)
     }
 }
 

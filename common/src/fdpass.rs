@@ -169,7 +169,7 @@ pub fn recv_exact(
                 if left.is_zero() {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
-                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                let ms = crate::time::millis_ceil(left);
                 let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
                 match nix::poll::poll(
                     &mut p,

@@ -7,15 +7,18 @@
 mod addr;
 mod error;
 pub mod fdpass;
+pub mod handshake;
 mod rate;
-pub mod seqpacket;
 mod stats;
+pub mod time;
+mod violation;
 pub mod wire;
 
-pub use addr::{ring_capacity_for, ServiceAddr, MIN_RING_CAPACITY};
+pub use addr::ServiceAddr;
 pub use error::{Error, Result};
 pub use rate::RateLimit;
 pub use stats::{ConnectionStats, Rejections, ServiceStats};
+pub use violation::{Channel, Corruption, Framing, Peer, RingRefusal, Violation};
 pub use wire::Transport;
 
 use std::io;

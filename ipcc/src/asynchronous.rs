@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -39,6 +39,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
+use crate::engine::Engine;
 use crate::{Client, ConnectOptions, Message};
 
 /// A response or an event, with its payload.
@@ -67,7 +68,7 @@ impl Reply {
 
 /// What the tasks share, behind the lock.
 struct State {
-    client: Client,
+    engine: Engine,
     /// Receive buffer of the connection's largest message.
     scratch: Vec<u8>,
     /// Sequence numbers a `send_recv` in flight waits for.
@@ -83,7 +84,7 @@ impl State {
     /// after the responses before it.
     fn pump(&mut self) -> Result<bool> {
         let mut moved = false;
-        while let Some(m) = self.client.try_recv_once(false, &mut self.scratch)? {
+        while let Some(m) = self.engine.try_recv(false, &mut self.scratch)? {
             let r = Reply::new(m, &self.scratch);
             if self.claimed.contains(&r.seq) {
                 self.arrived.insert(r.seq, r);
@@ -159,20 +160,21 @@ impl AsyncClient {
     /// [`Error::Io`] outside a tokio runtime with I/O enabled, or if an
     /// fd cannot be duplicated.
     pub fn from_client(client: Client) -> Result<AsyncClient> {
-        let ready = register(client.as_fd().try_clone_to_owned()?, Interest::READABLE)?;
-        let space = match client.space_fd() {
+        let (engine, id, server) = client.into_parts();
+        let ready = register(engine.fd().try_clone_to_owned()?, Interest::READABLE)?;
+        let space = match engine.space_fd() {
             Some(fd) => Some(register(fd.try_clone_to_owned()?, Interest::WRITABLE)?),
             None => None,
         };
         let shared = Shared {
-            id: client.id(),
-            max_message: client.max_message(),
-            server: client.server_credentials(),
-            transport: client.transport(),
-            spin: client.spin_budget(),
+            id,
+            max_message: engine.max_message(),
+            server,
+            transport: engine.transport(),
+            spin: engine.spin_budget(),
             state: Mutex::new(State {
-                scratch: vec![0; client.max_message()],
-                client,
+                scratch: vec![0; engine.max_message()],
+                engine,
                 claimed: HashSet::new(),
                 arrived: HashMap::new(),
                 unclaimed: VecDeque::new(),
@@ -209,7 +211,7 @@ impl AsyncClient {
     /// Whether the connection is still up.
     pub fn is_connected(&self) -> bool {
         let st = self.lock();
-        let up = st.client.is_connected();
+        let up = st.engine.is_connected();
         self.told(&st);
         up
     }
@@ -218,7 +220,7 @@ impl AsyncClient {
     /// read the stream socket: the wake-ups it took may have been meant
     /// for any of them.
     fn told(&self, st: &State) {
-        if st.client.take_drained() {
+        if st.engine.take_drained() {
             self.shared.moved.notify_waiters();
         }
     }
@@ -251,7 +253,7 @@ impl AsyncClient {
 
     async fn send_claiming(&self, id: i32, parts: &[IoSlice<'_>], claim: bool) -> Result<u64> {
         self.wait_for(Sleep::Space, |st| {
-            let seq = st.client.try_send_once(id, parts)?;
+            let seq = st.engine.try_send(id, parts)?;
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
                 // cannot be filed as unclaimed before.
@@ -309,7 +311,7 @@ impl AsyncClient {
     /// As [`recv`](Self::recv).
     pub async fn event_recv(&self) -> Result<Reply> {
         self.wait_for(Sleep::Event, |st| {
-            let m = st.client.try_recv_once(true, &mut st.scratch)?;
+            let m = st.engine.try_recv(true, &mut st.scratch)?;
             Ok(m.map(|m| Reply::new(m, &st.scratch)))
         })
         .await
@@ -345,8 +347,8 @@ impl AsyncClient {
                 // any task's ring, so whoever takes some tells every
                 // other task to look again (`told`, after every call
                 // that may read the socket).
-                st.client.drain_wakes();
-                if woken && !st.client.refresh() {
+                st.engine.drain_wakes();
+                if woken && !st.engine.is_connected() {
                     // Gone: what was sent before is still delivered
                     // (`attempt` drains), then `Disconnected`.
                     self.shared.moved.notify_waiters();
@@ -376,21 +378,21 @@ impl AsyncClient {
                         return Ok(v);
                     }
                     st = self.lock();
-                    st.client.drain_wakes();
+                    st.engine.drain_wakes();
                 }
                 // Arm, then look once more: what came in between signals
                 // no one.
                 let armed = match sleep {
-                    Sleep::Response => st.client.arm_recv(false),
-                    Sleep::Event => st.client.arm_recv(true),
-                    Sleep::Space => st.client.arm_space(),
+                    Sleep::Response => st.engine.arm_recv(false),
+                    Sleep::Event => st.engine.arm_recv(true),
+                    Sleep::Space => st.engine.arm_space(),
                 };
                 self.told(&st);
                 if !armed {
                     woken = false;
                     continue;
                 }
-                st.client.has_tail()
+                st.engine.has_tail()
             };
             self.sleep(sleep, tail, moved).await?;
             woken = true;

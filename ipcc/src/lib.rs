@@ -28,10 +28,12 @@
 #[cfg(feature = "tokio")]
 mod asynchronous;
 mod client;
-mod link;
+mod connect;
+mod engine;
+mod flow;
 mod stream;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncClient, Events, Reply};
 pub use client::{Client, ConnectOptions, Message};
-pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};
+pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport, Violation};

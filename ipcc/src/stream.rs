@@ -18,12 +18,7 @@ use std::sync::Arc;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::MsgFlags;
-use ringlink_common::fdpass;
-
-/// Most bytes read per [`Stream::read`]: a server that writes without
-/// end cannot keep a call here.
-const READ_LIMIT: usize = 64 << 10;
+use ringlink_channel::stream::{self, Drained};
 
 /// Epoll token of the private eventfd in the client's epoll set.
 pub(crate) const APP_TOKEN: u64 = 3;
@@ -57,12 +52,6 @@ impl Stream {
         }
     }
 
-    /// The socket itself (to poll it, or to hand to the rings for their
-    /// wake-ups).
-    pub(crate) fn sock(&self) -> &Arc<UnixStream> {
-        &self.sock
-    }
-
     /// Whether the server was still there at the last read.
     pub(crate) fn connected(&self) -> bool {
         self.connected.get()
@@ -80,46 +69,29 @@ impl Stream {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
     }
 
-    /// Reads what the server wrote, without waiting (`MSG_DONTWAIT`) and
-    /// at most [`READ_LIMIT`] bytes, reaping any fds attached
-    /// (`fdpass::recv_nowait`). Returns whether anything was read or the
+    /// Reads what the server wrote, without waiting and at most
+    /// [`READ_LIMIT`](stream::READ_LIMIT) bytes (`stream::read_out`, which
+    /// reaps any fds attached). Returns whether anything was read or the
     /// end found: wake-ups meant for any ring may have been taken.
     pub(crate) fn read(&self) -> bool {
-        let mut buf = [0u8; 4096];
-        let mut any = false;
-        let mut total = 0;
-        while self.connected.get() && total < READ_LIMIT {
-            match fdpass::recv_nowait(self.sock.as_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => {
-                    self.connected.set(false);
-                    any = true;
-                }
-                Ok(n) => {
-                    any = true;
-                    total += n;
-                    if self.levels {
-                        self.level.set(u32::from(buf[n - 1]));
-                    }
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.connected.set(false);
-                    any = true;
+        if !self.connected.get() {
+            return false;
+        }
+        match stream::read_out(&self.sock) {
+            Drained::Nothing => return false,
+            Drained::Bytes(last) => {
+                if self.levels {
+                    self.level.set(u32::from(last));
                 }
             }
+            Drained::Gone | Drained::Failed => self.connected.set(false),
         }
-        if any {
-            self.drained.set(true);
-            if let Some(app) = &self.app {
-                // A full counter already reads as readable.
-                let _ = app.write(1);
-            }
+        self.drained.set(true);
+        if let Some(app) = &self.app {
+            // A full counter already reads as readable.
+            let _ = app.write(1);
         }
-        any
+        true
     }
 
     /// Whether a read took anything since the last call.

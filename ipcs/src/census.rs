@@ -61,6 +61,18 @@ fn release_one<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
     }
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (see
+/// [`ServiceOptions::raise_fd_limit`]). Best effort: a failure leaves the
+/// limit as it was.
+pub(crate) fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

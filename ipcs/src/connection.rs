@@ -1,21 +1,22 @@
-//! A live client connection, as the application sees it.
+//! A live client connection, as the application sees it: a handle any
+//! thread may send responses and events through.
 
 use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use std::time::Instant;
+use crossbeam_utils::CachePadded;
+use parking_lot::{Condvar, Mutex, RwLock};
+use ringlink_channel::wait::{self, WRITABLE};
+use ringlink_channel::{Sender, TrySendError};
+use ringlink_common::wire::MsgHeader;
+use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
 
-use ringlink_common::seqpacket::{self, SendError, SockTx};
-use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
-use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport};
-use ringlink_ringbuf::{Producer, PushError};
-
-use crate::control::Control;
+use crate::remote::Remote;
 
 /// A client connection: cheap to clone, `Send + Sync`. Responses and
 /// events can be sent from any thread, at any time until the connection
@@ -32,14 +33,14 @@ pub(crate) struct ConnInner {
     pub(crate) max_message: usize,
     pub(crate) transport: Transport,
     pub(crate) connected_at: SystemTime,
-    /// Server → client rings or sockets. `None` once the connection is
+    /// Server → client channels. `None` once the connection is
     /// destroyed, so that clones held by the application keep no mapping
     /// or fd alive.
-    pub(crate) response: Mutex<Option<Tx>>,
-    pub(crate) event: Mutex<Option<Tx>>,
+    pub(crate) response: Mutex<Option<Sender>>,
+    pub(crate) event: Mutex<Option<Sender>>,
     pub(crate) alive: AtomicBool,
     pub(crate) context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
-    pub(crate) control: Arc<Control>,
+    pub(crate) remote: Arc<Remote>,
     pub(crate) counters: Counters,
     /// Wake-ups from the client, for threads other than the loop waiting
     /// for room in its rings (`send_event_timeout`): the loop alone reads
@@ -62,86 +63,108 @@ impl Wakeups {
     /// [`wait`](Self::wait), so that a wake-up that comes in between is
     /// not missed.
     pub(crate) fn count(&self) -> u64 {
-        *lock(&self.seen)
+        *self.seen.lock()
     }
 
     /// A wake-up came (or the connection closed): wakes every waiter.
     pub(crate) fn notify(&self) {
-        *lock(&self.seen) += 1;
+        *self.seen.lock() += 1;
         self.changed.notify_all();
     }
 
     /// Sleeps until the count moves past `seen`, or `deadline`.
     fn wait(&self, seen: u64, deadline: Instant) {
-        let mut now = lock(&self.seen);
+        let mut now = self.seen.lock();
         while *now == seen {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if self.changed.wait_until(&mut now, deadline).timed_out() {
                 return;
             }
-            now = self
-                .changed
-                .wait_timeout(now, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
     }
 }
 
-/// A connection's statistics, updated by the loop and by senders on any
-/// thread (relaxed atomics: they count, they order nothing).
+/// A connection's statistics (relaxed atomics: they count, they order
+/// nothing). Those the loop writes and those senders on other threads
+/// write sit on cache lines of their own, so that neither slows the
+/// other (`CachePadded`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Written by the loop.
+    pub(crate) intake: CachePadded<Intake>,
+    /// Written by whoever sends.
+    pub(crate) output: CachePadded<Output>,
+}
+
+/// The counters the loop writes.
+#[derive(Debug, Default)]
+pub(crate) struct Intake {
     pub(crate) requests: AtomicU64,
-    pub(crate) responses: AtomicU64,
-    pub(crate) events: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) send_retries: AtomicU64,
     pub(crate) recv_retries: AtomicU64,
     pub(crate) flow_control: AtomicBool,
     pub(crate) flow_control_changes: AtomicU64,
 }
 
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn read(counter: &AtomicU64, clear: bool) -> u64 {
-        if clear {
-            counter.swap(0, Ordering::Relaxed)
-        } else {
-            counter.load(Ordering::Relaxed)
-        }
-    }
+/// The counters senders write.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    pub(crate) responses: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) send_retries: AtomicU64,
 }
 
-/// The sending end of a server → client channel.
-pub(crate) enum Tx {
-    /// A shared-memory ring.
-    Ring(Producer),
-    /// A `SOCK_SEQPACKET` socket (the socket transport).
-    Sock(SockTx),
+/// Adds `n` to a counter.
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
-impl Tx {
-    /// Bytes sent and not yet read by the client.
-    fn queued(&self) -> usize {
-        match self {
-            Tx::Ring(p) => p.pending_bytes(),
-            Tx::Sock(s) => s.queued(),
-        }
+fn read(counter: &AtomicU64, clear: bool) -> u64 {
+    if clear {
+        counter.swap(0, Ordering::Relaxed)
+    } else {
+        counter.load(Ordering::Relaxed)
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in another sender cannot leave a producer half-updated (its
-    // state changes only in `commit`), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Which server → client channel.
+#[derive(Clone, Copy)]
+enum Out {
+    Response,
+    Event,
 }
 
 impl Connection {
+    /// The handle of a connection just confirmed, at `slot` of the loop's
+    /// table, sending responses and events through `senders`.
+    pub(crate) fn new(
+        id: u64,
+        slot: usize,
+        credentials: Credentials,
+        max_message: usize,
+        transport: Transport,
+        (response, event): (Sender, Sender),
+        remote: Arc<Remote>,
+    ) -> Connection {
+        Connection {
+            inner: Arc::new(ConnInner {
+                id,
+                slot,
+                credentials,
+                max_message,
+                transport,
+                connected_at: SystemTime::now(),
+                response: Mutex::new(Some(response)),
+                event: Mutex::new(Some(event)),
+                alive: AtomicBool::new(true),
+                context: RwLock::new(None),
+                remote,
+                counters: Counters::default(),
+                wakeups: Wakeups::default(),
+            }),
+        }
+    }
+
     /// The server-assigned connection id (unique for the service's life).
     pub fn id(&self) -> u64 {
         self.inner.id
@@ -176,22 +199,25 @@ impl Connection {
     /// from zero (the flow-control state and queue length are not
     /// counters and are not cleared).
     pub fn stats(&self, clear: bool) -> ConnectionStats {
-        let c = &self.inner.counters;
-        let event_queue_bytes = lock(&self.inner.event)
+        let (i, o) = (&self.inner.counters.intake, &self.inner.counters.output);
+        let event_queue_bytes = self
+            .inner
+            .event
+            .lock()
             .as_ref()
-            .map_or(0, |p| p.queued() as u64);
+            .map_or(0, |s| s.queued() as u64);
         ConnectionStats {
             id: self.inner.id,
             client_pid: self.inner.credentials.pid,
-            requests: Counters::read(&c.requests, clear),
-            responses: Counters::read(&c.responses, clear),
-            events: Counters::read(&c.events, clear),
-            bytes_received: Counters::read(&c.bytes_received, clear),
-            bytes_sent: Counters::read(&c.bytes_sent, clear),
-            send_retries: Counters::read(&c.send_retries, clear),
-            recv_retries: Counters::read(&c.recv_retries, clear),
-            flow_control: c.flow_control.load(Ordering::Relaxed),
-            flow_control_changes: Counters::read(&c.flow_control_changes, clear),
+            requests: read(&i.requests, clear),
+            responses: read(&o.responses, clear),
+            events: read(&o.events, clear),
+            bytes_received: read(&i.bytes_received, clear),
+            bytes_sent: read(&o.bytes_sent, clear),
+            send_retries: read(&o.send_retries, clear),
+            recv_retries: read(&i.recv_retries, clear),
+            flow_control: i.flow_control.load(Ordering::Relaxed),
+            flow_control_changes: read(&i.flow_control_changes, clear),
             event_queue_bytes,
             connected_at: self.inner.connected_at,
         }
@@ -199,16 +225,12 @@ impl Connection {
 
     /// Attaches the application's per-connection state, replacing any.
     pub fn set_context<T: Any + Send + Sync>(&self, value: T) {
-        *self
-            .inner
-            .context
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(value));
+        *self.inner.context.write() = Some(Arc::new(value));
     }
 
     /// The per-connection state, if one of type `T` was set.
     pub fn context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let ctx = self.inner.context.read().unwrap_or_else(|e| e.into_inner());
+        let ctx = self.inner.context.read();
         ctx.as_ref()?.clone().downcast::<T>().ok()
     }
 
@@ -242,7 +264,7 @@ impl Connection {
             error,
             seq,
         };
-        self.send(Ring::Response, h, parts, None)
+        self.send(Out::Response, h, parts, None)
     }
 
     /// Sends an event (an unsolicited message) to the client, without
@@ -267,7 +289,7 @@ impl Connection {
             error: 0,
             seq: 0,
         };
-        self.send(Ring::Event, h, parts, None)
+        self.send(Out::Event, h, parts, None)
     }
 
     /// Sends an event, waiting up to `timeout` for room in the client's
@@ -288,7 +310,7 @@ impl Connection {
             error: 0,
             seq: 0,
         };
-        self.send(Ring::Event, h, &[IoSlice::new(payload)], Some(timeout))
+        self.send(Out::Event, h, &[IoSlice::new(payload)], Some(timeout))
     }
 
     /// Closes the connection from the server side. Takes effect on the
@@ -300,63 +322,43 @@ impl Connection {
 
     /// Closes the connection on the loop's next turn, reporting `fault`
     /// (a protocol violation by the client) to the error hook if given.
-    fn condemn(&self, fault: Option<String>) {
+    pub(crate) fn condemn(&self, fault: Option<Violation>) {
         if self.inner.alive.swap(false, Ordering::AcqRel) {
             self.inner
-                .control
+                .remote
                 .request_disconnect(self.inner.id, self.inner.slot, fault);
         }
     }
-}
 
-/// Which server → client ring.
-#[derive(Clone, Copy)]
-enum Ring {
-    Response,
-    Event,
-}
-
-impl Connection {
     /// Sends one message and counts it (or its refusal).
     fn send(
         &self,
-        ring: Ring,
+        out: Out,
         header: MsgHeader,
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
-        let (producer, sent) = match ring {
-            Ring::Response => (&self.inner.response, &self.inner.counters.responses),
-            Ring::Event => (&self.inner.event, &self.inner.counters.events),
+        let o = &self.inner.counters.output;
+        let (channel, sent) = match out {
+            Out::Response => (&self.inner.response, &o.responses),
+            Out::Event => (&self.inner.event, &o.events),
         };
-        let c = &self.inner.counters;
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
-        let name = match ring {
-            Ring::Response => "response",
-            Ring::Event => "event",
-        };
-        match write_message(
-            producer,
-            &self.inner.wakeups,
-            name,
-            self.inner.max_message,
-            header,
-            parts,
-            timeout,
-        ) {
+        let max = self.inner.max_message;
+        match send_waiting(channel, &self.inner.wakeups, max, header, parts, timeout) {
             Ok(len) => {
-                Counters::add(sent, 1);
-                Counters::add(&c.bytes_sent, len as u64);
+                count(sent, 1);
+                count(&o.bytes_sent, len as u64);
                 Ok(())
             }
             Err(e) => {
                 match &e {
-                    Error::WouldBlock | Error::TimedOut => Counters::add(&c.send_retries, 1),
+                    Error::WouldBlock | Error::TimedOut => count(&o.send_retries, 1),
                     // The client broke its ring: it is dropped like one
                     // that broke its requests (PROTOCOL.md, section 5).
-                    Error::Protocol(why) => self.condemn(Some(why.clone())),
+                    Error::Protocol(v) => self.condemn(Some(*v)),
                     _ => {}
                 }
                 Err(e)
@@ -365,56 +367,27 @@ impl Connection {
     }
 }
 
-/// Writes one message: header, then the parts. Returns the payload
-/// length.
-fn write_message(
-    ring: &Mutex<Option<Tx>>,
+/// Sends one message on `channel`, waiting up to `timeout` for room
+/// (`None`: not at all), without holding the lock while it waits: the
+/// loop takes it. Returns the payload length.
+fn send_waiting(
+    channel: &Mutex<Option<Sender>>,
     wakeups: &Wakeups,
-    name: &str,
     max: usize,
-    mut header: MsgHeader,
+    header: MsgHeader,
     parts: &[IoSlice<'_>],
     timeout: Option<Duration>,
 ) -> Result<usize> {
     let len = ringlink_common::wire::payload_len(parts, max)?;
-    header.size = len as u32;
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
-        let mut guard = lock(ring);
-        let tx = match guard.as_mut().ok_or(Error::Disconnected)? {
-            Tx::Ring(producer) => {
-                let seen = wakeups.count();
-                if write_record(producer, name, header, parts, max)? {
-                    return Ok(len);
-                }
-                let Some(deadline) = deadline else {
-                    return Err(Error::WouldBlock);
-                };
-                if Instant::now() >= deadline {
-                    return Err(Error::TimedOut);
-                }
-                // Full: raise the ring's waiting flag, so that the client
-                // sends a wake-up when it frees room, and sleep until the
-                // loop reports one; without the lock, which the loop
-                // takes. The count was read before the flag went up.
-                if producer.prepare_sleep() {
-                    drop(guard);
-                    wakeups.wait(seen, deadline);
-                } else {
-                    // Room appeared, and the failed arm lowered the flag,
-                    // which another thread waiting here may have raised:
-                    // it looks again too.
-                    wakeups.notify();
-                }
-                continue;
-            }
-            Tx::Sock(tx) => tx,
-        };
-        match tx.try_send(&header, parts) {
+        let mut guard = channel.lock();
+        let tx = guard.as_mut().ok_or(Error::Disconnected)?;
+        let seen = wakeups.count();
+        match tx.try_send(header, parts, max) {
             Ok(()) => return Ok(len),
-            Err(SendError::WouldBlock) => {}
-            Err(SendError::Closed) => return Err(Error::Disconnected),
-            Err(SendError::Io(e)) => return Err(Error::Io(e)),
+            Err(TrySendError::Full) => {}
+            Err(e) => return Err(e.into()),
         }
         let Some(deadline) = deadline else {
             return Err(Error::WouldBlock);
@@ -422,41 +395,27 @@ fn write_message(
         if Instant::now() >= deadline {
             return Err(Error::TimedOut);
         }
-        // Wait without the lock: the loop flushes this socket's tails
-        // under it, and must not wait for a slow client on our account.
-        let fd = tx.fd().try_clone_to_owned()?;
-        drop(guard);
-        let mut fds = [nix::poll::PollFd::new(fd.as_fd(), seqpacket::WRITABLE)];
-        seqpacket::poll_until(&mut fds, Some(deadline))?;
-    }
-}
-
-/// Writes one record if there is room now: `Ok(false)` if the ring is
-/// full.
-fn write_record(
-    producer: &mut Producer,
-    name: &str,
-    header: MsgHeader,
-    parts: &[IoSlice<'_>],
-    max: usize,
-) -> Result<bool> {
-    let len = header.size as usize;
-    let total = MSG_HEADER_LEN + len;
-    let mut grant = match producer.try_reserve(total) {
-        Ok(grant) => grant,
-        Err(PushError::Full) => return Ok(false),
-        Err(PushError::TooLarge { .. }) => return Err(Error::MessageTooLarge { len, max }),
-        Err(PushError::Corrupt(c)) => {
-            return Err(Error::protocol(
-                &format!("client corrupted its {name} ring"),
-                c,
-            ))
+        match tx.poll_fd().map(|fd| fd.try_clone_to_owned()) {
+            // A socket: wait for it to become writable.
+            Some(fd) => {
+                let fd = fd?;
+                drop(guard);
+                let mut fds = [nix::poll::PollFd::new(fd.as_fd(), WRITABLE)];
+                wait::poll_until(&mut fds, Some(deadline))?;
+            }
+            // A ring: raise its waiting flag, so that the client sends a
+            // wake-up when it frees room, and sleep until the loop
+            // reports one (the count was read before the flag went up).
+            None if tx.prepare_sleep() => {
+                drop(guard);
+                wakeups.wait(seen, deadline);
+            }
+            // Room appeared, and the failed arm lowered the flag, which
+            // another thread waiting here may have raised: it looks
+            // again too.
+            None => wakeups.notify(),
         }
-        Err(_) => return Err(Error::Disconnected),
-    };
-    header.encode_record(&mut grant, parts);
-    grant.commit();
-    Ok(true)
+    }
 }
 
 impl fmt::Debug for Connection {

@@ -3,6 +3,8 @@
 use ringlink_common::wire::{MsgHeader, Status};
 use ringlink_common::Credentials;
 
+pub use ringlink_channel::named::RingAuth;
+
 use crate::Connection;
 
 /// Why the accept handler refuses a client. The client gets the matching
@@ -24,40 +26,6 @@ impl From<Reject> for Status {
             Reject::PermissionDenied => Status::PermissionDenied,
             Reject::TooManyClients => Status::TooManyClients,
             Reject::Resources => Status::Resources,
-        }
-    }
-}
-
-/// Ownership and permissions of a connection's named ring files (see
-/// [`Handler::ring_auth`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RingAuth {
-    /// Owner of the files; `None`: the server's user. Giving them to
-    /// another user needs `CAP_CHOWN`.
-    pub uid: Option<u32>,
-    /// Group of the files; `None`: the server's group.
-    pub gid: Option<u32>,
-    /// Permission bits (the umask does not apply).
-    pub mode: u32,
-}
-
-impl Default for RingAuth {
-    fn default() -> RingAuth {
-        RingAuth {
-            uid: None,
-            gid: None,
-            mode: 0o600,
-        }
-    }
-}
-
-impl RingAuth {
-    /// Files owned by the client's user and group, mode 0600.
-    pub fn owned_by(credentials: &Credentials) -> RingAuth {
-        RingAuth {
-            uid: Some(credentials.uid),
-            gid: Some(credentials.gid),
-            mode: 0o600,
         }
     }
 }

@@ -13,21 +13,31 @@
 
 mod census;
 mod connection;
+mod connections;
 mod control;
 mod dispatch;
+mod flow;
 mod handler;
+mod handshakes;
+mod hooks;
+mod listener;
 mod options;
-mod rings;
+mod remote;
 mod service;
 mod slab;
 mod sources;
 
 pub use connection::Connection;
-pub use control::ShutdownHandle;
+#[allow(deprecated)]
+pub use control::{ControlHandle, ShutdownHandle};
 pub use dispatch::Dispatch;
 pub use handler::{Handler, Reject, Request, RingAuth};
+pub use hooks::{Fault, FaultKind, Trace, TraceStage};
 pub use options::ServiceOptions;
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
-pub use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, Transport};
-pub use service::{Activity, Fault, Service, Trace, TraceStage};
+pub use ringlink_common::{
+    Channel, Corruption, Credentials, Error, Peer, RateLimit, Result, ServiceAddr, Transport,
+    Violation,
+};
+pub use service::{Activity, Service};
 pub use sources::{FdId, Interest, Readiness, TimerId};

@@ -3,12 +3,15 @@
 //! second loop for its housekeeping.
 
 use std::fmt;
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use nix::sys::epoll::EpollFlags;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+use crate::slab::Slab;
 
 /// Identifies a timer added with [`Service::add_timer`](crate::Service::add_timer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,5 +141,126 @@ impl fmt::Debug for Foreign {
             .field("serial", &self.serial)
             .field("fd", &self.fd)
             .finish_non_exhaustive()
+    }
+}
+
+/// The timers and the application's fds a service's loop serves, each in
+/// the loop's epoll set under its token kind.
+#[derive(Debug)]
+pub(crate) struct Sources {
+    timers: Slab<Timer>,
+    foreign: Slab<Foreign>,
+    /// Source of the serial numbers that keep stale ids from removing a
+    /// newer source in a reused slot.
+    serial: u64,
+    timer_token: u64,
+    fd_token: u64,
+}
+
+impl Sources {
+    /// No sources; their epoll tokens are `timer_token` and `fd_token`
+    /// kinds (the slot goes below).
+    pub(crate) fn new(timer_token: u64, fd_token: u64) -> Sources {
+        Sources {
+            timers: Slab::new(),
+            foreign: Slab::new(),
+            serial: 0,
+            timer_token,
+            fd_token,
+        }
+    }
+
+    /// See `Service::add_timer`.
+    pub(crate) fn add_timer(
+        &mut self,
+        epoll: &Epoll,
+        period: Duration,
+        callback: TimerCallback,
+    ) -> io::Result<TimerId> {
+        self.serial += 1;
+        let timer = Timer::new(self.serial, period, callback)?;
+        let slot = self.timers.next_slot();
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN, self.timer_token | slot as u64);
+        epoll.add(timer.fd.as_fd(), ev)?;
+        self.timers.insert(timer);
+        Ok(TimerId {
+            slot,
+            serial: self.serial,
+        })
+    }
+
+    /// See `Service::remove_timer`.
+    pub(crate) fn remove_timer(&mut self, epoll: &Epoll, id: TimerId) -> bool {
+        if self
+            .timers
+            .get(id.slot)
+            .is_none_or(|t| t.serial != id.serial)
+        {
+            return false;
+        }
+        if let Some(t) = self.timers.remove(id.slot) {
+            let _ = epoll.delete(t.fd.as_fd());
+        }
+        true
+    }
+
+    /// See `Service::add_fd`.
+    pub(crate) fn add_fd(
+        &mut self,
+        epoll: &Epoll,
+        fd: OwnedFd,
+        interest: Interest,
+        callback: FdCallback,
+    ) -> io::Result<FdId> {
+        self.serial += 1;
+        let slot = self.foreign.next_slot();
+        epoll.add(
+            &fd,
+            EpollEvent::new(interest.flags(), self.fd_token | slot as u64),
+        )?;
+        self.foreign.insert(Foreign {
+            serial: self.serial,
+            fd,
+            callback,
+            watched: true,
+        });
+        Ok(FdId {
+            slot,
+            serial: self.serial,
+        })
+    }
+
+    /// See `Service::remove_fd`.
+    pub(crate) fn remove_fd(&mut self, epoll: &Epoll, id: FdId) -> Option<OwnedFd> {
+        if self
+            .foreign
+            .get(id.slot)
+            .is_none_or(|f| f.serial != id.serial)
+        {
+            return None;
+        }
+        let f = self.foreign.remove(id.slot)?;
+        if f.watched {
+            let _ = epoll.delete(&f.fd);
+        }
+        Some(f.fd)
+    }
+
+    /// The timer at `slot` fired.
+    pub(crate) fn fire_timer(&mut self, slot: usize) {
+        if let Some(t) = self.timers.get_mut(slot) {
+            t.fire();
+        }
+    }
+
+    /// The fd at `slot` is ready; after a hang-up or error it leaves the
+    /// epoll set (it would be ready forever) until taken back.
+    pub(crate) fn fire_fd(&mut self, slot: usize, flags: EpollFlags, epoll: &Epoll) {
+        if let Some(f) = self.foreign.get_mut(slot) {
+            if f.watched && f.fire(flags) {
+                f.watched = false;
+                let _ = epoll.delete(&f.fd);
+            }
+        }
     }
 }

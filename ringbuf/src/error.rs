@@ -4,39 +4,7 @@
 use std::fmt;
 use std::io;
 
-/// What was wrong in a ring a peer corrupted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Corruption {
-    /// The peer's position is not 8-byte aligned.
-    MisalignedPosition,
-    /// The peer's position is behind ours (the consumer is ahead of the
-    /// producer), or moved backwards.
-    PositionBehind,
-    /// The peer's position is more than a capacity ahead of ours.
-    PositionTooFarAhead,
-    /// A record's length runs past the published data or the region's end,
-    /// or exceeds the ring's largest payload.
-    RecordLength,
-    /// A record's kind word is neither data nor padding.
-    RecordKind,
-    /// A padding record does not end exactly at the end of the region, or
-    /// stands where no padding can be.
-    Padding,
-}
-
-impl fmt::Display for Corruption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Corruption::MisalignedPosition => "peer position is not 8-byte aligned",
-            Corruption::PositionBehind => "peer position is behind ours or moved backwards",
-            Corruption::PositionTooFarAhead => "peer position is more than a capacity ahead",
-            Corruption::RecordLength => "record length runs past the published data",
-            Corruption::RecordKind => "record kind is invalid",
-            Corruption::Padding => "padding record is malformed",
-        })
-    }
-}
+pub use ringlink_common::Corruption;
 
 /// Error of a producer operation (`reserve`, `push`, `push_vectored`).
 ///
@@ -120,7 +88,6 @@ impl fmt::Display for PopError {
     }
 }
 
-impl std::error::Error for Corruption {}
 impl std::error::Error for PushError {}
 impl std::error::Error for PopError {}
 

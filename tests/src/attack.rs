@@ -18,8 +18,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringlink_channel::socket::{self as seqpacket, RecvError, SendError, SockRx, SockTx};
+use ringlink_channel::wait;
 use ringlink_common::fdpass::recv_fds;
-use ringlink_common::seqpacket::{self, RecvError, SendError, SockRx, SockTx};
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN,
     PROTOCOL_VERSION, REQUEST_LEN, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
@@ -535,8 +536,8 @@ impl RawClient {
                         if Instant::now() >= deadline {
                             return Err(RawRecvError::TimedOut);
                         }
-                        let mut fds = [nix::poll::PollFd::new(s.rx.fd(), seqpacket::READABLE)];
-                        seqpacket::poll_until(&mut fds, Some(deadline))
+                        let mut fds = [nix::poll::PollFd::new(s.rx.fd(), wait::READABLE)];
+                        wait::poll_until(&mut fds, Some(deadline))
                             .map_err(|e| RawRecvError::Other(e.to_string()))?;
                     }
                     Err(RecvError::Closed) => return Err(RawRecvError::Closed),

@@ -7,6 +7,8 @@
 //! - [`handshake`]: the handshake decoders of both directions
 //!   (`ConnectRequest` as the server reads it, `ConnectResponse` as the
 //!   client reads it, `Confirm`);
+//! - [`handshake_machines`]: the handshake's state machines, both
+//!   sides, fed arbitrary bytes in arbitrary pieces;
 //! - [`msg_header`]: the message header at the start of every record;
 //! - [`sock_rx`]: the socket transport's reassembly (`SockRx`) fed
 //!   arbitrary datagrams over a real `SOCK_SEQPACKET` pair, against a
@@ -26,7 +28,7 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use ringlink_common::seqpacket::{self, RecvError, SockRx};
+use ringlink_channel::socket::{self as seqpacket, RecvError, SockRx};
 use ringlink_common::wire::{
     Confirm, ConnectRequest, ConnectResponse, MsgHeader, WireError, MAX_RING_PATH, MSG_HEADER_LEN,
     PROTOCOL_VERSION, REQUEST_LEN, REQUEST_MAGIC,
@@ -147,6 +149,162 @@ pub fn confirm(bytes: &[u8]) -> Result<Confirm, WireError> {
         assert_eq!(Confirm.encode()[..], bytes[..], "a bad confirmation passed");
     }
     r
+}
+
+/// The handshake's two state machines (`ringlink_common::handshake`)
+/// fed arbitrary bytes in arbitrary pieces, as a socket would deliver
+/// them. The first byte chooses the transport (bit 0) and whether the
+/// server accepts the request (bit 1), the second how the bytes are cut;
+/// the rest is the stream, fed to the server's machine (request, then
+/// confirmation) and, separately, to the client's (answer, then what
+/// follows it). Returns how far each got: whether the server's machine
+/// saw a good confirmation, and whether the client's accepted an answer.
+///
+/// # Panics
+///
+/// If a machine asks for more than the message it awaits, reads past it,
+/// decides before it is whole, or decides otherwise than the decoders do
+/// on the same bytes.
+pub fn handshake_machines(bytes: &[u8]) -> (bool, bool) {
+    use ringlink_common::fdpass::PeerFds;
+    use ringlink_common::handshake::{
+        trailer_len, ClientEvent, ClientHandshake, ServerEvent, ServerHandshake,
+    };
+    use ringlink_common::wire::{Status, Transport, CONFIRM_LEN, MAX_MESSAGE, RESPONSE_LEN};
+    use ringlink_common::Error;
+
+    let mut input = Input::new(bytes);
+    let flags = input.u8();
+    let cut = usize::from(input.u8());
+    let stream = input.take(usize::MAX);
+    let transport = if flags & 1 == 1 {
+        Transport::Socket
+    } else {
+        Transport::Shm
+    };
+    // The i-th piece's length, from 1 to 61 bytes.
+    let piece = |i: usize| 1 + cut.wrapping_mul(i + 1).wrapping_add(i * 7) % 61;
+
+    // The server's machine.
+    let mut server = ServerHandshake::new();
+    let (mut at, mut i) = (0usize, 0usize);
+    let mut answered = false;
+    let mut confirmed = false;
+    loop {
+        let want = server.buffer().len();
+        if want == 0 || at == stream.len() {
+            break;
+        }
+        let n = piece(i).min(want).min(stream.len() - at);
+        i += 1;
+        server.buffer()[..n].copy_from_slice(&stream[at..at + n]);
+        at += n;
+        match server.received(n) {
+            ServerEvent::NeedMore => {
+                assert!(
+                    at != REQUEST_LEN || answered,
+                    "a whole request went undecided"
+                );
+            }
+            ServerEvent::Request(r) => {
+                assert_eq!(at, REQUEST_LEN, "decided on {at} bytes");
+                let decoded = ConnectRequest::decode(&stream[..REQUEST_LEN]);
+                match (&r, decoded) {
+                    (Ok(a), Ok(b)) => assert_eq!(*a, b),
+                    (Err(Status::VersionMismatch), Err(WireError::Version(_))) => {}
+                    (Err(Status::BadRequest), Err(e)) if !matches!(e, WireError::Version(_)) => {}
+                    (r, d) => panic!("the machine said {r:?}, the decoder {d:?}"),
+                }
+                assert!(server.buffer().is_empty(), "read while deciding");
+                if flags & 2 == 2 && r.is_ok() {
+                    let bytes = server.accept(&ConnectResponse::reject(Status::Ok), &[]);
+                    assert_eq!(bytes.len(), RESPONSE_LEN);
+                    assert!(server.answered());
+                    answered = true;
+                } else {
+                    let _ = server.reject(Status::BadRequest);
+                    assert!(server.buffer().is_empty(), "read after refusing");
+                }
+            }
+            ServerEvent::Confirmed => {
+                assert!(
+                    answered && at == REQUEST_LEN + CONFIRM_LEN,
+                    "confirmed at {at}"
+                );
+                assert_eq!(&stream[REQUEST_LEN..at], &Confirm.encode()[..]);
+                confirmed = true;
+            }
+            ServerEvent::BadConfirm(_) => {
+                assert!(
+                    answered && at == REQUEST_LEN + CONFIRM_LEN,
+                    "refused at {at}"
+                );
+                assert_ne!(&stream[REQUEST_LEN..at], &Confirm.encode()[..]);
+            }
+        }
+    }
+    assert!(
+        at <= REQUEST_LEN + CONFIRM_LEN,
+        "the server read {at} bytes"
+    );
+    assert!(server.buffer().is_empty() || at == stream.len());
+
+    // The client's machine.
+    let request = ConnectRequest {
+        version: PROTOCOL_VERSION,
+        transport,
+        max_message: 0,
+        protocol: "fuzz".into(),
+    };
+    let (mut client, _) = ClientHandshake::new(&request);
+    let (mut at, mut i) = (0usize, 0usize);
+    let decoded = stream.get(..RESPONSE_LEN).map(ConnectResponse::decode);
+    loop {
+        let want = client.buffer().len();
+        assert!(want > 0, "the client wants nothing before it decided");
+        let n = piece(i).min(want).min(stream.len() - at);
+        i += 1;
+        client.buffer()[..n].copy_from_slice(&stream[at..at + n]);
+        at += n;
+        match client.received(n, PeerFds::default()) {
+            Ok(ClientEvent::NeedMore) => assert!(n > 0),
+            Ok(ClientEvent::Accepted {
+                answer, trailer, ..
+            }) => {
+                let Some(Ok(d)) = decoded else {
+                    panic!("accepted an answer the decoder refuses")
+                };
+                assert_eq!(answer, d);
+                assert_eq!(answer.status, Status::Ok);
+                assert!(answer.max_message as usize <= MAX_MESSAGE);
+                let end = RESPONSE_LEN + trailer_len(transport, &answer);
+                assert_eq!(at, end, "accepted after {at} bytes, not {end}");
+                assert_eq!(&trailer[..], &stream[RESPONSE_LEN..end]);
+                return (confirmed, true);
+            }
+            Err(Error::Disconnected) => {
+                assert_eq!(n, 0, "a read of {n} bytes is not an end");
+                break;
+            }
+            Err(e) => {
+                assert_eq!(at, RESPONSE_LEN, "refused after {at} bytes: {e}");
+                match (&e, decoded) {
+                    (Error::Rejected(s), Some(Ok(d))) => assert_eq!(*s, d.status),
+                    (
+                        Error::Rejected(Status::VersionMismatch),
+                        Some(Err(WireError::Version(_))),
+                    ) => {}
+                    (Error::Protocol(_), Some(Ok(d))) => {
+                        assert!(d.status == Status::Ok && d.max_message as usize > MAX_MESSAGE)
+                    }
+                    (Error::Protocol(_), Some(Err(_))) => {}
+                    (e, d) => panic!("the machine said {e:?}, the decoder {d:?}"),
+                }
+                break;
+            }
+        }
+    }
+    (confirmed, false)
 }
 
 /// Every handshake decoder, both directions, on the same bytes.
@@ -291,7 +449,7 @@ pub fn sock_rx(max_message: usize, datagrams: &[Vec<u8>]) -> (Vec<Delivered>, St
                 rx.consume();
             }
             Err(RecvError::Closed) => break StreamEnd::Closed,
-            Err(RecvError::Protocol(_)) => break StreamEnd::Violation,
+            Err(RecvError::Framing(_)) => break StreamEnd::Violation,
             Err(e) => panic!("SockRx with everything queued and the sender gone: {e:?}"),
         }
     };

@@ -11,11 +11,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use ringlink_channel::set::ring_capacity_for;
 use ringlink_common::fdpass::send_fds;
 use ringlink_common::wire::{
     ConnectRequest, ConnectResponse, Status, CONFIRM_LEN, REQUEST_LEN, SHM_FDS,
 };
-use ringlink_common::{ring_capacity_for, ServiceAddr};
+use ringlink_common::ServiceAddr;
 use ringlink_ringbuf::{Ring, Wake};
 
 use crate::attack::HANG;

@@ -21,8 +21,9 @@
 use std::io::Write;
 use std::time::Duration;
 
+use ringlink_channel::set::ring_capacity_for;
 use ringlink_common::wire::{Confirm, Status, Transport, MAX_PROTOCOL_ID, REQUEST_LEN};
-use ringlink_common::{ring_capacity_for, ServiceAddr};
+use ringlink_common::ServiceAddr;
 use ringlink_ipcs::ServiceOptions;
 use ringlink_tests::attack::{
     self, dial, read_answer, read_to_end, write_split, Answer, Bystander, RawClient, HANG,

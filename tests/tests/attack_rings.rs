@@ -108,7 +108,9 @@ impl Arena {
 }
 
 const REQUEST_RING: &str = "client corrupted its request ring: ";
-const RESPONSE_RING: &str = "client corrupted its response ring: ring is corrupt: ";
+// (Before violations were typed this one read "...response ring: ring is
+// corrupt: ...", the ring crate's wording doubled.)
+const RESPONSE_RING: &str = "client corrupted its response ring: ";
 const BAD_HEADER: &str = "bad request header: ";
 
 /// What the attacker writes into its request ring, at `h`, the place of
@@ -128,8 +130,9 @@ enum Lie {
 fn corrupt_request_rings_are_dropped_with_a_reason() {
     let mut a = Arena::start("ring-req");
     // Every connection here has the server's minimum message size.
-    let cap =
-        ringlink_common::ring_capacity_for(ringlink_ipcs::ServiceOptions::default().min_message);
+    let cap = ringlink_channel::set::ring_capacity_for(
+        ringlink_ipcs::ServiceOptions::default().min_message,
+    );
     let back = 0u64.wrapping_sub(16);
     let cases = [
         (

@@ -72,7 +72,7 @@ fn refused(addr: &ServiceAddr, timeout: Duration) -> Error {
 
 fn assert_protocol(e: &Error, what: &str, says: &str) {
     match e {
-        Error::Protocol(why) if why.contains(says) => {}
+        Error::Protocol(v) if v.to_string().contains(says) => {}
         other => panic!("{what}: expected a protocol error saying `{says}`, got {other:?}"),
     }
 }

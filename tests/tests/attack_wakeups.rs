@@ -134,8 +134,8 @@ mod hostile_server {
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
+    use ringlink_channel::socket as seqpacket;
     use ringlink_common::fdpass::send_fds;
-    use ringlink_common::seqpacket;
     use ringlink_common::wire::{ConnectResponse, Status, CONFIRM_LEN, SOCKET_FDS};
     use ringlink_common::Transport;
     use ringlink_ipcc::{Client, ConnectOptions, Error};
@@ -312,12 +312,14 @@ mod hostile_server {
             o.max_message = MAX as u32;
             let t = Instant::now();
             let r = Client::connect(&addr, &o).map(drop);
-            let _ = tx.send((format!("{r:?}"), t.elapsed()));
+            let _ = tx.send((r, t.elapsed()));
         });
         let (r, took) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("connect hung on the server's lingering fd");
-        eprintln!("a lingering socket as ring memory: {r} after {took:?}");
+        let r = r.map_err(|e| e.to_string());
+        eprintln!("a lingering socket as ring memory: {r:?} after {took:?}");
+        let r = format!("{r:?}");
         assert!(r.contains("not sealed"), "{r}");
         server.join().expect("server");
 

@@ -155,6 +155,26 @@ proptest! {
     }
 
     #[test]
+    fn handshake_machines_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = fuzzing::handshake_machines(&bytes);
+    }
+
+    #[test]
+    fn handshake_machines_on_damaged_exchanges(flags in any::<[u8; 2]>(), req in request(), resp in response(), tail in proptest::collection::vec(any::<u8>(), 0..40)) {
+        // What the server reads (a request, then the confirmation) and
+        // what the client reads (an answer, then what follows it), each
+        // damaged, in one stream: each machine takes what it awaits.
+        let mut server_side = flags.to_vec();
+        server_side.extend_from_slice(&req);
+        server_side.extend_from_slice(&ringlink_common::handshake::ClientHandshake::confirm());
+        let _ = fuzzing::handshake_machines(&server_side);
+        let mut client_side = flags.to_vec();
+        client_side.extend_from_slice(&resp);
+        client_side.extend_from_slice(&tail);
+        let _ = fuzzing::handshake_machines(&client_side);
+    }
+
+    #[test]
     fn message_header_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
         let _ = fuzzing::msg_header(&bytes);
     }
@@ -355,6 +375,9 @@ fn fuzz_regressions_replay() {
     let mut replayed = 0;
     for (target, body) in [
         ("handshake", (|b: &[u8]| fuzzing::handshake(b)) as fn(&[u8])),
+        ("handshake_machines", |b| {
+            let _ = fuzzing::handshake_machines(b);
+        }),
         ("msg_header", |b| {
             let _ = fuzzing::msg_header(b);
         }),
@@ -378,4 +401,31 @@ fn fuzz_regressions_replay() {
     // Each target keeps a sample of its corpus: none read means the
     // directory moved and this test checks nothing.
     assert!(replayed >= 4, "only {replayed} kept inputs under {root:?}");
+}
+
+/// The machines' fuzz body reaches the end of an honest exchange, both
+/// sides, however the bytes are cut: it checks more than refusals.
+#[test]
+fn handshake_machines_complete_an_honest_exchange() {
+    let request = ConnectRequest {
+        version: PROTOCOL_VERSION,
+        transport: Transport::Socket,
+        max_message: 4096,
+        protocol: "fuzz".into(),
+    };
+    let mut answer = ConnectResponse::reject(Status::Ok);
+    answer.max_message = 4096;
+    answer.fd_count = 2;
+    for cut in [0u8, 1, 7, 60, 255] {
+        // Bit 0: socket transport (a level byte follows the answer);
+        // bit 1: the server accepts.
+        let mut server_side = vec![3, cut];
+        server_side.extend_from_slice(&request.encode());
+        server_side.extend_from_slice(&ringlink_common::handshake::ClientHandshake::confirm());
+        assert!(fuzzing::handshake_machines(&server_side).0, "cut {cut}");
+        let mut client_side = vec![3, cut];
+        client_side.extend_from_slice(&answer.encode());
+        client_side.push(0);
+        assert!(fuzzing::handshake_machines(&client_side).1, "cut {cut}");
+    }
 }

@@ -503,6 +503,70 @@ fn a_client_that_does_not_read_feels_back_pressure_and_loses_nothing() {
 }
 }
 
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    // SAFETY: `getrusage` writes a `rusage` it is given the address of;
+    // zeroed is a valid `rusage`.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_THREAD is valid on Linux.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(r.ru_utime) + tv(r.ru_stime)
+}
+
+ringlink_tests::transport_test! {
+/// A send that waits for room sleeps (after its spin budget) until the
+/// server frees some: it does not poll the ring in a loop. (A wait for
+/// room not held by flow control used to return at once, and the send
+/// spun for its whole timeout.) CPU time, not wall time, is measured: a
+/// busy machine makes it smaller, never larger.
+fn a_send_waiting_for_room_sleeps() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("room-sleeps"), &[]);
+    let mut c = connect(server.addr(), 0);
+    let req = vec![7u8; 1000];
+    let mut sent = 0u64;
+    // Full, and staying full: the server takes requests until the
+    // response ring cannot hold another answer, then waits for us.
+    loop {
+        let before = sent;
+        loop {
+            match c.send(id::ECHO, &req) {
+                Ok(_) => sent += 1,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("send {sent}: {e}"),
+            }
+            assert!(sent < 100_000, "the request ring never filled");
+        }
+        if sent == before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wait = Duration::from_millis(500);
+    let before = thread_cpu();
+    match c.send_timeout(id::ECHO, &req, Some(wait)) {
+        Err(Error::TimedOut) => {}
+        other => panic!("a send into a full ring: {other:?}"),
+    }
+    let used = thread_cpu() - before;
+    eprintln!("waited {wait:?} for room, using {used:?} of CPU");
+    assert!(
+        used < wait / 4,
+        "a send waiting {wait:?} for room used {used:?} of CPU: it spun"
+    );
+    // Everything sent still comes back.
+    let mut buf = vec![0u8; c.max_message()];
+    for i in 0..sent {
+        c.recv(&mut buf, CALL)
+            .unwrap_or_else(|e| panic!("response {i}: {e}"));
+    }
+    server.shutdown();
+}
+}
+
 ringlink_tests::transport_test! {
 /// A zero timeout never waits: `send_recv` of a request the server holds
 /// returns `TimedOut` at once (and the answer, when it comes, is still

@@ -34,7 +34,7 @@ const PROMPT: Duration = Duration::from_secs(60);
 /// How the server goes away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
-    /// `ShutdownHandle::shutdown`: the loop closes every connection.
+    /// `ControlHandle::shutdown`: the loop closes every connection.
     Shutdown,
     /// SIGKILL: nothing runs in the server.
     Kill,

@@ -40,7 +40,7 @@ fn outside_loop(spin: Duration) {
         let (addr, stop) = (addr.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut s = Service::bind(addr, PROTOCOL, opts, Echo).expect("bind");
-            ready_tx.send(s.shutdown_handle()).expect("ready");
+            ready_tx.send(s.control_handle()).expect("ready");
             let fd = s.as_fd().as_raw_fd();
             while !stop.load(Ordering::Relaxed) {
                 let mut p = libc::pollfd {

@@ -162,7 +162,7 @@ fn serve_ringlink(cfg: &ServerConfig) -> io::Result<()> {
     };
     let mut service = Service::bind(ServiceAddr::named(&cfg.name), PROTOCOL, opts, handler)
         .map_err(io::Error::other)?;
-    let stop = service.shutdown_handle();
+    let stop = service.control_handle();
     std::thread::Builder::new()
         .name("stdin-watch".into())
         .spawn(move || {

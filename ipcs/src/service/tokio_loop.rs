@@ -13,7 +13,7 @@ use crate::{Handler, Result};
 impl<H: Handler> Service<H> {
     /// Runs the service as a task of the current tokio runtime until
     /// `shutdown` completes (e.g. `tokio::signal::ctrl_c()`) or
-    /// [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown) is
+    /// [`ControlHandle::shutdown`](crate::ControlHandle::shutdown) is
     /// called, then closes every connection as [`run`](Self::run) does.
     ///
     /// The loop never blocks a thread in the kernel: it waits on the
@@ -33,7 +33,7 @@ impl<H: Handler> Service<H> {
     pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let ready = register(self.as_fd().try_clone_to_owned()?)?;
         tokio::pin!(shutdown);
-        while !self.control.is_shutdown() {
+        while !self.is_shutdown() {
             let mut turns = 0u32;
             while self.turn_now()? {
                 turns += 1;
@@ -41,11 +41,11 @@ impl<H: Handler> Service<H> {
                     // Busy for a while: let the runtime's other tasks in.
                     tokio::task::yield_now().await;
                 }
-                if self.control.is_shutdown() {
+                if self.is_shutdown() {
                     break;
                 }
             }
-            if self.control.is_shutdown() {
+            if self.is_shutdown() {
                 break;
             }
             tokio::select! {

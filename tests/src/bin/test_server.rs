@@ -46,7 +46,7 @@
 //! - `farewell-all`: for every live connection, from this thread:
 //!   answers its held (`DEFER`) requests, sends a `FAREWELL` event, then
 //!   disconnects it; answers `ok N`;
-//! - `rate off|normal|fast|slow`: `ShutdownHandle::set_rate_limit` from
+//! - `rate off|normal|fast|slow`: `ControlHandle::set_rate_limit` from
 //!   this thread; answers `ok`;
 //! - `sstats [clear]`: `sstats key=value...`: `Service::stats` (`active`,
 //!   `closed` and each rejection reason);
@@ -75,8 +75,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use ringlink_ipcs::{
-    Connection, Credentials, Error, Handler, Interest, RateLimit, Reject, Request, RingAuth,
-    Service, ServiceAddr, ServiceOptions, ShutdownHandle,
+    Connection, ControlHandle, Credentials, Error, Handler, Interest, RateLimit, Reject, Request,
+    RingAuth, Service, ServiceAddr, ServiceOptions,
 };
 use ringlink_tests::ipc::{self, id, Burst, Defer};
 use ringlink_tests::lines::Lines;
@@ -640,7 +640,7 @@ struct LoopLink {
 }
 
 impl LoopLink {
-    fn shutdown(&self, handle: &ShutdownHandle) {
+    fn shutdown(&self, handle: &ControlHandle) {
         self.stop.store(true, Ordering::Release);
         handle.shutdown();
     }
@@ -662,7 +662,7 @@ impl LoopLink {
     }
 }
 
-fn service_stats(handle: &ShutdownHandle, clear: bool) -> String {
+fn service_stats(handle: &ControlHandle, clear: bool) -> String {
     let s = handle.stats(clear);
     let r = s.rejected;
     format!(
@@ -684,7 +684,7 @@ fn service_stats(handle: &ShutdownHandle, clear: bool) -> String {
     )
 }
 
-fn conn_stats(handle: &ShutdownHandle, id: u64, clear: bool) -> String {
+fn conn_stats(handle: &ControlHandle, id: u64, clear: bool) -> String {
     let Some(c) = handle.connections().into_iter().find(|c| c.id() == id) else {
         return "cstats found=0".to_owned();
     };
@@ -713,7 +713,7 @@ fn control(
     mut lines: Lines,
     sock: UnixStream,
     st: Arc<State>,
-    handle: ShutdownHandle,
+    handle: ControlHandle,
     link: Arc<LoopLink>,
 ) {
     loop {
@@ -906,15 +906,15 @@ fn run() -> Result<(), String> {
             println!(
                 "fault conn={} {}",
                 conn.map_or("-".to_owned(), |c| c.to_string()),
-                f.what
+                f
             );
             st.faults
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((conn, f.what.to_owned()));
+                .push((conn, f.to_string()));
         });
     }
-    let handle = service.shutdown_handle();
+    let handle = service.control_handle();
     let me = Credentials::current();
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(0, |(soft, _)| soft);

@@ -1,5 +1,5 @@
 //! The socket transport's framing: messages over Unix `SOCK_SEQPACKET`
-//! sockets, for [`Transport::Socket`](crate::Transport::Socket).
+//! sockets, for [`Transport::Socket`](ringlink_common::Transport::Socket).
 //!
 //! A message is the same bytes as a ring record (a [`MsgHeader`], then the
 //! payload), sent as one datagram when it fits the socket's send buffer,
@@ -23,13 +23,11 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
-
-use crate::wire::{MsgHeader, WireError, MSG_HEADER_LEN};
+use ringlink_common::wire::{MsgHeader, WireError, MSG_HEADER_LEN};
+use ringlink_common::Framing;
 
 /// Send buffer each socket asks for. The kernel caps it at twice
 /// `net.core.wmem_max`; fragments are sized from what it granted.
@@ -115,7 +113,7 @@ pub enum RecvError {
     /// The peer closed its end and everything it sent has been read.
     Closed,
     /// The peer broke the framing (the message is not delivered).
-    Protocol(String),
+    Framing(Framing),
     /// Any other failure of `recv`.
     Io(io::Error),
 }
@@ -381,7 +379,7 @@ impl SockRx {
     /// # Errors
     ///
     /// [`RecvError::Empty`] until then; [`RecvError::Closed`],
-    /// [`RecvError::Protocol`], [`RecvError::Io`].
+    /// [`RecvError::Framing`], [`RecvError::Io`].
     pub fn fill(&mut self) -> Result<(), RecvError> {
         while !self.ready() {
             let end = match self.header {
@@ -393,7 +391,11 @@ impl SockRx {
             // seen for what it is rather than silently cut.
             // Any fds the peer attached are reaped, never closed here
             // (`fdpass`).
-            let n = match crate::fdpass::recv_nowait(self.fd.as_fd(), room, MsgFlags::MSG_TRUNC) {
+            let n = match ringlink_common::fdpass::recv_nowait(
+                self.fd.as_fd(),
+                room,
+                MsgFlags::MSG_TRUNC,
+            ) {
                 Ok(0) => return Err(RecvError::Closed), // no empty datagrams are sent
                 Ok(n) => n,
                 Err(e) => match e.raw_os_error().map(Errno::from_raw) {
@@ -404,25 +406,23 @@ impl SockRx {
                 },
             };
             if n > room.len() {
-                return Err(self.violation("a datagram overruns its message"));
+                return Err(self.violation(Framing::Overrun));
             }
             self.got += n;
             if self.header.is_none() {
                 if self.got < MSG_HEADER_LEN {
-                    return Err(self.violation("a message shorter than its header"));
+                    return Err(self.violation(Framing::ShortDatagram));
                 }
                 let size = u32::from_le_bytes(self.buf[4..8].try_into().expect("4 bytes"));
                 let total = MSG_HEADER_LEN.saturating_add(size as usize);
                 if total > self.buf.len() {
-                    return Err(self.violation("a message larger than the negotiated maximum"));
+                    return Err(self.violation(Framing::TooLarge));
                 }
                 if self.got > total {
-                    return Err(self.violation("a datagram overruns its message"));
+                    return Err(self.violation(Framing::Overrun));
                 }
-                let header = MsgHeader::decode(&self.buf[..total]).map_err(|e: WireError| {
-                    self.got = 0;
-                    RecvError::Protocol(format!("bad message header: {e}"))
-                })?;
+                let header = MsgHeader::decode(&self.buf[..total])
+                    .map_err(|e: WireError| self.violation(Framing::Header(e)))?;
                 self.header = Some(header);
             }
         }
@@ -442,38 +442,133 @@ impl SockRx {
         self.got = 0;
     }
 
-    fn violation(&mut self, what: &str) -> RecvError {
+    fn violation(&mut self, what: Framing) -> RecvError {
         self.got = 0;
         self.header = None;
-        RecvError::Protocol(what.to_owned())
+        RecvError::Framing(what)
     }
 }
 
-/// Polls `fds` until one is ready or `deadline` passes (`None`: no
-/// deadline). Interrupted polls return early, as spurious wake-ups.
-///
-/// # Errors
-///
-/// The `poll` failure.
-pub fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<()> {
-    let timeout = match deadline {
-        None => PollTimeout::NONE,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+/// The sending end of a socket-transport channel.
+#[derive(Debug)]
+pub struct SocketSender {
+    tx: SockTx,
+}
+
+impl SocketSender {
+    pub(crate) fn new(tx: SockTx) -> SocketSender {
+        SocketSender { tx }
+    }
+
+    pub(crate) fn try_send(
+        &mut self,
+        header: &MsgHeader,
+        parts: &[IoSlice<'_>],
+    ) -> Result<(), crate::TrySendError> {
+        self.tx.try_send(header, parts).map_err(map_send)
+    }
+
+    /// Room for a message now: no tail waits and the kernel takes the
+    /// next datagram (it does while the send queue is below the buffer);
+    /// writability (`EPOLLOUT`) says when that may have changed.
+    pub(crate) fn room_for(&mut self) -> bool {
+        self.tx.flush().unwrap_or(true) && self.tx.can_send()
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<bool, crate::TrySendError> {
+        self.tx.flush().map_err(map_send)
+    }
+
+    pub(crate) fn tx(&self) -> &SockTx {
+        &self.tx
+    }
+
+    pub(crate) fn into_fd(self) -> Arc<OwnedFd> {
+        self.tx.into_fd()
+    }
+}
+
+fn map_send(e: SendError) -> crate::TrySendError {
+    match e {
+        SendError::WouldBlock => crate::TrySendError::Full,
+        SendError::Closed => crate::TrySendError::Closed,
+        SendError::Io(e) => crate::TrySendError::Io(e),
+    }
+}
+
+/// The reading end of a socket-transport channel.
+#[derive(Debug)]
+pub struct SocketReceiver {
+    rx: SockRx,
+    channel: ringlink_common::Channel,
+    peer: ringlink_common::Peer,
+    /// Read only after epoll said readable, until a read finds it dry
+    /// (the server's edge-triggered loop); `None`: read whenever asked.
+    readable: Option<bool>,
+}
+
+impl SocketReceiver {
+    pub(crate) fn new(
+        rx: SockRx,
+        channel: ringlink_common::Channel,
+        peer: ringlink_common::Peer,
+    ) -> SocketReceiver {
+        SocketReceiver {
+            rx,
+            channel,
+            peer,
+            readable: None,
         }
-    };
-    match nix::poll::poll(fds, timeout) {
-        Ok(_) | Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
+    }
+
+    pub(crate) fn try_recv(
+        &mut self,
+    ) -> Result<Option<(MsgHeader, &mut SockRx)>, crate::TryRecvError> {
+        if self.readable == Some(false) {
+            return Ok(None);
+        }
+        match self.rx.fill() {
+            Ok(()) => {
+                let (header, _) = self.rx.message().expect("filled");
+                Ok(Some((header, &mut self.rx)))
+            }
+            Err(RecvError::Empty) => {
+                if self.readable.is_some() {
+                    self.readable = Some(false);
+                }
+                Ok(None)
+            }
+            Err(RecvError::Closed) => Err(crate::TryRecvError::Closed),
+            Err(RecvError::Framing(error)) => Err(crate::TryRecvError::Violation(
+                ringlink_common::Violation::Framing {
+                    by: self.peer,
+                    channel: self.channel,
+                    error,
+                },
+            )),
+            Err(RecvError::Io(e)) => Err(crate::TryRecvError::Io(e)),
+        }
+    }
+
+    pub(crate) fn mark_readable(&mut self) {
+        self.readable = Some(true);
+    }
+
+    /// Whether epoll said readable and no read has found it dry since
+    /// (an edge-driven receiver with work left); never for a receiver
+    /// read whenever asked (its fd is polled level-triggered).
+    pub(crate) fn left_readable(&self) -> bool {
+        self.readable == Some(true)
+    }
+
+    pub(crate) fn rx(&self) -> &SockRx {
+        &self.rx
+    }
+
+    pub(crate) fn into_fd(self) -> Arc<OwnedFd> {
+        self.rx.into_fd()
     }
 }
-
-/// Poll flags for readability, with hang-up.
-pub const READABLE: PollFlags = PollFlags::POLLIN;
-/// Poll flags for writability.
-pub const WRITABLE: PollFlags = PollFlags::POLLOUT;
 
 #[cfg(test)]
 mod tests {
@@ -576,23 +671,23 @@ mod tests {
         let (a, b) = pair().expect("pair");
         let mut rx = SockRx::new(b, 1024);
         socket::send(a.as_raw_fd(), b"abc", MsgFlags::empty()).expect("send");
-        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        assert!(matches!(rx.fill(), Err(RecvError::Framing(_))));
         // A size above the maximum.
         let mut h = [0u8; MSG_HEADER_LEN];
         header(5000, 1).encode_into(&mut h);
         socket::send(a.as_raw_fd(), &h, MsgFlags::empty()).expect("send");
-        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        assert!(matches!(rx.fill(), Err(RecvError::Framing(_))));
         // A datagram longer than its header says.
         let mut m = vec![0u8; MSG_HEADER_LEN + 20];
         header(10, 1).encode_into(&mut m);
         socket::send(a.as_raw_fd(), &m, MsgFlags::empty()).expect("send");
-        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        assert!(matches!(rx.fill(), Err(RecvError::Framing(_))));
         // Nonzero reserved field.
         let mut m = vec![0u8; MSG_HEADER_LEN];
         header(0, 1).encode_into(&mut m);
         m[12] = 1;
         socket::send(a.as_raw_fd(), &m, MsgFlags::empty()).expect("send");
-        assert!(matches!(rx.fill(), Err(RecvError::Protocol(_))));
+        assert!(matches!(rx.fill(), Err(RecvError::Framing(_))));
         // A good one still gets through, then the close.
         let mut m = vec![0u8; MSG_HEADER_LEN + 3];
         header(3, 9).encode_into(&mut m);

@@ -1,0 +1,81 @@
+//! A message's framing, written once for both transports and both roles:
+//! the 24-byte header read from a ring record or a reassembled datagram
+//! stream and checked against the negotiated maximum.
+
+use ringlink_common::wire::{MsgHeader, WireError, MSG_HEADER_LEN};
+use ringlink_common::{Channel, Peer, Violation};
+
+/// The header of a whole message (`header + payload`) that `by` sent on
+/// `channel`, checked: it must decode (its `size` is the payload present,
+/// its reserved field zero) and its payload must be at most `max`, the
+/// negotiated maximum (a ring holds records of about twice that; the
+/// protocol does not).
+///
+/// # Errors
+///
+/// [`Violation::BadHeader`] or [`Violation::OverMaximum`].
+#[inline]
+pub fn read_header(
+    record: &[u8],
+    max: usize,
+    by: Peer,
+    channel: Channel,
+) -> Result<MsgHeader, Violation> {
+    let h = MsgHeader::decode(record).map_err(|error: WireError| Violation::BadHeader {
+        by,
+        channel,
+        error,
+    })?;
+    if h.size as usize > max {
+        return Err(Violation::OverMaximum {
+            by,
+            channel,
+            len: u64::from(h.size),
+            max: max as u64,
+        });
+    }
+    Ok(h)
+}
+
+/// The payload of a whole message whose header was read.
+#[inline]
+pub fn payload(record: &[u8]) -> &[u8] {
+    &record[MSG_HEADER_LEN..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_the_header_and_the_maximum() {
+        let mut rec = vec![0u8; MSG_HEADER_LEN + 10];
+        MsgHeader {
+            id: 1,
+            size: 10,
+            error: 0,
+            seq: 3,
+        }
+        .encode_into(&mut rec);
+        assert_eq!(
+            read_header(&rec, 10, Peer::Client, Channel::Request)
+                .unwrap()
+                .seq,
+            3
+        );
+        assert_eq!(
+            read_header(&rec, 9, Peer::Client, Channel::Request),
+            Err(Violation::OverMaximum {
+                by: Peer::Client,
+                channel: Channel::Request,
+                len: 10,
+                max: 9
+            })
+        );
+        assert!(matches!(
+            read_header(&rec[..30], 100, Peer::Server, Channel::Event),
+            Err(Violation::BadHeader { .. })
+        ));
+        assert_eq!(payload(&rec).len(), 10);
+    }
+}

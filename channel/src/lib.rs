@@ -1,0 +1,407 @@
+//! ringlink's channel layer: what carries a connection's messages,
+//! under both roles (`ringlink-ipcs` and `ringlink-ipcc`).
+//!
+//! - [`frame`]: a message's 24-byte header read and checked against the
+//!   negotiated maximum, once for every transport and role;
+//! - the transports ("flavours"), each in a file of its own: [`ring`]
+//!   (shared-memory rings, `ringlink-ringbuf`) and [`socket`]
+//!   (`SOCK_SEQPACKET` sockets, with fragmentation); [`Sender`] and
+//!   [`Receiver`] are the one seam the roles use, and this file is the
+//!   only place that dispatches on the flavour (as crossbeam-channel
+//!   dispatches its flavours only in `channel.rs`);
+//! - [`set`]: a connection's three channels (request, response, event):
+//!   their order on the wire, their names, their sizes, made by the server
+//!   ([`set::offer`]) and opened by the client ([`set::open`]) from one
+//!   definition;
+//! - [`named`]: rings as files in a directory, opened by path;
+//! - [`stream`]: the connection's stream socket after the handshake
+//!   (wake-ups, flow-control levels, liveness);
+//! - [`wait`]: polling with deadlines.
+//!
+//! Adding a transport means adding a flavour file here, its variants in
+//! [`Sender`] and [`Receiver`], and its making and opening in [`set`];
+//! the roles do not change.
+#![deny(unsafe_code)]
+
+use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use ringlink_common::wire::MsgHeader;
+use ringlink_common::{Error, Violation};
+use ringlink_ringbuf::wake::{Fenced, SleepPrep};
+use ringlink_ringbuf::ReadGrant;
+
+pub mod frame;
+pub mod named;
+pub mod ring;
+pub mod set;
+pub mod socket;
+pub mod stream;
+pub mod wait;
+
+use ring::{RingReceiver, RingSender};
+use socket::{SockRx, SocketReceiver, SocketSender};
+
+/// Why a message was not sent.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// No room now (a full ring, a full socket, or the tail of the last
+    /// message still waiting): nothing was sent.
+    Full,
+    /// The channel is closed (the peer left, or the connection ended).
+    Closed,
+    /// Larger than the channel carries; nothing was sent.
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest it may be.
+        max: usize,
+    },
+    /// The peer broke the protocol (a corrupt ring).
+    Violation(Violation),
+    /// A system call failed.
+    Io(io::Error),
+}
+
+impl From<TrySendError> for Error {
+    /// The one mapping of a send's failure to the roles' error: `Full`
+    /// is [`Error::WouldBlock`].
+    fn from(e: TrySendError) -> Error {
+        match e {
+            TrySendError::Full => Error::WouldBlock,
+            TrySendError::Closed => Error::Disconnected,
+            TrySendError::TooLarge { len, max } => Error::MessageTooLarge { len, max },
+            TrySendError::Violation(v) => Error::Protocol(v),
+            TrySendError::Io(e) => Error::Io(e),
+        }
+    }
+}
+
+/// Why no message was received.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// The channel is closed and everything sent before was read.
+    Closed,
+    /// The peer broke the protocol (the message is not delivered).
+    Violation(Violation),
+    /// A system call failed.
+    Io(io::Error),
+}
+
+impl From<Violation> for TryRecvError {
+    fn from(v: Violation) -> TryRecvError {
+        TryRecvError::Violation(v)
+    }
+}
+
+impl From<TryRecvError> for Error {
+    /// The one mapping of a receive's failure to the roles' error.
+    fn from(e: TryRecvError) -> Error {
+        match e {
+            TryRecvError::Closed => Error::Disconnected,
+            TryRecvError::Violation(v) => Error::Protocol(v),
+            TryRecvError::Io(e) => Error::Io(e),
+        }
+    }
+}
+
+/// The sending end of a channel, whichever the transport.
+#[derive(Debug)]
+pub enum Sender {
+    /// A ring in shared memory.
+    Ring(RingSender),
+    /// A `SOCK_SEQPACKET` socket.
+    Socket(SocketSender),
+}
+
+impl Sender {
+    /// Sends one message (`header`'s `size` is set here), without
+    /// waiting. The payload is checked against `max`, the negotiated
+    /// maximum, before anything is written.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError`]; `TooLarge` over `max`.
+    #[inline]
+    pub fn try_send(
+        &mut self,
+        mut header: MsgHeader,
+        parts: &[IoSlice<'_>],
+        max: usize,
+    ) -> Result<(), TrySendError> {
+        let len = parts
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        if len > max {
+            return Err(TrySendError::TooLarge { len, max });
+        }
+        header.size = len as u32;
+        match self {
+            Sender::Ring(r) => r.try_send(&header, parts),
+            Sender::Socket(s) => s.try_send(&header, parts),
+        }
+    }
+
+    /// Whether a message of `len` payload bytes would go now (flow
+    /// control: a server takes a request only when its answer fits).
+    ///
+    /// # Errors
+    ///
+    /// `Violation` if the peer corrupted the ring, `Closed`.
+    pub fn room_for(&mut self, len: usize) -> Result<bool, TrySendError> {
+        match self {
+            Sender::Ring(r) => r.room_for(len),
+            Sender::Socket(s) => Ok(s.room_for()),
+        }
+    }
+
+    /// Sends what is left of the last message (a socket's tail): whether
+    /// nothing is left. Rings have no tails.
+    ///
+    /// # Errors
+    ///
+    /// `Closed`, `Io`.
+    pub fn flush(&mut self) -> Result<bool, TrySendError> {
+        match self {
+            Sender::Ring(_) => Ok(true),
+            Sender::Socket(s) => s.flush(),
+        }
+    }
+
+    /// Whether the tail of a message waits to be sent.
+    pub fn has_tail(&self) -> bool {
+        match self {
+            Sender::Ring(_) => false,
+            Sender::Socket(s) => s.tx().has_pending(),
+        }
+    }
+
+    /// Bytes sent and not yet read by the peer (with a socket's unsent
+    /// tail).
+    pub fn queued(&self) -> usize {
+        match self {
+            Sender::Ring(r) => r.queued(),
+            Sender::Socket(s) => s.tx().queued(),
+        }
+    }
+
+    /// The fd to poll for writability while waiting for room (sockets);
+    /// `None` for rings, whose room comes as a wake-up on the stream.
+    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Sender::Ring(_) => None,
+            Sender::Socket(s) => Some(s.tx().fd()),
+        }
+    }
+
+    /// The sleeper's half of the wake-up handshake, for a sender about to
+    /// wait for room (rings; the stream socket drained by its owner):
+    /// whether it may sleep. Sockets: always (their fd says).
+    pub fn prepare_sleep(&mut self) -> bool {
+        match self {
+            Sender::Ring(r) => r.producer().prepare_sleep(),
+            Sender::Socket(_) => true,
+        }
+    }
+
+    /// Lowers the waiting flag on waking (rings).
+    pub fn lower_wake_flag(&mut self) {
+        if let Sender::Ring(r) = self {
+            r.producer().lower_wake_flag();
+        }
+    }
+
+    /// Whether the channel was closed (rings: by either side; a socket's
+    /// closing shows when it is used).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Ring(r) => r.is_closed(),
+            Sender::Socket(_) => false,
+        }
+    }
+
+    /// Marks the channel closed from this side (rings).
+    pub fn close(&mut self) {
+        if let Sender::Ring(r) = self {
+            r.close();
+        }
+    }
+
+    /// The socket, given back to be closed where its closing cannot hold
+    /// anyone (sockets); `None` for rings.
+    pub fn into_socket(self) -> Option<Arc<OwnedFd>> {
+        match self {
+            Sender::Ring(_) => None,
+            Sender::Socket(s) => Some(s.into_fd()),
+        }
+    }
+}
+
+/// The receiving end of a channel, whichever the transport.
+#[derive(Debug)]
+pub enum Receiver {
+    /// A ring in shared memory.
+    Ring(RingReceiver),
+    /// A `SOCK_SEQPACKET` socket.
+    Socket(SocketReceiver),
+}
+
+/// A message received, in place (a ring record, or a socket's reassembly
+/// buffer): its header and payload, until [`release`](Incoming::release)
+/// gives its room back. Dropped unreleased, it is received again.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    header: MsgHeader,
+    body: Body<'a>,
+}
+
+#[derive(Debug)]
+enum Body<'a> {
+    Ring(ReadGrant<'a>),
+    Socket(&'a mut SockRx),
+}
+
+impl Incoming<'_> {
+    /// The message's header (checked: size, reserved field, maximum).
+    pub fn header(&self) -> MsgHeader {
+        self.header
+    }
+
+    /// The payload. In a ring it lives in memory the peer can write: a
+    /// peer breaking the protocol could change it while it is read, so
+    /// validate it as any input, and read each value once.
+    pub fn payload(&self) -> &[u8] {
+        match &self.body {
+            Body::Ring(g) => frame::payload(g),
+            Body::Socket(rx) => rx.message().map(|(_, p)| p).unwrap_or(&[]),
+        }
+    }
+
+    /// Done with it: its room goes back to the peer.
+    pub fn release(self) {
+        match self.body {
+            Body::Ring(g) => g.release(),
+            Body::Socket(rx) => rx.consume(),
+        }
+    }
+}
+
+impl Receiver {
+    /// The next message, without waiting: `Ok(None)` if none is there
+    /// (yet).
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError`].
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<Option<Incoming<'_>>, TryRecvError> {
+        match self {
+            Receiver::Ring(r) => Ok(r.try_recv()?.map(|(header, g)| Incoming {
+                header,
+                body: Body::Ring(g),
+            })),
+            Receiver::Socket(s) => Ok(s.try_recv()?.map(|(header, rx)| Incoming {
+                header,
+                body: Body::Socket(rx),
+            })),
+        }
+    }
+
+    /// The fd to poll for readability while waiting (sockets); `None`
+    /// for rings, whose messages come with a wake-up on the stream.
+    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Receiver::Ring(_) => None,
+            Receiver::Socket(s) => Some(s.rx().fd()),
+        }
+    }
+
+    /// Whether something may be waiting without a system call to tell
+    /// (rings: the producer's position moved; sockets: a message already
+    /// reassembled, which polling would not show).
+    pub fn pending(&self) -> bool {
+        match self {
+            Receiver::Ring(r) => r.pending(),
+            Receiver::Socket(s) => s.rx().ready(),
+        }
+    }
+
+    /// The sleeper's half of the wake-up handshake for one ring (the
+    /// stream socket drained by its owner): whether it may sleep.
+    /// Sockets: unless a message is already reassembled.
+    pub fn prepare_sleep(&mut self) -> bool {
+        match self {
+            Receiver::Ring(r) => r.consumer().prepare_sleep(),
+            Receiver::Socket(s) => !s.rx().ready(),
+        }
+    }
+
+    /// Raises the waiting flag in a batch (rings; see
+    /// `ringlink_ringbuf::wake::prepare_sleep`).
+    pub fn raise_wake_flag(&mut self, prep: &mut SleepPrep) {
+        if let Receiver::Ring(r) = self {
+            r.consumer().raise_wake_flag(prep);
+        }
+    }
+
+    /// After the batch's fence: whether the caller may sleep (rings: the
+    /// ring did not move; sockets: no message already reassembled, and
+    /// an edge-driven one not left readable).
+    pub fn confirm_wake(&mut self, fenced: &Fenced) -> bool {
+        match self {
+            Receiver::Ring(r) => r.consumer().confirm_wake(fenced),
+            Receiver::Socket(s) => !s.left_readable() && !s.rx().ready(),
+        }
+    }
+
+    /// Lowers the waiting flag on waking (rings).
+    pub fn lower_wake_flag(&mut self) {
+        if let Receiver::Ring(r) = self {
+            r.consumer().lower_wake_flag();
+        }
+    }
+
+    /// An edge-driven socket (the server's loop, on `EPOLLET`): read only
+    /// after this, until a read finds it dry. No effect on rings.
+    pub fn mark_readable(&mut self) {
+        if let Receiver::Socket(s) = self {
+            s.mark_readable();
+        }
+    }
+
+    /// Whether the channel was closed (rings; see [`Sender::is_closed`]).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Receiver::Ring(r) => r.is_closed(),
+            Receiver::Socket(_) => false,
+        }
+    }
+
+    /// Marks the channel closed from this side (rings).
+    pub fn close(&mut self) {
+        if let Receiver::Ring(r) = self {
+            r.close();
+        }
+    }
+
+    /// Publishes a value in the ring header's user word and wakes the
+    /// producer if it waits (rings; the server's flow-control level on
+    /// the request ring). Sockets: nothing (the level goes on the stream).
+    pub fn publish_user_word(&mut self, value: u32) {
+        if let Receiver::Ring(r) = self {
+            r.consumer().publish_user_word(value);
+        }
+    }
+
+    /// The socket, given back (see [`Sender::into_socket`]).
+    pub fn into_socket(self) -> Option<Arc<OwnedFd>> {
+        match self {
+            Receiver::Ring(_) => None,
+            Receiver::Socket(s) => Some(s.into_fd()),
+        }
+    }
+}

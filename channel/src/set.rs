@@ -1,0 +1,580 @@
+//! A connection's set of three channels (request, response, event),
+//! defined once: their sizes, the order their fds travel in, their
+//! names; made by the server ([`offer`]) and opened by the client
+//! ([`open`]) from the same definitions (`docs/PROTOCOL.md` §2.2).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringlink_common::fdpass::{self, PeerFds};
+use ringlink_common::wire::{
+    ConnectResponse, Status, Transport, MSG_HEADER_LEN, NAMED_SHM_FDS, SHM_FDS, SOCKET_FDS,
+};
+use ringlink_common::{Channel, Credentials, Error, Peer, RingRefusal, Violation};
+use ringlink_ringbuf::{ClaimError, Ring, Wake};
+
+use crate::named::{self, OpenDir, RingAuth, RingDir};
+use crate::ring::{RingReceiver, RingSender};
+use crate::socket::{self, SockRx, SockTx, SocketReceiver, SocketSender};
+use crate::{stream, Receiver, Sender};
+
+/// Smallest ring a connection gets, whatever its message size.
+pub const MIN_RING_CAPACITY: usize = 32 * 1024;
+
+/// The ring capacity that carries messages of up to `max_message` payload
+/// bytes: the ring's largest record (`capacity / 2 - 8`) must hold the
+/// message header and payload.
+pub fn ring_capacity_for(max_message: usize) -> usize {
+    let record = MSG_HEADER_LEN + max_message + 8;
+    (2 * record).next_power_of_two().max(MIN_RING_CAPACITY)
+}
+
+/// Whether a ring of `capacity` bytes holds a message of `max_message`
+/// payload bytes.
+pub fn holds(capacity: usize, max_message: usize) -> bool {
+    ringlink_ringbuf::layout::max_payload(capacity) >= MSG_HEADER_LEN + max_message
+}
+
+/// The fds an accepted answer carries: three memfds (none with named
+/// rings) or two sockets.
+pub fn fd_count(transport: Transport, named: bool) -> usize {
+    match (transport, named) {
+        (Transport::Socket, _) => SOCKET_FDS,
+        (_, true) => NAMED_SHM_FDS,
+        (_, false) => SHM_FDS,
+    }
+}
+
+pub use ringlink_common::handshake::trailer_len;
+
+/// What a server made for a connection and offers its client: the
+/// channels, and what the answer carries (fds, trailer, sizes).
+#[derive(Debug)]
+pub struct Offer {
+    transport: Transport,
+    max_message: usize,
+    request: Receiver,
+    response: Sender,
+    event: Sender,
+    /// The rings (shared memory): to close, to publish the level in, and
+    /// their memory fds until the answer is sent.
+    rings: Option<[Ring; 3]>,
+    /// The named rings' path prefix.
+    prefix: Option<Vec<u8>>,
+    /// The client's ends of the socket pairs, until the answer is sent.
+    client_ends: Vec<OwnedFd>,
+    /// The server's ends (socket transport), for closing.
+    sockets: Vec<Arc<OwnedFd>>,
+    level: u32,
+}
+
+/// Makes a connection's channels, as its server: three rings waking the
+/// client through `stream` (sealed memfds, or files in `named` owned as
+/// its `RingAuth` says), or two socket pairs; `level` is the flow-control
+/// level to publish at once.
+///
+/// # Errors
+///
+/// What a system call said (out of fds or memory).
+pub fn offer(
+    transport: Transport,
+    id: u64,
+    max_message: usize,
+    named: Option<(&RingDir, RingAuth)>,
+    stream: &Arc<UnixStream>,
+    level: u32,
+) -> io::Result<Offer> {
+    let mut offer = match transport {
+        Transport::Socket => {
+            let (rr, rr_client) = socket::pair()?;
+            let (ev, ev_client) = socket::pair()?;
+            // The client passes no fds on these, ever.
+            fdpass::refuse_fds(rr.as_fd());
+            fdpass::refuse_fds(ev.as_fd());
+            let (rr, ev) = (Arc::new(rr), Arc::new(ev));
+            let rx = SockRx::new(rr.clone(), max_message);
+            let mut request =
+                Receiver::Socket(SocketReceiver::new(rx, Channel::Request, Peer::Client));
+            // The server's loop reads a socket after epoll said so.
+            request.mark_readable();
+            Offer {
+                transport,
+                max_message,
+                request,
+                response: Sender::Socket(SocketSender::new(SockTx::new(rr.clone())?)),
+                event: Sender::Socket(SocketSender::new(SockTx::new(ev.clone())?)),
+                rings: None,
+                prefix: None,
+                client_ends: vec![rr_client, ev_client],
+                sockets: vec![rr, ev],
+                level,
+            }
+        }
+        _ => {
+            let cap = ring_capacity_for(max_message);
+            let wake = || Wake::Socket(stream.clone());
+            let (rings, prefix) = match named {
+                None => {
+                    let one = || {
+                        Ring::create_memfd_waking("ringlink", cap, wake()).map_err(io::Error::other)
+                    };
+                    ([one()?, one()?, one()?], None)
+                }
+                Some((dir, auth)) => {
+                    let (rings, prefix) = dir.make(id, cap, auth, wake)?;
+                    (rings, Some(prefix))
+                }
+            };
+            let claim = |e: ClaimError| io::Error::other(format!("claiming a fresh ring: {e}"));
+            let request = rings[0].consumer().map_err(claim)?;
+            let response = rings[1].producer().map_err(claim)?;
+            let event = rings[2].producer().map_err(claim)?;
+            Offer {
+                transport,
+                max_message,
+                request: Receiver::Ring(RingReceiver::new(
+                    request,
+                    Channel::Request,
+                    Peer::Client,
+                    max_message,
+                )),
+                response: Sender::Ring(RingSender::new(response, Channel::Response, Peer::Client)),
+                event: Sender::Ring(RingSender::new(event, Channel::Event, Peer::Client)),
+                rings: Some(rings),
+                prefix,
+                client_ends: Vec::new(),
+                sockets: Vec::new(),
+                level,
+            }
+        }
+    };
+    // The flow-control level is in the ring before the client can see
+    // it, so a client connecting while requests are not read is held back
+    // from its first send.
+    offer.request.publish_user_word(level);
+    Ok(offer)
+}
+
+impl Offer {
+    /// The negotiated largest payload of the connection's messages.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// The accepting answer for connection `id`.
+    pub fn answer(&self, id: u64) -> ConnectResponse {
+        let cap = |i: usize| self.rings.as_ref().map_or(0, |r| r[i].capacity() as u64);
+        ConnectResponse {
+            status: Status::Ok,
+            connection_id: id,
+            max_message: self.max_message as u32,
+            fd_count: fd_count(self.transport, self.prefix.is_some()) as u16,
+            path_len: self.prefix.as_ref().map_or(0, |p| p.len() as u16),
+            request_capacity: cap(0),
+            response_capacity: cap(1),
+            event_capacity: cap(2),
+        }
+    }
+
+    /// The fds the answer carries, in their order.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        match &self.rings {
+            Some(_) if self.prefix.is_some() => Vec::new(),
+            Some(rings) => rings.iter().filter_map(Ring::memory_fd).collect(),
+            None => self.client_ends.iter().map(AsFd::as_fd).collect(),
+        }
+    }
+
+    /// The bytes that follow the answer: the path prefix (named rings) or
+    /// the flow-control level (socket transport).
+    pub fn trailer(&self) -> Vec<u8> {
+        match (&self.prefix, self.transport) {
+            (Some(p), _) => p.clone(),
+            (None, Transport::Socket) => vec![self.level as u8],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The answer went: the client has its copies (or opens the files by
+    /// path), and the server keeps only the mappings and its own ends.
+    pub fn sent(&mut self) {
+        if let Some(rings) = &mut self.rings {
+            for r in rings {
+                r.forget_memory_fd();
+            }
+        }
+        self.client_ends.clear();
+    }
+
+    /// The handshake ended without a connection: all three rings are
+    /// marked closed by both sides (so a client that mapped them sees
+    /// them closed from either side), named files are removed, and the
+    /// server's sockets closed where their closing cannot hold the
+    /// caller.
+    pub fn abandon(self) {
+        if let Some(rings) = &self.rings {
+            for r in rings {
+                r.close();
+            }
+        }
+        let Offer {
+            request,
+            response,
+            event,
+            rings,
+            sockets,
+            ..
+        } = self;
+        drop((request, response, event, rings));
+        close_sockets(sockets);
+    }
+
+    /// The client confirmed: the channels, split between the loop
+    /// (`ServerSide`) and the connection's senders. `level` is the
+    /// flow-control level now: published again (a client already waiting
+    /// on it is woken), or sent on `stream` if it changed (sockets).
+    pub fn accept(self, level: u32, stream: &UnixStream) -> (ServerSide, Sender, Sender) {
+        if let Some(rings) = &self.rings {
+            // Named files have served their purpose: the client opened
+            // them before confirming (or will never use them).
+            for r in rings {
+                let _ = r.unlink();
+            }
+        }
+        let mut side = ServerSide {
+            request: self.request,
+            rings: self.rings,
+            sockets: self.sockets,
+        };
+        if side.rings.is_some() {
+            side.request.publish_user_word(level);
+        } else if level != self.level {
+            stream::send_byte(stream, level as u8);
+        }
+        (side, self.response, self.event)
+    }
+}
+
+/// What the server's loop holds of a live connection's channels: its
+/// requests, and what it closes and publishes the flow-control level
+/// through. The response and event senders live in the connection's
+/// handle, for any thread.
+#[derive(Debug)]
+pub struct ServerSide {
+    /// The requests.
+    pub request: Receiver,
+    rings: Option<[Ring; 3]>,
+    sockets: Vec<Arc<OwnedFd>>,
+}
+
+/// Which of a connection's socket-transport fds the server's loop polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// The request socket: readable (requests), writable (a response's
+    /// tail may go on).
+    Requests,
+    /// The event socket: writable (an event's tail may go on).
+    Events,
+}
+
+impl ServerSide {
+    /// The fds the loop polls besides the stream socket (edge-triggered),
+    /// and for what: none for rings (their wake-ups come on the stream).
+    pub fn watched(&self) -> Vec<(BorrowedFd<'_>, Watch)> {
+        match self.sockets.as_slice() {
+            [rr, ev] => vec![(rr.as_fd(), Watch::Requests), (ev.as_fd(), Watch::Events)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the client's bytes on the stream socket are wake-ups
+    /// (rings); over the socket transport it may send none.
+    pub fn wakes_on_stream(&self) -> bool {
+        self.rings.is_some()
+    }
+
+    /// Publishes the flow-control level: in the request ring's user word,
+    /// waking a client whose send waits on it, or as a byte on `stream`
+    /// (socket transport; `changed`: only when it differs from the last).
+    pub fn publish_level(&mut self, level: u32, changed: bool, stream: &UnixStream) {
+        if self.rings.is_some() {
+            self.request.publish_user_word(level);
+        } else if changed {
+            stream::send_byte(stream, level as u8);
+        }
+    }
+
+    /// Closes the channels before anyone hears of it: both closed bits of
+    /// every ring (a thread blocked on one wakes; the client still reads
+    /// what was published), or the sockets shut down.
+    pub fn close(&self) {
+        if let Some(rings) = &self.rings {
+            for r in rings {
+                r.close();
+            }
+        }
+        for s in &self.sockets {
+            let _ = nix::sys::socket::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(&**s),
+                nix::sys::socket::Shutdown::Both,
+            );
+        }
+    }
+
+    /// Releases everything: the rings unmapped, the sockets (with the
+    /// senders' handles on them, `senders`) closed where their closing
+    /// cannot hold the caller.
+    pub fn release(self, senders: impl IntoIterator<Item = Sender>) {
+        let ServerSide {
+            request,
+            rings,
+            mut sockets,
+        } = self;
+        for s in senders {
+            sockets.extend(s.into_socket());
+        }
+        sockets.extend(request.into_socket());
+        drop(rings);
+        close_sockets(sockets);
+    }
+}
+
+/// Closes the last handle of each socket a peer can write to with
+/// `fdpass::close_refusing` (shared handles are dropped until the last).
+fn close_sockets(sockets: Vec<Arc<OwnedFd>>) {
+    for s in sockets {
+        if let Ok(fd) = Arc::try_unwrap(s) {
+            fdpass::close_refusing(fd);
+        }
+    }
+}
+
+/// A connection's channels as its client holds them.
+#[derive(Debug)]
+pub struct ClientSide {
+    /// Requests out.
+    pub request: Sender,
+    /// Responses in.
+    pub response: Receiver,
+    /// Events in.
+    pub event: Receiver,
+    rings: Option<[Ring; 3]>,
+}
+
+impl ClientSide {
+    /// The server's flow-control level from the request ring's user word
+    /// (shared memory); `None` over sockets, where it comes on the stream.
+    pub fn level(&self) -> Option<u32> {
+        self.rings.as_ref().map(|r| r[0].user_word())
+    }
+
+    /// Whether the server closed a ring (rings; a socket's closing shows
+    /// when it is read).
+    pub fn closed(&self) -> bool {
+        self.request.is_closed() || self.response.is_closed() || self.event.is_closed()
+    }
+
+    /// Marks the rings closed from the client's side (its roles' bits).
+    pub fn close(&mut self) {
+        self.request.close();
+        self.response.close();
+        self.event.close();
+    }
+
+    /// The receiver of responses (`event`: of events).
+    pub fn receiver(&mut self, event: bool) -> &mut Receiver {
+        if event {
+            &mut self.event
+        } else {
+            &mut self.response
+        }
+    }
+}
+
+/// Opens the channels of an accepted `answer`, as its client: checks the
+/// fds that came (`fds`, reaped if refused) and what followed the answer
+/// (`trailer`, [`trailer_len`] bytes), maps the rings with `stream` for
+/// their wake-ups (or takes the sockets), claims the client's roles. The
+/// socket transport's initial flow-control level is returned too.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] for anything the protocol does not allow;
+/// [`Error::Io`].
+pub fn open(
+    transport: Transport,
+    answer: &ConnectResponse,
+    fds: PeerFds,
+    trailer: &[u8],
+    stream: &Arc<UnixStream>,
+    server: Credentials,
+    spin: Duration,
+) -> Result<(ClientSide, u32), Error> {
+    let max_message = answer.max_message as usize;
+    let named = transport != Transport::Socket && answer.path_len != 0;
+    let expected = fd_count(transport, named);
+    if fds.len() != expected
+        || answer.fd_count as usize != expected
+        || (transport == Transport::Socket && answer.path_len != 0)
+    {
+        return Err(Error::Protocol(Violation::FdCount {
+            expected: expected as u16,
+            announced: answer.fd_count,
+            received: fds.len() as u16,
+        }));
+    }
+    if transport == Transport::Socket {
+        return open_sockets(fds, trailer, max_message);
+    }
+    let refused = |channel, refusal| {
+        Error::Protocol(Violation::RingRefused {
+            channel,
+            named,
+            refusal,
+        })
+    };
+    // Sealed memfds only reach the ring crate (which closes what it
+    // refuses); anything else is reaped.
+    if !fds.iter().all(is_sealed_memfd) {
+        return Err(refused(Channel::Request, RingRefusal::NotSealed));
+    }
+    let mut fds = fds.take().into_iter();
+    let dir = if named {
+        Some(OpenDir::open(trailer)?)
+    } else {
+        None
+    };
+    let capacities = [
+        answer.request_capacity,
+        answer.response_capacity,
+        answer.event_capacity,
+    ];
+    let mut rings = Vec::with_capacity(3);
+    for (channel, capacity) in Channel::ALL.into_iter().zip(capacities) {
+        // Wake-ups both ways travel on the connection's socket.
+        let wake = Wake::Socket(stream.clone());
+        let mut ring = match (&dir, fds.next()) {
+            (Some(dir), _) => dir.open_ring(channel, wake, server)?,
+            (None, Some(memory)) => {
+                Ring::from_memfd(memory, wake).map_err(|e| match named::refusal(e) {
+                    Ok(r) => refused(channel, r),
+                    Err(io) => Error::Io(io),
+                })?
+            }
+            (None, None) => unreachable!("the fd count was checked"),
+        };
+        // Mapped: the fd (shared with the server) is not needed again.
+        ring.forget_memory_fd();
+        if ring.capacity() as u64 != capacity || !holds(ring.capacity(), max_message) {
+            return Err(refused(channel, RingRefusal::Size));
+        }
+        rings.push(ring);
+    }
+    let rings: [Ring; 3] = rings.try_into().expect("three rings");
+    let claim = |channel, e: ClaimError| match e {
+        ClaimError::Taken { owner, .. } => refused(channel, RingRefusal::RoleTaken { owner }),
+        ClaimError::Corrupt(corruption) => Error::Protocol(Violation::CorruptRing {
+            by: Peer::Server,
+            channel,
+            corruption,
+        }),
+        _ => refused(channel, RingRefusal::Incompatible("claim")),
+    };
+    let mut request = rings[0]
+        .producer()
+        .map_err(|e| claim(Channel::Request, e))?;
+    let mut response = rings[1]
+        .consumer()
+        .map_err(|e| claim(Channel::Response, e))?;
+    let mut event = rings[2].consumer().map_err(|e| claim(Channel::Event, e))?;
+    request.set_spin(spin);
+    response.set_spin(spin);
+    event.set_spin(spin);
+    if let Some(dir) = &dir {
+        // Mapped: the names are no longer needed. The server removes them
+        // too; whoever is first wins (we may lack the right to, in a
+        // sticky directory, if the files are not ours).
+        for channel in Channel::ALL {
+            dir.remove(channel);
+        }
+    }
+    let side = ClientSide {
+        request: Sender::Ring(RingSender::new(request, Channel::Request, Peer::Server)),
+        response: Receiver::Ring(RingReceiver::new(
+            response,
+            Channel::Response,
+            Peer::Server,
+            max_message,
+        )),
+        event: Receiver::Ring(RingReceiver::new(
+            event,
+            Channel::Event,
+            Peer::Server,
+            max_message,
+        )),
+        rings: Some(rings),
+    };
+    Ok((side, 0))
+}
+
+/// The socket transport's half of [`open`]: two `SOCK_SEQPACKET`
+/// sockets, and the level byte.
+fn open_sockets(
+    fds: PeerFds,
+    trailer: &[u8],
+    max_message: usize,
+) -> Result<(ClientSide, u32), Error> {
+    for fd in fds.iter() {
+        if socket::check(fd).is_err() {
+            return Err(Error::Protocol(Violation::NotSeqpacket));
+        }
+        // Ours now: no fds on them from the server.
+        fdpass::refuse_fds(fd);
+    }
+    let mut fds = fds.take().into_iter();
+    let (Some(rr), Some(ev)) = (fds.next(), fds.next()) else {
+        unreachable!("the fd count was checked");
+    };
+    let rr = Arc::new(rr);
+    let side = ClientSide {
+        request: Sender::Socket(SocketSender::new(SockTx::new(rr.clone())?)),
+        response: Receiver::Socket(SocketReceiver::new(
+            SockRx::new(rr, max_message),
+            Channel::Response,
+            Peer::Server,
+        )),
+        event: Receiver::Socket(SocketReceiver::new(
+            SockRx::new(ev, max_message),
+            Channel::Event,
+            Peer::Server,
+        )),
+        rings: None,
+    };
+    Ok((side, u32::from(trailer.first().copied().unwrap_or(0))))
+}
+
+/// Whether `fd` is a memfd sealed against shrinking and growing (the only
+/// ring memory a client maps; `docs/PROTOCOL.md` §2.2).
+fn is_sealed_memfd(fd: BorrowedFd<'_>) -> bool {
+    let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GET_SEALS).is_ok_and(|s| s & needed == needed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_holds_the_largest_message() {
+        for m in [0usize, 1, 100, 4096, 65536, 1 << 20, (1 << 20) + 1] {
+            let cap = ring_capacity_for(m);
+            assert!(cap.is_power_of_two());
+            assert!(holds(cap, m), "{m} -> {cap}");
+        }
+        assert_eq!(ring_capacity_for(64), MIN_RING_CAPACITY);
+        assert_eq!(ring_capacity_for(64 << 10), 256 << 10);
+    }
+}

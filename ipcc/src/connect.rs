@@ -1,0 +1,188 @@
+//! Reaching a service: the socket connect (with its backoff), and the
+//! handshake driven over blocking reads with a deadline
+//! (`ringlink_common::handshake::ClientHandshake`), ending in the
+//! connection's channels opened (`ringlink_channel::set::open`).
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use ringlink_channel::set::{self, ClientSide};
+use ringlink_common::fdpass::{self, PeerFds};
+use ringlink_common::handshake::{ClientEvent, ClientHandshake};
+use ringlink_common::wire::{ConnectRequest, PROTOCOL_VERSION};
+use ringlink_common::{Credentials, Error, Result, ServiceAddr};
+
+use crate::ConnectOptions;
+
+/// Longest pause between two connection attempts while the server is
+/// not there yet (or its backlog is full).
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A connection whose handshake completed.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// The stream socket, non-blocking: wake-ups, levels, liveness.
+    pub(crate) sock: Arc<UnixStream>,
+    /// The channels.
+    pub(crate) side: ClientSide,
+    /// The socket transport's initial flow-control level.
+    pub(crate) level: u32,
+    /// The server-assigned connection id.
+    pub(crate) id: u64,
+    /// The negotiated largest payload.
+    pub(crate) max_message: usize,
+    /// The server's credentials, from the kernel.
+    pub(crate) server: Credentials,
+}
+
+/// Connects without blocking past `deadline`: a full backlog (`EAGAIN`)
+/// is retried, and with `wait`, so is a missing server, each time after
+/// a pause that doubles up to [`MAX_BACKOFF`].
+///
+/// (`crossbeam_utils::Backoff` is for spinning on shared memory, a few
+/// microseconds; this waits for another process to start listening, a
+/// sleep in milliseconds.)
+pub(crate) fn connect_socket(
+    addr: &ServiceAddr,
+    wait: bool,
+    deadline: Instant,
+) -> Result<UnixStream> {
+    let uaddr = match addr {
+        ServiceAddr::Abstract(name) => UnixAddr::new_abstract(name.as_bytes()),
+        ServiceAddr::Path(p) => UnixAddr::new(p.as_path()),
+    }
+    .map_err(io::Error::from)?;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let retry = match socket::connect(fd.as_raw_fd(), &uaddr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => true,
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ECONNREFUSED) => {
+                if !wait {
+                    return Err(Error::NoServer);
+                }
+                false
+            }
+            Err(e) => return Err(Error::Io(e.into())),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(if retry {
+                Error::TimedOut
+            } else {
+                Error::NoServer
+            });
+        }
+        std::thread::sleep(backoff.min(deadline - now));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Runs the handshake on a connected, blocking socket, all of it before
+/// `deadline`: sends the request, reads the answer with its fds and what
+/// follows it, opens the channels, confirms. The socket is left
+/// non-blocking.
+pub(crate) fn handshake(
+    sock: UnixStream,
+    opts: &ConnectOptions,
+    deadline: Instant,
+) -> Result<Connected> {
+    ringlink_common::wire::check_protocol_id(&opts.protocol)?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let request = ConnectRequest {
+        version: PROTOCOL_VERSION,
+        transport: opts.transport,
+        max_message: opts.max_message,
+        protocol: opts.protocol.clone(),
+    };
+    let (mut machine, hello) = ClientHandshake::new(&request);
+    sock.set_write_timeout(Some(left()))?;
+    (&sock).write_all(&hello).map_err(timed)?;
+
+    // The answer, with its fds on its first bytes; then what follows it.
+    // Until checked and taken, the fds are the server's choice of file:
+    // whatever is left on any way out is reaped (`fdpass::PeerFds`).
+    let (answer, fds, trailer) = loop {
+        let event = if machine.expects_fds() {
+            sock.set_read_timeout(Some(left()))?;
+            let (n, fds) = fdpass::recv_fds(&sock, machine.buffer()).map_err(timed)?;
+            let event = machine.received(n, PeerFds::new(fds))?;
+            if !machine.expects_fds() {
+                // No more fds from the server, ever (where the kernel can
+                // refuse them; elsewhere every read reaps them).
+                fdpass::refuse_fds(sock.as_fd());
+            }
+            event
+        } else {
+            let buf = machine.buffer();
+            let n = buf.len();
+            fdpass::recv_exact(sock.as_fd(), buf, deadline).map_err(timed)?;
+            machine.received(n, PeerFds::default())?
+        };
+        if let ClientEvent::Accepted {
+            answer,
+            fds,
+            trailer,
+        } = event
+        {
+            break (answer, fds, trailer);
+        }
+    };
+    let server = Credentials::of_peer(&sock)?;
+    let sock = Arc::new(sock);
+    let (side, level) = set::open(
+        opts.transport,
+        &answer,
+        fds,
+        &trailer,
+        &sock,
+        server,
+        opts.spin,
+    )?;
+    sock.set_write_timeout(Some(left()))?;
+    (&*sock)
+        .write_all(&ClientHandshake::confirm())
+        .map_err(timed)?;
+    sock.set_read_timeout(None)?;
+    sock.set_write_timeout(None)?;
+    sock.set_nonblocking(true)?;
+    Ok(Connected {
+        sock,
+        side,
+        level,
+        id: answer.connection_id,
+        max_message: answer.max_message as usize,
+        server,
+    })
+}
+
+/// A handshake read or write that failed: past the deadline, or the
+/// server gone.
+fn timed(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::UnexpectedEof => Error::Disconnected,
+        _ => Error::Io(e),
+    }
+}

@@ -1,0 +1,466 @@
+//! The client's send/receive engine, shared by [`Client`](crate::Client)
+//! and the async client: one attempt to send or to receive, the checks of
+//! what the server sends, and the preparing of a wait (spin, drain the
+//! stream socket, raise a ring's flag, or pick the socket to poll). The
+//! blocking client loops over it with `poll(2)`; the async client with
+//! tokio's reactor.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFd;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use ringlink_channel::set::ClientSide;
+use ringlink_channel::wait::{self, READABLE, WRITABLE};
+use ringlink_channel::TrySendError;
+use ringlink_common::wire::{self, MsgHeader};
+use ringlink_common::{Error, Result, Transport, Violation};
+
+use crate::connect::Connected;
+use crate::flow::{self, Flow};
+use crate::stream::Stream;
+use crate::Message;
+
+/// What a wait is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Response,
+    Event,
+    Space,
+}
+
+impl Wait {
+    fn event(self) -> bool {
+        self == Wait::Event
+    }
+}
+
+/// Epoll tokens of the client's fd (the app's eventfd is `stream`'s).
+const RESPONSES: u64 = 0;
+const EVENTS: u64 = 1;
+const STREAM: u64 = 2;
+
+/// A connection's channels and their state, as its client drives them.
+pub(crate) struct Engine {
+    /// The handshake's stream socket: kept open to see the server's
+    /// death; it carries the rings' wake-ups (a byte each, both ways) or,
+    /// with the socket transport, the server's flow-control level.
+    stream: Stream,
+    side: ClientSide,
+    transport: Transport,
+    max_message: usize,
+    next_seq: u64,
+    /// Responses received: never more than the requests sent, so that
+    /// what a server sends cannot grow a client's tables beyond what the
+    /// application asked for.
+    answered: u64,
+    spin: Duration,
+    flow: Flow,
+    /// The epoll set watches the request socket for writability (a
+    /// request's tail waits to be sent).
+    watching_tail: bool,
+    /// The client's fd: readable when a response or an event may be
+    /// waiting or the server hung up.
+    epoll: Epoll,
+}
+
+impl Engine {
+    /// The engine of a connection just made.
+    pub(crate) fn new(
+        c: Connected,
+        transport: Transport,
+        spin: Duration,
+        fc_enable_max: u32,
+    ) -> Result<Engine> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io)?;
+        for (rx, token) in [(&c.side.response, RESPONSES), (&c.side.event, EVENTS)] {
+            if let Some(fd) = rx.poll_fd() {
+                epoll
+                    .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                    .map_err(io)?;
+            }
+        }
+        epoll
+            .add(
+                &*c.sock,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, STREAM),
+            )
+            .map_err(io)?;
+        Ok(Engine {
+            stream: Stream::new(c.sock, transport == Transport::Socket, c.level),
+            side: c.side,
+            transport,
+            max_message: c.max_message,
+            next_seq: 1,
+            answered: 0,
+            spin,
+            flow: Flow::new(fc_enable_max),
+            watching_tail: false,
+            epoll,
+        })
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Whether the server was still there at the last look.
+    pub(crate) fn connected(&self) -> bool {
+        self.stream.connected()
+    }
+
+    /// Whether the connection is still up: reads the stream socket for a
+    /// hang-up and the rings for a close, without waiting.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.stream.read();
+        if self.stream.connected() && self.side.closed() {
+            self.stream.fail();
+        }
+        self.stream.connected()
+    }
+
+    /// Takes what the server wrote on the stream socket (wake-ups, a new
+    /// level, its leaving), before raising a ring's waiting flag: one
+    /// drain, then the flags, so that no wake-up meant for a ring already
+    /// waiting is taken (PROTOCOL.md §4).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn drain_wakes(&self) {
+        self.stream.read();
+    }
+
+    /// Whether any call read the stream socket since the last time this
+    /// was asked: wake-ups meant for other waiters may have been taken.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn take_drained(&self) -> bool {
+        self.stream.take_drained()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.stream.connected() {
+            Ok(())
+        } else {
+            Err(Error::Disconnected)
+        }
+    }
+
+    /// `e`, after failing the connection if `e` leaves it unusable.
+    pub(crate) fn fail(&mut self, e: Error) -> Error {
+        if e.is_fatal() {
+            self.stream.fail();
+        }
+        e
+    }
+
+    fn held(&self) -> bool {
+        self.flow.holds(flow::level(&self.side, &self.stream))
+    }
+
+    /// Checks a payload against the negotiated maximum, and the
+    /// connection: what a send does before its first attempt.
+    pub(crate) fn check_send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
+        wire::payload_len(parts, self.max_message)?;
+        self.check()
+    }
+
+    /// One attempt to send a request: `Ok(None)` if the channel is full
+    /// or flow control holds sends back (wait with [`wait`](Self::wait),
+    /// or arm with [`arm_space`](Self::arm_space)), `Ok(Some(seq))` once
+    /// sent, with the sequence number its response will carry.
+    pub(crate) fn try_send(&mut self, id: i32, parts: &[IoSlice<'_>]) -> Result<Option<u64>> {
+        wire::payload_len(parts, self.max_message)?;
+        if self.flow.enabled() && self.transport == Transport::Socket {
+            // Levels arrive on the stream socket: read them first.
+            self.stream.read();
+        }
+        self.check()?;
+        if self.held() {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        let header = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            seq,
+        };
+        match self.side.request.try_send(header, parts, self.max_message) {
+            Ok(()) => {
+                self.next_seq += 1;
+                Ok(Some(seq))
+            }
+            Err(TrySendError::Full) => Ok(None),
+            Err(e) => Err(self.fail(e.into())),
+        }
+    }
+
+    /// One attempt to receive a response (`event`: an event) into `buf`:
+    /// `Ok(None)` when there is none and the server is still there. A
+    /// message is delivered even after the server left, until none is
+    /// left; one too large for `buf` is kept.
+    pub(crate) fn try_recv(&mut self, event: bool, buf: &mut [u8]) -> Result<Option<Message>> {
+        // The tail of our last request must go before its answer can come
+        // (errors show on the next send).
+        let _ = self.side.request.flush();
+        let got = match self.side.receiver(event).try_recv() {
+            Ok(Some(incoming)) => {
+                let h = incoming.header();
+                let payload = incoming.payload();
+                let msg = Message {
+                    id: h.id,
+                    seq: h.seq,
+                    error: h.error,
+                    len: payload.len(),
+                };
+                if msg.len > buf.len() {
+                    return Err(Error::BufferTooSmall { needed: msg.len });
+                }
+                buf[..msg.len].copy_from_slice(payload);
+                incoming.release();
+                msg
+            }
+            Ok(None) if self.stream.connected() => return Ok(None),
+            Ok(None) => return Err(Error::Disconnected),
+            Err(e) => return Err(self.fail(e.into())),
+        };
+        self.received(event, got).map(Some)
+    }
+
+    /// Checks a message just taken from the server: a response must
+    /// answer a request this client sent (`seq` from 1 to the last one
+    /// sent), and there are never more responses than requests
+    /// (PROTOCOL.md §3). A server that breaks this is a protocol
+    /// violation, and the connection fails.
+    fn received(&mut self, event: bool, msg: Message) -> Result<Message> {
+        if !event {
+            let sent = self.next_seq - 1;
+            if msg.seq == 0 || msg.seq > sent || self.answered >= sent {
+                let v = Violation::UnaskedResponse {
+                    seq: msg.seq,
+                    answered: self.answered,
+                    sent,
+                };
+                return Err(self.fail(Error::Protocol(v)));
+            }
+            self.answered += 1;
+        }
+        Ok(msg)
+    }
+
+    /// Waits until `which` may have progressed, or `deadline`: polls the
+    /// rings for the spin budget, then sleeps on the stream socket, which
+    /// carries the rings' wake-ups and hears a dead server (over the
+    /// socket transport, on the channel's socket and the stream socket
+    /// together, so a dead server or a flow-control change wakes us).
+    ///
+    /// # Errors
+    ///
+    /// A failed poll; for a sender, [`Error::Disconnected`] once the
+    /// server is gone (a reader goes back to read what it published
+    /// before it left).
+    pub(crate) fn wait(&mut self, which: Wait, deadline: Option<Instant>) -> Result<()> {
+        let held = self.held();
+        let fired = match self.sleep(which, deadline, held) {
+            Ok(fired) => fired,
+            Err(e) => return Err(self.fail(e)),
+        };
+        if fired && !self.is_connected() {
+            let e = self.fail(Error::Disconnected);
+            return if which == Wait::Space { Err(e) } else { Ok(()) };
+        }
+        Ok(())
+    }
+
+    /// [`wait`](Self::wait)'s sleep; `held`: flow control held sends back
+    /// before it (then only the level can release a `Space` wait).
+    /// Returns whether the stream socket fired.
+    fn sleep(&mut self, which: Wait, deadline: Option<Instant>, held: bool) -> Result<bool> {
+        let Engine {
+            stream,
+            side,
+            flow,
+            spin,
+            transport,
+            ..
+        } = self;
+        let rings = *transport != Transport::Socket;
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+        if rings {
+            let ready = match which {
+                Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
+                    !flow.holds(flow::level(side, stream))
+                        && side.request.room_for(0).unwrap_or(true)
+                }),
+                _ => {
+                    let rx = side.receiver(which.event());
+                    ringlink_ringbuf::wake::spin_until(*spin, || rx.pending() || rx.is_closed())
+                }
+            };
+            if ready {
+                return Ok(false);
+            }
+            // Drain, then raise the flag: a wake-up sent after the flag
+            // went up stays on the socket until the poll below.
+            stream.read();
+            let armed = match which {
+                Wait::Space => side.request.prepare_sleep(),
+                _ => side.receiver(which.event()).prepare_sleep(),
+            };
+            // The level is read after raising the flag: the server lowers
+            // it, then wakes flagged waiters, so either we see the new
+            // level here or we are woken.
+            let released = which == Wait::Space && held && !flow.holds(flow::level(side, stream));
+            if !armed || released {
+                return Ok(false);
+            }
+        } else {
+            // The tail of our last request must go before its response
+            // can come.
+            let tail = match side.request.flush() {
+                Ok(done) => !done,
+                Err(TrySendError::Full) => true,
+                Err(e) => return Err(e.into()),
+            };
+            let request = side.request.poll_fd();
+            let watch = match which {
+                Wait::Response => side.response.poll_fd().map(|fd| (fd, READABLE)),
+                Wait::Event => side.event.poll_fd().map(|fd| (fd, READABLE)),
+                // Held by flow control, only the level (on the stream
+                // socket) can release us: writability would spin.
+                Wait::Space if held => None,
+                Wait::Space => request.map(|fd| (fd, WRITABLE)),
+            };
+            fds.extend(watch.map(|(fd, flags)| PollFd::new(fd, flags)));
+            if tail && which != Wait::Space {
+                fds.extend(request.map(|fd| PollFd::new(fd, WRITABLE)));
+            }
+        }
+        fds.push(PollFd::new(stream.as_fd(), READABLE));
+        let polled = wait::poll_until(&mut fds, deadline);
+        let fired = fds
+            .last()
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
+        drop(fds);
+        // Awake: the flag comes down (the server swapped it already if it
+        // woke us), so that no wake-up is sent that nobody waits for.
+        match which {
+            Wait::Space => side.request.lower_wake_flag(),
+            _ => side.receiver(which.event()).lower_wake_flag(),
+        }
+        polled?;
+        Ok(fired)
+    }
+
+    /// Prepares to wait on the client's fd in the application's own
+    /// loop: `false` if a response or event is already waiting.
+    pub(crate) fn prepare_poll(&mut self) -> bool {
+        // Over sockets, the tail of a long request must go before its
+        // answer can come: while one waits, the fd also polls for the
+        // request socket's writability (the response socket is the same).
+        let tail = !self.side.request.flush().unwrap_or(true);
+        if tail != self.watching_tail {
+            if let Some(fd) = self.side.response.poll_fd() {
+                let mut flags = EpollFlags::EPOLLIN;
+                if tail {
+                    flags |= EpollFlags::EPOLLOUT;
+                }
+                let mut ev = EpollEvent::new(flags, RESPONSES);
+                if self.epoll.modify(fd, &mut ev).is_ok() {
+                    self.watching_tail = tail;
+                }
+            }
+        }
+        // Drained first, then, from here, a wake-up that one of our own
+        // calls reads makes the fd readable again, so that the
+        // application never waits for one that was taken from it
+        // (`Stream::arm_app`, which also forgets what earlier reads
+        // signalled).
+        self.stream.read();
+        if self.stream.arm_app(&self.epoll).is_err() {
+            // Without it, better a poll that returns at once than one
+            // that may miss a wake-up.
+            return false;
+        }
+        // Both flags up, one fence, then both channels looked at: each
+        // ring's flag is up before the other is checked, so no wake-up is
+        // lost between them.
+        let mut prep = ringlink_ringbuf::wake::prepare_sleep();
+        let (response, event) = (&mut self.side.response, &mut self.side.event);
+        response.raise_wake_flag(&mut prep);
+        event.raise_wake_flag(&mut prep);
+        let fenced = prep.fence();
+        let a = response.confirm_wake(&fenced);
+        let b = event.confirm_wake(&fenced);
+        a && b
+    }
+
+    /// Before sleeping until a send may go (the stream socket drained by
+    /// the caller, [`drain_wakes`](Self::drain_wakes)): raises the
+    /// request ring's waiting flag. `false` if there is no need to sleep
+    /// (room appeared, or flow control lifted).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn arm_space(&mut self) -> bool {
+        if !self.side.request.prepare_sleep() {
+            return false;
+        }
+        // The level is read after the flag is up: the server lowers it,
+        // then wakes flagged waiters.
+        self.held() || !self.side.request.room_for(0).unwrap_or(true)
+    }
+
+    /// Before sleeping until a response (`event`: an event) may have
+    /// come (the stream socket drained by the caller): arms that
+    /// channel's wake-up. `false` if one is already there.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
+        self.side.receiver(event).prepare_sleep()
+    }
+
+    /// How long a waiting call polls before it sleeps (zero over sockets:
+    /// polling a socket is a system call).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn spin_budget(&self) -> Duration {
+        match self.transport {
+            Transport::Socket => Duration::ZERO,
+            _ => self.spin,
+        }
+    }
+
+    /// Whether the tail of a long request waits for room in the socket
+    /// (its answer cannot come before it goes).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn has_tail(&self) -> bool {
+        self.side.request.has_tail()
+    }
+
+    /// What a sender waiting for room sleeps on besides the client's fd
+    /// (which hears the rings' wake-ups): the request socket (writable)
+    /// over the socket transport, nothing over shared memory.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn space_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.side.request.poll_fd()
+    }
+
+    /// The client's fd.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The rings marked closed from our side first (PROTOCOL.md §5),
+        // then the socket shut down: the server hears of it at once.
+        self.side.close();
+        self.stream.fail();
+    }
+}
+
+fn io(e: nix::errno::Errno) -> Error {
+    Error::Io(e.into())
+}

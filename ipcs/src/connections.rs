@@ -1,0 +1,360 @@
+//! The live connections, as the loop holds them: taking their requests
+//! (the sweep), arming their wake-ups before the loop sleeps, hearing
+//! their sockets, publishing the flow-control level, and taking one out
+//! when it closes. It returns what happened (work done, connections to
+//! close and why) and calls back into nothing but the delivery closure it
+//! is handed.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use ringlink_channel::set::{ServerSide, Watch};
+use ringlink_channel::stream::{self, Drained};
+use ringlink_channel::{Sender, TryRecvError};
+use ringlink_common::wire::MsgHeader;
+use ringlink_common::Violation;
+
+use crate::connection::count;
+use crate::flow;
+use crate::hooks::{Closing, FaultKind};
+use crate::slab::Slab;
+use crate::Connection;
+
+/// Epoll token kinds of a connection's fds (the service's kinds, in the
+/// top byte; the slot below).
+pub(crate) const CONN_SOCK: u64 = 4 << 56;
+pub(crate) const CONN_REQ: u64 = 5 << 56;
+pub(crate) const CONN_SPACE: u64 = 6 << 56;
+
+/// A live connection, as the loop holds it.
+pub(crate) struct Conn {
+    pub(crate) handle: Connection,
+    /// The handshake's socket: liveness both ways, and the rings'
+    /// wake-ups (a byte each) over shared memory.
+    pub(crate) sock: Arc<UnixStream>,
+    /// The requests, and what closes the channels and publishes the
+    /// flow-control level.
+    pub(crate) side: ServerSide,
+    /// Waiting for room for a response before taking more requests.
+    parked: bool,
+    /// In the `hot` list: may have requests, so the sweep looks at it. A
+    /// cold connection has its wake-up armed and comes back through
+    /// epoll.
+    hot: bool,
+}
+
+/// The live connections.
+#[derive(Default)]
+pub(crate) struct Connections {
+    conns: Slab<Conn>,
+    /// Slots of the connections the sweep reads: those active since the
+    /// loop last slept, and those epoll reported since. Idle connections
+    /// cost the sweep nothing, so its cost follows the active ones.
+    hot: Vec<usize>,
+}
+
+impl Connections {
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The slot the next insert takes.
+    pub(crate) fn next_slot(&self) -> usize {
+        self.conns.next_slot()
+    }
+
+    /// The live connections' handles.
+    pub(crate) fn handles(&self) -> impl Iterator<Item = &Connection> {
+        self.conns.iter().map(|(_, c)| &c.handle)
+    }
+
+    /// Whether a connection is at `slot` with this id.
+    pub(crate) fn holds(&self, slot: usize, id: u64) -> bool {
+        self.conns.get(slot).is_some_and(|c| c.handle.id() == id)
+    }
+
+    /// Whether every connection the loop reads is armed (none is hot).
+    pub(crate) fn all_armed(&self) -> bool {
+        self.hot.is_empty()
+    }
+
+    /// Adds a connection made from a confirmed handshake, registered in
+    /// `epoll`; its requests are looked at on the next sweep (the client
+    /// may have sent some already). If it cannot be registered, it comes
+    /// back, to be closed and released.
+    pub(crate) fn insert(
+        &mut self,
+        handle: Connection,
+        sock: Arc<UnixStream>,
+        side: ServerSide,
+        epoll: &Epoll,
+    ) -> Result<usize, Box<Conn>> {
+        let slot = self.conns.next_slot();
+        let ev = |flags, kind: u64| EpollEvent::new(flags, kind | slot as u64);
+        let registered = (|| -> io::Result<()> {
+            // Level-triggered: the loop drains what a readiness reports
+            // (wake-up bytes, bounded per turn), or the client hung up.
+            epoll.add(
+                &*sock,
+                ev(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, CONN_SOCK),
+            )?;
+            for (fd, watch) in side.watched() {
+                let (flags, kind) = match watch {
+                    Watch::Requests => (EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT, CONN_REQ),
+                    Watch::Events => (EpollFlags::EPOLLOUT, CONN_SPACE),
+                };
+                epoll.add(fd, ev(EpollFlags::EPOLLET | flags, kind))?;
+            }
+            Ok(())
+        })();
+        let conn = Conn {
+            handle,
+            sock,
+            side,
+            parked: false,
+            hot: false,
+        };
+        if registered.is_err() {
+            let _ = epoll.delete(&*conn.sock);
+            for (fd, _) in conn.side.watched() {
+                let _ = epoll.delete(fd);
+            }
+            return Err(Box::new(conn));
+        }
+        let at = self.conns.insert(conn);
+        debug_assert_eq!(at, slot);
+        self.make_hot(at);
+        Ok(at)
+    }
+
+    /// Puts a connection in the sweep's list.
+    pub(crate) fn make_hot(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !c.hot {
+                c.hot = true;
+                self.hot.push(slot);
+            }
+        }
+    }
+
+    /// Puts every connection in the sweep's list (requests queued while
+    /// the rate limit was `Off` signalled no one).
+    pub(crate) fn make_all_hot(&mut self) {
+        for slot in 0..self.conns.slots() {
+            self.make_hot(slot);
+        }
+    }
+
+    /// Reads every hot connection's waiting requests, at most `per_turn`
+    /// from each (so that one busy client cannot starve the others), and
+    /// hands each to `deliver` as a view of the ring or socket buffer.
+    /// Returns whether any was delivered, and adds the connections to
+    /// close (with why) to `dead`.
+    pub(crate) fn sweep(
+        &mut self,
+        per_turn: usize,
+        dead: &mut Vec<(usize, Closing)>,
+        mut deliver: impl FnMut(&Connection, MsgHeader, &[u8]),
+    ) -> bool {
+        let mut did = false;
+        for i in 0..self.hot.len() {
+            let slot = self.hot[i];
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.parked || !conn.handle.is_connected() {
+                continue;
+            }
+            for _ in 0..per_turn {
+                // Take a request only if its answer will fit; otherwise
+                // leave it queued and park until the client makes room.
+                let closing = match conn.side.request.try_recv() {
+                    Ok(None) => break,
+                    Ok(Some(incoming)) => match flow::answer_fits(&conn.handle, &mut conn.parked) {
+                        Ok(true) => {
+                            deliver(&conn.handle, incoming.header(), incoming.payload());
+                            incoming.release();
+                            did = true;
+                            None
+                        }
+                        Ok(false) => break,
+                        Err(closing) => Some(closing),
+                    },
+                    Err(TryRecvError::Closed) => Some(Closing::Clean),
+                    Err(TryRecvError::Violation(v)) => Some(v.into()),
+                    Err(TryRecvError::Io(e)) => {
+                        Some(Closing::Fault(FaultKind::SocketError(e.kind())))
+                    }
+                    Err(_) => Some(Closing::Clean),
+                };
+                if let Some(closing) = closing {
+                    dead.push((slot, closing));
+                    break;
+                }
+                if !conn.handle.is_connected() {
+                    break; // disconnected by the handler
+                }
+            }
+        }
+        did
+    }
+
+    /// Arms the wake-ups of the hot connections before the loop sleeps,
+    /// turning them cold. Returns `false` if some still has requests (do
+    /// not sleep).
+    pub(crate) fn arm_all(&mut self) -> bool {
+        // Raise every flag, pay the sleeper's fence (a membarrier) once,
+        // then check every ring: the handshake for all connections at the
+        // price of one. Those still empty turn cold, armed, until epoll
+        // brings them back; cold ones are armed already. Socket
+        // connections need no arming (epoll watches them), but one left
+        // readable by the rate limit has work.
+        let live = |c: &Conn| !c.parked && c.handle.is_connected();
+        let mut prep = ringlink_ringbuf::wake::prepare_sleep();
+        for &slot in &self.hot {
+            if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
+                c.side.request.raise_wake_flag(&mut prep);
+            }
+        }
+        let fenced = prep.fence();
+        let mut sleep = true;
+        let conns = &mut self.conns;
+        self.hot.retain(|&slot| {
+            let Some(c) = conns.get_mut(slot) else {
+                return false;
+            };
+            let busy = live(c) && !c.side.request.confirm_wake(&fenced);
+            // A parked connection comes back with room (a wake-up).
+            c.hot = busy;
+            sleep &= !busy;
+            busy
+        });
+        sleep
+    }
+
+    /// A connection's socket is readable or hung up: wake-up bytes from a
+    /// ring client (it published a request, or freed room, while a flag
+    /// was up), or the client left, died, or, over the socket transport,
+    /// wrote on it (a violation). Returns why to close it, if so.
+    pub(crate) fn on_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
+        let c = self.conns.get_mut(slot)?;
+        match stream::read_out(&c.sock) {
+            Drained::Gone => Some(Closing::Clean),
+            Drained::Bytes(_) if c.side.wakes_on_stream() => {
+                // A wake-up: look at its rings again, both ways, and tell
+                // the threads waiting for room in them.
+                c.parked = false;
+                c.handle.inner.wakeups.notify();
+                self.make_hot(slot);
+                None
+            }
+            Drained::Bytes(_) => Some(Violation::DataOnStream.into()),
+            Drained::Nothing if hung_up => Some(Closing::Clean),
+            Drained::Nothing => None,
+            Drained::Failed => Some(Closing::Fault(FaultKind::SocketError(io::ErrorKind::Other))),
+        }
+    }
+
+    /// A socket-transport connection's socket is ready: its request
+    /// socket readable (requests) or writable (a response's tail may go),
+    /// or its event socket writable.
+    pub(crate) fn on_socket(&mut self, slot: usize, watch: Watch, readable: bool, writable: bool) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let hot = match watch {
+            Watch::Requests => {
+                if readable {
+                    c.side.request.mark_readable();
+                }
+                if writable && flush(&c.handle.inner.response) {
+                    c.parked = false;
+                }
+                // Not readable, the sweep finds it dry without a system
+                // call, and the arming turns it cold again.
+                !c.parked
+            }
+            Watch::Events => {
+                flush(&c.handle.inner.event);
+                false
+            }
+        };
+        if hot {
+            self.make_hot(slot);
+        }
+    }
+
+    /// Publishes a flow-control level to every client (`changed`: it
+    /// differs from the last), waking those that wait for it.
+    pub(crate) fn publish_level(&mut self, level: u32, changed: bool) {
+        for slot in 0..self.conns.slots() {
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if changed {
+                let intake = &c.handle.inner.counters.intake;
+                intake.flow_control.store(level > 0, Ordering::Relaxed);
+                count(&intake.flow_control_changes, 1);
+            }
+            c.side.publish_level(level, changed, &c.sock);
+        }
+    }
+
+    /// Takes a connection out, its fds out of `epoll`.
+    pub(crate) fn remove(&mut self, slot: usize, epoll: &Epoll) -> Option<Conn> {
+        let c = self.conns.remove(slot)?;
+        if c.hot {
+            self.hot.retain(|&s| s != slot);
+        }
+        let _ = epoll.delete(&*c.sock);
+        for (fd, _) in c.side.watched() {
+            let _ = epoll.delete(fd);
+        }
+        Some(c)
+    }
+
+    /// Every slot that may hold a connection.
+    pub(crate) fn slots(&self) -> usize {
+        self.conns.slots()
+    }
+}
+
+/// Sends what is left of a socket connection's last message in one
+/// direction. Returns whether nothing is left.
+fn flush(tx: &parking_lot::Mutex<Option<Sender>>) -> bool {
+    tx.lock().as_mut().is_none_or(|s| s.flush().unwrap_or(true))
+}
+
+impl Conn {
+    /// Marks the connection's channels closed (rings: both bits; sockets:
+    /// shut down) and its handle dead, before anyone hears of it: from
+    /// here every send fails with `Disconnected`, a thread blocked
+    /// sending wakes, and the client still reads what was published.
+    pub(crate) fn close(&self) {
+        self.handle.inner.alive.store(false, Ordering::Release);
+        self.side.close();
+    }
+
+    /// Releases everything the connection holds: the senders taken from
+    /// the handle (so that clones held by the application keep no mapping
+    /// or fd), the rings unmapped, the sockets closed where their closing
+    /// cannot hold the loop.
+    pub(crate) fn release(self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let senders = [
+            self.handle.inner.response.lock().take(),
+            self.handle.inner.event.lock().take(),
+        ];
+        // A thread waiting for room (without the lock) looks again, and
+        // finds the connection gone.
+        self.handle.inner.wakeups.notify();
+        self.side.release(senders.into_iter().flatten());
+        // The rings (which held the stream socket for their wake-ups) are
+        // gone: the last handle closes here.
+        stream::release(self.sock);
+    }
+}

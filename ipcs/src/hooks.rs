@@ -1,0 +1,172 @@
+//! The trace and error hooks (lwmsg's trace and exception functions):
+//! what they see, and the handler call between the trace hook's two
+//! calls.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ringlink_common::wire::MsgHeader;
+use ringlink_common::Violation;
+
+use crate::{Connection, Handler, Request};
+
+/// The trace hook: called at the start and the end of each dispatched
+/// request.
+pub(crate) type TraceHook = dyn Fn(&Trace<'_>) + Send;
+/// The error hook: called for failures the loop handles on its own.
+pub(crate) type ErrorHook = dyn Fn(&Fault<'_>) + Send;
+
+/// What the trace hook sees of a dispatched request.
+#[derive(Debug)]
+pub struct Trace<'a> {
+    /// The connection the request came on.
+    pub connection: &'a Connection,
+    /// The request's message id.
+    pub id: i32,
+    /// The request's sequence number.
+    pub seq: u64,
+    /// Start or end of the handler call.
+    pub stage: TraceStage,
+}
+
+/// The two moments the trace hook is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceStage {
+    /// Before the handler runs.
+    Start,
+    /// After it returned.
+    End {
+        /// Time spent in the handler.
+        duration: Duration,
+        /// Whether a response was sent on the connection while the
+        /// handler ran (synchronous completion).
+        responded: bool,
+        /// Whether the handler disconnected the client.
+        disconnected: bool,
+    },
+}
+
+/// What the error hook sees: a failure, and the connection it ended, if
+/// any. Its `Display` says it in words.
+#[derive(Debug)]
+pub struct Fault<'a> {
+    /// The connection concerned (it has been disconnected), if any.
+    pub connection: Option<&'a Connection>,
+    /// What went wrong.
+    pub kind: FaultKind,
+}
+
+/// What went wrong, as a value to match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// The client broke the protocol; it was disconnected.
+    Violation(Violation),
+    /// A system call failed on a client's socket; it was disconnected.
+    SocketError(io::ErrorKind),
+    /// `accept(2)` failed (out of fds or memory): listening is paused
+    /// until a connection or a handshake ends.
+    AcceptFailed(io::ErrorKind),
+    /// A connection's channels could not be made (out of fds or memory):
+    /// its client was refused with `Resources`.
+    ChannelsFailed(io::ErrorKind),
+}
+
+impl Fault<'_> {
+    /// The protocol violation, if that is what it is.
+    pub fn violation(&self) -> Option<Violation> {
+        match self.kind {
+            FaultKind::Violation(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultKind::Violation(v) => write!(f, "{v}"),
+            FaultKind::SocketError(k) => write!(f, "error on the client socket: {k}"),
+            FaultKind::AcceptFailed(k) => write!(f, "accept failed, listening paused: {k}"),
+            FaultKind::ChannelsFailed(k) => {
+                write!(f, "cannot make a connection's channels: {k}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Fault<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind.fmt(f)
+    }
+}
+
+/// Why a connection is to be closed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Closing {
+    /// No fault: the client left (closed its socket or its rings) or
+    /// died, or the server disconnected it.
+    Clean,
+    /// It broke the protocol, or its socket failed.
+    Fault(FaultKind),
+}
+
+impl From<Violation> for Closing {
+    fn from(v: Violation) -> Closing {
+        Closing::Fault(FaultKind::Violation(v))
+    }
+}
+
+/// Hands one request to the handler, under the trace hook if there is
+/// one, and counts it.
+pub(crate) fn deliver<H: Handler>(
+    handler: &H,
+    trace: Option<&TraceHook>,
+    conn: &Connection,
+    header: MsgHeader,
+    payload: &[u8],
+) {
+    let intake = &conn.inner.counters.intake;
+    crate::connection::count(&intake.requests, 1);
+    crate::connection::count(&intake.bytes_received, payload.len() as u64);
+    let request = Request { header, payload };
+    let Some(hook) = trace else {
+        handler.message(conn, &request);
+        return;
+    };
+    let mut t = Trace {
+        connection: conn,
+        id: request.id(),
+        seq: request.seq(),
+        stage: TraceStage::Start,
+    };
+    hook(&t);
+    let responses = &conn.inner.counters.output.responses;
+    let before = responses.load(Ordering::Relaxed);
+    let start = Instant::now();
+    handler.message(conn, &request);
+    t.stage = TraceStage::End {
+        duration: start.elapsed(),
+        responded: responses.load(Ordering::Relaxed) != before,
+        disconnected: !conn.is_connected(),
+    };
+    hook(&t);
+}
+
+/// The hooks a service calls, if set.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) trace: Option<Box<TraceHook>>,
+    pub(crate) error: Option<Box<ErrorHook>>,
+}
+
+impl Hooks {
+    /// Reports a failure the loop handled on its own.
+    pub(crate) fn fault(&self, connection: Option<&Connection>, kind: FaultKind) {
+        if let Some(hook) = &self.error {
+            hook(&Fault { connection, kind });
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! What the loop shares with its connections and its control handles:
+//! the waker (an eventfd only this process holds), the commands other
+//! threads leave for the loop's next turn (shut down, a rate limit,
+//! connections to close), and the service-wide counters.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use parking_lot::Mutex;
+use ringlink_common::wire::Status;
+use ringlink_common::{RateLimit, Rejections, ServiceStats, Violation};
+
+/// A connection to close on the loop's next turn: its id, its slot, and
+/// the violation that condemned it (none for a plain `disconnect`).
+pub(crate) type Condemned = (u64, usize, Option<Violation>);
+
+/// Shared between the loop, its connections and its handles.
+pub(crate) struct Remote {
+    /// Written to wake the loop from epoll; never shared with a client.
+    waker: EventFd,
+    shutdown: AtomicBool,
+    /// The requested [`RateLimit`], as `u8`; the loop applies it.
+    rate: AtomicU8,
+    /// Connections to close on the loop's next turn.
+    disconnects: Mutex<Vec<Condemned>>,
+    closed: AtomicU64,
+    /// Refused handshakes by status code (1..=9); index 0: abandoned.
+    rejected: [AtomicU64; 10],
+}
+
+impl Remote {
+    pub(crate) fn new() -> std::io::Result<Remote> {
+        Ok(Remote {
+            waker: EventFd::from_value_and_flags(
+                0,
+                EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+            )?,
+            shutdown: AtomicBool::new(false),
+            rate: AtomicU8::new(RateLimit::default() as u8),
+            disconnects: Mutex::new(Vec::new()),
+            closed: AtomicU64::new(0),
+            rejected: Default::default(),
+        })
+    }
+
+    pub(crate) fn waker_fd(&self) -> BorrowedFd<'_> {
+        self.waker.as_fd()
+    }
+
+    /// Wakes the loop. Async-signal-safe: one `write(2)` on an eventfd
+    /// only this process holds.
+    pub(crate) fn wake(&self) {
+        // A full counter (EAGAIN) already means "readable".
+        let _ = self.waker.write(1);
+    }
+
+    pub(crate) fn drain(&self) {
+        let _ = self.waker.read();
+    }
+
+    pub(crate) fn request_disconnect(&self, id: u64, slot: usize, fault: Option<Violation>) {
+        self.disconnects.lock().push((id, slot, fault));
+        self.wake();
+    }
+
+    pub(crate) fn take_disconnects(&self) -> Vec<Condemned> {
+        std::mem::take(&mut *self.disconnects.lock())
+    }
+
+    pub(crate) fn set_rate(&self, rate: RateLimit) {
+        self.rate.store(rate as u8, Ordering::Release);
+        self.wake();
+    }
+
+    pub(crate) fn rate(&self) -> RateLimit {
+        RateLimit::from_u8(self.rate.load(Ordering::Acquire)).unwrap_or_default()
+    }
+
+    pub(crate) fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn count_closed(&self) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_rejected(&self, status: Status) {
+        let i = (status as usize).min(self.rejected.len() - 1);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_abandoned(&self) {
+        self.rejected[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The statistics, with `active` live connections.
+    pub(crate) fn stats(&self, clear: bool, active: usize) -> ServiceStats {
+        let read = |c: &AtomicU64| {
+            if clear {
+                c.swap(0, Ordering::Relaxed)
+            } else {
+                c.load(Ordering::Relaxed)
+            }
+        };
+        let r = |s: Status| read(&self.rejected[s as usize]);
+        ServiceStats {
+            active_connections: active as u64,
+            closed_connections: read(&self.closed),
+            rejected: Rejections {
+                permission_denied: r(Status::PermissionDenied),
+                unknown_protocol: r(Status::UnknownProtocol),
+                version_mismatch: r(Status::VersionMismatch),
+                too_many_clients: r(Status::TooManyClients),
+                resources: r(Status::Resources),
+                bad_request: r(Status::BadRequest),
+                transport_mismatch: r(Status::TransportMismatch),
+                user_quota: r(Status::UserQuota),
+                process_quota: r(Status::ProcessQuota),
+                abandoned: read(&self.rejected[0]),
+            },
+        }
+    }
+}
