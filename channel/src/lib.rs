@@ -23,15 +23,15 @@
 //! the roles do not change.
 #![deny(unsafe_code)]
 
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use ringlink_common::wire::MsgHeader;
-use ringlink_common::{Error, Violation};
 use ringlink_ringbuf::wake::{Fenced, SleepPrep};
 use ringlink_ringbuf::ReadGrant;
 
+mod error;
 pub mod frame;
 pub mod named;
 pub mod ring;
@@ -40,73 +40,9 @@ pub mod socket;
 pub mod stream;
 pub mod wait;
 
+pub use error::{TryRecvError, TrySendError};
 use ring::{RingReceiver, RingSender};
 use socket::{SockRx, SocketReceiver, SocketSender};
-
-/// Why a message was not sent.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum TrySendError {
-    /// No room now (a full ring, a full socket, or the tail of the last
-    /// message still waiting): nothing was sent.
-    Full,
-    /// The channel is closed (the peer left, or the connection ended).
-    Closed,
-    /// Larger than the channel carries; nothing was sent.
-    TooLarge {
-        /// The payload's length.
-        len: usize,
-        /// The largest it may be.
-        max: usize,
-    },
-    /// The peer broke the protocol (a corrupt ring).
-    Violation(Violation),
-    /// A system call failed.
-    Io(io::Error),
-}
-
-impl From<TrySendError> for Error {
-    /// The one mapping of a send's failure to the roles' error: `Full`
-    /// is [`Error::WouldBlock`].
-    fn from(e: TrySendError) -> Error {
-        match e {
-            TrySendError::Full => Error::WouldBlock,
-            TrySendError::Closed => Error::Disconnected,
-            TrySendError::TooLarge { len, max } => Error::MessageTooLarge { len, max },
-            TrySendError::Violation(v) => Error::Protocol(v),
-            TrySendError::Io(e) => Error::Io(e),
-        }
-    }
-}
-
-/// Why no message was received.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum TryRecvError {
-    /// The channel is closed and everything sent before was read.
-    Closed,
-    /// The peer broke the protocol (the message is not delivered).
-    Violation(Violation),
-    /// A system call failed.
-    Io(io::Error),
-}
-
-impl From<Violation> for TryRecvError {
-    fn from(v: Violation) -> TryRecvError {
-        TryRecvError::Violation(v)
-    }
-}
-
-impl From<TryRecvError> for Error {
-    /// The one mapping of a receive's failure to the roles' error.
-    fn from(e: TryRecvError) -> Error {
-        match e {
-            TryRecvError::Closed => Error::Disconnected,
-            TryRecvError::Violation(v) => Error::Protocol(v),
-            TryRecvError::Io(e) => Error::Io(e),
-        }
-    }
-}
 
 /// The sending end of a channel, whichever the transport.
 #[derive(Debug)]

@@ -7,7 +7,8 @@ use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
 use ringlink_common::{Channel, Peer, Violation};
 use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, ReadGrant};
 
-use crate::{frame, TryRecvError, TrySendError};
+use crate::error::{TryRecvError, TrySendError};
+use crate::frame;
 
 /// The writing end of a ring channel.
 #[derive(Debug)]

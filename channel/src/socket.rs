@@ -464,7 +464,7 @@ impl SocketSender {
         &mut self,
         header: &MsgHeader,
         parts: &[IoSlice<'_>],
-    ) -> Result<(), crate::TrySendError> {
+    ) -> Result<(), crate::error::TrySendError> {
         self.tx.try_send(header, parts).map_err(map_send)
     }
 
@@ -475,7 +475,7 @@ impl SocketSender {
         self.tx.flush().unwrap_or(true) && self.tx.can_send()
     }
 
-    pub(crate) fn flush(&mut self) -> Result<bool, crate::TrySendError> {
+    pub(crate) fn flush(&mut self) -> Result<bool, crate::error::TrySendError> {
         self.tx.flush().map_err(map_send)
     }
 
@@ -488,11 +488,11 @@ impl SocketSender {
     }
 }
 
-fn map_send(e: SendError) -> crate::TrySendError {
+fn map_send(e: SendError) -> crate::error::TrySendError {
     match e {
-        SendError::WouldBlock => crate::TrySendError::Full,
-        SendError::Closed => crate::TrySendError::Closed,
-        SendError::Io(e) => crate::TrySendError::Io(e),
+        SendError::WouldBlock => crate::error::TrySendError::Full,
+        SendError::Closed => crate::error::TrySendError::Closed,
+        SendError::Io(e) => crate::error::TrySendError::Io(e),
     }
 }
 
@@ -523,7 +523,7 @@ impl SocketReceiver {
 
     pub(crate) fn try_recv(
         &mut self,
-    ) -> Result<Option<(MsgHeader, &mut SockRx)>, crate::TryRecvError> {
+    ) -> Result<Option<(MsgHeader, &mut SockRx)>, crate::error::TryRecvError> {
         if self.readable == Some(false) {
             return Ok(None);
         }
@@ -538,15 +538,15 @@ impl SocketReceiver {
                 }
                 Ok(None)
             }
-            Err(RecvError::Closed) => Err(crate::TryRecvError::Closed),
-            Err(RecvError::Framing(error)) => Err(crate::TryRecvError::Violation(
+            Err(RecvError::Closed) => Err(crate::error::TryRecvError::Closed),
+            Err(RecvError::Framing(error)) => Err(crate::error::TryRecvError::Violation(
                 ringlink_common::Violation::Framing {
                     by: self.peer,
                     channel: self.channel,
                     error,
                 },
             )),
-            Err(RecvError::Io(e)) => Err(crate::TryRecvError::Io(e)),
+            Err(RecvError::Io(e)) => Err(crate::error::TryRecvError::Io(e)),
         }
     }
 

@@ -61,3 +61,22 @@ impl Credentials {
         }
     }
 }
+
+/// The payload length of a message made of `parts`, checked against
+/// the negotiated maximum `max` before anything is written.
+///
+/// # Errors
+///
+/// [`Error::MessageTooLarge`] if it is
+/// over `max`.
+#[inline]
+pub fn payload_len(parts: &[std::io::IoSlice<'_>], max: usize) -> Result<usize> {
+    let len = parts
+        .iter()
+        .map(|p| p.len())
+        .fold(0usize, usize::saturating_add);
+    if len > max {
+        return Err(Error::MessageTooLarge { len, max });
+    }
+    Ok(len)
+}

@@ -425,25 +425,6 @@ impl Confirm {
     }
 }
 
-/// The payload length of a message made of `parts`, checked against
-/// the negotiated maximum `max` before anything is written.
-///
-/// # Errors
-///
-/// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) if it is
-/// over `max`.
-#[inline]
-pub fn payload_len(parts: &[std::io::IoSlice<'_>], max: usize) -> crate::Result<usize> {
-    let len = parts
-        .iter()
-        .map(|p| p.len())
-        .fold(0usize, usize::saturating_add);
-    if len > max {
-        return Err(crate::Error::MessageTooLarge { len, max });
-    }
-    Ok(len)
-}
-
 /// The header at the start of every message record in a ring.
 ///
 /// ```text

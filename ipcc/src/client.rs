@@ -14,67 +14,7 @@ use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 
 use crate::connect;
 use crate::engine::{Engine, Wait};
-
-/// How to connect.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ConnectOptions {
-    /// Application protocol id; must match the server's.
-    pub protocol: String,
-    /// Largest message payload wanted (the server may raise it to its
-    /// minimum or cap it at its maximum; see [`Client::max_message`]).
-    /// 0: the server's minimum.
-    pub max_message: u32,
-    /// Time allowed for connecting and the whole handshake. Default 5 s.
-    pub timeout: Duration,
-    /// Keep retrying, until `timeout`, while no server listens at the
-    /// address, so that start-up order does not matter. Default false.
-    pub wait_for_server: bool,
-    /// How long a waiting call polls the rings before it sleeps. Default
-    /// [`ringlink_ringbuf::DEFAULT_SPIN`].
-    pub spin: Duration,
-    /// Flow-control threshold (libqb's `fc_enable_max`): sends behave as
-    /// if the request ring were full (`WouldBlock`, or waiting) while the
-    /// server's flow-control level is at or above it. 0 ignores flow
-    /// control (sends go on until the ring is full). Default 1: respect
-    /// the server's [`RateLimit::Off`](ringlink_common::RateLimit::Off).
-    /// (libqb blocks when `0 < level <= fc_enable_max`; ringlink's
-    /// levels are 0 and 1, where both rules agree.)
-    pub fc_enable_max: u32,
-    /// Transport of the messages: shared-memory rings (the default) or
-    /// `SOCK_SEQPACKET` sockets. Must match the server's
-    /// (`Rejected(TransportMismatch)` otherwise).
-    pub transport: Transport,
-}
-
-impl ConnectOptions {
-    /// Default options for `protocol`.
-    pub fn new(protocol: &str) -> ConnectOptions {
-        ConnectOptions {
-            protocol: protocol.to_owned(),
-            max_message: 0,
-            timeout: Duration::from_secs(5),
-            wait_for_server: false,
-            spin: ringlink_ringbuf::DEFAULT_SPIN,
-            fc_enable_max: 1,
-            transport: Transport::Shm,
-        }
-    }
-}
-
-/// A message received: its header fields and payload length (the payload
-/// is in the caller's buffer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// Application message id.
-    pub id: i32,
-    /// For a response, the sequence number of its request; 0 for events.
-    pub seq: u64,
-    /// Error code the server set (responses; 0 otherwise).
-    pub error: i32,
-    /// Payload length, at the start of the caller's buffer.
-    pub len: usize,
-}
+use crate::{ConnectOptions, Message};
 
 /// A connection to a ringlink service. `Send`, not `Sync`: one thread
 /// drives it at a time.

@@ -14,7 +14,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use ringlink_channel::set::ClientSide;
 use ringlink_channel::wait::{self, READABLE, WRITABLE};
 use ringlink_channel::TrySendError;
-use ringlink_common::wire::{self, MsgHeader};
+use ringlink_common::wire::MsgHeader;
 use ringlink_common::{Error, Result, Transport, Violation};
 
 use crate::connect::Connected;
@@ -163,7 +163,7 @@ impl Engine {
     /// Checks a payload against the negotiated maximum, and the
     /// connection: what a send does before its first attempt.
     pub(crate) fn check_send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
-        wire::payload_len(parts, self.max_message)?;
+        ringlink_common::payload_len(parts, self.max_message)?;
         self.check()
     }
 
@@ -172,7 +172,7 @@ impl Engine {
     /// or arm with [`arm_space`](Self::arm_space)), `Ok(Some(seq))` once
     /// sent, with the sequence number its response will carry.
     pub(crate) fn try_send(&mut self, id: i32, parts: &[IoSlice<'_>]) -> Result<Option<u64>> {
-        wire::payload_len(parts, self.max_message)?;
+        ringlink_common::payload_len(parts, self.max_message)?;
         if self.flow.enabled() && self.transport == Transport::Socket {
             // Levels arrive on the stream socket: read them first.
             self.stream.read();

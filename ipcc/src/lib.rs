@@ -31,9 +31,11 @@ mod client;
 mod connect;
 mod engine;
 mod flow;
+mod options;
 mod stream;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncClient, Events, Reply};
-pub use client::{Client, ConnectOptions, Message};
+pub use client::Client;
+pub use options::{ConnectOptions, Message};
 pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport, Violation};

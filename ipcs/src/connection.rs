@@ -378,7 +378,7 @@ fn send_waiting(
     parts: &[IoSlice<'_>],
     timeout: Option<Duration>,
 ) -> Result<usize> {
-    let len = ringlink_common::wire::payload_len(parts, max)?;
+    let len = ringlink_common::payload_len(parts, max)?;
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let mut guard = channel.lock();

@@ -60,6 +60,7 @@ pub mod layout;
 mod mem;
 mod producer;
 mod ring;
+mod signals;
 mod sync;
 mod sys;
 pub mod wake;

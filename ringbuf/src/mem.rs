@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use crate::layout::{Header, HEADER_SIZE};
 // Record words are std atomics even under loom: they are plain memory in
 // the data region, published by the (loom-modelled) positions.
-use crate::wake::Signals;
+use crate::signals::Signals;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What owns the bytes.

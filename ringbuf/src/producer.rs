@@ -15,8 +15,9 @@ use crate::layout::{
     SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
+use crate::signals::Direction;
 use crate::sync::Ordering;
-use crate::wake::{handshake, Deadline, Direction, Fenced, SleepPrep, DEFAULT_SPIN};
+use crate::wake::{handshake, Deadline, Fenced, SleepPrep, DEFAULT_SPIN};
 
 /// The writing end of a ring: one per ring, in one thread at a time
 /// (`Send`, not `Sync`).

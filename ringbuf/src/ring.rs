@@ -13,8 +13,9 @@ use crate::error::{ClaimError, OpenError, Role};
 use crate::layout::{valid_capacity, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 use crate::layout::{CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER};
 use crate::mem::Shared;
+use crate::signals::{Direction, Signals};
 use crate::sync::Ordering;
-use crate::wake::{handshake, Direction, Signals};
+use crate::wake::handshake;
 use crate::{Consumer, Producer};
 
 /// Permissions of a ring file when [`Ring::create_file`] is given none.
