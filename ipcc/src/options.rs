@@ -12,7 +12,7 @@ pub struct ConnectOptions {
     /// Application protocol id; must match the server's.
     pub protocol: String,
     /// Largest message payload wanted (the server may raise it to its
-    /// minimum or cap it at its maximum; see [`Client::max_message`]).
+    /// minimum or cap it at its maximum; see [`Client::max_message`](crate::Client::max_message)).
     /// 0: the server's minimum.
     pub max_message: u32,
     /// Time allowed for connecting and the whole handshake. Default 5 s.
