@@ -97,7 +97,9 @@ impl State {
     }
 }
 
-struct Shared {
+/// What the clones of an `AsyncClient` share: the engine's state under
+/// a lock, the fds the tasks await, and what does not change.
+struct Core {
     state: Mutex<State>,
     /// The client's epoll fd: readable when a wake-up came on the stream
     /// socket (shared memory: a response, an event or room in the
@@ -127,7 +129,7 @@ struct Shared {
 /// Must be created and used inside a tokio runtime with I/O enabled.
 #[derive(Clone)]
 pub struct AsyncClient {
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
 }
 
 /// What a waiting call sleeps on.
@@ -166,7 +168,7 @@ impl AsyncClient {
             Some(fd) => Some(register(fd.try_clone_to_owned()?, Interest::WRITABLE)?),
             None => None,
         };
-        let shared = Shared {
+        let shared = Core {
             id,
             max_message: engine.max_message(),
             server,

@@ -23,29 +23,29 @@ use crate::remote::Remote;
 /// closes (after which they fail with [`Error::Disconnected`]).
 #[derive(Clone)]
 pub struct Connection {
-    pub(crate) inner: Arc<ConnInner>,
+    inner: Arc<ConnInner>,
 }
 
-pub(crate) struct ConnInner {
-    pub(crate) id: u64,
-    pub(crate) slot: usize,
-    pub(crate) credentials: Credentials,
-    pub(crate) max_message: usize,
-    pub(crate) transport: Transport,
-    pub(crate) connected_at: SystemTime,
+struct ConnInner {
+    id: u64,
+    slot: usize,
+    credentials: Credentials,
+    max_message: usize,
+    transport: Transport,
+    connected_at: SystemTime,
     /// Server → client channels. `None` once the connection is
     /// destroyed, so that clones held by the application keep no mapping
     /// or fd alive.
-    pub(crate) response: Mutex<Option<Sender>>,
-    pub(crate) event: Mutex<Option<Sender>>,
-    pub(crate) alive: AtomicBool,
-    pub(crate) context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
-    pub(crate) remote: Arc<Remote>,
-    pub(crate) counters: Counters,
+    response: Mutex<Option<Sender>>,
+    event: Mutex<Option<Sender>>,
+    alive: AtomicBool,
+    context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
+    remote: Arc<Remote>,
+    counters: Counters,
     /// Wake-ups from the client, for threads other than the loop waiting
     /// for room in its rings (`send_event_timeout`): the loop alone reads
     /// the connection's socket, and tells them here.
-    pub(crate) wakeups: Wakeups,
+    wakeups: Wakeups,
 }
 
 /// A count of the wake-ups the loop read from a connection's socket (and
@@ -53,7 +53,7 @@ pub(crate) struct ConnInner {
 /// socket itself is read by the loop alone: a second reader would take
 /// wake-ups meant for it, and the other way round.
 #[derive(Debug, Default)]
-pub(crate) struct Wakeups {
+struct Wakeups {
     seen: Mutex<u64>,
     changed: Condvar,
 }
@@ -62,12 +62,12 @@ impl Wakeups {
     /// The count now: read before raising a waiting flag, then handed to
     /// [`wait`](Self::wait), so that a wake-up that comes in between is
     /// not missed.
-    pub(crate) fn count(&self) -> u64 {
+    fn count(&self) -> u64 {
         *self.seen.lock()
     }
 
     /// A wake-up came (or the connection closed): wakes every waiter.
-    pub(crate) fn notify(&self) {
+    fn notify(&self) {
         *self.seen.lock() += 1;
         self.changed.notify_all();
     }
@@ -88,34 +88,34 @@ impl Wakeups {
 /// write sit on cache lines of their own, so that neither slows the
 /// other (`CachePadded`).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+struct Counters {
     /// Written by the loop.
-    pub(crate) intake: CachePadded<Intake>,
+    intake: CachePadded<Intake>,
     /// Written by whoever sends.
-    pub(crate) output: CachePadded<Output>,
+    output: CachePadded<Output>,
 }
 
 /// The counters the loop writes.
 #[derive(Debug, Default)]
-pub(crate) struct Intake {
-    pub(crate) requests: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) recv_retries: AtomicU64,
-    pub(crate) flow_control: AtomicBool,
-    pub(crate) flow_control_changes: AtomicU64,
+struct Intake {
+    requests: AtomicU64,
+    bytes_received: AtomicU64,
+    recv_retries: AtomicU64,
+    flow_control: AtomicBool,
+    flow_control_changes: AtomicU64,
 }
 
 /// The counters senders write.
 #[derive(Debug, Default)]
-pub(crate) struct Output {
-    pub(crate) responses: AtomicU64,
-    pub(crate) events: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) send_retries: AtomicU64,
+struct Output {
+    responses: AtomicU64,
+    events: AtomicU64,
+    bytes_sent: AtomicU64,
+    send_retries: AtomicU64,
 }
 
 /// Adds `n` to a counter.
-pub(crate) fn count(counter: &AtomicU64, n: u64) {
+fn count(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
@@ -364,6 +364,82 @@ impl Connection {
                 Err(e)
             }
         }
+    }
+}
+
+/// What the loop does to a connection, through these calls only (its
+/// fields stay this file's).
+impl Connection {
+    /// Runs `f` on the response sender under its lock (`None` once the
+    /// connection is destroyed).
+    pub(crate) fn with_response<R>(&self, f: impl FnOnce(Option<&mut Sender>) -> R) -> R {
+        f(self.inner.response.lock().as_mut())
+    }
+
+    /// Sends what is left of the last response (`event`: event) over a
+    /// socket: whether nothing is left.
+    pub(crate) fn flush(&self, event: bool) -> bool {
+        let channel = if event {
+            &self.inner.event
+        } else {
+            &self.inner.response
+        };
+        channel
+            .lock()
+            .as_mut()
+            .is_none_or(|s| s.flush().unwrap_or(true))
+    }
+
+    /// A wake-up came from the client (or the connection closed): threads
+    /// waiting for room in its rings look again.
+    pub(crate) fn woken(&self) {
+        self.inner.wakeups.notify();
+    }
+
+    /// Counts a request handed to the handler.
+    pub(crate) fn count_request(&self, len: usize) {
+        let intake = &self.inner.counters.intake;
+        count(&intake.requests, 1);
+        count(&intake.bytes_received, len as u64);
+    }
+
+    /// Counts a request left waiting for room for its answer.
+    pub(crate) fn count_recv_retry(&self) {
+        count(&self.inner.counters.intake.recv_retries, 1);
+    }
+
+    /// Responses sent so far (the trace hook compares before and after a
+    /// handler).
+    pub(crate) fn responses_sent(&self) -> u64 {
+        self.inner.counters.output.responses.load(Ordering::Relaxed)
+    }
+
+    /// Records the flow-control state the client sees (`changed`: a
+    /// change, counted).
+    pub(crate) fn set_flow_control(&self, on: bool, changed: bool) {
+        let intake = &self.inner.counters.intake;
+        intake.flow_control.store(on, Ordering::Relaxed);
+        if changed {
+            count(&intake.flow_control_changes, 1);
+        }
+    }
+
+    /// Marks the connection closed: from here every send fails with
+    /// `Disconnected`.
+    pub(crate) fn mark_closed(&self) {
+        self.inner.alive.store(false, Ordering::Release);
+    }
+
+    /// Takes the senders out, so that clones held by the application keep
+    /// no mapping or fd alive, and wakes the threads waiting for room
+    /// (they find the connection gone).
+    pub(crate) fn take_senders(&self) -> [Option<Sender>; 2] {
+        let senders = [
+            self.inner.response.lock().take(),
+            self.inner.event.lock().take(),
+        ];
+        self.inner.wakeups.notify();
+        senders
     }
 }
 

@@ -7,17 +7,15 @@
 
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use ringlink_channel::set::{ServerSide, Watch};
 use ringlink_channel::stream::{self, Drained};
-use ringlink_channel::{Sender, TryRecvError};
+use ringlink_channel::TryRecvError;
 use ringlink_common::wire::MsgHeader;
 use ringlink_common::Violation;
 
-use crate::connection::count;
 use crate::flow;
 use crate::hooks::{Closing, FaultKind};
 use crate::slab::Slab;
@@ -248,7 +246,7 @@ impl Connections {
                 // A wake-up: look at its rings again, both ways, and tell
                 // the threads waiting for room in them.
                 c.parked = false;
-                c.handle.inner.wakeups.notify();
+                c.handle.woken();
                 self.make_hot(slot);
                 None
             }
@@ -271,7 +269,7 @@ impl Connections {
                 if readable {
                     c.side.request.mark_readable();
                 }
-                if writable && flush(&c.handle.inner.response) {
+                if writable && c.handle.flush(false) {
                     c.parked = false;
                 }
                 // Not readable, the sweep finds it dry without a system
@@ -279,7 +277,7 @@ impl Connections {
                 !c.parked
             }
             Watch::Events => {
-                flush(&c.handle.inner.event);
+                c.handle.flush(true);
                 false
             }
         };
@@ -296,9 +294,7 @@ impl Connections {
                 continue;
             };
             if changed {
-                let intake = &c.handle.inner.counters.intake;
-                intake.flow_control.store(level > 0, Ordering::Relaxed);
-                count(&intake.flow_control_changes, 1);
+                c.handle.set_flow_control(level > 0, true);
             }
             c.side.publish_level(level, changed, &c.sock);
         }
@@ -323,19 +319,13 @@ impl Connections {
     }
 }
 
-/// Sends what is left of a socket connection's last message in one
-/// direction. Returns whether nothing is left.
-fn flush(tx: &parking_lot::Mutex<Option<Sender>>) -> bool {
-    tx.lock().as_mut().is_none_or(|s| s.flush().unwrap_or(true))
-}
-
 impl Conn {
     /// Marks the connection's channels closed (rings: both bits; sockets:
     /// shut down) and its handle dead, before anyone hears of it: from
     /// here every send fails with `Disconnected`, a thread blocked
     /// sending wakes, and the client still reads what was published.
     pub(crate) fn close(&self) {
-        self.handle.inner.alive.store(false, Ordering::Release);
+        self.handle.mark_closed();
         self.side.close();
     }
 
@@ -345,13 +335,7 @@ impl Conn {
     /// cannot hold the loop.
     pub(crate) fn release(self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        let senders = [
-            self.handle.inner.response.lock().take(),
-            self.handle.inner.event.lock().take(),
-        ];
-        // A thread waiting for room (without the lock) looks again, and
-        // finds the connection gone.
-        self.handle.inner.wakeups.notify();
+        let senders = self.handle.take_senders();
         self.side.release(senders.into_iter().flatten());
         // The rings (which held the stream socket for their wake-ups) are
         // gone: the last handle closes here.

@@ -5,7 +5,6 @@
 use ringlink_channel::TrySendError;
 use ringlink_common::RateLimit;
 
-use crate::connection::count;
 use crate::hooks::Closing;
 use crate::Connection;
 
@@ -65,24 +64,25 @@ impl Flow {
 /// `Err` if the client corrupted its ring, or closed it.
 pub(crate) fn answer_fits(handle: &Connection, parked: &mut bool) -> Result<bool, Closing> {
     let max = handle.max_message();
-    let mut guard = handle.inner.response.lock();
-    let Some(tx) = guard.as_mut() else {
-        return Ok(false);
-    };
-    // Until there is room or the wake-up is armed: a failed arm lowered
-    // the flag again (the client freed room meanwhile), and a parked
-    // connection must not go cold without its wake-up.
-    loop {
-        match tx.room_for(max) {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
-            Err(TrySendError::Violation(v)) => return Err(v.into()),
-            Err(_) => return Err(Closing::Clean),
-        }
-        if tx.prepare_sleep() {
-            *parked = true;
-            count(&handle.inner.counters.intake.recv_retries, 1);
+    handle.with_response(|tx| {
+        let Some(tx) = tx else {
             return Ok(false);
+        };
+        // Until there is room or the wake-up is armed: a failed arm lowered
+        // the flag again (the client freed room meanwhile), and a parked
+        // connection must not go cold without its wake-up.
+        loop {
+            match tx.room_for(max) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(TrySendError::Violation(v)) => return Err(v.into()),
+                Err(_) => return Err(Closing::Clean),
+            }
+            if tx.prepare_sleep() {
+                *parked = true;
+                handle.count_recv_retry();
+                return Ok(false);
+            }
         }
-    }
+    })
 }

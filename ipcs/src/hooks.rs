@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringlink_common::wire::MsgHeader;
@@ -128,9 +127,7 @@ pub(crate) fn deliver<H: Handler>(
     header: MsgHeader,
     payload: &[u8],
 ) {
-    let intake = &conn.inner.counters.intake;
-    crate::connection::count(&intake.requests, 1);
-    crate::connection::count(&intake.bytes_received, payload.len() as u64);
+    conn.count_request(payload.len());
     let request = Request { header, payload };
     let Some(hook) = trace else {
         handler.message(conn, &request);
@@ -143,13 +140,12 @@ pub(crate) fn deliver<H: Handler>(
         stage: TraceStage::Start,
     };
     hook(&t);
-    let responses = &conn.inner.counters.output.responses;
-    let before = responses.load(Ordering::Relaxed);
+    let before = conn.responses_sent();
     let start = Instant::now();
     handler.message(conn, &request);
     t.stage = TraceStage::End {
         duration: start.elapsed(),
-        responded: responses.load(Ordering::Relaxed) != before,
+        responded: conn.responses_sent() != before,
         disconnected: !conn.is_connected(),
     };
     hook(&t);

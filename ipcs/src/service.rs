@@ -9,7 +9,6 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -683,8 +682,7 @@ impl<H: Handler> Service<H> {
             (response, event),
             self.remote.clone(),
         );
-        let intake = &handle.inner.counters.intake;
-        intake.flow_control.store(level > 0, Ordering::Relaxed);
+        handle.set_flow_control(level > 0, false);
         if let Err(conn) = self.conns.insert(handle.clone(), sock, side, &self.epoll) {
             let conn = *conn;
             conn.close();
