@@ -68,13 +68,13 @@ impl Sender {
         parts: &[IoSlice<'_>],
         max: usize,
     ) -> Result<(), TrySendError> {
-        let len = parts
-            .iter()
-            .map(|p| p.len())
-            .fold(0usize, usize::saturating_add);
-        if len > max {
-            return Err(TrySendError::TooLarge { len, max });
-        }
+        let len = match ringlink_common::payload_len(parts, max) {
+            Ok(len) => len,
+            Err(ringlink_common::Error::MessageTooLarge { len, max }) => {
+                return Err(TrySendError::TooLarge { len, max })
+            }
+            Err(_) => unreachable!("payload_len fails only over the maximum"),
+        };
         header.size = len as u32;
         match self {
             Sender::Ring(r) => r.try_send(&header, parts),
