@@ -56,6 +56,7 @@
 
 mod consumer;
 mod error;
+pub mod guard;
 pub mod layout;
 mod mem;
 mod producer;
