@@ -8,6 +8,7 @@ mod addr;
 mod error;
 pub mod fdpass;
 pub mod handshake;
+pub mod qb;
 mod rate;
 mod stats;
 pub mod time;

@@ -91,6 +91,9 @@ pub enum WireError {
     Size,
     /// A ring path prefix longer than [`MAX_RING_PATH`].
     PathLength(u16),
+    /// A name or path field that is empty where it must not be, not
+    /// terminated, too long, or holds a NUL (libqb's names).
+    Path,
 }
 
 impl fmt::Display for WireError {
@@ -104,6 +107,7 @@ impl fmt::Display for WireError {
             WireError::Status(s) => write!(f, "unknown status {s}"),
             WireError::Reserved => f.write_str("reserved field is not zero"),
             WireError::Size => f.write_str("message size disagrees with its record"),
+            WireError::Path => f.write_str("malformed name or path"),
             WireError::PathLength(n) => {
                 write!(
                     f,

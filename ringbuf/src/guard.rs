@@ -61,9 +61,7 @@ struct Installed {
 
 fn install() -> io::Result<&'static Installed> {
     let r = INSTALLED.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let page = usize::try_from(page).unwrap_or(4096);
+        let page = page_size();
         // SAFETY: zeroed is a valid `sigaction`; the calls read and write
         // only the structs passed; `on_sigbus` has the `SA_SIGINFO`
         // signature.
@@ -429,6 +427,74 @@ impl GuardedMap {
         // SAFETY: in bounds; the source is a distinct buffer.
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
     }
+}
+
+impl GuardedMap {
+    /// `FUTEX_WAIT` (shared) on the 32-bit word at `offset` while it
+    /// holds `expected`, for at most `timeout`. Returns whether the wait
+    /// timed out; every other outcome (woken, value changed, interrupted,
+    /// `EFAULT` past a truncated file) sends the caller back to look.
+    ///
+    /// # Panics
+    ///
+    /// If the word is outside the mapping or not 4-aligned.
+    pub fn futex_wait(
+        &self,
+        offset: usize,
+        expected: u32,
+        timeout: Option<std::time::Duration>,
+    ) -> bool {
+        let word = self.at(offset, 4, 4);
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `word` is an aligned address inside our mapping; `ts`
+        // outlives the call. The kernel only reads the word.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word,
+                libc::FUTEX_WAIT,
+                expected,
+                ts_ptr,
+                ptr::null::<u32>(),
+                0u32,
+            )
+        };
+        r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT)
+    }
+
+    /// `FUTEX_WAKE` (shared) of up to `n` waiters on the word at `offset`.
+    ///
+    /// # Panics
+    ///
+    /// As [`futex_wait`](Self::futex_wait).
+    pub fn futex_wake(&self, offset: usize, n: i32) {
+        let word = self.at(offset, 4, 4);
+        // SAFETY: FUTEX_WAKE only uses the address as a key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word,
+                libc::FUTEX_WAKE,
+                n,
+                ptr::null::<libc::timespec>(),
+                ptr::null::<u32>(),
+                0u32,
+            )
+        };
+    }
+}
+
+/// The system's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096)
 }
 
 impl Drop for GuardedMap {

@@ -58,8 +58,10 @@ mod consumer;
 mod error;
 pub mod guard;
 pub mod layout;
+
 mod mem;
 mod producer;
+pub mod qb;
 mod ring;
 mod signals;
 mod sync;
