@@ -34,6 +34,7 @@ use ringlink_ringbuf::ReadGrant;
 mod error;
 pub mod frame;
 pub mod named;
+pub mod qb;
 pub mod ring;
 pub mod set;
 pub mod socket;
@@ -41,6 +42,7 @@ pub mod stream;
 pub mod wait;
 
 pub use error::{TryRecvError, TrySendError};
+use qb::shm::{QbShmReceiver, QbShmSender};
 use ring::{RingReceiver, RingSender};
 use socket::{SockRx, SocketReceiver, SocketSender};
 
@@ -51,6 +53,8 @@ pub enum Sender {
     Ring(RingSender),
     /// A `SOCK_SEQPACKET` socket.
     Socket(SocketSender),
+    /// A libqb ring.
+    QbShm(QbShmSender),
 }
 
 impl Sender {
@@ -79,6 +83,7 @@ impl Sender {
         match self {
             Sender::Ring(r) => r.try_send(&header, parts),
             Sender::Socket(s) => s.try_send(&header, parts),
+            Sender::QbShm(q) => q.try_send(&header, parts),
         }
     }
 
@@ -92,11 +97,13 @@ impl Sender {
         match self {
             Sender::Ring(r) => r.room_for(len),
             Sender::Socket(s) => Ok(s.room_for()),
+            Sender::QbShm(q) => q.room_for(len),
         }
     }
 
-    /// Sends what is left of the last message (a socket's tail): whether
-    /// nothing is left. Rings have no tails.
+    /// Sends what is left of the last message (a socket's tail; libqb:
+    /// responses held for their turn, notification bytes owed): whether
+    /// nothing is left. ringlink's rings have no tails.
     ///
     /// # Errors
     ///
@@ -105,6 +112,7 @@ impl Sender {
         match self {
             Sender::Ring(_) => Ok(true),
             Sender::Socket(s) => s.flush(),
+            Sender::QbShm(q) => q.flush_held(),
         }
     }
 
@@ -113,6 +121,7 @@ impl Sender {
         match self {
             Sender::Ring(_) => false,
             Sender::Socket(s) => s.tx().has_pending(),
+            Sender::QbShm(q) => q.has_tail(),
         }
     }
 
@@ -122,6 +131,7 @@ impl Sender {
         match self {
             Sender::Ring(r) => r.queued(),
             Sender::Socket(s) => s.tx().queued(),
+            Sender::QbShm(q) => q.queued(),
         }
     }
 
@@ -129,19 +139,27 @@ impl Sender {
     /// `None` for rings, whose room comes as a wake-up on the stream.
     pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            Sender::Ring(_) => None,
+            Sender::Ring(_) | Sender::QbShm(_) => None,
             Sender::Socket(s) => Some(s.tx().fd()),
         }
     }
 
     /// The sleeper's half of the wake-up handshake, for a sender about to
     /// wait for room (rings; the stream socket drained by its owner):
-    /// whether it may sleep. Sockets: always (their fd says).
+    /// whether it may sleep. Sockets: always (their fd says). libqb
+    /// rings: always, but nothing will wake it ([`woken_by_peer`](Self::woken_by_peer)).
     pub fn prepare_sleep(&mut self) -> bool {
         match self {
             Sender::Ring(r) => r.producer().prepare_sleep(),
-            Sender::Socket(_) => true,
+            Sender::Socket(_) | Sender::QbShm(_) => true,
         }
+    }
+
+    /// Whether the peer says when it makes room (ringlink's rings: a
+    /// wake-up; sockets: writability). A libqb peer does not: a sender
+    /// waiting for room must look again every so often.
+    pub fn woken_by_peer(&self) -> bool {
+        !matches!(self, Sender::QbShm(_))
     }
 
     /// Lowers the waiting flag on waking (rings).
@@ -157,6 +175,7 @@ impl Sender {
         match self {
             Sender::Ring(r) => r.is_closed(),
             Sender::Socket(_) => false,
+            Sender::QbShm(q) => q.ring().truncated(),
         }
     }
 
@@ -171,7 +190,7 @@ impl Sender {
     /// anyone (sockets); `None` for rings.
     pub fn into_socket(self) -> Option<Arc<OwnedFd>> {
         match self {
-            Sender::Ring(_) => None,
+            Sender::Ring(_) | Sender::QbShm(_) => None,
             Sender::Socket(s) => Some(s.into_fd()),
         }
     }
@@ -184,6 +203,8 @@ pub enum Receiver {
     Ring(RingReceiver),
     /// A `SOCK_SEQPACKET` socket.
     Socket(SocketReceiver),
+    /// A libqb ring.
+    QbShm(QbShmReceiver),
 }
 
 /// A message received, in place (a ring record, or a socket's reassembly
@@ -199,6 +220,7 @@ pub struct Incoming<'a> {
 enum Body<'a> {
     Ring(ReadGrant<'a>),
     Socket(&'a mut SockRx),
+    Qb(&'a mut QbShmReceiver),
 }
 
 impl Incoming<'_> {
@@ -214,6 +236,7 @@ impl Incoming<'_> {
         match &self.body {
             Body::Ring(g) => frame::payload(g),
             Body::Socket(rx) => rx.message().map(|(_, p)| p).unwrap_or(&[]),
+            Body::Qb(r) => r.payload(),
         }
     }
 
@@ -222,6 +245,7 @@ impl Incoming<'_> {
         match self.body {
             Body::Ring(g) => g.release(),
             Body::Socket(rx) => rx.consume(),
+            Body::Qb(r) => r.release(),
         }
     }
 }
@@ -244,6 +268,13 @@ impl Receiver {
                 header,
                 body: Body::Socket(rx),
             })),
+            Receiver::QbShm(q) => match q.try_recv()? {
+                Some(header) => Ok(Some(Incoming {
+                    header,
+                    body: Body::Qb(q),
+                })),
+                None => Ok(None),
+            },
         }
     }
 
@@ -251,7 +282,7 @@ impl Receiver {
     /// for rings, whose messages come with a wake-up on the stream.
     pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            Receiver::Ring(_) => None,
+            Receiver::Ring(_) | Receiver::QbShm(_) => None,
             Receiver::Socket(s) => Some(s.rx().fd()),
         }
     }
@@ -263,6 +294,7 @@ impl Receiver {
         match self {
             Receiver::Ring(r) => r.pending(),
             Receiver::Socket(s) => s.rx().ready(),
+            Receiver::QbShm(q) => q.pending(),
         }
     }
 
@@ -273,6 +305,9 @@ impl Receiver {
         match self {
             Receiver::Ring(r) => r.consumer().prepare_sleep(),
             Receiver::Socket(s) => !s.rx().ready(),
+            // A libqb peer announces every message (a byte on the stream
+            // socket, or the ring's semaphore): nothing to raise.
+            Receiver::QbShm(q) => !q.pending(),
         }
     }
 
@@ -291,6 +326,7 @@ impl Receiver {
         match self {
             Receiver::Ring(r) => r.consumer().confirm_wake(fenced),
             Receiver::Socket(s) => !s.left_readable() && !s.rx().ready(),
+            Receiver::QbShm(q) => !q.pending(),
         }
     }
 
@@ -314,6 +350,7 @@ impl Receiver {
         match self {
             Receiver::Ring(r) => r.is_closed(),
             Receiver::Socket(_) => false,
+            Receiver::QbShm(q) => q.is_closed(),
         }
     }
 
@@ -328,15 +365,18 @@ impl Receiver {
     /// producer if it waits (rings; the server's flow-control level on
     /// the request ring). Sockets: nothing (the level goes on the stream).
     pub fn publish_user_word(&mut self, value: u32) {
-        if let Receiver::Ring(r) = self {
-            r.consumer().publish_user_word(value);
+        match self {
+            Receiver::Ring(r) => r.consumer().publish_user_word(value),
+            // libqb's flow-control word, read by the client at each send.
+            Receiver::QbShm(q) => q.ring().set_fc(value as i32),
+            Receiver::Socket(_) => {}
         }
     }
 
     /// The socket, given back (see [`Sender::into_socket`]).
     pub fn into_socket(self) -> Option<Arc<OwnedFd>> {
         match self {
-            Receiver::Ring(_) => None,
+            Receiver::Ring(_) | Receiver::QbShm(_) => None,
             Receiver::Socket(s) => Some(s.into_fd()),
         }
     }

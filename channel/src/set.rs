@@ -244,16 +244,15 @@ impl Offer {
                 let _ = r.unlink();
             }
         }
+        let holds = match self.rings {
+            Some(rings) => Holds::Rings(rings),
+            None => Holds::Sockets(self.sockets),
+        };
         let mut side = ServerSide {
             request: self.request,
-            rings: self.rings,
-            sockets: self.sockets,
+            holds,
         };
-        if side.rings.is_some() {
-            side.request.publish_user_word(level);
-        } else if level != self.level {
-            stream::send_byte(stream, level as u8);
-        }
+        side.publish_level(level, level != self.level, stream);
         (side, self.response, self.event)
     }
 }
@@ -266,8 +265,29 @@ impl Offer {
 pub struct ServerSide {
     /// The requests.
     pub request: Receiver,
-    rings: Option<[Ring; 3]>,
-    sockets: Vec<Arc<OwnedFd>>,
+    holds: Holds,
+}
+
+/// What else a server side holds, by transport.
+#[derive(Debug)]
+enum Holds {
+    /// ringlink's rings: closed, and unmapped last.
+    Rings([Ring; 3]),
+    /// ringlink's sockets: shut down, and closed where their closing
+    /// cannot hold the loop.
+    Sockets(Vec<Arc<OwnedFd>>),
+    /// libqb's rings: their directory and files, removed at the end.
+    QbShm(crate::qb::dir::ConnDir),
+}
+
+impl ServerSide {
+    /// A libqb connection's server side (`crate::qb::set`).
+    pub(crate) fn qb_shm(request: Receiver, dir: crate::qb::dir::ConnDir) -> ServerSide {
+        ServerSide {
+            request,
+            holds: Holds::QbShm(dir),
+        }
+    }
 }
 
 /// Which of a connection's socket-transport fds the server's loop polls.
@@ -284,60 +304,85 @@ impl ServerSide {
     /// The fds the loop polls besides the stream socket (edge-triggered),
     /// and for what: none for rings (their wake-ups come on the stream).
     pub fn watched(&self) -> Vec<(BorrowedFd<'_>, Watch)> {
-        match self.sockets.as_slice() {
-            [rr, ev] => vec![(rr.as_fd(), Watch::Requests), (ev.as_fd(), Watch::Events)],
+        match &self.holds {
+            Holds::Sockets(s) => match s.as_slice() {
+                [rr, ev] => vec![(rr.as_fd(), Watch::Requests), (ev.as_fd(), Watch::Events)],
+                _ => Vec::new(),
+            },
             _ => Vec::new(),
         }
     }
 
     /// Whether the client's bytes on the stream socket are wake-ups
-    /// (rings); over the socket transport it may send none.
+    /// (ringlink's rings) or announce requests (libqb's); over ringlink's
+    /// socket transport it may send none.
     pub fn wakes_on_stream(&self) -> bool {
-        self.rings.is_some()
+        !matches!(self.holds, Holds::Sockets(_))
+    }
+
+    /// Whether the client is told of room in its channels by nothing but
+    /// its reading them (libqb): a server waiting for room must look
+    /// again on its own, every so often.
+    pub fn polled(&self) -> bool {
+        matches!(self.holds, Holds::QbShm(_))
     }
 
     /// Publishes the flow-control level: in the request ring's user word,
-    /// waking a client whose send waits on it, or as a byte on `stream`
-    /// (socket transport; `changed`: only when it differs from the last).
+    /// waking a client whose send waits on it (libqb: its flow-control
+    /// word), or as a byte on `stream` (socket transport; `changed`: only
+    /// when it differs from the last).
     pub fn publish_level(&mut self, level: u32, changed: bool, stream: &UnixStream) {
-        if self.rings.is_some() {
-            self.request.publish_user_word(level);
-        } else if changed {
-            stream::send_byte(stream, level as u8);
+        match self.holds {
+            Holds::Sockets(_) if changed => stream::send_byte(stream, level as u8),
+            Holds::Sockets(_) => {}
+            _ => self.request.publish_user_word(level),
         }
     }
 
     /// Closes the channels before anyone hears of it: both closed bits of
     /// every ring (a thread blocked on one wakes; the client still reads
-    /// what was published), or the sockets shut down.
+    /// what was published), the sockets shut down, or (libqb) the request
+    /// ring's count of users cleared, which a libqb client reads as the
+    /// server gone.
     pub fn close(&self) {
-        if let Some(rings) = &self.rings {
-            for r in rings {
-                r.close();
+        match &self.holds {
+            Holds::Rings(rings) => {
+                for r in rings {
+                    r.close();
+                }
             }
-        }
-        for s in &self.sockets {
-            let _ = nix::sys::socket::shutdown(
-                std::os::fd::AsRawFd::as_raw_fd(&**s),
-                nix::sys::socket::Shutdown::Both,
-            );
+            Holds::Sockets(sockets) => {
+                for s in sockets {
+                    let _ = nix::sys::socket::shutdown(
+                        std::os::fd::AsRawFd::as_raw_fd(&**s),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                }
+            }
+            Holds::QbShm(_) => {
+                if let Receiver::QbShm(r) = &self.request {
+                    r.ring().set_ref_count(0);
+                }
+            }
         }
     }
 
     /// Releases everything: the rings unmapped, the sockets (with the
     /// senders' handles on them, `senders`) closed where their closing
-    /// cannot hold the caller.
+    /// cannot hold the caller, libqb's files removed.
     pub fn release(self, senders: impl IntoIterator<Item = Sender>) {
-        let ServerSide {
-            request,
-            rings,
-            mut sockets,
-        } = self;
+        let ServerSide { request, holds } = self;
+        let mut sockets = Vec::new();
         for s in senders {
             sockets.extend(s.into_socket());
         }
         sockets.extend(request.into_socket());
-        drop(rings);
+        match holds {
+            Holds::Rings(rings) => drop(rings),
+            Holds::Sockets(s) => sockets.extend(s),
+            // The rings are unmapped (dropped above); the files go now.
+            Holds::QbShm(dir) => drop(dir),
+        }
         close_sockets(sockets);
     }
 }

@@ -298,6 +298,34 @@ impl ConnResponse {
     }
 }
 
+/// The server's side of a libqb handshake, without I/O: exactly
+/// [`CONN_REQUEST_LEN`] bytes of request, never a byte more (there is no
+/// confirmation: the connection starts once the response is sent).
+#[derive(Debug, Default)]
+pub struct QbServerHandshake {
+    buf: [u8; CONN_REQUEST_LEN],
+    got: usize,
+}
+
+impl QbServerHandshake {
+    /// Where the next bytes go: what is missing of the request.
+    pub fn buffer(&mut self) -> &mut [u8] {
+        &mut self.buf[self.got..]
+    }
+
+    /// `n` bytes were read into [`buffer`](Self::buffer): `None` while
+    /// more are needed, then the request, decoded.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than the buffer held.
+    pub fn received(&mut self, n: usize) -> Option<Result<ConnRequest, WireError>> {
+        assert!(n <= CONN_REQUEST_LEN - self.got, "more bytes than the buffer held");
+        self.got += n;
+        (self.got == CONN_REQUEST_LEN).then(|| ConnRequest::decode(&self.buf))
+    }
+}
+
 /// The size of each ring's data file for messages of `max_msg_size`
 /// bytes: `max + 12` (libqb's chunk margin) `+ 1`, rounded up to the page
 /// size. Both sides compute it, and must agree exactly.

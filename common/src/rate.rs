@@ -19,6 +19,11 @@ pub enum RateLimit {
     /// `WouldBlock` or wait) and then full rings; nothing is lost, and the
     /// server spends no CPU on their requests.
     Off = 3,
+    /// As `Off`, but the flow-control level clients see is 2 (libqb's
+    /// `QB_IPCS_RATE_OFF_2`): only clients whose threshold is 2 or more
+    /// hold their sends (libqb's default threshold is 1); the others
+    /// send until their rings are full.
+    Off2 = 4,
 }
 
 impl RateLimit {
@@ -35,14 +40,24 @@ impl RateLimit {
             RateLimit::Fast => Self::FAST_PER_TURN,
             RateLimit::Normal => Self::NORMAL_PER_TURN,
             RateLimit::Slow => Self::SLOW_PER_TURN,
-            RateLimit::Off => 0,
+            RateLimit::Off | RateLimit::Off2 => 0,
         }
     }
 
-    /// The flow-control level published to clients in the request ring
-    /// header: 0 while requests are read, 1 while they are not.
+    /// The flow-control level published to clients: 0 while requests
+    /// are read, 1 at `Off`, 2 at `Off2` (libqb's levels). A client with
+    /// threshold `t` holds its sends while `0 < level <= t`.
     pub fn flow_control_level(self) -> u32 {
-        u32::from(self == RateLimit::Off)
+        match self {
+            RateLimit::Off => 1,
+            RateLimit::Off2 => 2,
+            _ => 0,
+        }
+    }
+
+    /// Whether requests are read at all.
+    pub fn reads(self) -> bool {
+        self.per_turn() > 0
     }
 
     /// The inverse of `self as u8`.
@@ -52,6 +67,7 @@ impl RateLimit {
             1 => RateLimit::Normal,
             2 => RateLimit::Slow,
             3 => RateLimit::Off,
+            4 => RateLimit::Off2,
             _ => return None,
         })
     }

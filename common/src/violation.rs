@@ -191,6 +191,36 @@ impl fmt::Display for RingRefusal {
 
 impl std::error::Error for RingRefusal {}
 
+/// What was wrong with a libqb ring's shared state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QbCorruption {
+    /// The peer's position is outside the data region.
+    Position,
+    /// A chunk with a token in the semaphore is not committed.
+    Magic,
+    /// A chunk's size runs past the data region.
+    Size,
+    /// The files were shrunk under the mapping.
+    Truncated,
+    /// The semaphore overflowed.
+    Semaphore,
+}
+
+impl std::fmt::Display for QbCorruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QbCorruption::Position => "ring position outside the data region",
+            QbCorruption::Magic => "counted chunk is not committed",
+            QbCorruption::Size => "chunk size runs past the data region",
+            QbCorruption::Truncated => "ring file truncated",
+            QbCorruption::Semaphore => "ring semaphore overflowed",
+        })
+    }
+}
+
+impl std::error::Error for QbCorruption {}
+
 /// A protocol violation: what a peer sent or wrote in shared memory that
 /// the protocol (`docs/PROTOCOL.md`) does not allow. The connection it
 /// happened on is closed.
@@ -205,6 +235,15 @@ pub enum Violation {
         channel: Channel,
         /// What was wrong.
         corruption: Corruption,
+    },
+    /// A libqb ring's shared state was invalid, or its file shrunk.
+    CorruptQbRing {
+        /// Who wrote it (the other side).
+        by: Peer,
+        /// Which ring.
+        channel: Channel,
+        /// What was wrong.
+        corruption: QbCorruption,
     },
     /// A message header was malformed.
     BadHeader {
@@ -290,6 +329,11 @@ impl fmt::Display for Violation {
                 channel,
                 corruption,
             } => write!(f, "{by} corrupted its {channel} ring: {corruption}"),
+            Violation::CorruptQbRing {
+                by,
+                channel,
+                corruption,
+            } => write!(f, "{by} corrupted its libqb {channel} ring: {corruption}"),
             Violation::BadHeader {
                 by: Peer::Client,
                 channel: Channel::Request,
@@ -366,6 +410,7 @@ impl std::error::Error for Violation {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Violation::CorruptRing { corruption, .. } => Some(corruption),
+            Violation::CorruptQbRing { corruption, .. } => Some(corruption),
             Violation::BadHeader { error, .. } | Violation::BadAnswer(error) => Some(error),
             Violation::Framing { error, .. } => Some(error),
             Violation::RingRefused { refusal, .. } => Some(refusal),

@@ -24,11 +24,11 @@ impl Flow {
         self.threshold != 0
     }
 
-    /// Whether `level` holds sends back (libqb blocks when
-    /// `0 < level <= fc_enable_max`; ringlink's levels are 0 and 1,
-    /// where both rules agree).
+    /// Whether `level` holds sends back: libqb's rule, `0 < level <=
+    /// fc_enable_max` (levels: 0 reading, 1 `RateLimit::Off`, 2
+    /// `RateLimit::Off2`).
     pub(crate) fn holds(self, level: u32) -> bool {
-        self.threshold != 0 && level >= self.threshold
+        ringlink_common::qb::holds(level.min(i32::MAX as u32) as i32, self.threshold)
     }
 }
 

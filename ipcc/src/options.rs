@@ -25,11 +25,12 @@ pub struct ConnectOptions {
     pub spin: Duration,
     /// Flow-control threshold (libqb's `fc_enable_max`): sends behave as
     /// if the request ring were full (`WouldBlock`, or waiting) while the
-    /// server's flow-control level is at or above it. 0 ignores flow
-    /// control (sends go on until the ring is full). Default 1: respect
-    /// the server's [`RateLimit::Off`](ringlink_common::RateLimit::Off).
-    /// (libqb blocks when `0 < level <= fc_enable_max`; ringlink's
-    /// levels are 0 and 1, where both rules agree.)
+    /// server's flow-control level is above 0 and at most this, libqb's
+    /// rule. The levels are 0 (requests read), 1
+    /// ([`RateLimit::Off`](ringlink_common::RateLimit::Off)) and 2
+    /// ([`RateLimit::Off2`](ringlink_common::RateLimit::Off2)). 0 ignores
+    /// flow control (sends go on until the ring is full). Default 1:
+    /// held by `Off`, not by `Off2`; 2: held by both.
     pub fc_enable_max: u32,
     /// Transport of the messages: shared-memory rings (the default) or
     /// `SOCK_SEQPACKET` sockets. Must match the server's

@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use ringlink_channel::wait::{self, WRITABLE};
 use ringlink_channel::{Sender, TrySendError};
 use ringlink_common::wire::MsgHeader;
+use ringlink_common::qb::QbTransport;
 use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
 
 use crate::remote::Remote;
@@ -46,6 +47,19 @@ struct ConnInner {
     /// for room in its rings (`send_event_timeout`): the loop alone reads
     /// the connection's socket, and tells them here.
     wakeups: Wakeups,
+    libqb: Option<QbTransport>,
+}
+
+/// What a new connection is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct About {
+    pub(crate) id: u64,
+    pub(crate) credentials: Credentials,
+    /// The largest payload either way.
+    pub(crate) max_message: usize,
+    pub(crate) transport: Transport,
+    /// A libqb client's connection, over this libqb transport.
+    pub(crate) libqb: Option<QbTransport>,
 }
 
 /// A count of the wake-ups the loop read from a connection's socket (and
@@ -135,24 +149,22 @@ enum Out {
 }
 
 impl Connection {
-    /// The handle of a connection just confirmed, at `slot` of the loop's
+    /// The handle of a connection just made, at `slot` of the loop's
     /// table, sending responses and events through `senders`.
     pub(crate) fn new(
-        id: u64,
+        about: About,
         slot: usize,
-        credentials: Credentials,
-        max_message: usize,
-        transport: Transport,
         (response, event): (Sender, Sender),
         remote: Arc<Remote>,
     ) -> Connection {
         Connection {
             inner: Arc::new(ConnInner {
-                id,
+                id: about.id,
                 slot,
-                credentials,
-                max_message,
-                transport,
+                credentials: about.credentials,
+                max_message: about.max_message,
+                transport: about.transport,
+                libqb: about.libqb,
                 connected_at: SystemTime::now(),
                 response: Mutex::new(Some(response)),
                 event: Mutex::new(Some(event)),
@@ -170,9 +182,18 @@ impl Connection {
         self.inner.id
     }
 
-    /// The transport the connection's messages travel over.
+    /// The transport the connection's messages travel over (for a libqb
+    /// client: `Shm` for libqb's rings, `Socket` for its sockets).
     pub fn transport(&self) -> Transport {
         self.inner.transport
+    }
+
+    /// For a libqb client's connection, the libqb transport it uses
+    /// (`None`: a ringlink client). A libqb client takes responses in the
+    /// order of its requests: the response to a request waits until every
+    /// earlier one is answered, so answer each request exactly once.
+    pub fn libqb(&self) -> Option<QbTransport> {
+        self.inner.libqb
     }
 
     /// The client's kernel-verified credentials.
@@ -443,6 +464,10 @@ impl Connection {
     }
 }
 
+/// How often a wait for room in a channel whose peer says nothing when it
+/// makes room (libqb's) looks again.
+pub(crate) const QUIET_POLL: Duration = Duration::from_millis(2);
+
 /// Sends one message on `channel`, waiting up to `timeout` for room
 /// (`None`: not at all), without holding the lock while it waits: the
 /// loop takes it. Returns the payload length.
@@ -483,8 +508,15 @@ fn send_waiting(
             // wake-up when it frees room, and sleep until the loop
             // reports one (the count was read before the flag went up).
             None if tx.prepare_sleep() => {
+                // A peer that says nothing when it makes room (libqb's)
+                // is looked at again every so often.
+                let until = if tx.woken_by_peer() {
+                    deadline
+                } else {
+                    deadline.min(Instant::now() + QUIET_POLL)
+                };
                 drop(guard);
-                wakeups.wait(seen, deadline);
+                wakeups.wait(seen, until);
             }
             // Room appeared, and the failed arm lowered the flag, which
             // another thread waiting here may have raised: it looks

@@ -52,6 +52,9 @@ pub(crate) struct Connections {
     /// loop last slept, and those epoll reported since. Idle connections
     /// cost the sweep nothing, so its cost follows the active ones.
     hot: Vec<usize>,
+    /// Slots of the connections whose clients say nothing when they make
+    /// room (libqb's): looked at by [`poll_quiet`](Self::poll_quiet).
+    polled: Vec<usize>,
 }
 
 impl Connections {
@@ -123,8 +126,12 @@ impl Connections {
             }
             return Err(Box::new(conn));
         }
+        let polled = conn.side.polled();
         let at = self.conns.insert(conn);
         debug_assert_eq!(at, slot);
+        if polled {
+            self.polled.push(at);
+        }
         self.make_hot(at);
         Ok(at)
     }
@@ -137,6 +144,28 @@ impl Connections {
                 self.hot.push(slot);
             }
         }
+    }
+
+    /// Looks at the connections whose clients make room without a word
+    /// (libqb's): sends what waited for room (responses held for their
+    /// turn, owed notification bytes), and, with `unpark` (on the loop's
+    /// tick), puts one that waited for room for an answer back in the
+    /// sweep, which parks it again if there is still none. Returns
+    /// whether one still waits: the tick must run.
+    pub(crate) fn poll_quiet(&mut self, unpark: bool) -> bool {
+        let mut waiting = false;
+        for i in 0..self.polled.len() {
+            let slot = self.polled[i];
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            let left = !c.handle.flush(false) | !c.handle.flush(true);
+            waiting |= left || c.parked;
+            if unpark && std::mem::take(&mut c.parked) {
+                self.make_hot(slot);
+            }
+        }
+        waiting
     }
 
     /// Puts every connection in the sweep's list (requests queued while
@@ -305,6 +334,9 @@ impl Connections {
         let c = self.conns.remove(slot)?;
         if c.hot {
             self.hot.retain(|&s| s != slot);
+        }
+        if c.side.polled() {
+            self.polled.retain(|&s| s != slot);
         }
         let _ = epoll.delete(&*c.sock);
         for (fd, _) in c.side.watched() {

@@ -35,7 +35,7 @@ impl Flow {
 
     /// Whether requests are read at all.
     pub(crate) fn reading(&self) -> bool {
-        self.rate != RateLimit::Off
+        self.rate.reads()
     }
 
     /// The level clients see now: 0 while requests are read, 1 while not.
@@ -51,7 +51,7 @@ impl Flow {
         let change = Change {
             level: rate.flow_control_level(),
             changed: rate.flow_control_level() != self.level(),
-            resumed: self.rate == RateLimit::Off,
+            resumed: !self.rate.reads() && rate.reads(),
         };
         self.rate = rate;
         Some(change)

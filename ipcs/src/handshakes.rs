@@ -16,6 +16,7 @@ use ringlink_channel::set::Offer;
 use ringlink_channel::stream;
 use ringlink_common::fdpass;
 use ringlink_common::handshake::{ServerEvent, ServerHandshake};
+use ringlink_common::qb::{ConnRequest, ConnResponse, QbServerHandshake};
 use ringlink_common::wire::{ConnectRequest, Status};
 use ringlink_common::Credentials;
 
@@ -33,10 +34,28 @@ struct Handshake {
     sock: Arc<UnixStream>,
     started: Instant,
     deadline: Instant,
-    machine: ServerHandshake,
+    machine: Machine,
+    /// The listener it came from (`None`: adopted).
+    listener: Option<usize>,
     /// Set once the answer and its fds are sent: the confirmation is
     /// awaited.
     pending: Option<Box<Pending>>,
+}
+
+/// The protocol a handshake speaks.
+#[derive(Debug)]
+enum Machine {
+    Ringlink(ServerHandshake),
+    Libqb(QbServerHandshake),
+}
+
+impl Machine {
+    fn buffer(&mut self) -> &mut [u8] {
+        match self {
+            Machine::Ringlink(m) => m.buffer(),
+            Machine::Libqb(m) => m.buffer(),
+        }
+    }
 }
 
 /// A connection answered but not confirmed by its client yet.
@@ -60,6 +79,17 @@ pub(crate) enum Progress {
     /// A malformed request (or a client of another version): refuse it
     /// with this status.
     Malformed(Status),
+    /// A whole libqb connection request, from the clients of listener
+    /// `listener` ([`Handshakes::answer_libqb`] or
+    /// [`Handshakes::refuse_libqb`]).
+    LibqbRequest {
+        request: ConnRequest,
+        credentials: Credentials,
+        listener: usize,
+    },
+    /// A libqb request that does not decode: libqb's server closes such
+    /// a connection without an answer; the handshake left the table.
+    LibqbMalformed(Ended),
     /// The client confirmed: the handshake left the table, and the
     /// connection starts from here.
     Confirmed(Arc<UnixStream>, Box<Pending>),
@@ -125,13 +155,28 @@ impl Handshakes {
     ///
     /// The socket cannot be made non-blocking or registered; it is
     /// dropped (the client sees the connection end).
-    pub(crate) fn start(&mut self, sock: UnixStream, epoll: &Epoll) -> io::Result<()> {
+    pub(crate) fn start(
+        &mut self,
+        sock: UnixStream,
+        epoll: &Epoll,
+        listener: Option<usize>,
+        libqb: bool,
+    ) -> io::Result<()> {
         sock.set_nonblocking(true)?;
         // A client passes us no fds, ever: refused by the kernel where it
         // can (Linux 6.16), reaped where it cannot (every read goes
         // through `fdpass::recv_nowait`).
         fdpass::refuse_fds(sock.as_fd());
-        let _ = socket::setsockopt(&sock, socket::sockopt::SndBuf, &SOCKET_SNDBUF);
+        // libqb's peers keep the default buffer: one byte per event rides
+        // on this socket, each costing a buffer of its own.
+        if !libqb {
+            let _ = socket::setsockopt(&sock, socket::sockopt::SndBuf, &SOCKET_SNDBUF);
+        }
+        let machine = if libqb {
+            Machine::Libqb(QbServerHandshake::default())
+        } else {
+            Machine::Ringlink(ServerHandshake::new())
+        };
         let slot = self.table.next_slot();
         let ev = EpollEvent::new(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
@@ -143,7 +188,8 @@ impl Handshakes {
             sock: Arc::new(sock),
             started: now,
             deadline: now + self.timeout,
-            machine: ServerHandshake::new(),
+            machine,
+            listener,
             pending: None,
         });
         Ok(())
@@ -170,27 +216,55 @@ impl Handshakes {
         let Some(h) = self.table.get_mut(slot) else {
             return Progress::Wait;
         };
-        let event = loop {
+        loop {
             let buf = h.machine.buffer();
             if buf.is_empty() {
                 // Deciding, or done: nothing is read (a client that
                 // writes more waits, and its extra bytes are a bad
                 // confirmation or the connection's first wake-ups).
-                break ServerEvent::NeedMore;
+                return Progress::Wait;
             }
-            match fdpass::recv_nowait(h.sock.as_fd(), buf, MsgFlags::empty()) {
+            let n = match fdpass::recv_nowait(h.sock.as_fd(), buf, MsgFlags::empty()) {
                 // The client left, or its socket failed.
                 Ok(0) => return self.ended(slot, epoll),
-                Ok(n) => match h.machine.received(n) {
-                    ServerEvent::NeedMore => {}
-                    event => break event,
-                },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Progress::Wait;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.ended(slot, epoll),
+            };
+            match &mut h.machine {
+                Machine::Ringlink(m) => match m.received(n) {
+                    ServerEvent::NeedMore => {}
+                    event => return self.on_event(slot, event, epoll),
+                },
+                Machine::Libqb(m) => match m.received(n) {
+                    None => {}
+                    Some(Ok(request)) => {
+                        let listener = h.listener.unwrap_or(0);
+                        return match Credentials::of_peer(&h.sock) {
+                            Ok(credentials) => Progress::LibqbRequest {
+                                request,
+                                credentials,
+                                listener,
+                            },
+                            Err(_) => self.ended(slot, epoll),
+                        };
+                    }
+                    Some(Err(_)) => {
+                        return match self.end(slot, epoll) {
+                            Some(ended) => Progress::LibqbMalformed(ended),
+                            None => Progress::Wait,
+                        }
+                    }
+                },
             }
+        }
+    }
+
+    /// What a ringlink handshake's machine found.
+    fn on_event(&mut self, slot: usize, event: ServerEvent, epoll: &Epoll) -> Progress {
+        let Some(h) = self.table.get_mut(slot) else {
+            return Progress::Wait;
         };
         match event {
             ServerEvent::NeedMore => Progress::Wait,
@@ -214,6 +288,49 @@ impl Handshakes {
         }
     }
 
+    /// Sends a libqb connection response accepting the client (in one
+    /// `send`, never waiting: libqb's client reads it with one read) and
+    /// takes the handshake out of the table: the connection starts now.
+    ///
+    /// # Errors
+    ///
+    /// The answer could not go whole; the handshake ended.
+    pub(crate) fn answer_libqb(
+        &mut self,
+        slot: usize,
+        answer: &[u8],
+        epoll: &Epoll,
+    ) -> Result<Arc<UnixStream>, Option<Ended>> {
+        let Some(h) = self.table.get_mut(slot) else {
+            return Err(None);
+        };
+        let sent = socket::send(
+            h.sock.as_raw_fd(),
+            answer,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+        let h = self.remove(slot, epoll).expect("present");
+        match sent {
+            Ok(n) if n == answer.len() => Ok(h.sock),
+            _ => Err(Some(Ended {
+                sock: h.sock,
+                pending: None,
+            })),
+        }
+    }
+
+    /// Refuses a libqb client with `errno` (its `qb_ipcc_connect` fails
+    /// with it) and ends the handshake.
+    pub(crate) fn refuse_libqb(&mut self, slot: usize, errno: i32, epoll: &Epoll) -> Option<Ended> {
+        let h = self.table.get_mut(slot)?;
+        let _ = socket::send(
+            h.sock.as_raw_fd(),
+            &ConnResponse::refuse(errno).encode(),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+        self.end(slot, epoll)
+    }
+
     /// Sends the accepting answer for `offer` (with its fds, never
     /// waiting: the socket's buffer is empty and the answer small); the
     /// confirmation is awaited next, read by [`advance`](Self::advance)
@@ -235,7 +352,11 @@ impl Handshakes {
             offer.abandon();
             return Err(None);
         };
-        let bytes = h.machine.accept(&offer.answer(id), &offer.trailer());
+        let Machine::Ringlink(m) = &mut h.machine else {
+            offer.abandon();
+            return Err(self.end(slot, epoll));
+        };
+        let bytes = m.accept(&offer.answer(id), &offer.trailer());
         match fdpass::send_fds(&h.sock, &bytes, &offer.fds()) {
             Ok(n) if n == bytes.len() => {}
             _ => {
@@ -258,9 +379,12 @@ impl Handshakes {
     /// buffer is empty, so the answer fits) and ends the handshake.
     pub(crate) fn refuse(&mut self, slot: usize, status: Status, epoll: &Epoll) -> Option<Ended> {
         let h = self.table.get_mut(slot)?;
+        let Machine::Ringlink(m) = &mut h.machine else {
+            return self.end(slot, epoll);
+        };
         let _ = socket::send(
             h.sock.as_raw_fd(),
-            &h.machine.reject(status),
+            &m.reject(status),
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
         self.end(slot, epoll)

@@ -15,10 +15,24 @@ use ringlink_common::ServiceAddr;
 
 use crate::ServiceOptions;
 
+/// Whose clients a listener takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// ringlink's own (`docs/PROTOCOL.md`).
+    Ringlink,
+    /// libqb's, on service name `service`, over `transport`
+    /// (`docs/LIBQB.md`).
+    Libqb {
+        service: String,
+        transport: ringlink_common::qb::QbTransport,
+    },
+}
+
 /// A service's listening socket and its state in the loop's epoll set.
 #[derive(Debug)]
 pub(crate) struct Listener {
     sock: UnixListener,
+    dialect: Dialect,
     /// A socket file this service created, removed on drop.
     file: Option<PathBuf>,
     token: u64,
@@ -52,6 +66,7 @@ impl Listener {
         // Made first, so that a failure below removes the socket file.
         let mut l = Listener {
             sock,
+            dialect: Dialect::Ringlink,
             file,
             token,
             listening: false,
@@ -60,6 +75,46 @@ impl Listener {
         epoll.add(&l.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
         l.listening = true;
         Ok(l)
+    }
+
+    /// Listens on libqb service name `service` (the abstract name libqb
+    /// binds, `docs/LIBQB.md`), registered in `epoll` with `token`.
+    pub(crate) fn bind_libqb(
+        service: &str,
+        transport: ringlink_common::qb::QbTransport,
+        opts: &ServiceOptions,
+        epoll: &Epoll,
+        token: u64,
+    ) -> io::Result<Listener> {
+        let name = ringlink_common::qb::abstract_name(service.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        // The whole of `sun_path`: libqb's clients connect with it.
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new_abstract(&name)?)?;
+        socket::listen(&fd, Backlog::new(opts.backlog)?)?;
+        let l = Listener {
+            sock: UnixListener::from(fd),
+            dialect: Dialect::Libqb {
+                service: service.to_owned(),
+                transport,
+            },
+            file: None,
+            token,
+            listening: true,
+            advertised: true,
+        };
+        epoll.add(&l.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        Ok(l)
+    }
+
+    /// Whose clients it takes.
+    pub(crate) fn dialect(&self) -> &Dialect {
+        &self.dialect
     }
 
     /// Takes every client waiting in the backlog.

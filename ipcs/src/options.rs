@@ -72,6 +72,9 @@ pub struct ServiceOptions {
     /// access. Use named rings only where clients are trusted not to;
     /// the default memfds exclude it.
     pub ring_dir: Option<PathBuf>,
+    /// Where libqb connections' directories are made (libqb's clients
+    /// look nowhere else by default). Default `/dev/shm`.
+    pub libqb_dir: PathBuf,
 }
 
 impl Default for ServiceOptions {
@@ -90,6 +93,7 @@ impl Default for ServiceOptions {
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             transport: Transport::Shm,
             ring_dir: None,
+            libqb_dir: PathBuf::from(ringlink_channel::qb::dir::DEFAULT_BASE),
         }
     }
 }

@@ -13,21 +13,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use ringlink_channel::named::RingDir;
-use ringlink_channel::set::{self, Watch};
+use ringlink_channel::qb::{self, set::QbClient};
+use ringlink_channel::set::{self, ServerSide, Watch};
+use ringlink_channel::Sender;
+use ringlink_common::qb::QbTransport;
 use ringlink_common::wire::{ConnectRequest, Status};
-use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats};
+use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats, Transport};
 
 use crate::census::{self, Census};
+use crate::connection::{About, QUIET_POLL};
 use crate::connections::{Connections, CONN_REQ, CONN_SOCK, CONN_SPACE};
 use crate::control::{ControlHandle, Registry};
 use crate::flow::Flow;
 use crate::handshakes::{Ended, Handshakes, Pending, Progress};
 use crate::hooks::{self, Closing, Fault, FaultKind, Hooks, Trace};
-use crate::listener::Listener;
+use crate::listener::{Dialect, Listener};
 use crate::remote::Remote;
 use crate::sources::{FdId, Interest, Readiness, Sources, TimerId};
-use crate::{Connection, Handler, ServiceOptions};
+use crate::{Connection, Handler, RingAuth, ServiceOptions};
 
 #[cfg(feature = "tokio")]
 mod tokio_loop;
@@ -39,6 +45,7 @@ const WAKER: u64 = 2 << 56;
 const HANDSHAKE: u64 = 3 << 56;
 const TIMER: u64 = 7 << 56;
 const FOREIGN: u64 = 8 << 56;
+const TICK: u64 = 9 << 56;
 const KIND: u64 = 0xff << 56;
 
 /// How often a busy loop (one that never sleeps) still looks at epoll:
@@ -81,7 +88,9 @@ pub struct Service<H: Handler> {
     remote: Arc<Remote>,
     /// The live connections, for [`ControlHandle::connections`].
     registry: Arc<Registry>,
-    listener: Option<Listener>,
+    /// The listening sockets: ringlink's address (`bind`), libqb's names
+    /// ([`listen_libqb`](Self::listen_libqb)); the token's slot is the index.
+    listeners: Vec<Listener>,
     handshakes: Handshakes,
     conns: Connections,
     flow: Flow,
@@ -101,6 +110,45 @@ pub struct Service<H: Handler> {
     woken: bool,
     /// Scratch list of connections to close after a sweep, and why.
     dead: Vec<(usize, Closing)>,
+    /// Fires every [`QUIET_POLL`] while a connection whose client makes
+    /// room without a word (libqb's) waits for room: in the epoll set, so
+    /// that a service driven from another loop is woken too.
+    tick: Tick,
+}
+
+/// A timerfd in the loop's epoll set, armed while needed.
+struct Tick {
+    fd: TimerFd,
+    armed: bool,
+}
+
+impl Tick {
+    fn new(epoll: &Epoll) -> io::Result<Tick> {
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TICK))?;
+        Ok(Tick { fd, armed: false })
+    }
+
+    /// Armed (periodic) or not.
+    fn set(&mut self, on: bool) {
+        if on == self.armed {
+            return;
+        }
+        let done = if on {
+            self.fd.set(
+                Expiration::Interval(TimeSpec::from_duration(QUIET_POLL)),
+                TimerSetTimeFlags::empty(),
+            )
+        } else {
+            self.fd.unset()
+        };
+        if done.is_ok() {
+            self.armed = on;
+        }
+    }
 }
 
 impl<H: Handler> Service<H> {
@@ -123,7 +171,7 @@ impl<H: Handler> Service<H> {
     ) -> Result<Service<H>> {
         ringlink_common::wire::check_protocol_id(protocol)?;
         let mut service = Service::new(protocol, opts, handler)?;
-        service.listener = Some(Listener::bind(
+        service.listeners.push(Listener::bind(
             &addr,
             &service.opts,
             &service.epoll,
@@ -152,6 +200,7 @@ impl<H: Handler> Service<H> {
         let ring_dir = opts.ring_dir.clone().map(RingDir::new).transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let remote = Arc::new(Remote::new()?);
+        let tick = Tick::new(&epoll)?;
         epoll
             .add(
                 remote.waker_fd(),
@@ -168,7 +217,7 @@ impl<H: Handler> Service<H> {
             events: vec![EpollEvent::empty(); 256],
             remote,
             registry: Arc::default(),
-            listener: None,
+            listeners: Vec::new(),
             conns: Connections::default(),
             flow: Flow::default(),
             sources: Sources::new(TIMER, FOREIGN),
@@ -180,6 +229,7 @@ impl<H: Handler> Service<H> {
             last_poll: Instant::now(),
             woken: false,
             dead: Vec::new(),
+            tick,
         })
     }
 
@@ -285,7 +335,7 @@ impl<H: Handler> Service<H> {
     /// connect meanwhile wait in the listen backlog (and time out on
     /// their own deadline) until [`resume_listening`](Self::resume_listening).
     pub fn stop_listening(&mut self) {
-        if let Some(l) = &mut self.listener {
+        for l in &mut self.listeners {
             l.advertise(false, &self.epoll);
         }
     }
@@ -293,9 +343,40 @@ impl<H: Handler> Service<H> {
     /// Takes new clients again after [`stop_listening`](Self::stop_listening);
     /// those waiting in the backlog are served at once.
     pub fn resume_listening(&mut self) {
-        if let Some(l) = &mut self.listener {
+        for l in &mut self.listeners {
             l.advertise(true, &self.epoll);
         }
+    }
+
+    /// Also serves libqb clients (programs linked with libqb, calling
+    /// `qb_ipcc_connect(service, ...)`): listens on libqb's address for
+    /// service name `service` and speaks libqb's protocol over
+    /// `transport` (`docs/LIBQB.md`), with the same [`Handler`] and
+    /// [`Connection`]s as ringlink's clients, beside this service's own
+    /// address if it has one (a service made with
+    /// [`unbound`](Self::unbound) may serve libqb clients alone). As
+    /// libqb does, the service name lives in the abstract namespace; the
+    /// rings' directories are made under
+    /// [`ServiceOptions::libqb_dir`], where those of servers that died
+    /// are removed now.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a name libqb cannot use (empty, over 106 bytes,
+    /// or with a NUL); `AddrInUse` if a server has the name;
+    /// `Unsupported` for libqb's socket transport (not yet served).
+    pub fn listen_libqb(&mut self, service: &str, transport: QbTransport) -> Result<()> {
+        if transport == QbTransport::Socket {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "libqb's socket transport is not served yet",
+            )));
+        }
+        qb::dir::remove_stale(&self.opts.libqb_dir);
+        let token = LISTENER | self.listeners.len() as u64;
+        let l = Listener::bind_libqb(service, transport, &self.opts, &self.epoll, token)?;
+        self.listeners.push(l);
+        Ok(())
     }
 
     /// The service's statistics; with `clear`, the counters restart from
@@ -325,7 +406,7 @@ impl<H: Handler> Service<H> {
     /// [`Error::Io`] if the socket cannot be made non-blocking or
     /// registered.
     pub fn adopt(&mut self, sock: UnixStream) -> Result<()> {
-        self.start_handshake(sock).map_err(Error::Io)
+        self.start_handshake(sock, None, false).map_err(Error::Io)
     }
 
     /// Runs the loop until [`ControlHandle::shutdown`] is called, then
@@ -415,6 +496,10 @@ impl<H: Handler> Service<H> {
         if self.flow.reading() && !self.conns.arm_all() {
             wait = Some(Duration::ZERO);
         }
+        // Clients that make room without a word (libqb's): looked at on
+        // the tick while one waits for it.
+        let quiet = self.conns.poll_quiet(false);
+        self.tick.set(quiet);
         if let Some(deadline) = self.handshakes.next_deadline() {
             let left = deadline.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(left, |w| w.min(left)));
@@ -462,7 +547,7 @@ impl<H: Handler> Service<H> {
             let flags = ev.events();
             let slot = (ev.data() & !KIND) as usize;
             match ev.data() & KIND {
-                LISTENER => self.accept_all(),
+                LISTENER => self.accept_all(slot),
                 WAKER => {
                     self.woken = true;
                     self.remote.drain();
@@ -470,6 +555,11 @@ impl<H: Handler> Service<H> {
                 }
                 HANDSHAKE => self.on_handshake(slot),
                 TIMER => self.sources.fire_timer(slot),
+                TICK => {
+                    let _ = self.tick.fd.wait();
+                    let quiet = self.conns.poll_quiet(true);
+                    self.tick.set(quiet);
+                }
                 FOREIGN => self.sources.fire_fd(slot, flags, &self.epoll),
                 CONN_SOCK => {
                     let hung_up = flags.intersects(
@@ -537,10 +627,11 @@ impl<H: Handler> Service<H> {
         }
     }
 
-    fn accept_all(&mut self) {
-        let Some(listener) = &mut self.listener else {
+    fn accept_all(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get_mut(index) else {
             return;
         };
+        let libqb = matches!(listener.dialect(), Dialect::Libqb { .. });
         let accepted = listener.accept(&self.epoll);
         if let Some(kind) = accepted.failed {
             self.hooks.fault(None, FaultKind::AcceptFailed(kind));
@@ -548,18 +639,23 @@ impl<H: Handler> Service<H> {
         for sock in accepted.clients {
             // A socket that cannot be registered is dropped (closed): the
             // client sees the connection end.
-            let _ = self.start_handshake(sock);
+            let _ = self.start_handshake(sock, Some(index), libqb);
         }
     }
 
-    fn start_handshake(&mut self, sock: UnixStream) -> io::Result<()> {
+    fn start_handshake(
+        &mut self,
+        sock: UnixStream,
+        listener: Option<usize>,
+        libqb: bool,
+    ) -> io::Result<()> {
         if self.handshakes.len() >= self.opts.max_handshakes {
             if let Some(ended) = self.handshakes.evict_oldest(&self.epoll) {
                 self.remote.count_abandoned();
                 self.end_handshake(ended);
             }
         }
-        self.handshakes.start(sock, &self.epoll)
+        self.handshakes.start(sock, &self.epoll, listener, libqb)
     }
 
     /// Reads what a handshake's socket has and acts on it, until it waits
@@ -580,6 +676,16 @@ impl<H: Handler> Service<H> {
                     }
                 }
                 Progress::Confirmed(sock, pending) => return self.start_connection(sock, *pending),
+                Progress::LibqbRequest {
+                    request,
+                    credentials,
+                    listener,
+                } => return self.decide_libqb(slot, request, credentials, listener),
+                Progress::LibqbMalformed(ended) => {
+                    // libqb's server closes such a connection unanswered.
+                    self.remote.count_rejected(Status::BadRequest);
+                    return self.end_handshake(ended);
+                }
             }
         }
     }
@@ -673,27 +779,124 @@ impl<H: Handler> Service<H> {
         let level = self.flow.level();
         let max_message = offer.max_message();
         let (side, response, event) = offer.accept(level, &sock);
-        let handle = Connection::new(
+        let made = About {
             id,
-            self.conns.next_slot(),
             credentials,
             max_message,
-            self.opts.transport,
-            (response, event),
-            self.remote.clone(),
-        );
+            transport: self.opts.transport,
+            libqb: None,
+        };
+        self.admit(sock, made, side, (response, event));
+    }
+
+    /// A connection whose channels are made and whose client was told:
+    /// its handle, in the table and the registry, and the application
+    /// told (`connection_created`).
+    fn admit(&mut self, sock: Arc<UnixStream>, made: About, side: ServerSide, senders: (Sender, Sender)) {
+        let level = self.flow.level();
+        let handle = Connection::new(made, self.conns.next_slot(), senders, self.remote.clone());
         handle.set_flow_control(level > 0, false);
         if let Err(conn) = self.conns.insert(handle.clone(), sock, side, &self.epoll) {
             let conn = *conn;
             conn.close();
             conn.release();
-            self.census.release(&credentials);
+            self.census.release(&made.credentials);
             self.remote.count_abandoned();
             return self.resume_listener();
         }
-        self.registry.lock().insert(id, handle.clone());
+        self.registry.lock().insert(made.id, handle.clone());
         self.handler.connection_created(&handle);
         self.resume_listener();
+    }
+
+    /// A libqb client's request: refused (with libqb's errno), or its
+    /// rings made, the answer sent, and the connection started at once
+    /// (libqb confirms nothing).
+    fn decide_libqb(
+        &mut self,
+        slot: usize,
+        request: ringlink_common::qb::ConnRequest,
+        credentials: Credentials,
+        listener: usize,
+    ) {
+        let Some(Dialect::Libqb { service, transport }) =
+            self.listeners.get(listener).map(|l| l.dialect().clone())
+        else {
+            return;
+        };
+        let refusal = match self.census.check(&credentials, &self.opts) {
+            Err(status) => Some(status),
+            Ok(()) => self.handler.accept(&credentials).err().map(Status::from),
+        };
+        if let Some(status) = refusal {
+            self.remote.count_rejected(status);
+            if let Some(ended) = self.handshakes.refuse_libqb(slot, libqb_errno(status), &self.epoll) {
+                self.end_handshake(ended);
+            }
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let max_msg_size = libqb_size(&self.opts, request.max_msg_size);
+        let auth = match self.handler.ring_auth(&credentials) {
+            // libqb's default: the files are the client's.
+            a if a == RingAuth::default() => RingAuth::owned_by(&credentials),
+            a => a,
+        };
+        let client = QbClient {
+            pid: credentials.pid,
+            auth,
+        };
+        let Some(stream) = self.handshakes.stream(slot).cloned() else {
+            return;
+        };
+        let offer = match transport {
+            QbTransport::Shm => qb::set::offer_shm(
+                &self.opts.libqb_dir,
+                &service,
+                client,
+                id,
+                id,
+                max_msg_size,
+                &stream,
+                self.flow.level(),
+            ),
+            QbTransport::Socket => Err(io::ErrorKind::Unsupported.into()),
+        };
+        let offer = match offer {
+            Ok(offer) => offer,
+            Err(e) => {
+                self.hooks.fault(None, FaultKind::ChannelsFailed(e.kind()));
+                self.remote.count_rejected(Status::Resources);
+                let errno = e.raw_os_error().unwrap_or(libc_errno::ENOMEM);
+                if let Some(ended) = self.handshakes.refuse_libqb(slot, errno, &self.epoll) {
+                    self.end_handshake(ended);
+                }
+                return;
+            }
+        };
+        match self.handshakes.answer_libqb(slot, offer.answer(), &self.epoll) {
+            Ok(sock) => {
+                self.census.admit(&credentials);
+                let made = About {
+                    id,
+                    credentials,
+                    max_message: offer.max_message(),
+                    transport: Transport::Shm,
+                    libqb: Some(transport),
+                };
+                let (side, response, event) = offer.accept();
+                self.admit(sock, made, side, (response, event));
+            }
+            Err(ended) => {
+                // The offer's rings and files go with it.
+                drop(offer);
+                if let Some(ended) = ended {
+                    self.remote.count_abandoned();
+                    self.end_handshake(ended);
+                }
+            }
+        }
     }
 
     /// Closes a connection: handlers `connection_closed`, then release of
@@ -721,7 +924,7 @@ impl<H: Handler> Service<H> {
     }
 
     fn resume_listener(&mut self) {
-        if let Some(l) = &mut self.listener {
+        for l in &mut self.listeners {
             l.resume(&self.epoll);
         }
     }
@@ -741,6 +944,35 @@ impl<H: Handler> Service<H> {
     pub(crate) fn is_shutdown(&self) -> bool {
         self.remote.is_shutdown()
     }
+}
+
+/// The message size (libqb's, headers included) a libqb client that
+/// asked for `wanted` gets: libqb's rule (the larger of the wish and the
+/// server's enforced size: here `min_message`), capped where ringlink
+/// caps payloads (`max_message`), headers added.
+fn libqb_size(opts: &ServiceOptions, wanted: u32) -> u32 {
+    let header = ringlink_common::qb::RESPONSE_HEADER_LEN;
+    let floor = opts.min_message + header;
+    let ceiling = opts.max_message.max(opts.min_message) + header;
+    (wanted as usize).max(floor).min(ceiling).min(u32::MAX as usize) as u32
+}
+
+/// The errno a libqb client's `qb_ipcc_connect` fails with, for a
+/// refusal.
+fn libqb_errno(status: Status) -> i32 {
+    match status {
+        Status::PermissionDenied => libc_errno::EACCES,
+        Status::TooManyClients => libc_errno::EAGAIN,
+        Status::UserQuota | Status::ProcessQuota => libc_errno::EDQUOT,
+        _ => libc_errno::ENOMEM,
+    }
+}
+
+mod libc_errno {
+    pub(super) const EACCES: i32 = nix::errno::Errno::EACCES as i32;
+    pub(super) const EAGAIN: i32 = nix::errno::Errno::EAGAIN as i32;
+    pub(super) const EDQUOT: i32 = nix::errno::Errno::EDQUOT as i32;
+    pub(super) const ENOMEM: i32 = nix::errno::Errno::ENOMEM as i32;
 }
 
 /// What a turn of the loop ([`Service::dispatch`]) left: whether to call

@@ -65,35 +65,7 @@ pub const MARGIN: usize = 12;
 /// glibc's `private` word of a process-shared semaphore.
 const SEM_SHARED: u32 = 128;
 
-/// What was wrong with a libqb ring's shared state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum QbCorruption {
-    /// The peer's position is outside the data region.
-    Position,
-    /// A chunk with a token in the semaphore is not committed.
-    Magic,
-    /// A chunk's size runs past the data region.
-    Size,
-    /// The files were shrunk under the mapping.
-    Truncated,
-    /// The semaphore overflowed.
-    Semaphore,
-}
-
-impl std::fmt::Display for QbCorruption {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            QbCorruption::Position => "ring position outside the data region",
-            QbCorruption::Magic => "counted chunk is not committed",
-            QbCorruption::Size => "chunk size runs past the data region",
-            QbCorruption::Truncated => "ring file truncated",
-            QbCorruption::Semaphore => "ring semaphore overflowed",
-        })
-    }
-}
-
-impl std::error::Error for QbCorruption {}
+pub use ringlink_common::QbCorruption;
 
 /// Why a libqb ring was not opened.
 #[derive(Debug)]
@@ -338,6 +310,29 @@ impl QbRing {
         counted
     }
 
+    /// Whether a chunk of `len` bytes would fit now.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.free_bytes().is_some_and(|free| free >= (len + MARGIN) as i64)
+    }
+
+    /// Free bytes, by libqb's reckoning; `None` if the consumer's
+    /// position is out of bounds.
+    fn free_bytes(&self) -> Option<i64> {
+        let w = self.own.get();
+        let r = self.header.u32(layout::READ_PT).load(Ordering::Acquire);
+        if r >= self.words {
+            return None;
+        }
+        let ws = self.words as i64;
+        let words = match (w as i64).cmp(&(r as i64)) {
+            std::cmp::Ordering::Greater => r as i64 - w as i64 + ws - 1,
+            std::cmp::Ordering::Less => r as i64 - w as i64 - 1,
+            std::cmp::Ordering::Equal if self.queued() > 0 => 0,
+            std::cmp::Ordering::Equal => ws,
+        };
+        Some(words * 4)
+    }
+
     /// Writes one chunk made of `parts` (a whole libqb message, header
     /// included) and posts it. `Ok(false)` if there is no room.
     ///
@@ -350,21 +345,11 @@ impl QbRing {
         if len > self.max_chunk() {
             return Ok(false);
         }
-        let w = self.own.get();
-        let r = self.header.u32(layout::READ_PT).load(Ordering::Acquire);
-        if r >= self.words {
-            return Err(QbCorruption::Position);
-        }
-        let ws = self.words as i64;
-        let free_words = match (w as i64).cmp(&(r as i64)) {
-            std::cmp::Ordering::Greater => r as i64 - w as i64 + ws - 1,
-            std::cmp::Ordering::Less => r as i64 - w as i64 - 1,
-            std::cmp::Ordering::Equal if self.queued() > 0 => 0,
-            std::cmp::Ordering::Equal => ws,
-        };
-        if free_words * 4 < (len + MARGIN) as i64 {
+        let free = self.free_bytes().ok_or(QbCorruption::Position)?;
+        if free < (len + MARGIN) as i64 {
             return Ok(false);
         }
+        let w = self.own.get();
         let magic = (w + 1) % self.words;
         self.word(w).store(0, Ordering::Relaxed);
         self.word(magic).store(MAGIC_ALLOC, Ordering::Release);

@@ -1,0 +1,262 @@
+//! A libqb connection's private directory, as libqb's server makes it:
+//! `<base>/qb-<server pid>-<client pid>-<n>-<6 random>` (mode 0770, given
+//! to the client's user), its files made `O_CREAT | O_EXCL | O_NOFOLLOW`
+//! relative to the directory's fd, and everything removed when the
+//! connection ends. The client side opens files under a directory it
+//! checked the same way, never following a link.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, Mode};
+use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use crate::named::RingAuth;
+
+/// Where libqb puts its connection directories.
+pub const DEFAULT_BASE: &str = "/dev/shm";
+
+/// The name every libqb connection directory starts with.
+const PREFIX: &str = "qb-";
+
+/// Six characters from `[A-Za-z0-9]`, from the OS's randomness (std's
+/// per-process random hash keys, fresh per call).
+fn random6() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    let mut v = h.finish();
+    (0..6)
+        .map(|_| {
+            let c = ALPHABET[(v % ALPHABET.len() as u64) as usize];
+            v /= ALPHABET.len() as u64;
+            c as char
+        })
+        .collect()
+}
+
+/// A connection's directory, made by the server and removed with every
+/// file it made in it when dropped.
+#[derive(Debug)]
+pub struct ConnDir {
+    path: PathBuf,
+    fd: OwnedFd,
+    made: Vec<OsString>,
+}
+
+impl ConnDir {
+    /// Makes a fresh directory under `base` for a connection of client
+    /// `client_pid` (`n` makes it unique among this server's), mode 0770,
+    /// owned as `auth` says (a failure to give it away, as a server that
+    /// is not root, is not an error: libqb's is not either).
+    ///
+    /// # Errors
+    ///
+    /// What `mkdir` or `open` said after a few tries with other random
+    /// names.
+    pub fn make(base: &Path, client_pid: i32, n: u64, auth: RingAuth) -> io::Result<ConnDir> {
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for _ in 0..16 {
+            let name = format!(
+                "{PREFIX}{}-{client_pid}-{n}-{}",
+                std::process::id(),
+                random6()
+            );
+            let path = base.join(&name);
+            match nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700)) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EEXIST) => continue,
+                Err(e) => {
+                    last = e.into();
+                    break;
+                }
+            }
+            let fd = match nix::fcntl::open(
+                &path,
+                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&path);
+                    return Err(e.into());
+                }
+            };
+            let dir = ConnDir {
+                path,
+                fd,
+                made: Vec::new(),
+            };
+            give(dir.fd.as_fd(), auth, 0o770);
+            return Ok(dir);
+        }
+        Err(last)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The absolute path of `name` in the directory.
+    pub fn file_path(&self, name: &str) -> Vec<u8> {
+        self.path.join(name).as_os_str().as_bytes().to_vec()
+    }
+
+    /// Makes a new, empty file `name` in the directory (never following
+    /// or reusing anything), owned and permitted as `auth` says; it is
+    /// removed when the directory is.
+    ///
+    /// # Errors
+    ///
+    /// What `openat` said.
+    pub fn create(&mut self, name: &str, auth: RingAuth) -> io::Result<File> {
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        self.made.push(name.into());
+        give(fd.as_fd(), auth, auth.mode);
+        Ok(File::from(fd))
+    }
+}
+
+impl Drop for ConnDir {
+    fn drop(&mut self) {
+        for name in &self.made {
+            // Gone already if the client removed it (libqb's does, over
+            // the socket transport): fine.
+            let _ = unlinkat(&self.fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Gives an fd's file to `auth`'s owner and mode; failures (not root)
+/// leave it the server's, as libqb's server leaves it.
+fn give(fd: std::os::fd::BorrowedFd<'_>, auth: RingAuth, mode: u32) {
+    let _ = fchown(
+        fd,
+        auth.uid.map(Uid::from_raw),
+        auth.gid.map(Gid::from_raw),
+    );
+    let _ = fchmod(fd, Mode::from_bits_truncate(mode));
+}
+
+/// The client's view of a server's connection directory: checked to be
+/// a directory directly under the expected base, named as libqb names
+/// them, owned by the server's user or ours, and held open, so that the
+/// files are opened in it whatever happens to the path.
+#[derive(Debug)]
+pub struct OpenedDir {
+    fd: OwnedFd,
+}
+
+impl OpenedDir {
+    /// Opens the directory of `name` (an absolute path the server sent):
+    /// it must be `<base>/qb-…/<file prefix>`, with nothing else between.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` for a path anywhere else or a directory that is not
+    /// the server's or ours; what `open` said.
+    pub fn open(base: &Path, name: &[u8], server_uid: u32) -> io::Result<(OpenedDir, OsString)> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "libqb ring path outside its directory");
+        let path = Path::new(OsStr::from_bytes(name));
+        let (Some(parent), Some(file)) = (path.parent(), path.file_name()) else {
+            return Err(bad());
+        };
+        let dir_name = parent.file_name().ok_or_else(bad)?;
+        if parent.parent() != Some(base)
+            || !dir_name.as_bytes().starts_with(PREFIX.as_bytes())
+            || name.contains(&0)
+        {
+            return Err(bad());
+        }
+        let fd = nix::fcntl::open(
+            parent,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )?;
+        let st = fstat(&fd)?;
+        if st.st_uid != server_uid && st.st_uid != nix::unistd::geteuid().as_raw() {
+            return Err(bad());
+        }
+        Ok((OpenedDir { fd }, file.to_owned()))
+    }
+
+    /// Opens file `name` of the directory read-write, never following a
+    /// link nor waiting (a FIFO or a device planted there cannot hold the
+    /// open); only a regular file owned by the server's user or ours.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` for anything else; what `openat` said.
+    pub fn open_file(&self, name: &OsStr, server_uid: u32) -> io::Result<File> {
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_file() || (meta.uid() != server_uid && meta.uid() != me) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "libqb ring file is not a regular file of the server's",
+            ));
+        }
+        Ok(file)
+    }
+}
+
+/// Removes the connection directories a dead server process of this user
+/// left under `base` (killed before it could remove them; libqb's client
+/// leaves the empty directory behind): only `qb-<pid>-…` directories
+/// whose pid is gone, that belong to this user, with the files in them.
+pub fn remove_stale(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        if let Ok(files) = std::fs::read_dir(entry.path()) {
+            for f in files.flatten() {
+                if f.path().symlink_metadata().is_ok_and(|m| m.is_file()) {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(entry.path());
+    }
+}

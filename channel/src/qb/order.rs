@@ -1,0 +1,136 @@
+//! Responses to a libqb client in the order of its requests.
+//!
+//! libqb has no sequence numbers: a libqb client takes the next response
+//! in its channel as the answer to its oldest request. ringlink's handlers
+//! may answer out of order (from other threads, later); so the server
+//! numbers the requests as they come, and a response to a later request
+//! waits here, copied, until every earlier one has been answered. Each
+//! request gets exactly one response in this scheme; a second response to
+//! a request already answered goes at once, as libqb allows.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IoSlice;
+
+use ringlink_common::wire::MsgHeader;
+
+/// Whether a response may go now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Its request is the oldest unanswered one, or was answered already.
+    Now,
+    /// An earlier request is unanswered: hold it.
+    Later,
+}
+
+/// The responses held back.
+#[derive(Debug)]
+pub(crate) struct Order {
+    /// The oldest request not answered yet.
+    next: u64,
+    held: BTreeMap<u64, VecDeque<(MsgHeader, Vec<u8>)>>,
+    bytes: usize,
+}
+
+impl Default for Order {
+    fn default() -> Order {
+        Order {
+            next: 1,
+            held: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Order {
+    /// Whether the response to request `seq` may go now.
+    pub(crate) fn admit(&self, seq: u64) -> Admit {
+        if seq <= self.next && !self.held.contains_key(&seq) {
+            Admit::Now
+        } else {
+            Admit::Later
+        }
+    }
+
+    /// Keeps a copy of a response that must wait.
+    pub(crate) fn hold(&mut self, h: MsgHeader, parts: &[IoSlice<'_>]) {
+        let body: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        self.bytes += body.len();
+        self.held.entry(h.seq).or_default().push_back((h, body));
+    }
+
+    /// The next held response whose turn came.
+    pub(crate) fn next_due(&mut self) -> Option<(MsgHeader, Vec<u8>)> {
+        let mut entry = self.held.first_entry()?;
+        if *entry.key() > self.next {
+            return None;
+        }
+        let (h, body) = entry.get_mut().pop_front().expect("no empty queue is kept");
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        self.bytes -= body.len();
+        Some((h, body))
+    }
+
+    /// A response taken by [`next_due`](Self::next_due) did not fit: it
+    /// goes back to the front.
+    pub(crate) fn put_back(&mut self, h: MsgHeader, body: Vec<u8>) {
+        self.bytes += body.len();
+        self.held.entry(h.seq).or_default().push_front((h, body));
+    }
+
+    /// The response to request `seq` went.
+    pub(crate) fn sent(&mut self, seq: u64) {
+        if seq == self.next {
+            self.next += 1;
+        }
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Payload bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(seq: u64) -> MsgHeader {
+        MsgHeader {
+            id: seq as i32,
+            size: 0,
+            error: 0,
+            seq,
+        }
+    }
+
+    #[test]
+    fn out_of_order_answers_leave_in_request_order() {
+        let mut o = Order::default();
+        let mut out = Vec::new();
+        for seq in [3u64, 2, 5, 1, 4] {
+            if o.admit(seq) == Admit::Now {
+                out.push(seq);
+                o.sent(seq);
+            } else {
+                o.hold(h(seq), &[IoSlice::new(&[seq as u8])]);
+            }
+            while let Some((hh, body)) = o.next_due() {
+                assert_eq!(body, [hh.seq as u8]);
+                out.push(hh.seq);
+                o.sent(hh.seq);
+            }
+        }
+        assert_eq!(out, [1, 2, 3, 4, 5]);
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
+        // A second answer to an answered request goes at once.
+        assert_eq!(o.admit(2), Admit::Now);
+    }
+}
