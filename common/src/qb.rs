@@ -320,7 +320,10 @@ impl QbServerHandshake {
     ///
     /// If `n` is more than the buffer held.
     pub fn received(&mut self, n: usize) -> Option<Result<ConnRequest, WireError>> {
-        assert!(n <= CONN_REQUEST_LEN - self.got, "more bytes than the buffer held");
+        assert!(
+            n <= CONN_REQUEST_LEN - self.got,
+            "more bytes than the buffer held"
+        );
         self.got += n;
         (self.got == CONN_REQUEST_LEN).then(|| ConnRequest::decode(&self.buf))
     }

@@ -13,8 +13,8 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, RwLock};
 use ringlink_channel::wait::{self, WRITABLE};
 use ringlink_channel::{Sender, TrySendError};
-use ringlink_common::wire::MsgHeader;
 use ringlink_common::qb::QbTransport;
+use ringlink_common::wire::MsgHeader;
 use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
 
 use crate::remote::Remote;

@@ -21,7 +21,9 @@ use ringlink_channel::set::{self, ServerSide, Watch};
 use ringlink_channel::Sender;
 use ringlink_common::qb::QbTransport;
 use ringlink_common::wire::{ConnectRequest, Status};
-use ringlink_common::{Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats, Transport};
+use ringlink_common::{
+    Credentials, Error, RateLimit, Result, ServiceAddr, ServiceStats, Transport,
+};
 
 use crate::census::{self, Census};
 use crate::connection::{About, QUIET_POLL};
@@ -792,7 +794,13 @@ impl<H: Handler> Service<H> {
     /// A connection whose channels are made and whose client was told:
     /// its handle, in the table and the registry, and the application
     /// told (`connection_created`).
-    fn admit(&mut self, sock: Arc<UnixStream>, made: About, side: ServerSide, senders: (Sender, Sender)) {
+    fn admit(
+        &mut self,
+        sock: Arc<UnixStream>,
+        made: About,
+        side: ServerSide,
+        senders: (Sender, Sender),
+    ) {
         let level = self.flow.level();
         let handle = Connection::new(made, self.conns.next_slot(), senders, self.remote.clone());
         handle.set_flow_control(level > 0, false);
@@ -830,7 +838,10 @@ impl<H: Handler> Service<H> {
         };
         if let Some(status) = refusal {
             self.remote.count_rejected(status);
-            if let Some(ended) = self.handshakes.refuse_libqb(slot, libqb_errno(status), &self.epoll) {
+            if let Some(ended) =
+                self.handshakes
+                    .refuse_libqb(slot, libqb_errno(status), &self.epoll)
+            {
                 self.end_handshake(ended);
             }
             return;
@@ -875,7 +886,10 @@ impl<H: Handler> Service<H> {
                 return;
             }
         };
-        match self.handshakes.answer_libqb(slot, offer.answer(), &self.epoll) {
+        match self
+            .handshakes
+            .answer_libqb(slot, offer.answer(), &self.epoll)
+        {
             Ok(sock) => {
                 self.census.admit(&credentials);
                 let made = About {
@@ -954,7 +968,10 @@ fn libqb_size(opts: &ServiceOptions, wanted: u32) -> u32 {
     let header = ringlink_common::qb::RESPONSE_HEADER_LEN;
     let floor = opts.min_message + header;
     let ceiling = opts.max_message.max(opts.min_message) + header;
-    (wanted as usize).max(floor).min(ceiling).min(u32::MAX as usize) as u32
+    (wanted as usize)
+        .max(floor)
+        .min(ceiling)
+        .min(u32::MAX as usize) as u32
 }
 
 /// The errno a libqb client's `qb_ipcc_connect` fails with, for a

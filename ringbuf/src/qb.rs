@@ -312,7 +312,8 @@ impl QbRing {
 
     /// Whether a chunk of `len` bytes would fit now.
     pub fn has_room(&self, len: usize) -> bool {
-        self.free_bytes().is_some_and(|free| free >= (len + MARGIN) as i64)
+        self.free_bytes()
+            .is_some_and(|free| free >= (len + MARGIN) as i64)
     }
 
     /// Free bytes, by libqb's reckoning; `None` if the consumer's

@@ -66,6 +66,7 @@ pub mod payload;
 pub mod peer;
 pub mod procfs;
 pub mod procs;
+pub mod qbc;
 pub mod raw;
 pub mod scale;
 pub mod stream;

@@ -144,11 +144,7 @@ impl Drop for ConnDir {
 /// Gives an fd's file to `auth`'s owner and mode; failures (not root)
 /// leave it the server's, as libqb's server leaves it.
 fn give(fd: std::os::fd::BorrowedFd<'_>, auth: RingAuth, mode: u32) {
-    let _ = fchown(
-        fd,
-        auth.uid.map(Uid::from_raw),
-        auth.gid.map(Gid::from_raw),
-    );
+    let _ = fchown(fd, auth.uid.map(Uid::from_raw), auth.gid.map(Gid::from_raw));
     let _ = fchmod(fd, Mode::from_bits_truncate(mode));
 }
 
@@ -170,7 +166,12 @@ impl OpenedDir {
     /// `InvalidData` for a path anywhere else or a directory that is not
     /// the server's or ours; what `open` said.
     pub fn open(base: &Path, name: &[u8], server_uid: u32) -> io::Result<(OpenedDir, OsString)> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "libqb ring path outside its directory");
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "libqb ring path outside its directory",
+            )
+        };
         let path = Path::new(OsStr::from_bytes(name));
         let (Some(parent), Some(file)) = (path.parent(), path.file_name()) else {
             return Err(bad());

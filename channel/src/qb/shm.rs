@@ -44,11 +44,17 @@ impl Header {
     }
 
     /// The header bytes of a message of `len` payload bytes.
-    pub(crate) fn encode(self, h: &MsgHeader, len: usize, out: &mut [u8; RESPONSE_HEADER_LEN]) -> usize {
+    pub(crate) fn encode(
+        self,
+        h: &MsgHeader,
+        len: usize,
+        out: &mut [u8; RESPONSE_HEADER_LEN],
+    ) -> usize {
         let size = (self.len() + len) as i32;
         match self {
             Header::Request => {
-                out[..REQUEST_HEADER_LEN].copy_from_slice(&RequestHeader { id: h.id, size }.encode());
+                out[..REQUEST_HEADER_LEN]
+                    .copy_from_slice(&RequestHeader { id: h.id, size }.encode());
             }
             Header::Response => {
                 *out = ResponseHeader {
@@ -120,7 +126,11 @@ impl QbShmSender {
 
     /// One message; a response waits (copied) while an earlier request
     /// is unanswered, and goes with the ones it held back once it is.
-    pub(crate) fn try_send(&mut self, h: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<(), TrySendError> {
+    pub(crate) fn try_send(
+        &mut self,
+        h: &MsgHeader,
+        parts: &[IoSlice<'_>],
+    ) -> Result<(), TrySendError> {
         if let Some(n) = &mut self.notify {
             // Bytes owed from before go first (never dropped: a libqb
             // peer reads one per message, and waits for it).
@@ -147,10 +157,7 @@ impl QbShmSender {
         if let Some(n) = &mut self.notify {
             n.pay();
         }
-        loop {
-            let Some((h, body)) = self.order.as_mut().and_then(Order::next_due) else {
-                break;
-            };
+        while let Some((h, body)) = self.order.as_mut().and_then(Order::next_due) {
             if !self.write(&h, &[IoSlice::new(&body)])? {
                 self.order.as_mut().expect("ordered").put_back(h, body);
                 return Ok(false);
@@ -205,7 +212,13 @@ pub struct QbShmReceiver {
 }
 
 impl QbShmReceiver {
-    pub(crate) fn new(ring: QbRing, header: Header, channel: Channel, peer: Peer, max: usize) -> QbShmReceiver {
+    pub(crate) fn new(
+        ring: QbRing,
+        header: Header,
+        channel: Channel,
+        peer: Peer,
+        max: usize,
+    ) -> QbShmReceiver {
         QbShmReceiver {
             ring,
             header,

@@ -11,8 +11,12 @@
 //!             [--log-faults] [--max-per-uid N] [--max-per-pid N]
 //!             [--fd-limit N] [--keep-fd-limit]
 //!             [--ring-dir DIR [--ring-to-client] [--ring-mode OCTAL]]
-//!             [--as-uid UID --as-gid GID]
+//!             [--as-uid UID --as-gid GID] [--libqb NAME]
 //! ```
+//!
+//! `--libqb NAME` also serves libqb's clients on libqb service name NAME
+//! (`Service::listen_libqb`, libqb's shared memory), with the same
+//! handler.
 //!
 //! `--log-faults` installs an error hook (`Service::set_error_hook`) that
 //! prints `fault conn=ID what` on stdout for every protocol violation the
@@ -46,7 +50,7 @@
 //! - `farewell-all`: for every live connection, from this thread:
 //!   answers its held (`DEFER`) requests, sends a `FAREWELL` event, then
 //!   disconnects it; answers `ok N`;
-//! - `rate off|normal|fast|slow`: `ControlHandle::set_rate_limit` from
+//! - `rate off|off2|normal|fast|slow`: `ControlHandle::set_rate_limit` from
 //!   this thread; answers `ok`;
 //! - `sstats [clear]`: `sstats key=value...`: `Service::stats` (`active`,
 //!   `closed` and each rejection reason);
@@ -112,6 +116,7 @@ struct Args {
     max_per_pid: Option<usize>,
     fd_limit: Option<u64>,
     keep_fd_limit: bool,
+    libqb: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -150,6 +155,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--ring-dir" => a.ring_dir = Some(v.clone()),
+            "--libqb" => a.libqb = Some(v.clone()),
             "--ring-mode" => {
                 a.ring_mode = Some(
                     u32::from_str_radix(v.trim_start_matches("0o"), 8)
@@ -729,6 +735,7 @@ fn control(
             (_, ["rate", level]) => {
                 let rate = match *level {
                     "off" => Some(RateLimit::Off),
+                    "off2" => Some(RateLimit::Off2),
                     "normal" => Some(RateLimit::Normal),
                     "fast" => Some(RateLimit::Fast),
                     "slow" => Some(RateLimit::Slow),
@@ -897,6 +904,13 @@ fn run() -> Result<(), String> {
                     p.display()
                 ))
             }
+        }
+    }
+    if let Some(name) = &args.libqb {
+        if let Err(e) = service.listen_libqb(name, ringlink_common::qb::QbTransport::Shm) {
+            let line = format!("bind-error kind=libqb {e}");
+            let _ = lines.send(&line);
+            return Err(format!("cannot listen on libqb name {name}: {e}"));
         }
     }
     if args.log_faults {
