@@ -1,7 +1,7 @@
 //! libqb's transports (`docs/LIBQB.md`): a connection made by libqb's
 //! handshake, its messages carried in libqb's rings under `/dev/shm`
 //! ([`shm`]); the connection's directory and files ([`dir`]); responses
-//! put in request order for a libqb client ([`order`]).
+//! put in request order for a libqb client (`order`).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
