@@ -179,10 +179,13 @@ impl Sender {
         }
     }
 
-    /// Marks the channel closed from this side (rings).
+    /// Marks the channel closed from this side (rings; libqb's: this
+    /// process leaves the ring's count of users).
     pub fn close(&mut self) {
-        if let Sender::Ring(r) = self {
-            r.close();
+        match self {
+            Sender::Ring(r) => r.close(),
+            Sender::QbShm(q) => q.ring().leave(),
+            Sender::Socket(_) => {}
         }
     }
 
@@ -354,10 +357,23 @@ impl Receiver {
         }
     }
 
-    /// Marks the channel closed from this side (rings).
+    /// Marks the channel closed from this side (rings; libqb's: this
+    /// process leaves the ring's count of users).
     pub fn close(&mut self) {
-        if let Receiver::Ring(r) = self {
-            r.close();
+        match self {
+            Receiver::Ring(r) => r.close(),
+            Receiver::QbShm(q) => q.ring().leave(),
+            Receiver::Socket(_) => {}
+        }
+    }
+
+    /// Waits, up to `deadline`, for a libqb ring's semaphore to count a
+    /// message (a libqb server signals its responses no other way):
+    /// whether one is counted. Other receivers: whether one is pending.
+    pub fn wait_counted(&self, deadline: Option<std::time::Instant>) -> bool {
+        match self {
+            Receiver::QbShm(q) => q.pending() || q.ring().wait_queued(deadline),
+            _ => self.pending(),
         }
     }
 

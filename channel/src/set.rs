@@ -406,20 +406,63 @@ pub struct ClientSide {
     pub response: Receiver,
     /// Events in.
     pub event: Receiver,
-    rings: Option<[Ring; 3]>,
+    kind: ClientKind,
+}
+
+/// What else a client side holds, by transport.
+#[derive(Debug)]
+enum ClientKind {
+    /// ringlink's rings (the level is in the request ring's header).
+    Rings([Ring; 3]),
+    /// ringlink's sockets (the level comes on the stream).
+    Sockets,
+    /// libqb's rings (the level is the request ring's flow-control word).
+    QbShm,
 }
 
 impl ClientSide {
+    /// A libqb connection's client side (`crate::qb::set`).
+    pub(crate) fn qb_shm(request: Sender, response: Receiver, event: Receiver) -> ClientSide {
+        ClientSide {
+            request,
+            response,
+            event,
+            kind: ClientKind::QbShm,
+        }
+    }
+
+    /// Whether the server is a libqb one: it signals responses only
+    /// through its ring's semaphore, and says nothing when it makes room.
+    pub fn is_libqb(&self) -> bool {
+        matches!(self.kind, ClientKind::QbShm)
+    }
+
     /// The server's flow-control level from the request ring's user word
-    /// (shared memory); `None` over sockets, where it comes on the stream.
+    /// (shared memory; libqb: its flow-control word); `None` over
+    /// sockets, where it comes on the stream.
     pub fn level(&self) -> Option<u32> {
-        self.rings.as_ref().map(|r| r[0].user_word())
+        match &self.kind {
+            ClientKind::Rings(r) => Some(r[0].user_word()),
+            ClientKind::QbShm => match &self.request {
+                Sender::QbShm(q) => Some(q.ring().fc().max(0) as u32),
+                _ => None,
+            },
+            ClientKind::Sockets => None,
+        }
     }
 
     /// Whether the server closed a ring (rings; a socket's closing shows
-    /// when it is read).
+    /// when it is read; a libqb server clears the request ring's count of
+    /// users).
     pub fn closed(&self) -> bool {
-        self.request.is_closed() || self.response.is_closed() || self.event.is_closed()
+        let libqb_gone = match (&self.kind, &self.request) {
+            (ClientKind::QbShm, Sender::QbShm(q)) => q.ring().ref_count() != 2,
+            _ => false,
+        };
+        libqb_gone
+            || self.request.is_closed()
+            || self.response.is_closed()
+            || self.event.is_closed()
     }
 
     /// Marks the rings closed from the client's side (its roles' bits).
@@ -560,7 +603,7 @@ pub fn open(
             Peer::Server,
             max_message,
         )),
-        rings: Some(rings),
+        kind: ClientKind::Rings(rings),
     };
     Ok((side, 0))
 }
@@ -596,7 +639,7 @@ fn open_sockets(
             Channel::Event,
             Peer::Server,
         )),
-        rings: None,
+        kind: ClientKind::Sockets,
     };
     Ok((side, u32::from(trailer.first().copied().unwrap_or(0))))
 }

@@ -317,7 +317,9 @@ pub enum Violation {
         /// Why.
         refusal: RingRefusal,
     },
-    /// A named-ring answer's path prefix is not an absolute path.
+    /// A named-ring answer's path is not where the protocol allows: not
+    /// absolute (ringlink's prefix), or not a file prefix in a `qb-…`
+    /// directory directly under the expected base (libqb's names).
     RingPath,
 }
 
@@ -401,7 +403,7 @@ impl fmt::Display for Violation {
                 named: true,
                 refusal,
             } => write!(f, "named ring {channel}: {refusal}"),
-            Violation::RingPath => f.write_str("ring path prefix is not an absolute path"),
+            Violation::RingPath => f.write_str("ring path is not where the protocol allows"),
         }
     }
 }

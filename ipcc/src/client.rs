@@ -59,6 +59,42 @@ impl Client {
         Client::handshake(sock, opts, deadline)
     }
 
+    /// Connects to a libqb service by its name: a server built on libqb
+    /// (`qb_ipcs_create(service, ...)`) such as Corosync's or Pacemaker's
+    /// daemons, or a ringlink service that listens with
+    /// `Service::listen_libqb`, over the transport the server chooses
+    /// (`docs/LIBQB.md`). `opts.protocol` and `opts.transport` are not
+    /// used; `opts.max_message` is the largest payload wanted.
+    ///
+    /// The calls are the same, with libqb's semantics where they differ:
+    /// a libqb server's responses carry no sequence number, so
+    /// [`recv`](Self::recv) and [`send_recv`](Self::send_recv) return the
+    /// next response in the channel (as `qb_ipcc_recv` and
+    /// `qb_ipcc_sendv_recv` do), numbered in the order they came. A libqb
+    /// server signals a response only through its ring's semaphore: a
+    /// waiting call sleeps on it, looking at the server's liveness every
+    /// 100 ms (libqb's own client would wait forever for a dead server),
+    /// and the client's fd ([`AsFd`]) becomes readable for events and
+    /// the server's leaving, not for responses.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); a refusal's errno becomes
+    /// [`Error::Rejected`] (`EACCES`: `PermissionDenied`, ...) or
+    /// [`Error::Io`].
+    pub fn connect_libqb(service: &str, opts: &ConnectOptions) -> Result<Client> {
+        let deadline = Instant::now() + opts.timeout;
+        let sock = connect::connect_libqb_socket(service, opts.wait_for_server, deadline)?;
+        let connected = connect::handshake_libqb(sock, opts, &opts.libqb_dir, deadline)?;
+        let (id, server) = (connected.id, connected.server);
+        Ok(Client {
+            engine: Engine::new(connected, Transport::Shm, opts.spin, opts.fc_enable_max)?,
+            id,
+            server,
+            stash: VecDeque::new(),
+        })
+    }
+
     /// Runs the handshake over an already-connected socket: the other end
     /// of a `socketpair` whose first end the server took with
     /// `Service::adopt` (no listening name involved). `opts.timeout`
@@ -210,6 +246,14 @@ impl Client {
     ) -> Result<Message> {
         let deadline = deadline_after(timeout);
         let seq = self.send_vectored(id, &[IoSlice::new(request)], timeout)?;
+        if self.engine.is_libqb() {
+            // libqb's `sendv_recv`: the next response, whatever it is.
+            let left = match timeout {
+                Some(Duration::ZERO) => timeout,
+                _ => deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            };
+            return self.recv(buf, left);
+        }
         loop {
             let left = match timeout {
                 Some(Duration::ZERO) => timeout,

@@ -56,6 +56,23 @@ pub(crate) fn connect_socket(
         ServiceAddr::Path(p) => UnixAddr::new(p.as_path()),
     }
     .map_err(io::Error::from)?;
+    connect_addr(&uaddr, wait, deadline)
+}
+
+/// Connects to libqb service `service`: its abstract name, NUL-padded to
+/// the whole of `sun_path` as libqb binds it (see [`connect_socket`]).
+pub(crate) fn connect_libqb_socket(
+    service: &str,
+    wait: bool,
+    deadline: Instant,
+) -> Result<UnixStream> {
+    let name = ringlink_common::qb::abstract_name(service.as_bytes())
+        .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let uaddr = UnixAddr::new_abstract(&name).map_err(io::Error::from)?;
+    connect_addr(&uaddr, wait, deadline)
+}
+
+fn connect_addr(uaddr: &UnixAddr, wait: bool, deadline: Instant) -> Result<UnixStream> {
     let mut backoff = Duration::from_millis(1);
     loop {
         let fd = socket::socket(
@@ -65,7 +82,7 @@ pub(crate) fn connect_socket(
             None,
         )
         .map_err(io::Error::from)?;
-        let retry = match socket::connect(fd.as_raw_fd(), &uaddr) {
+        let retry = match socket::connect(fd.as_raw_fd(), uaddr) {
             Ok(()) => {
                 let s = UnixStream::from(fd);
                 s.set_nonblocking(false)?;
@@ -184,5 +201,91 @@ fn timed(e: io::Error) -> Error {
         | io::ErrorKind::ConnectionReset
         | io::ErrorKind::UnexpectedEof => Error::Disconnected,
         _ => Error::Io(e),
+    }
+}
+
+/// Runs libqb's handshake on a connected, blocking socket, all of it
+/// before `deadline`: sends the connection request, reads the whole
+/// response, opens the rings it names under `base` (`docs/LIBQB.md`). A
+/// libqb server confirms nothing more: the connection is up. The socket
+/// is left non-blocking.
+pub(crate) fn handshake_libqb(
+    sock: UnixStream,
+    opts: &ConnectOptions,
+    base: &std::path::Path,
+    deadline: Instant,
+) -> Result<Connected> {
+    use ringlink_common::qb::{
+        ConnRequest, ConnResponse, QbTransport, CONN_RESPONSE_LEN, RESPONSE_HEADER_LEN,
+    };
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    // libqb's sizes count the 24-byte header; a libqb client never asks
+    // for less than the connection response.
+    let want = (opts.max_message as usize + RESPONSE_HEADER_LEN)
+        .max(CONN_RESPONSE_LEN)
+        .min(u32::MAX as usize) as u32;
+    sock.set_write_timeout(Some(left()))?;
+    (&sock)
+        .write_all(&ConnRequest { max_msg_size: want }.encode())
+        .map_err(timed)?;
+    let mut answer = vec![0u8; CONN_RESPONSE_LEN];
+    fdpass::recv_exact(sock.as_fd(), &mut answer, deadline).map_err(timed)?;
+    // No fds come from a libqb server, ever.
+    fdpass::refuse_fds(sock.as_fd());
+    let answer = ConnResponse::decode(&answer)
+        .map_err(|e| Error::Protocol(ringlink_common::Violation::BadAnswer(e)))?;
+    if answer.error != 0 {
+        return Err(libqb_refusal(-answer.error));
+    }
+    if answer.max_msg_size as usize > ringlink_common::wire::MAX_MESSAGE + RESPONSE_HEADER_LEN
+        || (answer.max_msg_size as usize) < RESPONSE_HEADER_LEN
+    {
+        return Err(Error::Protocol(
+            ringlink_common::Violation::MaxAboveCeiling {
+                announced: u64::from(answer.max_msg_size),
+            },
+        ));
+    }
+    let server = Credentials::of_peer(&sock)?;
+    let sock = Arc::new(sock);
+    let side = match answer.transport {
+        QbTransport::Shm => ringlink_channel::qb::set::open_shm(&answer, base, server, &sock)?,
+        QbTransport::Socket => {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "libqb's socket transport is not spoken yet",
+            )))
+        }
+    };
+    sock.set_read_timeout(None)?;
+    sock.set_write_timeout(None)?;
+    sock.set_nonblocking(true)?;
+    Ok(Connected {
+        sock,
+        side,
+        level: 0,
+        id: answer.cookie,
+        max_message: (answer.max_msg_size as usize).saturating_sub(RESPONSE_HEADER_LEN),
+        server,
+    })
+}
+
+/// What a libqb server's refusal (`errno`) means to a ringlink client.
+fn libqb_refusal(errno: i32) -> Error {
+    use ringlink_common::wire::Status;
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
+            Error::Rejected(Status::PermissionDenied)
+        }
+        nix::errno::Errno::EAGAIN => Error::Rejected(Status::TooManyClients),
+        nix::errno::Errno::EDQUOT => Error::Rejected(Status::UserQuota),
+        nix::errno::Errno::ENOMEM | nix::errno::Errno::ENOBUFS => {
+            Error::Rejected(Status::Resources)
+        }
+        _ => Error::Io(io::Error::from_raw_os_error(errno)),
     }
 }

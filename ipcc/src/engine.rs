@@ -36,6 +36,15 @@ impl Wait {
     }
 }
 
+/// How often a wait for room in a libqb server's request ring (or for its
+/// flow control to lift) looks again: a libqb server says nothing when
+/// it makes room.
+const QUIET_POLL: Duration = Duration::from_millis(2);
+
+/// How long a wait for a libqb server's response sleeps on its ring's
+/// semaphore before it looks at the server's liveness.
+const LIVENESS_SLICE: Duration = ringlink_ringbuf::qb::LIVENESS_SLICE;
+
 /// Epoll tokens of the client's fd (the app's eventfd is `stream`'s).
 const RESPONSES: u64 = 0;
 const EVENTS: u64 = 1;
@@ -99,6 +108,11 @@ impl Engine {
             watching_tail: false,
             epoll,
         })
+    }
+
+    /// Whether the server is a libqb one.
+    pub(crate) fn is_libqb(&self) -> bool {
+        self.side.is_libqb()
     }
 
     pub(crate) fn transport(&self) -> Transport {
@@ -235,7 +249,14 @@ impl Engine {
     /// sent), and there are never more responses than requests
     /// (PROTOCOL.md §3). A server that breaks this is a protocol
     /// violation, and the connection fails.
-    fn received(&mut self, event: bool, msg: Message) -> Result<Message> {
+    fn received(&mut self, event: bool, mut msg: Message) -> Result<Message> {
+        if !event && self.side.is_libqb() {
+            // libqb's responses carry no number, and a libqb server may
+            // send several per request, or none: numbered as they come.
+            self.answered += 1;
+            msg.seq = self.answered;
+            return Ok(msg);
+        }
         if !event {
             let sent = self.next_seq - 1;
             if msg.seq == 0 || msg.seq > sent || self.answered >= sent {
@@ -279,6 +300,9 @@ impl Engine {
     /// before it (then only the level can release a `Space` wait).
     /// Returns whether the stream socket fired.
     fn sleep(&mut self, which: Wait, deadline: Option<Instant>, held: bool) -> Result<bool> {
+        if self.side.is_libqb() {
+            return self.sleep_libqb(which, deadline);
+        }
         let Engine {
             stream,
             side,
@@ -354,6 +378,59 @@ impl Engine {
         }
         polled?;
         Ok(fired)
+    }
+
+    /// [`sleep`](Self::sleep) with a libqb server, which signals only
+    /// events (a byte on the stream socket, after the event) and its
+    /// leaving: a response only through its ring's semaphore, room and a
+    /// new flow-control level not at all. So a wait for a response sleeps
+    /// on the semaphore in slices of [`LIVENESS_SLICE`], looking at the
+    /// stream socket between them (libqb's own client waits on the
+    /// semaphore alone, and hangs when the server dies: libqb issue #27);
+    /// a wait for room looks again every [`QUIET_POLL`]. Returns whether
+    /// the stream socket fired.
+    fn sleep_libqb(&mut self, which: Wait, deadline: Option<Instant>) -> Result<bool> {
+        let Engine {
+            stream,
+            side,
+            flow,
+            spin,
+            ..
+        } = self;
+        let ready = match which {
+            Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
+                !flow.holds(flow::level(side, stream)) && side.request.room_for(0).unwrap_or(true)
+            }),
+            _ => {
+                let rx = side.receiver(which.event());
+                ringlink_ringbuf::wake::spin_until(*spin, || rx.pending() || rx.is_closed())
+            }
+        };
+        if ready {
+            return Ok(false);
+        }
+        // Bytes first: an event's byte comes after its chunk is counted,
+        // so once it is read the event is seen below.
+        stream.read();
+        let slice = |d: Duration| {
+            let end = Instant::now() + d;
+            Some(deadline.map_or(end, |dl| dl.min(end)))
+        };
+        let until = match which {
+            Wait::Response => {
+                if side.response.wait_counted(slice(LIVENESS_SLICE)) {
+                    return Ok(false);
+                }
+                // Between slices: has the server gone (or sent an event)?
+                Some(Instant::now())
+            }
+            Wait::Event if side.event.pending() => return Ok(false),
+            Wait::Event => deadline,
+            Wait::Space => slice(QUIET_POLL),
+        };
+        let mut fds = [PollFd::new(stream.as_fd(), READABLE)];
+        wait::poll_until(&mut fds, until)?;
+        Ok(fds[0].revents().is_some_and(|r| !r.is_empty()))
     }
 
     /// Prepares to wait on the client's fd in the application's own

@@ -34,8 +34,15 @@ pub struct ConnectOptions {
     pub fc_enable_max: u32,
     /// Transport of the messages: shared-memory rings (the default) or
     /// `SOCK_SEQPACKET` sockets. Must match the server's
-    /// (`Rejected(TransportMismatch)` otherwise).
+    /// (`Rejected(TransportMismatch)` otherwise). Not used by
+    /// [`Client::connect_libqb`](crate::Client::connect_libqb): a libqb
+    /// server chooses.
     pub transport: Transport,
+    /// Where a libqb server's rings must be
+    /// ([`Client::connect_libqb`](crate::Client::connect_libqb)): the
+    /// names its answer gives are refused anywhere else. Default
+    /// `/dev/shm`, libqb's.
+    pub libqb_dir: std::path::PathBuf,
 }
 
 impl ConnectOptions {
@@ -49,6 +56,7 @@ impl ConnectOptions {
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             fc_enable_max: 1,
             transport: Transport::Shm,
+            libqb_dir: std::path::PathBuf::from("/dev/shm"),
         }
     }
 }

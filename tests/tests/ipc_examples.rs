@@ -1,7 +1,8 @@
 //! The examples, run for real: the two-terminal demo of the README (the
 //! `echo_server` example of `ringlink-ipcs` and the `echo_client` example
 //! of `ringlink-ipcc`), and their tokio counterparts (`async_echo_server`,
-//! `async_echo_client`, `async_many_tasks`).
+//! `async_echo_client`, `async_many_tasks`), and the libqb ones
+//! (`qb_echo_server`, `qb_echo_client`) against libqb's own C programs.
 //!
 //! Cargo does not build other packages' examples for this package's
 //! tests, nor tell a test where they are; a workspace test run (`cargo
@@ -149,4 +150,65 @@ fn async_examples() {
         Err(Error::Disconnected) => {}
         other => panic!("our client after the server's exit: {other:?}"),
     }
+}
+
+/// The libqb examples: `qb_echo_server` serving libqb's own C client
+/// (`tests/c/qb_client.c`) and ringlink's `qb_echo_client`, and
+/// `qb_echo_client` calling a libqb C server (`tests/c/qb_server.c`).
+#[test]
+fn libqb_examples() {
+    let (Some(server_bin), Some(client_bin)) =
+        (example("qb_echo_server"), example("qb_echo_client"))
+    else {
+        let msg =
+            "the libqb examples are not built (cargo build --examples, or a workspace test run)";
+        assert!(
+            std::env::var_os("RINGLINK_REQUIRE_EXAMPLES").is_none(),
+            "{msg}"
+        );
+        eprintln!("skipped: {msg}");
+        return;
+    };
+    if !ringlink_tests::qbc::require("libqb_examples") {
+        return;
+    }
+    let (server_bin, client_bin) = (server_bin.to_str().unwrap(), client_bin.to_str().unwrap());
+    let name = unique_name("qb-echo");
+    let mut server = Helper::spawn(server_bin, &["--name", &name]);
+    let mut o = ConnectOptions::new("");
+    o.wait_for_server = true;
+    o.timeout = Duration::from_secs(60);
+    drop(Client::connect_libqb(&name, &o).expect("connect to qb_echo_server"));
+    let fin =
+        Helper::spawn(client_bin, &["--name", &name, "--id", "42", "hello, libqb"]).wait(EXIT);
+    fin.assert_success();
+    assert_eq!(fin.stdout, "hello, libqb\n", "{fin}");
+    // libqb's own client.
+    let c_bin = ringlink_tests::qbc::build("qb_client", env!("CARGO_TARGET_TMPDIR"));
+    let mut c = Helper::spawn::<&str>(c_bin.to_str().unwrap(), &[]);
+    c.expect("ready", EXIT);
+    c.send(&format!("connect {name} 0"));
+    assert!(c.line(EXIT).starts_with("ok"));
+    c.send("echo 5 1000 5000");
+    assert_eq!(c.line(EXIT), "ok");
+    c.send("disconnect");
+    assert_eq!(c.line(EXIT), "ok");
+    server.signal(libc::SIGTERM);
+    let fin = server.wait(EXIT);
+    fin.assert_success();
+    assert!(fin.stderr.contains("shut down"), "{fin}");
+
+    // qb_echo_client against a server built on libqb itself.
+    let name = unique_name("qb-c-server");
+    let s_bin = ringlink_tests::qbc::build("qb_server", env!("CARGO_TARGET_TMPDIR"));
+    let mut s = Helper::spawn(s_bin.to_str().unwrap(), &[name.as_str(), "shm"]);
+    s.expect("ready", EXIT);
+    let fin = Helper::spawn(client_bin, &["--name", &name, "from ringlink"]).wait(EXIT);
+    fin.assert_success();
+    assert_eq!(fin.stdout, "from ringlink\n", "{fin}");
+    // No server: exit 1.
+    s.send("exit");
+    assert_eq!(s.line(EXIT), "ok");
+    let fin = Helper::spawn(client_bin, &["--name", &name, "nobody"]).wait(EXIT);
+    assert_eq!(describe(fin.status), "exit 1", "{fin}");
 }

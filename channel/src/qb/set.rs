@@ -159,3 +159,84 @@ impl QbOffer {
         )
     }
 }
+
+/// Opens the rings a libqb server's accepting `answer` names, as its
+/// client: each name must be a file prefix in a `qb-…` directory directly
+/// under `base` (normally `/dev/shm`), owned by the server's user or
+/// ours; the `-header` and `-data` files are opened in it without
+/// following links, never resized, and must be as large as the
+/// negotiated size makes them (libqb's client opens the data file by the
+/// path the server wrote in shared memory, and resizes both; ringlink
+/// does neither). Requests are announced by a byte on `stream`.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] for a name or a file the protocol does not allow;
+/// [`Error::Io`].
+pub fn open_shm(
+    answer: &ConnResponse,
+    base: &Path,
+    server: ringlink_common::Credentials,
+    stream: &Arc<UnixStream>,
+) -> Result<crate::set::ClientSide, ringlink_common::Error> {
+    use ringlink_common::{Error, RingRefusal, Violation};
+    use ringlink_ringbuf::qb::QbOpenError;
+    let refused = |channel, refusal| {
+        Error::Protocol(Violation::RingRefused {
+            channel,
+            named: true,
+            refusal,
+        })
+    };
+    let mut rings = Vec::with_capacity(3);
+    for (channel, name) in
+        Channel::ALL
+            .into_iter()
+            .zip([&answer.request, &answer.response, &answer.event])
+    {
+        let (dir, file) = crate::qb::dir::OpenedDir::open(base, name, server.uid)
+            .map_err(|_| Error::Protocol(Violation::RingPath))?;
+        let part = |suffix: &str| {
+            let mut n = file.clone();
+            n.push(suffix);
+            dir.open_file(&n, server.uid)
+                .map_err(|_| refused(channel, RingRefusal::Incompatible("libqb ring file")))
+        };
+        let (header, data) = (part("-header")?, part("-data")?);
+        let ring = QbRing::open(&header, &data, answer.max_msg_size).map_err(|e| match e {
+            QbOpenError::Size => refused(channel, RingRefusal::Size),
+            QbOpenError::Io(e) => Error::Io(e),
+            _ => refused(channel, RingRefusal::Incompatible("libqb ring")),
+        })?;
+        rings.push(ring);
+    }
+    let mut rings = rings.into_iter();
+    let (Some(rq), Some(rs), Some(ev)) = (rings.next(), rings.next(), rings.next()) else {
+        unreachable!("three rings");
+    };
+    let max = (answer.max_msg_size as usize).saturating_sub(RESPONSE_HEADER_LEN);
+    Ok(crate::set::ClientSide::qb_shm(
+        Sender::QbShm(QbShmSender::new(
+            rq,
+            Header::Request,
+            Some(stream.clone()),
+            false,
+            Channel::Request,
+            Peer::Server,
+        )),
+        Receiver::QbShm(QbShmReceiver::new(
+            rs,
+            Header::Response,
+            Channel::Response,
+            Peer::Server,
+            max,
+        )),
+        Receiver::QbShm(QbShmReceiver::new(
+            ev,
+            Header::Response,
+            Channel::Event,
+            Peer::Server,
+            max,
+        )),
+    ))
+}
