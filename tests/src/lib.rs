@@ -58,6 +58,7 @@
 //! with `Ring::from_fds`.
 
 pub mod attack;
+pub mod cmap;
 pub mod fuzzing;
 pub mod hostile;
 pub mod ipc;
