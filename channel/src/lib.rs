@@ -43,6 +43,7 @@ pub mod wait;
 
 pub use error::{TryRecvError, TrySendError};
 use qb::shm::{QbShmReceiver, QbShmSender};
+use qb::socket::{QbSockReceiver, QbSockSender};
 use ring::{RingReceiver, RingSender};
 use socket::{SockRx, SocketReceiver, SocketSender};
 
@@ -55,6 +56,8 @@ pub enum Sender {
     Socket(SocketSender),
     /// A libqb ring.
     QbShm(QbShmSender),
+    /// A libqb datagram socket.
+    QbSocket(QbSockSender),
 }
 
 impl Sender {
@@ -84,6 +87,7 @@ impl Sender {
             Sender::Ring(r) => r.try_send(&header, parts),
             Sender::Socket(s) => s.try_send(&header, parts),
             Sender::QbShm(q) => q.try_send(&header, parts),
+            Sender::QbSocket(q) => q.try_send(&header, parts),
         }
     }
 
@@ -98,6 +102,7 @@ impl Sender {
             Sender::Ring(r) => r.room_for(len),
             Sender::Socket(s) => Ok(s.room_for()),
             Sender::QbShm(q) => q.room_for(len),
+            Sender::QbSocket(q) => Ok(q.room_for()),
         }
     }
 
@@ -113,6 +118,7 @@ impl Sender {
             Sender::Ring(_) => Ok(true),
             Sender::Socket(s) => s.flush(),
             Sender::QbShm(q) => q.flush_held(),
+            Sender::QbSocket(q) => q.flush(),
         }
     }
 
@@ -122,6 +128,7 @@ impl Sender {
             Sender::Ring(_) => false,
             Sender::Socket(s) => s.tx().has_pending(),
             Sender::QbShm(q) => q.has_tail(),
+            Sender::QbSocket(q) => q.holding(),
         }
     }
 
@@ -132,6 +139,7 @@ impl Sender {
             Sender::Ring(r) => r.queued(),
             Sender::Socket(s) => s.tx().queued(),
             Sender::QbShm(q) => q.queued(),
+            Sender::QbSocket(q) => q.held_bytes(),
         }
     }
 
@@ -141,6 +149,7 @@ impl Sender {
         match self {
             Sender::Ring(_) | Sender::QbShm(_) => None,
             Sender::Socket(s) => Some(s.tx().fd()),
+            Sender::QbSocket(q) => Some(q.fd()),
         }
     }
 
@@ -151,7 +160,7 @@ impl Sender {
     pub fn prepare_sleep(&mut self) -> bool {
         match self {
             Sender::Ring(r) => r.producer().prepare_sleep(),
-            Sender::Socket(_) | Sender::QbShm(_) => true,
+            Sender::Socket(_) | Sender::QbShm(_) | Sender::QbSocket(_) => true,
         }
     }
 
@@ -174,7 +183,7 @@ impl Sender {
     pub fn is_closed(&self) -> bool {
         match self {
             Sender::Ring(r) => r.is_closed(),
-            Sender::Socket(_) => false,
+            Sender::Socket(_) | Sender::QbSocket(_) => false,
             Sender::QbShm(q) => q.ring().truncated(),
         }
     }
@@ -185,7 +194,7 @@ impl Sender {
         match self {
             Sender::Ring(r) => r.close(),
             Sender::QbShm(q) => q.ring().leave(),
-            Sender::Socket(_) => {}
+            Sender::Socket(_) | Sender::QbSocket(_) => {}
         }
     }
 
@@ -195,6 +204,7 @@ impl Sender {
         match self {
             Sender::Ring(_) | Sender::QbShm(_) => None,
             Sender::Socket(s) => Some(s.into_fd()),
+            Sender::QbSocket(q) => Some(q.into_fd()),
         }
     }
 }
@@ -208,6 +218,8 @@ pub enum Receiver {
     Socket(SocketReceiver),
     /// A libqb ring.
     QbShm(QbShmReceiver),
+    /// A libqb datagram socket.
+    QbSocket(QbSockReceiver),
 }
 
 /// A message received, in place (a ring record, or a socket's reassembly
@@ -224,6 +236,7 @@ enum Body<'a> {
     Ring(ReadGrant<'a>),
     Socket(&'a mut SockRx),
     Qb(&'a mut QbShmReceiver),
+    QbSock(&'a mut QbSockReceiver),
 }
 
 impl Incoming<'_> {
@@ -240,6 +253,7 @@ impl Incoming<'_> {
             Body::Ring(g) => frame::payload(g),
             Body::Socket(rx) => rx.message().map(|(_, p)| p).unwrap_or(&[]),
             Body::Qb(r) => r.payload(),
+            Body::QbSock(r) => r.payload(),
         }
     }
 
@@ -249,6 +263,7 @@ impl Incoming<'_> {
             Body::Ring(g) => g.release(),
             Body::Socket(rx) => rx.consume(),
             Body::Qb(r) => r.release(),
+            Body::QbSock(r) => r.release(),
         }
     }
 }
@@ -278,6 +293,13 @@ impl Receiver {
                 })),
                 None => Ok(None),
             },
+            Receiver::QbSocket(q) => match q.try_recv()? {
+                Some(header) => Ok(Some(Incoming {
+                    header,
+                    body: Body::QbSock(q),
+                })),
+                None => Ok(None),
+            },
         }
     }
 
@@ -287,6 +309,7 @@ impl Receiver {
         match self {
             Receiver::Ring(_) | Receiver::QbShm(_) => None,
             Receiver::Socket(s) => Some(s.rx().fd()),
+            Receiver::QbSocket(q) => Some(q.fd()),
         }
     }
 
@@ -298,6 +321,7 @@ impl Receiver {
             Receiver::Ring(r) => r.pending(),
             Receiver::Socket(s) => s.rx().ready(),
             Receiver::QbShm(q) => q.pending(),
+            Receiver::QbSocket(q) => q.pending(),
         }
     }
 
@@ -311,6 +335,7 @@ impl Receiver {
             // A libqb peer announces every message (a byte on the stream
             // socket, or the ring's semaphore): nothing to raise.
             Receiver::QbShm(q) => !q.pending(),
+            Receiver::QbSocket(q) => !q.pending(),
         }
     }
 
@@ -330,6 +355,7 @@ impl Receiver {
             Receiver::Ring(r) => r.consumer().confirm_wake(fenced),
             Receiver::Socket(s) => !s.left_readable() && !s.rx().ready(),
             Receiver::QbShm(q) => !q.pending(),
+            Receiver::QbSocket(q) => !q.left_readable() && !q.pending(),
         }
     }
 
@@ -343,8 +369,10 @@ impl Receiver {
     /// An edge-driven socket (the server's loop, on `EPOLLET`): read only
     /// after this, until a read finds it dry. No effect on rings.
     pub fn mark_readable(&mut self) {
-        if let Receiver::Socket(s) = self {
-            s.mark_readable();
+        match self {
+            Receiver::Socket(s) => s.mark_readable(),
+            Receiver::QbSocket(q) => q.mark_readable(),
+            _ => {}
         }
     }
 
@@ -352,7 +380,7 @@ impl Receiver {
     pub fn is_closed(&self) -> bool {
         match self {
             Receiver::Ring(r) => r.is_closed(),
-            Receiver::Socket(_) => false,
+            Receiver::Socket(_) | Receiver::QbSocket(_) => false,
             Receiver::QbShm(q) => q.is_closed(),
         }
     }
@@ -363,7 +391,7 @@ impl Receiver {
         match self {
             Receiver::Ring(r) => r.close(),
             Receiver::QbShm(q) => q.ring().leave(),
-            Receiver::Socket(_) => {}
+            Receiver::Socket(_) | Receiver::QbSocket(_) => {}
         }
     }
 
@@ -385,7 +413,8 @@ impl Receiver {
             Receiver::Ring(r) => r.consumer().publish_user_word(value),
             // libqb's flow-control word, read by the client at each send.
             Receiver::QbShm(q) => q.ring().set_fc(value as i32),
-            Receiver::Socket(_) => {}
+            // In the control file, which the server side holds.
+            Receiver::Socket(_) | Receiver::QbSocket(_) => {}
         }
     }
 
@@ -394,6 +423,7 @@ impl Receiver {
         match self {
             Receiver::Ring(_) | Receiver::QbShm(_) => None,
             Receiver::Socket(s) => Some(s.into_fd()),
+            Receiver::QbSocket(q) => Some(q.into_fd()),
         }
     }
 }

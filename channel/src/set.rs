@@ -278,9 +278,29 @@ enum Holds {
     Sockets(Vec<Arc<OwnedFd>>),
     /// libqb's rings: their directory and files, removed at the end.
     QbShm(crate::qb::dir::ConnDir),
+    /// libqb's sockets: the directory, the control file (the level's
+    /// word), the request and event sockets.
+    QbSocket {
+        dir: crate::qb::dir::ConnDir,
+        ctl: Arc<ringlink_ringbuf::guard::GuardedMap>,
+        fds: [Arc<OwnedFd>; 2],
+    },
 }
 
 impl ServerSide {
+    /// A libqb socket connection's server side (`crate::qb::set`).
+    pub(crate) fn qb_socket(
+        request: Receiver,
+        dir: crate::qb::dir::ConnDir,
+        ctl: Arc<ringlink_ringbuf::guard::GuardedMap>,
+        fds: [Arc<OwnedFd>; 2],
+    ) -> ServerSide {
+        ServerSide {
+            request,
+            holds: Holds::QbSocket { dir, ctl, fds },
+        }
+    }
+
     /// A libqb connection's server side (`crate::qb::set`).
     pub(crate) fn qb_shm(request: Receiver, dir: crate::qb::dir::ConnDir) -> ServerSide {
         ServerSide {
@@ -309,13 +329,18 @@ impl ServerSide {
                 [rr, ev] => vec![(rr.as_fd(), Watch::Requests), (ev.as_fd(), Watch::Events)],
                 _ => Vec::new(),
             },
+            Holds::QbSocket { fds: [rr, ev], .. } => {
+                vec![(rr.as_fd(), Watch::Requests), (ev.as_fd(), Watch::Events)]
+            }
             _ => Vec::new(),
         }
     }
 
     /// Whether the client's bytes on the stream socket are wake-ups
-    /// (ringlink's rings) or announce requests (libqb's); over ringlink's
-    /// socket transport it may send none.
+    /// (ringlink's rings) or announce requests (libqb's rings; over
+    /// libqb's sockets they mean nothing, and are read and thrown away
+    /// as libqb's server does); over ringlink's socket transport it may
+    /// send none.
     pub fn wakes_on_stream(&self) -> bool {
         !matches!(self.holds, Holds::Sockets(_))
     }
@@ -324,7 +349,7 @@ impl ServerSide {
     /// its reading them (libqb): a server waiting for room must look
     /// again on its own, every so often.
     pub fn polled(&self) -> bool {
-        matches!(self.holds, Holds::QbShm(_))
+        matches!(self.holds, Holds::QbShm(_) | Holds::QbSocket { .. })
     }
 
     /// Publishes the flow-control level: in the request ring's user word,
@@ -332,9 +357,12 @@ impl ServerSide {
     /// word), or as a byte on `stream` (socket transport; `changed`: only
     /// when it differs from the last).
     pub fn publish_level(&mut self, level: u32, changed: bool, stream: &UnixStream) {
-        match self.holds {
+        match &self.holds {
             Holds::Sockets(_) if changed => stream::send_byte(stream, level as u8),
             Holds::Sockets(_) => {}
+            Holds::QbSocket { ctl, .. } => ctl
+                .u32(ringlink_common::qb::control::FLOW_CONTROL)
+                .store(level, std::sync::atomic::Ordering::Release),
             _ => self.request.publish_user_word(level),
         }
     }
@@ -364,6 +392,14 @@ impl ServerSide {
                     r.ring().set_ref_count(0);
                 }
             }
+            Holds::QbSocket { fds, .. } => {
+                for s in fds {
+                    let _ = nix::sys::socket::shutdown(
+                        std::os::fd::AsRawFd::as_raw_fd(&**s),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                }
+            }
         }
     }
 
@@ -382,6 +418,10 @@ impl ServerSide {
             Holds::Sockets(s) => sockets.extend(s),
             // The rings are unmapped (dropped above); the files go now.
             Holds::QbShm(dir) => drop(dir),
+            Holds::QbSocket { dir, ctl, fds } => {
+                sockets.extend(fds);
+                drop((ctl, dir));
+            }
         }
         close_sockets(sockets);
     }
@@ -418,6 +458,8 @@ enum ClientKind {
     Sockets,
     /// libqb's rings (the level is the request ring's flow-control word).
     QbShm,
+    /// libqb's sockets (the level is in the control file).
+    QbSocket(Arc<ringlink_ringbuf::guard::GuardedMap>),
 }
 
 impl ClientSide {
@@ -431,10 +473,26 @@ impl ClientSide {
         }
     }
 
-    /// Whether the server is a libqb one: it signals responses only
-    /// through its ring's semaphore, and says nothing when it makes room.
+    /// A libqb socket connection's client side (`crate::qb::set`).
+    pub(crate) fn qb_socket(
+        request: Sender,
+        response: Receiver,
+        event: Receiver,
+        ctl: Arc<ringlink_ringbuf::guard::GuardedMap>,
+    ) -> ClientSide {
+        ClientSide {
+            request,
+            response,
+            event,
+            kind: ClientKind::QbSocket(ctl),
+        }
+    }
+
+    /// Whether the server is a libqb one: over its rings it signals
+    /// responses only through their semaphore; either way it says nothing
+    /// when it makes room or changes its flow-control level.
     pub fn is_libqb(&self) -> bool {
-        matches!(self.kind, ClientKind::QbShm)
+        matches!(self.kind, ClientKind::QbShm | ClientKind::QbSocket(_))
     }
 
     /// The server's flow-control level from the request ring's user word
@@ -447,6 +505,11 @@ impl ClientSide {
                 Sender::QbShm(q) => Some(q.ring().fc().max(0) as u32),
                 _ => None,
             },
+            ClientKind::QbSocket(ctl) => Some(
+                (ctl.u32(ringlink_common::qb::control::FLOW_CONTROL)
+                    .load(std::sync::atomic::Ordering::Acquire) as i32)
+                    .max(0) as u32,
+            ),
             ClientKind::Sockets => None,
         }
     }

@@ -353,6 +353,37 @@ pub fn abstract_name(name: &[u8]) -> Result<[u8; SUN_PATH_LEN - 1], WireError> {
     Ok(b)
 }
 
+/// The abstract address bytes of a libqb datagram socket named `name`
+/// (the socket transport's per-connection sockets): as
+/// [`abstract_name`], but a name longer than [`MAX_SERVICE_NAME`] is cut
+/// there, as libqb cuts it (both sides cut it the same way).
+pub fn dgram_name(name: &[u8]) -> [u8; SUN_PATH_LEN - 1] {
+    let mut b = [0u8; SUN_PATH_LEN - 1];
+    let n = name
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(name.len())
+        .min(MAX_SERVICE_NAME);
+    b[..n].copy_from_slice(&name[..n]);
+    b
+}
+
+/// Offsets in the socket transport's control file: three
+/// `{i32 sent; i32 flow_control}` pairs (request, response, event).
+pub mod control {
+    /// The file's size.
+    pub const LEN: usize = 24;
+    /// Requests sent and not yet read (the client adds, the server
+    /// takes).
+    pub const REQUEST_SENT: usize = 0;
+    /// The flow-control level, written by the server.
+    pub const FLOW_CONTROL: usize = 4;
+    /// Responses sent and not yet read.
+    pub const RESPONSE_SENT: usize = 8;
+    /// Events sent and not yet read.
+    pub const EVENT_SENT: usize = 16;
+}
+
 /// libqb's flow-control rule: a client with threshold `fc_enable_max`
 /// holds its sends while `0 < level <= fc_enable_max` (levels: 0 reading,
 /// 1 `RATE_OFF`, 2 `RATE_OFF_2`).

@@ -254,12 +254,7 @@ pub(crate) fn handshake_libqb(
     let sock = Arc::new(sock);
     let side = match answer.transport {
         QbTransport::Shm => ringlink_channel::qb::set::open_shm(&answer, base, server, &sock)?,
-        QbTransport::Socket => {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "libqb's socket transport is not spoken yet",
-            )))
-        }
+        QbTransport::Socket => ringlink_channel::qb::set::open_socket(&answer, base, server)?,
     };
     sock.set_read_timeout(None)?;
     sock.set_write_timeout(None)?;

@@ -416,6 +416,20 @@ impl Engine {
             let end = Instant::now() + d;
             Some(deadline.map_or(end, |dl| dl.min(end)))
         };
+        // libqb's sockets: a message makes its socket readable.
+        let watch = match which {
+            Wait::Response => side.response.poll_fd(),
+            Wait::Event => side.event.poll_fd(),
+            Wait::Space => None,
+        };
+        if let Some(fd) = watch {
+            let mut fds = [
+                PollFd::new(fd, READABLE),
+                PollFd::new(stream.as_fd(), READABLE),
+            ];
+            wait::poll_until(&mut fds, deadline)?;
+            return Ok(fds[1].revents().is_some_and(|r| !r.is_empty()));
+        }
         let until = match which {
             Wait::Response => {
                 if side.response.wait_counted(slice(LIVENESS_SLICE)) {

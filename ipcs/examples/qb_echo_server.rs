@@ -7,8 +7,8 @@
 //!
 //! Serves programs linked with libqb that call
 //! `qb_ipcc_connect("NAME", ...)`, over libqb's shared-memory transport
-//! (its default), until SIGINT or SIGTERM, then closes every connection
-//! and exits (`docs/LIBQB.md`).
+//! (its default) or its socket transport, until SIGINT or SIGTERM, then
+//! closes every connection and exits (`docs/LIBQB.md`).
 
 use std::process::ExitCode;
 

@@ -365,15 +365,8 @@ impl<H: Handler> Service<H> {
     /// # Errors
     ///
     /// `InvalidInput` for a name libqb cannot use (empty, over 106 bytes,
-    /// or with a NUL); `AddrInUse` if a server has the name;
-    /// `Unsupported` for libqb's socket transport (not yet served).
+    /// or with a NUL); `AddrInUse` if a server has the name.
     pub fn listen_libqb(&mut self, service: &str, transport: QbTransport) -> Result<()> {
-        if transport == QbTransport::Socket {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "libqb's socket transport is not served yet",
-            )));
-        }
         qb::dir::remove_stale(&self.opts.libqb_dir);
         let token = LISTENER | self.listeners.len() as u64;
         let l = Listener::bind_libqb(service, transport, &self.opts, &self.epoll, token)?;
@@ -872,7 +865,15 @@ impl<H: Handler> Service<H> {
                 &stream,
                 self.flow.level(),
             ),
-            QbTransport::Socket => Err(io::ErrorKind::Unsupported.into()),
+            QbTransport::Socket => qb::set::offer_socket(
+                &self.opts.libqb_dir,
+                &service,
+                client,
+                id,
+                id,
+                max_msg_size,
+                self.flow.level(),
+            ),
         };
         let offer = match offer {
             Ok(offer) => offer,
@@ -896,7 +897,10 @@ impl<H: Handler> Service<H> {
                     id,
                     credentials,
                     max_message: offer.max_message(),
-                    transport: Transport::Shm,
+                    transport: match transport {
+                        QbTransport::Shm => Transport::Shm,
+                        QbTransport::Socket => Transport::Socket,
+                    },
                     libqb: Some(transport),
                 };
                 let (side, response, event) = offer.accept();

@@ -310,6 +310,13 @@ impl QbRing {
         counted
     }
 
+    /// Bytes in use (chunks written and not yet read, with their
+    /// headers), by libqb's reckoning; 0 if a position is out of bounds.
+    pub fn used(&self) -> usize {
+        self.free_bytes()
+            .map_or(0, |free| (self.words as i64 * 4 - free).max(0) as usize)
+    }
+
     /// Whether a chunk of `len` bytes would fit now.
     pub fn has_room(&self, len: usize) -> bool {
         self.free_bytes()

@@ -198,6 +198,16 @@ fn libqb_examples() {
     fin.assert_success();
     assert!(fin.stderr.contains("shut down"), "{fin}");
 
+    // Over libqb's socket transport.
+    let name = unique_name("qb-echo-socket");
+    let mut server = Helper::spawn(server_bin, &["--name", &name, "--transport", "socket"]);
+    drop(Client::connect_libqb(&name, &o).expect("connect to qb_echo_server over sockets"));
+    let fin = Helper::spawn(client_bin, &["--name", &name, "over libqb's sockets"]).wait(EXIT);
+    fin.assert_success();
+    assert_eq!(fin.stdout, "over libqb's sockets\n", "{fin}");
+    server.signal(libc::SIGTERM);
+    server.wait(EXIT).assert_success();
+
     // qb_echo_client against a server built on libqb itself.
     let name = unique_name("qb-c-server");
     let s_bin = ringlink_tests::qbc::build("qb_server", env!("CARGO_TARGET_TMPDIR"));

@@ -19,12 +19,29 @@ use ringlink_tests::procs::Helper;
 use ringlink_tests::qbc;
 
 const T: Duration = Duration::from_secs(60);
+
+/// A test for each of libqb's transports: `NAME::shm` and `NAME::socket`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn shm() {
+                super::$name("shm")
+            }
+            #[test]
+            fn socket() {
+                super::$name("socket")
+            }
+        }
+    };
+}
 const CALL: Option<Duration> = Some(Duration::from_secs(30));
 
-/// A libqb server process serving `name`.
-fn qb_server(name: &str, extra: &[&str]) -> Helper {
+/// A libqb server process serving `name` over libqb transport `t`
+/// (`shm` or `socket`).
+fn qb_server(t: &str, name: &str, extra: &[&str]) -> Helper {
     let bin = qbc::build("qb_server", env!("CARGO_TARGET_TMPDIR"));
-    let mut args = vec![name, "shm"];
+    let mut args = vec![name, t];
     args.extend_from_slice(extra);
     let mut s = Helper::spawn(bin.to_str().expect("utf-8 path"), &args);
     s.expect("ready", T);
@@ -77,13 +94,13 @@ fn pattern(size: usize) -> Vec<u8> {
     (0..size).map(|k| (k * 7 + size) as u8).collect()
 }
 
-#[test]
-fn requests_of_every_size_and_a_reply_sent_only_as_an_event() {
+both!(requests_of_every_size_and_a_reply_sent_only_as_an_event);
+fn requests_of_every_size_and_a_reply_sent_only_as_an_event(t: &str) {
     if !qbc::require("requests_of_every_size_and_a_reply_sent_only_as_an_event") {
         return;
     }
     let name = unique("sizes");
-    let mut s = qb_server(&name, &[]);
+    let mut s = qb_server(t, &name, &[]);
     let mut c = connect(&name);
     assert_eq!(c.server_credentials().pid, s.pid() as i32);
     let max = c.max_message();
@@ -132,13 +149,13 @@ fn requests_of_every_size_and_a_reply_sent_only_as_an_event() {
     command(&mut s, "exit");
 }
 
-#[test]
-fn ten_events_and_thirty_thousand_with_some_at_the_maximum() {
+both!(ten_events_and_thirty_thousand_with_some_at_the_maximum);
+fn ten_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     if !qbc::require("ten_events_and_thirty_thousand_with_some_at_the_maximum") {
         return;
     }
     let name = unique("events");
-    let mut s = qb_server(&name, &[]);
+    let mut s = qb_server(t, &name, &[]);
     let mut c = connect(&name);
     let max = c.max_message();
     let mut buf = vec![0u8; max];
@@ -169,13 +186,13 @@ fn ten_events_and_thirty_thousand_with_some_at_the_maximum() {
     command(&mut s, "exit");
 }
 
-#[test]
-fn flow_control_at_off_and_off2() {
+both!(flow_control_at_off_and_off2);
+fn flow_control_at_off_and_off2(t: &str) {
     if !qbc::require("flow_control_at_off_and_off2") {
         return;
     }
     let name = unique("fc");
-    let mut s = qb_server(&name, &[]);
+    let mut s = qb_server(t, &name, &[]);
     let mut c = connect(&name);
     let mut buf = vec![0u8; 64];
     command(&mut s, "rate off");
@@ -220,13 +237,13 @@ fn flow_control_at_off_and_off2() {
     command(&mut s, "exit");
 }
 
-#[test]
-fn the_enforced_buffer_size_and_a_disconnect_from_the_handler() {
+both!(the_enforced_buffer_size_and_a_disconnect_from_the_handler);
+fn the_enforced_buffer_size_and_a_disconnect_from_the_handler(t: &str) {
     if !qbc::require("the_enforced_buffer_size_and_a_disconnect_from_the_handler") {
         return;
     }
     let name = unique("enforce");
-    let mut s = qb_server(&name, &["200000"]);
+    let mut s = qb_server(t, &name, &["200000"]);
     let mut c = connect(&name);
     assert_eq!(c.max_message(), 200_000 - 24);
     let mut buf = vec![0u8; c.max_message()];
@@ -243,14 +260,14 @@ fn the_enforced_buffer_size_and_a_disconnect_from_the_handler() {
     command(&mut s, "exit");
 }
 
-#[test]
-fn a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout() {
+both!(a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout);
+fn a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout(t: &str) {
     if !qbc::require("a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout") {
         return;
     }
     for how in ["exit", "crash"] {
-        let name = unique(how);
-        let mut s = qb_server(&name, &[]);
+        let name = unique(&format!("{how}-{t}"));
+        let mut s = qb_server(t, &name, &[]);
         let pid = s.pid();
         let mut c = connect(&name);
         let mut buf = vec![0u8; 64];
@@ -342,6 +359,45 @@ fn a_hostile_server_cannot_point_the_client_anywhere() {
             request: name_field.clone(),
             response: name_field.clone(),
             event: name_field,
+        };
+        let server = fake_server(&name, answer);
+        match Client::connect_libqb(&name, &opts()) {
+            Err(Error::Protocol(v)) => eprintln!("{what}: refused: {v}"),
+            other => panic!("{what}: {:?}", other.map(|c| c.id())),
+        }
+        server.join().expect("server");
+    }
+    // The socket transport: the control file where it must not be, or
+    // sockets named outside its directory.
+    std::fs::write(dir.join("qb-control-x"), [0u8; 24]).expect("control file");
+    let control = path(&dir.join("qb-control-x"));
+    let socket_cases: [(&str, Vec<u8>, Vec<u8>); 3] = [
+        (
+            "a control file outside /dev/shm",
+            path(&tmp.path().join("qb-control-x")),
+            path(&dir.join("qb-x")),
+        ),
+        (
+            "a symlinked control file",
+            path(&dir.join("qb-request-x-header")),
+            path(&dir.join("qb-x")),
+        ),
+        (
+            "sockets named elsewhere",
+            control,
+            b"/run/some-other-service".to_vec(),
+        ),
+    ];
+    for (what, request, response) in socket_cases {
+        let name = unique("hostile-socket");
+        let answer = ConnResponse {
+            error: 0,
+            transport: QbTransport::Socket,
+            max_msg_size: 65_560,
+            cookie: 0,
+            request,
+            response,
+            event: Vec::new(),
         };
         let server = fake_server(&name, answer);
         match Client::connect_libqb(&name, &opts()) {

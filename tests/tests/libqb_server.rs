@@ -22,6 +22,22 @@ use ringlink_tests::qbc;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test_server");
 
+/// A test for each of libqb's transports: `NAME::shm` and `NAME::socket`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn shm() {
+                super::$name("shm")
+            }
+            #[test]
+            fn socket() {
+                super::$name("socket")
+            }
+        }
+    };
+}
+
 /// A line's deadline: only catches hangs.
 const T: Duration = Duration::from_secs(60);
 
@@ -57,10 +73,11 @@ fn err(c: &mut Helper, cmd: &str, errno: i32) {
     }
 }
 
-/// A server with a libqb name, and the name.
-fn start(tag: &str, extra: &[&str]) -> (ServerProc, String) {
-    let name = format!("rl-qb-{tag}-{}-{}", std::process::id(), unique_n());
-    let mut args = vec!["--libqb", name.as_str()];
+/// A server with a libqb name over libqb transport `t` (`shm` or
+/// `socket`), and the name.
+fn start(t: &str, tag: &str, extra: &[&str]) -> (ServerProc, String) {
+    let name = format!("rl-qb-{tag}-{t}-{}-{}", std::process::id(), unique_n());
+    let mut args = vec!["--libqb", name.as_str(), "--libqb-transport", t];
     args.extend_from_slice(extra);
     (ServerProc::spawn(SERVER, &unique_addr(tag), &args), name)
 }
@@ -120,12 +137,12 @@ fn burst_hash(b: &Burst, max: usize) -> String {
     format!("{h:016x}")
 }
 
-#[test]
-fn requests_of_every_size_blocking_and_with_timeouts() {
+both!(requests_of_every_size_blocking_and_with_timeouts);
+fn requests_of_every_size_blocking_and_with_timeouts(t: &str) {
     if !qbc::require("requests_of_every_size_blocking_and_with_timeouts") {
         return;
     }
-    let (server, name) = start("sizes", &[]);
+    let (server, name) = start(t, "sizes", &[]);
     let mut c = qb_client();
     let max = buffer(&ok(&mut c, &format!("connect {name} 0"))) - 24;
     let mut size = 32;
@@ -149,12 +166,12 @@ fn requests_of_every_size_blocking_and_with_timeouts() {
     server.shutdown();
 }
 
-#[test]
-fn a_reply_sent_only_as_an_event_times_out_sendv_recv() {
+both!(a_reply_sent_only_as_an_event_times_out_sendv_recv);
+fn a_reply_sent_only_as_an_event_times_out_sendv_recv(t: &str) {
     if !qbc::require("a_reply_sent_only_as_an_event_times_out_sendv_recv") {
         return;
     }
-    let (server, name) = start("evonly", &[]);
+    let (server, name) = start(t, "evonly", &[]);
     let mut c = qb_client();
     ok(&mut c, &format!("connect {name} 0"));
     err(
@@ -170,12 +187,12 @@ fn a_reply_sent_only_as_an_event_times_out_sendv_recv() {
     server.shutdown();
 }
 
-#[test]
-fn flow_control_at_off_and_off2() {
+both!(flow_control_at_off_and_off2);
+fn flow_control_at_off_and_off2(t: &str) {
     if !qbc::require("flow_control_at_off_and_off2") {
         return;
     }
-    let (mut server, name) = start("fc", &[]);
+    let (mut server, name) = start(t, "fc", &[]);
     let mut c = qb_client();
     ok(&mut c, &format!("connect {name} 0"));
     // Sends until flow control holds them; returns how many went (the
@@ -236,12 +253,12 @@ fn flow_control_at_off_and_off2() {
     server.shutdown();
 }
 
-#[test]
-fn async_connect_and_the_servers_credentials() {
+both!(async_connect_and_the_servers_credentials);
+fn async_connect_and_the_servers_credentials(t: &str) {
     if !qbc::require("async_connect_and_the_servers_credentials") {
         return;
     }
-    let (server, name) = start("async", &[]);
+    let (server, name) = start(t, "async", &[]);
     let mut c = qb_client();
     ok(&mut c, &format!("connect_async {name} 0"));
     let auth = ok(&mut c, "auth");
@@ -256,13 +273,13 @@ fn async_connect_and_the_servers_credentials() {
     server.shutdown();
 }
 
-#[test]
-fn a_server_that_leaves_or_dies_is_seen_and_its_files_go() {
+both!(a_server_that_leaves_or_dies_is_seen_and_its_files_go);
+fn a_server_that_leaves_or_dies_is_seen_and_its_files_go(t: &str) {
     if !qbc::require("a_server_that_leaves_or_dies_is_seen_and_its_files_go") {
         return;
     }
     // It leaves.
-    let (server, name) = start("exit", &[]);
+    let (server, name) = start(t, "exit", &[]);
     let pid = server.pid();
     let mut c = qb_client();
     ok(&mut c, &format!("connect {name} 0"));
@@ -274,7 +291,7 @@ fn a_server_that_leaves_or_dies_is_seen_and_its_files_go() {
     assert!(dirs_of(pid).is_empty(), "{:?}", dirs_of(pid));
 
     // It dies.
-    let (server, name) = start("death", &[]);
+    let (server, name) = start(t, "death", &[]);
     let pid = server.pid();
     ok(&mut c, &format!("connect {name} 0"));
     ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
@@ -284,23 +301,23 @@ fn a_server_that_leaves_or_dies_is_seen_and_its_files_go() {
     // libqb's client removes the files of a dead server, and leaves its
     // directory: the next service to listen removes that.
     ok(&mut c, "disconnect");
-    let (next, _) = server_sweeping("sweep");
+    let (next, _) = server_sweeping(t, "sweep");
     assert!(dirs_of(pid).is_empty(), "left: {:?}", dirs_of(pid));
     next.shutdown();
 }
 
 /// A server whose `listen_libqb` sweeps the directories dead servers
 /// left.
-fn server_sweeping(tag: &str) -> (ServerProc, String) {
-    start(tag, &[])
+fn server_sweeping(t: &str, tag: &str) -> (ServerProc, String) {
+    start(t, tag, &[])
 }
 
-#[test]
-fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum() {
+both!(ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum);
+fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     if !qbc::require("ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum") {
         return;
     }
-    let (server, name) = start("events", &[]);
+    let (server, name) = start(t, "events", &[]);
     let mut c = qb_client();
     let max = buffer(&ok(&mut c, &format!("connect {name} 0"))) - 24;
     for b in [
@@ -327,12 +344,12 @@ fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum() {
     assert_eq!(st.u("burst_done"), 2, "{st}");
 }
 
-#[test]
-fn five_thousand_connections_leak_nothing() {
+both!(five_thousand_connections_leak_nothing);
+fn five_thousand_connections_leak_nothing(t: &str) {
     if !qbc::require("five_thousand_connections_leak_nothing") {
         return;
     }
-    let (mut server, name) = start("cycles", &[]);
+    let (mut server, name) = start(t, "cycles", &[]);
     let mut c = qb_client();
     // Warmed up first: what the first connections make once (allocator
     // arenas, the fault handler's registry) is not a leak.
@@ -357,12 +374,12 @@ fn five_thousand_connections_leak_nothing() {
     server.shutdown();
 }
 
-#[test]
-fn an_event_from_connection_created() {
+both!(an_event_from_connection_created);
+fn an_event_from_connection_created(t: &str) {
     if !qbc::require("an_event_from_connection_created") {
         return;
     }
-    let (server, name) = start("hello", &["--event-on-create"]);
+    let (server, name) = start(t, "hello", &["--event-on-create"]);
     let mut c = qb_client();
     ok(&mut c, &format!("connect {name} 0"));
     let ev = ok(&mut c, "event 5000");
@@ -380,12 +397,12 @@ fn hex_text(hex: &str) -> String {
         .collect()
 }
 
-#[test]
-fn a_disconnect_from_the_message_handler() {
+both!(a_disconnect_from_the_message_handler);
+fn a_disconnect_from_the_message_handler(t: &str) {
     if !qbc::require("a_disconnect_from_the_message_handler") {
         return;
     }
-    let (server, name) = start("hdisc", &[]);
+    let (server, name) = start(t, "hdisc", &[]);
     let mut c = qb_client();
     ok(&mut c, &format!("connect {name} 0"));
     ok(&mut c, &format!("send {} 0", ipc::id::DISCONNECT));
@@ -396,12 +413,12 @@ fn a_disconnect_from_the_message_handler() {
     server.shutdown();
 }
 
-#[test]
-fn the_enforced_buffer_size() {
+both!(the_enforced_buffer_size);
+fn the_enforced_buffer_size(t: &str) {
     if !qbc::require("the_enforced_buffer_size") {
         return;
     }
-    let (server, name) = start("enforce", &["--min-message", "200000"]);
+    let (server, name) = start(t, "enforce", &["--min-message", "200000"]);
     let mut c = qb_client();
     assert_eq!(buffer(&ok(&mut c, &format!("connect {name} 0"))), 200_024);
     ok(&mut c, &format!("echo {} 200000 5000", ipc::id::ECHO));
@@ -420,8 +437,8 @@ fn the_enforced_buffer_size() {
     server.shutdown();
 }
 
-#[test]
-fn the_files_owner_and_mode_from_ring_auth() {
+both!(the_files_owner_and_mode_from_ring_auth);
+fn the_files_owner_and_mode_from_ring_auth(t: &str) {
     if !qbc::require("the_files_owner_and_mode_from_ring_auth") {
         return;
     }
@@ -430,7 +447,7 @@ fn the_files_owner_and_mode_from_ring_auth() {
         return;
     }
     const NOBODY: u32 = 65534;
-    let (server, name) = start("auth", &["--ring-to-client", "--ring-mode", "0640"]);
+    let (server, name) = start(t, "auth", &["--ring-to-client", "--ring-mode", "0640"]);
     let mut c = qb_client();
     ok(&mut c, &format!("setid {NOBODY} {NOBODY}"));
     ok(&mut c, &format!("connect {name} 0"));
@@ -454,7 +471,8 @@ fn the_files_owner_and_mode_from_ring_auth() {
         );
         files += 1;
     }
-    assert_eq!(files, 6);
+    // Six ring files, or the socket transport's control file.
+    assert_eq!(files, if t == "shm" { 6 } else { 1 });
     ok(&mut c, "disconnect");
     server.shutdown();
 }
@@ -481,12 +499,12 @@ impl Bystander {
     }
 }
 
-#[test]
-fn size_lies_are_violations_and_a_bystander_goes_on() {
+both!(size_lies_are_violations_and_a_bystander_goes_on);
+fn size_lies_are_violations_and_a_bystander_goes_on(t: &str) {
     if !qbc::require("size_lies_are_violations_and_a_bystander_goes_on") {
         return;
     }
-    let (mut server, name) = start("lies", &["--log-faults"]);
+    let (mut server, name) = start(t, "lies", &["--log-faults"]);
     let mut by = Bystander::new(&name);
     by.served(5);
     for claim in [9999i64, 4, -1, 0x7fff_ffff] {
@@ -508,10 +526,11 @@ fn size_lies_are_violations_and_a_bystander_goes_on() {
 
 #[test]
 fn truncated_ring_files_cannot_take_the_server_down() {
+    let t = "shm";
     if !qbc::require("truncated_ring_files_cannot_take_the_server_down") {
         return;
     }
-    let (mut server, name) = start("trunc", &["--log-faults"]);
+    let (mut server, name) = start(t, "trunc", &["--log-faults"]);
     let mut by = Bystander::new(&name);
     by.served(5);
     // The ring the server touches next, shrunk under it: its answer (or
@@ -544,12 +563,12 @@ fn truncated_ring_files_cannot_take_the_server_down() {
     server.shutdown();
 }
 
-#[test]
-fn a_stalled_handshake_expires_and_a_bystander_goes_on() {
+both!(a_stalled_handshake_expires_and_a_bystander_goes_on);
+fn a_stalled_handshake_expires_and_a_bystander_goes_on(t: &str) {
     if !qbc::require("a_stalled_handshake_expires_and_a_bystander_goes_on") {
         return;
     }
-    let (server, name) = start("stall", &["--handshake-timeout-ms", "300"]);
+    let (server, name) = start(t, "stall", &["--handshake-timeout-ms", "300"]);
     let mut by = Bystander::new(&name);
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(
@@ -567,5 +586,56 @@ fn a_stalled_handshake_expires_and_a_bystander_goes_on() {
         assert_eq!(n, 0, "a stalled handshake was answered");
     }
     by.served(5);
+    server.shutdown();
+}
+
+#[test]
+fn a_stranger_cannot_send_requests_in_a_clients_name() {
+    // libqb's socket transport: until the server's request socket is
+    // connected to its client's, any local process can send it a
+    // datagram, and libqb's server takes it for the client's request.
+    if !qbc::require("a_stranger_cannot_send_requests_in_a_clients_name") {
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt;
+    let t = "socket";
+    let (mut server, name) = start(t, "stranger", &["--log-faults"]);
+    let mut c = qb_client();
+    ok(&mut c, &format!("connect {name} 0"));
+    let dirs = dirs_of(server.pid());
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let target = format!("{}/qb-{name}-request", dirs[0].display());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(ringlink_common::qb::dgram_name(
+        target.as_bytes(),
+    ))
+    .expect("address");
+    let stranger = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    let mut forged = ringlink_common::qb::RequestHeader {
+        id: ipc::id::ECHO,
+        size: 16 + 6,
+    }
+    .encode()
+    .to_vec();
+    forged.extend_from_slice(b"forged");
+    for _ in 0..3 {
+        stranger
+            .send_to_addr(&forged, &addr)
+            .expect("send the forged request");
+    }
+    // No response comes for what the stranger sent.
+    std::thread::sleep(Duration::from_millis(100));
+    let faults = server.faults();
+    assert!(faults.is_empty(), "{faults:?}");
+    err(&mut c, "recv 300", -110);
+    // The client's own requests are served, and only they.
+    ok(&mut c, &format!("echo {} 64 5000", ipc::id::ECHO));
+    err(&mut c, "recv 300", -110);
+    // Now the socket is connected to the client's: the kernel refuses
+    // the stranger.
+    assert!(
+        stranger.send_to_addr(&forged, &addr).is_err(),
+        "a stranger still gets through"
+    );
+    ok(&mut c, "disconnect");
     server.shutdown();
 }

@@ -1,6 +1,7 @@
 //! libqb's transports (`docs/LIBQB.md`): a connection made by libqb's
 //! handshake, its messages carried in libqb's rings under `/dev/shm`
-//! ([`shm`]); the connection's directory and files ([`dir`]); responses
+//! ([`shm`]) or in datagrams ([`socket`]); the connection's directory
+//! and files ([`dir`]); responses
 //! put in request order for a libqb client (`order`).
 
 use std::os::fd::AsRawFd;
@@ -13,6 +14,7 @@ pub mod dir;
 pub(crate) mod order;
 pub mod set;
 pub mod shm;
+pub mod socket;
 
 /// One byte on the stream socket per message a libqb peer must be told
 /// of (a request, to a libqb server; an event, to a libqb client). A

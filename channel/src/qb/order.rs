@@ -13,6 +13,85 @@ use std::io::IoSlice;
 
 use ringlink_common::wire::MsgHeader;
 
+use crate::error::TrySendError;
+
+/// Where a libqb sender's messages go: each written whole or not at all.
+pub(crate) trait Out {
+    /// Writes one message: `Ok(false)` if there is no room now.
+    fn write(&mut self, h: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<bool, TrySendError>;
+
+    /// Sends what is owed from before (notification bytes); whether
+    /// nothing is left owed.
+    fn pay(&mut self) -> bool {
+        true
+    }
+}
+
+/// A libqb sender: its messages to `out`, and, for responses, those held
+/// for their turn.
+#[derive(Debug)]
+pub(crate) struct Ordered<O> {
+    pub(crate) out: O,
+    order: Option<Order>,
+}
+
+impl<O: Out> Ordered<O> {
+    /// `ordered`: a server's responses, put in request order.
+    pub(crate) fn new(out: O, ordered: bool) -> Ordered<O> {
+        Ordered {
+            out,
+            order: ordered.then(Order::default),
+        }
+    }
+
+    /// One message; a response waits (copied) while an earlier request
+    /// is unanswered, and goes with the ones it held back once it is.
+    pub(crate) fn send(
+        &mut self,
+        h: &MsgHeader,
+        parts: &[IoSlice<'_>],
+    ) -> Result<(), TrySendError> {
+        self.out.pay();
+        if let Some(o) = self.order.as_mut() {
+            if o.admit(h.seq) == Admit::Later {
+                o.hold(*h, parts);
+                return self.flush().map(drop);
+            }
+        }
+        if !self.out.write(h, parts)? {
+            return Err(TrySendError::Full);
+        }
+        if let Some(o) = self.order.as_mut() {
+            o.sent(h.seq);
+        }
+        self.flush().map(drop)
+    }
+
+    /// Sends the held responses whose turn came, while there is room, and
+    /// what is owed: whether nothing is left.
+    pub(crate) fn flush(&mut self) -> Result<bool, TrySendError> {
+        let paid = self.out.pay();
+        while let Some((h, body)) = self.order.as_mut().and_then(Order::next_due) {
+            if !self.out.write(&h, &[IoSlice::new(&body)])? {
+                self.order.as_mut().expect("ordered").put_back(h, body);
+                return Ok(false);
+            }
+            self.order.as_mut().expect("ordered").sent(h.seq);
+        }
+        Ok(paid)
+    }
+
+    /// Whether responses are held.
+    pub(crate) fn holding(&self) -> bool {
+        self.order.as_ref().is_some_and(|o| !o.is_empty())
+    }
+
+    /// Payload bytes held.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.order.as_ref().map_or(0, Order::bytes)
+    }
+}
+
 /// Whether a response may go now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admit {

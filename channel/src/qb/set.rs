@@ -3,6 +3,7 @@
 //! connection response.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +17,12 @@ use ringlink_ringbuf::qb::QbRing;
 use crate::named::RingAuth;
 use crate::qb::dir::ConnDir;
 use crate::qb::shm::{Header, QbShmReceiver, QbShmSender};
+use crate::qb::socket::{self as dgram, QbSockReceiver, QbSockSender};
 use crate::set::ServerSide;
 use crate::{Receiver, Sender};
+use ringlink_common::qb::{control, dgram_name};
+use ringlink_ringbuf::guard::GuardedMap;
+use std::os::fd::{AsFd, OwnedFd};
 
 /// What a server made for a libqb client: the channels, and the answer
 /// naming them.
@@ -29,6 +34,8 @@ pub struct QbOffer {
     response: Sender,
     event: Sender,
     dir: ConnDir,
+    /// The socket transport's control file and sockets.
+    sockets: Option<(Arc<GuardedMap>, [Arc<OwnedFd>; 2])>,
 }
 
 /// Who the connection is for.
@@ -132,6 +139,97 @@ pub fn offer_shm(
             Peer::Client,
         )),
         dir,
+        sockets: None,
+    })
+}
+
+/// Makes a connection's channels for a libqb client over libqb's socket
+/// transport: a control file (its `sent` counters and flow-control word)
+/// in a fresh directory under `base`, a request/response socket and an
+/// event socket bound to names derived from the directory (see
+/// [`offer_shm`] for the rest). The client binds its own after the
+/// answer; the server's sockets connect to them at the first message.
+///
+/// # Errors
+///
+/// As [`offer_shm`].
+pub fn offer_socket(
+    base: &Path,
+    service: &str,
+    client: QbClient,
+    n: u64,
+    cookie: u64,
+    max_msg_size: u32,
+    level: u32,
+) -> io::Result<QbOffer> {
+    let mut dir = ConnDir::make(base, client.pid, n, client.auth)?;
+    let ctl_name = format!("qb-control-{service}");
+    let ctl_path = dir.file_path(&ctl_name);
+    let prefix = dir.file_path("qb");
+    let mut sock_base = prefix;
+    sock_base.extend_from_slice(format!("-{service}").as_bytes());
+    if ctl_path.len() > MAX_NAME || sock_base.len() > MAX_NAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "libqb names too long for the service name",
+        ));
+    }
+    let file = dir.create(&ctl_name, client.auth)?;
+    file.set_len(control::LEN as u64)?;
+    let ctl = Arc::new(GuardedMap::map(file.as_fd(), control::LEN)?);
+    ctl.u32(control::FLOW_CONTROL)
+        .store(level, std::sync::atomic::Ordering::Release);
+    let name = |suffix: &str| {
+        let mut n = sock_base.clone();
+        n.extend_from_slice(suffix.as_bytes());
+        n
+    };
+    let max = max_msg_size as usize;
+    let rr = Arc::new(dgram::bound(&name("-request"), max)?);
+    let ev = Arc::new(dgram::bound(&name("-event-tx"), max)?);
+    let client_rr = dgram_name(&name("-response"));
+    let client_ev = dgram_name(&name("-event"));
+    let answer = ConnResponse {
+        error: 0,
+        transport: QbTransport::Socket,
+        max_msg_size,
+        cookie,
+        request: ctl_path,
+        response: sock_base,
+        event: Vec::new(),
+    }
+    .encode();
+    Ok(QbOffer {
+        answer,
+        max_msg_size,
+        request: Receiver::QbSocket(QbSockReceiver::new(
+            rr.clone(),
+            Header::Request,
+            Channel::Request,
+            Peer::Client,
+            max.saturating_sub(REQUEST_HEADER_LEN),
+            ctl.clone(),
+            control::REQUEST_SENT,
+            Some(client_rr),
+        )),
+        response: Sender::QbSocket(QbSockSender::new(
+            rr.clone(),
+            Some(client_rr),
+            Header::Response,
+            ctl.clone(),
+            control::RESPONSE_SENT,
+            true,
+        )),
+        event: Sender::QbSocket(QbSockSender::new(
+            ev.clone(),
+            Some(client_ev),
+            Header::Response,
+            ctl.clone(),
+            control::EVENT_SENT,
+            false,
+        )),
+        dir,
+        sockets: Some((ctl, [rr, ev])),
     })
 }
 
@@ -152,11 +250,11 @@ impl QbOffer {
     /// nothing). The channels, split between the loop and the
     /// connection's senders.
     pub fn accept(self) -> (ServerSide, Sender, Sender) {
-        (
-            ServerSide::qb_shm(self.request, self.dir),
-            self.response,
-            self.event,
-        )
+        let side = match self.sockets {
+            None => ServerSide::qb_shm(self.request, self.dir),
+            Some((ctl, fds)) => ServerSide::qb_socket(self.request, self.dir, ctl, fds),
+        };
+        (side, self.response, self.event)
     }
 }
 
@@ -238,5 +336,98 @@ pub fn open_shm(
             Peer::Server,
             max,
         )),
+    ))
+}
+
+/// Opens the channels a libqb server's accepting `answer` names over its
+/// socket transport, as its client: the control file (by name, checked
+/// as [`open_shm`] checks ring files, and never resized), then the
+/// request/response and event sockets, bound and connected to names in
+/// the same directory.
+///
+/// # Errors
+///
+/// As [`open_shm`].
+pub fn open_socket(
+    answer: &ConnResponse,
+    base: &Path,
+    server: ringlink_common::Credentials,
+) -> Result<crate::set::ClientSide, ringlink_common::Error> {
+    use ringlink_common::{Error, RingRefusal, Violation};
+    let (dir, file) = crate::qb::dir::OpenedDir::open(base, &answer.request, server.uid)
+        .map_err(|_| Error::Protocol(Violation::RingPath))?;
+    let refused = |refusal| {
+        Error::Protocol(Violation::RingRefused {
+            channel: Channel::Request,
+            named: true,
+            refusal,
+        })
+    };
+    let ctl_file = dir
+        .open_file(&file, server.uid)
+        .map_err(|_| refused(RingRefusal::Incompatible("libqb control file")))?;
+    if ctl_file.metadata()?.len() != control::LEN as u64 {
+        return Err(refused(RingRefusal::Size));
+    }
+    let ctl = Arc::new(GuardedMap::map(ctl_file.as_fd(), control::LEN)?);
+    // The sockets' names must be of the same directory as the file.
+    let dir_path = Path::new(std::ffi::OsStr::from_bytes(&answer.request))
+        .parent()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
+    let base_name = &answer.response;
+    if dir_path.is_empty()
+        || !base_name.starts_with(&dir_path)
+        || base_name.get(dir_path.len()) != Some(&b'/')
+        || base_name[dir_path.len() + 1..].contains(&b'/')
+    {
+        return Err(Error::Protocol(Violation::RingPath));
+    }
+    let name = |suffix: &str| {
+        let mut n = base_name.clone();
+        n.extend_from_slice(suffix.as_bytes());
+        n
+    };
+    let max = answer.max_msg_size as usize;
+    let pair = |ours: &str, theirs: &str| -> Result<Arc<OwnedFd>, Error> {
+        let fd = dgram::bound(&name(ours), max)?;
+        if !dgram::connect(fd.as_fd(), &dgram_name(&name(theirs)))? {
+            return Err(refused(RingRefusal::Incompatible("libqb socket")));
+        }
+        Ok(Arc::new(fd))
+    };
+    let rr = pair("-response", "-request")?;
+    let ev = pair("-event", "-event-tx")?;
+    let payload = max.saturating_sub(RESPONSE_HEADER_LEN);
+    Ok(crate::set::ClientSide::qb_socket(
+        Sender::QbSocket(QbSockSender::new(
+            rr.clone(),
+            None,
+            Header::Request,
+            ctl.clone(),
+            control::REQUEST_SENT,
+            false,
+        )),
+        Receiver::QbSocket(QbSockReceiver::new(
+            rr,
+            Header::Response,
+            Channel::Response,
+            Peer::Server,
+            payload,
+            ctl.clone(),
+            control::RESPONSE_SENT,
+            None,
+        )),
+        Receiver::QbSocket(QbSockReceiver::new(
+            ev,
+            Header::Response,
+            Channel::Event,
+            Peer::Server,
+            payload,
+            ctl.clone(),
+            control::EVENT_SENT,
+            None,
+        )),
+        ctl,
     ))
 }

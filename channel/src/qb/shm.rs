@@ -14,7 +14,7 @@ use ringlink_common::{Channel, Peer, Violation};
 use ringlink_ringbuf::qb::{QbCorruption, QbRing};
 
 use crate::error::{TryRecvError, TrySendError};
-use crate::qb::order::{Admit, Order};
+use crate::qb::order::{Ordered, Out};
 use crate::qb::Notify;
 
 /// The violation a corrupt libqb ring is.
@@ -72,39 +72,21 @@ impl Header {
 /// The writing end of a libqb ring.
 #[derive(Debug)]
 pub struct QbShmSender {
+    inner: Ordered<ShmOut>,
+}
+
+/// Where a libqb ring sender's messages go.
+#[derive(Debug)]
+pub(crate) struct ShmOut {
     ring: QbRing,
     header: Header,
     /// Announces each message on the stream socket (requests, events).
     notify: Option<Notify>,
-    /// Responses held until the earlier requests are answered.
-    order: Option<Order>,
     channel: Channel,
     peer: Peer,
 }
 
-impl QbShmSender {
-    pub(crate) fn new(
-        ring: QbRing,
-        header: Header,
-        notify: Option<Arc<UnixStream>>,
-        ordered: bool,
-        channel: Channel,
-        peer: Peer,
-    ) -> QbShmSender {
-        QbShmSender {
-            ring,
-            header,
-            notify: notify.map(Notify::new),
-            order: ordered.then(Order::default),
-            channel,
-            peer,
-        }
-    }
-
-    pub(crate) fn ring(&self) -> &QbRing {
-        &self.ring
-    }
-
+impl Out for ShmOut {
     fn write(&mut self, h: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<bool, TrySendError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut head = [0u8; RESPONSE_HEADER_LEN];
@@ -124,72 +106,78 @@ impl QbShmSender {
         }
     }
 
-    /// One message; a response waits (copied) while an earlier request
-    /// is unanswered, and goes with the ones it held back once it is.
+    fn pay(&mut self) -> bool {
+        // Bytes owed from before go first (never dropped: a libqb peer
+        // reads one per message, and waits for it).
+        self.notify.as_mut().is_none_or(|n| {
+            n.pay();
+            n.paid()
+        })
+    }
+}
+
+impl QbShmSender {
+    pub(crate) fn new(
+        ring: QbRing,
+        header: Header,
+        notify: Option<Arc<UnixStream>>,
+        ordered: bool,
+        channel: Channel,
+        peer: Peer,
+    ) -> QbShmSender {
+        let out = ShmOut {
+            ring,
+            header,
+            notify: notify.map(Notify::new),
+            channel,
+            peer,
+        };
+        QbShmSender {
+            inner: Ordered::new(out, ordered),
+        }
+    }
+
+    pub(crate) fn ring(&self) -> &QbRing {
+        &self.inner.out.ring
+    }
+
+    /// One message (see [`Ordered::send`]).
     pub(crate) fn try_send(
         &mut self,
         h: &MsgHeader,
         parts: &[IoSlice<'_>],
     ) -> Result<(), TrySendError> {
-        if let Some(n) = &mut self.notify {
-            // Bytes owed from before go first (never dropped: a libqb
-            // peer reads one per message, and waits for it).
-            n.pay();
-        }
-        if let Some(o) = self.order.as_mut() {
-            if o.admit(h.seq) == Admit::Later {
-                o.hold(*h, parts);
-                return self.flush_held().map(drop);
-            }
-        }
-        if !self.write(h, parts)? {
-            return Err(TrySendError::Full);
-        }
-        if let Some(o) = self.order.as_mut() {
-            o.sent(h.seq);
-        }
-        self.flush_held().map(drop)
+        self.inner.send(h, parts)
     }
 
-    /// Sends the held responses whose turn came, while the ring has room:
+    /// Sends the held responses whose turn came, and the owed bytes:
     /// whether none is left.
     pub(crate) fn flush_held(&mut self) -> Result<bool, TrySendError> {
-        if let Some(n) = &mut self.notify {
-            n.pay();
-        }
-        while let Some((h, body)) = self.order.as_mut().and_then(Order::next_due) {
-            if !self.write(&h, &[IoSlice::new(&body)])? {
-                self.order.as_mut().expect("ordered").put_back(h, body);
-                return Ok(false);
-            }
-            self.order.as_mut().expect("ordered").sent(h.seq);
-        }
-        Ok(self.notify.as_ref().is_none_or(Notify::paid))
+        self.inner.flush()
     }
 
     /// Room for a message of `len` payload bytes, with nothing held back
     /// ahead of it.
     pub(crate) fn room_for(&mut self, len: usize) -> Result<bool, TrySendError> {
-        if self.ring.truncated() {
+        let o = &self.inner.out;
+        if o.ring.truncated() {
             return Err(TrySendError::Violation(corrupt(
-                self.peer,
-                self.channel,
+                o.peer,
+                o.channel,
                 QbCorruption::Truncated,
             )));
         }
-        let held = self.order.as_ref().is_some_and(|o| !o.is_empty());
-        Ok(!held && self.ring.has_room(self.header.len() + len))
+        Ok(!self.inner.holding() && o.ring.has_room(o.header.len() + len))
     }
 
     /// Bytes written and not yet read, and responses held back.
     pub(crate) fn queued(&self) -> usize {
-        self.ring.queued() as usize + self.order.as_ref().map_or(0, Order::bytes)
+        self.inner.out.ring.used() + self.inner.held_bytes()
     }
 
     /// Whether something waits to go (held responses, owed bytes).
     pub(crate) fn has_tail(&self) -> bool {
-        self.order.as_ref().is_some_and(|o| !o.is_empty())
-            || self.notify.as_ref().is_some_and(|n| !n.paid())
+        self.inner.holding() || self.inner.out.notify.as_ref().is_some_and(|n| !n.paid())
     }
 }
 

@@ -15,8 +15,8 @@
 //! ```
 //!
 //! `--libqb NAME` also serves libqb's clients on libqb service name NAME
-//! (`Service::listen_libqb`, libqb's shared memory), with the same
-//! handler.
+//! (`Service::listen_libqb`), with the same handler, over libqb's shared
+//! memory or, with `--libqb-transport socket`, its sockets.
 //!
 //! `--log-faults` installs an error hook (`Service::set_error_hook`) that
 //! prints `fault conn=ID what` on stdout for every protocol violation the
@@ -117,6 +117,7 @@ struct Args {
     fd_limit: Option<u64>,
     keep_fd_limit: bool,
     libqb: Option<String>,
+    libqb_socket: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -156,6 +157,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ring-dir" => a.ring_dir = Some(v.clone()),
             "--libqb" => a.libqb = Some(v.clone()),
+            "--libqb-transport" => a.libqb_socket = v == "socket",
             "--ring-mode" => {
                 a.ring_mode = Some(
                     u32::from_str_radix(v.trim_start_matches("0o"), 8)
@@ -907,7 +909,12 @@ fn run() -> Result<(), String> {
         }
     }
     if let Some(name) = &args.libqb {
-        if let Err(e) = service.listen_libqb(name, ringlink_common::qb::QbTransport::Shm) {
+        let t = if args.libqb_socket {
+            ringlink_common::qb::QbTransport::Socket
+        } else {
+            ringlink_common::qb::QbTransport::Shm
+        };
+        if let Err(e) = service.listen_libqb(name, t) {
             let line = format!("bind-error kind=libqb {e}");
             let _ = lines.send(&line);
             return Err(format!("cannot listen on libqb name {name}: {e}"));

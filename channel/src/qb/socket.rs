@@ -1,0 +1,525 @@
+//! libqb's socket flavour: one `SOCK_DGRAM` datagram per message, on
+//! sockets bound to abstract names derived from the connection's
+//! directory; a control file of three `{sent, flow_control}` pairs
+//! (`docs/LIBQB.md`).
+//!
+//! The server's request socket is bound before the client binds its own:
+//! until the server connects it to the client's, any local process could
+//! send it a datagram, which libqb's server takes as the client's
+//! request. ringlink's takes a datagram only from the client's name, and
+//! connects the socket to it at the first one (the kernel then drops
+//! every other sender's).
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use ringlink_common::qb::{dgram_name, RequestHeader, ResponseHeader, SUN_PATH_LEN};
+use ringlink_common::wire::{MsgHeader, WireError};
+use ringlink_common::{Channel, Peer, Violation};
+use ringlink_ringbuf::guard::GuardedMap;
+
+use crate::error::{TryRecvError, TrySendError};
+use crate::qb::order::{Ordered, Out};
+use crate::qb::shm::Header;
+
+/// An abstract datagram address name (107 bytes, NUL padded).
+pub(crate) type Name = [u8; SUN_PATH_LEN - 1];
+
+/// A non-blocking `SOCK_DGRAM` Unix socket bound to `name`, its buffers
+/// large enough for messages of `max` bytes (the kernel caps them at its
+/// limits, as libqb's are capped).
+pub(crate) fn bound(name: &[u8], max: usize) -> io::Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &UnixAddr::new_abstract(&dgram_name(name))?)?;
+    size(fd.as_fd(), max);
+    Ok(fd)
+}
+
+/// Raises the socket's buffers to hold a message of `max` bytes.
+fn size(fd: BorrowedFd<'_>, max: usize) {
+    let want = max.saturating_mul(2).min(i32::MAX as usize);
+    if socket::getsockopt(&fd, socket::sockopt::SndBuf).is_ok_and(|b| b < want) {
+        let _ = socket::setsockopt(&fd, socket::sockopt::SndBuf, &want);
+    }
+    if socket::getsockopt(&fd, socket::sockopt::RcvBuf).is_ok_and(|b| b < want) {
+        let _ = socket::setsockopt(&fd, socket::sockopt::RcvBuf, &want);
+    }
+}
+
+/// Connects a datagram socket to the abstract `name`: `Ok(false)` if
+/// nobody is bound there (yet).
+pub(crate) fn connect(fd: BorrowedFd<'_>, name: &Name) -> io::Result<bool> {
+    match socket::connect(fd.as_raw_fd(), &UnixAddr::new_abstract(name)?) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where a libqb socket sender's messages go.
+#[derive(Debug)]
+pub(crate) struct SockOut {
+    fd: Arc<OwnedFd>,
+    /// The peer's name, until connected to it (a server's sockets: the
+    /// client binds its own only after the connection response).
+    peer_name: Option<Name>,
+    header: Header,
+    ctl: Arc<GuardedMap>,
+    /// The control file's `sent` counter of this channel.
+    sent: usize,
+}
+
+impl Out for SockOut {
+    fn write(&mut self, h: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<bool, TrySendError> {
+        if let Some(name) = self.peer_name {
+            match connect(self.fd.as_fd(), &name) {
+                Ok(true) => self.peer_name = None,
+                // Not bound yet: as if the socket were full.
+                Ok(false) => return Ok(false),
+                Err(e) => return Err(TrySendError::Io(e)),
+            }
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut head = [0u8; ringlink_common::qb::RESPONSE_HEADER_LEN];
+        let n = self.header.encode(h, len, &mut head);
+        let mut all = Vec::with_capacity(parts.len() + 1);
+        all.push(IoSlice::new(&head[..n]));
+        all.extend(parts.iter().map(|p| IoSlice::new(p)));
+        match socket::sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &all,
+            &[],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => {
+                self.ctl.u32(self.sent).fetch_add(1, Ordering::AcqRel);
+                Ok(true)
+            }
+            Err(nix::errno::Errno::EAGAIN) => Ok(false),
+            // Larger than the socket's buffer takes (the kernel capped
+            // it below the negotiated size).
+            Err(nix::errno::Errno::EMSGSIZE) => Err(TrySendError::Io(
+                io::Error::from_raw_os_error(nix::errno::Errno::EMSGSIZE as i32),
+            )),
+            Err(
+                nix::errno::Errno::ECONNREFUSED
+                | nix::errno::Errno::EPIPE
+                | nix::errno::Errno::ENOTCONN
+                | nix::errno::Errno::ECONNRESET,
+            ) => Err(TrySendError::Closed),
+            Err(e) => Err(TrySendError::Io(e.into())),
+        }
+    }
+}
+
+/// The writing end of a libqb socket channel.
+#[derive(Debug)]
+pub struct QbSockSender {
+    inner: Ordered<SockOut>,
+    /// Messages sent before the peer bound its socket (an event from
+    /// `connection_created`, which libqb's server would block for), in
+    /// order, until it has.
+    early: std::collections::VecDeque<(MsgHeader, Vec<u8>)>,
+    early_bytes: usize,
+}
+
+/// Most bytes kept for a peer that has not bound its socket yet.
+const EARLY_LIMIT: usize = 1 << 20;
+
+impl QbSockSender {
+    /// Sends on `fd` (connected to `peer_name` at the first send if
+    /// given), counting in the control file's word at `sent`.
+    pub(crate) fn new(
+        fd: Arc<OwnedFd>,
+        peer_name: Option<Name>,
+        header: Header,
+        ctl: Arc<GuardedMap>,
+        sent: usize,
+        ordered: bool,
+    ) -> QbSockSender {
+        let out = SockOut {
+            fd,
+            peer_name,
+            header,
+            ctl,
+            sent,
+        };
+        QbSockSender {
+            inner: Ordered::new(out, ordered),
+            early: std::collections::VecDeque::new(),
+            early_bytes: 0,
+        }
+    }
+
+    /// Whether the peer's socket is there to send to: connected, or
+    /// connected now.
+    fn peer_bound(&mut self) -> Result<bool, TrySendError> {
+        let out = &mut self.inner.out;
+        match out.peer_name {
+            None => Ok(true),
+            Some(name) => match connect(out.fd.as_fd(), &name) {
+                Ok(true) => {
+                    out.peer_name = None;
+                    Ok(true)
+                }
+                Ok(false) => Ok(false),
+                Err(e) => Err(TrySendError::Io(e)),
+            },
+        }
+    }
+
+    pub(crate) fn try_send(
+        &mut self,
+        h: &MsgHeader,
+        parts: &[IoSlice<'_>],
+    ) -> Result<(), TrySendError> {
+        if !self.early.is_empty() || !self.peer_bound()? {
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            if self.early_bytes + len > EARLY_LIMIT {
+                return Err(TrySendError::Full);
+            }
+            self.early_bytes += len;
+            let body = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            self.early.push_back((*h, body));
+            return self.flush().map(drop);
+        }
+        self.inner.send(h, parts)
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<bool, TrySendError> {
+        if !self.early.is_empty() {
+            if !self.peer_bound()? {
+                return Ok(false);
+            }
+            while let Some((h, body)) = self.early.pop_front() {
+                match self.inner.send(&h, &[IoSlice::new(&body)]) {
+                    Ok(()) => self.early_bytes -= body.len(),
+                    Err(TrySendError::Full) => {
+                        self.early.push_front((h, body));
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.inner.flush()
+    }
+
+    /// Room now: nothing held back, and the socket writable.
+    pub(crate) fn room_for(&mut self) -> bool {
+        if self.inner.holding() || !self.early.is_empty() {
+            return false;
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            self.inner.out.fd.as_fd(),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(1)
+        )
+    }
+
+    pub(crate) fn holding(&self) -> bool {
+        self.inner.holding() || !self.early.is_empty()
+    }
+
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.inner.held_bytes() + self.early_bytes
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.inner.out.fd.as_fd()
+    }
+
+    pub(crate) fn into_fd(self) -> Arc<OwnedFd> {
+        self.inner.out.fd
+    }
+}
+
+/// The reading end of a libqb socket channel.
+#[derive(Debug)]
+pub struct QbSockReceiver {
+    fd: Arc<OwnedFd>,
+    header: Header,
+    channel: Channel,
+    peer: Peer,
+    /// The negotiated maximum payload.
+    max: usize,
+    ctl: Arc<GuardedMap>,
+    sent: usize,
+    /// Take datagrams only from this name; connect to it at the first
+    /// (a server's request socket, bound before its client's).
+    only_from: Option<Name>,
+    buf: Vec<u8>,
+    len: usize,
+    held: Option<MsgHeader>,
+    next_seq: u64,
+    /// Read only after epoll said readable, until a read finds it dry
+    /// (the server's edge-triggered loop); `None`: read whenever asked.
+    readable: Option<bool>,
+    /// Datagrams refused for coming from elsewhere.
+    strangers: u64,
+}
+
+impl QbSockReceiver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        fd: Arc<OwnedFd>,
+        header: Header,
+        channel: Channel,
+        peer: Peer,
+        max: usize,
+        ctl: Arc<GuardedMap>,
+        sent: usize,
+        only_from: Option<Name>,
+    ) -> QbSockReceiver {
+        QbSockReceiver {
+            fd,
+            header,
+            channel,
+            peer,
+            max,
+            ctl,
+            sent,
+            only_from,
+            // One byte more than the largest message: a longer datagram
+            // shows as such (MSG_TRUNC), never as a cut one.
+            buf: vec![0; header.len() + max + 1],
+            len: 0,
+            held: None,
+            next_seq: 1,
+            readable: None,
+            strangers: 0,
+        }
+    }
+
+    /// The next message (the one taken before and not released, or a new
+    /// datagram), its header checked against its length and the maximum.
+    pub(crate) fn try_recv(&mut self) -> Result<Option<MsgHeader>, TryRecvError> {
+        if let Some(h) = self.held {
+            return Ok(Some(h));
+        }
+        loop {
+            if self.readable == Some(false) {
+                return Ok(None);
+            }
+            let (n, from) = {
+                let mut iov = [IoSliceMut::new(&mut self.buf)];
+                match socket::recvmsg::<UnixAddr>(
+                    self.fd.as_raw_fd(),
+                    &mut iov,
+                    None,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC | MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Ok(m) => (m.bytes, m.address),
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        if self.readable.is_some() {
+                            self.readable = Some(false);
+                        }
+                        return Ok(None);
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ECONNRESET) => {
+                        return Err(TryRecvError::Closed)
+                    }
+                    Err(e) => return Err(TryRecvError::Io(e.into())),
+                }
+            };
+            if let Some(want) = self.only_from {
+                // An unbound sender's address is empty: nix's `UnixAddr`
+                // panics when asked what kind it is (a length below
+                // `sun_path`'s offset), so its length is looked at first.
+                let named = |a: &&UnixAddr| socket::SockaddrLike::len(*a) as usize > 2;
+                let theirs = from.as_ref().filter(named).and_then(UnixAddr::as_abstract);
+                if theirs != Some(&want[..]) {
+                    // Not the client's: dropped (libqb's server would take
+                    // it as the client's request).
+                    self.strangers += 1;
+                    continue;
+                }
+                // The kernel keeps everyone else out from now on.
+                if connect(self.fd.as_fd(), &want).unwrap_or(false) {
+                    self.only_from = None;
+                }
+            }
+            return self.take(n).map(Some);
+        }
+    }
+
+    /// Checks the datagram of `n` bytes in the buffer.
+    fn take(&mut self, n: usize) -> Result<MsgHeader, TryRecvError> {
+        let bad = |error| {
+            TryRecvError::Violation(Violation::BadHeader {
+                by: self.peer,
+                channel: self.channel,
+                error,
+            })
+        };
+        if n > self.buf.len() - 1 {
+            return Err(Violation::OverMaximum {
+                by: self.peer,
+                channel: self.channel,
+                len: n.saturating_sub(self.header.len()) as u64,
+                max: self.max as u64,
+            }
+            .into());
+        }
+        let (id, size, error) = match self.header {
+            Header::Request => match RequestHeader::decode(&self.buf[..n]) {
+                Ok(h) => (h.id, h.size, 0),
+                Err(e) => return Err(bad(e)),
+            },
+            Header::Response => match ResponseHeader::decode(&self.buf[..n]) {
+                Ok(h) => (h.id, h.size, h.error),
+                Err(e) => return Err(bad(e)),
+            },
+        };
+        if size < 0 || size as usize != n {
+            return Err(bad(WireError::Size));
+        }
+        if self.header == Header::Request && id == ringlink_common::qb::MSG_DISCONNECT {
+            return Err(TryRecvError::Closed);
+        }
+        let _ = self
+            .ctl
+            .u32(self.sent)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(1))
+            });
+        let seq = match self.header {
+            Header::Request => {
+                self.next_seq += 1;
+                self.next_seq - 1
+            }
+            Header::Response => 0,
+        };
+        let h = MsgHeader {
+            id,
+            size: (n - self.header.len()) as u32,
+            error,
+            seq,
+        };
+        self.len = n;
+        self.held = Some(h);
+        Ok(h)
+    }
+
+    /// The payload of the message [`try_recv`](Self::try_recv) gave.
+    pub(crate) fn payload(&self) -> &[u8] {
+        self.buf.get(self.header.len()..self.len).unwrap_or(&[])
+    }
+
+    /// The held message is done with.
+    pub(crate) fn release(&mut self) {
+        self.held = None;
+    }
+
+    pub(crate) fn pending(&self) -> bool {
+        self.held.is_some()
+    }
+
+    pub(crate) fn mark_readable(&mut self) {
+        self.readable = Some(true);
+    }
+
+    pub(crate) fn left_readable(&self) -> bool {
+        self.readable == Some(true)
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn into_fd(self) -> Arc<OwnedFd> {
+        self.fd
+    }
+
+    /// Datagrams refused for not coming from the client.
+    pub fn strangers(&self) -> u64 {
+        self.strangers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctl() -> Arc<GuardedMap> {
+        let f = tempfile();
+        f.set_len(24).expect("size");
+        Arc::new(GuardedMap::map(f.as_fd(), 24).expect("map"))
+    }
+
+    fn tempfile() -> std::fs::File {
+        let dir = std::env::temp_dir().join(format!(
+            "qbsock-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&dir)
+            .expect("file");
+        let _ = std::fs::remove_file(&dir);
+        f
+    }
+
+    #[test]
+    fn only_the_clients_name_gets_in_and_a_stranger_does_not() {
+        let tag = format!("/ringlink-test-{}-qbsock", std::process::id());
+        let server_name = format!("{tag}-request");
+        let client_name = format!("{tag}-response");
+        let ctl = ctl();
+        let server = Arc::new(bound(server_name.as_bytes(), 4096).expect("bind"));
+        let mut rx = QbSockReceiver::new(
+            server,
+            Header::Request,
+            Channel::Request,
+            Peer::Client,
+            4096,
+            ctl,
+            0,
+            Some(dgram_name(client_name.as_bytes())),
+        );
+        let to = UnixAddr::new_abstract(&dgram_name(server_name.as_bytes())).expect("addr");
+        let mut msg = RequestHeader {
+            id: 7,
+            size: 16 + 3,
+        }
+        .encode()
+        .to_vec();
+        msg.extend_from_slice(b"abc");
+        // A stranger (unbound, and bound elsewhere).
+        let stranger = socket::socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        socket::sendto(stranger.as_raw_fd(), &msg, &to, MsgFlags::empty()).expect("send");
+        let other = bound(format!("{tag}-other").as_bytes(), 4096).expect("bind");
+        socket::sendto(other.as_raw_fd(), &msg, &to, MsgFlags::empty()).expect("send");
+        assert!(rx.try_recv().expect("recv").is_none());
+        assert_eq!(rx.strangers(), 2);
+        // The client.
+        let client = bound(client_name.as_bytes(), 4096).expect("bind");
+        socket::sendto(client.as_raw_fd(), &msg, &to, MsgFlags::empty()).expect("send");
+        let h = rx.try_recv().expect("recv").expect("the client's request");
+        assert_eq!((h.id, h.size, h.seq), (7, 3, 1));
+        assert_eq!(rx.payload(), b"abc");
+    }
+}
