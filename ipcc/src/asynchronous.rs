@@ -120,7 +120,14 @@ struct Core {
     transport: Transport,
     /// How long a waiting call polls before it arms and sleeps.
     spin: Duration,
+    /// The server is a libqb one (see [`LIBQB_POLL`]).
+    libqb: bool,
 }
+
+/// How often a task waiting on a libqb server looks again: such a server
+/// signals its responses only through its ring's semaphore, which no
+/// reactor can wait on.
+const LIBQB_POLL: Duration = Duration::from_millis(1);
 
 /// A connection to a ringlink service for async code (tokio). Cheap to
 /// clone: clones share the connection, and any number of tasks may use
@@ -174,6 +181,7 @@ impl AsyncClient {
             server,
             transport: engine.transport(),
             spin: engine.spin_budget(),
+            libqb: engine.is_libqb(),
             state: Mutex::new(State {
                 scratch: vec![0; engine.max_message()],
                 engine,
@@ -447,10 +455,21 @@ impl AsyncClient {
                 _ => std::future::pending().await,
             }
         };
+        // A libqb server signals a response through its ring's semaphore
+        // alone, and room or a new flow-control level not at all: looked
+        // at again every so often.
+        let quiet = async {
+            if sh.libqb {
+                tokio::time::sleep(LIBQB_POLL).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             g = sh.ready.readable() => g?.clear_ready(),
             r = space => r?,
             () = moved => {}
+            () = quiet => {}
         }
         Ok(())
     }

@@ -421,3 +421,36 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+both!(the_async_client_over_libqb);
+fn the_async_client_over_libqb(t: &str) {
+    if !qbc::require("the_async_client_over_libqb") {
+        return;
+    }
+    let name = unique("async");
+    let mut s = qb_server(t, &name, &[]);
+    let c = connect(&name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = ringlink_ipcc::AsyncClient::from_client(c).expect("async client");
+        // One task at a time: a libqb server's answers come in the order
+        // of the requests, and an async client files them by that order.
+        for i in 0..200u32 {
+            let r = c.send_recv(ipc::id::ECHO, &i.to_le_bytes()).await.expect("echo");
+            assert_eq!(r.payload, i.to_le_bytes());
+        }
+        let mut p = Vec::new();
+        p.extend_from_slice(&50u64.to_le_bytes());
+        p.extend_from_slice(&0u64.to_le_bytes());
+        c.send_recv(ipc::id::BURST, &p).await.expect("burst");
+        for i in 0..50u64 {
+            let e = c.event_recv().await.expect("event");
+            assert_eq!(&e.payload[..8], &i.to_le_bytes());
+        }
+    });
+    command(&mut s, "exit");
+}
