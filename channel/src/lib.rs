@@ -91,6 +91,23 @@ impl Sender {
         }
     }
 
+    /// Declares that request `seq` gets no response: a libqb sender, which
+    /// puts responses in request order, stops holding later ones for it
+    /// (and sends those that waited, if there is room). No effect on
+    /// ringlink's transports, whose responses carry their request's
+    /// number.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush).
+    pub fn skip(&mut self, seq: u64) -> Result<(), TrySendError> {
+        match self {
+            Sender::QbShm(q) => q.skip(seq).map(drop),
+            Sender::QbSocket(q) => q.skip(seq).map(drop),
+            Sender::Ring(_) | Sender::Socket(_) => Ok(()),
+        }
+    }
+
     /// Whether a message of `len` payload bytes would go now (flow
     /// control: a server takes a request only when its answer fits).
     ///

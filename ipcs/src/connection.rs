@@ -191,7 +191,8 @@ impl Connection {
     /// For a libqb client's connection, the libqb transport it uses
     /// (`None`: a ringlink client). A libqb client takes responses in the
     /// order of its requests: the response to a request waits until every
-    /// earlier one is answered, so answer each request exactly once.
+    /// earlier one is answered, or declared unanswered with
+    /// [`skip_response`](Self::skip_response).
     pub fn libqb(&self) -> Option<QbTransport> {
         self.inner.libqb
     }
@@ -286,6 +287,23 @@ impl Connection {
             seq,
         };
         self.send(Out::Response, h, parts, None)
+    }
+
+    /// Declares that request `seq` gets no response. A libqb client takes
+    /// responses in the order of its requests, so on a libqb connection
+    /// the response to a request waits until every earlier one is
+    /// answered, or declared unanswered here (libqb servers commonly
+    /// leave some requests unanswered). No effect on ringlink's clients,
+    /// whose responses carry their request's number.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`]; what sending the responses that waited
+    /// met.
+    pub fn skip_response(&self, seq: u64) -> Result<()> {
+        let mut guard = self.inner.response.lock();
+        let tx = guard.as_mut().ok_or(Error::Disconnected)?;
+        tx.skip(seq).map_err(Error::from)
     }
 
     /// Sends an event (an unsolicited message) to the client, without

@@ -440,7 +440,10 @@ fn the_async_client_over_libqb(t: &str) {
         // One task at a time: a libqb server's answers come in the order
         // of the requests, and an async client files them by that order.
         for i in 0..200u32 {
-            let r = c.send_recv(ipc::id::ECHO, &i.to_le_bytes()).await.expect("echo");
+            let r = c
+                .send_recv(ipc::id::ECHO, &i.to_le_bytes())
+                .await
+                .expect("echo");
             assert_eq!(r.payload, i.to_le_bytes());
         }
         let mut p = Vec::new();

@@ -183,6 +183,8 @@ fn a_reply_sent_only_as_an_event_times_out_sendv_recv(t: &str) {
     let fields: Vec<&str> = ev.split(' ').collect();
     assert_eq!(fields[1], ipc::id::EVENT_ONLY.to_string(), "{ev}");
     assert_eq!(fields[0], (24 + 16).to_string(), "{ev}");
+    // The unanswered request holds no later response back.
+    ok(&mut c, &format!("echo {} 32 5000", ipc::id::ECHO));
     ok(&mut c, "disconnect");
     server.shutdown();
 }

@@ -81,6 +81,15 @@ impl<O: Out> Ordered<O> {
         Ok(paid)
     }
 
+    /// Request `seq` gets no response (see [`Order::skip`]); what waited
+    /// for it goes, if there is room.
+    pub(crate) fn skip(&mut self, seq: u64) -> Result<bool, TrySendError> {
+        if let Some(o) = self.order.as_mut() {
+            o.skip(seq);
+        }
+        self.flush()
+    }
+
     /// Whether responses are held.
     pub(crate) fn holding(&self) -> bool {
         self.order.as_ref().is_some_and(|o| !o.is_empty())
@@ -108,6 +117,8 @@ pub(crate) struct Order {
     next: u64,
     held: BTreeMap<u64, VecDeque<(MsgHeader, Vec<u8>)>>,
     bytes: usize,
+    /// Later requests declared to get no response.
+    skipped: std::collections::BTreeSet<u64>,
 }
 
 impl Default for Order {
@@ -116,6 +127,7 @@ impl Default for Order {
             next: 1,
             held: BTreeMap::new(),
             bytes: 0,
+            skipped: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -162,6 +174,18 @@ impl Order {
     pub(crate) fn sent(&mut self, seq: u64) {
         if seq == self.next {
             self.next += 1;
+            while self.skipped.remove(&self.next) {
+                self.next += 1;
+            }
+        }
+    }
+
+    /// Request `seq` gets no response: later ones stop waiting for it.
+    pub(crate) fn skip(&mut self, seq: u64) {
+        if seq == self.next {
+            self.sent(seq);
+        } else if seq > self.next {
+            self.skipped.insert(seq);
         }
     }
 
@@ -211,5 +235,22 @@ mod tests {
         assert_eq!(o.bytes(), 0);
         // A second answer to an answered request goes at once.
         assert_eq!(o.admit(2), Admit::Now);
+    }
+
+    #[test]
+    fn skipped_requests_hold_nothing_back() {
+        let mut o = Order::default();
+        // Requests 1..=4: 2 and 3 get no response, 4 is answered first.
+        o.skip(3);
+        assert_eq!(o.admit(4), Admit::Later);
+        o.hold(h(4), &[IoSlice::new(b"4")]);
+        assert_eq!(o.admit(1), Admit::Now);
+        o.sent(1);
+        assert!(o.next_due().is_none(), "2 is not answered yet");
+        o.skip(2);
+        let (hh, _) = o.next_due().expect("4 is due");
+        assert_eq!(hh.seq, 4);
+        o.sent(4);
+        assert_eq!(o.admit(5), Admit::Now);
     }
 }

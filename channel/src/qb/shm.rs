@@ -156,6 +156,11 @@ impl QbShmSender {
         self.inner.flush()
     }
 
+    /// Request `seq` gets no response.
+    pub(crate) fn skip(&mut self, seq: u64) -> Result<bool, TrySendError> {
+        self.inner.skip(seq)
+    }
+
     /// Room for a message of `len` payload bytes, with nothing held back
     /// ahead of it.
     pub(crate) fn room_for(&mut self, len: usize) -> Result<bool, TrySendError> {

@@ -214,6 +214,11 @@ impl QbSockSender {
         self.inner.flush()
     }
 
+    /// Request `seq` gets no response.
+    pub(crate) fn skip(&mut self, seq: u64) -> Result<bool, TrySendError> {
+        self.inner.skip(seq)
+    }
+
     /// Room now: nothing held back, and the socket writable.
     pub(crate) fn room_for(&mut self) -> bool {
         if self.inner.holding() || !self.early.is_empty() {

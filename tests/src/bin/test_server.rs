@@ -453,6 +453,9 @@ impl Handler for TestHandler {
         match req.id() {
             id::ECHO => self.respond(conn, req.seq(), req.id(), p),
             id::EVENT_ONLY => {
+                // Never answered: a libqb client's later responses must
+                // not wait for it.
+                let _ = conn.skip_response(req.seq());
                 if let Err(e) = conn.send_event(id::EVENT_ONLY, p) {
                     self.st.violation(format!(
                         "conn {}: event-only send failed: {}",
