@@ -41,6 +41,10 @@ impl Wait {
 /// it makes room.
 const QUIET_POLL: Duration = Duration::from_millis(2);
 
+/// The first of those looks: a libqb server takes requests as fast as a
+/// client writes them, and a full ring is often a matter of microseconds.
+const QUIET_FIRST: Duration = Duration::from_micros(50);
+
 /// How long a wait for a libqb server's response sleeps on its ring's
 /// semaphore before it looks at the server's liveness.
 const LIVENESS_SLICE: Duration = ringlink_ringbuf::qb::LIVENESS_SLICE;
@@ -72,6 +76,10 @@ pub(crate) struct Engine {
     /// The client's fd: readable when a response or an event may be
     /// waiting or the server hung up.
     epoll: Epoll,
+    /// How long a wait for room in a libqb server's ring sleeps before it
+    /// looks again: from [`QUIET_FIRST`], doubling to [`QUIET_POLL`]
+    /// while the ring stays full, back to the start once a send goes.
+    quiet: Duration,
 }
 
 impl Engine {
@@ -107,6 +115,7 @@ impl Engine {
             flow: Flow::new(fc_enable_max),
             watching_tail: false,
             epoll,
+            quiet: QUIET_FIRST,
         })
     }
 
@@ -187,8 +196,9 @@ impl Engine {
     /// sent, with the sequence number its response will carry.
     pub(crate) fn try_send(&mut self, id: i32, parts: &[IoSlice<'_>]) -> Result<Option<u64>> {
         ringlink_common::payload_len(parts, self.max_message)?;
-        if self.flow.enabled() && self.transport == Transport::Socket {
-            // Levels arrive on the stream socket: read them first.
+        if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
+            // Levels arrive on the stream socket: read them first (a
+            // libqb server's are in its control file).
             self.stream.read();
         }
         self.check()?;
@@ -205,6 +215,7 @@ impl Engine {
         match self.side.request.try_send(header, parts, self.max_message) {
             Ok(()) => {
                 self.next_seq += 1;
+                self.quiet = QUIET_FIRST;
                 Ok(Some(seq))
             }
             Err(TrySendError::Full) => Ok(None),
@@ -395,6 +406,7 @@ impl Engine {
             side,
             flow,
             spin,
+            quiet,
             ..
         } = self;
         let ready = match which {
@@ -416,18 +428,32 @@ impl Engine {
             let end = Instant::now() + d;
             Some(deadline.map_or(end, |dl| dl.min(end)))
         };
-        // libqb's sockets: a message makes its socket readable.
+        // libqb's sockets: a message makes its socket readable, room makes
+        // it writable (a new flow-control level is not signalled: a send
+        // held by it looks again every so often, below).
+        let held = which == Wait::Space && flow.holds(flow::level(side, stream));
         let watch = match which {
-            Wait::Response => side.response.poll_fd(),
-            Wait::Event => side.event.poll_fd(),
-            Wait::Space => None,
+            Wait::Response => side.response.poll_fd().map(|fd| (fd, READABLE)),
+            Wait::Event => side.event.poll_fd().map(|fd| (fd, READABLE)),
+            Wait::Space if held => None,
+            Wait::Space => side.request.poll_fd().map(|fd| (fd, WRITABLE)),
         };
-        if let Some(fd) = watch {
+        if let Some((fd, flags)) = watch {
+            // Writability comes late on a datagram socket (once three
+            // quarters of its buffer are free), while a send would go
+            // sooner: a sender tries again after a short look.
+            let until = if which == Wait::Space {
+                let d = *quiet;
+                *quiet = (d * 2).min(QUIET_POLL);
+                slice(d)
+            } else {
+                deadline
+            };
             let mut fds = [
-                PollFd::new(fd, READABLE),
+                PollFd::new(fd, flags),
                 PollFd::new(stream.as_fd(), READABLE),
             ];
-            wait::poll_until(&mut fds, deadline)?;
+            wait::poll_until(&mut fds, until)?;
             return Ok(fds[1].revents().is_some_and(|r| !r.is_empty()));
         }
         let until = match which {
@@ -440,7 +466,11 @@ impl Engine {
             }
             Wait::Event if side.event.pending() => return Ok(false),
             Wait::Event => deadline,
-            Wait::Space => slice(QUIET_POLL),
+            Wait::Space => {
+                let d = *quiet;
+                *quiet = (d * 2).min(QUIET_POLL);
+                slice(d)
+            }
         };
         let mut fds = [PollFd::new(stream.as_fd(), READABLE)];
         wait::poll_until(&mut fds, until)?;

@@ -45,7 +45,7 @@ pub(crate) fn bound(name: &[u8], max: usize) -> io::Result<OwnedFd> {
 
 /// Raises the socket's buffers to hold a message of `max` bytes.
 fn size(fd: BorrowedFd<'_>, max: usize) {
-    let want = max.saturating_mul(2).min(i32::MAX as usize);
+    let want = max.min(i32::MAX as usize);
     if socket::getsockopt(&fd, socket::sockopt::SndBuf).is_ok_and(|b| b < want) {
         let _ = socket::setsockopt(&fd, socket::sockopt::SndBuf, &want);
     }
