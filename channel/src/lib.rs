@@ -160,6 +160,16 @@ impl Sender {
         }
     }
 
+    /// Messages sent and not yet read, where the transport counts them
+    /// (libqb's: its ring's semaphore, its control file's counter).
+    pub fn queued_messages(&self) -> Option<u64> {
+        match self {
+            Sender::QbShm(q) => Some(u64::from(q.ring().queued())),
+            Sender::QbSocket(q) => Some(q.sent_unread()),
+            Sender::Ring(_) | Sender::Socket(_) => None,
+        }
+    }
+
     /// The fd to poll for writability while waiting for room (sockets);
     /// `None` for rings, whose room comes as a wake-up on the stream.
     pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

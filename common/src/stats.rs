@@ -73,6 +73,10 @@ pub struct ConnectionStats {
     /// Bytes of events sent and not yet read by the client (computed when
     /// read).
     pub event_queue_bytes: u64,
+    /// Events sent and not yet read, counted, where the transport counts
+    /// them (libqb's `event_q_length`: its ring's semaphore, or its
+    /// socket transport's control file); `None` over ringlink's own.
+    pub events_queued: Option<u64>,
     /// When the handshake completed.
     pub connected_at: SystemTime,
 }

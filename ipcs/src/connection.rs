@@ -222,12 +222,12 @@ impl Connection {
     /// counters and are not cleared).
     pub fn stats(&self, clear: bool) -> ConnectionStats {
         let (i, o) = (&self.inner.counters.intake, &self.inner.counters.output);
-        let event_queue_bytes = self
+        let (event_queue_bytes, events_queued) = self
             .inner
             .event
             .lock()
             .as_ref()
-            .map_or(0, |s| s.queued() as u64);
+            .map_or((0, None), |s| (s.queued() as u64, s.queued_messages()));
         ConnectionStats {
             id: self.inner.id,
             client_pid: self.inner.credentials.pid,
@@ -241,6 +241,7 @@ impl Connection {
             flow_control: i.flow_control.load(Ordering::Relaxed),
             flow_control_changes: read(&i.flow_control_changes, clear),
             event_queue_bytes,
+            events_queued,
             connected_at: self.inner.connected_at,
         }
     }

@@ -319,7 +319,7 @@ fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     if !qbc::require("ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum") {
         return;
     }
-    let (server, name) = start(t, "events", &[]);
+    let (mut server, name) = start(t, "events", &[]);
     let mut c = qb_client();
     let max = buffer(&ok(&mut c, &format!("connect {name} 0"))) - 24;
     for b in [
@@ -338,7 +338,23 @@ fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
             &mut c,
             &format!("burst {} {} {}", b.count, b.big_every, b.seed),
         );
+        if b.count == 10 {
+            // libqb's event_q_length: the ten wait in the channel, counted.
+            let deadline = Instant::now() + T;
+            loop {
+                let st = server.command("cstats 1");
+                if st.contains("events_queued=10") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "never ten queued: {st}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let got = ok(&mut c, &format!("events {} 10000", b.count));
+        if b.count == 10 {
+            let st = server.command("cstats 1");
+            assert!(st.contains("events_queued=0"), "{st}");
+        }
         assert_eq!(got, format!("{} {}", b.count, burst_hash(&b, max)), "{b:?}");
     }
     ok(&mut c, "disconnect");

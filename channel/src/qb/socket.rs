@@ -246,6 +246,13 @@ impl QbSockSender {
         self.inner.out.fd.as_fd()
     }
 
+    /// The control file's count of this channel's messages not yet read
+    /// (the peer takes one off per message), and those kept here.
+    pub(crate) fn sent_unread(&self) -> u64 {
+        let o = &self.inner.out;
+        u64::from(o.ctl.u32(o.sent).load(Ordering::Acquire)) + self.early.len() as u64
+    }
+
     pub(crate) fn into_fd(self) -> Arc<OwnedFd> {
         self.inner.out.fd
     }

@@ -703,7 +703,7 @@ fn conn_stats(handle: &ControlHandle, id: u64, clear: bool) -> String {
     format!(
         "cstats found=1 id={} client_pid={} requests={} responses={} events={} \
          bytes_received={} bytes_sent={} send_retries={} recv_retries={} \
-         flow_control={} flow_control_changes={} event_queue_bytes={}",
+         flow_control={} flow_control_changes={} event_queue_bytes={} events_queued={}",
         s.id,
         s.client_pid,
         s.requests,
@@ -715,7 +715,8 @@ fn conn_stats(handle: &ControlHandle, id: u64, clear: bool) -> String {
         s.recv_retries,
         u8::from(s.flow_control),
         s.flow_control_changes,
-        s.event_queue_bytes
+        s.event_queue_bytes,
+        s.events_queued.map_or("-".to_owned(), |n| n.to_string())
     )
 }
 
