@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::dir::Dir;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode};
 use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -137,6 +138,28 @@ impl Drop for ConnDir {
             // the socket transport): fine.
             let _ = unlinkat(&self.fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
+        // The client's user may write in the directory: whatever it put
+        // there goes too (names listed and removed through the held fd,
+        // so a directory swapped in at the path is never touched; a link
+        // is removed, never followed), or the directory would stay.
+        if let Ok(mut planted) = Dir::openat(
+            &self.fd,
+            ".",
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        ) {
+            let names: Vec<_> = planted
+                .iter()
+                .flatten()
+                .map(|e| e.file_name().to_owned())
+                .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+                .collect();
+            for name in names {
+                if unlinkat(&self.fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_err() {
+                    let _ = unlinkat(&self.fd, name.as_c_str(), UnlinkatFlags::RemoveDir);
+                }
+            }
+        }
         let _ = std::fs::remove_dir(&self.path);
     }
 }
@@ -259,5 +282,169 @@ pub fn remove_stale(base: &Path) {
             }
         }
         let _ = std::fs::remove_dir(entry.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A fresh base directory for one test, removed when dropped.
+    struct Base(PathBuf);
+
+    impl Base {
+        fn new(tag: &str) -> Base {
+            let p =
+                std::env::temp_dir().join(format!("ringlink-qbdir-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir(&p).expect("base");
+            Base(p)
+        }
+    }
+
+    impl Drop for Base {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    #[test]
+    fn a_name_planted_before_the_server_creates_it_is_refused_and_its_target_untouched() {
+        let base = Base::new("planted");
+        let victim = base.0.join("victim");
+        std::fs::write(&victim, b"precious").expect("victim");
+        let mut dir = ConnDir::make(&base.0, 1, 0, RingAuth::default()).expect("dir");
+        // The client's user can write in the directory: it plants the
+        // next ring file's name as a link to a file of the server's.
+        std::os::unix::fs::symlink(&victim, dir.path().join("request-header")).expect("plant");
+        std::fs::write(dir.path().join("stray"), b"x").expect("stray");
+        let err = dir
+            .create("request-header", RingAuth::default())
+            .expect_err("a planted name must not be reused");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        let made = dir
+            .create("request-data", RingAuth::default())
+            .expect("fresh name");
+        assert!(made.metadata().expect("meta").is_file());
+        let path = dir.path().to_owned();
+        drop(made);
+        drop(dir);
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        assert!(
+            !path.exists(),
+            "the directory and what was planted in it go"
+        );
+    }
+
+    #[test]
+    fn a_directory_swapped_in_at_the_path_is_not_emptied() {
+        let base = Base::new("swapped");
+        let mut dir = ConnDir::make(&base.0, 1, 0, RingAuth::default()).expect("dir");
+        dir.create("event-header", RingAuth::default())
+            .expect("file");
+        // The directory is renamed away and another, holding a file of
+        // someone's, put at its path: dropping removes only what is in
+        // the directory made, through its fd.
+        let moved = base.0.join("moved");
+        std::fs::rename(dir.path(), &moved).expect("rename");
+        std::fs::create_dir(dir.path()).expect("impostor");
+        std::fs::write(dir.path().join("keep"), b"k").expect("keep");
+        let impostor = dir.path().to_owned();
+        drop(dir);
+        assert!(impostor.join("keep").exists(), "the impostor's file stays");
+        assert!(!moved.join("event-header").exists(), "our file goes");
+    }
+
+    #[test]
+    fn the_client_opens_only_regular_files_directly_in_a_qb_directory() {
+        let base = Base::new("client");
+        let mut dir = ConnDir::make(&base.0, 1, 0, RingAuth::default()).expect("dir");
+        let mut f = dir
+            .create("response-header", RingAuth::default())
+            .expect("file");
+        f.write_all(b"hdr").expect("write");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).expect("link");
+        nix::unistd::mkfifo(&dir.path().join("fifo"), Mode::from_bits_truncate(0o600))
+            .expect("fifo");
+
+        let name = dir.file_path("response-header");
+        let (opened, file) = OpenedDir::open(&base.0, &name, me()).expect("open");
+        assert_eq!(file, "response-header");
+        let mut s = String::new();
+        opened
+            .open_file(&file, me())
+            .expect("regular file")
+            .read_to_string(&mut s)
+            .expect("read");
+        assert_eq!(s, "hdr");
+        // A link is not followed, a FIFO does not hold the open.
+        assert!(opened.open_file(OsStr::new("link"), me()).is_err());
+        let fifo = opened
+            .open_file(OsStr::new("fifo"), me())
+            .expect_err("fifo");
+        assert_eq!(fifo.kind(), io::ErrorKind::InvalidData, "{fifo}");
+        // Paths anywhere but `<base>/qb-…/<file>` are refused.
+        let outside = [
+            b"/etc/passwd".to_vec(),
+            base.0
+                .join("qb-x/../../etc/passwd")
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+            base.0.join("notqb/ring").as_os_str().as_bytes().to_vec(),
+            base.0.join("qb-a/b/c").as_os_str().as_bytes().to_vec(),
+            [&name[..], b"\0x"].concat(),
+        ];
+        for p in outside {
+            let err = OpenedDir::open(&base.0, &p, me()).expect_err("outside");
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::InvalidData,
+                "{:?}",
+                String::from_utf8_lossy(&p)
+            );
+        }
+        // A link put in the directory's place is not followed.
+        let real = base.0.join("qb-real");
+        std::fs::create_dir(&real).expect("real");
+        std::os::unix::fs::symlink(&real, base.0.join("qb-link")).expect("dirlink");
+        let via_link = base.0.join("qb-link/ring");
+        assert!(OpenedDir::open(&base.0, via_link.as_os_str().as_bytes(), me()).is_err());
+        // A directory owned by someone else is refused (as root only can
+        // a test make one).
+        if me() == 0 {
+            let theirs = base.0.join("qb-theirs");
+            std::fs::create_dir(&theirs).expect("theirs");
+            fchown_path(&theirs, 65534);
+            let p = theirs.join("ring");
+            let err = OpenedDir::open(&base.0, p.as_os_str().as_bytes(), 0).expect_err("owner");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        }
+    }
+
+    fn fchown_path(p: &Path, uid: u32) {
+        std::os::unix::fs::chown(p, Some(uid), None).expect("chown");
+    }
+
+    #[test]
+    fn stale_directories_of_dead_servers_go_and_live_ones_stay() {
+        let base = Base::new("stale");
+        // A pid that cannot be running: above the kernel's maximum.
+        let dead = base.0.join("qb-4194305-1-0-abcdef");
+        std::fs::create_dir(&dead).expect("dead");
+        std::fs::write(dead.join("request-header"), b"h").expect("file");
+        let live = base.0.join(format!("qb-{}-1-0-abcdef", std::process::id()));
+        std::fs::create_dir(&live).expect("live");
+        let other = base.0.join("qb-nopid");
+        std::fs::create_dir(&other).expect("other");
+        remove_stale(&base.0);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other.exists());
     }
 }
