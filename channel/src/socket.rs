@@ -190,15 +190,7 @@ impl SockTx {
     /// Memory the kernel charges to the send buffer (`SIOCOUTQ`): the
     /// datagrams the peer has not read, with their overhead.
     fn in_kernel(&self) -> usize {
-        let mut outq: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ writes one int through the pointer, which
-        // points to a live local int; the fd is open.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCOUTQ, &mut outq) };
-        if r == 0 {
-            outq.max(0) as usize
-        } else {
-            0
-        }
+        send_queue_bytes(self.fd.as_fd()).unwrap_or(0)
     }
 
     /// Sends what is left of the last message. Returns whether all of it
@@ -568,6 +560,17 @@ impl SocketReceiver {
     pub(crate) fn into_fd(self) -> Arc<OwnedFd> {
         self.rx.into_fd()
     }
+}
+
+/// Memory the kernel charges to `fd`'s send buffer (`SIOCOUTQ`): the
+/// datagrams the peer has not read, with their overhead. `None` if the
+/// kernel does not say.
+pub(crate) fn send_queue_bytes(fd: BorrowedFd<'_>) -> Option<usize> {
+    let mut outq: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points
+    // to a live local int; the fd is borrowed, so open.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCOUTQ, &mut outq) };
+    (r == 0).then(|| usize::try_from(outq).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -269,8 +269,8 @@ impl QbOffer {
 ///
 /// # Errors
 ///
-/// [`Error::Protocol`] for a name or a file the protocol does not allow;
-/// [`Error::Io`].
+/// [`Error::Protocol`](ringlink_common::Error::Protocol) for a name or a file the protocol does not allow;
+/// [`Error::Io`](ringlink_common::Error::Io).
 pub fn open_shm(
     answer: &ConnResponse,
     base: &Path,

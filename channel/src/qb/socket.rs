@@ -130,6 +130,8 @@ pub struct QbSockSender {
     /// order, until it has.
     early: std::collections::VecDeque<(MsgHeader, Vec<u8>)>,
     early_bytes: usize,
+    /// The socket's send buffer size, read once.
+    sndbuf: Option<usize>,
 }
 
 /// Most bytes kept for a peer that has not bound its socket yet.
@@ -157,6 +159,7 @@ impl QbSockSender {
             inner: Ordered::new(out, ordered),
             early: std::collections::VecDeque::new(),
             early_bytes: 0,
+            sndbuf: None,
         }
     }
 
@@ -219,15 +222,29 @@ impl QbSockSender {
         self.inner.skip(seq)
     }
 
-    /// Room now: nothing held back, and the socket writable.
+    /// Room now: nothing held back, and a send would go.
+    ///
+    /// A datagram socket polls writable only once three quarters of its
+    /// send buffer are free, while a send goes as soon as the bytes in
+    /// flight are below the buffer's size: a sender waiting for room by
+    /// polling would let the reader run dry. So the bytes in flight
+    /// (`SIOCOUTQ`, on our own socket) are compared with the buffer's
+    /// size; a full reader's queue still makes the send fail, and the
+    /// sender look again.
     pub(crate) fn room_for(&mut self) -> bool {
         if self.inner.holding() || !self.early.is_empty() {
             return false;
         }
-        let mut fds = [nix::poll::PollFd::new(
-            self.inner.out.fd.as_fd(),
-            nix::poll::PollFlags::POLLOUT,
-        )];
+        let fd = self.inner.out.fd.as_fd();
+        if self.inner.out.peer_name.is_none() {
+            let sndbuf = *self.sndbuf.get_or_insert_with(|| {
+                socket::getsockopt(&fd, socket::sockopt::SndBuf).unwrap_or(0)
+            });
+            if let (Some(queued), true) = (crate::socket::send_queue_bytes(fd), sndbuf > 0) {
+                return queued < sndbuf;
+            }
+        }
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
         matches!(
             nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
             Ok(1)
