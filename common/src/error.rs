@@ -44,6 +44,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// The errno libqb's API returns (negated) for the same condition,
+    /// for code moving from libqb, or answering a libqb peer in its
+    /// terms: `EAGAIN` (would block, or flow control holds the send),
+    /// `EMSGSIZE` (too large), `ENOTCONN` (disconnected), `ETIMEDOUT`,
+    /// `ENOBUFS` (the buffer is too small; unlike libqb's client, which
+    /// then marks itself disconnected, ringlink keeps the message and the
+    /// connection), `ECONNREFUSED` (no server), a refusal's
+    /// [`Status::errno`], `EBADMSG` (a protocol violation), and an I/O
+    /// error's own errno (`EIO` if it has none).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            Error::NoServer => libc::ECONNREFUSED,
+            Error::Rejected(s) => s.errno(),
+            Error::Protocol(_) => libc::EBADMSG,
+            Error::Disconnected => libc::ENOTCONN,
+            Error::TimedOut => libc::ETIMEDOUT,
+            Error::WouldBlock => libc::EAGAIN,
+            Error::MessageTooLarge { .. } => libc::EMSGSIZE,
+            Error::BufferTooSmall { .. } => libc::ENOBUFS,
+        }
+    }
+
     /// Whether the connection is unusable after this error.
     pub fn is_fatal(&self) -> bool {
         matches!(
@@ -119,3 +142,31 @@ impl From<Error> for io::Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_are_libqbs_for_the_same_condition() {
+        let io = |n| Error::Io(io::Error::from_raw_os_error(n));
+        let cases = [
+            (Error::WouldBlock, libc::EAGAIN),
+            (Error::MessageTooLarge { len: 9, max: 8 }, libc::EMSGSIZE),
+            (Error::Disconnected, libc::ENOTCONN),
+            (Error::TimedOut, libc::ETIMEDOUT),
+            (Error::BufferTooSmall { needed: 9 }, libc::ENOBUFS),
+            (Error::Rejected(Status::PermissionDenied), libc::EACCES),
+            (Error::Rejected(Status::TooManyClients), libc::EAGAIN),
+            (Error::Rejected(Status::ProcessQuota), libc::EDQUOT),
+            (Error::Rejected(Status::Resources), libc::ENOMEM),
+            (Error::NoServer, libc::ECONNREFUSED),
+            (io(libc::EPIPE), libc::EPIPE),
+            (Error::Io(io::Error::other("no errno")), libc::EIO),
+        ];
+        for (e, errno) in cases {
+            assert_eq!(e.errno(), errno, "{e}");
+        }
+        assert_eq!(Status::Ok.errno(), 0);
+    }
+}

@@ -171,6 +171,27 @@ pub enum Status {
 }
 
 impl Status {
+    /// The errno libqb uses for this refusal: what a libqb client's
+    /// `qb_ipcc_connect` fails with when a ringlink server refuses it
+    /// (`EACCES` for credentials the accept handler refused, `EAGAIN` for
+    /// a full server, `EDQUOT` for a quota, `ENOMEM` otherwise, as
+    /// libqb's own server does when it cannot set a connection up); and,
+    /// read the other way, what a libqb server's refusal means to a
+    /// ringlink client. 0 for [`Ok`](Status::Ok).
+    pub fn errno(self) -> i32 {
+        match self {
+            Status::Ok => 0,
+            Status::PermissionDenied => libc::EACCES,
+            Status::TooManyClients => libc::EAGAIN,
+            Status::UserQuota | Status::ProcessQuota => libc::EDQUOT,
+            Status::Resources
+            | Status::UnknownProtocol
+            | Status::VersionMismatch
+            | Status::BadRequest
+            | Status::TransportMismatch => libc::ENOMEM,
+        }
+    }
+
     fn from_u16(v: u16) -> Result<Status, WireError> {
         Ok(match v {
             0 => Status::Ok,

@@ -269,18 +269,27 @@ pub(crate) fn handshake_libqb(
     })
 }
 
-/// What a libqb server's refusal (`errno`) means to a ringlink client.
+/// What a libqb server's refusal (`errno`) means to a ringlink client:
+/// the refusal whose [`Status::errno`](ringlink_common::wire::Status::errno)
+/// it is (and `EPERM` as `EACCES`, `ENOBUFS` as `ENOMEM`), else the errno
+/// itself.
 fn libqb_refusal(errno: i32) -> Error {
     use ringlink_common::wire::Status;
-    match nix::errno::Errno::from_raw(errno) {
-        nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
-            Error::Rejected(Status::PermissionDenied)
-        }
-        nix::errno::Errno::EAGAIN => Error::Rejected(Status::TooManyClients),
-        nix::errno::Errno::EDQUOT => Error::Rejected(Status::UserQuota),
-        nix::errno::Errno::ENOMEM | nix::errno::Errno::ENOBUFS => {
-            Error::Rejected(Status::Resources)
-        }
-        _ => Error::Io(io::Error::from_raw_os_error(errno)),
-    }
+    let errno = match errno {
+        nix::libc::EPERM => nix::libc::EACCES,
+        nix::libc::ENOBUFS => nix::libc::ENOMEM,
+        e => e,
+    };
+    [
+        Status::PermissionDenied,
+        Status::TooManyClients,
+        Status::UserQuota,
+        Status::Resources,
+    ]
+    .into_iter()
+    .find(|s| s.errno() == errno)
+    .map_or_else(
+        || Error::Io(io::Error::from_raw_os_error(errno)),
+        Error::Rejected,
+    )
 }

@@ -831,9 +831,9 @@ impl<H: Handler> Service<H> {
         };
         if let Some(status) = refusal {
             self.remote.count_rejected(status);
-            if let Some(ended) =
-                self.handshakes
-                    .refuse_libqb(slot, libqb_errno(status), &self.epoll)
+            if let Some(ended) = self
+                .handshakes
+                .refuse_libqb(slot, status.errno(), &self.epoll)
             {
                 self.end_handshake(ended);
             }
@@ -880,7 +880,7 @@ impl<H: Handler> Service<H> {
             Err(e) => {
                 self.hooks.fault(None, FaultKind::ChannelsFailed(e.kind()));
                 self.remote.count_rejected(Status::Resources);
-                let errno = e.raw_os_error().unwrap_or(libc_errno::ENOMEM);
+                let errno = e.raw_os_error().unwrap_or(nix::errno::Errno::ENOMEM as i32);
                 if let Some(ended) = self.handshakes.refuse_libqb(slot, errno, &self.epoll) {
                     self.end_handshake(ended);
                 }
@@ -976,24 +976,6 @@ fn libqb_size(opts: &ServiceOptions, wanted: u32) -> u32 {
         .max(floor)
         .min(ceiling)
         .min(u32::MAX as usize) as u32
-}
-
-/// The errno a libqb client's `qb_ipcc_connect` fails with, for a
-/// refusal.
-fn libqb_errno(status: Status) -> i32 {
-    match status {
-        Status::PermissionDenied => libc_errno::EACCES,
-        Status::TooManyClients => libc_errno::EAGAIN,
-        Status::UserQuota | Status::ProcessQuota => libc_errno::EDQUOT,
-        _ => libc_errno::ENOMEM,
-    }
-}
-
-mod libc_errno {
-    pub(super) const EACCES: i32 = nix::errno::Errno::EACCES as i32;
-    pub(super) const EAGAIN: i32 = nix::errno::Errno::EAGAIN as i32;
-    pub(super) const EDQUOT: i32 = nix::errno::Errno::EDQUOT as i32;
-    pub(super) const ENOMEM: i32 = nix::errno::Errno::ENOMEM as i32;
 }
 
 /// What a turn of the loop ([`Service::dispatch`]) left: whether to call
