@@ -8,8 +8,9 @@
 //! thousand connections; an event from `connection_created`; a
 //! disconnect from the message handler; the enforced buffer size; the
 //! files' owner and mode. Then hostile libqb clients: size lies,
-//! truncated ring files, a stalled handshake, each beside a bystander
-//! that must go on being served.
+//! truncated ring files, a stalled handshake, links planted in a
+//! connection's directory, a stranger's datagrams, each beside a
+//! bystander that must go on being served.
 //!
 //! Needs Debian's `libqb-dev` (see `ringlink_tests::qbc`).
 
@@ -655,5 +656,59 @@ fn a_stranger_cannot_send_requests_in_a_clients_name() {
         "a stranger still gets through"
     );
     ok(&mut c, "disconnect");
+    server.shutdown();
+}
+
+both!(links_planted_in_a_connections_directory_are_removed_not_followed);
+fn links_planted_in_a_connections_directory_are_removed_not_followed(t: &str) {
+    // libqb's history (CVE-2019-12779): its server made ring files by
+    // predictable names in /dev/shm, so a local user could plant links
+    // there and have the server write through them. ringlink makes its
+    // files `O_EXCL | O_NOFOLLOW` in a private directory, but the
+    // client's user may write in that directory: after connecting, the
+    // client swaps every file in it for a link to a victim file and
+    // plants more; when it leaves, the server removes the links without
+    // following them, the victim keeps its contents, and a bystander
+    // is served throughout.
+    if !qbc::require("links_planted_in_a_connections_directory_are_removed_not_followed") {
+        return;
+    }
+    let (server, name) = start(t, "plant", &[]);
+    let mut by = Bystander::new(&name);
+    by.served(3);
+    let before = dirs_of(server.pid());
+    let mut c = qb_client();
+    ok(&mut c, &format!("connect {name} 0"));
+    ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
+    let dir = dirs_of(server.pid())
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .expect("the client's directory");
+    let victims = ringlink_tests::tmp::TempDir::new("plant-victim");
+    let victim = victims.path().join("victim");
+    std::fs::write(&victim, b"precious").expect("victim");
+    let mut planted = 0;
+    for entry in std::fs::read_dir(&dir).expect("directory").flatten() {
+        std::fs::remove_file(entry.path()).expect("remove a ring file");
+        std::os::unix::fs::symlink(&victim, entry.path()).expect("plant a link");
+        planted += 1;
+    }
+    for extra in ["extra-link", "qb-request-header"] {
+        std::os::unix::fs::symlink(&victim, dir.join(extra)).expect("plant a link");
+    }
+    std::os::unix::fs::symlink(victims.path(), dir.join("dir-link")).expect("plant a link");
+    by.served(3);
+    drop(c);
+    wait_for("the client's directory to go", || !dir.exists());
+    assert_eq!(
+        std::fs::read(&victim).expect("the victim is still there"),
+        b"precious",
+        "a planted link was followed ({planted} ring files swapped)"
+    );
+    assert!(
+        std::fs::symlink_metadata(&victim).is_ok_and(|m| m.is_file()),
+        "the victim is no longer a regular file"
+    );
+    by.served(5);
     server.shutdown();
 }
