@@ -13,8 +13,8 @@ pub(crate) struct Flow {
 }
 
 impl Flow {
-    /// Sends are held back while the level is at or above `threshold`;
-    /// 0 ignores flow control.
+    /// Sends are held back while the level is above 0 and at most
+    /// `threshold` ([`holds`](Self::holds)); 0 ignores flow control.
     pub(crate) fn new(threshold: u32) -> Flow {
         Flow { threshold }
     }
