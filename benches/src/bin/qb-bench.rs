@@ -39,8 +39,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "shm,socket")]
     transports: Vec<String>,
 
-    /// Round trips (and one-way messages) per measurement at 64 bytes;
-    /// larger sizes do fewer, in proportion to their cost
+    /// Round trips per measurement at 64 bytes (one-way messages: ten
+    /// times as many); larger sizes do fewer, in proportion to their cost
     #[arg(long, default_value = "20000")]
     count: u64,
 
@@ -260,19 +260,30 @@ fn run(args: &Args) -> Result<(), String> {
             header.push_str(&format!(" {:>9} {:>9} {:>9}", "C->R", "R->C", "R->R"));
             println!("{header}");
             for &size in &args.sizes {
-                let count =
-                    (args.count as f64 * (64.0 / size.max(64) as f64).sqrt()).max(200.0) as u64;
-                let mut figures = Vec::new();
-                for (c, s) in PAIRS {
-                    let mut rounds = Vec::new();
-                    for _ in 0..args.rounds {
+                // One-way messages cost a sixtieth of a round trip: ten
+                // times as many keep a measurement long enough to settle.
+                let per_mode = if mode == "oneway" { 10 } else { 1 };
+                let count = (args.count as f64 * (64.0 / size.max(64) as f64).sqrt()).max(200.0)
+                    as u64
+                    * per_mode;
+                // Rounds interleaved across the pairs, so that the
+                // machine's drift falls on every pair alike.
+                let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); PAIRS.len()];
+                for _ in 0..args.rounds {
+                    for (i, (c, s)) in PAIRS.into_iter().enumerate() {
                         let name = format!("qbbench-{}-{}", std::process::id(), unique());
                         let _server = start_server(s, &c_bin, &name, t, server_cpu)?;
-                        rounds.push(run_client(c, &c_bin, mode, &name, size, count, client_cpu)?);
+                        rounds[i]
+                            .push(run_client(c, &c_bin, mode, &name, size, count, client_cpu)?);
                     }
-                    rounds.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-                    figures.push(rounds[rounds.len() / 2]);
                 }
+                let figures: Vec<f64> = rounds
+                    .into_iter()
+                    .map(|mut r| {
+                        r.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                        r[r.len() / 2]
+                    })
+                    .collect();
                 let mut line = format!("{:>8} |", label(size));
                 for f in &figures {
                     line.push_str(&format!(" {:>18} |", show(mode, *f)));

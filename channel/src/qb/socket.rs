@@ -75,7 +75,14 @@ pub(crate) struct SockOut {
     ctl: Arc<GuardedMap>,
     /// The control file's `sent` counter of this channel.
     sent: usize,
+    /// A small message, header and parts made one buffer: one plain
+    /// `send`, and no allocation per message.
+    small: Vec<u8>,
 }
+
+/// Messages up to this size (header included) are copied into one
+/// buffer and sent with `send`; larger ones go as an `iovec` list.
+const SMALL: usize = 4096;
 
 impl Out for SockOut {
     fn write(&mut self, h: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<bool, TrySendError> {
@@ -90,16 +97,21 @@ impl Out for SockOut {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut head = [0u8; ringlink_common::qb::RESPONSE_HEADER_LEN];
         let n = self.header.encode(h, len, &mut head);
-        let mut all = Vec::with_capacity(parts.len() + 1);
-        all.push(IoSlice::new(&head[..n]));
-        all.extend(parts.iter().map(|p| IoSlice::new(p)));
-        match socket::sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &all,
-            &[],
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let sent = if n + len <= SMALL {
+            self.small.clear();
+            self.small.extend_from_slice(&head[..n]);
+            for p in parts {
+                self.small.extend_from_slice(p);
+            }
+            socket::send(self.fd.as_raw_fd(), &self.small, flags)
+        } else {
+            let mut all = Vec::with_capacity(parts.len() + 1);
+            all.push(IoSlice::new(&head[..n]));
+            all.extend(parts.iter().map(|p| IoSlice::new(p)));
+            socket::sendmsg::<()>(self.fd.as_raw_fd(), &all, &[], flags, None)
+        };
+        match sent {
             Ok(_) => {
                 self.ctl.u32(self.sent).fetch_add(1, Ordering::AcqRel);
                 Ok(true)
@@ -154,6 +166,7 @@ impl QbSockSender {
             header,
             ctl,
             sent,
+            small: Vec::with_capacity(SMALL),
         };
         QbSockSender {
             inner: Ordered::new(out, ordered),
