@@ -78,3 +78,8 @@ pub mod transport;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// `docs/LIBQB.md`'s examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/LIBQB.md")]
+struct LibqbDoctests;
