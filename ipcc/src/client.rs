@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use ringlink_common::time::deadline_in;
 use ringlink_common::wire::Transport;
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 
@@ -54,9 +55,9 @@ impl Client {
     /// [`Error::TimedOut`]; [`Error::Protocol`] if the server's answer or
     /// its rings are malformed; [`Error::Io`].
     pub fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<Client> {
-        let deadline = Instant::now() + opts.timeout;
-        let sock = connect::connect_socket(addr, opts.wait_for_server, deadline)?;
-        Client::handshake(sock, opts, deadline)
+        let sock =
+            connect::connect_socket(addr, opts.wait_for_server, connect::wait_deadline(opts))?;
+        Client::handshake(sock, opts, deadline_in(opts.timeout))
     }
 
     /// Connects to a libqb service by its name: a server built on libqb
@@ -83,8 +84,12 @@ impl Client {
     /// [`Error::Rejected`] (`EACCES`: `PermissionDenied`, ...) or
     /// [`Error::Io`].
     pub fn connect_libqb(service: &str, opts: &ConnectOptions) -> Result<Client> {
-        let deadline = Instant::now() + opts.timeout;
-        let sock = connect::connect_libqb_socket(service, opts.wait_for_server, deadline)?;
+        let sock = connect::connect_libqb_socket(
+            service,
+            opts.wait_for_server,
+            connect::wait_deadline(opts),
+        )?;
+        let deadline = deadline_in(opts.timeout);
         let connected = connect::handshake_libqb(sock, opts, &opts.libqb_dir, deadline)?;
         let (id, server) = (connected.id, connected.server);
         Ok(Client {
@@ -105,7 +110,7 @@ impl Client {
     /// As [`connect`](Self::connect), less [`Error::NoServer`].
     pub fn connect_stream(sock: UnixStream, opts: &ConnectOptions) -> Result<Client> {
         sock.set_nonblocking(false)?;
-        Client::handshake(sock, opts, Instant::now() + opts.timeout)
+        Client::handshake(sock, opts, deadline_in(opts.timeout))
     }
 
     fn handshake(sock: UnixStream, opts: &ConnectOptions, deadline: Instant) -> Result<Client> {

@@ -46,6 +46,16 @@ pub(crate) struct Connected {
 /// (`crossbeam_utils::Backoff` is for spinning on shared memory, a few
 /// microseconds; this waits for another process to start listening, a
 /// sleep in milliseconds.)
+/// Until when connecting may retry: `server_wait` while waiting for a
+/// server, `timeout` otherwise (a full backlog is retried either way).
+pub(crate) fn wait_deadline(opts: &ConnectOptions) -> Instant {
+    ringlink_common::time::deadline_in(if opts.wait_for_server {
+        opts.server_wait
+    } else {
+        opts.timeout
+    })
+}
+
 pub(crate) fn connect_socket(
     addr: &ServiceAddr,
     wait: bool,

@@ -15,11 +15,25 @@ pub struct ConnectOptions {
     /// minimum or cap it at its maximum; see [`Client::max_message`](crate::Client::max_message)).
     /// 0: the server's minimum.
     pub max_message: u32,
-    /// Time allowed for connecting and the whole handshake. Default 5 s.
+    /// Time allowed for the handshake, from the moment the server's
+    /// socket took the connection (without
+    /// [`wait_for_server`](Self::wait_for_server), also for reaching it).
+    /// Default 5 s; `Duration::MAX` waits as long as it takes.
     pub timeout: Duration,
-    /// Keep retrying, until `timeout`, while no server listens at the
-    /// address, so that start-up order does not matter. Default false.
+    /// Keep retrying while no server listens at the address, for up to
+    /// [`server_wait`](Self::server_wait), so that start-up order does
+    /// not matter. Default false.
     pub wait_for_server: bool,
+    /// How long [`wait_for_server`](Self::wait_for_server) waits for a
+    /// server to appear (or, with its backlog full, to take the
+    /// connection), apart from the handshake's `timeout`. Default 5 s;
+    /// `Duration::MAX` waits as long as it takes (Legato's
+    /// `le_msg_OpenSessionSync`). After it, [`Error::NoServer`]
+    /// (nobody listened) or [`Error::TimedOut`] (a full backlog).
+    ///
+    /// [`Error::NoServer`]: ringlink_common::Error::NoServer
+    /// [`Error::TimedOut`]: ringlink_common::Error::TimedOut
+    pub server_wait: Duration,
     /// How long a waiting call polls the rings before it sleeps. Default
     /// [`ringlink_ringbuf::DEFAULT_SPIN`].
     pub spin: Duration,
@@ -53,6 +67,7 @@ impl ConnectOptions {
             max_message: 0,
             timeout: Duration::from_secs(5),
             wait_for_server: false,
+            server_wait: Duration::from_secs(5),
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             fc_enable_max: 1,
             transport: Transport::Shm,

@@ -187,7 +187,9 @@ impl Handshakes {
         self.table.insert(Handshake {
             sock: Arc::new(sock),
             started: now,
-            deadline: now + self.timeout,
+            deadline: now
+                .checked_add(self.timeout)
+                .unwrap_or_else(|| ringlink_common::time::deadline_in(self.timeout)),
             machine,
             listener,
             pending: None,

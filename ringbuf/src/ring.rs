@@ -458,7 +458,7 @@ impl Ring {
     /// The last error once `timeout` has passed, or at once any error
     /// other than a missing or unready file.
     pub fn open_path_timeout(path: &Path, timeout: Duration) -> Result<Ring, OpenError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = ringlink_common::time::deadline_in(timeout);
         loop {
             match Ring::open_path(path) {
                 Err(OpenError::NotReady) if Instant::now() < deadline => {}

@@ -30,6 +30,7 @@ pub fn client_options(max_message: u32) -> ConnectOptions {
     let mut o = ConnectOptions::new(crate::ipc::PROTOCOL);
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
+    o.server_wait = o.timeout;
     o.max_message = max_message;
     o.transport = crate::transport::current();
     o
@@ -326,6 +327,23 @@ impl ServerProc {
             Some(rest) => Kv::parse(rest),
             None => self.helper.fail(&format!("bad sstats line `{l}`")),
         }
+    }
+
+    /// Each closed connection's id and close reason, as its
+    /// `connection_closed` saw it (`left`, `disconnected`, `idle`,
+    /// `shutdown`, `violation`, `socket-error`), oldest first.
+    pub fn closes(&mut self) -> Vec<(u64, String)> {
+        let l = self.command("closes");
+        let Some(rest) = l.strip_prefix("closes ") else {
+            self.helper.fail(&format!("bad closes line `{l}`"));
+        };
+        rest.split(" | ")
+            .skip(1)
+            .filter_map(|c| {
+                let (id, why) = c.split_once(' ')?;
+                Some((id.parse().ok()?, why.to_owned()))
+            })
+            .collect()
     }
 
     /// What the server's error hook reported (it runs with

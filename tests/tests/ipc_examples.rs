@@ -58,6 +58,7 @@ fn echo_server_and_echo_client() {
     let mut o = ConnectOptions::new("echo");
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
+    o.server_wait = o.timeout;
     let mut ours = Client::connect(&ServiceAddr::named(&name), &o).expect("connect to echo_server");
     let mut buf = vec![0u8; ours.max_message()];
     let m = ours
@@ -90,6 +91,7 @@ fn echo_server_and_echo_client() {
     let mut o = ConnectOptions::new("echo");
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
+    o.server_wait = o.timeout;
     o.transport = ringlink_ipcc::Transport::Socket;
     drop(Client::connect(&ServiceAddr::named(&name), &o).expect("connect over sockets"));
     let args = ["--name", &name, "--transport", "socket", "over sockets"];
@@ -123,6 +125,7 @@ fn async_examples() {
     let mut o = ConnectOptions::new("echo");
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
+    o.server_wait = o.timeout;
     let mut ours = Client::connect(&ServiceAddr::named(&name), &o).expect("connect");
     let mut buf = vec![0u8; ours.max_message()];
     let m = ours
@@ -178,6 +181,7 @@ fn libqb_examples() {
     let mut o = ConnectOptions::new("");
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
+    o.server_wait = o.timeout;
     drop(Client::connect_libqb(&name, &o).expect("connect to qb_echo_server"));
     let fin =
         Helper::spawn(client_bin, &["--name", &name, "--id", "42", "hello, libqb"]).wait(EXIT);

@@ -66,6 +66,7 @@ fn opts() -> ConnectOptions {
     let mut o = ConnectOptions::new("");
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(10);
+    o.server_wait = o.timeout;
     o
 }
 

@@ -381,6 +381,7 @@ fn client(mode: &str, name: &str, size: &str, count: &str) -> ExitCode {
     o.max_message = (size as u32).max(65_536);
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(10);
+    o.server_wait = o.timeout;
     let mut c = match Client::connect_libqb(name, &o) {
         Ok(c) => c,
         Err(e) => {

@@ -174,6 +174,7 @@ impl RingLink {
         opts.max_message = u32::try_from(max_message)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message size too large"))?;
         opts.timeout = timeout;
+        opts.server_wait = opts.timeout;
         opts.wait_for_server = true;
         let client = Client::connect(&ServiceAddr::named(name), &opts).map_err(io_err)?;
         if client.transport() != opts.transport {

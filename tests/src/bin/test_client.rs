@@ -163,6 +163,7 @@ fn connect(a: &Args) -> Result<Client, Error> {
     let mut o = ConnectOptions::new(ipc::PROTOCOL);
     o.wait_for_server = true;
     o.timeout = Duration::from_secs(60);
+    o.server_wait = o.timeout;
     o.max_message = a.max_message;
     o.transport = ringlink_tests::transport::from_env();
     Client::connect(&a.addr, &o)
@@ -584,6 +585,7 @@ fn load(
                 let mut o = ConnectOptions::new(ipc::PROTOCOL);
                 o.wait_for_server = true;
                 o.timeout = Duration::from_secs(60);
+                o.server_wait = o.timeout;
                 o.max_message = max;
                 o.transport = ringlink_tests::transport::from_env();
                 let c = Client::connect(&addr, &o);
