@@ -4,6 +4,7 @@
 //! over Unix sockets.
 #![deny(unsafe_code)]
 
+pub mod activation;
 mod addr;
 mod error;
 pub mod fdpass;

@@ -17,6 +17,7 @@ use ringlink_common::qb::QbTransport;
 use ringlink_common::wire::MsgHeader;
 use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
 
+use crate::hooks::CloseReason;
 use crate::remote::Remote;
 
 /// A client connection: cheap to clone, `Send + Sync`. Responses and
@@ -48,6 +49,8 @@ struct ConnInner {
     /// the connection's socket, and tells them here.
     wakeups: Wakeups,
     libqb: Option<QbTransport>,
+    /// Why it closed, once it has.
+    close_reason: Mutex<Option<CloseReason>>,
 }
 
 /// What a new connection is.
@@ -173,6 +176,7 @@ impl Connection {
                 remote,
                 counters: Counters::default(),
                 wakeups: Wakeups::default(),
+                close_reason: Mutex::new(None),
             }),
         }
     }
@@ -351,6 +355,16 @@ impl Connection {
             seq: 0,
         };
         self.send(Out::Event, h, &[IoSlice::new(payload)], Some(timeout))
+    }
+
+    /// Why the connection closed: `None` while it is open; set before
+    /// `Handler::connection_closed` runs.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.inner.close_reason.lock()
+    }
+
+    pub(crate) fn set_close_reason(&self, reason: CloseReason) {
+        self.inner.close_reason.lock().get_or_insert(reason);
     }
 
     /// Closes the connection from the server side. Takes effect on the

@@ -42,6 +42,11 @@ pub(crate) struct Conn {
     /// cold connection has its wake-up armed and comes back through
     /// epoll.
     hot: bool,
+    /// Requests delivered, and that count when the idle timer last
+    /// looked, and how many of its looks in a row found it unchanged.
+    received: u64,
+    idle_mark: u64,
+    idle_looks: u32,
 }
 
 /// The live connections.
@@ -118,6 +123,10 @@ impl Connections {
             side,
             parked: false,
             hot: false,
+            received: 0,
+            // The first look counts as activity: the time runs from it.
+            idle_mark: u64::MAX,
+            idle_looks: 0,
         };
         if registered.is_err() {
             let _ = epoll.delete(&*conn.sock);
@@ -168,6 +177,22 @@ impl Connections {
         waiting
     }
 
+    /// The idle timer's look: a connection that delivered no request in
+    /// `looks` looks in a row is added to `dead`, as idle.
+    pub(crate) fn look_for_idle(&mut self, looks: u32, dead: &mut Vec<(usize, Closing)>) {
+        for (slot, c) in self.conns.iter_mut() {
+            if c.received != c.idle_mark {
+                c.idle_mark = c.received;
+                c.idle_looks = 0;
+            } else {
+                c.idle_looks += 1;
+                if c.idle_looks >= looks {
+                    dead.push((slot, Closing::Idle));
+                }
+            }
+        }
+    }
+
     /// Puts every connection in the sweep's list (requests queued while
     /// the rate limit was `Off` signalled no one).
     pub(crate) fn make_all_hot(&mut self) {
@@ -203,6 +228,7 @@ impl Connections {
                     Ok(None) => break,
                     Ok(Some(incoming)) => match flow::answer_fits(&conn.handle, &mut conn.parked) {
                         Ok(true) => {
+                            conn.received += 1;
                             deliver(&conn.handle, incoming.header(), incoming.payload());
                             incoming.release();
                             did = true;
@@ -211,12 +237,12 @@ impl Connections {
                         Ok(false) => break,
                         Err(closing) => Some(closing),
                     },
-                    Err(TryRecvError::Closed) => Some(Closing::Clean),
+                    Err(TryRecvError::Closed) => Some(Closing::Left),
                     Err(TryRecvError::Violation(v)) => Some(v.into()),
                     Err(TryRecvError::Io(e)) => {
                         Some(Closing::Fault(FaultKind::SocketError(e.kind())))
                     }
-                    Err(_) => Some(Closing::Clean),
+                    Err(_) => Some(Closing::Left),
                 };
                 if let Some(closing) = closing {
                     dead.push((slot, closing));
@@ -270,7 +296,7 @@ impl Connections {
     pub(crate) fn on_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
         let c = self.conns.get_mut(slot)?;
         match stream::read_out(&c.sock) {
-            Drained::Gone => Some(Closing::Clean),
+            Drained::Gone => Some(Closing::Left),
             Drained::Bytes(_) if c.side.wakes_on_stream() => {
                 // A wake-up: look at its rings again, both ways, and tell
                 // the threads waiting for room in them.
@@ -280,7 +306,7 @@ impl Connections {
                 None
             }
             Drained::Bytes(_) => Some(Violation::DataOnStream.into()),
-            Drained::Nothing if hung_up => Some(Closing::Clean),
+            Drained::Nothing if hung_up => Some(Closing::Left),
             Drained::Nothing => None,
             Drained::Failed => Some(Closing::Fault(FaultKind::SocketError(io::ErrorKind::Other))),
         }

@@ -76,7 +76,7 @@ pub(crate) fn answer_fits(handle: &Connection, parked: &mut bool) -> Result<bool
                 Ok(true) => return Ok(true),
                 Ok(false) => {}
                 Err(TrySendError::Violation(v)) => return Err(v.into()),
-                Err(_) => return Err(Closing::Clean),
+                Err(_) => return Err(Closing::Left),
             }
             if tx.prepare_sleep() {
                 *parked = true;

@@ -105,11 +105,71 @@ impl fmt::Display for Fault<'_> {
 /// Why a connection is to be closed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Closing {
-    /// No fault: the client left (closed its socket or its rings) or
-    /// died, or the server disconnected it.
-    Clean,
+    /// The client closed its socket or its rings: it disconnected,
+    /// exited or died.
+    Left,
+    /// [`Connection::disconnect`].
+    Disconnected,
+    /// It sent nothing for the idle timeout.
+    Idle,
+    /// The service shut down.
+    Shutdown,
     /// It broke the protocol, or its socket failed.
     Fault(FaultKind),
+}
+
+impl Closing {
+    /// What the application is told.
+    pub(crate) fn reason(self) -> CloseReason {
+        match self {
+            Closing::Left => CloseReason::ClientLeft,
+            Closing::Disconnected => CloseReason::Disconnected,
+            Closing::Idle => CloseReason::Idle,
+            Closing::Shutdown => CloseReason::Shutdown,
+            Closing::Fault(FaultKind::Violation(v)) => CloseReason::Violation(v),
+            Closing::Fault(
+                FaultKind::SocketError(k)
+                | FaultKind::AcceptFailed(k)
+                | FaultKind::ChannelsFailed(k),
+            ) => CloseReason::SocketError(k),
+        }
+    }
+}
+
+/// Why a connection ended ([`Connection::close_reason`], known from
+/// `connection_closed` on; miniRPC tells its close callback the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client closed its end: it disconnected, exited, or died (the
+    /// kernel does not tell these apart).
+    ClientLeft,
+    /// The server closed it ([`Connection::disconnect`], from a handler
+    /// or any thread).
+    Disconnected,
+    /// The client broke the protocol (also reported to the error hook).
+    Violation(Violation),
+    /// A system call failed on the client's socket (also reported to the
+    /// error hook).
+    SocketError(io::ErrorKind),
+    /// The client sent nothing for
+    /// [`ServiceOptions::idle_timeout`](crate::ServiceOptions::idle_timeout).
+    Idle,
+    /// The service shut down (the end of `Service::run`, or `close_all`).
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClientLeft => f.write_str("the client left"),
+            CloseReason::Disconnected => f.write_str("disconnected by the server"),
+            CloseReason::Violation(v) => write!(f, "protocol violation: {v}"),
+            CloseReason::SocketError(k) => write!(f, "error on the client socket: {k}"),
+            CloseReason::Idle => f.write_str("idle for longer than the idle timeout"),
+            CloseReason::Shutdown => f.write_str("the service shut down"),
+        }
+    }
 }
 
 impl From<Violation> for Closing {

@@ -32,7 +32,7 @@ pub use connection::Connection;
 pub use control::{ControlHandle, ShutdownHandle};
 pub use dispatch::Dispatch;
 pub use handler::{Handler, Reject, Request, RingAuth};
-pub use hooks::{Fault, FaultKind, Trace, TraceStage};
+pub use hooks::{CloseReason, Fault, FaultKind, Trace, TraceStage};
 pub use options::ServiceOptions;
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
 pub use ringlink_common::{

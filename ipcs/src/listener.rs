@@ -112,6 +112,23 @@ impl Listener {
         Ok(l)
     }
 
+    /// Serves ringlink's clients on `sock`, a listening socket someone
+    /// else made (checked by the caller), registered in `epoll` with
+    /// `token`. Its file, if it has one, is not ours to remove.
+    pub(crate) fn adopt(sock: UnixListener, epoll: &Epoll, token: u64) -> io::Result<Listener> {
+        sock.set_nonblocking(true)?;
+        let l = Listener {
+            sock,
+            dialect: Dialect::Ringlink,
+            file: None,
+            token,
+            listening: true,
+            advertised: true,
+        };
+        epoll.add(&l.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        Ok(l)
+    }
+
     /// Whose clients it takes.
     pub(crate) fn dialect(&self) -> &Dialect {
         &self.dialect

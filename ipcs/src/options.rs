@@ -49,8 +49,19 @@ pub struct ServiceOptions {
     /// Permissions of a filesystem socket (ignored for abstract names).
     /// Default 0o600.
     pub socket_mode: u32,
-    /// Time a client has to complete the handshake. Default 5 s.
+    /// Time a client has to complete the handshake. Default 5 s
+    /// (`Duration::MAX`: no limit).
     pub handshake_timeout: Duration,
+    /// Disconnects a client that has sent no request for this long
+    /// (lwmsg's `LWMSG_TIMEOUT_IDLE`), with
+    /// [`CloseReason::Idle`](crate::CloseReason::Idle). Counted in
+    /// quarters: a connection goes between this and 1.25 times this after
+    /// its last request. Busy connections pay nothing for it (no clock is
+    /// read per message; a timer looks at a counter each quarter, while
+    /// there are connections). A client that only receives events sends
+    /// nothing: give such clients a longer timeout, or have them send.
+    /// Default `None`.
+    pub idle_timeout: Option<Duration>,
     /// How long the loop keeps polling the rings after its last piece of
     /// work before it sleeps in epoll. Default
     /// [`ringlink_ringbuf::DEFAULT_SPIN`].
@@ -90,6 +101,7 @@ impl Default for ServiceOptions {
             backlog: 128,
             socket_mode: 0o600,
             handshake_timeout: Duration::from_secs(5),
+            idle_timeout: None,
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             transport: Transport::Shm,
             ring_dir: None,

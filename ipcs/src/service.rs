@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ const HANDSHAKE: u64 = 3 << 56;
 const TIMER: u64 = 7 << 56;
 const FOREIGN: u64 = 8 << 56;
 const TICK: u64 = 9 << 56;
+const IDLE: u64 = 10 << 56;
 const KIND: u64 = 0xff << 56;
 
 /// How often a busy loop (one that never sleeps) still looks at epoll:
@@ -116,22 +117,34 @@ pub struct Service<H: Handler> {
     /// room without a word (libqb's) waits for room: in the epoll set, so
     /// that a service driven from another loop is woken too.
     tick: Tick,
+    /// With an idle timeout: fires every quarter of it while there are
+    /// connections (`ServiceOptions::idle_timeout`).
+    idle: Option<Tick>,
 }
 
-/// A timerfd in the loop's epoll set, armed while needed.
+/// A periodic timerfd in the loop's epoll set, armed while needed.
 struct Tick {
     fd: TimerFd,
+    period: Duration,
     armed: bool,
 }
 
+/// How many looks of the idle timer without a request make a connection
+/// idle: the timer fires every `idle_timeout / IDLE_LOOKS`.
+const IDLE_LOOKS: u32 = 4;
+
 impl Tick {
-    fn new(epoll: &Epoll) -> io::Result<Tick> {
+    fn new(epoll: &Epoll, token: u64, period: Duration) -> io::Result<Tick> {
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
-        epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TICK))?;
-        Ok(Tick { fd, armed: false })
+        epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        Ok(Tick {
+            fd,
+            period: period.max(Duration::from_micros(1)),
+            armed: false,
+        })
     }
 
     /// Armed (periodic) or not.
@@ -141,7 +154,7 @@ impl Tick {
         }
         let done = if on {
             self.fd.set(
-                Expiration::Interval(TimeSpec::from_duration(QUIET_POLL)),
+                Expiration::Interval(TimeSpec::from_duration(self.period)),
                 TimerSetTimeFlags::empty(),
             )
         } else {
@@ -202,7 +215,17 @@ impl<H: Handler> Service<H> {
         let ring_dir = opts.ring_dir.clone().map(RingDir::new).transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let remote = Arc::new(Remote::new()?);
-        let tick = Tick::new(&epoll)?;
+        let tick = Tick::new(&epoll, TICK, QUIET_POLL)?;
+        let idle = opts
+            .idle_timeout
+            .map(|t| {
+                Tick::new(
+                    &epoll,
+                    IDLE,
+                    (t / IDLE_LOOKS).min(Duration::from_secs(1 << 30)),
+                )
+            })
+            .transpose()?;
         epoll
             .add(
                 remote.waker_fd(),
@@ -232,6 +255,7 @@ impl<H: Handler> Service<H> {
             woken: false,
             dead: Vec::new(),
             tick,
+            idle,
         })
     }
 
@@ -348,6 +372,73 @@ impl<H: Handler> Service<H> {
         for l in &mut self.listeners {
             l.advertise(true, &self.epoll);
         }
+    }
+
+    /// Creates a service that takes its clients from `listener`, a
+    /// listening Unix stream socket someone else bound (lwmsg's
+    /// `lwmsg_peer_add_listen_fd`; a parent process, a supervisor). See
+    /// [`add_listener`](Self::add_listener).
+    ///
+    /// # Errors
+    ///
+    /// As [`add_listener`](Self::add_listener), and as
+    /// [`unbound`](Self::unbound).
+    pub fn from_listener(
+        listener: UnixListener,
+        protocol: &str,
+        opts: ServiceOptions,
+        handler: H,
+    ) -> Result<Service<H>> {
+        let mut service = Service::unbound(protocol, opts, handler)?;
+        service.add_listener(listener)?;
+        Ok(service)
+    }
+
+    /// Also takes ringlink's clients from `listener`, a listening Unix
+    /// stream socket someone else bound, beside the service's other
+    /// listeners. It is made non-blocking and close-on-exec; a socket
+    /// file it is bound to stays (it is not this service's to remove).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if it is not a listening Unix stream socket;
+    /// [`Error::Io`] if it cannot be registered.
+    pub fn add_listener(&mut self, listener: UnixListener) -> Result<()> {
+        let listener = ringlink_common::activation::unix_listener(listener.into())?;
+        let token = LISTENER | self.listeners.len() as u64;
+        let l = Listener::adopt(listener, &self.epoll, token)?;
+        self.listeners.push(l);
+        Ok(())
+    }
+
+    /// Takes the listening sockets the service manager passed to this
+    /// process (systemd's socket activation: `LISTEN_PID`, `LISTEN_FDS`,
+    /// fds from 3 on, `sd_listen_fds(3)`), as
+    /// [`add_listener`](Self::add_listener) would, so that the service
+    /// can be started on demand. Returns how many; 0 if the process was
+    /// not socket-activated, or the fds were already taken in this
+    /// process. Every fd is checked before any is used.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if one of them is not a listening Unix stream
+    /// socket (all of them are then closed); `InvalidData` for a corrupt
+    /// `LISTEN_FDS`.
+    pub fn listen_activated(&mut self) -> Result<usize> {
+        let Some(fds) = ringlink_common::activation::take_listen_fds()? else {
+            return Ok(0);
+        };
+        let listeners = fds
+            .into_iter()
+            .map(|f| ringlink_common::activation::unix_listener(f.fd))
+            .collect::<io::Result<Vec<_>>>()?;
+        let n = listeners.len();
+        for l in listeners {
+            let token = LISTENER | self.listeners.len() as u64;
+            let l = Listener::adopt(l, &self.epoll, token)?;
+            self.listeners.push(l);
+        }
+        Ok(n)
     }
 
     /// Also serves libqb clients (programs linked with libqb, calling
@@ -555,6 +646,7 @@ impl<H: Handler> Service<H> {
                     let quiet = self.conns.poll_quiet(true);
                     self.tick.set(quiet);
                 }
+                IDLE => self.look_for_idle(),
                 FOREIGN => self.sources.fire_fd(slot, flags, &self.epoll),
                 CONN_SOCK => {
                     let hung_up = flags.intersects(
@@ -617,7 +709,7 @@ impl<H: Handler> Service<H> {
         }
         for (id, slot, violation) in self.remote.take_disconnects() {
             if self.conns.holds(slot, id) {
-                self.close_conn(slot, violation.map_or(Closing::Clean, Closing::from));
+                self.close_conn(slot, violation.map_or(Closing::Disconnected, Closing::from));
             }
         }
     }
@@ -806,8 +898,24 @@ impl<H: Handler> Service<H> {
             return self.resume_listener();
         }
         self.registry.lock().insert(made.id, handle.clone());
+        if let Some(idle) = &mut self.idle {
+            idle.set(true);
+        }
         self.handler.connection_created(&handle);
         self.resume_listener();
+    }
+
+    /// The idle timer fired: connections that sent nothing for the idle
+    /// timeout are closed; with none left, the timer stops.
+    fn look_for_idle(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        let _ = idle.fd.wait();
+        self.conns.look_for_idle(IDLE_LOOKS, &mut self.dead);
+        while let Some((slot, closing)) = self.dead.pop() {
+            self.close_conn(slot, closing);
+        }
     }
 
     /// A libqb client's request: refused (with libqb's errno), or its
@@ -933,11 +1041,17 @@ impl<H: Handler> Service<H> {
         // promises), and a thread blocked sending wakes.
         conn.close();
         let handle = conn.handle.clone();
+        handle.set_close_reason(closing.reason());
         self.registry.lock().remove(&handle.id());
         self.handler.connection_closed(&handle);
         conn.release();
         self.remote.count_closed();
         self.handler.connection_destroyed(&handle);
+        if self.conns.len() == 0 {
+            if let Some(idle) = &mut self.idle {
+                idle.set(false);
+            }
+        }
         self.resume_listener();
     }
 
@@ -949,7 +1063,7 @@ impl<H: Handler> Service<H> {
 
     pub(crate) fn close_all(&mut self) {
         for slot in 0..self.conns.slots() {
-            self.close_conn(slot, Closing::Clean);
+            self.close_conn(slot, Closing::Shutdown);
         }
         for slot in 0..self.handshakes.slots() {
             if let Some(ended) = self.handshakes.end(slot, &self.epoll) {

@@ -71,6 +71,14 @@ impl<T> Slab<T> {
             .enumerate()
             .filter_map(|(i, v)| Some((i, v.as_ref()?)))
     }
+
+    /// The items, mutably, with their slots.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.items
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i, v.as_mut()?)))
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! test_server (--name NAME | --path PATH) [--mode OCTAL]
 //!             [--max-message N] [--min-message N] [--max-clients N]
 //!             [--reject-uid UID] [--event-on-create] [--probe-closed-send]
-//!             [--spin-us N] [--handshake-timeout-ms N] [--max-handshakes N]
+//!             [--spin-us N] [--handshake-timeout-ms N] [--idle-timeout-ms N]
+//!             [--max-handshakes N]
 //!             [--log-faults] [--max-per-uid N] [--max-per-pid N]
 //!             [--fd-limit N] [--keep-fd-limit]
 //!             [--ring-dir DIR [--ring-to-client] [--ring-mode OCTAL]]
@@ -17,6 +18,10 @@
 //! `--libqb NAME` also serves libqb's clients on libqb service name NAME
 //! (`Service::listen_libqb`), with the same handler, over libqb's shared
 //! memory or, with `--libqb-transport socket`, its sockets.
+//!
+//! `--activated` takes its listening socket from the service manager
+//! (`Service::listen_activated`; the tests' `activate` plays systemd)
+//! instead of binding ADDR.
 //!
 //! `--log-faults` installs an error hook (`Service::set_error_hook`) that
 //! prints `fault conn=ID what` on stdout for every protocol violation the
@@ -45,6 +50,10 @@
 //! - `faults`: `faults N` followed by ` | conn=ID what` for each fault the
 //!   error hook saw (`--log-faults`; `conn=-` when it names no
 //!   connection);
+//! - `closes`: `closes N` followed by ` | ID REASON` for each closed
+//!   connection, with the `Connection::close_reason` its
+//!   `connection_closed` saw (`left`, `disconnected`, `idle`,
+//!   `shutdown`, `violation`, `socket-error`);
 //! - `disconnect-all`: disconnects every live connection from this (not
 //!   the loop's) thread; answers `ok N`;
 //! - `farewell-all`: for every live connection, from this thread:
@@ -65,7 +74,8 @@
 //!   other end; answers `ok` once adopted (`error ...` otherwise);
 //! - `shutdown`: stops the service; answers `ok`. The process then prints
 //!   `final key=value...` (the statistics after every connection was
-//!   closed) and each violation on stdout, and exits 0.
+//!   closed), `closed ID REASON` for each closed connection (as
+//!   `closes`) and each violation on stdout, and exits 0.
 //!
 //! End of stream on the socket (the test died) also shuts it down.
 
@@ -79,8 +89,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use ringlink_ipcs::{
-    Connection, ControlHandle, Credentials, Error, Handler, Interest, RateLimit, Reject, Request,
-    RingAuth, Service, ServiceAddr, ServiceOptions,
+    CloseReason, Connection, ControlHandle, Credentials, Error, Handler, Interest, RateLimit,
+    Reject, Request, RingAuth, Service, ServiceAddr, ServiceOptions,
 };
 use ringlink_tests::ipc::{self, id, Burst, Defer};
 use ringlink_tests::lines::Lines;
@@ -105,8 +115,10 @@ struct Args {
     probe_closed_send: bool,
     spin_us: Option<u64>,
     handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     max_handshakes: Option<usize>,
     log_faults: bool,
+    activated: bool,
     as_uid: Option<u32>,
     as_gid: Option<u32>,
     ring_dir: Option<String>,
@@ -134,6 +146,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--ring-to-client" {
             a.ring_to_client = true;
+            continue;
+        }
+        if flag == "--activated" {
+            a.activated = true;
             continue;
         }
         if flag == "--log-faults" {
@@ -170,6 +186,7 @@ fn parse_args() -> Result<Args, String> {
             "--reject-uid" => a.reject_uid = Some(n()? as u32),
             "--spin-us" => a.spin_us = Some(n()?),
             "--handshake-timeout-ms" => a.handshake_timeout_ms = Some(n()?),
+            "--idle-timeout-ms" => a.idle_timeout_ms = Some(n()?),
             "--max-handshakes" => a.max_handshakes = Some(n()? as usize),
             "--max-per-uid" => a.max_per_uid = Some(n()? as usize),
             "--max-per-pid" => a.max_per_pid = Some(n()? as usize),
@@ -181,6 +198,9 @@ fn parse_args() -> Result<Args, String> {
     }
     Ok(a)
 }
+
+/// How many close reasons the server keeps (the last ones).
+const CLOSES_KEPT: usize = 256;
 
 /// Where a connection is in its documented life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +247,10 @@ struct State {
     /// What the error hook reported (`--log-faults`): connection id and
     /// reason.
     faults: Mutex<Vec<(Option<u64>, String)>>,
+    /// The last [`CLOSES_KEPT`] closed connections' ids and
+    /// `Connection::close_reason`s, as `connection_closed` saw them (room
+    /// made at the start: the tests count the server's mappings).
+    closes: Mutex<std::collections::VecDeque<(u64, &'static str)>>,
 }
 
 /// Per-connection context.
@@ -558,6 +582,28 @@ impl Handler for TestHandler {
 
     fn connection_closed(&self, conn: &Connection) {
         bump(&self.st.closed);
+        let reason = match conn.close_reason() {
+            Some(CloseReason::ClientLeft) => "left",
+            Some(CloseReason::Disconnected) => "disconnected",
+            Some(CloseReason::Idle) => "idle",
+            Some(CloseReason::Shutdown) => "shutdown",
+            Some(CloseReason::Violation(_)) => "violation",
+            Some(CloseReason::SocketError(_)) => "socket-error",
+            Some(_) => "other",
+            None => {
+                self.st.violation(format!(
+                    "conn {}: no close reason in connection_closed",
+                    conn.id()
+                ));
+                "none"
+            }
+        };
+        let mut closes = self.st.closes.lock().unwrap_or_else(|e| e.into_inner());
+        if closes.len() == CLOSES_KEPT {
+            closes.pop_front();
+        }
+        closes.push_back((conn.id(), reason));
+        drop(closes);
         match self.st.phase(conn.id()) {
             Some(Phase::Created) => self.st.set_phase(conn.id(), Some(Phase::Closed)),
             other => self
@@ -785,6 +831,14 @@ fn control(
                     let v = st.violations.lock().unwrap_or_else(|e| e.into_inner());
                     format!("violations {}", v.join(" | "))
                 }
+                "closes" => {
+                    let c = st.closes.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut answer = format!("closes {}", c.len());
+                    for (id, why) in c.iter() {
+                        answer.push_str(&format!(" | {id} {why}"));
+                    }
+                    answer
+                }
                 "faults" => {
                     let f = st.faults.lock().unwrap_or_else(|e| e.into_inner());
                     let mut answer = format!("faults {}", f.len());
@@ -865,6 +919,9 @@ fn run() -> Result<(), String> {
     if let Some(ms) = args.handshake_timeout_ms {
         opts.handshake_timeout = Duration::from_millis(ms);
     }
+    if let Some(ms) = args.idle_timeout_ms {
+        opts.idle_timeout = Some(Duration::from_millis(ms));
+    }
     if let Some(n) = args.max_handshakes {
         opts.max_handshakes = n;
     }
@@ -885,10 +942,25 @@ fn run() -> Result<(), String> {
         ring_mode: args.ring_mode,
         event_on_create: args.event_on_create,
         probe_closed_send: args.probe_closed_send,
+        closes: Mutex::new(std::collections::VecDeque::with_capacity(CLOSES_KEPT)),
         ..State::default()
     });
     let handler = TestHandler { st: st.clone() };
-    let mut service = match Service::bind(addr.clone(), ipc::PROTOCOL, opts, handler) {
+    let made = if args.activated {
+        // Socket-activated (`activate`): the socket at ADDR is fd 3.
+        Service::unbound(ipc::PROTOCOL, opts, handler).and_then(|mut s| {
+            match s.listen_activated()? {
+                0 => Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not socket-activated",
+                ))),
+                _ => Ok(s),
+            }
+        })
+    } else {
+        Service::bind(addr.clone(), ipc::PROTOCOL, opts, handler)
+    };
+    let mut service = match made {
         Ok(s) => s,
         Err(e) => {
             let kind = match &e {
@@ -989,6 +1061,9 @@ fn run() -> Result<(), String> {
     }
     drop(service);
     println!("final {}", st.stats(handle.connections().len()));
+    for (id, why) in st.closes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        println!("closed {id} {why}");
+    }
     for v in st
         .violations
         .lock()
