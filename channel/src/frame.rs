@@ -26,6 +26,7 @@ pub fn read_header(
         channel,
         error,
     })?;
+    check_flags(&h, by, channel)?;
     if h.size as usize > max {
         return Err(Violation::OverMaximum {
             by,
@@ -35,6 +36,24 @@ pub fn read_header(
         });
     }
     Ok(h)
+}
+
+/// Flags are a request's: a response or an event with any is a
+/// violation (`MsgHeader::decode` has refused unknown flags already).
+///
+/// # Errors
+///
+/// [`Violation::BadHeader`] with [`WireError::Reserved`].
+#[inline]
+pub fn check_flags(h: &MsgHeader, by: Peer, channel: Channel) -> Result<(), Violation> {
+    if h.flags != 0 && channel != Channel::Request {
+        return Err(Violation::BadHeader {
+            by,
+            channel,
+            error: WireError::Reserved,
+        });
+    }
+    Ok(())
 }
 
 /// The payload of a whole message whose header was read.
@@ -54,6 +73,7 @@ mod tests {
             id: 1,
             size: 10,
             error: 0,
+            flags: 0,
             seq: 3,
         }
         .encode_into(&mut rec);
@@ -77,5 +97,29 @@ mod tests {
             Err(Violation::BadHeader { .. })
         ));
         assert_eq!(payload(&rec).len(), 10);
+    }
+
+    #[test]
+    fn only_requests_carry_flags() {
+        let mut rec = vec![0u8; MSG_HEADER_LEN];
+        MsgHeader {
+            id: 1,
+            size: 0,
+            error: 0,
+            flags: ringlink_common::wire::FLAG_ONE_WAY,
+            seq: 0,
+        }
+        .encode_into(&mut rec);
+        assert!(read_header(&rec, 10, Peer::Client, Channel::Request).is_ok_and(|h| h.is_one_way()));
+        for channel in [Channel::Response, Channel::Event] {
+            assert_eq!(
+                read_header(&rec, 10, Peer::Server, channel),
+                Err(Violation::BadHeader {
+                    by: Peer::Server,
+                    channel,
+                    error: WireError::Reserved
+                })
+            );
+        }
     }
 }

@@ -522,6 +522,8 @@ impl SocketReceiver {
         match self.rx.fill() {
             Ok(()) => {
                 let (header, _) = self.rx.message().expect("filled");
+                crate::frame::check_flags(&header, self.peer, self.channel)
+                    .map_err(crate::error::TryRecvError::Violation)?;
                 Ok(Some((header, &mut self.rx)))
             }
             Err(RecvError::Empty) => {
@@ -582,6 +584,7 @@ mod tests {
             id: 7,
             size: size as u32,
             error: 0,
+            flags: 0,
             seq,
         }
     }

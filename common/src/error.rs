@@ -41,6 +41,9 @@ pub enum Error {
         /// Payload length of the message waiting.
         needed: usize,
     },
+    /// A response to a one-way request (sequence number 0), which the
+    /// client does not wait for; nothing was sent.
+    OneWay,
 }
 
 impl Error {
@@ -50,7 +53,8 @@ impl Error {
     /// `EMSGSIZE` (too large), `ENOTCONN` (disconnected), `ETIMEDOUT`,
     /// `ENOBUFS` (the buffer is too small; unlike libqb's client, which
     /// then marks itself disconnected, ringlink keeps the message and the
-    /// connection), `ECONNREFUSED` (no server), a refusal's
+    /// connection), `EINVAL` (a response to a one-way request),
+    /// `ECONNREFUSED` (no server), a refusal's
     /// [`Status::errno`], `EBADMSG` (a protocol violation), and an I/O
     /// error's own errno (`EIO` if it has none).
     pub fn errno(&self) -> i32 {
@@ -64,6 +68,7 @@ impl Error {
             Error::WouldBlock => libc::EAGAIN,
             Error::MessageTooLarge { .. } => libc::EMSGSIZE,
             Error::BufferTooSmall { .. } => libc::ENOBUFS,
+            Error::OneWay => libc::EINVAL,
         }
     }
 
@@ -92,6 +97,7 @@ impl fmt::Display for Error {
             Error::BufferTooSmall { needed } => {
                 write!(f, "buffer too small: the message is {needed} bytes")
             }
+            Error::OneWay => f.write_str("the request was one-way: it takes no response"),
         }
     }
 }
@@ -129,7 +135,7 @@ impl From<Error> for io::Error {
             Error::Disconnected => io::ErrorKind::BrokenPipe,
             Error::TimedOut => io::ErrorKind::TimedOut,
             Error::WouldBlock => io::ErrorKind::WouldBlock,
-            Error::MessageTooLarge { .. } | Error::BufferTooSmall { .. } => {
+            Error::MessageTooLarge { .. } | Error::BufferTooSmall { .. } | Error::OneWay => {
                 io::ErrorKind::InvalidInput
             }
         };
@@ -161,6 +167,7 @@ mod tests {
             (Error::Rejected(Status::ProcessQuota), libc::EDQUOT),
             (Error::Rejected(Status::Resources), libc::ENOMEM),
             (Error::NoServer, libc::ECONNREFUSED),
+            (Error::OneWay, libc::EINVAL),
             (io(libc::EPIPE), libc::EPIPE),
             (Error::Io(io::Error::other("no errno")), libc::EIO),
         ];

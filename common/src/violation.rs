@@ -443,7 +443,7 @@ mod tests {
         };
         assert_eq!(
             v.to_string(),
-            "bad response header from the server: reserved field is not zero"
+            "bad response header from the server: reserved field or unknown flag is not zero"
         );
         use std::error::Error as _;
         assert!(v.source().is_some());

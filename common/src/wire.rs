@@ -10,12 +10,19 @@ use std::fmt;
 
 /// Version of the handshake and message-header layout.
 ///
-/// Version 2 (this one) passes no eventfds: wake-ups travel as bytes on
+/// Version 3 (this one) gives the message header's word at offset 12 a
+/// meaning: flags, of which [`FLAG_ONE_WAY`] marks a request that takes
+/// no response. Version 2 passed no eventfds: wake-ups travel as bytes on
 /// the connection's stream socket, each process holding its own end, so
 /// that no fd whose open file description both processes share is ever
-/// written or read (see `docs/PROTOCOL.md`). A version-1 peer is refused
-/// with [`Status::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// written or read (see `docs/PROTOCOL.md`). Peers of other versions are
+/// refused with [`Status::VersionMismatch`].
+pub const PROTOCOL_VERSION: u16 = 3;
+/// Message header flag: a one-way request (Legato's `le_msg_Send`), which
+/// takes no response. It carries sequence number 0.
+pub const FLAG_ONE_WAY: u32 = 1;
+/// Every flag this version defines.
+pub const KNOWN_FLAGS: u32 = FLAG_ONE_WAY;
 /// First four bytes of a [`ConnectRequest`] (`"RLq1"`).
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"RLq1");
 /// First four bytes of a [`ConnectResponse`] (`"RLr1"`).
@@ -85,8 +92,12 @@ pub enum WireError {
     ProtocolId,
     /// Unknown status code.
     Status(u16),
-    /// A reserved field is not zero.
+    /// A reserved field is not zero, or a flag this version does not
+    /// define is set.
     Reserved,
+    /// A one-way message with a sequence number (one-way requests carry
+    /// 0: nothing answers them).
+    OneWaySeq,
     /// The size in a message header disagrees with the record's length.
     Size,
     /// A ring path prefix longer than [`MAX_RING_PATH`].
@@ -105,7 +116,8 @@ impl fmt::Display for WireError {
             WireError::Transport(t) => write!(f, "unknown transport {t}"),
             WireError::ProtocolId => f.write_str("malformed protocol id"),
             WireError::Status(s) => write!(f, "unknown status {s}"),
-            WireError::Reserved => f.write_str("reserved field is not zero"),
+            WireError::Reserved => f.write_str("reserved field or unknown flag is not zero"),
+            WireError::OneWaySeq => f.write_str("one-way message with a sequence number"),
             WireError::Size => f.write_str("message size disagrees with its record"),
             WireError::Path => f.write_str("malformed name or path"),
             WireError::PathLength(n) => {
@@ -453,13 +465,15 @@ impl Confirm {
 /// The header at the start of every message record in a ring.
 ///
 /// ```text
-/// 0 i32 id   4 u32 size   8 i32 error   12 u32 reserved (0)   16 u64 seq
+/// 0 i32 id   4 u32 size   8 i32 error   12 u32 flags   16 u64 seq
 /// ```
 ///
 /// `id` is the application's message id; `size` the payload bytes that
 /// follow; `error` is 0 except in responses, where the server may put an
-/// error code; `seq` numbers requests (from 1, per connection) and a
-/// response carries the `seq` of its request; events carry 0.
+/// error code; `flags` is 0 except [`FLAG_ONE_WAY`] on a one-way
+/// request; `seq` numbers requests (from 1, per connection; one-way
+/// requests carry 0 and take no number) and a response carries the `seq`
+/// of its request; events carry 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct MsgHeader {
     /// Application message id.
@@ -468,11 +482,19 @@ pub struct MsgHeader {
     pub size: u32,
     /// Error code (responses only; 0 otherwise).
     pub error: i32,
+    /// [`FLAG_ONE_WAY`] on a one-way request; 0 otherwise.
+    pub flags: u32,
     /// Sequence number tying a response to its request.
     pub seq: u64,
 }
 
 impl MsgHeader {
+    /// Whether this is a one-way request ([`FLAG_ONE_WAY`]).
+    #[inline]
+    pub fn is_one_way(&self) -> bool {
+        self.flags & FLAG_ONE_WAY != 0
+    }
+
     /// Writes the header into the first [`MSG_HEADER_LEN`] bytes of `out`.
     ///
     /// # Panics
@@ -484,7 +506,7 @@ impl MsgHeader {
         b[0..4].copy_from_slice(&self.id.to_le_bytes());
         b[4..8].copy_from_slice(&self.size.to_le_bytes());
         b[8..12].copy_from_slice(&self.error.to_le_bytes());
-        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
     }
 
@@ -511,7 +533,9 @@ impl MsgHeader {
     /// # Errors
     ///
     /// [`WireError::Length`] if the record is shorter than a header,
-    /// [`Size`](WireError::Size), [`Reserved`](WireError::Reserved).
+    /// [`Size`](WireError::Size), [`Reserved`](WireError::Reserved) (a
+    /// flag this version does not define),
+    /// [`OneWaySeq`](WireError::OneWaySeq).
     #[inline]
     pub fn decode(record: &[u8]) -> Result<MsgHeader, WireError> {
         if record.len() < MSG_HEADER_LEN {
@@ -523,10 +547,14 @@ impl MsgHeader {
             id: i32::from_le_bytes(record[0..4].try_into().expect("4 bytes")),
             size: u32_at(record, 4),
             error: i32::from_le_bytes(record[8..12].try_into().expect("4 bytes")),
+            flags: u32_at(record, 12),
             seq: u64_at(record, 16),
         };
-        if u32_at(record, 12) != 0 {
+        if h.flags & !KNOWN_FLAGS != 0 {
             return Err(WireError::Reserved);
+        }
+        if h.is_one_way() && h.seq != 0 {
+            return Err(WireError::OneWaySeq);
         }
         if h.size as usize != record.len() - MSG_HEADER_LEN {
             return Err(WireError::Size);
@@ -571,7 +599,8 @@ mod tests {
         );
         assert_eq!(bad(&|b| b[0] = b'X'), WireError::Magic);
         assert_eq!(bad(&|b| b[4] = 1), WireError::Version(1));
-        assert_eq!(bad(&|b| b[4] = 3), WireError::Version(3));
+        assert_eq!(bad(&|b| b[4] = 2), WireError::Version(2));
+        assert_eq!(bad(&|b| b[4] = 4), WireError::Version(4));
         assert_eq!(bad(&|b| b[6] = 9), WireError::Transport(9));
         assert_eq!(bad(&|b| b[14] = 1), WireError::Reserved);
         assert_eq!(bad(&|b| b[12] = 0), WireError::ProtocolId);
@@ -612,6 +641,7 @@ mod tests {
             id: -3,
             size: 5,
             error: 0,
+            flags: 0,
             seq: 42,
         };
         let mut rec = vec![0u8; MSG_HEADER_LEN + 5];
@@ -624,5 +654,36 @@ mod tests {
         assert_eq!(MsgHeader::decode(&rec[..10]), Err(WireError::Length));
         rec[13] = 1;
         assert_eq!(MsgHeader::decode(&rec), Err(WireError::Reserved));
+    }
+
+    #[test]
+    fn one_way_requests_carry_the_flag_and_no_sequence_number() {
+        let one_way = MsgHeader {
+            id: 7,
+            size: 0,
+            error: 0,
+            flags: FLAG_ONE_WAY,
+            seq: 0,
+        };
+        let mut rec = vec![0u8; MSG_HEADER_LEN];
+        one_way.encode_into(&mut rec);
+        assert_eq!(MsgHeader::decode(&rec), Ok(one_way));
+        assert!(MsgHeader::decode(&rec).is_ok_and(|h| h.is_one_way()));
+        // With a number: a lie.
+        MsgHeader { seq: 9, ..one_way }.encode_into(&mut rec);
+        assert_eq!(MsgHeader::decode(&rec), Err(WireError::OneWaySeq));
+        // Any other bit: not this version's.
+        for bit in 1..32 {
+            MsgHeader {
+                flags: 1 << bit,
+                ..one_way
+            }
+            .encode_into(&mut rec);
+            assert_eq!(
+                MsgHeader::decode(&rec),
+                Err(WireError::Reserved),
+                "bit {bit}"
+            );
+        }
     }
 }

@@ -261,9 +261,24 @@ impl AsyncClient {
         self.send_claiming(id, parts, false).await
     }
 
+    /// Sends a one-way request, awaiting room: see
+    /// [`Client::send_oneway`](crate::Client::send_oneway).
+    /// Cancellation-safe as [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_oneway(&self, id: i32, payload: &[u8]) -> Result<()> {
+        self.wait_for(Sleep::Space, |st| {
+            st.engine.try_send(id, &[IoSlice::new(payload)], true)
+        })
+        .await
+        .map(drop)
+    }
+
     async fn send_claiming(&self, id: i32, parts: &[IoSlice<'_>], claim: bool) -> Result<u64> {
         self.wait_for(Sleep::Space, |st| {
-            let seq = st.engine.try_send(id, parts)?;
+            let seq = st.engine.try_send(id, parts, false)?;
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
                 // cannot be filed as unclaimed before.

@@ -196,10 +196,55 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
+        self.send_with(id, parts, timeout, false)
+    }
+
+    /// Sends a one-way request (Legato's `le_msg_Send`): the server's
+    /// handler sees `Request::needs_response` false, and a response to it is
+    /// refused on the server (`Error::OneWay`), so nothing comes back to
+    /// read. It takes no sequence number. Waits up to `timeout` (`None`:
+    /// forever) for room, as [`send_timeout`](Self::send_timeout). Over a
+    /// libqb server, whose protocol has no such mark, it is a plain
+    /// request: the server decides whether to answer it.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_oneway(
+        &mut self,
+        id: i32,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.send_oneway_vectored(id, &[IoSlice::new(payload)], timeout)
+    }
+
+    /// [`send_oneway`](Self::send_oneway) of a payload made of several
+    /// slices.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_oneway_vectored(
+        &mut self,
+        id: i32,
+        parts: &[IoSlice<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.send_with(id, parts, timeout, true).map(drop)
+    }
+
+    fn send_with(
+        &mut self,
+        id: i32,
+        parts: &[IoSlice<'_>],
+        timeout: Option<Duration>,
+        one_way: bool,
+    ) -> Result<u64> {
         self.engine.check_send(parts)?;
         let deadline = deadline_after(timeout);
         loop {
-            if let Some(seq) = self.engine.try_send(id, parts)? {
+            if let Some(seq) = self.engine.try_send(id, parts, one_way)? {
                 return Ok(seq);
             }
             if expired(deadline, timeout) {

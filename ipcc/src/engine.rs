@@ -14,7 +14,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use ringlink_channel::set::ClientSide;
 use ringlink_channel::wait::{self, READABLE, WRITABLE};
 use ringlink_channel::TrySendError;
-use ringlink_common::wire::MsgHeader;
+use ringlink_common::wire::{MsgHeader, FLAG_ONE_WAY};
 use ringlink_common::{Error, Result, Transport, Violation};
 
 use crate::connect::Connected;
@@ -194,7 +194,16 @@ impl Engine {
     /// or flow control holds sends back (wait with [`wait`](Self::wait),
     /// or arm with [`arm_space`](Self::arm_space)), `Ok(Some(seq))` once
     /// sent, with the sequence number its response will carry.
-    pub(crate) fn try_send(&mut self, id: i32, parts: &[IoSlice<'_>]) -> Result<Option<u64>> {
+    ///
+    /// A `one_way` request carries [`FLAG_ONE_WAY`] and sequence number 0,
+    /// and takes no number (its `Some` is 0); a libqb server has no such
+    /// mark, and gets a plain request.
+    pub(crate) fn try_send(
+        &mut self,
+        id: i32,
+        parts: &[IoSlice<'_>],
+        one_way: bool,
+    ) -> Result<Option<u64>> {
         ringlink_common::payload_len(parts, self.max_message)?;
         if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
             // Levels arrive on the stream socket: read them first (a
@@ -205,16 +214,20 @@ impl Engine {
         if self.held() {
             return Ok(None);
         }
-        let seq = self.next_seq;
+        let one_way = one_way && !self.side.is_libqb();
+        let seq = if one_way { 0 } else { self.next_seq };
         let header = MsgHeader {
             id,
             size: 0,
             error: 0,
+            flags: if one_way { FLAG_ONE_WAY } else { 0 },
             seq,
         };
         match self.side.request.try_send(header, parts, self.max_message) {
             Ok(()) => {
-                self.next_seq += 1;
+                if !one_way {
+                    self.next_seq += 1;
+                }
                 self.quiet = QUIET_FIRST;
                 Ok(Some(seq))
             }

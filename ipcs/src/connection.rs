@@ -267,7 +267,10 @@ impl Connection {
     /// # Errors
     ///
     /// [`Error::MessageTooLarge`] (nothing sent); [`Error::WouldBlock`] if
-    /// the client's response ring is full; [`Error::Disconnected`].
+    /// the client's response ring is full; [`Error::Disconnected`];
+    /// [`Error::OneWay`] for a one-way request (sequence number 0,
+    /// [`Request::needs_response`](crate::Request::needs_response) false):
+    /// nothing is sent.
     pub fn respond(&self, seq: u64, id: i32, payload: &[u8]) -> Result<()> {
         self.respond_vectored(seq, id, 0, &[IoSlice::new(payload)])
     }
@@ -285,10 +288,16 @@ impl Connection {
         error: i32,
         parts: &[IoSlice<'_>],
     ) -> Result<()> {
+        // Requests are numbered from 1; 0 is a one-way request's (or
+        // no request's): its client reads no response.
+        if seq == 0 {
+            return Err(Error::OneWay);
+        }
         let h = MsgHeader {
             id,
             size: 0,
             error,
+            flags: 0,
             seq,
         };
         self.send(Out::Response, h, parts, None)
@@ -331,6 +340,7 @@ impl Connection {
             id,
             size: 0,
             error: 0,
+            flags: 0,
             seq: 0,
         };
         self.send(Out::Event, h, parts, None)
@@ -352,6 +362,7 @@ impl Connection {
             id,
             size: 0,
             error: 0,
+            flags: 0,
             seq: 0,
         };
         self.send(Out::Event, h, &[IoSlice::new(payload)], Some(timeout))

@@ -44,9 +44,20 @@ impl<'a> Request<'a> {
         self.header.id
     }
 
-    /// The sequence number to answer with ([`Connection::respond`]).
+    /// The sequence number to answer with ([`Connection::respond`]); 0
+    /// for a one-way request.
     pub fn seq(&self) -> u64 {
         self.header.seq
+    }
+
+    /// Whether the client waits for a response: `false` for a one-way
+    /// request (`Client::send_oneway`, Legato's `le_msg_Send` against
+    /// `le_msg_NeedsResponse`), which a response would only fill a ring
+    /// with (`respond` refuses it with `Error::OneWay`). Always `true`
+    /// from libqb clients, whose protocol has no such mark (see
+    /// `Connection::skip_response`).
+    pub fn needs_response(&self) -> bool {
+        !self.header.is_one_way()
     }
 
     /// The payload. It lives in memory the client shares: copy what you

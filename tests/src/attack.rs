@@ -399,7 +399,24 @@ impl RawClient {
             id,
             size: payload.len() as u32,
             error: 0,
+            flags: 0,
             seq,
+        };
+        self.send_header(header, payload)?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Sends `payload` behind `header` as it is (its `size` is set to the
+    /// payload's length), lies included, waiting up to [`HANG`] for room.
+    ///
+    /// # Errors
+    ///
+    /// What the ring or socket said.
+    pub fn send_header(&mut self, header: MsgHeader, payload: &[u8]) -> Result<(), String> {
+        let header = MsgHeader {
+            size: payload.len() as u32,
+            ..header
         };
         match &mut self.ch {
             Channels::Shm(s) => {
@@ -429,8 +446,7 @@ impl RawClient {
                 }
             }
         }
-        self.next_seq += 1;
-        Ok(seq)
+        Ok(())
     }
 
     /// Sends a request if it goes at once (room in the ring, or the
@@ -447,6 +463,7 @@ impl RawClient {
             id,
             size: payload.len() as u32,
             error: 0,
+            flags: 0,
             seq,
         };
         match &mut self.ch {

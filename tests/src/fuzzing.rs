@@ -372,16 +372,20 @@ pub fn reassemble(max_message: usize, datagrams: &[Vec<u8>]) -> (Vec<Delivered>,
                 if size > max_message || d.len() > MSG_HEADER_LEN + size {
                     return (out, StreamEnd::Violation);
                 }
-                // The header names its own size, so only the reserved
-                // field can still be wrong.
-                if d[12..16] != [0; 4] {
+                // The header names its own size, so only the flags can
+                // still be wrong: none but one-way (bit 0), and a one-way
+                // message carries sequence number 0 (PROTOCOL.md §3).
+                let flags = u32::from_le_bytes(d[12..16].try_into().expect("4 bytes"));
+                let seq = u64::from_le_bytes(d[16..24].try_into().expect("8 bytes"));
+                if flags > 1 || (flags == 1 && seq != 0) {
                     return (out, StreamEnd::Violation);
                 }
                 let h = MsgHeader {
                     id: i32::from_le_bytes(d[0..4].try_into().expect("4 bytes")),
                     size: size as u32,
                     error: i32::from_le_bytes(d[8..12].try_into().expect("4 bytes")),
-                    seq: u64::from_le_bytes(d[16..24].try_into().expect("8 bytes")),
+                    flags,
+                    seq,
                 };
                 cur = Some((h, d[MSG_HEADER_LEN..].to_vec()));
             }

@@ -167,9 +167,10 @@ fn attacks(transport: Transport) -> Vec<Attack> {
             .into_iter()
             .map(|(name, bytes, expect)| Attack::new(name, bytes, expect)),
     );
-    // Version 1 is the protocol before wake-ups moved to the socket: an
-    // old client gets a clear refusal, as every other version does.
-    for v in [0u16, 1, 3, u16::MAX] {
+    // Version 1 is the protocol before wake-ups moved to the socket, 2
+    // the one before one-way requests: an old client gets a clear
+    // refusal, as every other version does.
+    for v in [0u16, 1, 2, 4, u16::MAX] {
         list.push(Attack::new(
             &format!("version {v}"),
             bent(transport, |b| b[4..6].copy_from_slice(&v.to_le_bytes())),

@@ -230,7 +230,7 @@ fn lying_record(c: &mut RawClient, len: usize, header: impl FnOnce(&mut [u8])) {
 #[test]
 fn lying_message_headers_are_dropped_with_a_reason() {
     let mut a = Arena::start("ring-hdr");
-    // Record length, the size its header announces, its reserved word.
+    // Record length, the size its header announces, its flags' low byte.
     let cases = [
         (
             "header announcing 999 bytes in a record of 5",
@@ -247,11 +247,18 @@ fn lying_message_headers_are_dropped_with_a_reason() {
             "message size",
         ),
         (
-            "reserved header field nonzero",
+            "a flag this version does not define",
+            MSG_HEADER_LEN,
+            0,
+            2,
+            "reserved field or unknown flag",
+        ),
+        (
+            "one-way flag on a numbered request",
             MSG_HEADER_LEN,
             0,
             1,
-            "reserved",
+            "one-way message with a sequence number",
         ),
         (
             "record shorter than a message header",
@@ -269,6 +276,7 @@ fn lying_message_headers_are_dropped_with_a_reason() {
                     id: id::ECHO,
                     size,
                     error: 0,
+                    flags: 0,
                     seq: 1,
                 }
                 .encode_into(b);
@@ -290,6 +298,7 @@ fn fill_responses(c: &mut RawClient, what: &str) {
             id: id::ECHO,
             size: 8192,
             error: 0,
+            flags: 0,
             seq,
         }
         .encode_into(&mut rec);
@@ -314,6 +323,7 @@ fn a_request_larger_than_the_negotiated_maximum_is_dropped_with_a_reason() {
             id: id::ECHO,
             size: (len - MSG_HEADER_LEN) as u32,
             error: 0,
+            flags: 0,
             seq: 2,
         }
         .encode_into(b)

@@ -322,6 +322,7 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
                         id: 1,
                         size: size as u32,
                         error: 0,
+                        flags: 0,
                         seq: 1,
                     }
                     .encode_into(&mut rec);

@@ -129,6 +129,7 @@ fn header_record() -> impl Strategy<Value = Vec<u8>> {
                 id,
                 size: len as u32,
                 error,
+                flags: 0,
                 seq,
             }
             .encode_into(&mut rec);
@@ -214,6 +215,7 @@ fn datagrams() -> impl Strategy<Value = (usize, Vec<Vec<u8>>)> {
                 id,
                 size: len as u32,
                 error: 0,
+                flags: 0,
                 seq,
             }
             .encode_into(&mut m);
@@ -278,6 +280,7 @@ fn socket_reassembly_delivers_whole_messages_and_drops_a_torn_one() {
         id: 1,
         size: 10,
         error: 0,
+        flags: 0,
         seq: 1,
     }
     .encode_into(&mut m);

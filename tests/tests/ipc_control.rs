@@ -1177,6 +1177,7 @@ fn error_hook_sees_corrupt_request_rings() {
         id: 10,
         size: 999,
         error: 0,
+        flags: 0,
         seq: 1,
     }
     .encode_into(&mut grant);
@@ -1250,6 +1251,7 @@ fn error_hook_sees_broken_socket_framing() {
         id: 10,
         size: 999,
         error: 0,
+        flags: 0,
         seq: 1,
     }
     .encode_into(&mut first);

@@ -209,6 +209,7 @@ mod tests {
             id: seq as i32,
             size: 0,
             error: 0,
+            flags: 0,
             seq,
         }
     }

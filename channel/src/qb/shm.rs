@@ -284,6 +284,7 @@ impl QbShmReceiver {
             id,
             size: payload as u32,
             error,
+            flags: 0,
             seq,
         };
         self.held = Some(h);

@@ -449,6 +449,7 @@ impl QbSockReceiver {
             id,
             size: (n - self.header.len()) as u32,
             error,
+            flags: 0,
             seq,
         };
         self.len = n;

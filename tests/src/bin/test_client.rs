@@ -303,6 +303,7 @@ fn attach_fds(a: &Args, out: &mut Out) -> Result<(), String> {
                 id: id::ECHO,
                 size: 4,
                 error: 0,
+                flags: 0,
                 seq: 1,
             }
             .encode_into(&mut d);
@@ -779,6 +780,7 @@ fn tear(a: &Args, out: &mut Out, size: usize) -> Result<(), String> {
         id: id::CHECKED,
         size: whole.len() as u32,
         error: 0,
+        flags: 0,
         seq: 4,
     };
     let half = whole.len() / 2;

@@ -226,6 +226,10 @@ struct State {
     closed: AtomicU64,
     destroyed: AtomicU64,
     respond_failed: AtomicU64,
+    /// One-way requests seen, and responses to them refused
+    /// (`Error::OneWay`).
+    oneway: AtomicU64,
+    oneway_refused: AtomicU64,
     /// Responses refused with `Disconnected`: the client died after its
     /// request was read (over sockets a send to a dead peer fails at
     /// once; a ring takes it). What the library promises, not a fault.
@@ -303,7 +307,7 @@ impl State {
              hello_failed={} \
              burst_started={} burst_done={} burst_disconnected={} burst_timedout={} \
              burst_other={} event_wouldblock={} deferred_answered={} check_failures={} \
-             closed_send_ok={} fds={} maps={} rss_kib={}",
+             closed_send_ok={} oneway={} oneway_refused={} fds={} maps={} rss_kib={}",
             c(&self.accepts),
             c(&self.rejects),
             c(&self.created),
@@ -322,6 +326,8 @@ impl State {
             c(&self.deferred_answered),
             c(&self.check_failures),
             c(&self.closed_send_ok),
+            c(&self.oneway),
+            c(&self.oneway_refused),
             procfs::fd_count(me).map_or(-1, |n| n as i64),
             procfs::map_count(me).map_or(-1, |n| n as i64),
             procfs::rss_kib(me).map_or(-1, |n| n as i64),
@@ -475,6 +481,18 @@ impl Handler for TestHandler {
         }
         let p = req.payload();
         match req.id() {
+            id::ECHO if !req.needs_response() => {
+                // One-way: the echo it would get is refused, and nothing
+                // reaches the client.
+                bump(&self.st.oneway);
+                match conn.respond(req.seq(), req.id(), p) {
+                    Err(Error::OneWay) => bump(&self.st.oneway_refused),
+                    other => self.st.violation(format!(
+                        "conn {}: a response to a one-way request gave {other:?}",
+                        conn.id()
+                    )),
+                }
+            }
             id::ECHO => self.respond(conn, req.seq(), req.id(), p),
             id::EVENT_ONLY => {
                 // Never answered: a libqb client's later responses must
