@@ -378,6 +378,18 @@ impl Connection {
         self.inner.close_reason.lock().get_or_insert(reason);
     }
 
+    /// Has the loop look at this connection's requests again, after
+    /// [`Handler::ready`](crate::Handler::ready) said it could not take
+    /// one: from any thread; takes effect on the loop's next turn. No
+    /// effect on a connection that was not held, or is gone.
+    pub fn resume(&self) {
+        if self.is_connected() {
+            self.inner
+                .remote
+                .request_resume(self.inner.id, self.inner.slot);
+        }
+    }
+
     /// Closes the connection from the server side. Takes effect on the
     /// loop's next turn (at once if called from a handler, before the next
     /// request is dispatched); the client sees `Disconnected`.

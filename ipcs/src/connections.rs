@@ -38,6 +38,9 @@ pub(crate) struct Conn {
     pub(crate) side: ServerSide,
     /// Waiting for room for a response before taking more requests.
     parked: bool,
+    /// The handler could not take its next request (`Handler::ready`):
+    /// left alone until `Connection::resume`.
+    held: bool,
     /// In the `hot` list: may have requests, so the sweep looks at it. A
     /// cold connection has its wake-up armed and comes back through
     /// epoll.
@@ -122,6 +125,7 @@ impl Connections {
             sock,
             side,
             parked: false,
+            held: false,
             hot: false,
             received: 0,
             // The first look counts as activity: the time runs from it.
@@ -193,6 +197,14 @@ impl Connections {
         }
     }
 
+    /// The handler can take this connection's requests again.
+    pub(crate) fn resume(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            c.held = false;
+        }
+        self.make_hot(slot);
+    }
+
     /// Puts every connection in the sweep's list (requests queued while
     /// the rate limit was `Off` signalled no one).
     pub(crate) fn make_all_hot(&mut self) {
@@ -210,6 +222,7 @@ impl Connections {
         &mut self,
         per_turn: usize,
         dead: &mut Vec<(usize, Closing)>,
+        mut ready: impl FnMut(&Connection, i32) -> bool,
         mut deliver: impl FnMut(&Connection, MsgHeader, &[u8]),
     ) -> bool {
         let mut did = false;
@@ -218,7 +231,7 @@ impl Connections {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            if conn.parked || !conn.handle.is_connected() {
+            if conn.parked || conn.held || !conn.handle.is_connected() {
                 continue;
             }
             for _ in 0..per_turn {
@@ -226,6 +239,12 @@ impl Connections {
                 // leave it queued and park until the client makes room.
                 let closing = match conn.side.request.try_recv() {
                     Ok(None) => break,
+                    Ok(Some(incoming)) if !ready(&conn.handle, incoming.header().id) => {
+                        // Left where it is, in order; the handler resumes
+                        // the connection.
+                        conn.held = true;
+                        break;
+                    }
                     Ok(Some(incoming)) => match flow::answer_fits(&conn.handle, &mut conn.parked) {
                         Ok(true) => {
                             conn.received += 1;
@@ -266,7 +285,7 @@ impl Connections {
         // brings them back; cold ones are armed already. Socket
         // connections need no arming (epoll watches them), but one left
         // readable by the rate limit has work.
-        let live = |c: &Conn| !c.parked && c.handle.is_connected();
+        let live = |c: &Conn| !c.parked && !c.held && c.handle.is_connected();
         let mut prep = ringlink_ringbuf::wake::prepare_sleep();
         for &slot in &self.hot {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {

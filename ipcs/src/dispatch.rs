@@ -1,13 +1,24 @@
-//! A dispatch table: one handler per message id (lwmsg's dispatch spec).
+//! A dispatch table: one handler per message id (lwmsg's dispatch spec),
+//! each run on the loop, or on a bounded pool of worker threads
+//! (lwmsg's `LWMSG_DISPATCH_BLOCK`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
+use parking_lot::{Condvar, Mutex};
 use ringlink_common::wire::ERROR_UNKNOWN_ID;
 
-use crate::{Connection, Handler, Request};
+use crate::{Connection, Handler, OwnedRequest, Request};
 
 type Route = Box<dyn Fn(&Connection, &Request<'_>) + Send + Sync>;
+type BlockingRoute = Arc<dyn Fn(&Connection, &OwnedRequest) + Send + Sync>;
+
+/// Worker threads and queue length of the pool made by the first
+/// [`Dispatch::on_blocking`] unless [`Dispatch::workers`] said otherwise.
+const DEFAULT_WORKERS: usize = 4;
+const DEFAULT_QUEUE: usize = 64;
 
 /// Routes each request to the function registered for its message id; a
 /// request with an id nobody registered gets an empty response with error
@@ -32,12 +43,60 @@ type Route = Box<dyn Fn(&Connection, &Request<'_>) + Send + Sync>;
 #[derive(Default)]
 pub struct Dispatch {
     routes: HashMap<i32, Route>,
+    blocking: HashMap<i32, BlockingRoute>,
+    /// Made by the first blocking route, with `sizes`.
+    pool: Option<Pool>,
+    sizes: Option<(usize, usize)>,
 }
 
 impl Dispatch {
     /// An empty table: every request gets `ERROR_UNKNOWN_ID`.
     pub fn new() -> Dispatch {
         Dispatch::default()
+    }
+
+    /// The worker pool that [`on_blocking`](Self::on_blocking) routes run
+    /// on: `threads` workers (at least 1), and at most `queue` requests
+    /// waiting for one (at least 1). Default 4 and 64. Call before the
+    /// first `on_blocking`.
+    pub fn workers(mut self, threads: usize, queue: usize) -> Dispatch {
+        self.sizes = Some((threads.max(1), queue.max(1)));
+        self
+    }
+
+    /// Registers `route` for message id `id`, run on a worker thread with
+    /// a copy of the request (lwmsg's `LWMSG_DISPATCH_BLOCK`): a route
+    /// that blocks (a disk, a database, another service) holds one worker,
+    /// not the loop, and every other client goes on being served. The
+    /// route answers through the `Connection` as any other. When every
+    /// worker is busy and the queue is full, the loop leaves the
+    /// connection's requests in its ring, in order, until a worker is
+    /// free ([`Handler::ready`]): nothing is lost, and the client's sends
+    /// wait for room as they would for a slow server. This needs the
+    /// service's handler to answer `ready` as the table does: use the
+    /// table as the handler, or forward both `message` and `ready` to it.
+    pub fn on_blocking(
+        mut self,
+        id: i32,
+        route: impl Fn(&Connection, &OwnedRequest) + Send + Sync + 'static,
+    ) -> Dispatch {
+        if self.pool.is_none() {
+            let (threads, queue) = self.sizes.unwrap_or((DEFAULT_WORKERS, DEFAULT_QUEUE));
+            self.pool = Some(Pool::new(threads, queue));
+        }
+        self.routes.remove(&id);
+        self.blocking.insert(id, Arc::new(route));
+        self
+    }
+
+    /// Whether a request of message id `id` can be taken now: `false` for
+    /// a blocking route whose pool is full, in which case `conn` is
+    /// resumed ([`Connection::resume`]) as soon as a worker takes a job.
+    pub fn ready(&self, conn: &Connection, id: i32) -> bool {
+        match (&self.pool, self.blocking.contains_key(&id)) {
+            (Some(pool), true) => pool.room_or_wait(conn),
+            _ => true,
+        }
     }
 
     /// Registers `route` for message id `id`, replacing any earlier one.
@@ -52,12 +111,20 @@ impl Dispatch {
 
     /// Whether a route is registered for `id`.
     pub fn handles(&self, id: i32) -> bool {
-        self.routes.contains_key(&id)
+        self.routes.contains_key(&id) || self.blocking.contains_key(&id)
     }
 
-    /// Runs the route for the request's id, or answers with
-    /// `ERROR_UNKNOWN_ID`. Returns whether a route ran.
+    /// Runs the route for the request's id (a blocking one: queues it for
+    /// a worker), or answers with `ERROR_UNKNOWN_ID`. Returns whether a
+    /// route ran or was queued. A blocking request that finds the queue
+    /// full (its handler did not ask [`ready`](Self::ready) first) waits
+    /// here for room, holding the loop.
     pub fn dispatch(&self, conn: &Connection, request: &Request<'_>) -> bool {
+        if let (Some(route), Some(pool)) = (self.blocking.get(&request.id()), &self.pool) {
+            let (route, conn2, owned) = (route.clone(), conn.clone(), request.to_owned());
+            pool.submit(Box::new(move || route(&conn2, &owned)));
+            return true;
+        }
         match self.routes.get(&request.id()) {
             Some(route) => {
                 route(conn, request);
@@ -77,12 +144,124 @@ impl Handler for Dispatch {
     fn message(&self, conn: &Connection, request: &Request<'_>) {
         self.dispatch(conn, request);
     }
+
+    fn ready(&self, conn: &Connection, id: i32) -> bool {
+        Dispatch::ready(self, conn, id)
+    }
 }
 
 impl fmt::Debug for Dispatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut ids: Vec<_> = self.routes.keys().collect();
         ids.sort();
-        f.debug_struct("Dispatch").field("ids", &ids).finish()
+        let mut blocking: Vec<_> = self.blocking.keys().collect();
+        blocking.sort();
+        f.debug_struct("Dispatch")
+            .field("ids", &ids)
+            .field("blocking", &blocking)
+            .finish()
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Worker threads taking jobs from a bounded queue; connections that
+/// found it full are resumed when a worker takes a job.
+struct Pool {
+    shared: Arc<PoolShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct PoolShared {
+    state: Mutex<PoolState>,
+    /// Jobs arrived (workers wait on it) or room was made (a submitter
+    /// waits on it).
+    changed: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    /// Connections held because the queue was full.
+    waiting: Vec<Connection>,
+    stop: bool,
+}
+
+impl Pool {
+    fn new(threads: usize, capacity: usize) -> Pool {
+        let shared = Arc::new(PoolShared {
+            state: Mutex::new(PoolState::default()),
+            changed: Condvar::new(),
+            capacity,
+        });
+        let threads = (0..threads)
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("ringlink-worker-{i}"))
+                    .spawn(move || shared.work())
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+        Pool { shared, threads }
+    }
+
+    /// Whether a job fits now; if not, `conn` waits for room.
+    fn room_or_wait(&self, conn: &Connection) -> bool {
+        let mut st = self.shared.state.lock();
+        if st.jobs.len() < self.shared.capacity {
+            return true;
+        }
+        if !st.waiting.iter().any(|c| c.id() == conn.id()) {
+            st.waiting.push(conn.clone());
+        }
+        false
+    }
+
+    /// Queues a job, waiting for room if there is none.
+    fn submit(&self, job: Job) {
+        let mut st = self.shared.state.lock();
+        while st.jobs.len() >= self.shared.capacity {
+            self.shared.changed.wait(&mut st);
+        }
+        st.jobs.push_back(job);
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+}
+
+impl PoolShared {
+    fn work(&self) {
+        loop {
+            let mut st = self.state.lock();
+            while st.jobs.is_empty() && !st.stop {
+                self.changed.wait(&mut st);
+            }
+            let Some(job) = st.jobs.pop_front() else {
+                return; // stopped, and nothing left
+            };
+            let waiting = std::mem::take(&mut st.waiting);
+            drop(st);
+            // Room was made: a submitter waiting for it, and the held
+            // connections, go on.
+            self.changed.notify_all();
+            for c in waiting {
+                c.resume();
+            }
+            // A route that panics loses its own request, not the worker.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Runs the jobs already queued, then stops the workers.
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.changed.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

@@ -38,6 +38,36 @@ pub struct Request<'a> {
     pub(crate) payload: &'a [u8],
 }
 
+/// A request copied out of the client's ring ([`Request::to_owned`]):
+/// the same accessors, owned.
+#[derive(Clone, Debug)]
+pub struct OwnedRequest {
+    header: MsgHeader,
+    payload: Vec<u8>,
+}
+
+impl OwnedRequest {
+    /// The application's message id.
+    pub fn id(&self) -> i32 {
+        self.header.id
+    }
+
+    /// The sequence number to answer with; 0 for a one-way request.
+    pub fn seq(&self) -> u64 {
+        self.header.seq
+    }
+
+    /// Whether the client waits for a response ([`Request::needs_response`]).
+    pub fn needs_response(&self) -> bool {
+        !self.header.is_one_way()
+    }
+
+    /// The payload, copied.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
 impl<'a> Request<'a> {
     /// The application's message id.
     pub fn id(&self) -> i32 {
@@ -58,6 +88,15 @@ impl<'a> Request<'a> {
     /// `Connection::skip_response`).
     pub fn needs_response(&self) -> bool {
         !self.header.is_one_way()
+    }
+
+    /// A copy, for work done after the handler returns (on another
+    /// thread: [`Dispatch::on_blocking`](crate::Dispatch::on_blocking)).
+    pub fn to_owned(&self) -> OwnedRequest {
+        OwnedRequest {
+            header: self.header,
+            payload: self.payload.to_vec(),
+        }
     }
 
     /// The payload. It lives in memory the client shares: copy what you
@@ -109,6 +148,19 @@ pub trait Handler: Send + Sync + 'static {
     /// A request arrived. Answer with [`Connection::respond`] now or
     /// later, from any thread.
     fn message(&self, conn: &Connection, request: &Request<'_>);
+
+    /// Whether the handler takes a request with message id `id` from
+    /// `conn` now. `false` leaves it, and every later request of that
+    /// connection, in order in the client's ring (or socket), and the
+    /// loop stops looking at the connection until
+    /// [`Connection::resume`] is called: back-pressure without losing
+    /// anything, and without stopping other connections
+    /// ([`Dispatch`](crate::Dispatch)'s worker pool uses it). Default:
+    /// always.
+    fn ready(&self, conn: &Connection, id: i32) -> bool {
+        let _ = (conn, id);
+        true
+    }
 
     /// The connection is closing: no more requests will come, and sends
     /// on it fail with `Disconnected`.

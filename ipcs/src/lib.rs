@@ -31,7 +31,7 @@ pub use connection::Connection;
 #[allow(deprecated)]
 pub use control::{ControlHandle, ShutdownHandle};
 pub use dispatch::Dispatch;
-pub use handler::{Handler, Reject, Request, RingAuth};
+pub use handler::{Handler, OwnedRequest, Reject, Request, RingAuth};
 pub use hooks::{CloseReason, Fault, FaultKind, Trace, TraceStage};
 pub use options::ServiceOptions;
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;

@@ -24,6 +24,9 @@ pub(crate) struct Remote {
     rate: AtomicU8,
     /// Connections to close on the loop's next turn.
     disconnects: Mutex<Vec<Condemned>>,
+    /// Connections (id, slot) whose requests the loop looks at again
+    /// (`Connection::resume`).
+    resumes: Mutex<Vec<(u64, usize)>>,
     closed: AtomicU64,
     /// Refused handshakes by status code (1..=9); index 0: abandoned.
     rejected: [AtomicU64; 10],
@@ -39,6 +42,7 @@ impl Remote {
             shutdown: AtomicBool::new(false),
             rate: AtomicU8::new(RateLimit::default() as u8),
             disconnects: Mutex::new(Vec::new()),
+            resumes: Mutex::new(Vec::new()),
             closed: AtomicU64::new(0),
             rejected: Default::default(),
         })
@@ -66,6 +70,15 @@ impl Remote {
 
     pub(crate) fn take_disconnects(&self) -> Vec<Condemned> {
         std::mem::take(&mut *self.disconnects.lock())
+    }
+
+    pub(crate) fn request_resume(&self, id: u64, slot: usize) {
+        self.resumes.lock().push((id, slot));
+        self.wake();
+    }
+
+    pub(crate) fn take_resumes(&self) -> Vec<(u64, usize)> {
+        std::mem::take(&mut *self.resumes.lock())
     }
 
     pub(crate) fn set_rate(&self, rate: RateLimit) {

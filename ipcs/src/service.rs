@@ -687,11 +687,14 @@ impl<H: Handler> Service<H> {
         }
         let handler = self.handler.as_ref();
         let trace = self.hooks.trace.as_deref();
-        let did = self
-            .conns
-            .sweep(per_turn, &mut self.dead, |conn, header, payload| {
+        let did = self.conns.sweep(
+            per_turn,
+            &mut self.dead,
+            |conn, id| handler.ready(conn, id),
+            |conn, header, payload| {
                 hooks::deliver(handler, trace, conn, header, payload);
-            });
+            },
+        );
         while let Some((slot, closing)) = self.dead.pop() {
             self.close_conn(slot, closing);
         }
@@ -706,6 +709,11 @@ impl<H: Handler> Service<H> {
                 self.conns.make_all_hot();
             }
             self.conns.publish_level(change.level, change.changed);
+        }
+        for (id, slot) in self.remote.take_resumes() {
+            if self.conns.holds(slot, id) {
+                self.conns.resume(slot);
+            }
         }
         for (id, slot, violation) in self.remote.take_disconnects() {
             if self.conns.holds(slot, id) {

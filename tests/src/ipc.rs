@@ -44,6 +44,10 @@ pub mod id {
     /// its per-connection counter and its contents, answers with the
     /// payload and error 0, or error [`CHECK_FAILED`](super::CHECK_FAILED).
     pub const CHECKED: i32 = 8;
+    /// A blocking route (`Dispatch::on_blocking`, on the server's pool of
+    /// 2 workers and a queue of 2): waits until the server's gate is open
+    /// (command `gate open`; it starts open), then echoes the payload.
+    pub const SLOW: i32 = 9;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

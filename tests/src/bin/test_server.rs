@@ -59,6 +59,8 @@
 //! - `farewell-all`: for every live connection, from this thread:
 //!   answers its held (`DEFER`) requests, sends a `FAREWELL` event, then
 //!   disconnects it; answers `ok N`;
+//! - `gate open|close`: opens or closes the gate `id::SLOW` requests
+//!   wait at on the worker pool; answers `ok`;
 //! - `rate off|off2|normal|fast|slow`: `ControlHandle::set_rate_limit` from
 //!   this thread; answers `ok`;
 //! - `sstats [clear]`: `sstats key=value...`: `Service::stats` (`active`,
@@ -230,6 +232,8 @@ struct State {
     /// (`Error::OneWay`).
     oneway: AtomicU64,
     oneway_refused: AtomicU64,
+    /// `id::SLOW` requests a worker started on.
+    slow_started: AtomicU64,
     /// Responses refused with `Disconnected`: the client died after its
     /// request was read (over sockets a send to a dead peer fails at
     /// once; a ring takes it). What the library promises, not a fault.
@@ -307,7 +311,8 @@ impl State {
              hello_failed={} \
              burst_started={} burst_done={} burst_disconnected={} burst_timedout={} \
              burst_other={} event_wouldblock={} deferred_answered={} check_failures={} \
-             closed_send_ok={} oneway={} oneway_refused={} fds={} maps={} rss_kib={}",
+             closed_send_ok={} oneway={} oneway_refused={} slow_started={} fds={} maps={} \
+             rss_kib={}",
             c(&self.accepts),
             c(&self.rejects),
             c(&self.created),
@@ -328,6 +333,7 @@ impl State {
             c(&self.closed_send_ok),
             c(&self.oneway),
             c(&self.oneway_refused),
+            c(&self.slow_started),
             procfs::fd_count(me).map_or(-1, |n| n as i64),
             procfs::map_count(me).map_or(-1, |n| n as i64),
             procfs::rss_kib(me).map_or(-1, |n| n as i64),
@@ -337,6 +343,29 @@ impl State {
 
 struct TestHandler {
     st: Arc<State>,
+    /// The blocking route (`id::SLOW`) on a worker pool.
+    pool: ringlink_ipcs::Dispatch,
+}
+
+/// What `id::SLOW` waits on: open (true) or closed.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = open;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.changed.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 fn ctx(conn: &Connection) -> Arc<ConnCtx> {
@@ -420,6 +449,10 @@ impl TestHandler {
 }
 
 impl Handler for TestHandler {
+    fn ready(&self, conn: &Connection, id: i32) -> bool {
+        self.pool.ready(conn, id)
+    }
+
     fn accept(&self, credentials: &Credentials) -> Result<(), Reject> {
         bump(&self.st.accepts);
         if self.st.reject_uid == Some(credentials.uid) {
@@ -494,6 +527,9 @@ impl Handler for TestHandler {
                 }
             }
             id::ECHO => self.respond(conn, req.seq(), req.id(), p),
+            id::SLOW => {
+                self.pool.dispatch(conn, req);
+            }
             id::EVENT_ONLY => {
                 // Never answered: a libqb client's later responses must
                 // not wait for it.
@@ -791,6 +827,7 @@ fn control(
     st: Arc<State>,
     handle: ControlHandle,
     link: Arc<LoopLink>,
+    gate: Arc<Gate>,
 ) {
     loop {
         let cmd = match lines.recv(None) {
@@ -802,6 +839,10 @@ fn control(
         };
         let words: Vec<&str> = cmd.split_whitespace().collect();
         let answer = match (cmd.as_str(), words.as_slice()) {
+            (_, ["gate", state @ ("open" | "close")]) => {
+                gate.set(*state == "open");
+                "ok".to_owned()
+            }
             (_, ["rate", level]) => {
                 let rate = match *level {
                     "off" => Some(RateLimit::Off),
@@ -963,7 +1004,26 @@ fn run() -> Result<(), String> {
         closes: Mutex::new(std::collections::VecDeque::with_capacity(CLOSES_KEPT)),
         ..State::default()
     });
-    let handler = TestHandler { st: st.clone() };
+    let gate = Arc::new(Gate::default());
+    gate.set(true);
+    let handler = TestHandler {
+        st: st.clone(),
+        pool: {
+            let gate = gate.clone();
+            let st = st.clone();
+            ringlink_ipcs::Dispatch::new()
+                .workers(2, 2)
+                .on_blocking(id::SLOW, move |conn, req| {
+                    bump(&st.slow_started);
+                    gate.pass();
+                    if let Err(e) = conn.respond(req.seq(), req.id(), req.payload()) {
+                        if !matches!(e, Error::Disconnected) {
+                            st.violation(format!("conn {}: slow respond: {e}", conn.id()));
+                        }
+                    }
+                })
+        },
+    };
     let made = if args.activated {
         // Socket-activated (`activate`): the socket at ADDR is fd 3.
         Service::unbound(ipc::PROTOCOL, opts, handler).and_then(|mut s| {
@@ -1056,7 +1116,8 @@ fn run() -> Result<(), String> {
     {
         let (st, handle, link) = (st.clone(), handle.clone(), link.clone());
         let sock = sock.try_clone().map_err(|e| format!("socket: {e}"))?;
-        std::thread::spawn(move || control(lines, sock, st, handle, link));
+        let gate = gate.clone();
+        std::thread::spawn(move || control(lines, sock, st, handle, link, gate));
     }
     // `Service::run`, with the loop-thread commands between turns.
     while !link.stop.load(Ordering::Acquire) {
