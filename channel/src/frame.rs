@@ -38,19 +38,33 @@ pub fn read_header(
     Ok(h)
 }
 
-/// Flags are a request's: a response or an event with any is a
+/// Each flag belongs to one channel: one-way to requests, lagged to
+/// events (with an 8-byte count); a message with another's is a
 /// violation (`MsgHeader::decode` has refused unknown flags already).
 ///
 /// # Errors
 ///
-/// [`Violation::BadHeader`] with [`WireError::Reserved`].
+/// [`Violation::BadHeader`] with [`WireError::Reserved`], or
+/// [`WireError::Size`] for a lagged notice that is not 8 bytes.
 #[inline]
 pub fn check_flags(h: &MsgHeader, by: Peer, channel: Channel) -> Result<(), Violation> {
-    if h.flags != 0 && channel != Channel::Request {
+    let allowed = match channel {
+        Channel::Request => ringlink_common::wire::FLAG_ONE_WAY,
+        Channel::Event => ringlink_common::wire::FLAG_LAGGED,
+        Channel::Response => 0,
+    };
+    if h.flags & !allowed != 0 {
         return Err(Violation::BadHeader {
             by,
             channel,
             error: WireError::Reserved,
+        });
+    }
+    if h.is_lagged() && h.size != 8 {
+        return Err(Violation::BadHeader {
+            by,
+            channel,
+            error: WireError::Size,
         });
     }
     Ok(())
@@ -97,6 +111,43 @@ mod tests {
             Err(Violation::BadHeader { .. })
         ));
         assert_eq!(payload(&rec).len(), 10);
+    }
+
+    #[test]
+    fn a_lagged_notice_is_an_event_of_eight_bytes() {
+        let lagged = |size: usize| {
+            let mut rec = vec![0u8; MSG_HEADER_LEN + size];
+            MsgHeader {
+                id: 0,
+                size: size as u32,
+                error: 0,
+                flags: ringlink_common::wire::FLAG_LAGGED,
+                seq: 0,
+            }
+            .encode_into(&mut rec);
+            rec
+        };
+        assert!(
+            read_header(&lagged(8), 64, Peer::Server, Channel::Event).is_ok_and(|h| h.is_lagged())
+        );
+        for size in [0, 7, 9] {
+            assert!(matches!(
+                read_header(&lagged(size), 64, Peer::Server, Channel::Event),
+                Err(Violation::BadHeader {
+                    error: WireError::Size,
+                    ..
+                })
+            ));
+        }
+        for channel in [Channel::Request, Channel::Response] {
+            assert!(matches!(
+                read_header(&lagged(8), 64, Peer::Server, channel),
+                Err(Violation::BadHeader {
+                    error: WireError::Reserved,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

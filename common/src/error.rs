@@ -44,6 +44,10 @@ pub enum Error {
     /// A response to a one-way request (sequence number 0), which the
     /// client does not wait for; nothing was sent.
     OneWay,
+    /// The server dropped this many events here, its queue for this
+    /// client being full (`ServiceOptions::event_queue`); the next
+    /// `event_recv` returns the event after them. Not fatal.
+    Lagged(u64),
 }
 
 impl Error {
@@ -54,6 +58,7 @@ impl Error {
     /// `ENOBUFS` (the buffer is too small; unlike libqb's client, which
     /// then marks itself disconnected, ringlink keeps the message and the
     /// connection), `EINVAL` (a response to a one-way request),
+    /// `EOVERFLOW` (events were dropped),
     /// `ECONNREFUSED` (no server), a refusal's
     /// [`Status::errno`], `EBADMSG` (a protocol violation), and an I/O
     /// error's own errno (`EIO` if it has none).
@@ -69,6 +74,7 @@ impl Error {
             Error::MessageTooLarge { .. } => libc::EMSGSIZE,
             Error::BufferTooSmall { .. } => libc::ENOBUFS,
             Error::OneWay => libc::EINVAL,
+            Error::Lagged(_) => libc::EOVERFLOW,
         }
     }
 
@@ -98,6 +104,7 @@ impl fmt::Display for Error {
                 write!(f, "buffer too small: the message is {needed} bytes")
             }
             Error::OneWay => f.write_str("the request was one-way: it takes no response"),
+            Error::Lagged(n) => write!(f, "{n} events were dropped here by the server"),
         }
     }
 }
@@ -138,6 +145,7 @@ impl From<Error> for io::Error {
             Error::MessageTooLarge { .. } | Error::BufferTooSmall { .. } | Error::OneWay => {
                 io::ErrorKind::InvalidInput
             }
+            Error::Lagged(_) => io::ErrorKind::Other,
         };
         match e {
             Error::Io(e) => e,
@@ -168,6 +176,7 @@ mod tests {
             (Error::Rejected(Status::Resources), libc::ENOMEM),
             (Error::NoServer, libc::ECONNREFUSED),
             (Error::OneWay, libc::EINVAL),
+            (Error::Lagged(3), libc::EOVERFLOW),
             (io(libc::EPIPE), libc::EPIPE),
             (Error::Io(io::Error::other("no errno")), libc::EIO),
         ];

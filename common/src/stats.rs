@@ -63,6 +63,12 @@ pub struct ConnectionStats {
     pub bytes_sent: u64,
     /// Responses or events refused because the client's ring was full.
     pub send_retries: u64,
+    /// Events dropped by the connection's event queue policy
+    /// (`ServiceOptions::event_queue`); the client was told of each gap.
+    pub events_dropped: u64,
+    /// Events waiting in the connection's event queue (not yet in the
+    /// client's ring).
+    pub events_backlogged: u64,
     /// Times the server left requests waiting because the client's
     /// response ring had no room for an answer.
     pub recv_retries: u64,

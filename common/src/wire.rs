@@ -21,8 +21,12 @@ pub const PROTOCOL_VERSION: u16 = 3;
 /// Message header flag: a one-way request (Legato's `le_msg_Send`), which
 /// takes no response. It carries sequence number 0.
 pub const FLAG_ONE_WAY: u32 = 1;
+/// Message header flag: an event telling the client that events were
+/// dropped at this point of the stream; its payload is their number (u64,
+/// little-endian).
+pub const FLAG_LAGGED: u32 = 2;
 /// Every flag this version defines.
-pub const KNOWN_FLAGS: u32 = FLAG_ONE_WAY;
+pub const KNOWN_FLAGS: u32 = FLAG_ONE_WAY | FLAG_LAGGED;
 /// First four bytes of a [`ConnectRequest`] (`"RLq1"`).
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"RLq1");
 /// First four bytes of a [`ConnectResponse`] (`"RLr1"`).
@@ -495,6 +499,12 @@ impl MsgHeader {
         self.flags & FLAG_ONE_WAY != 0
     }
 
+    /// Whether this is a dropped-events notice ([`FLAG_LAGGED`]).
+    #[inline]
+    pub fn is_lagged(&self) -> bool {
+        self.flags & FLAG_LAGGED != 0
+    }
+
     /// Writes the header into the first [`MSG_HEADER_LEN`] bytes of `out`.
     ///
     /// # Panics
@@ -673,7 +683,7 @@ mod tests {
         MsgHeader { seq: 9, ..one_way }.encode_into(&mut rec);
         assert_eq!(MsgHeader::decode(&rec), Err(WireError::OneWaySeq));
         // Any other bit: not this version's.
-        for bit in 1..32 {
+        for bit in 2..32 {
             MsgHeader {
                 flags: 1 << bit,
                 ..one_way

@@ -544,7 +544,8 @@ impl Stream for Events {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 self.next = None;
-                if r.is_err() {
+                // A lag notice is an item of the stream, not its end.
+                if r.as_ref().is_err_and(|e| !matches!(e, Error::Lagged(_))) {
                     self.done = true;
                 }
                 Poll::Ready(Some(r))

@@ -245,6 +245,18 @@ impl Engine {
         // (errors show on the next send).
         let _ = self.side.request.flush();
         let got = match self.side.receiver(event).try_recv() {
+            Ok(Some(incoming)) if incoming.header().is_lagged() => {
+                // The server dropped events here (its queue was full): said
+                // in order, once, as the next event's place (the channel
+                // layer checked the notice is 8 bytes, on events only).
+                let n = incoming
+                    .payload()
+                    .try_into()
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                incoming.release();
+                return Err(Error::Lagged(n));
+            }
             Ok(Some(incoming)) => {
                 let h = incoming.header();
                 let payload = incoming.payload();

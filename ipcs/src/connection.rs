@@ -14,10 +14,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use ringlink_channel::wait::{self, WRITABLE};
 use ringlink_channel::{Sender, TrySendError};
 use ringlink_common::qb::QbTransport;
-use ringlink_common::wire::MsgHeader;
+use ringlink_common::wire::{MsgHeader, FLAG_LAGGED};
 use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
 
 use crate::hooks::CloseReason;
+use crate::options::{EventQueue, QueuePolicy};
 use crate::remote::Remote;
 
 /// A client connection: cheap to clone, `Send + Sync`. Responses and
@@ -51,6 +52,29 @@ struct ConnInner {
     libqb: Option<QbTransport>,
     /// Why it closed, once it has.
     close_reason: Mutex<Option<CloseReason>>,
+    /// Events waiting for room in the client's ring, with the service's
+    /// queue settings (`ServiceOptions::event_queue`); taken before the
+    /// event channel's lock.
+    backlog: Option<(EventQueue, Mutex<Backlog>)>,
+    /// The backlog holds something: the loop flushes it when the client
+    /// makes room (read without the lock).
+    backlogged: AtomicBool,
+}
+
+/// Events kept for a client whose ring is full, and the gaps where some
+/// were dropped.
+#[derive(Debug, Default)]
+struct Backlog {
+    items: std::collections::VecDeque<Queued>,
+    /// How many of `items` are events.
+    events: usize,
+}
+
+#[derive(Debug)]
+enum Queued {
+    Event(i32, Vec<u8>),
+    /// This many events were dropped here.
+    Lagged(u64),
 }
 
 /// What a new connection is.
@@ -63,6 +87,8 @@ pub(crate) struct About {
     pub(crate) transport: Transport,
     /// A libqb client's connection, over this libqb transport.
     pub(crate) libqb: Option<QbTransport>,
+    /// The service's event queue settings.
+    pub(crate) event_queue: Option<EventQueue>,
 }
 
 /// A count of the wake-ups the loop read from a connection's socket (and
@@ -129,6 +155,7 @@ struct Output {
     events: AtomicU64,
     bytes_sent: AtomicU64,
     send_retries: AtomicU64,
+    events_dropped: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -177,6 +204,14 @@ impl Connection {
                 counters: Counters::default(),
                 wakeups: Wakeups::default(),
                 close_reason: Mutex::new(None),
+                backlog: about.event_queue.map(|q| {
+                    let q = EventQueue {
+                        capacity: q.capacity.max(1),
+                        ..q
+                    };
+                    (q, Mutex::new(Backlog::default()))
+                }),
+                backlogged: AtomicBool::new(false),
             }),
         }
     }
@@ -241,6 +276,12 @@ impl Connection {
             bytes_received: read(&i.bytes_received, clear),
             bytes_sent: read(&o.bytes_sent, clear),
             send_retries: read(&o.send_retries, clear),
+            events_dropped: read(&o.events_dropped, clear),
+            events_backlogged: self
+                .inner
+                .backlog
+                .as_ref()
+                .map_or(0, |(_, b)| b.lock().events as u64),
             recv_retries: read(&i.recv_retries, clear),
             flow_control: i.flow_control.load(Ordering::Relaxed),
             flow_control_changes: read(&i.flow_control_changes, clear),
@@ -343,7 +384,158 @@ impl Connection {
             flags: 0,
             seq: 0,
         };
-        self.send(Out::Event, h, parts, None)
+        match &self.inner.backlog {
+            Some((q, backlog)) => self.send_event_queued(*q, backlog, h, parts),
+            None => self.send(Out::Event, h, parts, None),
+        }
+    }
+
+    /// An event through the backlog: sent if the backlog is empty and the
+    /// ring has room, queued otherwise, or, the queue being full, dealt
+    /// with as the policy says.
+    fn send_event_queued(
+        &self,
+        q: EventQueue,
+        backlog: &Mutex<Backlog>,
+        h: MsgHeader,
+        parts: &[IoSlice<'_>],
+    ) -> Result<()> {
+        ringlink_common::payload_len(parts, self.inner.max_message)?;
+        if !self.is_connected() {
+            return Err(Error::Disconnected);
+        }
+        let mut b = backlog.lock();
+        self.flush_backlog(&mut b)?;
+        if b.items.is_empty() {
+            match self.send(Out::Event, h, parts, None) {
+                Err(Error::WouldBlock) => {}
+                other => return other,
+            }
+        }
+        let dropped = if b.events < q.capacity {
+            None
+        } else {
+            match q.policy {
+                QueuePolicy::Refuse => return Err(Error::WouldBlock),
+                QueuePolicy::DropNewest => {
+                    match b.items.back_mut() {
+                        Some(Queued::Lagged(n)) => *n += 1,
+                        _ => b.items.push_back(Queued::Lagged(1)),
+                    }
+                    Some(())
+                }
+                // The gap is where the oldest was, at the front: the
+                // notice goes first.
+                _ => {
+                    let at = b.items.iter().position(|i| matches!(i, Queued::Event(..)));
+                    if let Some(at) = at {
+                        b.items.remove(at);
+                        b.events -= 1;
+                    }
+                    match b.items.front_mut() {
+                        Some(Queued::Lagged(n)) => *n += 1,
+                        _ => b.items.push_front(Queued::Lagged(1)),
+                    }
+                    Some(())
+                }
+            }
+        };
+        if dropped.is_some() {
+            count(&self.inner.counters.output.events_dropped, 1);
+        }
+        if dropped.is_none() || q.policy == QueuePolicy::DropOldest {
+            let body = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            b.items.push_back(Queued::Event(h.id, body));
+            b.events += 1;
+        }
+        self.inner.backlogged.store(true, Ordering::Release);
+        // Tell the client to wake the loop when it makes room; if room
+        // appeared meanwhile, send what fits now. A peer that says
+        // nothing (libqb's) is looked at on the loop's tick, which the
+        // loop arms on its next turn: wake it.
+        loop {
+            let (armed, told) = self
+                .inner
+                .event
+                .lock()
+                .as_mut()
+                .map_or((true, true), |s| (s.prepare_sleep(), s.woken_by_peer()));
+            if armed {
+                if !told {
+                    self.inner.remote.wake();
+                }
+                return Ok(());
+            }
+            self.flush_backlog(&mut b)?;
+            if b.items.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends what the backlog holds, in order, while there is room.
+    fn flush_backlog(&self, b: &mut Backlog) -> Result<()> {
+        while let Some(item) = b.items.front() {
+            let sent = match item {
+                Queued::Event(id, body) => {
+                    let h = MsgHeader {
+                        id: *id,
+                        size: 0,
+                        error: 0,
+                        flags: 0,
+                        seq: 0,
+                    };
+                    self.try_event(h, body)
+                }
+                // libqb's protocol cannot say it: the gap is only counted.
+                Queued::Lagged(_) if self.inner.libqb.is_some() => Ok(true),
+                Queued::Lagged(n) => {
+                    let h = MsgHeader {
+                        id: 0,
+                        size: 0,
+                        error: 0,
+                        flags: FLAG_LAGGED,
+                        seq: 0,
+                    };
+                    self.try_event(h, &n.to_le_bytes())
+                }
+            }?;
+            if !sent {
+                return Ok(());
+            }
+            if let Some(Queued::Event(..)) = b.items.pop_front() {
+                b.events -= 1;
+            }
+        }
+        self.inner.backlogged.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// One event if it fits now: `false` if not (not counted as a retry:
+    /// the backlog keeps it).
+    fn try_event(&self, h: MsgHeader, body: &[u8]) -> Result<bool> {
+        let o = &self.inner.counters.output;
+        match send_waiting(
+            &self.inner.event,
+            &self.inner.wakeups,
+            self.inner.max_message,
+            h,
+            &[IoSlice::new(body)],
+            None,
+        ) {
+            Ok(len) => {
+                count(&o.events, 1);
+                count(&o.bytes_sent, len as u64);
+                Ok(true)
+            }
+            Err(Error::WouldBlock) => Ok(false),
+            Err(e) => {
+                if let Error::Protocol(v) = &e {
+                    self.condemn(Some(*v));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Sends an event, waiting up to `timeout` for room in the client's
@@ -461,10 +653,43 @@ impl Connection {
         } else {
             &self.inner.response
         };
-        channel
+        let tail_out = channel
             .lock()
             .as_mut()
-            .is_none_or(|s| s.flush().unwrap_or(true))
+            .is_none_or(|s| s.flush().unwrap_or(true));
+        if !event || !tail_out {
+            return tail_out;
+        }
+        self.flush_events()
+    }
+
+    /// Sends what the event backlog holds while the client has room, and
+    /// arms its wake-up for the rest: whether nothing is left.
+    pub(crate) fn flush_events(&self) -> bool {
+        let Some((_, backlog)) = &self.inner.backlog else {
+            return true;
+        };
+        if !self.inner.backlogged.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut b = backlog.lock();
+        loop {
+            if self.flush_backlog(&mut b).is_err() {
+                return true; // closed, or condemned: nothing to wait for
+            }
+            if b.items.is_empty() {
+                return true;
+            }
+            if self
+                .inner
+                .event
+                .lock()
+                .as_mut()
+                .is_none_or(Sender::prepare_sleep)
+            {
+                return false;
+            }
+        }
     }
 
     /// A wake-up came from the client (or the connection closed): threads

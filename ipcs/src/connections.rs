@@ -321,6 +321,8 @@ impl Connections {
                 // the threads waiting for room in them.
                 c.parked = false;
                 c.handle.woken();
+                // Events kept for room go now.
+                c.handle.flush_events();
                 self.make_hot(slot);
                 None
             }

@@ -33,7 +33,7 @@ pub use control::{ControlHandle, ShutdownHandle};
 pub use dispatch::Dispatch;
 pub use handler::{Handler, OwnedRequest, Reject, Request, RingAuth};
 pub use hooks::{CloseReason, Fault, FaultKind, Trace, TraceStage};
-pub use options::ServiceOptions;
+pub use options::{EventQueue, QueuePolicy, ServiceOptions};
 pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
 pub use ringlink_common::{
     Channel, Corruption, Credentials, Error, Peer, RateLimit, Result, ServiceAddr, Transport,

@@ -62,6 +62,12 @@ pub struct ServiceOptions {
     /// nothing: give such clients a longer timeout, or have them send.
     /// Default `None`.
     pub idle_timeout: Option<Duration>,
+    /// A per-connection queue for the events a client's ring has no room
+    /// for (LibIPC's `MESSAGE_TX` queue), flushed as the client makes
+    /// room, with what to do when it is full too. Default `None`:
+    /// `send_event` returns `WouldBlock` when the ring is full, and the
+    /// sender decides.
+    pub event_queue: Option<EventQueue>,
     /// How long the loop keeps polling the rings after its last piece of
     /// work before it sleeps in epoll. Default
     /// [`ringlink_ringbuf::DEFAULT_SPIN`].
@@ -102,6 +108,7 @@ impl Default for ServiceOptions {
             socket_mode: 0o600,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: None,
+            event_queue: None,
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             transport: Transport::Shm,
             ring_dir: None,
@@ -119,4 +126,34 @@ impl ServiceOptions {
             .min(self.max_message)
             .min(ringlink_common::wire::MAX_MESSAGE)
     }
+}
+
+/// A per-connection queue of events waiting for room in the client's ring
+/// ([`ServiceOptions::event_queue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventQueue {
+    /// Most events kept per connection (at least 1); their bytes are
+    /// copied, up to the negotiated maximum each.
+    pub capacity: usize,
+    /// What a send does when the queue is full.
+    pub policy: QueuePolicy,
+}
+
+/// What `Connection::send_event` does when a client's ring and its
+/// [`EventQueue`] are both full. Whatever is dropped is never silent: the
+/// client's next `event_recv` returns `Error::Lagged(n)`, in order, where
+/// the events are missing (tokio's broadcast reports `Lagged(n)` the same
+/// way), and `ConnectionStats::events_dropped` counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueuePolicy {
+    /// The send returns `Error::WouldBlock`: nothing is dropped, the
+    /// sender waits or gives up knowingly.
+    Refuse,
+    /// The oldest queued event is dropped to make room for the new one:
+    /// a subscriber that falls behind gets the latest.
+    DropOldest,
+    /// The new event is dropped: a subscriber gets a prefix, then the
+    /// notice.
+    DropNewest,
 }

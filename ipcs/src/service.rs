@@ -880,6 +880,7 @@ impl<H: Handler> Service<H> {
             max_message,
             transport: self.opts.transport,
             libqb: None,
+            event_queue: self.opts.event_queue,
         };
         self.admit(sock, made, side, (response, event));
     }
@@ -1018,6 +1019,7 @@ impl<H: Handler> Service<H> {
                         QbTransport::Socket => Transport::Socket,
                     },
                     libqb: Some(transport),
+                    event_queue: self.opts.event_queue,
                 };
                 let (side, response, event) = offer.accept();
                 self.admit(sock, made, side, (response, event));

@@ -48,6 +48,10 @@ pub mod id {
     /// 2 workers and a queue of 2): waits until the server's gate is open
     /// (command `gate open`; it starts open), then echoes the payload.
     pub const SLOW: i32 = 9;
+    /// Payload: a u32 count N. The server sends N events of this id at
+    /// once from the handler, each with its index (u32), then answers
+    /// `sent=S refused=R` (R: the sends that returned `WouldBlock`).
+    pub const FLOOD: i32 = 10;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

@@ -250,6 +250,13 @@ fn lying_message_headers_are_dropped_with_a_reason() {
             "a flag this version does not define",
             MSG_HEADER_LEN,
             0,
+            4,
+            "reserved field or unknown flag",
+        ),
+        (
+            "an event's flag (lagged) on a request",
+            MSG_HEADER_LEN,
+            0,
             2,
             "reserved field or unknown flag",
         ),

@@ -8,7 +8,7 @@
 //!             [--max-message N] [--min-message N] [--max-clients N]
 //!             [--reject-uid UID] [--event-on-create] [--probe-closed-send]
 //!             [--spin-us N] [--handshake-timeout-ms N] [--idle-timeout-ms N]
-//!             [--max-handshakes N]
+//!             [--max-handshakes N] [--event-queue N:POLICY] [--activated]
 //!             [--log-faults] [--max-per-uid N] [--max-per-pid N]
 //!             [--fd-limit N] [--keep-fd-limit]
 //!             [--ring-dir DIR [--ring-to-client] [--ring-mode OCTAL]]
@@ -18,6 +18,9 @@
 //! `--libqb NAME` also serves libqb's clients on libqb service name NAME
 //! (`Service::listen_libqb`), with the same handler, over libqb's shared
 //! memory or, with `--libqb-transport socket`, its sockets.
+//!
+//! `--event-queue N:refuse|drop-oldest|drop-newest` sets
+//! `ServiceOptions::event_queue`.
 //!
 //! `--activated` takes its listening socket from the service manager
 //! (`Service::listen_activated`; the tests' `activate` plays systemd)
@@ -132,6 +135,7 @@ struct Args {
     keep_fd_limit: bool,
     libqb: Option<String>,
     libqb_socket: bool,
+    event_queue: Option<ringlink_ipcs::EventQueue>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -175,6 +179,18 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ring-dir" => a.ring_dir = Some(v.clone()),
             "--libqb" => a.libqb = Some(v.clone()),
+            "--event-queue" => {
+                let (n, policy) = v.split_once(':').ok_or("--event-queue N:POLICY")?;
+                a.event_queue = Some(ringlink_ipcs::EventQueue {
+                    capacity: n.parse().map_err(|e| format!("--event-queue {v}: {e}"))?,
+                    policy: match policy {
+                        "refuse" => ringlink_ipcs::QueuePolicy::Refuse,
+                        "drop-oldest" => ringlink_ipcs::QueuePolicy::DropOldest,
+                        "drop-newest" => ringlink_ipcs::QueuePolicy::DropNewest,
+                        _ => return Err(format!("--event-queue {v}: unknown policy")),
+                    },
+                })
+            }
             "--libqb-transport" => a.libqb_socket = v == "socket",
             "--ring-mode" => {
                 a.ring_mode = Some(
@@ -530,6 +546,26 @@ impl Handler for TestHandler {
             id::SLOW => {
                 self.pool.dispatch(conn, req);
             }
+            id::FLOOD => {
+                // N events at once, from the handler, each its index.
+                let n = p
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
+                let (mut sent, mut refused) = (0u32, 0u32);
+                for i in 0..n {
+                    match conn.send_event(id::FLOOD, &i.to_le_bytes()) {
+                        Ok(()) => sent += 1,
+                        Err(Error::WouldBlock) => refused += 1,
+                        Err(e) => {
+                            self.st.violation(format!("conn {}: flood: {e}", conn.id()));
+                            break;
+                        }
+                    }
+                }
+                let answer = format!("sent={sent} refused={refused}");
+                self.respond(conn, req.seq(), req.id(), answer.as_bytes());
+            }
             id::EVENT_ONLY => {
                 // Never answered: a libqb client's later responses must
                 // not wait for it.
@@ -803,7 +839,8 @@ fn conn_stats(handle: &ControlHandle, id: u64, clear: bool) -> String {
     format!(
         "cstats found=1 id={} client_pid={} requests={} responses={} events={} \
          bytes_received={} bytes_sent={} send_retries={} recv_retries={} \
-         flow_control={} flow_control_changes={} event_queue_bytes={} events_queued={}",
+         flow_control={} flow_control_changes={} event_queue_bytes={} events_queued={} \
+         events_dropped={} events_backlogged={}",
         s.id,
         s.client_pid,
         s.requests,
@@ -816,7 +853,9 @@ fn conn_stats(handle: &ControlHandle, id: u64, clear: bool) -> String {
         u8::from(s.flow_control),
         s.flow_control_changes,
         s.event_queue_bytes,
-        s.events_queued.map_or("-".to_owned(), |n| n.to_string())
+        s.events_queued.map_or("-".to_owned(), |n| n.to_string()),
+        s.events_dropped,
+        s.events_backlogged
     )
 }
 
@@ -981,6 +1020,7 @@ fn run() -> Result<(), String> {
     if let Some(ms) = args.idle_timeout_ms {
         opts.idle_timeout = Some(Duration::from_millis(ms));
     }
+    opts.event_queue = args.event_queue;
     if let Some(n) = args.max_handshakes {
         opts.max_handshakes = n;
     }
