@@ -19,7 +19,7 @@ pub mod wire;
 pub use addr::ServiceAddr;
 pub use error::{Error, Result};
 pub use rate::RateLimit;
-pub use stats::{ConnectionStats, Rejections, ServiceStats};
+pub use stats::{ClientStats, ConnectionStats, Rejections, ServiceStats};
 pub use violation::{Channel, Corruption, Framing, Peer, QbCorruption, RingRefusal, Violation};
 pub use wire::Transport;
 

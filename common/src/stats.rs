@@ -86,3 +86,28 @@ pub struct ConnectionStats {
     /// When the handshake completed.
     pub connected_at: SystemTime,
 }
+
+/// A client's counters for its connection (`Client::stats`), the
+/// mirror of the server's [`ConnectionStats`] (miniRPC keeps both sides'
+/// counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ClientStats {
+    /// Requests sent, one-way ones included.
+    pub requests: u64,
+    /// Of which one-way.
+    pub one_way: u64,
+    /// Responses received.
+    pub responses: u64,
+    /// Events received.
+    pub events: u64,
+    /// Request payload bytes sent.
+    pub bytes_sent: u64,
+    /// Response and event payload bytes received.
+    pub bytes_received: u64,
+    /// Sends that found no room (the ring full, or flow control holding
+    /// them): each wait or `WouldBlock` counts once.
+    pub send_retries: u64,
+    /// Events the server said it dropped (`Error::Lagged`), summed.
+    pub events_lagged: u64,
+}

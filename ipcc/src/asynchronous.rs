@@ -218,6 +218,18 @@ impl AsyncClient {
         self.shared.transport
     }
 
+    /// The connection's counters (see [`Client::stats`](crate::Client::stats)).
+    pub fn stats(&self, clear: bool) -> crate::ClientStats {
+        self.lock().engine.stats(clear)
+    }
+
+    /// Sets the trace hook (see
+    /// [`Client::set_trace_hook`](crate::Client::set_trace_hook)); it runs
+    /// on whichever task's call sent or took the message.
+    pub fn set_trace_hook(&self, hook: impl FnMut(&crate::ClientTrace) + Send + 'static) {
+        self.lock().engine.set_trace(Some(Box::new(hook)));
+    }
+
     /// Whether the connection is still up.
     pub fn is_connected(&self) -> bool {
         let st = self.lock();

@@ -159,6 +159,21 @@ impl Client {
         self.engine.is_connected()
     }
 
+    /// The connection's counters as this client sees them (the mirror of
+    /// the server's `Connection::stats`); with `clear`, they restart from
+    /// zero.
+    pub fn stats(&mut self, clear: bool) -> crate::ClientStats {
+        self.engine.stats(clear)
+    }
+
+    /// Calls `hook` for every request sent and every response or event
+    /// taken (lwmsg traces both directions), on the calling thread,
+    /// inside the call that sent or took it: keep it short. Replaces any
+    /// earlier hook.
+    pub fn set_trace_hook(&mut self, hook: impl FnMut(&crate::ClientTrace) + Send + 'static) {
+        self.engine.set_trace(Some(Box::new(hook)));
+    }
+
     /// Sends a request without waiting; returns its sequence number, which
     /// the response will carry.
     ///

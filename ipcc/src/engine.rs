@@ -15,7 +15,7 @@ use ringlink_channel::set::ClientSide;
 use ringlink_channel::wait::{self, READABLE, WRITABLE};
 use ringlink_channel::TrySendError;
 use ringlink_common::wire::{MsgHeader, FLAG_ONE_WAY};
-use ringlink_common::{Error, Result, Transport, Violation};
+use ringlink_common::{ClientStats, Error, Result, Transport, Violation};
 
 use crate::connect::Connected;
 use crate::flow::{self, Flow};
@@ -80,6 +80,44 @@ pub(crate) struct Engine {
     /// looks again: from [`QUIET_FIRST`], doubling to [`QUIET_POLL`]
     /// while the ring stays full, back to the start once a send goes.
     quiet: Duration,
+    /// The counters `Client::stats` reads.
+    stats: ClientStats,
+    /// The application's trace hook.
+    trace: Option<Box<TraceHook>>,
+}
+
+/// The client's trace hook (lwmsg traces both directions).
+pub(crate) type TraceHook = dyn FnMut(&ClientTrace) + Send;
+
+/// What a client's trace hook sees: a message sent or received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientTrace {
+    /// A request went: its id, sequence number (0: one-way) and payload
+    /// length.
+    Sent {
+        /// Message id.
+        id: i32,
+        /// Sequence number; 0 for a one-way request.
+        seq: u64,
+        /// Payload bytes.
+        len: usize,
+    },
+    /// A response (or, with `event`, an event) was taken.
+    Received {
+        /// Message id.
+        id: i32,
+        /// The request it answers; 0 for events.
+        seq: u64,
+        /// The server's error code.
+        error: i32,
+        /// Payload bytes.
+        len: usize,
+        /// An event, not a response.
+        event: bool,
+    },
+    /// The server said it dropped this many events here.
+    Lagged(u64),
 }
 
 impl Engine {
@@ -116,6 +154,8 @@ impl Engine {
             watching_tail: false,
             epoll,
             quiet: QUIET_FIRST,
+            stats: ClientStats::default(),
+            trace: None,
         })
     }
 
@@ -212,6 +252,7 @@ impl Engine {
         }
         self.check()?;
         if self.held() {
+            self.stats.send_retries += 1;
             return Ok(None);
         }
         let one_way = one_way && !self.side.is_libqb();
@@ -228,12 +269,36 @@ impl Engine {
                 if !one_way {
                     self.next_seq += 1;
                 }
+                let len = parts.iter().map(|p| p.len()).sum();
+                self.stats.requests += 1;
+                self.stats.one_way += u64::from(one_way);
+                self.stats.bytes_sent += len as u64;
+                if let Some(hook) = &mut self.trace {
+                    hook(&ClientTrace::Sent { id, seq, len });
+                }
                 self.quiet = QUIET_FIRST;
                 Ok(Some(seq))
             }
-            Err(TrySendError::Full) => Ok(None),
+            Err(TrySendError::Full) => {
+                self.stats.send_retries += 1;
+                Ok(None)
+            }
             Err(e) => Err(self.fail(e.into())),
         }
+    }
+
+    /// The counters; with `clear`, they restart from zero.
+    pub(crate) fn stats(&mut self, clear: bool) -> ClientStats {
+        let s = self.stats;
+        if clear {
+            self.stats = ClientStats::default();
+        }
+        s
+    }
+
+    /// Sets (or, with `None`, removes) the trace hook.
+    pub(crate) fn set_trace(&mut self, hook: Option<Box<TraceHook>>) {
+        self.trace = hook;
     }
 
     /// One attempt to receive a response (`event`: an event) into `buf`:
@@ -255,6 +320,10 @@ impl Engine {
                     .map(u64::from_le_bytes)
                     .unwrap_or(0);
                 incoming.release();
+                self.stats.events_lagged += n;
+                if let Some(hook) = &mut self.trace {
+                    hook(&ClientTrace::Lagged(n));
+                }
                 return Err(Error::Lagged(n));
             }
             Ok(Some(incoming)) => {
@@ -277,7 +346,23 @@ impl Engine {
             Ok(None) => return Err(Error::Disconnected),
             Err(e) => return Err(self.fail(e.into())),
         };
-        self.received(event, got).map(Some)
+        let msg = self.received(event, got)?;
+        if event {
+            self.stats.events += 1;
+        } else {
+            self.stats.responses += 1;
+        }
+        self.stats.bytes_received += msg.len as u64;
+        if let Some(hook) = &mut self.trace {
+            hook(&ClientTrace::Received {
+                id: msg.id,
+                seq: msg.seq,
+                error: msg.error,
+                len: msg.len,
+                event,
+            });
+        }
+        Ok(Some(msg))
     }
 
     /// Checks a message just taken from the server: a response must

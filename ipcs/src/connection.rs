@@ -620,6 +620,16 @@ impl Connection {
             Ok(len) => {
                 count(sent, 1);
                 count(&o.bytes_sent, len as u64);
+                if matches!(out, Out::Response) {
+                    self.inner.remote.trace(&crate::Trace {
+                        connection: self,
+                        id: header.id,
+                        seq: header.seq,
+                        stage: crate::TraceStage::Responded {
+                            error: header.error,
+                        },
+                    });
+                }
                 Ok(())
             }
             Err(e) => {

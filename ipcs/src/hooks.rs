@@ -12,8 +12,8 @@ use ringlink_common::Violation;
 use crate::{Connection, Handler, Request};
 
 /// The trace hook: called at the start and the end of each dispatched
-/// request.
-pub(crate) type TraceHook = dyn Fn(&Trace<'_>) + Send;
+/// request, and when its response goes, from whichever thread sends it.
+pub(crate) type TraceHook = dyn Fn(&Trace<'_>) + Send + Sync;
 /// The error hook: called for failures the loop handles on its own.
 pub(crate) type ErrorHook = dyn Fn(&Fault<'_>) + Send;
 
@@ -44,6 +44,15 @@ pub enum TraceStage {
         responded: bool,
         /// Whether the handler disconnected the client.
         disconnected: bool,
+    },
+    /// The response went to the client (handed to its ring or socket;
+    /// on a libqb connection, to the queue that puts responses in request
+    /// order), from whichever thread answered, with its error code: the
+    /// end of the request as the client sees it. Not for requests that
+    /// get no response.
+    Responded {
+        /// The response's error code.
+        error: i32,
     },
 }
 
@@ -214,7 +223,7 @@ pub(crate) fn deliver<H: Handler>(
 /// The hooks a service calls, if set.
 #[derive(Default)]
 pub(crate) struct Hooks {
-    pub(crate) trace: Option<Box<TraceHook>>,
+    pub(crate) trace: Option<std::sync::Arc<TraceHook>>,
     pub(crate) error: Option<Box<ErrorHook>>,
 }
 

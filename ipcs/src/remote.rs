@@ -27,6 +27,10 @@ pub(crate) struct Remote {
     /// Connections (id, slot) whose requests the loop looks at again
     /// (`Connection::resume`).
     resumes: Mutex<Vec<(u64, usize)>>,
+    /// The trace hook, for responses sent from any thread; `tracing`
+    /// says whether there is one without taking the lock.
+    trace: parking_lot::RwLock<Option<std::sync::Arc<crate::hooks::TraceHook>>>,
+    tracing: AtomicBool,
     closed: AtomicU64,
     /// Refused handshakes by status code (1..=9); index 0: abandoned.
     rejected: [AtomicU64; 10],
@@ -43,6 +47,8 @@ impl Remote {
             rate: AtomicU8::new(RateLimit::default() as u8),
             disconnects: Mutex::new(Vec::new()),
             resumes: Mutex::new(Vec::new()),
+            trace: parking_lot::RwLock::new(None),
+            tracing: AtomicBool::new(false),
             closed: AtomicU64::new(0),
             rejected: Default::default(),
         })
@@ -70,6 +76,20 @@ impl Remote {
 
     pub(crate) fn take_disconnects(&self) -> Vec<Condemned> {
         std::mem::take(&mut *self.disconnects.lock())
+    }
+
+    pub(crate) fn set_trace(&self, hook: Option<std::sync::Arc<crate::hooks::TraceHook>>) {
+        self.tracing.store(hook.is_some(), Ordering::Release);
+        *self.trace.write() = hook;
+    }
+
+    /// Calls the trace hook, if there is one.
+    pub(crate) fn trace(&self, t: &crate::Trace<'_>) {
+        if self.tracing.load(Ordering::Acquire) {
+            if let Some(hook) = self.trace.read().as_ref() {
+                hook(t);
+            }
+        }
     }
 
     pub(crate) fn request_resume(&self, id: u64, slot: usize) {

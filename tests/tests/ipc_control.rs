@@ -785,6 +785,14 @@ fn table() -> Dispatch {
             let _ = conn.respond_vectored(r.seq(), r.id(), 7, &[]);
         })
         .on(12, |_: &Connection, _: &Request<'_>| {}) // never answered
+        .on(14, |conn: &Connection, r: &Request<'_>| {
+            // Answered later, from another thread, with error 5.
+            let (conn, seq) = (conn.clone(), r.seq());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = conn.respond_vectored(seq, 14, 5, &[]);
+            });
+        })
 }
 
 ringlink_tests::transport_test! {
@@ -819,11 +827,18 @@ fn dispatch_routes_known_ids_and_answers_unknown_ones() {
 }
 
 type TraceLog = Arc<Mutex<Vec<(i32, u64, u64, String)>>>;
+/// The `Responded` calls: id, seq, connection, error.
+type RespondedLog = Arc<Mutex<Vec<(i32, u64, u64, i32)>>>;
 type FaultLog = Arc<Mutex<Vec<(Option<u64>, String)>>>;
 
 /// An unbound service with the trace and error hooks logging.
 fn hooked(traces: &TraceLog, faults: &FaultLog) -> InProc<Dispatch> {
-    let (tr, fa) = (traces.clone(), faults.clone());
+    hooked_with(traces, &RespondedLog::default(), faults)
+}
+
+/// [`hooked`], with the `Responded` calls logged apart.
+fn hooked_with(traces: &TraceLog, responded: &RespondedLog, faults: &FaultLog) -> InProc<Dispatch> {
+    let (tr, re, fa) = (traces.clone(), responded.clone(), faults.clone());
     InProc::start(move || {
         let mut s = Service::unbound(ipc::PROTOCOL, small_opts(), table()).expect("unbound");
         s.set_trace_hook(move |t| {
@@ -834,6 +849,12 @@ fn hooked(traces: &TraceLog, faults: &FaultLog) -> InProc<Dispatch> {
                     disconnected,
                     ..
                 } => format!("end responded={responded} disconnected={disconnected}"),
+                TraceStage::Responded { error } => {
+                    re.lock()
+                        .unwrap()
+                        .push((t.id, t.seq, t.connection.id(), error));
+                    return;
+                }
             };
             tr.lock()
                 .unwrap()
@@ -899,6 +920,42 @@ fn trace_hook_brackets_each_request() {
         );
     }
     assert!(faults.lock().unwrap().is_empty());
+    drop(c);
+    drop(svc);
+}
+}
+
+ringlink_tests::transport_test! {
+/// The trace hook's `Responded` fires when the response goes, with its
+/// error code, also when another thread answers after the handler
+/// returned; never for a request left unanswered.
+fn trace_hook_sees_each_response_go() {
+    let traces: TraceLog = Arc::default();
+    let responded: RespondedLog = Arc::default();
+    let faults: FaultLog = Arc::default();
+    let svc = hooked_with(&traces, &responded, &faults);
+    let (mut c, _spare) = pair_client(&svc);
+    let mut buf = vec![0u8; c.max_message()];
+    let a = c.send_recv(10, b"x", &mut buf, CALL).expect("echo");
+    let silent = c.send(12, b"").expect("send 12");
+    let later = c.send_recv(14, b"", &mut buf, CALL).expect("answered later");
+    assert_eq!(later.error, 5);
+    // The hook runs just after the response went: the client may have it
+    // first.
+    wait_for("the second Responded call", || responded.lock().unwrap().len() >= 2);
+    let log = responded.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec![(10, a.seq, c.id(), 0), (14, later.seq, c.id(), 5)],
+        "nothing for request {silent}"
+    );
+    // The handler of 14 returned before its answer went.
+    let ends = traces.lock().unwrap().clone();
+    assert!(
+        ends.iter()
+            .any(|e| e.0 == 14 && e.3 == "end responded=false disconnected=false"),
+        "{ends:?}"
+    );
     drop(c);
     drop(svc);
 }
