@@ -38,9 +38,10 @@ pub fn read_header(
     Ok(h)
 }
 
-/// Each flag belongs to one channel: one-way to requests, lagged to
-/// events (with an 8-byte count); a message with another's is a
-/// violation (`MsgHeader::decode` has refused unknown flags already).
+/// Each flag belongs to one channel: one-way and reply to requests,
+/// lagged to events (with an 8-byte count), call to responses; a message
+/// has at most one, and one with another channel's is a violation
+/// (`MsgHeader::decode` has refused unknown flags already).
 ///
 /// # Errors
 ///
@@ -48,12 +49,14 @@ pub fn read_header(
 /// [`WireError::Size`] for a lagged notice that is not 8 bytes.
 #[inline]
 pub fn check_flags(h: &MsgHeader, by: Peer, channel: Channel) -> Result<(), Violation> {
+    use ringlink_common::wire::{FLAG_CALL, FLAG_LAGGED, FLAG_ONE_WAY, FLAG_REPLY};
     let allowed = match channel {
-        Channel::Request => ringlink_common::wire::FLAG_ONE_WAY,
-        Channel::Event => ringlink_common::wire::FLAG_LAGGED,
-        Channel::Response => 0,
+        Channel::Request => FLAG_ONE_WAY | FLAG_REPLY,
+        Channel::Event => FLAG_LAGGED,
+        Channel::Response => FLAG_CALL,
     };
-    if h.flags & !allowed != 0 {
+    // At most one flag: a one-way reply is no message.
+    if h.flags & !allowed != 0 || h.flags.count_ones() > 1 {
         return Err(Violation::BadHeader {
             by,
             channel,

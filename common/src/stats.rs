@@ -110,4 +110,6 @@ pub struct ClientStats {
     pub send_retries: u64,
     /// Events the server said it dropped (`Error::Lagged`), summed.
     pub events_lagged: u64,
+    /// Calls from the server served (answered or refused).
+    pub calls: u64,
 }

@@ -25,8 +25,15 @@ pub const FLAG_ONE_WAY: u32 = 1;
 /// dropped at this point of the stream; its payload is their number (u64,
 /// little-endian).
 pub const FLAG_LAGGED: u32 = 2;
+/// Message header flag: a call from the server (lwmsg's peers call each
+/// other, miniRPC's server issues calls), on the response channel, with
+/// its own sequence number (from 1, per connection).
+pub const FLAG_CALL: u32 = 4;
+/// Message header flag: the client's reply to a call, on the request
+/// channel, with the call's sequence number and an error code.
+pub const FLAG_REPLY: u32 = 8;
 /// Every flag this version defines.
-pub const KNOWN_FLAGS: u32 = FLAG_ONE_WAY | FLAG_LAGGED;
+pub const KNOWN_FLAGS: u32 = FLAG_ONE_WAY | FLAG_LAGGED | FLAG_CALL | FLAG_REPLY;
 /// First four bytes of a [`ConnectRequest`] (`"RLq1"`).
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"RLq1");
 /// First four bytes of a [`ConnectResponse`] (`"RLr1"`).
@@ -102,6 +109,8 @@ pub enum WireError {
     /// A one-way message with a sequence number (one-way requests carry
     /// 0: nothing answers them).
     OneWaySeq,
+    /// A call or a reply without a sequence number.
+    CallSeq,
     /// The size in a message header disagrees with the record's length.
     Size,
     /// A ring path prefix longer than [`MAX_RING_PATH`].
@@ -122,6 +131,7 @@ impl fmt::Display for WireError {
             WireError::Status(s) => write!(f, "unknown status {s}"),
             WireError::Reserved => f.write_str("reserved field or unknown flag is not zero"),
             WireError::OneWaySeq => f.write_str("one-way message with a sequence number"),
+            WireError::CallSeq => f.write_str("call or reply without a sequence number"),
             WireError::Size => f.write_str("message size disagrees with its record"),
             WireError::Path => f.write_str("malformed name or path"),
             WireError::PathLength(n) => {
@@ -505,6 +515,18 @@ impl MsgHeader {
         self.flags & FLAG_LAGGED != 0
     }
 
+    /// Whether this is a call from the server ([`FLAG_CALL`]).
+    #[inline]
+    pub fn is_call(&self) -> bool {
+        self.flags & FLAG_CALL != 0
+    }
+
+    /// Whether this is a reply to a call ([`FLAG_REPLY`]).
+    #[inline]
+    pub fn is_reply(&self) -> bool {
+        self.flags & FLAG_REPLY != 0
+    }
+
     /// Writes the header into the first [`MSG_HEADER_LEN`] bytes of `out`.
     ///
     /// # Panics
@@ -565,6 +587,9 @@ impl MsgHeader {
         }
         if h.is_one_way() && h.seq != 0 {
             return Err(WireError::OneWaySeq);
+        }
+        if (h.is_call() || h.is_reply()) && h.seq == 0 {
+            return Err(WireError::CallSeq);
         }
         if h.size as usize != record.len() - MSG_HEADER_LEN {
             return Err(WireError::Size);
@@ -683,7 +708,7 @@ mod tests {
         MsgHeader { seq: 9, ..one_way }.encode_into(&mut rec);
         assert_eq!(MsgHeader::decode(&rec), Err(WireError::OneWaySeq));
         // Any other bit: not this version's.
-        for bit in 2..32 {
+        for bit in 4..32 {
             MsgHeader {
                 flags: 1 << bit,
                 ..one_way

@@ -218,6 +218,16 @@ impl AsyncClient {
         self.shared.transport
     }
 
+    /// Serves the server's calls with `handler` (see
+    /// [`Client::set_call_handler`](crate::Client::set_call_handler)):
+    /// from whichever task receives.
+    pub fn set_call_handler(
+        &self,
+        handler: impl FnMut(&crate::Call<'_>) -> (i32, Vec<u8>) + Send + 'static,
+    ) {
+        self.lock().engine.set_call_handler(Some(Box::new(handler)));
+    }
+
     /// The connection's counters (see [`Client::stats`](crate::Client::stats)).
     pub fn stats(&self, clear: bool) -> crate::ClientStats {
         self.lock().engine.stats(clear)

@@ -159,6 +159,32 @@ impl Client {
         self.engine.is_connected()
     }
 
+    /// Serves the server's calls (its `Connection::call`) with `handler`,
+    /// which returns the reply's error code (0: none) and payload (cut to
+    /// the negotiated maximum). Calls are served from this client's own
+    /// receiving: `recv`, `send_recv`, `event_recv` (each serves the calls
+    /// waiting before it looks for its message, and wakes for them while it
+    /// waits) and [`serve_calls`](Self::serve_calls), for an application
+    /// that polls the client's fd. Without a handler, a call is answered
+    /// with `ERROR_UNKNOWN_ID`, never left unanswered. Replaces any earlier
+    /// handler.
+    pub fn set_call_handler(
+        &mut self,
+        handler: impl FnMut(&crate::Call<'_>) -> (i32, Vec<u8>) + Send + 'static,
+    ) {
+        self.engine.set_call_handler(Some(Box::new(handler)));
+    }
+
+    /// Serves the server's calls waiting now, without waiting; returns
+    /// how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`]; [`Error::Protocol`].
+    pub fn serve_calls(&mut self) -> Result<usize> {
+        self.engine.serve_calls()
+    }
+
     /// The connection's counters as this client sees them (the mirror of
     /// the server's `Connection::stats`); with `clear`, they restart from
     /// zero.

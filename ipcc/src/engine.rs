@@ -14,7 +14,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use ringlink_channel::set::ClientSide;
 use ringlink_channel::wait::{self, READABLE, WRITABLE};
 use ringlink_channel::TrySendError;
-use ringlink_common::wire::{MsgHeader, FLAG_ONE_WAY};
+use ringlink_common::wire::{MsgHeader, FLAG_ONE_WAY, FLAG_REPLY};
 use ringlink_common::{ClientStats, Error, Result, Transport, Violation};
 
 use crate::connect::Connected;
@@ -84,6 +84,27 @@ pub(crate) struct Engine {
     stats: ClientStats,
     /// The application's trace hook.
     trace: Option<Box<TraceHook>>,
+    /// The application's handler of the server's calls.
+    calls: Option<Box<CallHandler>>,
+    /// Replies to calls waiting for room in the request channel: id, the
+    /// call's number, error, payload.
+    replies: std::collections::VecDeque<(i32, u64, i32, Vec<u8>)>,
+}
+
+/// Serves a call from the server: returns the reply's error code (0:
+/// none) and payload.
+pub(crate) type CallHandler = dyn FnMut(&Call<'_>) -> (i32, Vec<u8>) + Send;
+
+/// A call from the server (its `Connection::call`), as the client's call
+/// handler sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The call's message id.
+    pub id: i32,
+    /// Its number (the reply carries it back).
+    pub seq: u64,
+    /// Its payload.
+    pub payload: &'a [u8],
 }
 
 /// The client's trace hook (lwmsg traces both directions).
@@ -156,6 +177,8 @@ impl Engine {
             quiet: QUIET_FIRST,
             stats: ClientStats::default(),
             trace: None,
+            calls: None,
+            replies: std::collections::VecDeque::new(),
         })
     }
 
@@ -287,6 +310,83 @@ impl Engine {
         }
     }
 
+    /// Serves the server's calls at the head of the response channel:
+    /// runs the call handler (or answers `ERROR_UNKNOWN_ID` without one)
+    /// and sends the reply; replies the request channel has no room for
+    /// wait, in order, and go first next time. Returns how many calls were
+    /// served.
+    pub(crate) fn serve_calls(&mut self) -> Result<usize> {
+        if self.side.is_libqb() {
+            return Ok(0);
+        }
+        let mut served = 0;
+        loop {
+            self.send_replies()?;
+            if !self.replies.is_empty() {
+                // No room for the replies: the calls wait in the ring.
+                return Ok(served);
+            }
+            let call = match self.side.response.try_recv() {
+                Ok(Some(incoming)) if incoming.header().is_call() => {
+                    let h = incoming.header();
+                    let payload = incoming.payload().to_vec();
+                    incoming.release();
+                    (h, payload)
+                }
+                // A response (or nothing): the caller's.
+                Ok(_) => return Ok(served),
+                // The server left: no more calls; what is left to read is
+                // the caller's business.
+                Err(ringlink_channel::TryRecvError::Closed) => return Ok(served),
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            let (h, payload) = call;
+            let (error, reply) = match &mut self.calls {
+                Some(handler) => handler(&Call {
+                    id: h.id,
+                    seq: h.seq,
+                    payload: &payload,
+                }),
+                None => (ringlink_common::wire::ERROR_UNKNOWN_ID, Vec::new()),
+            };
+            let mut reply = reply;
+            reply.truncate(self.max_message);
+            self.replies.push_back((h.id, h.seq, error, reply));
+            self.stats.calls += 1;
+            served += 1;
+        }
+    }
+
+    /// Sends the replies waiting, in order, while there is room.
+    fn send_replies(&mut self) -> Result<()> {
+        while let Some((id, seq, error, body)) = self.replies.front() {
+            let header = MsgHeader {
+                id: *id,
+                size: 0,
+                error: *error,
+                flags: FLAG_REPLY,
+                seq: *seq,
+            };
+            match self
+                .side
+                .request
+                .try_send(header, &[IoSlice::new(body)], self.max_message)
+            {
+                Ok(()) => {
+                    self.replies.pop_front();
+                }
+                Err(TrySendError::Full) => return Ok(()),
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the call handler.
+    pub(crate) fn set_call_handler(&mut self, handler: Option<Box<CallHandler>>) {
+        self.calls = handler;
+    }
+
     /// The counters; with `clear`, they restart from zero.
     pub(crate) fn stats(&mut self, clear: bool) -> ClientStats {
         let s = self.stats;
@@ -309,7 +409,20 @@ impl Engine {
         // The tail of our last request must go before its answer can come
         // (errors show on the next send).
         let _ = self.side.request.flush();
+        // Calls from the server come first, whatever the caller waits for;
+        // one that comes between serving and looking (a response wait)
+        // is served, and the look made again.
+        self.serve_calls()?;
         let got = match self.side.receiver(event).try_recv() {
+            Ok(Some(incoming)) if incoming.header().is_call() => {
+                let _ = incoming;
+                // (With replies waiting for room, the call waits too.)
+                return if self.replies.is_empty() {
+                    self.try_recv(event, buf)
+                } else {
+                    Ok(None)
+                };
+            }
             Ok(Some(incoming)) if incoming.header().is_lagged() => {
                 // The server dropped events here (its queue was full): said
                 // in order, once, as the next event's place (the channel
@@ -440,8 +553,16 @@ impl Engine {
                     !flow.holds(flow::level(side, stream))
                         && side.request.room_for(0).unwrap_or(true)
                 }),
-                _ => {
-                    let rx = side.receiver(which.event());
+                Wait::Event => {
+                    // A call from the server (on the response channel)
+                    // wakes an event wait too: it must be served.
+                    let (rx, calls) = (&side.event, &side.response);
+                    ringlink_ringbuf::wake::spin_until(*spin, || {
+                        rx.pending() || rx.is_closed() || calls.pending()
+                    })
+                }
+                Wait::Response => {
+                    let rx = &side.response;
                     ringlink_ringbuf::wake::spin_until(*spin, || rx.pending() || rx.is_closed())
                 }
             };
@@ -453,7 +574,8 @@ impl Engine {
             stream.read();
             let armed = match which {
                 Wait::Space => side.request.prepare_sleep(),
-                _ => side.receiver(which.event()).prepare_sleep(),
+                Wait::Event => side.event.prepare_sleep() && side.response.prepare_sleep(),
+                Wait::Response => side.response.prepare_sleep(),
             };
             // The level is read after raising the flag: the server lowers
             // it, then wakes flagged waiters, so either we see the new
@@ -471,6 +593,10 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             let request = side.request.poll_fd();
+            if which == Wait::Event {
+                // Calls from the server come on the response socket.
+                fds.extend(side.response.poll_fd().map(|fd| PollFd::new(fd, READABLE)));
+            }
             let watch = match which {
                 Wait::Response => side.response.poll_fd().map(|fd| (fd, READABLE)),
                 Wait::Event => side.event.poll_fd().map(|fd| (fd, READABLE)),
@@ -495,7 +621,11 @@ impl Engine {
         // woke us), so that no wake-up is sent that nobody waits for.
         match which {
             Wait::Space => side.request.lower_wake_flag(),
-            _ => side.receiver(which.event()).lower_wake_flag(),
+            Wait::Event => {
+                side.event.lower_wake_flag();
+                side.response.lower_wake_flag();
+            }
+            Wait::Response => side.response.lower_wake_flag(),
         }
         polled?;
         Ok(fired)
@@ -649,7 +779,9 @@ impl Engine {
     /// channel's wake-up. `false` if one is already there.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
-        self.side.receiver(event).prepare_sleep()
+        // An event wait is woken by a call from the server too (it comes
+        // on the response channel, and must be served).
+        self.side.receiver(event).prepare_sleep() && (!event || self.side.response.prepare_sleep())
     }
 
     /// How long a waiting call polls before it sleeps (zero over sockets:

@@ -37,7 +37,7 @@ mod stream;
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncClient, Events, Reply};
 pub use client::Client;
-pub use engine::ClientTrace;
+pub use engine::{Call, ClientTrace};
 pub use options::{ConnectOptions, Message};
 pub use ringlink_common::ClientStats;
 pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport, Violation};

@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use ringlink_channel::wait::{self, WRITABLE};
 use ringlink_channel::{Sender, TrySendError};
 use ringlink_common::qb::QbTransport;
-use ringlink_common::wire::{MsgHeader, FLAG_LAGGED};
+use ringlink_common::wire::{MsgHeader, FLAG_CALL, FLAG_LAGGED};
 use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
 
 use crate::hooks::CloseReason;
@@ -59,6 +59,31 @@ struct ConnInner {
     /// The backlog holds something: the loop flushes it when the client
     /// makes room (read without the lock).
     backlogged: AtomicBool,
+    /// Calls to the client waiting for their replies.
+    calls: Mutex<Calls>,
+    /// A reply came, or the connection closed.
+    call_done: Condvar,
+}
+
+/// The server's calls to a client ([`Connection::call`]).
+#[derive(Debug, Default)]
+struct Calls {
+    /// The last call's number (calls are numbered from 1).
+    last: u64,
+    /// Calls waiting, and the replies that came for them.
+    waiting: std::collections::HashMap<u64, Option<CallReply>>,
+}
+
+/// A client's reply to a call ([`Connection::call`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallReply {
+    /// The message id the client replied with.
+    pub id: i32,
+    /// The client's error code: 0, or, from a client with no call
+    /// handler, `ERROR_UNKNOWN_ID`.
+    pub error: i32,
+    /// The reply's payload.
+    pub payload: Vec<u8>,
 }
 
 /// Events kept for a client whose ring is full, and the gaps where some
@@ -212,6 +237,8 @@ impl Connection {
                     (q, Mutex::new(Backlog::default()))
                 }),
                 backlogged: AtomicBool::new(false),
+                calls: Mutex::new(Calls::default()),
+                call_done: Condvar::new(),
             }),
         }
     }
@@ -359,6 +386,98 @@ impl Connection {
         let mut guard = self.inner.response.lock();
         let tx = guard.as_mut().ok_or(Error::Disconnected)?;
         tx.skip(seq).map_err(Error::from)
+    }
+
+    /// Calls the client and waits up to `timeout` for its reply (lwmsg's
+    /// peers call each other; miniRPC's server issues calls): the
+    /// client's call handler runs from its own receiving calls
+    /// (`Client::set_call_handler`; `recv`, `send_recv`, `event_recv`,
+    /// `serve_calls`, and the async client's), and a client without one
+    /// replies `ERROR_UNKNOWN_ID`, never silence. Replies are matched by
+    /// the call's number. Waits for room for the call too. Call it from a
+    /// thread other than the service's loop, which is the one that reads
+    /// the reply (from a handler, use a worker: `Dispatch::on_blocking`).
+    /// A libqb client cannot be called.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] (the client did not reply in time; a late reply
+    /// is dropped); [`Error::Disconnected`] (it left, or died, before
+    /// replying); [`Error::MessageTooLarge`]; `Unsupported` for a libqb
+    /// client.
+    pub fn call(&self, id: i32, payload: &[u8], timeout: Duration) -> Result<CallReply> {
+        if self.inner.libqb.is_some() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "libqb's protocol has no calls to the client",
+            )));
+        }
+        let deadline = ringlink_common::time::deadline_in(timeout);
+        let seq = {
+            let mut calls = self.inner.calls.lock();
+            calls.last += 1;
+            let seq = calls.last;
+            calls.waiting.insert(seq, None);
+            seq
+        };
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            flags: FLAG_CALL,
+            seq,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sent = self.send(Out::Response, h, &[IoSlice::new(payload)], Some(left));
+        let mut calls = self.inner.calls.lock();
+        if let Err(e) = sent {
+            calls.waiting.remove(&seq);
+            return Err(e);
+        }
+        loop {
+            if let Some(Some(_)) = calls.waiting.get(&seq) {
+                let reply = calls.waiting.remove(&seq).flatten().expect("a reply");
+                return Ok(reply);
+            }
+            if !self.is_connected() {
+                calls.waiting.remove(&seq);
+                return Err(Error::Disconnected);
+            }
+            if self
+                .inner
+                .call_done
+                .wait_until(&mut calls, deadline)
+                .timed_out()
+                && !matches!(calls.waiting.get(&seq), Some(Some(_)))
+            {
+                calls.waiting.remove(&seq);
+                return Err(Error::TimedOut);
+            }
+        }
+    }
+
+    /// A reply from the client, handed over by the loop: to its call's
+    /// waiter, or dropped if that gave up. A reply to a call never made is
+    /// a violation.
+    pub(crate) fn deliver_reply(&self, h: &MsgHeader, payload: &[u8]) -> Result<(), Violation> {
+        let mut calls = self.inner.calls.lock();
+        if h.seq > calls.last {
+            return Err(Violation::UnaskedResponse {
+                seq: h.seq,
+                answered: 0,
+                sent: calls.last,
+            });
+        }
+        if let Some(slot @ None) = calls.waiting.get_mut(&h.seq) {
+            *slot = Some(CallReply {
+                id: h.id,
+                error: h.error,
+                payload: payload.to_vec(),
+            });
+            drop(calls);
+            self.inner.call_done.notify_all();
+        }
+        Ok(())
     }
 
     /// Sends an event (an unsolicited message) to the client, without
@@ -740,6 +859,8 @@ impl Connection {
     /// `Disconnected`.
     pub(crate) fn mark_closed(&self) {
         self.inner.alive.store(false, Ordering::Release);
+        drop(self.inner.calls.lock());
+        self.inner.call_done.notify_all();
     }
 
     /// Takes the senders out, so that clones held by the application keep
@@ -751,6 +872,9 @@ impl Connection {
             self.inner.event.lock().take(),
         ];
         self.inner.wakeups.notify();
+        // Calls waiting for a reply find the connection gone.
+        drop(self.inner.calls.lock());
+        self.inner.call_done.notify_all();
         senders
     }
 }

@@ -239,6 +239,22 @@ impl Connections {
                 // leave it queued and park until the client makes room.
                 let closing = match conn.side.request.try_recv() {
                     Ok(None) => break,
+                    // A reply to a call: to its waiter, whatever the
+                    // handler's readiness (a worker may be the waiter).
+                    Ok(Some(incoming)) if incoming.header().is_reply() => {
+                        let r = conn
+                            .handle
+                            .deliver_reply(&incoming.header(), incoming.payload());
+                        incoming.release();
+                        conn.received += 1;
+                        match r {
+                            Ok(()) => {
+                                did = true;
+                                continue;
+                            }
+                            Err(v) => Some(v.into()),
+                        }
+                    }
                     Ok(Some(incoming)) if !ready(&conn.handle, incoming.header().id) => {
                         // Left where it is, in order; the handler resumes
                         // the connection.

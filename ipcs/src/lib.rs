@@ -27,7 +27,7 @@ mod service;
 mod slab;
 mod sources;
 
-pub use connection::Connection;
+pub use connection::{CallReply, Connection};
 #[allow(deprecated)]
 pub use control::{ControlHandle, ShutdownHandle};
 pub use dispatch::Dispatch;

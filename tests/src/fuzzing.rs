@@ -373,13 +373,15 @@ pub fn reassemble(max_message: usize, datagrams: &[Vec<u8>]) -> (Vec<Delivered>,
                     return (out, StreamEnd::Violation);
                 }
                 // The header names its own size, so only the flags can
-                // still be wrong: none but one-way (bit 0) and lagged
-                // (bit 1), and a one-way message carries sequence number
-                // 0 (PROTOCOL.md §3; which channel may carry which is the
+                // still be wrong: none but one-way (bit 0), lagged (bit
+                // 1), call (bit 2) and reply (bit 3); a one-way message
+                // carries sequence number 0, a call or a reply another
+                // (PROTOCOL.md §3; which channel may carry which is the
                 // receiver's check, above the reassembly).
                 let flags = u32::from_le_bytes(d[12..16].try_into().expect("4 bytes"));
                 let seq = u64::from_le_bytes(d[16..24].try_into().expect("8 bytes"));
-                if flags & !3 != 0 || (flags & 1 != 0 && seq != 0) {
+                if flags & !15 != 0 || (flags & 1 != 0 && seq != 0) || (flags & 12 != 0 && seq == 0)
+                {
                     return (out, StreamEnd::Violation);
                 }
                 let h = MsgHeader {

@@ -62,6 +62,9 @@
 //! - `farewell-all`: for every live connection, from this thread:
 //!   answers its held (`DEFER`) requests, sends a `FAREWELL` event, then
 //!   disconnects it; answers `ok N`;
+//! - `call CONN ID PAYLOAD MS`: `Connection::call` of connection CONN
+//!   with message id ID and PAYLOAD, waiting up to MS milliseconds, from
+//!   this thread; answers `reply id=I error=E payload=P` or `error KIND`;
 //! - `gate open|close`: opens or closes the gate `id::SLOW` requests
 //!   wait at on the worker pool; answers `ok`;
 //! - `rate off|off2|normal|fast|slow`: `ControlHandle::set_rate_limit` from
@@ -878,6 +881,27 @@ fn control(
         };
         let words: Vec<&str> = cmd.split_whitespace().collect();
         let answer = match (cmd.as_str(), words.as_slice()) {
+            (_, ["call", conn, id, payload, ms]) => {
+                match (conn.parse::<u64>(), id.parse::<i32>(), ms.parse::<u64>()) {
+                    (Ok(conn), Ok(id), Ok(ms)) => {
+                        match handle.connections().into_iter().find(|c| c.id() == conn) {
+                            None => "error no-such-connection".to_owned(),
+                            Some(c) => {
+                                match c.call(id, payload.as_bytes(), Duration::from_millis(ms)) {
+                                    Ok(r) => format!(
+                                        "reply id={} error={} payload={}",
+                                        r.id,
+                                        r.error,
+                                        String::from_utf8_lossy(&r.payload)
+                                    ),
+                                    Err(e) => format!("error {}", ipc::error_kind(&e)),
+                                }
+                            }
+                        }
+                    }
+                    _ => format!("error bad call {cmd:?}"),
+                }
+            }
             (_, ["gate", state @ ("open" | "close")]) => {
                 gate.set(*state == "open");
                 "ok".to_owned()

@@ -1,0 +1,159 @@
+//! Calls from the server to its clients (lwmsg's peers call each other;
+//! miniRPC's server issues calls), with the server in a process of its
+//! own: a client serves them with its call handler from its own
+//! receiving calls (a response wait, an event wait), and the server gets
+//! the reply matched by number; a client without a handler answers
+//! "unknown id"; one that does not receive makes the call time out, and
+//! its late reply is dropped; one that leaves makes it `Disconnected`;
+//! a reply to a call never made is a violation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ringlink_common::wire::{MsgHeader, FLAG_REPLY};
+use ringlink_ipcc::{Client, Error};
+use ringlink_tests::attack::RawClient;
+use ringlink_tests::ipc::id;
+use ringlink_tests::procs::{connect, unique_addr, ServerProc};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test_server");
+
+/// Only catches hangs.
+const PROMPT: Duration = Duration::from_secs(60);
+
+/// A client receiving in a thread of its own (responses, or events)
+/// until stopped, serving calls meanwhile.
+struct Receiving {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Client>>,
+}
+
+impl Receiving {
+    fn start(mut c: Client, events: bool) -> Receiving {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while !s.load(Ordering::Relaxed) {
+                let r = if events {
+                    c.event_recv(&mut buf, Some(Duration::from_millis(20)))
+                } else {
+                    c.recv(&mut buf, Some(Duration::from_millis(20)))
+                };
+                match r {
+                    Err(Error::TimedOut) => {}
+                    other => panic!("the receiving client got {other:?}"),
+                }
+            }
+            c
+        });
+        Receiving {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Client {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("thread")
+            .join()
+            .expect("receiver")
+    }
+}
+
+/// A client the server has made the connection of (`connect` returns
+/// before it has): one round trip.
+fn ready(addr: &ringlink_ipcs::ServiceAddr) -> Client {
+    let mut c = connect(addr, 0);
+    let mut buf = [0u8; 8];
+    c.send_recv(id::ECHO, b"up", &mut buf, Some(PROMPT))
+        .expect("echo");
+    c
+}
+
+fn reversing(c: &mut Client) {
+    c.set_call_handler(|call| {
+        let mut p = call.payload.to_vec();
+        p.reverse();
+        (0, p)
+    });
+}
+
+ringlink_tests::transport_test! {
+    fn the_server_calls_its_clients() {
+        let addr = unique_addr("calls");
+        let mut server = ServerProc::spawn(SERVER, &addr, &["--log-faults"]);
+        // Served from a response wait, and from an event wait.
+        for events in [false, true] {
+            let mut c = ready(&addr);
+            reversing(&mut c);
+            let cid = c.id();
+            let r = Receiving::start(c, events);
+            for i in 0..20 {
+                let word = format!("word{i}");
+                let want: String = word.chars().rev().collect();
+                assert_eq!(
+                    server.command(&format!("call {cid} 42 {word} 60000")),
+                    format!("reply id=42 error=0 payload={want}"),
+                    "events={events}"
+                );
+            }
+            let c = r.stop();
+            let mut c = c;
+            assert_eq!(c.stats(false).calls, 20);
+        }
+        // No handler: "unknown id", never silence.
+        let plain = ready(&addr);
+        let pid = plain.id();
+        let r = Receiving::start(plain, false);
+        assert_eq!(
+            server.command(&format!("call {pid} 7 hi 60000")),
+            format!("reply id=7 error={} payload=", ringlink_ipcs::ERROR_UNKNOWN_ID)
+        );
+        drop(r.stop());
+        // Not receiving: the call times out; the late reply is dropped,
+        // and the next call, once it receives, is answered.
+        let mut idle = ready(&addr);
+        reversing(&mut idle);
+        let iid = idle.id();
+        assert_eq!(server.command(&format!("call {iid} 1 late 200")), "error TimedOut");
+        let r = Receiving::start(idle, false);
+        assert_eq!(
+            server.command(&format!("call {iid} 2 again 60000")),
+            "reply id=2 error=0 payload=niaga"
+        );
+        drop(r.stop());
+        // Gone before replying: Disconnected.
+        let gone = ready(&addr);
+        let gid = gone.id();
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(gone);
+        });
+        assert_eq!(
+            server.command(&format!("call {gid} 1 x 60000")),
+            "error Disconnected"
+        );
+        dropper.join().expect("dropper");
+        assert!(server.faults().is_empty());
+        // A reply to a call never made: a violation.
+        let mut liar = RawClient::connect(&addr, ringlink_tests::transport::current());
+        let h = MsgHeader {
+            id: 1,
+            size: 0,
+            error: 0,
+            flags: FLAG_REPLY,
+            seq: 99,
+        };
+        liar.send_header(h, b"unasked").expect("sent");
+        liar.kick();
+        assert!(liar.server_closed(PROMPT), "the liar was not dropped");
+        let faults = server.faults();
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        server.shutdown();
+    }
+}
