@@ -295,7 +295,7 @@ impl<H: Handler> Service<H> {
     /// Calls `hook` at the start and at the end of every dispatched
     /// request (lwmsg's trace functions): message id, connection,
     /// duration, and whether the handler answered before returning; and
-    /// when its response goes ([`TraceStage::Responded`], with its error
+    /// when its response goes ([`TraceStage::Responded`](crate::TraceStage::Responded), with its error
     /// code), from whichever thread answered: the hook is `Sync`.
     pub fn set_trace_hook(&mut self, hook: impl Fn(&Trace<'_>) + Send + Sync + 'static) {
         let hook: std::sync::Arc<crate::hooks::TraceHook> = std::sync::Arc::new(hook);
