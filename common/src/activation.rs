@@ -62,6 +62,9 @@ pub fn take_listen_fds() -> io::Result<Option<Vec<ListenFd>>> {
             })?,
         Err(_) => return Ok(None),
     };
+    if TAKEN.load(Ordering::Acquire) {
+        return Ok(None);
+    }
     // Checked before anything is owned: an fd that is not open is an
     // error, and leaves the rest for nobody.
     for fd in FIRST_FD..FIRST_FD + n as i32 {

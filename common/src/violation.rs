@@ -287,6 +287,13 @@ pub enum Violation {
         /// Requests sent.
         sent: u64,
     },
+    /// A reply from the client to a call the server never made.
+    UnaskedReply {
+        /// The reply's call number.
+        seq: u64,
+        /// The last call the server made.
+        last_call: u64,
+    },
     /// The handshake answer did not decode.
     BadAnswer(WireError),
     /// The handshake answer announced messages larger than ringlink
@@ -376,6 +383,10 @@ impl fmt::Display for Violation {
                 f,
                 "response to request {seq} from the server, which has answered {answered} of \
                  the {sent} requests sent"
+            ),
+            Violation::UnaskedReply { seq, last_call } => write!(
+                f,
+                "reply to call {seq} from the client, which was never made (last call: {last_call})"
             ),
             Violation::BadAnswer(e) => write!(f, "connect response: {e}"),
             Violation::MaxAboveCeiling { announced } => write!(

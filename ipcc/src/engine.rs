@@ -376,6 +376,12 @@ impl Engine {
                     self.replies.pop_front();
                 }
                 Err(TrySendError::Full) => return Ok(()),
+                // The server left: nobody to reply to; what it sent before
+                // leaving is still read.
+                Err(TrySendError::Closed) => {
+                    self.replies.clear();
+                    return Ok(());
+                }
                 Err(e) => return Err(self.fail(e.into())),
             }
         }
@@ -554,12 +560,13 @@ impl Engine {
                         && side.request.room_for(0).unwrap_or(true)
                 }),
                 Wait::Event => {
-                    // A call from the server (on the response channel)
-                    // wakes an event wait too: it must be served.
-                    let (rx, calls) = (&side.event, &side.response);
-                    ringlink_ringbuf::wake::spin_until(*spin, || {
-                        rx.pending() || rx.is_closed() || calls.pending()
-                    })
+                    // A call from the server at the front of the response
+                    // channel must be served: no sleeping.
+                    if call_at_front(side) {
+                        return Ok(false);
+                    }
+                    let rx = &side.event;
+                    ringlink_ringbuf::wake::spin_until(*spin, || rx.pending() || rx.is_closed())
                 }
                 Wait::Response => {
                     let rx = &side.response;
@@ -574,7 +581,7 @@ impl Engine {
             stream.read();
             let armed = match which {
                 Wait::Space => side.request.prepare_sleep(),
-                Wait::Event => side.event.prepare_sleep() && side.response.prepare_sleep(),
+                Wait::Event => side.event.prepare_sleep() && arm_for_calls(side),
                 Wait::Response => side.response.prepare_sleep(),
             };
             // The level is read after raising the flag: the server lowers
@@ -592,9 +599,17 @@ impl Engine {
                 Err(TrySendError::Full) => true,
                 Err(e) => return Err(e.into()),
             };
+            // Calls from the server come on the response socket: watched
+            // in an event wait while nothing else waits there (a call
+            // behind an unread response waits for that response's reader).
+            let watch_calls = which == Wait::Event && {
+                if call_at_front(side) {
+                    return Ok(false);
+                }
+                !side.response.pending()
+            };
             let request = side.request.poll_fd();
-            if which == Wait::Event {
-                // Calls from the server come on the response socket.
+            if watch_calls {
                 fds.extend(side.response.poll_fd().map(|fd| PollFd::new(fd, READABLE)));
             }
             let watch = match which {
@@ -781,7 +796,7 @@ impl Engine {
     pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
         // An event wait is woken by a call from the server too (it comes
         // on the response channel, and must be served).
-        self.side.receiver(event).prepare_sleep() && (!event || self.side.response.prepare_sleep())
+        self.side.receiver(event).prepare_sleep() && (!event || arm_for_calls(&mut self.side))
     }
 
     /// How long a waiting call polls before it sleeps (zero over sockets:
@@ -826,4 +841,21 @@ impl Drop for Engine {
 
 fn io(e: nix::errno::Errno) -> Error {
     Error::Io(e.into())
+}
+
+/// Whether a call from the server is at the front of the response
+/// channel (looked at, not taken).
+fn call_at_front(side: &mut ClientSide) -> bool {
+    matches!(side.response.try_recv(), Ok(Some(m)) if m.header().is_call())
+}
+
+/// For an event wait: arms the response channel's wake-up too, so that a
+/// call from the server wakes it, when the channel is empty (a call behind
+/// an unread response waits for that response's reader: waking for the
+/// response would spin). `false` only if a call is at the front now.
+fn arm_for_calls(side: &mut ClientSide) -> bool {
+    if side.response.pending() {
+        return !call_at_front(side);
+    }
+    side.response.prepare_sleep() || !call_at_front(side)
 }

@@ -201,6 +201,9 @@ fn read(counter: &AtomicU64, clear: bool) -> u64 {
 enum Out {
     Response,
     Event,
+    /// A call to the client: on the response channel, not counted as a
+    /// response nor traced as one.
+    Call,
 }
 
 impl Connection {
@@ -428,7 +431,7 @@ impl Connection {
             seq,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let sent = self.send(Out::Response, h, &[IoSlice::new(payload)], Some(left));
+        let sent = self.send(Out::Call, h, &[IoSlice::new(payload)], Some(left));
         let mut calls = self.inner.calls.lock();
         if let Err(e) = sent {
             calls.waiting.remove(&seq);
@@ -462,10 +465,9 @@ impl Connection {
     pub(crate) fn deliver_reply(&self, h: &MsgHeader, payload: &[u8]) -> Result<(), Violation> {
         let mut calls = self.inner.calls.lock();
         if h.seq > calls.last {
-            return Err(Violation::UnaskedResponse {
+            return Err(Violation::UnaskedReply {
                 seq: h.seq,
-                answered: 0,
-                sent: calls.last,
+                last_call: calls.last,
             });
         }
         if let Some(slot @ None) = calls.waiting.get_mut(&h.seq) {
@@ -568,6 +570,13 @@ impl Connection {
             b.events += 1;
         }
         self.inner.backlogged.store(true, Ordering::Release);
+        // Room may have come (and the loop looked, and found nothing
+        // flagged) between the failed send and the flag: look again now
+        // that the loop will see the flag.
+        self.flush_backlog(&mut b)?;
+        if b.items.is_empty() {
+            return Ok(());
+        }
         // Tell the client to wake the loop when it makes room; if room
         // appeared meanwhile, send what fits now. A peer that says
         // nothing (libqb's) is looked at on the loop's tick, which the
@@ -664,11 +673,18 @@ impl Connection {
     /// would stop serving everyone and the wait would last its whole
     /// timeout.
     ///
+    /// With an event queue (`ServiceOptions::event_queue`), the queue is
+    /// the wait: this is [`send_event`](Self::send_event), in order with
+    /// the events queued before it.
+    ///
     /// # Errors
     ///
     /// As [`respond`](Self::respond), with [`Error::TimedOut`] instead of
     /// `WouldBlock`.
     pub fn send_event_timeout(&self, id: i32, payload: &[u8], timeout: Duration) -> Result<()> {
+        if self.inner.backlog.is_some() {
+            return self.send_event(id, payload);
+        }
         let h = MsgHeader {
             id,
             size: 0,
@@ -728,8 +744,9 @@ impl Connection {
     ) -> Result<()> {
         let o = &self.inner.counters.output;
         let (channel, sent) = match out {
-            Out::Response => (&self.inner.response, &o.responses),
-            Out::Event => (&self.inner.event, &o.events),
+            Out::Response => (&self.inner.response, Some(&o.responses)),
+            Out::Event => (&self.inner.event, Some(&o.events)),
+            Out::Call => (&self.inner.response, None),
         };
         if !self.is_connected() {
             return Err(Error::Disconnected);
@@ -737,7 +754,9 @@ impl Connection {
         let max = self.inner.max_message;
         match send_waiting(channel, &self.inner.wakeups, max, header, parts, timeout) {
             Ok(len) => {
-                count(sent, 1);
+                if let Some(sent) = sent {
+                    count(sent, 1);
+                }
                 count(&o.bytes_sent, len as u64);
                 if matches!(out, Out::Response) {
                     self.inner.remote.trace(&crate::Trace {
@@ -895,7 +914,7 @@ fn send_waiting(
     timeout: Option<Duration>,
 ) -> Result<usize> {
     let len = ringlink_common::payload_len(parts, max)?;
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = timeout.map(ringlink_common::time::deadline_in);
     loop {
         let mut guard = channel.lock();
         let tx = guard.as_mut().ok_or(Error::Disconnected)?;

@@ -39,8 +39,14 @@ pub(crate) struct Conn {
     /// Waiting for room for a response before taking more requests.
     parked: bool,
     /// The handler could not take its next request (`Handler::ready`):
-    /// left alone until `Connection::resume`.
+    /// its requests are not handed over until `Connection::resume`.
     held: bool,
+    /// Requests taken out of the ring while held, in order, so that the
+    /// replies to the server's calls behind them can be read (a worker
+    /// waiting for one may be what holds the connection); at most
+    /// [`STASH_MAX`] of them and [`STASH_BYTES`] bytes.
+    stash: std::collections::VecDeque<(MsgHeader, Vec<u8>)>,
+    stash_bytes: usize,
     /// In the `hot` list: may have requests, so the sweep looks at it. A
     /// cold connection has its wake-up armed and comes back through
     /// epoll.
@@ -50,6 +56,18 @@ pub(crate) struct Conn {
     received: u64,
     idle_mark: u64,
     idle_looks: u32,
+}
+
+/// Most requests a held connection's stash keeps ([`Conn::stash`]).
+const STASH_MAX: usize = 64;
+/// Most payload bytes it keeps (one request at least).
+const STASH_BYTES: usize = 1 << 20;
+
+impl Conn {
+    /// Whether the stash takes no more: the ring keeps the rest.
+    fn stash_full(&self) -> bool {
+        self.stash.len() >= STASH_MAX || self.stash_bytes >= STASH_BYTES
+    }
 }
 
 /// The live connections.
@@ -126,6 +144,8 @@ impl Connections {
             side,
             parked: false,
             held: false,
+            stash: std::collections::VecDeque::new(),
+            stash_bytes: 0,
             hot: false,
             received: 0,
             // The first look counts as activity: the time runs from it.
@@ -185,6 +205,13 @@ impl Connections {
     /// `looks` looks in a row is added to `dead`, as idle.
     pub(crate) fn look_for_idle(&mut self, looks: u32, dead: &mut Vec<(usize, Closing)>) {
         for (slot, c) in self.conns.iter_mut() {
+            // A client whose requests wait for the server (parked for
+            // room, held by the handler) is not idle; nor is one being
+            // closed for another reason already.
+            if c.parked || c.held || !c.handle.is_connected() {
+                c.idle_looks = 0;
+                continue;
+            }
             if c.received != c.idle_mark {
                 c.idle_mark = c.received;
                 c.idle_looks = 0;
@@ -231,10 +258,39 @@ impl Connections {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            if conn.parked || conn.held || !conn.handle.is_connected() {
+            if conn.parked || !conn.handle.is_connected() {
                 continue;
             }
-            for _ in 0..per_turn {
+            // Requests stashed while held go first, in order.
+            let mut budget = per_turn;
+            while !conn.held && budget > 0 {
+                let Some(id) = conn.stash.front().map(|(h, _)| h.id) else {
+                    break;
+                };
+                if !ready(&conn.handle, id) {
+                    conn.held = true;
+                    break;
+                }
+                match flow::answer_fits(&conn.handle, &mut conn.parked) {
+                    Ok(true) => {
+                        let (h, body) = conn.stash.pop_front().expect("a request");
+                        conn.stash_bytes -= body.len();
+                        conn.received += 1;
+                        deliver(&conn.handle, h, &body);
+                        did = true;
+                        budget -= 1;
+                    }
+                    Ok(false) => break,
+                    Err(closing) => {
+                        dead.push((slot, closing));
+                        break;
+                    }
+                }
+            }
+            if conn.parked || !conn.handle.is_connected() {
+                continue;
+            }
+            for _ in 0..budget {
                 // Take a request only if its answer will fit; otherwise
                 // leave it queued and park until the client makes room.
                 let closing = match conn.side.request.try_recv() {
@@ -255,11 +311,23 @@ impl Connections {
                             Err(v) => Some(v.into()),
                         }
                     }
-                    Ok(Some(incoming)) if !ready(&conn.handle, incoming.header().id) => {
-                        // Left where it is, in order; the handler resumes
-                        // the connection.
+                    // Held (or requests stashed before it): to the stash, in
+                    // order, so that replies behind it are read; the ring
+                    // keeps the rest once the stash is full.
+                    Ok(Some(incoming))
+                        if conn.held
+                            || !conn.stash.is_empty()
+                            || !ready(&conn.handle, incoming.header().id) =>
+                    {
                         conn.held = true;
-                        break;
+                        if conn.stash.len() >= STASH_MAX || conn.stash_bytes >= STASH_BYTES {
+                            break;
+                        }
+                        let body = incoming.payload().to_vec();
+                        conn.stash_bytes += body.len();
+                        conn.stash.push_back((incoming.header(), body));
+                        incoming.release();
+                        continue;
                     }
                     Ok(Some(incoming)) => match flow::answer_fits(&conn.handle, &mut conn.parked) {
                         Ok(true) => {
@@ -301,7 +369,10 @@ impl Connections {
         // brings them back; cold ones are armed already. Socket
         // connections need no arming (epoll watches them), but one left
         // readable by the rate limit has work.
-        let live = |c: &Conn| !c.parked && !c.held && c.handle.is_connected();
+        // A held connection stays armed while its stash takes more (the
+        // replies behind its requests must be read).
+        let stalled = |c: &Conn| c.parked || (c.held && c.stash_full());
+        let live = |c: &Conn| !stalled(c) && c.handle.is_connected();
         let mut prep = ringlink_ringbuf::wake::prepare_sleep();
         for &slot in &self.hot {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {

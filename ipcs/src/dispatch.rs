@@ -105,6 +105,7 @@ impl Dispatch {
         id: i32,
         route: impl Fn(&Connection, &Request<'_>) + Send + Sync + 'static,
     ) -> Dispatch {
+        self.blocking.remove(&id);
         self.routes.insert(id, Box::new(route));
         self
     }

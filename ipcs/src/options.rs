@@ -60,7 +60,9 @@ pub struct ServiceOptions {
     /// read per message; a timer looks at a counter each quarter, while
     /// there are connections). A client that only receives events sends
     /// nothing: give such clients a longer timeout, or have them send.
-    /// Default `None`.
+    /// Clients whose requests wait for the server (for room for an
+    /// answer, or held by `Handler::ready`) are not idle. Default `None`
+    /// (as is `Some(Duration::ZERO)`).
     pub idle_timeout: Option<Duration>,
     /// A per-connection queue for the events a client's ring has no room
     /// for (LibIPC's `MESSAGE_TX` queue), flushed as the client makes

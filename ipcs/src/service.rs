@@ -216,8 +216,10 @@ impl<H: Handler> Service<H> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let remote = Arc::new(Remote::new()?);
         let tick = Tick::new(&epoll, TICK, QUIET_POLL)?;
+        // A zero timeout is none (it would close every client at once).
         let idle = opts
             .idle_timeout
+            .filter(|t| !t.is_zero())
             .map(|t| {
                 Tick::new(
                     &epoll,

@@ -52,6 +52,11 @@ pub mod id {
     /// once from the handler, each with its index (u32), then answers
     /// `sent=S refused=R` (R: the sends that returned `WouldBlock`).
     pub const FLOOD: i32 = 10;
+    /// A blocking route (on the same pool as [`SLOW`]) that calls the
+    /// client back (`Connection::call`, this id, the request's payload,
+    /// 60 s) and answers with the reply's payload, or error -1 with
+    /// nothing if the call failed.
+    pub const CALLBACK: i32 = 11;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

@@ -157,3 +157,38 @@ ringlink_tests::transport_test! {
         server.shutdown();
     }
 }
+
+ringlink_tests::transport_test! {
+    /// Blocking routes that call the client back, more of them than the
+    /// pool takes at once: the connection is held, and the replies to the
+    /// calls come behind requests the handler cannot take yet. The server
+    /// reads them all the same (it keeps the requests in order aside), so
+    /// every call is answered and every request too.
+    fn calls_from_blocking_routes_under_back_pressure_are_answered() {
+        let addr = unique_addr("callback");
+        let server = ServerProc::spawn(SERVER, &addr, &[]);
+        let mut c = ready(&addr);
+        reversing(&mut c);
+        let n = 12u32;
+        for i in 0..n {
+            c.send_timeout(id::CALLBACK, format!("cb{i}").as_bytes(), Some(PROMPT))
+                .expect("send");
+        }
+        let mut buf = [0u8; 64];
+        let mut answers: Vec<String> = (0..n)
+            .map(|_| {
+                let m = c.recv(&mut buf, Some(PROMPT)).expect("answered");
+                assert_eq!(m.error, 0, "a call from a route failed");
+                String::from_utf8_lossy(&buf[..m.len]).into_owned()
+            })
+            .collect();
+        answers.sort();
+        let mut want: Vec<String> = (0..n)
+            .map(|i| format!("cb{i}").chars().rev().collect())
+            .collect();
+        want.sort();
+        assert_eq!(answers, want);
+        assert_eq!(c.stats(false).calls, u64::from(n));
+        server.shutdown();
+    }
+}

@@ -591,8 +591,17 @@ fn connection_closed_handler_sees_sends_fail() {
 /// `timeout`, over about two seconds of wall time; then the server shuts
 /// down and the call must return `Disconnected`.
 fn cpu_while_waiting(timeout: Option<Duration>) -> u64 {
+    cpu_while_waiting_for_events(timeout, false)
+}
+
+/// [`cpu_while_waiting`]; with `unread`, a response waits unread in the
+/// client's response channel meanwhile (it must not wake an event wait).
+fn cpu_while_waiting_for_events(timeout: Option<Duration>, unread: bool) -> u64 {
     let server = ServerProc::spawn(SERVER, &unique_addr("idle"), &[]);
     let mut c = connect(server.addr(), 0);
+    if unread {
+        c.send(id::ECHO, b"unread").expect("send");
+    }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(Err(gettid()));
@@ -629,6 +638,18 @@ fn a_client_waiting_forever_sleeps() {
             "event_recv({timeout:?}) used {used} ticks of CPU in 2 s of waiting"
         );
     }
+}
+}
+
+ringlink_tests::transport_test! {
+/// An event wait is woken by a call from the server (on the response
+/// channel), but not by a response waiting unread there.
+fn a_client_waiting_for_events_beside_an_unread_response_sleeps() {
+    let used = cpu_while_waiting_for_events(None, true);
+    assert!(
+        used <= IDLE_TICKS,
+        "event_recv(None) beside an unread response used {used} ticks of CPU in 2 s: it spins"
+    );
 }
 }
 

@@ -546,7 +546,7 @@ impl Handler for TestHandler {
                 }
             }
             id::ECHO => self.respond(conn, req.seq(), req.id(), p),
-            id::SLOW => {
+            id::SLOW | id::CALLBACK => {
                 self.pool.dispatch(conn, req);
             }
             id::FLOOD => {
@@ -1077,6 +1077,14 @@ fn run() -> Result<(), String> {
             let st = st.clone();
             ringlink_ipcs::Dispatch::new()
                 .workers(2, 2)
+                .on_blocking(id::CALLBACK, |conn, req| {
+                    let answered =
+                        match conn.call(id::CALLBACK, req.payload(), Duration::from_secs(60)) {
+                            Ok(reply) => conn.respond(req.seq(), req.id(), &reply.payload),
+                            Err(_) => conn.respond_vectored(req.seq(), req.id(), -1, &[]),
+                        };
+                    let _ = answered;
+                })
                 .on_blocking(id::SLOW, move |conn, req| {
                     bump(&st.slow_started);
                     gate.pass();
