@@ -292,30 +292,36 @@ pub(crate) fn refusal(e: OpenError) -> Result<RingRefusal, io::Error> {
 /// creator's pid no longer runs, it is a regular file and it belongs to
 /// this user; anything else is left alone.
 fn remove_stale(dir: &Path) {
-    // Without /proc every pid would look dead: sweep nothing.
+    for (path, meta) in left_by_the_dead(dir, PREFIX) {
+        if meta.is_file() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The entries directly in `dir` named `<prefix><pid>-…` whose pid no
+/// longer runs and that belong to this user (not followed if links), with
+/// their metadata: what a process killed before it could clean up left.
+/// None without `/proc`, where every pid would look dead.
+pub(crate) fn left_by_the_dead(dir: &Path, prefix: &str) -> Vec<(PathBuf, std::fs::Metadata)> {
     if !Path::new("/proc/self").exists() {
-        return;
+        return Vec::new();
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return Vec::new();
     };
     let me = nix::unistd::geteuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let Ok(meta) = entry.path().symlink_metadata() else {
-            continue;
-        };
-        if meta.is_file() && meta.uid() == me {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let rest = name.to_str()?.strip_prefix(prefix)?;
+            let pid = rest.split('-').next()?.parse::<u32>().ok()?;
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                return None;
+            }
+            let meta = entry.path().symlink_metadata().ok()?;
+            (meta.uid() == me).then(|| (entry.path(), meta))
+        })
+        .collect()
 }

@@ -88,3 +88,21 @@ pub fn build(name: &str, dir: &str) -> PathBuf {
     std::fs::rename(&tmp, &out).expect("move the build into place");
     out
 }
+
+/// Runs the function `NAME(transport)` as two tests, one for each of
+/// libqb's transports: `NAME::shm` and `NAME::socket`.
+#[macro_export]
+macro_rules! libqb_test {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn shm() {
+                super::$name("shm")
+            }
+            #[test]
+            fn socket() {
+                super::$name("socket")
+            }
+        }
+    };
+}

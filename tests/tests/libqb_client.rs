@@ -20,21 +20,6 @@ use ringlink_tests::qbc;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A test for each of libqb's transports: `NAME::shm` and `NAME::socket`.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn shm() {
-                super::$name("shm")
-            }
-            #[test]
-            fn socket() {
-                super::$name("socket")
-            }
-        }
-    };
-}
 const CALL: Option<Duration> = Some(Duration::from_secs(30));
 
 /// A libqb server process serving `name` over libqb transport `t`
@@ -95,7 +80,7 @@ fn pattern(size: usize) -> Vec<u8> {
     (0..size).map(|k| (k * 7 + size) as u8).collect()
 }
 
-both!(requests_of_every_size_and_a_reply_sent_only_as_an_event);
+ringlink_tests::libqb_test!(requests_of_every_size_and_a_reply_sent_only_as_an_event);
 fn requests_of_every_size_and_a_reply_sent_only_as_an_event(t: &str) {
     if !qbc::require("requests_of_every_size_and_a_reply_sent_only_as_an_event") {
         return;
@@ -150,7 +135,7 @@ fn requests_of_every_size_and_a_reply_sent_only_as_an_event(t: &str) {
     command(&mut s, "exit");
 }
 
-both!(ten_events_and_thirty_thousand_with_some_at_the_maximum);
+ringlink_tests::libqb_test!(ten_events_and_thirty_thousand_with_some_at_the_maximum);
 fn ten_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     if !qbc::require("ten_events_and_thirty_thousand_with_some_at_the_maximum") {
         return;
@@ -187,7 +172,7 @@ fn ten_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     command(&mut s, "exit");
 }
 
-both!(flow_control_at_off_and_off2);
+ringlink_tests::libqb_test!(flow_control_at_off_and_off2);
 fn flow_control_at_off_and_off2(t: &str) {
     if !qbc::require("flow_control_at_off_and_off2") {
         return;
@@ -238,7 +223,7 @@ fn flow_control_at_off_and_off2(t: &str) {
     command(&mut s, "exit");
 }
 
-both!(the_enforced_buffer_size_and_a_disconnect_from_the_handler);
+ringlink_tests::libqb_test!(the_enforced_buffer_size_and_a_disconnect_from_the_handler);
 fn the_enforced_buffer_size_and_a_disconnect_from_the_handler(t: &str) {
     if !qbc::require("the_enforced_buffer_size_and_a_disconnect_from_the_handler") {
         return;
@@ -261,7 +246,7 @@ fn the_enforced_buffer_size_and_a_disconnect_from_the_handler(t: &str) {
     command(&mut s, "exit");
 }
 
-both!(a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout);
+ringlink_tests::libqb_test!(a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout);
 fn a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout(t: &str) {
     if !qbc::require("a_server_that_leaves_or_dies_is_seen_even_by_a_call_without_timeout") {
         return;
@@ -423,7 +408,7 @@ impl Drop for RemoveDir {
     }
 }
 
-both!(the_async_client_over_libqb);
+ringlink_tests::libqb_test!(the_async_client_over_libqb);
 fn the_async_client_over_libqb(t: &str) {
     if !qbc::require("the_async_client_over_libqb") {
         return;

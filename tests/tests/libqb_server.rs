@@ -23,22 +23,6 @@ use ringlink_tests::qbc;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test_server");
 
-/// A test for each of libqb's transports: `NAME::shm` and `NAME::socket`.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn shm() {
-                super::$name("shm")
-            }
-            #[test]
-            fn socket() {
-                super::$name("socket")
-            }
-        }
-    };
-}
-
 /// A line's deadline: only catches hangs.
 const T: Duration = Duration::from_secs(60);
 
@@ -138,7 +122,7 @@ fn burst_hash(b: &Burst, max: usize) -> String {
     format!("{h:016x}")
 }
 
-both!(requests_of_every_size_blocking_and_with_timeouts);
+ringlink_tests::libqb_test!(requests_of_every_size_blocking_and_with_timeouts);
 fn requests_of_every_size_blocking_and_with_timeouts(t: &str) {
     if !qbc::require("requests_of_every_size_blocking_and_with_timeouts") {
         return;
@@ -167,7 +151,7 @@ fn requests_of_every_size_blocking_and_with_timeouts(t: &str) {
     server.shutdown();
 }
 
-both!(a_reply_sent_only_as_an_event_times_out_sendv_recv);
+ringlink_tests::libqb_test!(a_reply_sent_only_as_an_event_times_out_sendv_recv);
 fn a_reply_sent_only_as_an_event_times_out_sendv_recv(t: &str) {
     if !qbc::require("a_reply_sent_only_as_an_event_times_out_sendv_recv") {
         return;
@@ -190,7 +174,7 @@ fn a_reply_sent_only_as_an_event_times_out_sendv_recv(t: &str) {
     server.shutdown();
 }
 
-both!(flow_control_at_off_and_off2);
+ringlink_tests::libqb_test!(flow_control_at_off_and_off2);
 fn flow_control_at_off_and_off2(t: &str) {
     if !qbc::require("flow_control_at_off_and_off2") {
         return;
@@ -256,7 +240,7 @@ fn flow_control_at_off_and_off2(t: &str) {
     server.shutdown();
 }
 
-both!(async_connect_and_the_servers_credentials);
+ringlink_tests::libqb_test!(async_connect_and_the_servers_credentials);
 fn async_connect_and_the_servers_credentials(t: &str) {
     if !qbc::require("async_connect_and_the_servers_credentials") {
         return;
@@ -276,7 +260,7 @@ fn async_connect_and_the_servers_credentials(t: &str) {
     server.shutdown();
 }
 
-both!(a_server_that_leaves_or_dies_is_seen_and_its_files_go);
+ringlink_tests::libqb_test!(a_server_that_leaves_or_dies_is_seen_and_its_files_go);
 fn a_server_that_leaves_or_dies_is_seen_and_its_files_go(t: &str) {
     if !qbc::require("a_server_that_leaves_or_dies_is_seen_and_its_files_go") {
         return;
@@ -315,7 +299,7 @@ fn server_sweeping(t: &str, tag: &str) -> (ServerProc, String) {
     start(t, tag, &[])
 }
 
-both!(ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum);
+ringlink_tests::libqb_test!(ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum);
 fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     if !qbc::require("ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum") {
         return;
@@ -363,7 +347,7 @@ fn ten_bulk_events_and_thirty_thousand_with_some_at_the_maximum(t: &str) {
     assert_eq!(st.u("burst_done"), 2, "{st}");
 }
 
-both!(five_thousand_connections_leak_nothing);
+ringlink_tests::libqb_test!(five_thousand_connections_leak_nothing);
 fn five_thousand_connections_leak_nothing(t: &str) {
     if !qbc::require("five_thousand_connections_leak_nothing") {
         return;
@@ -393,7 +377,7 @@ fn five_thousand_connections_leak_nothing(t: &str) {
     server.shutdown();
 }
 
-both!(an_event_from_connection_created);
+ringlink_tests::libqb_test!(an_event_from_connection_created);
 fn an_event_from_connection_created(t: &str) {
     if !qbc::require("an_event_from_connection_created") {
         return;
@@ -416,7 +400,7 @@ fn hex_text(hex: &str) -> String {
         .collect()
 }
 
-both!(a_disconnect_from_the_message_handler);
+ringlink_tests::libqb_test!(a_disconnect_from_the_message_handler);
 fn a_disconnect_from_the_message_handler(t: &str) {
     if !qbc::require("a_disconnect_from_the_message_handler") {
         return;
@@ -432,7 +416,7 @@ fn a_disconnect_from_the_message_handler(t: &str) {
     server.shutdown();
 }
 
-both!(the_enforced_buffer_size);
+ringlink_tests::libqb_test!(the_enforced_buffer_size);
 fn the_enforced_buffer_size(t: &str) {
     if !qbc::require("the_enforced_buffer_size") {
         return;
@@ -456,7 +440,7 @@ fn the_enforced_buffer_size(t: &str) {
     server.shutdown();
 }
 
-both!(the_files_owner_and_mode_from_ring_auth);
+ringlink_tests::libqb_test!(the_files_owner_and_mode_from_ring_auth);
 fn the_files_owner_and_mode_from_ring_auth(t: &str) {
     if !qbc::require("the_files_owner_and_mode_from_ring_auth") {
         return;
@@ -518,7 +502,7 @@ impl Bystander {
     }
 }
 
-both!(size_lies_are_violations_and_a_bystander_goes_on);
+ringlink_tests::libqb_test!(size_lies_are_violations_and_a_bystander_goes_on);
 fn size_lies_are_violations_and_a_bystander_goes_on(t: &str) {
     if !qbc::require("size_lies_are_violations_and_a_bystander_goes_on") {
         return;
@@ -564,9 +548,16 @@ fn truncated_ring_files_cannot_take_the_server_down() {
         ok(&mut c, &format!("connect {name} 0"));
         ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
         ok(&mut c, &format!("truncate {file} {size}"));
+        let before = server.faults().len();
         // The client's own libqb may die of it: it is the attacker.
         c.send(&format!("send {id} 10"));
         by.served(5);
+        // Give the server its turn with the attacker's message before the
+        // attacker goes (its leaving would end the connection first).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while server.faults().len() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(c);
         by.served(5);
     }
@@ -582,7 +573,7 @@ fn truncated_ring_files_cannot_take_the_server_down() {
     server.shutdown();
 }
 
-both!(a_stalled_handshake_expires_and_a_bystander_goes_on);
+ringlink_tests::libqb_test!(a_stalled_handshake_expires_and_a_bystander_goes_on);
 fn a_stalled_handshake_expires_and_a_bystander_goes_on(t: &str) {
     if !qbc::require("a_stalled_handshake_expires_and_a_bystander_goes_on") {
         return;
@@ -659,7 +650,7 @@ fn a_stranger_cannot_send_requests_in_a_clients_name() {
     server.shutdown();
 }
 
-both!(links_planted_in_a_connections_directory_are_removed_not_followed);
+ringlink_tests::libqb_test!(links_planted_in_a_connections_directory_are_removed_not_followed);
 fn links_planted_in_a_connections_directory_are_removed_not_followed(t: &str) {
     // libqb's history (CVE-2019-12779): its server made ring files by
     // predictable names in /dev/shm, so a local user could plant links

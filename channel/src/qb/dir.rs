@@ -250,38 +250,20 @@ impl OpenedDir {
 /// leaves the empty directory behind): only `qb-<pid>-…` directories
 /// whose pid is gone, that belong to this user, with the files in them.
 pub fn remove_stale(base: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+    // Only this user's directories: under /dev/shm's sticky bit nobody
+    // else can rename them, and unlinking never follows a link.
+    for (dir, meta) in crate::named::left_by_the_dead(base, PREFIX) {
+        if !meta.is_dir() {
             continue;
         }
-        let Ok(meta) = entry.path().symlink_metadata() else {
-            continue;
-        };
-        if !meta.is_dir() || meta.uid() != me {
-            continue;
-        }
-        if let Ok(files) = std::fs::read_dir(entry.path()) {
+        if let Ok(files) = std::fs::read_dir(&dir) {
             for f in files.flatten() {
                 if f.path().symlink_metadata().is_ok_and(|m| m.is_file()) {
                     let _ = std::fs::remove_file(f.path());
                 }
             }
         }
-        let _ = std::fs::remove_dir(entry.path());
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
