@@ -207,6 +207,16 @@ impl Handshakes {
         self.end(oldest, epoll)
     }
 
+    /// When the handshake at `slot` started and its deadline, if one is
+    /// there that has not been answered (the start tells it from a later
+    /// one in the same slot).
+    pub(crate) fn unanswered(&self, slot: usize) -> Option<(Instant, Instant)> {
+        self.table
+            .get(slot)
+            .filter(|h| h.pending.is_none())
+            .map(|h| (h.started, h.deadline))
+    }
+
     /// The stream socket of the handshake at `slot`: the channels made
     /// for it send their wake-ups on it.
     pub(crate) fn stream(&self, slot: usize) -> Option<&Arc<UnixStream>> {

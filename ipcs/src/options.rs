@@ -17,7 +17,8 @@ pub struct ServiceOptions {
     /// Smallest message payload every connection supports, whatever the
     /// client asks (libqb's enforced buffer size). Default 64 KiB.
     pub min_message: usize,
-    /// Most live connections; further clients get `TooManyClients`.
+    /// Most live connections; further clients get `TooManyClients` (or
+    /// wait for a slot, with [`queue_when_full`](Self::queue_when_full)).
     /// Default 1024. Each costs the server one fd over shared memory
     /// (three over the socket transport) and its rings' memory: see
     /// `docs/SERVER.md`, "What a connection costs".
@@ -70,6 +71,13 @@ pub struct ServiceOptions {
     /// `send_event` returns `WouldBlock` when the ring is full, and the
     /// sender decides.
     pub event_queue: Option<EventQueue>,
+    /// Clients beyond `max_clients` wait for a slot instead of being
+    /// refused (lwmsg's listen queue): their handshake is answered, in
+    /// the order they came, when a connection ends; one still waiting at
+    /// its handshake deadline gets `TooManyClients`. Bounded by
+    /// `max_handshakes` and `handshake_timeout`. Per-user and per-process
+    /// quotas still refuse at once. Default false.
+    pub queue_when_full: bool,
     /// How long the loop keeps polling the rings after its last piece of
     /// work before it sleeps in epoll. Default
     /// [`ringlink_ringbuf::DEFAULT_SPIN`].
@@ -111,6 +119,7 @@ impl Default for ServiceOptions {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: None,
             event_queue: None,
+            queue_when_full: false,
             spin: ringlink_ringbuf::DEFAULT_SPIN,
             transport: Transport::Shm,
             ring_dir: None,

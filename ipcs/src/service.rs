@@ -96,6 +96,9 @@ pub struct Service<H: Handler> {
     listeners: Vec<Listener>,
     handshakes: Handshakes,
     conns: Connections,
+    /// Handshakes waiting for a free slot (`ServiceOptions::queue_when_full`),
+    /// oldest first: their slot, request and credentials.
+    waiting_for_slot: std::collections::VecDeque<(usize, Instant, ConnectRequest, Credentials)>,
     flow: Flow,
     sources: Sources,
     hooks: Hooks,
@@ -246,6 +249,7 @@ impl<H: Handler> Service<H> {
             registry: Arc::default(),
             listeners: Vec::new(),
             conns: Connections::default(),
+            waiting_for_slot: std::collections::VecDeque::new(),
             flow: Flow::default(),
             sources: Sources::new(TIMER, FOREIGN),
             hooks: Hooks::default(),
@@ -677,6 +681,9 @@ impl<H: Handler> Service<H> {
                 _ => {}
             }
         }
+        if !self.waiting_for_slot.is_empty() {
+            self.refuse_late_waiters(Instant::now());
+        }
         for ended in self.handshakes.expire(Instant::now(), &self.epoll) {
             self.remote.count_abandoned();
             self.end_handshake(ended);
@@ -799,6 +806,14 @@ impl<H: Handler> Service<H> {
         } else if req.protocol != self.protocol {
             Some(Status::UnknownProtocol)
         } else if let Err(status) = self.census.check(&credentials, &self.opts) {
+            if status == Status::TooManyClients && self.opts.queue_when_full {
+                // Answered when a slot frees, or refused at its deadline.
+                if let Some((started, _)) = self.handshakes.unanswered(slot) {
+                    self.waiting_for_slot
+                        .push_back((slot, started, req.clone(), credentials));
+                    return false;
+                }
+            }
             Some(status)
         } else if let Err(r) = self.handler.accept(&credentials) {
             Some(r.into())
@@ -866,6 +881,44 @@ impl<H: Handler> Service<H> {
             self.census.release(&credentials);
         }
         self.resume_listener();
+        self.admit_waiting();
+    }
+
+    /// Answers the handshakes waiting for a slot while there are slots;
+    /// forgets those that ended.
+    fn admit_waiting(&mut self) {
+        while let Some((slot, started, req, credentials)) = self.waiting_for_slot.pop_front() {
+            if self.handshakes.unanswered(slot).map(|(s, _)| s) != Some(started) {
+                continue; // ended meanwhile
+            }
+            if self.census.check(&credentials, &self.opts) == Err(Status::TooManyClients) {
+                self.waiting_for_slot
+                    .push_front((slot, started, req, credentials));
+                return;
+            }
+            self.decide(slot, &req, credentials);
+        }
+    }
+
+    /// Refuses the handshakes that waited for a slot until their deadline.
+    fn refuse_late_waiters(&mut self, now: Instant) {
+        let handshakes = &self.handshakes;
+        let current = |slot: usize, started: Instant| {
+            handshakes
+                .unanswered(slot)
+                .filter(|(s, _)| *s == started)
+                .map(|(_, deadline)| deadline)
+        };
+        let (late, waiting): (Vec<_>, Vec<_>) = self
+            .waiting_for_slot
+            .drain(..)
+            .partition(|(slot, started, ..)| current(*slot, *started).is_none_or(|d| d <= now));
+        self.waiting_for_slot = waiting.into();
+        for (slot, started, ..) in late {
+            if self.handshakes.unanswered(slot).map(|(s, _)| s) == Some(started) {
+                self.refuse(slot, Status::TooManyClients);
+            }
+        }
     }
 
     /// The client confirmed: the connection is created.
@@ -1063,6 +1116,7 @@ impl<H: Handler> Service<H> {
         conn.release();
         self.remote.count_closed();
         self.handler.connection_destroyed(&handle);
+        self.admit_waiting();
         if self.conns.len() == 0 {
             if let Some(idle) = &mut self.idle {
                 idle.set(false);

@@ -19,6 +19,8 @@
 //! (`Service::listen_libqb`), with the same handler, over libqb's shared
 //! memory or, with `--libqb-transport socket`, its sockets.
 //!
+//! `--queue-when-full` sets `ServiceOptions::queue_when_full`.
+//!
 //! `--event-queue N:refuse|drop-oldest|drop-newest` sets
 //! `ServiceOptions::event_queue`.
 //!
@@ -127,6 +129,7 @@ struct Args {
     max_handshakes: Option<usize>,
     log_faults: bool,
     activated: bool,
+    queue_when_full: bool,
     as_uid: Option<u32>,
     as_gid: Option<u32>,
     ring_dir: Option<String>,
@@ -155,6 +158,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--ring-to-client" {
             a.ring_to_client = true;
+            continue;
+        }
+        if flag == "--queue-when-full" {
+            a.queue_when_full = true;
             continue;
         }
         if flag == "--activated" {
@@ -1045,6 +1052,7 @@ fn run() -> Result<(), String> {
         opts.idle_timeout = Some(Duration::from_millis(ms));
     }
     opts.event_queue = args.event_queue;
+    opts.queue_when_full = args.queue_when_full;
     if let Some(n) = args.max_handshakes {
         opts.max_handshakes = n;
     }
