@@ -12,16 +12,32 @@
 //!
 //! ```no_run
 //! use ringlink_ipcc::{Client, ConnectOptions};
-//! use ringlink_common::ServiceAddr;
+//! use ringlink_ipcc::ServiceAddr;
 //! use std::time::Duration;
 //!
-//! # fn main() -> ringlink_common::Result<()> {
+//! # fn main() -> ringlink_ipcc::Result<()> {
 //! let mut client = Client::connect(&ServiceAddr::named("echo"), &ConnectOptions::new("echo"))?;
 //! let mut buf = vec![0u8; client.max_message()];
 //! let reply = client.send_recv(1, b"hello", &mut buf, Some(Duration::from_secs(1)))?;
 //! assert_eq!(&buf[..reply.len], b"hello");
 //! # Ok(())
 //! # }
+//! ```
+//!
+//! Every type in this crate's signatures is reachable from it, so a
+//! client needs no other ringlink crate:
+//!
+//! ```
+//! use ringlink_ipcc::{ClientStats, Error, RateLimit, Status, Violation, WireError};
+//!
+//! fn refused(e: &Error) -> Option<Status> {
+//!     match e {
+//!         Error::Rejected(status) => Some(*status),
+//!         _ => None,
+//!     }
+//! }
+//! let _ = (refused, RateLimit::Off);
+//! let _: Option<(ClientStats, Violation, WireError)> = None;
 //! ```
 #![deny(unsafe_code)]
 
@@ -39,5 +55,10 @@ pub use asynchronous::{AsyncClient, Events, Reply};
 pub use client::Client;
 pub use engine::{Call, ClientTrace};
 pub use options::{ConnectOptions, Message};
-pub use ringlink_common::ClientStats;
-pub use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport, Violation};
+// Every type in this crate's public signatures, reachable from here: a
+// user depends on this crate alone.
+pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
+pub use ringlink_common::{
+    Channel, ClientStats, Corruption, Credentials, Error, Framing, Peer, QbCorruption, RateLimit,
+    Result, RingRefusal, ServiceAddr, Transport, Violation,
+};

@@ -41,8 +41,8 @@ pub struct ConnectOptions {
     /// if the request ring were full (`WouldBlock`, or waiting) while the
     /// server's flow-control level is above 0 and at most this, libqb's
     /// rule. The levels are 0 (requests read), 1
-    /// ([`RateLimit::Off`](ringlink_common::RateLimit::Off)) and 2
-    /// ([`RateLimit::Off2`](ringlink_common::RateLimit::Off2)). 0 ignores
+    /// ([`RateLimit::Off`](crate::RateLimit::Off)) and 2
+    /// ([`RateLimit::Off2`](crate::RateLimit::Off2)). 0 ignores
     /// flow control (sends go on until the ring is full). Default 1:
     /// held by `Off`, not by `Off2`; 2: held by both.
     pub fc_enable_max: u32,

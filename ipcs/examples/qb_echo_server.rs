@@ -12,8 +12,7 @@
 
 use std::process::ExitCode;
 
-use ringlink_common::qb::QbTransport;
-use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceOptions};
+use ringlink_ipcs::{Connection, Handler, QbTransport, Request, Service, ServiceOptions};
 
 struct Echo;
 

@@ -346,6 +346,16 @@ impl Connection {
         self.respond_vectored(seq, id, 0, &[IoSlice::new(payload)])
     }
 
+    /// Sends a response with an error code (the client reads it in
+    /// `Message::error`), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    pub fn respond_error(&self, seq: u64, id: i32, error: i32, payload: &[u8]) -> Result<()> {
+        self.respond_vectored(seq, id, error, &[IoSlice::new(payload)])
+    }
+
     /// Sends a response with an error code and a payload made of several
     /// slices, without waiting.
     ///

@@ -9,6 +9,25 @@
 //! kernel (`SO_PEERCRED`), ring sizes are capped by the server, every
 //! handshake read has a deadline and a size limit, and a client that
 //! corrupts its rings is disconnected without affecting the others.
+//!
+//! Every type in this crate's signatures is reachable from it, so a
+//! service needs no other ringlink crate:
+//!
+//! ```
+//! use ringlink_ipcs::{
+//!     Channel, ConnectionStats, Error, QbTransport, RateLimit, Rejections, ServiceAddr,
+//!     ServiceStats, Status, Violation, WireError,
+//! };
+//!
+//! fn refused(e: &Error) -> Option<Status> {
+//!     match e {
+//!         Error::Rejected(status) => Some(*status),
+//!         _ => None,
+//!     }
+//! }
+//! let _ = (refused, ServiceAddr::named("x"), RateLimit::Off2, QbTransport::Shm, Channel::Request);
+//! let _: Option<(ServiceStats, Rejections, ConnectionStats, Violation, WireError)> = None;
+//! ```
 #![deny(unsafe_code)]
 
 mod census;
@@ -34,10 +53,13 @@ pub use dispatch::Dispatch;
 pub use handler::{Handler, OwnedRequest, Reject, Request, RingAuth};
 pub use hooks::{CloseReason, Fault, FaultKind, Trace, TraceStage};
 pub use options::{EventQueue, QueuePolicy, ServiceOptions};
-pub use ringlink_common::wire::ERROR_UNKNOWN_ID;
+// Every type in this crate's public signatures, reachable from here: a
+// user depends on this crate alone.
+pub use ringlink_common::qb::QbTransport;
+pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
 pub use ringlink_common::{
-    Channel, Corruption, Credentials, Error, Peer, RateLimit, Result, ServiceAddr, Transport,
-    Violation,
+    Channel, ConnectionStats, Corruption, Credentials, Error, Framing, Peer, QbCorruption,
+    RateLimit, Rejections, Result, RingRefusal, ServiceAddr, ServiceStats, Transport, Violation,
 };
 pub use service::{Activity, Service};
 pub use sources::{FdId, Interest, Readiness, TimerId};

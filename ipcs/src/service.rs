@@ -65,7 +65,7 @@ const POLL_EVERY: Duration = Duration::from_micros(20);
 ///
 /// ```no_run
 /// use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceOptions};
-/// use ringlink_common::ServiceAddr;
+/// use ringlink_ipcs::ServiceAddr;
 ///
 /// struct Echo;
 /// impl Handler for Echo {
@@ -74,7 +74,7 @@ const POLL_EVERY: Duration = Duration::from_micros(20);
 ///     }
 /// }
 ///
-/// # fn main() -> ringlink_common::Result<()> {
+/// # fn main() -> ringlink_ipcs::Result<()> {
 /// let mut service = Service::bind(ServiceAddr::named("echo"), "echo", ServiceOptions::default(), Echo)?;
 /// service.run()?;
 /// # Ok(())

@@ -782,7 +782,7 @@ fn table() -> Dispatch {
             let _ = conn.respond(r.seq(), r.id(), &p);
         })
         .on(11, |conn: &Connection, r: &Request<'_>| {
-            let _ = conn.respond_vectored(r.seq(), r.id(), 7, &[]);
+            let _ = conn.respond_error(r.seq(), r.id(), 7, &[]);
         })
         .on(12, |_: &Connection, _: &Request<'_>| {}) // never answered
         .on(14, |conn: &Connection, r: &Request<'_>| {
