@@ -48,6 +48,10 @@ pub enum Error {
     /// client being full (`ServiceOptions::event_queue`); the next
     /// `event_recv` returns the event after them. Not fatal.
     Lagged(u64),
+    /// The waiting call was interrupted (the client's `Interrupter`,
+    /// from a signal handler or another thread). Not fatal: nothing was
+    /// lost, the call may be made again.
+    Interrupted,
 }
 
 impl Error {
@@ -75,6 +79,7 @@ impl Error {
             Error::BufferTooSmall { .. } => libc::ENOBUFS,
             Error::OneWay => libc::EINVAL,
             Error::Lagged(_) => libc::EOVERFLOW,
+            Error::Interrupted => libc::EINTR,
         }
     }
 
@@ -105,6 +110,7 @@ impl fmt::Display for Error {
             }
             Error::OneWay => f.write_str("the request was one-way: it takes no response"),
             Error::Lagged(n) => write!(f, "{n} events were dropped here by the server"),
+            Error::Interrupted => f.write_str("interrupted"),
         }
     }
 }
@@ -146,6 +152,7 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidInput
             }
             Error::Lagged(_) => io::ErrorKind::Other,
+            Error::Interrupted => io::ErrorKind::Interrupted,
         };
         match e {
             Error::Io(e) => e,
@@ -177,6 +184,7 @@ mod tests {
             (Error::NoServer, libc::ECONNREFUSED),
             (Error::OneWay, libc::EINVAL),
             (Error::Lagged(3), libc::EOVERFLOW),
+            (Error::Interrupted, libc::EINTR),
             (io(libc::EPIPE), libc::EPIPE),
             (Error::Io(io::Error::other("no errno")), libc::EIO),
         ];

@@ -185,6 +185,33 @@ impl Client {
         self.engine.serve_calls()
     }
 
+    /// A handle that makes this client's waiting call (`recv`,
+    /// `send_recv`, `event_recv`, a send waiting for room), or its next
+    /// one, return [`Error::Interrupted`], with nothing lost: for Ctrl-C
+    /// in a program that blocks in the client. Safe to use from a signal
+    /// handler (it stores a flag and writes to an eventfd of this process)
+    /// and from any thread:
+    ///
+    /// ```no_run
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr};
+    /// let mut client = Client::connect(&ServiceAddr::named("echo"), &ConnectOptions::new("echo"))?;
+    /// let stop = client.interrupter();
+    /// // e.g. from a thread that waits for SIGINT (signal-hook's
+    /// // `Signals::forever`), or from the handler itself:
+    /// std::thread::spawn(move || stop.interrupt());
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// match client.event_recv(&mut buf, None) {
+    ///     Err(Error::Interrupted) => println!("stopped"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn interrupter(&self) -> crate::Interrupter {
+        self.engine.interrupter()
+    }
+
     /// The connection's counters as this client sees them (the mirror of
     /// the server's `Connection::stats`); with `clear`, they restart from
     /// zero.

@@ -89,6 +89,60 @@ pub(crate) struct Engine {
     /// Replies to calls waiting for room in the request channel: id, the
     /// call's number, error, payload.
     replies: std::collections::VecDeque<(i32, u64, i32, Vec<u8>)>,
+    /// What makes a waiting call return `Interrupted`.
+    interrupt: std::sync::Arc<Interrupt>,
+}
+
+/// An interruption asked for: an eventfd of this process alone (never
+/// shared with a peer) that wakes a wait, and a flag.
+#[derive(Debug)]
+pub(crate) struct Interrupt {
+    fd: nix::sys::eventfd::EventFd,
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl Interrupt {
+    fn new() -> Result<Interrupt> {
+        Ok(Interrupt {
+            fd: nix::sys::eventfd::EventFd::from_value_and_flags(
+                0,
+                nix::sys::eventfd::EfdFlags::EFD_CLOEXEC
+                    | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+            )
+            .map_err(io)?,
+            asked: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Asks: async-signal-safe (an atomic store and a `write(2)`).
+    pub(crate) fn ask(&self) {
+        self.asked.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.fd.write(1);
+    }
+
+    /// Whether one was asked for since the last look; clears it.
+    fn take(&self) -> bool {
+        if self.asked.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            let _ = self.fd.read();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Makes the client's waiting call, if any (or its next one), return
+/// [`Error::Interrupted`]: from another thread, or from a signal handler
+/// (it only stores a flag and writes to an eventfd of this process, both
+/// async-signal-safe). Cloneable; see `Client::interrupter`.
+#[derive(Clone, Debug)]
+pub struct Interrupter(pub(crate) std::sync::Arc<Interrupt>);
+
+impl Interrupter {
+    /// Interrupts the client's waiting call, or its next one.
+    pub fn interrupt(&self) {
+        self.0.ask();
+    }
 }
 
 /// Serves a call from the server: returns the reply's error code (0:
@@ -179,6 +233,7 @@ impl Engine {
             trace: None,
             calls: None,
             replies: std::collections::VecDeque::new(),
+            interrupt: std::sync::Arc::new(Interrupt::new()?),
         })
     }
 
@@ -393,6 +448,11 @@ impl Engine {
         self.calls = handler;
     }
 
+    /// A handle that interrupts this engine's waits.
+    pub(crate) fn interrupter(&self) -> Interrupter {
+        Interrupter(self.interrupt.clone())
+    }
+
     /// The counters; with `clear`, they restart from zero.
     pub(crate) fn stats(&mut self, clear: bool) -> ClientStats {
         let s = self.stats;
@@ -524,11 +584,17 @@ impl Engine {
     /// server is gone (a reader goes back to read what it published
     /// before it left).
     pub(crate) fn wait(&mut self, which: Wait, deadline: Option<Instant>) -> Result<()> {
+        if self.interrupt.take() {
+            return Err(Error::Interrupted);
+        }
         let held = self.held();
         let fired = match self.sleep(which, deadline, held) {
             Ok(fired) => fired,
             Err(e) => return Err(self.fail(e)),
         };
+        if self.interrupt.take() {
+            return Err(Error::Interrupted);
+        }
         if fired && !self.is_connected() {
             let e = self.fail(Error::Disconnected);
             return if which == Wait::Space { Err(e) } else { Ok(()) };
@@ -549,10 +615,11 @@ impl Engine {
             flow,
             spin,
             transport,
+            interrupt,
             ..
         } = self;
         let rings = *transport != Transport::Socket;
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
         if rings {
             let ready = match which {
                 Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
@@ -625,6 +692,7 @@ impl Engine {
                 fds.extend(request.map(|fd| PollFd::new(fd, WRITABLE)));
             }
         }
+        fds.push(PollFd::new(interrupt.fd.as_fd(), READABLE));
         fds.push(PollFd::new(stream.as_fd(), READABLE));
         let polled = wait::poll_until(&mut fds, deadline);
         let fired = fds
@@ -662,6 +730,7 @@ impl Engine {
             flow,
             spin,
             quiet,
+            interrupt,
             ..
         } = self;
         let ready = match which {
@@ -706,10 +775,11 @@ impl Engine {
             };
             let mut fds = [
                 PollFd::new(fd, flags),
+                PollFd::new(interrupt.fd.as_fd(), READABLE),
                 PollFd::new(stream.as_fd(), READABLE),
             ];
             wait::poll_until(&mut fds, until)?;
-            return Ok(fds[1].revents().is_some_and(|r| !r.is_empty()));
+            return Ok(fds[2].revents().is_some_and(|r| !r.is_empty()));
         }
         let until = match which {
             Wait::Response => {
@@ -727,9 +797,12 @@ impl Engine {
                 slice(d)
             }
         };
-        let mut fds = [PollFd::new(stream.as_fd(), READABLE)];
+        let mut fds = [
+            PollFd::new(interrupt.fd.as_fd(), READABLE),
+            PollFd::new(stream.as_fd(), READABLE),
+        ];
         wait::poll_until(&mut fds, until)?;
-        Ok(fds[0].revents().is_some_and(|r| !r.is_empty()))
+        Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
     }
 
     /// Prepares to wait on the client's fd in the application's own

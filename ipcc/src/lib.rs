@@ -53,7 +53,7 @@ mod stream;
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncClient, Events, Reply};
 pub use client::Client;
-pub use engine::{Call, ClientTrace};
+pub use engine::{Call, ClientTrace, Interrupter};
 pub use options::{ConnectOptions, Message};
 // Every type in this crate's public signatures, reachable from here: a
 // user depends on this crate alone.

@@ -226,3 +226,54 @@ fn libqb_examples() {
     let fin = Helper::spawn(client_bin, &["--name", &name, "nobody"]).wait(EXIT);
     assert_eq!(describe(fin.status), "exit 1", "{fin}");
 }
+
+/// `event_watcher`: prints the events of a service (here the test server,
+/// which sends one from `connection_created`), and Ctrl-C interrupts its
+/// blocking `event_recv`: it says so and exits 0.
+#[test]
+fn event_watcher_stops_on_ctrl_c() {
+    let Some(watcher) = example("event_watcher") else {
+        let msg =
+            "the ipcc examples are not built (cargo build --examples, or a workspace test run)";
+        assert!(
+            std::env::var_os("RINGLINK_REQUIRE_EXAMPLES").is_none(),
+            "{msg}"
+        );
+        eprintln!("skipped: {msg}");
+        return;
+    };
+    let name = unique_name("watch");
+    let addr = ServiceAddr::named(&name);
+    let mut server = ringlink_tests::procs::ServerProc::spawn(
+        env!("CARGO_BIN_EXE_test_server"),
+        &addr,
+        &["--event-on-create"],
+    );
+    let args = [
+        "--name",
+        name.as_str(),
+        "--protocol",
+        ringlink_tests::ipc::PROTOCOL,
+    ];
+    let mut w = Helper::spawn(watcher.to_str().unwrap(), &args);
+    // Connected, and its event sent: the watcher reads it before it
+    // waits again.
+    let deadline = std::time::Instant::now() + EXIT;
+    while server.stats().u("created") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.signal(libc::SIGINT);
+    let fin = w.wait(EXIT);
+    fin.assert_success();
+    assert!(
+        fin.stdout
+            .starts_with(&format!("event {} ", ringlink_tests::ipc::id::HELLO)),
+        "{fin}"
+    );
+    assert!(fin.stderr.contains("interrupted"), "{fin}");
+    server.shutdown();
+}
