@@ -417,12 +417,22 @@ impl Connection {
     /// [`Error::TimedOut`] (the client did not reply in time; a late reply
     /// is dropped); [`Error::Disconnected`] (it left, or died, before
     /// replying); [`Error::MessageTooLarge`]; `Unsupported` for a libqb
-    /// client.
+    /// client; an `EDEADLK` error (kind `Deadlock`) on the thread that
+    /// runs the service's loop (a handler), at once.
     pub fn call(&self, id: i32, payload: &[u8], timeout: Duration) -> Result<CallReply> {
         if self.inner.libqb.is_some() {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "libqb's protocol has no calls to the client",
+            )));
+        }
+        if self.inner.remote.on_loop_thread() {
+            // The loop reads the reply: waiting here would wait out the
+            // whole timeout, every other client unserved.
+            let deadlock = std::io::Error::from(nix::errno::Errno::EDEADLK).kind();
+            return Err(Error::Io(std::io::Error::new(
+                deadlock,
+                "Connection::call from the service's loop thread (a handler): call from another thread",
             )));
         }
         let deadline = ringlink_common::time::deadline_in(timeout);

@@ -31,6 +31,9 @@ pub(crate) struct Remote {
     /// says whether there is one without taking the lock.
     trace: parking_lot::RwLock<Option<std::sync::Arc<crate::hooks::TraceHook>>>,
     tracing: AtomicBool,
+    /// The thread that last ran a turn of the loop ([`thread_mark`]; 0:
+    /// none yet).
+    loop_thread: AtomicU64,
     closed: AtomicU64,
     /// Refused handshakes by status code (1..=9); index 0: abandoned.
     rejected: [AtomicU64; 10],
@@ -49,6 +52,7 @@ impl Remote {
             resumes: Mutex::new(Vec::new()),
             trace: parking_lot::RwLock::new(None),
             tracing: AtomicBool::new(false),
+            loop_thread: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             rejected: Default::default(),
         })
@@ -76,6 +80,17 @@ impl Remote {
 
     pub(crate) fn take_disconnects(&self) -> Vec<Condemned> {
         std::mem::take(&mut *self.disconnects.lock())
+    }
+
+    /// The calling thread drives the loop.
+    pub(crate) fn mark_loop_thread(&self) {
+        self.loop_thread.store(thread_mark(), Ordering::Relaxed);
+    }
+
+    /// Whether the calling thread drives the loop (it is the one that
+    /// reads what the clients send).
+    pub(crate) fn on_loop_thread(&self) -> bool {
+        self.loop_thread.load(Ordering::Relaxed) == thread_mark()
     }
 
     pub(crate) fn set_trace(&self, hook: Option<std::sync::Arc<crate::hooks::TraceHook>>) {
@@ -159,4 +174,13 @@ impl Remote {
             },
         }
     }
+}
+
+/// A number for the calling thread, unique in the process (never 0).
+fn thread_mark() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static MARK: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    MARK.with(|m| *m)
 }

@@ -555,6 +555,7 @@ impl<H: Handler> Service<H> {
     /// `spin`; if still nothing, arm every hot connection and wait in
     /// epoll for at most `wait`; sweep what it brought.
     pub(crate) fn turn(&mut self, spin: bool, wait: Option<Duration>) -> Result<Activity> {
+        self.remote.mark_loop_thread();
         self.woken = false;
         self.handle_commands();
         if self.sweep() {

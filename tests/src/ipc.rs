@@ -57,6 +57,10 @@ pub mod id {
     /// 60 s) and answers with the reply's payload, or error -1 with
     /// nothing if the call failed.
     pub const CALLBACK: i32 = 11;
+    /// The handler itself (on the loop thread) calls the client back, a
+    /// mistake `Connection::call` refuses at once: answers with the
+    /// error's `io::ErrorKind`, as text.
+    pub const CALL_INLINE: i32 = 12;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

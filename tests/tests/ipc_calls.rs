@@ -189,6 +189,12 @@ ringlink_tests::transport_test! {
         want.sort();
         assert_eq!(answers, want);
         assert_eq!(c.stats(false).calls, u64::from(n));
+        // From a handler, on the loop thread (which reads replies): refused
+        // at once, not a wait of the whole timeout.
+        let m = c
+            .send_recv(id::CALL_INLINE, b"x", &mut buf, Some(PROMPT))
+            .expect("answered");
+        assert_eq!(&buf[..m.len], b"Deadlock");
         server.shutdown();
     }
 }

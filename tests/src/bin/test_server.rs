@@ -556,6 +556,13 @@ impl Handler for TestHandler {
             id::SLOW | id::CALLBACK => {
                 self.pool.dispatch(conn, req);
             }
+            id::CALL_INLINE => {
+                let answer = match conn.call(id::CALL_INLINE, p, Duration::from_secs(60)) {
+                    Err(Error::Io(e)) => format!("{:?}", e.kind()),
+                    other => format!("{other:?}"),
+                };
+                self.respond(conn, req.seq(), req.id(), answer.as_bytes());
+            }
             id::FLOOD => {
                 // N events at once, from the handler, each its index.
                 let n = p
