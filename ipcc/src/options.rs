@@ -5,7 +5,20 @@ use std::time::Duration;
 
 use ringlink_common::wire::Transport;
 
-/// How to connect.
+/// How to connect. Built with chaining setters (or by setting the
+/// fields):
+///
+/// ```
+/// use ringlink_ipcc::ConnectOptions;
+/// use std::time::Duration;
+///
+/// let opts = ConnectOptions::new("echo")
+///     .wait_for_server(true)
+///     .server_wait(Duration::MAX)
+///     .max_message(1 << 20);
+/// assert!(opts.wait_for_server);
+/// assert_eq!((opts.server_wait, opts.max_message), (Duration::MAX, 1 << 20));
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ConnectOptions {
@@ -74,6 +87,44 @@ impl ConnectOptions {
             libqb_dir: std::path::PathBuf::from("/dev/shm"),
         }
     }
+}
+
+/// Chaining setters, one per field, for the options' builder style
+/// (`ConnectOptions::new("echo").wait_for_server(true).max_message(1 << 20)`):
+/// the struct is `#[non_exhaustive]`, so struct-update syntax is not
+/// available outside this crate.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {
+        impl ConnectOptions {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $field(mut self, value: $ty) -> ConnectOptions {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`max_message`](Self::max_message) (field).
+    max_message: u32,
+    /// Sets [`timeout`](Self::timeout) (field).
+    timeout: Duration,
+    /// Sets [`wait_for_server`](Self::wait_for_server) (field).
+    wait_for_server: bool,
+    /// Sets [`server_wait`](Self::server_wait) (field).
+    server_wait: Duration,
+    /// Sets [`spin`](Self::spin) (field).
+    spin: Duration,
+    /// Sets [`fc_enable_max`](Self::fc_enable_max) (field).
+    fc_enable_max: u32,
+    /// Sets [`transport`](Self::transport) (field).
+    transport: Transport,
+    /// Sets [`libqb_dir`](Self::libqb_dir) (field).
+    libqb_dir: std::path::PathBuf,
 }
 
 /// A message received: its header fields and payload length (the payload

@@ -5,7 +5,20 @@ use std::time::Duration;
 
 use ringlink_common::wire::Transport;
 
-/// Where and how a service listens, and the limits it enforces.
+/// Where and how a service listens, and the limits it enforces. Built
+/// with chaining setters (or by setting the fields):
+///
+/// ```
+/// use ringlink_ipcs::{EventQueue, QueuePolicy, ServiceOptions};
+/// use std::time::Duration;
+///
+/// let opts = ServiceOptions::default()
+///     .max_clients(64)
+///     .idle_timeout(Some(Duration::from_secs(30)))
+///     .event_queue(Some(EventQueue { capacity: 256, policy: QueuePolicy::DropOldest }));
+/// assert_eq!(opts.max_clients, 64);
+/// assert_eq!(opts.idle_timeout, Some(Duration::from_secs(30)));
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServiceOptions {
@@ -126,6 +139,45 @@ impl Default for ServiceOptions {
             libqb_dir: PathBuf::from(ringlink_channel::qb::dir::DEFAULT_BASE),
         }
     }
+}
+
+/// Chaining setters, one per field, for the options' builder style
+/// (`ServiceOptions::default().max_clients(64).idle_timeout(Some(t))`):
+/// the struct is `#[non_exhaustive]`, so struct-update syntax is not
+/// available outside this crate.
+macro_rules! setters {
+    ($($field:ident: $ty:ty,)*) => {
+        impl ServiceOptions {
+            $(
+                #[doc = concat!("Sets the `", stringify!($field), "` field.")]
+                #[must_use]
+                pub fn $field(mut self, value: $ty) -> ServiceOptions {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    max_message: usize,
+    min_message: usize,
+    max_clients: usize,
+    max_clients_per_uid: Option<usize>,
+    max_clients_per_pid: Option<usize>,
+    raise_fd_limit: bool,
+    max_handshakes: usize,
+    backlog: i32,
+    socket_mode: u32,
+    handshake_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    event_queue: Option<EventQueue>,
+    queue_when_full: bool,
+    spin: Duration,
+    transport: Transport,
+    ring_dir: Option<PathBuf>,
+    libqb_dir: PathBuf,
 }
 
 impl ServiceOptions {
