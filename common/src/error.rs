@@ -102,9 +102,12 @@ impl fmt::Display for Error {
             Error::Disconnected => f.write_str("disconnected"),
             Error::TimedOut => f.write_str("timed out"),
             Error::WouldBlock => f.write_str("operation would block"),
-            Error::MessageTooLarge { len, max } => {
-                write!(f, "message of {len} bytes exceeds the maximum of {max}")
-            }
+            Error::MessageTooLarge { len, max } => write!(
+                f,
+                "message of {len} bytes exceeds the connection's maximum of {max} \
+                 (a client asks for more with ConnectOptions::max_message, up to the \
+                 server's ServiceOptions::max_message)"
+            ),
             Error::BufferTooSmall { needed } => {
                 write!(f, "buffer too small: the message is {needed} bytes")
             }

@@ -24,9 +24,13 @@ use ringlink_common::wire::Transport;
 pub struct ConnectOptions {
     /// Application protocol id; must match the server's.
     pub protocol: String,
-    /// Largest message payload wanted (the server may raise it to its
-    /// minimum or cap it at its maximum; see [`Client::max_message`](crate::Client::max_message)).
-    /// 0: the server's minimum.
+    /// Largest message payload wanted. The connection's maximum, the same
+    /// both ways, is this raised to the server's `min_message` (default
+    /// 64 KiB) and capped at its `max_message` (default 1 MiB): with the
+    /// default 0 a client gets the server's minimum, **64 KiB**, not 1 MiB.
+    /// Ask for what the largest message needs; the rings are sized for it.
+    /// [`Client::max_message`](crate::Client::max_message) says what was
+    /// granted.
     pub max_message: u32,
     /// Time allowed for the handshake, from the moment the server's
     /// socket took the connection (without

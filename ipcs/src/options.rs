@@ -22,9 +22,12 @@ use ringlink_common::wire::Transport;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServiceOptions {
-    /// Largest message payload the server allows (a client asking for
-    /// more gets this). Bounds what one client can make the server
-    /// allocate. Default 1 MiB; at most
+    /// Largest message payload the server allows: a ceiling, not what a
+    /// client gets. A connection's maximum is what its client asks for
+    /// (`ConnectOptions::max_message`), raised to
+    /// [`min_message`](Self::min_message) and capped here; a client that
+    /// asks for nothing gets `min_message` (default 64 KiB). Bounds what
+    /// one client can make the server allocate. Default 1 MiB; at most
     /// [`MAX_MESSAGE`](ringlink_common::wire::MAX_MESSAGE) (256 MiB).
     pub max_message: usize,
     /// Smallest message payload every connection supports, whatever the
