@@ -1,6 +1,7 @@
 //! The async echo client: sends one message to the echo service from a
-//! tokio task and prints the reply, while another task prints the
-//! service's events.
+//! tokio task and prints the reply. (`async_many_tasks` shares one
+//! connection between many tasks; `event_watcher` prints a service's
+//! events.)
 //!
 //! ```sh
 //! cargo run -p ringlink-ipcc --features tokio --example async_echo_client -- [--name NAME] MESSAGE
