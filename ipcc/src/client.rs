@@ -57,6 +57,7 @@ impl Client {
     pub fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<Client> {
         let sock =
             connect::connect_socket(addr, opts.wait_for_server, connect::wait_deadline(opts))?;
+        connect::check_server_uid(&sock, opts)?;
         Client::handshake(sock, opts, deadline_in(opts.timeout))
     }
 
@@ -89,6 +90,7 @@ impl Client {
             opts.wait_for_server,
             connect::wait_deadline(opts),
         )?;
+        connect::check_server_uid(&sock, opts)?;
         let deadline = deadline_in(opts.timeout);
         let connected = connect::handshake_libqb(sock, opts, &opts.libqb_dir, deadline)?;
         let (id, server) = (connected.id, connected.server);
@@ -110,6 +112,7 @@ impl Client {
     /// As [`connect`](Self::connect), less [`Error::NoServer`].
     pub fn connect_stream(sock: UnixStream, opts: &ConnectOptions) -> Result<Client> {
         sock.set_nonblocking(false)?;
+        connect::check_server_uid(&sock, opts)?;
         Client::handshake(sock, opts, deadline_in(opts.timeout))
     }
 

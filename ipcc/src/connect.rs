@@ -46,6 +46,25 @@ pub(crate) struct Connected {
 /// (`crossbeam_utils::Backoff` is for spinning on shared memory, a few
 /// microseconds; this waits for another process to start listening, a
 /// sleep in milliseconds.)
+/// Refuses a server of another user than `opts.server_uid` (if set),
+/// before anything is sent to it.
+pub(crate) fn check_server_uid(sock: &UnixStream, opts: &ConnectOptions) -> Result<()> {
+    let Some(want) = opts.server_uid else {
+        return Ok(());
+    };
+    let server = Credentials::of_peer(sock)?;
+    if server.uid == want {
+        return Ok(());
+    }
+    Err(Error::Io(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the server runs as uid {} (pid {}), not uid {want} as required",
+            server.uid, server.pid
+        ),
+    )))
+}
+
 /// Until when connecting may retry: `server_wait` while waiting for a
 /// server, `timeout` otherwise (a full backlog is retried either way).
 pub(crate) fn wait_deadline(opts: &ConnectOptions) -> Instant {

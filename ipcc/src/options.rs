@@ -74,6 +74,13 @@ pub struct ConnectOptions {
     /// names its answer gives are refused anywhere else. Default
     /// `/dev/shm`, libqb's.
     pub libqb_dir: std::path::PathBuf,
+    /// The user the server must run as, checked from the kernel
+    /// (`SO_PEERCRED`) before anything is sent: an abstract name can be
+    /// taken by any local user who starts first, and a client that talks
+    /// to a daemon of a known user should say so. A server of another
+    /// user is `PermissionDenied` (an [`Error::Io`](crate::Error::Io)).
+    /// Default `None`: any.
+    pub server_uid: Option<u32>,
 }
 
 impl ConnectOptions {
@@ -89,6 +96,7 @@ impl ConnectOptions {
             fc_enable_max: 1,
             transport: Transport::Shm,
             libqb_dir: std::path::PathBuf::from("/dev/shm"),
+            server_uid: None,
         }
     }
 }
@@ -129,6 +137,8 @@ setters! {
     transport: Transport,
     /// Sets [`libqb_dir`](Self::libqb_dir) (field).
     libqb_dir: std::path::PathBuf,
+    /// Sets [`server_uid`](Self::server_uid) (field).
+    server_uid: Option<u32>,
 }
 
 /// A message received: its header fields and payload length (the payload

@@ -209,8 +209,17 @@ pub(crate) fn listen(
     )?;
     let file = match addr {
         ServiceAddr::Abstract(name) => {
-            socket::bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
-            None
+            let uaddr = UnixAddr::new_abstract(name.as_bytes())?;
+            match socket::bind(fd.as_raw_fd(), &uaddr) {
+                Ok(()) => None,
+                Err(nix::errno::Errno::EADDRINUSE) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("@{name}: {}", who_listens(&uaddr)),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         ServiceAddr::Path(path) => {
             remove_stale_socket(path)?;
@@ -281,6 +290,29 @@ fn bind_path(fd: &OwnedFd, path: &std::path::Path, mode: u32) -> io::Result<()> 
     let _ = std::fs::remove_file(&tmp); // left there only if the rename failed
     let _ = std::fs::remove_dir(&private);
     result
+}
+
+/// Who holds an abstract name another bind found taken, in words: the
+/// process listening there, from the kernel (`SO_PEERCRED` of a
+/// connection made and dropped at once), if it can tell.
+fn who_listens(addr: &UnixAddr) -> String {
+    let peer = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .ok()
+    .filter(|fd| socket::connect(fd.as_raw_fd(), addr).is_ok())
+    .and_then(|fd| socket::getsockopt(&fd, socket::sockopt::PeerCredentials).ok());
+    match peer {
+        Some(c) => format!(
+            "a server runs there already (pid {}, uid {})",
+            c.pid(),
+            c.uid()
+        ),
+        None => "the name is taken (probably by a server that runs there already)".to_owned(),
+    }
 }
 
 /// Removes a socket file no server listens on. Anything else at the path

@@ -87,3 +87,35 @@ ringlink_tests::transport_test! {
         server.shutdown();
     }
 }
+
+ringlink_tests::transport_test! {
+    fn a_client_can_require_its_servers_user_and_a_taken_name_says_whose() {
+        let addr = unique_addr("whose");
+        let server = ServerProc::spawn(SERVER, &addr, &[]);
+        let me = nix::unistd::geteuid().as_raw();
+        let mut c = Client::connect(&addr, &client_options(0).server_uid(Some(me)))
+            .expect("the server runs as our user");
+        let mut buf = [0u8; 16];
+        c.send_recv(id::ECHO, b"mine", &mut buf, Some(PROMPT)).expect("echo");
+        match Client::connect(&addr, &client_options(0).server_uid(Some(me + 1))) {
+            Err(Error::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+                assert!(e.to_string().contains(&format!("uid {me}")), "{e}");
+            }
+            other => panic!("a server of another user was accepted: {:?}", other.map(|c| c.id())),
+        }
+        // A second server on the same abstract name is told whose it is.
+        if let ringlink_common::ServiceAddr::Abstract(_) = addr {
+            match ServerProc::try_spawn(SERVER, &addr, &[]) {
+                Err(f) => assert!(
+                    f.line.contains(&format!("a server runs there already (pid {}", server.pid())),
+                    "{}",
+                    f.line
+                ),
+                Ok(_) => panic!("a second server took the name"),
+            }
+        }
+        drop(c);
+        server.shutdown();
+    }
+}
