@@ -322,7 +322,7 @@ impl Engine {
         parts: &[IoSlice<'_>],
         one_way: bool,
     ) -> Result<Option<u64>> {
-        ringlink_common::payload_len(parts, self.max_message)?;
+        let len = ringlink_common::payload_len(parts, self.max_message)?;
         if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
             // Levels arrive on the stream socket: read them first (a
             // libqb server's are in its control file).
@@ -347,7 +347,6 @@ impl Engine {
                 if !one_way {
                     self.next_seq += 1;
                 }
-                let len = parts.iter().map(|p| p.len()).sum();
                 self.stats.requests += 1;
                 self.stats.one_way += u64::from(one_way);
                 self.stats.bytes_sent += len as u64;
@@ -475,13 +474,17 @@ impl Engine {
         // The tail of our last request must go before its answer can come
         // (errors show on the next send).
         let _ = self.side.request.flush();
-        // Calls from the server come first, whatever the caller waits for;
-        // one that comes between serving and looking (a response wait)
-        // is served, and the look made again.
-        self.serve_calls()?;
+        // Calls from the server are served before the caller's message:
+        // replies that waited for room go first; an event look serves the
+        // calls the response channel holds (a look at its position, no
+        // system call); a response look meets them on its way.
+        if !self.replies.is_empty() || (event && self.side.response.pending()) {
+            self.serve_calls()?;
+        }
         let got = match self.side.receiver(event).try_recv() {
             Ok(Some(incoming)) if incoming.header().is_call() => {
                 let _ = incoming;
+                self.serve_calls()?;
                 // (With replies waiting for room, the call waits too.)
                 return if self.replies.is_empty() {
                     self.try_recv(event, buf)

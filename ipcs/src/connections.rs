@@ -283,6 +283,7 @@ impl Connections {
                     Ok(false) => break,
                     Err(closing) => {
                         dead.push((slot, closing));
+                        budget = 0; // closing: nothing more read
                         break;
                     }
                 }

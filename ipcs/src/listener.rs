@@ -63,10 +63,21 @@ impl Listener {
         token: u64,
     ) -> io::Result<Listener> {
         let (sock, file) = listen(addr, opts)?;
-        // Made first, so that a failure below removes the socket file.
+        Listener::registered(sock, Dialect::Ringlink, file, epoll, token)
+    }
+
+    /// A listening socket in `epoll` with `token`. Made before it is
+    /// registered, so that a failure removes its socket file (`file`).
+    fn registered(
+        sock: UnixListener,
+        dialect: Dialect,
+        file: Option<PathBuf>,
+        epoll: &Epoll,
+        token: u64,
+    ) -> io::Result<Listener> {
         let mut l = Listener {
             sock,
-            dialect: Dialect::Ringlink,
+            dialect,
             file,
             token,
             listening: false,
@@ -97,19 +108,11 @@ impl Listener {
         // The whole of `sun_path`: libqb's clients connect with it.
         socket::bind(fd.as_raw_fd(), &UnixAddr::new_abstract(&name)?)?;
         socket::listen(&fd, Backlog::new(opts.backlog)?)?;
-        let l = Listener {
-            sock: UnixListener::from(fd),
-            dialect: Dialect::Libqb {
-                service: service.to_owned(),
-                transport,
-            },
-            file: None,
-            token,
-            listening: true,
-            advertised: true,
+        let dialect = Dialect::Libqb {
+            service: service.to_owned(),
+            transport,
         };
-        epoll.add(&l.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
-        Ok(l)
+        Listener::registered(UnixListener::from(fd), dialect, None, epoll, token)
     }
 
     /// Serves ringlink's clients on `sock`, a listening socket someone
@@ -117,16 +120,7 @@ impl Listener {
     /// `token`. Its file, if it has one, is not ours to remove.
     pub(crate) fn adopt(sock: UnixListener, epoll: &Epoll, token: u64) -> io::Result<Listener> {
         sock.set_nonblocking(true)?;
-        let l = Listener {
-            sock,
-            dialect: Dialect::Ringlink,
-            file: None,
-            token,
-            listening: true,
-            advertised: true,
-        };
-        epoll.add(&l.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
-        Ok(l)
+        Listener::registered(sock, Dialect::Ringlink, None, epoll, token)
     }
 
     /// Whose clients it takes.

@@ -415,6 +415,11 @@ impl<H: Handler> Service<H> {
     /// [`Error::Io`] if it cannot be registered.
     pub fn add_listener(&mut self, listener: UnixListener) -> Result<()> {
         let listener = ringlink_common::activation::unix_listener(listener.into())?;
+        self.push_adopted(listener)
+    }
+
+    /// A checked listening socket, in the loop from now on.
+    fn push_adopted(&mut self, listener: UnixListener) -> Result<()> {
         let token = LISTENER | self.listeners.len() as u64;
         let l = Listener::adopt(listener, &self.epoll, token)?;
         self.listeners.push(l);
@@ -444,9 +449,7 @@ impl<H: Handler> Service<H> {
             .collect::<io::Result<Vec<_>>>()?;
         let n = listeners.len();
         for l in listeners {
-            let token = LISTENER | self.listeners.len() as u64;
-            let l = Listener::adopt(l, &self.epoll, token)?;
-            self.listeners.push(l);
+            self.push_adopted(l)?;
         }
         Ok(n)
     }
