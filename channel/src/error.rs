@@ -21,6 +21,22 @@ pub enum TrySendError {
         /// The largest it may be.
         max: usize,
     },
+    /// More fds than the peer accepts on this message (`max`: its terms'
+    /// per-message count, 0 for a kind that carries none); nothing was
+    /// sent.
+    FdsNotAccepted {
+        /// Fds offered.
+        count: usize,
+        /// The most accepted.
+        max: usize,
+    },
+    /// An fd of a kind the peer refuses; nothing was sent.
+    FdRefused {
+        /// Its place among the message's fds.
+        index: usize,
+        /// What it is.
+        kind: ringlink_common::FdKind,
+    },
     /// The peer broke the protocol (a corrupt ring).
     Violation(Violation),
     /// A system call failed.
@@ -35,6 +51,8 @@ impl From<TrySendError> for Error {
             TrySendError::Full => Error::WouldBlock,
             TrySendError::Closed => Error::Disconnected,
             TrySendError::TooLarge { len, max } => Error::MessageTooLarge { len, max },
+            TrySendError::FdsNotAccepted { count, max } => Error::FdsNotAccepted { count, max },
+            TrySendError::FdRefused { index, kind } => Error::FdRefused { index, kind },
             TrySendError::Violation(v) => Error::Protocol(v),
             TrySendError::Io(e) => Error::Io(e),
         }

@@ -56,11 +56,18 @@ pub fn check_flags(h: &MsgHeader, by: Peer, channel: Channel) -> Result<(), Viol
         Channel::Response => FLAG_CALL,
     };
     // At most one flag: a one-way reply is no message.
-    if h.flags & !allowed != 0 || h.flags.count_ones() > 1 {
+    if h.kinds() & !allowed != 0 || h.kinds().count_ones() > 1 {
         return Err(Violation::BadHeader {
             by,
             channel,
             error: WireError::Reserved,
+        });
+    }
+    if h.fds() > 0 && !crate::fds::may_carry(h) {
+        return Err(Violation::Fds {
+            by,
+            channel,
+            fault: ringlink_common::FdFault::NotAccepted,
         });
     }
     if h.is_lagged() && h.size != 8 {

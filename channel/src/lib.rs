@@ -25,6 +25,8 @@
 
 use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
+
+use ringlink_common::fdpass::PeerFds;
 use std::sync::Arc;
 
 use ringlink_common::wire::MsgHeader;
@@ -32,6 +34,7 @@ use ringlink_ringbuf::wake::{Fenced, SleepPrep};
 use ringlink_ringbuf::ReadGrant;
 
 mod error;
+pub mod fds;
 pub mod frame;
 pub mod named;
 pub mod qb;
@@ -71,9 +74,29 @@ impl Sender {
     #[inline]
     pub fn try_send(
         &mut self,
+        header: MsgHeader,
+        parts: &[IoSlice<'_>],
+        max: usize,
+    ) -> Result<(), TrySendError> {
+        self.try_send_with_fds(header, parts, max, &[])
+    }
+
+    /// As [`try_send`](Self::try_send), with `fds` carried by the message
+    /// (its header counts them): checked against the peer's terms first
+    /// (how many, and their kinds), and sent only with the message.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send); `FdsNotAccepted` and `FdRefused`
+    /// when the peer's terms do not take them (libqb's transports take
+    /// none).
+    #[inline]
+    pub fn try_send_with_fds(
+        &mut self,
         mut header: MsgHeader,
         parts: &[IoSlice<'_>],
         max: usize,
+        fds: &[BorrowedFd<'_>],
     ) -> Result<(), TrySendError> {
         let len = match ringlink_common::payload_len(parts, max) {
             Ok(len) => len,
@@ -84,10 +107,26 @@ impl Sender {
         };
         header.size = len as u32;
         match self {
-            Sender::Ring(r) => r.try_send(&header, parts),
-            Sender::Socket(s) => s.try_send(&header, parts),
+            Sender::Ring(r) => r.try_send(&header, parts, fds),
+            Sender::Socket(s) => s.try_send(&header, parts, fds),
+            Sender::QbShm(_) | Sender::QbSocket(_) if !fds.is_empty() => {
+                Err(TrySendError::FdsNotAccepted {
+                    count: fds.len(),
+                    max: 0,
+                })
+            }
             Sender::QbShm(q) => q.try_send(&header, parts),
             Sender::QbSocket(q) => q.try_send(&header, parts),
+        }
+    }
+
+    /// What the peer accepts of fds on this channel's messages (libqb's:
+    /// none).
+    pub fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
+        match self {
+            Sender::Ring(r) => r.fd_terms(),
+            Sender::Socket(s) => s.fd_terms(),
+            Sender::QbShm(_) | Sender::QbSocket(_) => ringlink_common::wire::FdTerms::NONE,
         }
     }
 
@@ -260,7 +299,7 @@ pub struct Incoming<'a> {
 
 #[derive(Debug)]
 enum Body<'a> {
-    Ring(ReadGrant<'a>),
+    Ring(ReadGrant<'a>, &'a mut PeerFds),
     Socket(&'a mut SockRx),
     Qb(&'a mut QbShmReceiver),
     QbSock(&'a mut QbSockReceiver),
@@ -277,17 +316,32 @@ impl Incoming<'_> {
     /// validate it as any input, and read each value once.
     pub fn payload(&self) -> &[u8] {
         match &self.body {
-            Body::Ring(g) => frame::payload(g),
+            Body::Ring(g, _) => frame::payload(g),
             Body::Socket(rx) => rx.message().map(|(_, p)| p).unwrap_or(&[]),
             Body::Qb(r) => r.payload(),
             Body::QbSock(r) => r.payload(),
         }
     }
 
-    /// Done with it: its room goes back to the peer.
+    /// The fds the message carries (as many as its header counts; checked
+    /// against this side's terms), taken: those not taken by the time it
+    /// is released are reaped.
+    pub fn take_fds(&mut self) -> PeerFds {
+        match &mut self.body {
+            Body::Ring(_, fds) => std::mem::take(*fds),
+            Body::Socket(rx) => rx.take_fds(),
+            Body::Qb(_) | Body::QbSock(_) => PeerFds::default(),
+        }
+    }
+
+    /// Done with it: its room goes back to the peer (and any fds not
+    /// taken are reaped).
     pub fn release(self) {
         match self.body {
-            Body::Ring(g) => g.release(),
+            Body::Ring(g, fds) => {
+                g.release();
+                drop(std::mem::take(fds));
+            }
             Body::Socket(rx) => rx.consume(),
             Body::Qb(r) => r.release(),
             Body::QbSock(r) => r.release(),
@@ -305,9 +359,9 @@ impl Receiver {
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Incoming<'_>>, TryRecvError> {
         match self {
-            Receiver::Ring(r) => Ok(r.try_recv()?.map(|(header, g)| Incoming {
+            Receiver::Ring(r) => Ok(r.try_recv()?.map(|(header, g, fds)| Incoming {
                 header,
-                body: Body::Ring(g),
+                body: Body::Ring(g, fds),
             })),
             Receiver::Socket(s) => Ok(s.try_recv()?.map(|(header, rx)| Incoming {
                 header,

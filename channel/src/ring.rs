@@ -2,13 +2,18 @@
 //! record (`docs/RING.md`), its wake-ups bytes on the connection's socket.
 
 use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
+use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
-use ringlink_common::{Channel, Peer, Violation};
+use ringlink_common::{Channel, FdFault, Peer, Violation};
 use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, ReadGrant};
 
 use crate::error::{TryRecvError, TrySendError};
-use crate::frame;
+use crate::fds::{self, FdInbox, FdOutbox};
+use crate::{frame, stream};
 
 /// The writing end of a ring channel.
 #[derive(Debug)]
@@ -18,14 +23,22 @@ pub struct RingSender {
     /// The other side, which reads: what corrupts the ring's shared
     /// state (its position) is its doing.
     peer: Peer,
+    /// Where fds go, if the peer accepts any.
+    fds: Option<FdOutbox>,
 }
 
 impl RingSender {
-    pub(crate) fn new(producer: Producer, channel: Channel, peer: Peer) -> RingSender {
+    pub(crate) fn new(
+        producer: Producer,
+        channel: Channel,
+        peer: Peer,
+        fds: Option<FdOutbox>,
+    ) -> RingSender {
         RingSender {
             producer,
             channel,
             peer,
+            fds,
         }
     }
 
@@ -44,21 +57,64 @@ impl RingSender {
     }
 
     /// One record: the header (whose `size` is the parts' length), then
-    /// the parts.
+    /// the parts. Fds go first, on the stream socket, once the record and
+    /// the fds both have room (so that none is sent for a message that
+    /// then does not go).
     pub(crate) fn try_send(
         &mut self,
         header: &MsgHeader,
         parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
     ) -> Result<(), TrySendError> {
         let total = MSG_HEADER_LEN + header.size as usize;
+        if fds.is_empty() {
+            return match self.producer.try_reserve(total) {
+                Ok(mut grant) => {
+                    header.encode_record(&mut grant, parts);
+                    grant.commit();
+                    Ok(())
+                }
+                Err(e) => Err(self.corrupt(e)),
+            };
+        }
+        let Some(out) = self.fds.as_mut() else {
+            return Err(TrySendError::FdsNotAccepted {
+                count: fds.len(),
+                max: 0,
+            });
+        };
+        fds::check_sending(header, fds, out.terms())?;
+        match self.producer.has_room(total) {
+            Ok(true) => {}
+            Ok(false) => return Err(TrySendError::Full),
+            Err(e) => return Err(self.corrupt(e)),
+        }
+        if !out.room_for(fds.len(), self.producer.released()) {
+            return Err(TrySendError::Full);
+        }
+        out.send(fds)?;
+        let header = header.with_fds(fds.len() as u16);
         match self.producer.try_reserve(total) {
             Ok(mut grant) => {
                 header.encode_record(&mut grant, parts);
                 grant.commit();
+                let end = self.producer.position();
+                if let Some(out) = self.fds.as_mut() {
+                    out.published(end, fds.len());
+                }
                 Ok(())
             }
+            // Room was there a moment ago and only this side takes it:
+            // the ring was closed or corrupted meanwhile, and the fds sent
+            // die with the connection.
             Err(e) => Err(self.corrupt(e)),
         }
+    }
+
+    pub(crate) fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
+        self.fds
+            .as_ref()
+            .map_or(ringlink_common::wire::FdTerms::NONE, |o| *o.terms())
     }
 
     pub(crate) fn room_for(&mut self, len: usize) -> Result<bool, TrySendError> {
@@ -94,6 +150,13 @@ pub struct RingReceiver {
     /// The negotiated maximum: the ring holds larger records, the
     /// protocol does not.
     max: usize,
+    /// Where the peer's fds are filed as the stream brings them, and the
+    /// stream, if this side accepts any.
+    inbox: Option<(Arc<FdInbox>, Arc<UnixStream>)>,
+    /// The fds of the message at the head, once claimed from the inbox
+    /// (kept until the message is released: one looked at and left is
+    /// read again, fds and all).
+    claimed: PeerFds,
 }
 
 impl RingReceiver {
@@ -102,22 +165,33 @@ impl RingReceiver {
         channel: Channel,
         peer: Peer,
         max: usize,
+        inbox: Option<(Arc<FdInbox>, Arc<UnixStream>)>,
     ) -> RingReceiver {
         RingReceiver {
             consumer,
             channel,
             peer,
             max,
+            inbox,
+            claimed: PeerFds::default(),
         }
     }
 
-    /// The next message, viewed in place, checked.
-    pub(crate) fn try_recv(&mut self) -> Result<Option<(MsgHeader, ReadGrant<'_>)>, TryRecvError> {
+    /// The next message, viewed in place, checked, with the slot its fds
+    /// are in.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn try_recv(
+        &mut self,
+    ) -> Result<Option<(MsgHeader, ReadGrant<'_>, &mut PeerFds)>, TryRecvError> {
         let (channel, peer, max) = (self.channel, self.peer, self.max);
         match self.consumer.try_peek() {
             Ok(record) => {
                 let header = frame::read_header(&record, max, peer, channel)?;
-                Ok(Some((header, record)))
+                let n = usize::from(header.fds());
+                if n > 0 && self.claimed.is_empty() {
+                    self.claimed = claim(self.inbox.as_ref(), n, peer, channel)?;
+                }
+                Ok(Some((header, record, &mut self.claimed)))
             }
             Err(PopError::Empty) => Ok(None),
             Err(PopError::Corrupt(corruption)) => {
@@ -146,4 +220,39 @@ impl RingReceiver {
     pub(crate) fn close(&mut self) {
         self.consumer.close();
     }
+}
+
+/// The `n` fds of a message the peer published on `channel`: from the
+/// front of the channel's queue in the inbox, reading the stream socket
+/// for them if they are not filed yet (the peer sent them before it
+/// published the message, so they are there).
+fn claim(
+    inbox: Option<&(Arc<FdInbox>, Arc<UnixStream>)>,
+    n: usize,
+    by: Peer,
+    channel: Channel,
+) -> Result<PeerFds, Violation> {
+    let fault = |fault| Violation::Fds { by, channel, fault };
+    let Some((inbox, sock)) = inbox else {
+        return Err(fault(FdFault::NotAccepted));
+    };
+    let max = inbox.terms().per_message;
+    if n > usize::from(max) {
+        return Err(fault(FdFault::PerMessage {
+            count: n as u16,
+            max,
+        }));
+    }
+    if let Some(fds) = inbox.take(channel, n) {
+        return Ok(fds);
+    }
+    if let stream::Drained::Fault(v) = stream::read_out(sock, Some(inbox)) {
+        return Err(v);
+    }
+    inbox.take(channel, n).ok_or_else(|| {
+        fault(FdFault::Missing {
+            announced: n as u16,
+            present: inbox.filed(channel) as u16,
+        })
+    })
 }

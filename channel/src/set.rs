@@ -16,6 +16,7 @@ use ringlink_common::wire::{
 use ringlink_common::{Channel, Credentials, Error, Peer, RingRefusal, Violation};
 use ringlink_ringbuf::{ClaimError, Ring, Wake};
 
+use crate::fds::{FdAgreement, FdInbox, FdOutbox};
 use crate::named::{self, OpenDir, RingAuth, RingDir};
 use crate::ring::{RingReceiver, RingSender};
 use crate::socket::{self, SockRx, SockTx, SocketReceiver, SocketSender};
@@ -69,12 +70,17 @@ pub struct Offer {
     /// The server's ends (socket transport), for closing.
     sockets: Vec<Arc<OwnedFd>>,
     level: u32,
+    /// Both sides' fd terms.
+    fds: FdAgreement,
+    /// Where the client's fds are filed (rings, when the server takes any).
+    inbox: Option<Arc<FdInbox>>,
 }
 
 /// Makes a connection's channels, as its server: three rings waking the
 /// client through `stream` (sealed memfds, or files in `named` owned as
 /// its `RingAuth` says), or two socket pairs; `level` is the flow-control
-/// level to publish at once.
+/// level to publish at once; `fds` the two sides' fd terms (the stream,
+/// or the request socket, accepts fds only if the server takes any).
 ///
 /// # Errors
 ///
@@ -86,16 +92,20 @@ pub fn offer(
     named: Option<(&RingDir, RingAuth)>,
     stream: &Arc<UnixStream>,
     level: u32,
+    fds: FdAgreement,
 ) -> io::Result<Offer> {
     let mut offer = match transport {
         Transport::Socket => {
             let (rr, rr_client) = socket::pair()?;
             let (ev, ev_client) = socket::pair()?;
-            // The client passes no fds on these, ever.
-            fdpass::refuse_fds(rr.as_fd());
+            // The client passes no fds on the event socket, ever, and on
+            // the request socket only to a server that takes them.
+            if !fds.ours.accepts_any() {
+                fdpass::refuse_fds(rr.as_fd());
+            }
             fdpass::refuse_fds(ev.as_fd());
             let (rr, ev) = (Arc::new(rr), Arc::new(ev));
-            let rx = SockRx::new(rr.clone(), max_message);
+            let rx = SockRx::new(rr.clone(), max_message).accept_fds(fds.ours);
             let mut request =
                 Receiver::Socket(SocketReceiver::new(rx, Channel::Request, Peer::Client));
             // The server's loop reads a socket after epoll said so.
@@ -104,13 +114,15 @@ pub fn offer(
                 transport,
                 max_message,
                 request,
-                response: Sender::Socket(SocketSender::new(SockTx::new(rr.clone())?)),
-                event: Sender::Socket(SocketSender::new(SockTx::new(ev.clone())?)),
+                response: Sender::Socket(SocketSender::new(SockTx::new(rr.clone())?, fds.theirs)),
+                event: Sender::Socket(SocketSender::new(SockTx::new(ev.clone())?, fds.theirs)),
                 rings: None,
                 prefix: None,
                 client_ends: vec![rr_client, ev_client],
                 sockets: vec![rr, ev],
                 level,
+                fds,
+                inbox: None,
             }
         }
         _ => {
@@ -132,6 +144,15 @@ pub fn offer(
             let request = rings[0].consumer().map_err(claim)?;
             let response = rings[1].producer().map_err(claim)?;
             let event = rings[2].producer().map_err(claim)?;
+            let inbox = fds
+                .ours
+                .accepts_any()
+                .then(|| FdInbox::new(fds.ours, Peer::Client));
+            let outbox = |channel| {
+                fds.theirs
+                    .accepts_any()
+                    .then(|| FdOutbox::new(stream.clone(), fds.theirs, channel))
+            };
             Offer {
                 transport,
                 max_message,
@@ -140,14 +161,27 @@ pub fn offer(
                     Channel::Request,
                     Peer::Client,
                     max_message,
+                    inbox.clone().map(|i| (i, stream.clone())),
                 )),
-                response: Sender::Ring(RingSender::new(response, Channel::Response, Peer::Client)),
-                event: Sender::Ring(RingSender::new(event, Channel::Event, Peer::Client)),
+                response: Sender::Ring(RingSender::new(
+                    response,
+                    Channel::Response,
+                    Peer::Client,
+                    outbox(Channel::Response),
+                )),
+                event: Sender::Ring(RingSender::new(
+                    event,
+                    Channel::Event,
+                    Peer::Client,
+                    outbox(Channel::Event),
+                )),
                 rings: Some(rings),
                 prefix,
                 client_ends: Vec::new(),
                 sockets: Vec::new(),
                 level,
+                fds,
+                inbox,
             }
         }
     };
@@ -155,10 +189,19 @@ pub fn offer(
     // it, so a client connecting while requests are not read is held back
     // from its first send.
     offer.request.publish_user_word(level);
+    if offer.inbox.is_some() {
+        // The client's fds come on the stream: let them.
+        fdpass::accept_fds(stream.as_fd());
+    }
     Ok(offer)
 }
 
 impl Offer {
+    /// The server's fd terms, announced in the answer's trailer.
+    pub fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
+        self.fds.ours
+    }
+
     /// The negotiated largest payload of the connection's messages.
     pub fn max_message(&self) -> usize {
         self.max_message
@@ -251,6 +294,7 @@ impl Offer {
         let mut side = ServerSide {
             request: self.request,
             holds,
+            inbox: self.inbox,
         };
         side.publish_level(level, level != self.level, stream);
         (side, self.response, self.event)
@@ -266,6 +310,9 @@ pub struct ServerSide {
     /// The requests.
     pub request: Receiver,
     holds: Holds,
+    /// Where the client's fds are filed as the stream brings them
+    /// (rings, when the server takes any).
+    inbox: Option<Arc<FdInbox>>,
 }
 
 /// What else a server side holds, by transport.
@@ -298,6 +345,7 @@ impl ServerSide {
         ServerSide {
             request,
             holds: Holds::QbSocket { dir, ctl, fds },
+            inbox: None,
         }
     }
 
@@ -306,6 +354,7 @@ impl ServerSide {
         ServerSide {
             request,
             holds: Holds::QbShm(dir),
+            inbox: None,
         }
     }
 }
@@ -321,6 +370,12 @@ pub enum Watch {
 }
 
 impl ServerSide {
+    /// Where the client's fds are filed: hand it to
+    /// [`stream::read_out`] when draining the stream.
+    pub fn fd_inbox(&self) -> Option<&Arc<FdInbox>> {
+        self.inbox.as_ref()
+    }
+
     /// The fds the loop polls besides the stream socket (edge-triggered),
     /// and for what: none for rings (their wake-ups come on the stream).
     pub fn watched(&self) -> Vec<(BorrowedFd<'_>, Watch)> {
@@ -407,7 +462,7 @@ impl ServerSide {
     /// senders' handles on them, `senders`) closed where their closing
     /// cannot hold the caller, libqb's files removed.
     pub fn release(self, senders: impl IntoIterator<Item = Sender>) {
-        let ServerSide { request, holds } = self;
+        let ServerSide { request, holds, .. } = self;
         let mut sockets = Vec::new();
         for s in senders {
             sockets.extend(s.into_socket());
@@ -447,6 +502,9 @@ pub struct ClientSide {
     /// Events in.
     pub event: Receiver,
     kind: ClientKind,
+    /// Where the server's fds are filed as the stream brings them
+    /// (rings, when the client takes any).
+    inbox: Option<Arc<FdInbox>>,
 }
 
 /// What else a client side holds, by transport.
@@ -470,6 +528,7 @@ impl ClientSide {
             response,
             event,
             kind: ClientKind::QbShm,
+            inbox: None,
         }
     }
 
@@ -485,7 +544,14 @@ impl ClientSide {
             response,
             event,
             kind: ClientKind::QbSocket(ctl),
+            inbox: None,
         }
+    }
+
+    /// Where the server's fds are filed: hand it to
+    /// [`stream::read_out`] when draining the stream.
+    pub fn fd_inbox(&self) -> Option<&Arc<FdInbox>> {
+        self.inbox.as_ref()
     }
 
     /// Whether the server is a libqb one: over its rings it signals
@@ -545,11 +611,26 @@ impl ClientSide {
     }
 }
 
-/// Opens the channels of an accepted `answer`, as its client: checks the
-/// fds that came (`fds`, reaped if refused) and what followed the answer
-/// (`trailer`, [`trailer_len`] bytes), maps the rings with `stream` for
-/// their wake-ups (or takes the sockets), claims the client's roles. The
-/// socket transport's initial flow-control level is returned too.
+/// What a client's handshake read of an accepting answer
+/// (`ClientEvent::Accepted`, with the client's own fd terms).
+#[derive(Debug)]
+pub struct Accepted {
+    /// The decoded answer.
+    pub answer: ConnectResponse,
+    /// The fds that came with it (reaped if refused).
+    pub fds: PeerFds,
+    /// What followed the answer and the server's fd terms: the level
+    /// byte, or the path prefix.
+    pub trailer: Vec<u8>,
+    /// The two sides' fd terms.
+    pub terms: FdAgreement,
+}
+
+/// Opens the channels of an accepted answer, as its client: checks the
+/// fds that came and what followed the answer, maps the rings with
+/// `stream` for their wake-ups (or takes the sockets), claims the
+/// client's roles, under the two sides' fd terms. The socket transport's
+/// initial flow-control level is returned too.
 ///
 /// # Errors
 ///
@@ -557,13 +638,18 @@ impl ClientSide {
 /// [`Error::Io`].
 pub fn open(
     transport: Transport,
-    answer: &ConnectResponse,
-    fds: PeerFds,
-    trailer: &[u8],
+    accepted: Accepted,
     stream: &Arc<UnixStream>,
     server: Credentials,
     spin: Duration,
 ) -> Result<(ClientSide, u32), Error> {
+    let Accepted {
+        answer,
+        fds,
+        trailer,
+        terms,
+    } = accepted;
+    let trailer = &trailer[..];
     let max_message = answer.max_message as usize;
     let named = transport != Transport::Socket && answer.path_len != 0;
     let expected = fd_count(transport, named);
@@ -578,7 +664,7 @@ pub fn open(
         }));
     }
     if transport == Transport::Socket {
-        return open_sockets(fds, trailer, max_message);
+        return open_sockets(fds, trailer, max_message, terms);
     }
     let refused = |channel, refusal| {
         Error::Protocol(Violation::RingRefused {
@@ -652,21 +738,43 @@ pub fn open(
             dir.remove(channel);
         }
     }
+    let inbox = terms
+        .ours
+        .accepts_any()
+        .then(|| FdInbox::new(terms.ours, Peer::Server));
+    if inbox.is_some() {
+        // The server's fds come on the stream: let them (before the
+        // confirmation, after which it may send some).
+        fdpass::accept_fds(stream.as_fd());
+    }
+    let filed = || inbox.clone().map(|i| (i, stream.clone()));
+    let outbox = terms
+        .theirs
+        .accepts_any()
+        .then(|| FdOutbox::new(stream.clone(), terms.theirs, Channel::Request));
     let side = ClientSide {
-        request: Sender::Ring(RingSender::new(request, Channel::Request, Peer::Server)),
+        request: Sender::Ring(RingSender::new(
+            request,
+            Channel::Request,
+            Peer::Server,
+            outbox,
+        )),
         response: Receiver::Ring(RingReceiver::new(
             response,
             Channel::Response,
             Peer::Server,
             max_message,
+            filed(),
         )),
         event: Receiver::Ring(RingReceiver::new(
             event,
             Channel::Event,
             Peer::Server,
             max_message,
+            filed(),
         )),
         kind: ClientKind::Rings(rings),
+        inbox,
     };
     Ok((side, 0))
 }
@@ -677,13 +785,16 @@ fn open_sockets(
     fds: PeerFds,
     trailer: &[u8],
     max_message: usize,
+    terms: FdAgreement,
 ) -> Result<(ClientSide, u32), Error> {
     for fd in fds.iter() {
         if socket::check(fd).is_err() {
             return Err(Error::Protocol(Violation::NotSeqpacket));
         }
-        // Ours now: no fds on them from the server.
-        fdpass::refuse_fds(fd);
+        // Ours now: no fds on them from the server, unless taken.
+        if !terms.ours.accepts_any() {
+            fdpass::refuse_fds(fd);
+        }
     }
     let mut fds = fds.take().into_iter();
     let (Some(rr), Some(ev)) = (fds.next(), fds.next()) else {
@@ -691,18 +802,19 @@ fn open_sockets(
     };
     let rr = Arc::new(rr);
     let side = ClientSide {
-        request: Sender::Socket(SocketSender::new(SockTx::new(rr.clone())?)),
+        request: Sender::Socket(SocketSender::new(SockTx::new(rr.clone())?, terms.theirs)),
         response: Receiver::Socket(SocketReceiver::new(
-            SockRx::new(rr, max_message),
+            SockRx::new(rr, max_message).accept_fds(terms.ours),
             Channel::Response,
             Peer::Server,
         )),
         event: Receiver::Socket(SocketReceiver::new(
-            SockRx::new(ev, max_message),
+            SockRx::new(ev, max_message).accept_fds(terms.ours),
             Channel::Event,
             Peer::Server,
         )),
         kind: ClientKind::Sockets,
+        inbox: None,
     };
     Ok((side, u32::from(trailer.first().copied().unwrap_or(0))))
 }

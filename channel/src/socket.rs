@@ -25,9 +25,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
-use ringlink_common::wire::{MsgHeader, WireError, MSG_HEADER_LEN};
-use ringlink_common::Framing;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
+use ringlink_common::fdpass::PeerFds;
+use ringlink_common::wire::{FdTerms, MsgHeader, WireError, MSG_HEADER_LEN};
+use ringlink_common::{FdFault, Framing};
 
 /// Send buffer each socket asks for. The kernel caps it at twice
 /// `net.core.wmem_max`; fragments are sized from what it granted.
@@ -114,6 +117,9 @@ pub enum RecvError {
     Closed,
     /// The peer broke the framing (the message is not delivered).
     Framing(Framing),
+    /// The peer's fds broke this side's terms (the message is not
+    /// delivered; the fds are reaped).
+    Fds(FdFault),
     /// Any other failure of `recv`.
     Io(io::Error),
 }
@@ -204,7 +210,7 @@ impl SockTx {
         while self.has_pending() {
             let end = (self.at + self.fragment).min(self.pending.len());
             let part = [IoSlice::new(&self.pending[self.at..end])];
-            match send(&self.fd, &part) {
+            match send(&self.fd, &part, &[]) {
                 Ok(()) => self.at = end,
                 Err(SendError::WouldBlock) => return Ok(false),
                 Err(SendError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
@@ -219,19 +225,26 @@ impl SockTx {
     }
 
     /// Sends one message: `header` (whose `size` must be the total length
-    /// of `parts`) then the payload, gathered from `parts`.
+    /// of `parts`) then the payload, gathered from `parts`, with `fds`
+    /// attached to its first datagram (the header's count set to theirs).
     ///
     /// # Errors
     ///
     /// [`SendError::WouldBlock`] if the previous message's tail is still
     /// waiting or the first datagram does not fit (nothing is sent);
     /// [`SendError::Closed`]; [`SendError::Io`].
-    pub fn try_send(&mut self, header: &MsgHeader, parts: &[IoSlice<'_>]) -> Result<(), SendError> {
+    pub fn try_send(
+        &mut self,
+        header: &MsgHeader,
+        parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), SendError> {
         if !self.flush()? {
             return Err(SendError::WouldBlock);
         }
+        let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let mut head = [0u8; MSG_HEADER_LEN];
-        header.encode_into(&mut head);
+        header.with_fds(fds.len() as u16).encode_into(&mut head);
         let joined: Vec<u8>;
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(&head);
@@ -246,7 +259,8 @@ impl SockTx {
         while off < total {
             let len = self.fragment.min(total - off);
             let iov = gather(&all, off, len);
-            let sent = match send(&self.fd, &iov) {
+            let attached: &[i32] = if off == 0 { &raw } else { &[] };
+            let sent = match send(&self.fd, &iov, attached) {
                 Err(SendError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                     match self.shrink(e) {
                         Ok(()) => continue,
@@ -306,14 +320,16 @@ fn gather<'a>(all: &[&'a [u8]], mut off: usize, mut len: usize) -> Vec<IoSlice<'
     out
 }
 
-/// One datagram, without blocking.
-fn send(fd: &OwnedFd, iov: &[IoSlice<'_>]) -> Result<(), SendError> {
+/// One datagram, with `fds` attached, without blocking.
+fn send(fd: &OwnedFd, iov: &[IoSlice<'_>], fds: &[i32]) -> Result<(), SendError> {
     // MSG_DONTWAIT: this call never waits, whatever O_NONBLOCK says on
     // the open file description (which a peer that kept a copy of the
     // fd could change).
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     loop {
-        return match socket::sendmsg::<()>(fd.as_raw_fd(), iov, &[], flags, None) {
+        return match socket::sendmsg::<()>(fd.as_raw_fd(), iov, cmsgs, flags, None) {
             Ok(_) => Ok(()), // a datagram goes whole or not at all
             Err(Errno::EINTR) => continue,
             // No room, or no memory for the datagram right now: both pass.
@@ -334,6 +350,11 @@ pub struct SockRx {
     /// Header of the message being assembled, once its first datagram is
     /// in.
     header: Option<MsgHeader>,
+    /// What this side accepts of fds.
+    terms: FdTerms,
+    /// The fds that came with the message being assembled (its first
+    /// datagram), until taken or the message is consumed (then reaped).
+    fds: PeerFds,
 }
 
 impl SockRx {
@@ -347,7 +368,22 @@ impl SockRx {
             buf: vec![0; MSG_HEADER_LEN + max_message],
             got: 0,
             header: None,
+            terms: FdTerms::NONE,
+            fds: PeerFds::default(),
         }
+    }
+
+    /// Accepts fds on messages, within `terms` (none by default: any is a
+    /// violation).
+    pub fn accept_fds(mut self, terms: FdTerms) -> SockRx {
+        self.terms = terms;
+        self
+    }
+
+    /// The fds of the complete message (the rest are reaped when it is
+    /// consumed).
+    pub fn take_fds(&mut self) -> PeerFds {
+        std::mem::take(&mut self.fds)
     }
 
     /// The socket, to poll for readability.
@@ -383,13 +419,22 @@ impl SockRx {
             // seen for what it is rather than silently cut.
             // Any fds the peer attached are reaped, never closed here
             // (`fdpass`).
-            let n = match ringlink_common::fdpass::recv_nowait(
+            let first = self.header.is_none();
+            let n = match ringlink_common::fdpass::recv_keeping(
                 self.fd.as_fd(),
                 room,
                 MsgFlags::MSG_TRUNC,
             ) {
-                Ok(0) => return Err(RecvError::Closed), // no empty datagrams are sent
-                Ok(n) => n,
+                Ok((0, _)) => return Err(RecvError::Closed), // no empty datagrams are sent
+                Ok((n, fds)) => {
+                    if !fds.is_empty() {
+                        if !first {
+                            return Err(self.fd_fault(FdFault::Stray));
+                        }
+                        self.fds = fds;
+                    }
+                    n
+                }
                 Err(e) => match e.raw_os_error().map(Errno::from_raw) {
                     Some(Errno::EINTR) => continue,
                     Some(Errno::EAGAIN) => return Err(RecvError::Empty),
@@ -415,6 +460,20 @@ impl SockRx {
                 }
                 let header = MsgHeader::decode(&self.buf[..total])
                     .map_err(|e: WireError| self.violation(Framing::Header(e)))?;
+                let (announced, came) = (usize::from(header.fds()), self.fds.len());
+                if announced != came {
+                    return Err(self.fd_fault(if came > announced {
+                        FdFault::Stray
+                    } else {
+                        FdFault::Missing {
+                            announced: header.fds(),
+                            present: came as u16,
+                        }
+                    }));
+                }
+                if let Err(f) = crate::fds::check_received(&self.fds, &self.terms) {
+                    return Err(self.fd_fault(f));
+                }
                 self.header = Some(header);
             }
         }
@@ -428,16 +487,22 @@ impl SockRx {
         (self.got == total).then(|| (h, &self.buf[MSG_HEADER_LEN..total]))
     }
 
-    /// Drops the complete message, making room for the next.
+    /// Drops the complete message, making room for the next (its fds
+    /// not taken are reaped).
     pub fn consume(&mut self) {
         self.header = None;
         self.got = 0;
+        drop(self.take_fds());
     }
 
     fn violation(&mut self, what: Framing) -> RecvError {
-        self.got = 0;
-        self.header = None;
+        self.consume();
         RecvError::Framing(what)
+    }
+
+    fn fd_fault(&mut self, what: FdFault) -> RecvError {
+        self.consume();
+        RecvError::Fds(what)
     }
 }
 
@@ -445,19 +510,27 @@ impl SockRx {
 #[derive(Debug)]
 pub struct SocketSender {
     tx: SockTx,
+    /// What the peer accepts of fds.
+    terms: FdTerms,
 }
 
 impl SocketSender {
-    pub(crate) fn new(tx: SockTx) -> SocketSender {
-        SocketSender { tx }
+    pub(crate) fn new(tx: SockTx, terms: FdTerms) -> SocketSender {
+        SocketSender { tx, terms }
     }
 
     pub(crate) fn try_send(
         &mut self,
         header: &MsgHeader,
         parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
     ) -> Result<(), crate::error::TrySendError> {
-        self.tx.try_send(header, parts).map_err(map_send)
+        crate::fds::check_sending(header, fds, &self.terms)?;
+        self.tx.try_send(header, parts, fds).map_err(map_send)
+    }
+
+    pub(crate) fn fd_terms(&self) -> FdTerms {
+        self.terms
     }
 
     /// Room for a message now: no tail waits and the kernel takes the
@@ -538,6 +611,13 @@ impl SocketReceiver {
                     by: self.peer,
                     channel: self.channel,
                     error,
+                },
+            )),
+            Err(RecvError::Fds(fault)) => Err(crate::error::TryRecvError::Violation(
+                ringlink_common::Violation::Fds {
+                    by: self.peer,
+                    channel: self.channel,
+                    fault,
                 },
             )),
             Err(RecvError::Io(e)) => Err(crate::error::TryRecvError::Io(e)),
@@ -631,7 +711,7 @@ mod tests {
             let cut = n / 3;
             let parts = [IoSlice::new(&payload[..cut]), IoSlice::new(&payload[cut..])];
             loop {
-                match tx.try_send(&header(n, i as u64 + 1), &parts) {
+                match tx.try_send(&header(n, i as u64 + 1), &parts, &[]) {
                     Ok(()) => break,
                     Err(SendError::WouldBlock) => std::thread::yield_now(),
                     Err(e) => panic!("send: {e:?}"),
@@ -657,7 +737,7 @@ mod tests {
         let payload = vec![5u8; 1000];
         let mut sent = 0u64;
         loop {
-            match tx.try_send(&header(1000, sent + 1), &[IoSlice::new(&payload)]) {
+            match tx.try_send(&header(1000, sent + 1), &[IoSlice::new(&payload)], &[]) {
                 Ok(()) => sent += 1,
                 Err(SendError::WouldBlock) => break,
                 Err(e) => panic!("{e:?}"),
@@ -707,7 +787,7 @@ mod tests {
         drop(b);
         let mut tx = SockTx::new(a).expect("tx");
         assert!(matches!(
-            tx.try_send(&header(0, 1), &[]),
+            tx.try_send(&header(0, 1), &[], &[]),
             Err(SendError::Closed)
         ));
     }

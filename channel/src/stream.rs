@@ -14,6 +14,8 @@ use std::sync::Arc;
 use nix::sys::socket::MsgFlags;
 use ringlink_common::fdpass;
 
+use crate::fds::FdInbox;
+
 /// Most bytes one [`read_out`] reads: a peer that writes without end
 /// costs a bounded read per call (the rest keeps the socket readable).
 pub const READ_LIMIT: usize = 64 << 10;
@@ -21,6 +23,10 @@ pub const READ_LIMIT: usize = 64 << 10;
 /// What [`read_out`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drained {
+    /// The peer sent fds that break this side's terms (or sent fds where
+    /// none are taken): the connection must end. What was read before
+    /// them counts as wake-ups.
+    Fault(ringlink_common::Violation),
     /// Nothing to read.
     Nothing,
     /// Bytes, read; the last one is given.
@@ -32,17 +38,32 @@ pub enum Drained {
 }
 
 /// Reads what the peer wrote on its stream socket, without waiting and
-/// at most [`READ_LIMIT`] bytes.
-pub fn read_out(sock: &UnixStream) -> Drained {
+/// at most [`READ_LIMIT`] bytes. Fds the peer attached are filed in
+/// `inbox` (rings whose side accepts fds: see [`crate::fds`]), or reaped
+/// where none are taken.
+pub fn read_out(sock: &UnixStream, inbox: Option<&FdInbox>) -> Drained {
+    let _reading = inbox.map(FdInbox::reading);
     let mut buf = [0u8; 4096];
     let mut last = None;
     let mut total = 0;
     while total < READ_LIMIT {
-        match fdpass::recv_nowait(sock.as_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(0) => return Drained::Gone,
-            Ok(n) => {
+        match fdpass::recv_keeping(sock.as_fd(), &mut buf, MsgFlags::empty()) {
+            Ok((0, _)) => return Drained::Gone,
+            Ok((n, fds)) => {
                 last = Some(buf[n - 1]);
                 total += n;
+                if !fds.is_empty() {
+                    // The read ended with the byte they came on.
+                    match inbox {
+                        Some(inbox) => {
+                            if let Err(v) = inbox.deliver(buf[n - 1], fds) {
+                                return Drained::Fault(v);
+                            }
+                        }
+                        None => drop(fds), // reaped
+                    }
+                    continue;
+                }
                 if n < buf.len() {
                     break;
                 }

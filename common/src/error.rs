@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::violation::Violation;
+use crate::violation::{FdKind, Violation};
 use crate::wire::Status;
 
 /// What went wrong in a ringlink call.
@@ -52,6 +52,24 @@ pub enum Error {
     /// from a signal handler or another thread). Not fatal: nothing was
     /// lost, the call may be made again.
     Interrupted,
+    /// The message's fds are more than the peer accepts on one message
+    /// (`max`, 0 when it accepts none; its `FdTerms`, announced in the
+    /// handshake), or the message is of a kind that carries none; nothing
+    /// was sent.
+    FdsNotAccepted {
+        /// Fds offered.
+        count: usize,
+        /// The most the peer accepts on one message.
+        max: usize,
+    },
+    /// Fd number `index` of the message is of a kind the peer refuses
+    /// (a directory, an `O_PATH` fd); nothing was sent.
+    FdRefused {
+        /// Its place among the message's fds.
+        index: usize,
+        /// What it is.
+        kind: FdKind,
+    },
 }
 
 impl Error {
@@ -80,6 +98,7 @@ impl Error {
             Error::OneWay => libc::EINVAL,
             Error::Lagged(_) => libc::EOVERFLOW,
             Error::Interrupted => libc::EINTR,
+            Error::FdsNotAccepted { .. } | Error::FdRefused { .. } => libc::EINVAL,
         }
     }
 
@@ -114,6 +133,23 @@ impl fmt::Display for Error {
             Error::OneWay => f.write_str("the request was one-way: it takes no response"),
             Error::Lagged(n) => write!(f, "{n} events were dropped here by the server"),
             Error::Interrupted => f.write_str("interrupted"),
+            Error::FdsNotAccepted { count, max: 0 } => write!(
+                f,
+                "{count} fds offered: the peer accepts none here (it asks for them with \
+                 `pass_fds` in its options; calls, replies and lagged notices carry none)"
+            ),
+            Error::FdsNotAccepted { count, max } => {
+                write!(
+                    f,
+                    "{count} fds offered: the peer accepts at most {max} per message"
+                )
+            }
+            Error::FdRefused { index, kind } => {
+                write!(
+                    f,
+                    "fd {index} of the message is {kind}, which the peer refuses"
+                )
+            }
         }
     }
 }
@@ -151,9 +187,11 @@ impl From<Error> for io::Error {
             Error::Disconnected => io::ErrorKind::BrokenPipe,
             Error::TimedOut => io::ErrorKind::TimedOut,
             Error::WouldBlock => io::ErrorKind::WouldBlock,
-            Error::MessageTooLarge { .. } | Error::BufferTooSmall { .. } | Error::OneWay => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::MessageTooLarge { .. }
+            | Error::BufferTooSmall { .. }
+            | Error::OneWay
+            | Error::FdsNotAccepted { .. }
+            | Error::FdRefused { .. } => io::ErrorKind::InvalidInput,
             Error::Lagged(_) => io::ErrorKind::Other,
             Error::Interrupted => io::ErrorKind::Interrupted,
         };
@@ -188,6 +226,7 @@ mod tests {
             (Error::OneWay, libc::EINVAL),
             (Error::Lagged(3), libc::EOVERFLOW),
             (Error::Interrupted, libc::EINTR),
+            (Error::FdsNotAccepted { count: 1, max: 0 }, libc::EINVAL),
             (io(libc::EPIPE), libc::EPIPE),
             (Error::Io(io::Error::other("no errno")), libc::EIO),
         ];

@@ -29,7 +29,9 @@ use std::sync::{mpsc, Mutex, OnceLock};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// Most fds one message may carry.
+use crate::violation::FdKind;
+
+/// Most fds one handshake message may carry.
 pub const MAX_FDS: usize = 16;
 
 /// Sends `data` with `fds` attached, in one `sendmsg` that never waits
@@ -186,7 +188,7 @@ pub fn recv_exact(
 }
 
 /// Most fds one message can carry (`SCM_MAX_FD` in the kernel).
-const SCM_MAX_FD: usize = 253;
+pub const SCM_MAX_FD: usize = 253;
 
 /// `SO_PASSRIGHTS` (Linux 6.16): whether a socket accepts `SCM_RIGHTS`.
 /// Not in the `libc` crate yet.
@@ -215,6 +217,23 @@ pub fn refuse_fds(sock: BorrowedFd<'_>) -> bool {
         REFUSING.store(true, Ordering::Relaxed);
     }
     refused
+}
+
+/// Makes `sock` accept fds from its peer again (`SO_PASSRIGHTS` on, the
+/// kernel's default), where this side takes fds in messages. Best
+/// effort: a kernel without the option accepts them anyway.
+pub fn accept_fds(sock: BorrowedFd<'_>) {
+    let on: libc::c_int = 1;
+    // SAFETY: as in `refuse_fds`.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Set once [`refuse_fds`] worked: the kernel refuses fds for us.
@@ -258,15 +277,31 @@ pub fn close_refusing(sock: OwnedFd) {
 ///
 /// The `recvmsg` error (`WouldBlock` when nothing waits).
 pub fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> io::Result<usize> {
+    recv_keeping(fd, buf, flags).map(|(n, _fds)| n)
+}
+
+/// As [`recv_nowait`], keeping the fds that came (close-on-exec, in
+/// their order), held so that those dropped unused are still reaped.
+/// A read that returns fds ended with the byte they were attached to
+/// (the kernel stops a stream read after the first message with fds).
+///
+/// # Errors
+///
+/// The `recvmsg` error (`WouldBlock` when nothing waits).
+pub fn recv_keeping(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> io::Result<(usize, PeerFds)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     let flags = flags | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-    let (n, fds) = loop {
+    loop {
         match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut space), flags) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
             Ok(msg) => {
-                let mut fds = Vec::new();
+                let mut fds = PeerFds::default();
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for cmsg in cmsgs {
                         if let ControlMessageOwned::ScmRights(raw) = cmsg {
@@ -277,12 +312,47 @@ pub fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> io::R
                         }
                     }
                 }
-                break (msg.bytes, fds);
+                return Ok((msg.bytes, fds));
             }
         }
+    }
+}
+
+/// Whether `fd` is of a kind a receiver may refuse ([`FdKind`]): an
+/// `O_PATH` fd (`F_GETFL`), or a directory (`statx` asking only for the
+/// type, with `AT_STATX_DONT_SYNC`, so that a file on a network or FUSE
+/// file system answers from what the kernel holds, never waiting for its
+/// server, which may be the peer). Neither call can be made to wait.
+///
+/// # Errors
+///
+/// What `fcntl` or `statx` said (a closed fd: `EBADF`).
+pub fn refusable_kind(fd: BorrowedFd<'_>) -> io::Result<Option<FdKind>> {
+    // SAFETY: F_GETFL takes no argument; the fd is borrowed, so open.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_PATH != 0 {
+        return Ok(Some(FdKind::Path));
+    }
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated empty string (AT_EMPTY_PATH:
+    // the fd itself), and `st` is a live local the kernel writes.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut st,
+        )
     };
-    reap(fds);
-    Ok(n)
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR).then_some(FdKind::Directory))
 }
 
 /// Disposes of fds a peer sent that will not be used, without letting

@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use ringlink_common::handshake::{ClientEvent, ClientHandshake, ServerEvent, ServerHandshake};
-//! use ringlink_common::wire::{ConnectRequest, ConnectResponse, Status, Transport, PROTOCOL_VERSION};
+//! use ringlink_common::wire::{ConnectRequest, ConnectResponse, FdTerms, Status, Transport, PROTOCOL_VERSION};
 //! use ringlink_common::fdpass::PeerFds;
 //!
 //! let request = ConnectRequest {
@@ -13,6 +13,7 @@
 //!     transport: Transport::Shm,
 //!     max_message: 0,
 //!     protocol: "echo".into(),
+//!     fds: FdTerms::NONE,
 //! };
 //! let (mut client, hello) = ClientHandshake::new(&request);
 //! let mut server = ServerHandshake::new();
@@ -31,19 +32,20 @@
 
 use crate::fdpass::PeerFds;
 use crate::wire::{
-    Confirm, ConnectRequest, ConnectResponse, Status, Transport, WireError, CONFIRM_LEN,
-    MAX_MESSAGE, REQUEST_LEN, RESPONSE_LEN,
+    Confirm, ConnectRequest, ConnectResponse, FdTerms, Status, Transport, WireError, CONFIRM_LEN,
+    FD_TERMS_LEN, MAX_MESSAGE, REQUEST_HEAD_LEN, REQUEST_LEN, RESPONSE_LEN,
 };
 use crate::{Error, Violation};
 
-/// The bytes that follow an accepted answer on the stream: the socket
-/// transport's flow-control level (1), or the named rings' path prefix
-/// (`path_len`).
+/// The bytes that follow an accepted answer on the stream: the server's
+/// [`FdTerms`], then the socket transport's flow-control level (1), or
+/// the named rings' path prefix (`path_len`).
 pub fn trailer_len(transport: Transport, answer: &ConnectResponse) -> usize {
-    match transport {
-        Transport::Socket => 1,
-        _ => answer.path_len as usize,
-    }
+    FD_TERMS_LEN
+        + match transport {
+            Transport::Socket => 1,
+            _ => answer.path_len as usize,
+        }
 }
 
 /// What the server's side of a handshake found in the bytes it was fed.
@@ -71,7 +73,8 @@ enum ServerState {
 }
 
 /// The server's side of one handshake: exactly [`REQUEST_LEN`] bytes of
-/// request, then (once answered) exactly [`CONFIRM_LEN`] of confirmation,
+/// request (a peer of another version is answered once the head,
+/// [`REQUEST_HEAD_LEN`] bytes, is in), then (once answered) exactly [`CONFIRM_LEN`] of confirmation,
 /// never a byte more.
 #[derive(Debug)]
 pub struct ServerHandshake {
@@ -118,6 +121,18 @@ impl ServerHandshake {
         assert!(n <= self.buffer().len(), "more bytes than the buffer held");
         self.got += n;
         match self.state {
+            ServerState::Request if self.got == REQUEST_HEAD_LEN => {
+                match ConnectRequest::check_head(&self.request) {
+                    Ok(()) => ServerEvent::NeedMore,
+                    Err(e) => {
+                        self.state = ServerState::Deciding;
+                        ServerEvent::Request(Err(match e {
+                            WireError::Version(_) => Status::VersionMismatch,
+                            _ => Status::BadRequest,
+                        }))
+                    }
+                }
+            }
             ServerState::Request if self.got == REQUEST_LEN => {
                 self.state = ServerState::Deciding;
                 ServerEvent::Request(match ConnectRequest::decode(&self.request) {
@@ -143,13 +158,14 @@ impl ServerHandshake {
     }
 
     /// The bytes of an accepting answer (the response, then its trailer:
-    /// the path prefix or the level byte); the confirmation is awaited
-    /// next. The fds go with the first byte.
-    pub fn accept(&mut self, answer: &ConnectResponse, trailer: &[u8]) -> Vec<u8> {
+    /// the server's fd terms, then the path prefix or the level byte); the
+    /// confirmation is awaited next. The fds go with the first byte.
+    pub fn accept(&mut self, answer: &ConnectResponse, fds: &FdTerms, trailer: &[u8]) -> Vec<u8> {
         self.state = ServerState::Confirm;
         self.got = 0;
-        let mut bytes = Vec::with_capacity(RESPONSE_LEN + trailer.len());
+        let mut bytes = Vec::with_capacity(RESPONSE_LEN + FD_TERMS_LEN + trailer.len());
         bytes.extend_from_slice(&answer.encode());
+        bytes.extend_from_slice(&fds.encode());
         bytes.extend_from_slice(trailer);
         bytes
     }
@@ -173,7 +189,10 @@ pub enum ClientEvent {
         answer: ConnectResponse,
         /// The fds that came with it.
         fds: PeerFds,
-        /// The bytes that followed it ([`trailer_len`]).
+        /// The fds the server accepts in requests.
+        terms: FdTerms,
+        /// The bytes that followed it and its terms (the level byte, or
+        /// the path prefix).
         trailer: Vec<u8>,
     },
 }
@@ -276,10 +295,15 @@ impl ClientHandshake {
             return Ok(ClientEvent::NeedMore);
         }
         self.done = true;
+        let mut trailer = std::mem::take(&mut self.trailer);
+        let terms = FdTerms::decode(&trailer[..FD_TERMS_LEN])
+            .map_err(|e| Error::Protocol(Violation::BadAnswer(e)))?;
+        trailer.drain(..FD_TERMS_LEN);
         Ok(ClientEvent::Accepted {
             answer: self.answer.expect("decoded"),
             fds: std::mem::take(&mut self.fds),
-            trailer: std::mem::take(&mut self.trailer),
+            terms,
+            trailer,
         })
     }
 
@@ -300,6 +324,7 @@ mod tests {
             transport,
             max_message: 4096,
             protocol: "t".into(),
+            fds: FdTerms::NONE,
         }
     }
 
@@ -322,20 +347,28 @@ mod tests {
         let mut answer = ConnectResponse::reject(Status::Ok);
         answer.max_message = 4096;
         answer.fd_count = 2;
-        let bytes = s.accept(&answer, &[1]);
-        assert_eq!(bytes.len(), RESPONSE_LEN + 1);
+        let terms = FdTerms {
+            per_message: 2,
+            in_flight: 8,
+            directories: false,
+        };
+        let bytes = s.accept(&answer, &terms, &[1]);
+        assert_eq!(bytes.len(), RESPONSE_LEN + FD_TERMS_LEN + 1);
         let mut got = None;
         for b in bytes {
             c.buffer()[0] = b;
             if let ClientEvent::Accepted {
-                answer, trailer, ..
+                answer,
+                trailer,
+                terms,
+                ..
             } = c.received(1, PeerFds::default()).unwrap()
             {
-                got = Some((answer, trailer));
+                got = Some((answer, trailer, terms));
             }
         }
-        let (a, trailer) = got.expect("accepted");
-        assert_eq!((a.max_message, trailer), (4096, vec![1]));
+        let (a, trailer, t) = got.expect("accepted");
+        assert_eq!((a.max_message, trailer, t), (4096, vec![1], terms));
         for b in ClientHandshake::confirm() {
             s.buffer()[0] = b;
             event = s.received(1);
@@ -354,6 +387,16 @@ mod tests {
             s.received(REQUEST_LEN),
             ServerEvent::Request(Err(Status::VersionMismatch))
         );
+        // A version-3 client sends 80 bytes and waits: it is answered.
+        let mut s = ServerHandshake::new();
+        let mut hello = request(Transport::Shm).encode();
+        hello[4] = 3;
+        s.buffer()[..REQUEST_HEAD_LEN].copy_from_slice(&hello[..REQUEST_HEAD_LEN]);
+        assert_eq!(
+            s.received(REQUEST_HEAD_LEN),
+            ServerEvent::Request(Err(Status::VersionMismatch))
+        );
+        assert!(s.buffer().is_empty());
         let (mut c, _) = ClientHandshake::new(&request(Transport::Shm));
         let mut answer = ConnectResponse::reject(Status::Ok).encode();
         answer[16..20].copy_from_slice(&u32::MAX.to_le_bytes());

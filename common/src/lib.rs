@@ -20,8 +20,10 @@ pub use addr::ServiceAddr;
 pub use error::{Error, Result};
 pub use rate::RateLimit;
 pub use stats::{ClientStats, ConnectionStats, Rejections, ServiceStats};
-pub use violation::{Channel, Corruption, Framing, Peer, QbCorruption, RingRefusal, Violation};
-pub use wire::Transport;
+pub use violation::{
+    Channel, Corruption, FdFault, FdKind, Framing, Peer, QbCorruption, RingRefusal, Violation,
+};
+pub use wire::{FdTerms, Transport};
 
 use std::io;
 use std::os::unix::net::UnixStream;

@@ -328,6 +328,93 @@ pub enum Violation {
     /// absolute (ringlink's prefix), or not a file prefix in a `qb-…`
     /// directory directly under the expected base (libqb's names).
     RingPath,
+    /// A message's fds broke the receiver's terms (`FdTerms`); they are
+    /// closed, unused, away from the reading thread.
+    Fds {
+        /// Who sent them.
+        by: Peer,
+        /// On which channel.
+        channel: Channel,
+        /// How.
+        fault: FdFault,
+    },
+}
+
+/// How a peer's fds broke the terms the receiver announced
+/// ([`Violation::Fds`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FdFault {
+    /// Fds where none are accepted: the receiver accepts none, or the
+    /// message is of a kind that carries none (a call, a reply, a lagged
+    /// notice).
+    NotAccepted,
+    /// More fds on one message than the receiver accepts.
+    PerMessage {
+        /// How many came.
+        count: u16,
+        /// The most accepted.
+        max: u16,
+    },
+    /// More fds sent and not yet taken with their messages than the
+    /// receiver accepts on one channel.
+    InFlight {
+        /// The most accepted.
+        max: u32,
+    },
+    /// A message announced fds that were not sent before it.
+    Missing {
+        /// What its header announced.
+        announced: u16,
+        /// What had come.
+        present: u16,
+    },
+    /// An fd of a kind the receiver refuses.
+    Kind(FdKind),
+    /// Fds where no message can claim them: on the stream socket with a
+    /// byte that names no channel the peer sends on, or on a datagram
+    /// other than a message's first.
+    Stray,
+}
+
+/// Kinds of fd a receiver may refuse ([`FdFault::Kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FdKind {
+    /// A directory: with `openat` and `..` it reaches outside a chroot.
+    Directory,
+    /// An `O_PATH` fd: a handle on a place in a file system, which can
+    /// name one for `openat` the same way.
+    Path,
+}
+
+impl fmt::Display for FdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FdKind::Directory => "a directory",
+            FdKind::Path => "an O_PATH fd",
+        })
+    }
+}
+
+impl fmt::Display for FdFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdFault::NotAccepted => f.write_str("fds where none are accepted"),
+            FdFault::PerMessage { count, max } => {
+                write!(f, "{count} fds on one message, at most {max} accepted")
+            }
+            FdFault::InFlight { max } => {
+                write!(f, "more than {max} fds in flight on one channel")
+            }
+            FdFault::Missing { announced, present } => write!(
+                f,
+                "message announced {announced} fds, {present} were sent before it"
+            ),
+            FdFault::Kind(kind) => write!(f, "{kind}, which is refused"),
+            FdFault::Stray => f.write_str("fds that belong to no message"),
+        }
+    }
 }
 
 impl fmt::Display for Violation {
@@ -415,6 +502,9 @@ impl fmt::Display for Violation {
                 refusal,
             } => write!(f, "named ring {channel}: {refusal}"),
             Violation::RingPath => f.write_str("ring path is not where the protocol allows"),
+            Violation::Fds { by, channel, fault } => {
+                write!(f, "fds from the {by} ({channel}): {fault}")
+            }
         }
     }
 }

@@ -10,14 +10,17 @@ use std::fmt;
 
 /// Version of the handshake and message-header layout.
 ///
-/// Version 3 (this one) gives the message header's word at offset 12 a
-/// meaning: flags, of which [`FLAG_ONE_WAY`] marks a request that takes
-/// no response. Version 2 passed no eventfds: wake-ups travel as bytes on
+/// Version 4 (this one) lets messages carry fds: each side says in the
+/// handshake how many it accepts ([`FdTerms`], after the request and
+/// before the answer's trailer), and the header's flags word counts a
+/// message's fds in its high half ([`MsgHeader::fds`]). Version 3 gave the
+/// message header's word at offset 12 a meaning: flags, of which
+/// [`FLAG_ONE_WAY`] marks a request that takes no response. Version 2 passed no eventfds: wake-ups travel as bytes on
 /// the connection's stream socket, each process holding its own end, so
 /// that no fd whose open file description both processes share is ever
 /// written or read (see `docs/PROTOCOL.md`). Peers of other versions are
 /// refused with [`Status::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Message header flag: a one-way request (Legato's `le_msg_Send`), which
 /// takes no response. It carries sequence number 0.
 pub const FLAG_ONE_WAY: u32 = 1;
@@ -32,8 +35,14 @@ pub const FLAG_CALL: u32 = 4;
 /// Message header flag: the client's reply to a call, on the request
 /// channel, with the call's sequence number and an error code.
 pub const FLAG_REPLY: u32 = 8;
-/// Every flag this version defines.
+/// Every flag this version defines (the low half of the flags word; the
+/// high half counts the message's fds).
 pub const KNOWN_FLAGS: u32 = FLAG_ONE_WAY | FLAG_LAGGED | FLAG_CALL | FLAG_REPLY;
+/// Most fds one message may carry (the kernel's `SCM_MAX_FD`): a count
+/// above it in a header is malformed.
+pub const MAX_MSG_FDS: u16 = 253;
+/// Size of an encoded [`FdTerms`].
+pub const FD_TERMS_LEN: usize = 8;
 /// First four bytes of a [`ConnectRequest`] (`"RLq1"`).
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"RLq1");
 /// First four bytes of a [`ConnectResponse`] (`"RLr1"`).
@@ -42,8 +51,13 @@ pub const RESPONSE_MAGIC: u32 = u32::from_le_bytes(*b"RLr1");
 pub const CONFIRM_MAGIC: u32 = u32::from_le_bytes(*b"RLok");
 /// Longest protocol id, in bytes.
 pub const MAX_PROTOCOL_ID: usize = 64;
-/// Size of an encoded [`ConnectRequest`].
-pub const REQUEST_LEN: usize = 80;
+/// Size of an encoded [`ConnectRequest`]: its head, then the client's
+/// [`FdTerms`].
+pub const REQUEST_LEN: usize = REQUEST_HEAD_LEN + FD_TERMS_LEN;
+/// Size of a [`ConnectRequest`]'s head, the part every version shares up
+/// to its protocol id (a server reads it, and answers another version,
+/// before it reads on).
+pub const REQUEST_HEAD_LEN: usize = 80;
 /// Size of an encoded [`ConnectResponse`].
 pub const RESPONSE_LEN: usize = 48;
 /// Size of an encoded [`Confirm`].
@@ -268,6 +282,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// 0  u32 magic "RLq1"     4  u16 version      6  u16 transport
 /// 8  u32 max_message      12 u16 protocol_len 14 u16 reserved (0)
 /// 16 [u8; 64] protocol id, zero padded                    = 80 bytes
+/// 80 FdTerms: the fds the client accepts                  = 88 bytes
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectRequest {
@@ -280,6 +295,8 @@ pub struct ConnectRequest {
     pub max_message: u32,
     /// Application protocol id; both sides must use the same.
     pub protocol: String,
+    /// The fds the client accepts in responses and events.
+    pub fds: FdTerms,
 }
 
 impl ConnectRequest {
@@ -301,7 +318,31 @@ impl ConnectRequest {
         b[8..12].copy_from_slice(&self.max_message.to_le_bytes());
         b[12..14].copy_from_slice(&(id.len() as u16).to_le_bytes());
         b[16..16 + id.len()].copy_from_slice(id);
+        b[REQUEST_HEAD_LEN..].copy_from_slice(&self.fds.encode());
         b
+    }
+
+    /// Checks a request's head (its first [`REQUEST_HEAD_LEN`] bytes) as
+    /// far as a server must before reading on: the magic, then the
+    /// version (a peer of another version need not send as much as this
+    /// one does).
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Length`], [`Magic`](WireError::Magic),
+    /// [`Version`](WireError::Version).
+    pub fn check_head(b: &[u8]) -> Result<(), WireError> {
+        if b.len() < REQUEST_HEAD_LEN {
+            return Err(WireError::Length);
+        }
+        if u32_at(b, 0) != REQUEST_MAGIC {
+            return Err(WireError::Magic);
+        }
+        let version = u16_at(b, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(WireError::Version(version));
+        }
+        Ok(())
     }
 
     /// Decodes and checks a request. A version other than
@@ -314,32 +355,145 @@ impl ConnectRequest {
     /// A [`WireError`] naming the first bad field.
     pub fn decode(b: &[u8]) -> Result<ConnectRequest, WireError> {
         if b.len() != REQUEST_LEN {
+            // The head first: another version is named as such.
+            ConnectRequest::check_head(b)?;
             return Err(WireError::Length);
         }
-        if u32_at(b, 0) != REQUEST_MAGIC {
-            return Err(WireError::Magic);
-        }
+        ConnectRequest::check_head(b)?;
         let version = u16_at(b, 4);
-        if version != PROTOCOL_VERSION {
-            return Err(WireError::Version(version));
-        }
         let transport = Transport::from_u16(u16_at(b, 6))?;
         let max_message = u32_at(b, 8);
         let len = u16_at(b, 12) as usize;
         if u16_at(b, 14) != 0 {
             return Err(WireError::Reserved);
         }
-        if len == 0 || len > MAX_PROTOCOL_ID || b[16 + len..].iter().any(|&c| c != 0) {
+        if len == 0
+            || len > MAX_PROTOCOL_ID
+            || b[16 + len..REQUEST_HEAD_LEN].iter().any(|&c| c != 0)
+        {
             return Err(WireError::ProtocolId);
         }
         let protocol = std::str::from_utf8(&b[16..16 + len])
             .map_err(|_| WireError::ProtocolId)?
             .to_owned();
+        let fds = FdTerms::decode(&b[REQUEST_HEAD_LEN..])?;
         Ok(ConnectRequest {
             version,
             transport,
             max_message,
             protocol,
+            fds,
+        })
+    }
+}
+
+/// What one side accepts of fds in the messages it receives (`docs/PROTOCOL.md`
+/// §3.1): sent by the client after its request's head, by the server at
+/// the start of its accepting answer's trailer. A sender never sends a
+/// message with more fds than its peer accepts, nor more fds in flight on
+/// one channel, nor a directory or `O_PATH` fd to a peer that refuses
+/// them; a receiver treats a peer that does as broken.
+///
+/// ```text
+/// 0 u16 fds per message (0: none; at most 253)
+/// 2 u16 options: bit 0, directories and O_PATH fds accepted; others 0
+/// 4 u32 fds in flight per channel (0 with none per message; otherwise
+///       at least the per-message count)                   = 8 bytes
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FdTerms {
+    /// Most fds one message may carry (0: none at all).
+    pub per_message: u16,
+    /// Most fds sent on one channel and not yet taken with their message.
+    pub in_flight: u32,
+    /// Whether directory and `O_PATH` fds are accepted (they can reach
+    /// outside a chroot; Legato refuses them for that reason).
+    pub directories: bool,
+}
+
+impl FdTerms {
+    /// No fds at all (the default).
+    pub const NONE: FdTerms = FdTerms {
+        per_message: 0,
+        in_flight: 0,
+        directories: false,
+    };
+
+    /// Up to `n` fds per message (capped at [`MAX_MSG_FDS`]; 0: none),
+    /// with room for four messages' worth in flight on each channel (at
+    /// least 16), directories and `O_PATH` fds refused.
+    pub fn per_message(n: u16) -> FdTerms {
+        let n = n.min(MAX_MSG_FDS);
+        if n == 0 {
+            return FdTerms::NONE;
+        }
+        FdTerms {
+            per_message: n,
+            in_flight: (u32::from(n) * 4).max(16),
+            directories: false,
+        }
+    }
+
+    /// The same, with at most `n` fds in flight on each channel (raised to
+    /// the per-message count if below it).
+    #[must_use]
+    pub fn in_flight(mut self, n: u32) -> FdTerms {
+        if self.accepts_any() {
+            self.in_flight = n.max(u32::from(self.per_message));
+        }
+        self
+    }
+
+    /// The same, accepting directories and `O_PATH` fds too (`yes`): only
+    /// for a peer trusted not to use them to reach outside a chroot.
+    #[must_use]
+    pub fn directories(mut self, yes: bool) -> FdTerms {
+        self.directories = yes && self.accepts_any();
+        self
+    }
+
+    /// Whether any fd is accepted.
+    pub fn accepts_any(&self) -> bool {
+        self.per_message > 0
+    }
+
+    /// Encodes the terms.
+    pub fn encode(&self) -> [u8; FD_TERMS_LEN] {
+        let mut b = [0u8; FD_TERMS_LEN];
+        b[0..2].copy_from_slice(&self.per_message.to_le_bytes());
+        b[2..4].copy_from_slice(&u16::from(self.directories).to_le_bytes());
+        b[4..8].copy_from_slice(&self.in_flight.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks terms: a per-message count above
+    /// [`MAX_MSG_FDS`], an unknown option, an in-flight limit below the
+    /// per-message count (or any without one) is malformed.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Length`], [`WireError::Reserved`].
+    pub fn decode(b: &[u8]) -> Result<FdTerms, WireError> {
+        if b.len() != FD_TERMS_LEN {
+            return Err(WireError::Length);
+        }
+        let per_message = u16_at(b, 0);
+        let options = u16_at(b, 2);
+        let in_flight = u32_at(b, 4);
+        let valid = per_message <= MAX_MSG_FDS
+            && options & !1 == 0
+            && if per_message == 0 {
+                in_flight == 0 && options == 0
+            } else {
+                in_flight >= u32::from(per_message)
+            };
+        if !valid {
+            return Err(WireError::Reserved);
+        }
+        Ok(FdTerms {
+            per_message,
+            in_flight,
+            directories: options & 1 != 0,
         })
     }
 }
@@ -484,8 +638,9 @@ impl Confirm {
 ///
 /// `id` is the application's message id; `size` the payload bytes that
 /// follow; `error` is 0 except in responses, where the server may put an
-/// error code; `flags` is 0 except [`FLAG_ONE_WAY`] on a one-way
-/// request; `seq` numbers requests (from 1, per connection; one-way
+/// error code; `flags` holds at most one flag in its low half
+/// ([`FLAG_ONE_WAY`] on a one-way request, ...) and in its high half the
+/// number of fds the message carries ([`MsgHeader::fds`]); `seq` numbers requests (from 1, per connection; one-way
 /// requests carry 0 and take no number) and a response carries the `seq`
 /// of its request; events carry 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -496,13 +651,33 @@ pub struct MsgHeader {
     pub size: u32,
     /// Error code (responses only; 0 otherwise).
     pub error: i32,
-    /// [`FLAG_ONE_WAY`] on a one-way request; 0 otherwise.
+    /// Flags in the low half ([`FLAG_ONE_WAY`] on a one-way request, ...;
+    /// 0 otherwise), the count of fds carried in the high half.
     pub flags: u32,
     /// Sequence number tying a response to its request.
     pub seq: u64,
 }
 
 impl MsgHeader {
+    /// The number of fds the message carries (the high half of `flags`).
+    #[inline]
+    pub fn fds(&self) -> u16 {
+        (self.flags >> 16) as u16
+    }
+
+    /// The header with its fd count set to `n`.
+    #[inline]
+    pub fn with_fds(mut self, n: u16) -> MsgHeader {
+        self.flags = (self.flags & 0xffff) | (u32::from(n) << 16);
+        self
+    }
+
+    /// The flags alone, without the fd count.
+    #[inline]
+    pub fn kinds(&self) -> u32 {
+        self.flags & 0xffff
+    }
+
     /// Whether this is a one-way request ([`FLAG_ONE_WAY`]).
     #[inline]
     pub fn is_one_way(&self) -> bool {
@@ -582,7 +757,7 @@ impl MsgHeader {
             flags: u32_at(record, 12),
             seq: u64_at(record, 16),
         };
-        if h.flags & !KNOWN_FLAGS != 0 {
+        if h.kinds() & !KNOWN_FLAGS != 0 || h.fds() > MAX_MSG_FDS {
             return Err(WireError::Reserved);
         }
         if h.is_one_way() && h.seq != 0 {
@@ -608,6 +783,11 @@ mod tests {
             transport: Transport::Shm,
             max_message: 4096,
             protocol: "echo".into(),
+            fds: FdTerms {
+                per_message: 4,
+                in_flight: 16,
+                directories: false,
+            },
         }
     }
 
@@ -635,7 +815,18 @@ mod tests {
         assert_eq!(bad(&|b| b[0] = b'X'), WireError::Magic);
         assert_eq!(bad(&|b| b[4] = 1), WireError::Version(1));
         assert_eq!(bad(&|b| b[4] = 2), WireError::Version(2));
-        assert_eq!(bad(&|b| b[4] = 4), WireError::Version(4));
+        assert_eq!(bad(&|b| b[4] = 3), WireError::Version(3));
+        assert_eq!(bad(&|b| b[4] = 5), WireError::Version(5));
+        // A peer of another version is named from the head alone.
+        let mut v3 = good;
+        v3[4] = 3;
+        assert_eq!(
+            ConnectRequest::decode(&v3[..REQUEST_HEAD_LEN]),
+            Err(WireError::Version(3))
+        );
+        assert_eq!(bad(&|b| b[81] = 1), WireError::Reserved); // 260 per message
+        assert_eq!(bad(&|b| b[82] = 2), WireError::Reserved); // unknown option
+        assert_eq!(bad(&|b| b[84] = 3), WireError::Reserved); // in flight < per message
         assert_eq!(bad(&|b| b[6] = 9), WireError::Transport(9));
         assert_eq!(bad(&|b| b[14] = 1), WireError::Reserved);
         assert_eq!(bad(&|b| b[12] = 0), WireError::ProtocolId);
@@ -662,6 +853,56 @@ mod tests {
         let mut b = r.encode();
         b[6] = 99;
         assert_eq!(ConnectResponse::decode(&b), Err(WireError::Status(99)));
+    }
+
+    #[test]
+    fn fd_terms_round_trip_and_refuse_nonsense() {
+        for t in [
+            FdTerms::NONE,
+            FdTerms {
+                per_message: 1,
+                in_flight: 1,
+                directories: true,
+            },
+            FdTerms {
+                per_message: MAX_MSG_FDS,
+                in_flight: u32::MAX,
+                directories: false,
+            },
+        ] {
+            assert_eq!(FdTerms::decode(&t.encode()), Ok(t));
+        }
+        let enc = |per: u16, opt: u16, fl: u32| {
+            let mut b = [0u8; FD_TERMS_LEN];
+            b[0..2].copy_from_slice(&per.to_le_bytes());
+            b[2..4].copy_from_slice(&opt.to_le_bytes());
+            b[4..8].copy_from_slice(&fl.to_le_bytes());
+            FdTerms::decode(&b)
+        };
+        assert_eq!(enc(254, 0, 300), Err(WireError::Reserved));
+        assert_eq!(enc(0, 0, 5), Err(WireError::Reserved));
+        assert_eq!(enc(0, 1, 0), Err(WireError::Reserved));
+        assert_eq!(enc(4, 0, 3), Err(WireError::Reserved));
+        assert_eq!(enc(4, 4, 8), Err(WireError::Reserved));
+        assert_eq!(FdTerms::decode(&[0; 7]), Err(WireError::Length));
+    }
+
+    #[test]
+    fn a_header_counts_fds_in_the_high_half_of_its_flags() {
+        let h = MsgHeader {
+            id: 1,
+            size: 0,
+            error: 0,
+            flags: FLAG_ONE_WAY,
+            seq: 0,
+        }
+        .with_fds(3);
+        assert_eq!((h.fds(), h.kinds()), (3, FLAG_ONE_WAY));
+        let mut rec = [0u8; MSG_HEADER_LEN];
+        h.encode_into(&mut rec);
+        assert_eq!(MsgHeader::decode(&rec), Ok(h));
+        h.with_fds(MAX_MSG_FDS + 1).encode_into(&mut rec);
+        assert_eq!(MsgHeader::decode(&rec), Err(WireError::Reserved));
     }
 
     #[test]
@@ -707,8 +948,9 @@ mod tests {
         // With a number: a lie.
         MsgHeader { seq: 9, ..one_way }.encode_into(&mut rec);
         assert_eq!(MsgHeader::decode(&rec), Err(WireError::OneWaySeq));
-        // Any other bit: not this version's.
-        for bit in 4..32 {
+        // Any other flag, or a count of fds above the most a message
+        // carries: not this version's.
+        for bit in (4..16).chain(24..32) {
             MsgHeader {
                 flags: 1 << bit,
                 ..one_way

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io::IoSlice;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -42,8 +42,8 @@ use tokio::sync::Notify;
 use crate::engine::Engine;
 use crate::{Client, ConnectOptions, Message};
 
-/// A response or an event, with its payload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A response or an event, with its payload and the fds it carried.
+#[derive(Debug)]
 pub struct Reply {
     /// Application message id.
     pub id: i32,
@@ -53,15 +53,24 @@ pub struct Reply {
     pub error: i32,
     /// The payload.
     pub payload: Vec<u8>,
+    /// The fds it carried (`ConnectOptions::accept_fds`), in order,
+    /// close-on-exec: yours (closed when dropped).
+    pub fds: Vec<OwnedFd>,
 }
 
 impl Reply {
-    fn new(m: Message, buf: &[u8]) -> Reply {
+    /// Made of a message just received: its fds are taken from the engine.
+    fn new(m: Message, buf: &[u8], engine: &mut Engine) -> Reply {
         Reply {
             id: m.id,
             seq: m.seq,
             error: m.error,
             payload: buf[..m.len].to_vec(),
+            fds: if m.fds > 0 {
+                engine.take_fds()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -85,7 +94,7 @@ impl State {
     fn pump(&mut self) -> Result<bool> {
         let mut moved = false;
         while let Some(m) = self.engine.try_recv(false, &mut self.scratch)? {
-            let r = Reply::new(m, &self.scratch);
+            let r = Reply::new(m, &self.scratch, &mut self.engine);
             if self.claimed.contains(&r.seq) {
                 self.arrived.insert(r.seq, r);
             } else {
@@ -292,15 +301,61 @@ impl AsyncClient {
     /// As [`send`](Self::send).
     pub async fn send_oneway(&self, id: i32, payload: &[u8]) -> Result<()> {
         self.wait_for(Sleep::Space, |st| {
-            st.engine.try_send(id, &[IoSlice::new(payload)], true)
+            st.engine.try_send(id, &[IoSlice::new(payload)], true, &[])
         })
         .await
         .map(drop)
     }
 
+    /// Sends a request carrying `fds`, awaiting room: see
+    /// [`Client::send_with_fds`](crate::Client::send_with_fds); the
+    /// response's fds come in [`Reply::fds`]. Cancellation-safe as
+    /// [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_with_fds`](crate::Client::send_with_fds).
+    pub async fn send_with_fds(
+        &self,
+        id: i32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<u64> {
+        self.send_claiming_fds(id, &[IoSlice::new(payload)], false, fds)
+            .await
+    }
+
+    /// [`send_with_fds`](Self::send_with_fds), then waits for its
+    /// response, as [`send_recv`](Self::send_recv).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_with_fds`](Self::send_with_fds).
+    pub async fn send_recv_with_fds(
+        &self,
+        id: i32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Reply> {
+        let seq = self
+            .send_claiming_fds(id, &[IoSlice::new(payload)], true, fds)
+            .await?;
+        self.response_to(seq).await
+    }
+
     async fn send_claiming(&self, id: i32, parts: &[IoSlice<'_>], claim: bool) -> Result<u64> {
+        self.send_claiming_fds(id, parts, claim, &[]).await
+    }
+
+    async fn send_claiming_fds(
+        &self,
+        id: i32,
+        parts: &[IoSlice<'_>],
+        claim: bool,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<u64> {
         self.wait_for(Sleep::Space, |st| {
-            let seq = st.engine.try_send(id, parts, false)?;
+            let seq = st.engine.try_send(id, parts, false, fds)?;
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
                 // cannot be filed as unclaimed before.
@@ -322,6 +377,11 @@ impl AsyncClient {
         let seq = self
             .send_claiming(id, &[IoSlice::new(payload)], true)
             .await?;
+        self.response_to(seq).await
+    }
+
+    /// Waits for the response to `seq`, claimed when it was sent.
+    async fn response_to(&self, seq: u64) -> Result<Reply> {
         let _claim = Claim { client: self, seq };
         self.wait_for(Sleep::Response, |st| {
             if let Some(r) = st.arrived.remove(&seq) {
@@ -359,7 +419,7 @@ impl AsyncClient {
     pub async fn event_recv(&self) -> Result<Reply> {
         self.wait_for(Sleep::Event, |st| {
             let m = st.engine.try_recv(true, &mut st.scratch)?;
-            Ok(m.map(|m| Reply::new(m, &st.scratch)))
+            Ok(m.map(|m| Reply::new(m, &st.scratch, &mut st.engine)))
         })
         .await
     }

@@ -5,10 +5,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use ringlink_common::fdpass::PeerFds;
 use ringlink_common::time::deadline_in;
 use ringlink_common::wire::Transport;
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
@@ -25,7 +26,7 @@ pub struct Client {
     server: Credentials,
     /// Responses read while `send_recv` looked for another sequence
     /// (never more than the requests sent: the engine checks).
-    stash: VecDeque<(Message, Vec<u8>)>,
+    stash: VecDeque<(Message, Vec<u8>, PeerFds)>,
 }
 
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
@@ -267,7 +268,7 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.send_with(id, parts, timeout, false)
+        self.send_with(id, parts, timeout, false, &[])
     }
 
     /// Sends a one-way request (Legato's `le_msg_Send`): the server's
@@ -302,7 +303,81 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.send_with(id, parts, timeout, true).map(drop)
+        self.send_with(id, parts, timeout, true, &[]).map(drop)
+    }
+
+    /// Sends a request carrying `fds` (Legato's `le_msg_SetFd`, lwmsg's
+    /// fd fields), waiting up to `timeout` (`None`: forever) for room:
+    /// the server's handler takes them with `Request::take_fds`, in the
+    /// order given. The kernel passes them (`SCM_RIGHTS`): the server gets
+    /// its own copies, and this client keeps its own. The server must
+    /// accept them: at most [`server_fd_terms`](Self::server_fd_terms)'
+    /// `per_message`, and no directory or `O_PATH` fd unless its terms
+    /// say so (a libqb server takes none). Over shared memory they travel
+    /// on the connection's socket ahead of the message, and the server's
+    /// limit on fds in flight holds the send back as a full ring would.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout); [`Error::FdsNotAccepted`]
+    /// or [`Error::FdRefused`] when the server's terms do not take them
+    /// (nothing sent).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ringlink_ipcc::{Client, ConnectOptions};
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # let mut client = Client::connect(&ringlink_ipcc::ServiceAddr::named("logd"),
+    /// #     &ConnectOptions::new("logd"))?;
+    /// use std::os::fd::AsFd;
+    /// let log = std::fs::File::create("/tmp/app.log")?;
+    /// client.send_with_fds(1, b"log here", &[log.as_fd()], None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_with_fds(
+        &mut self,
+        id: i32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.send_with(id, &[IoSlice::new(payload)], timeout, false, fds)
+    }
+
+    /// [`send_oneway`](Self::send_oneway) with `fds`, as
+    /// [`send_with_fds`](Self::send_with_fds).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_with_fds`](Self::send_with_fds).
+    pub fn send_oneway_with_fds(
+        &mut self,
+        id: i32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.send_with(id, &[IoSlice::new(payload)], timeout, true, fds)
+            .map(drop)
+    }
+
+    /// The fds the last response or event received carried
+    /// ([`Message::fds`] of them), in their order, owned: close-on-exec,
+    /// checked against this client's
+    /// [`accept_fds`](crate::ConnectOptions::accept_fds) terms. Those not
+    /// taken before the next receive are closed (on a thread of their
+    /// own: the last close of some files waits).
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        self.engine.take_fds()
+    }
+
+    /// What the server accepts of fds in requests, as it announced in the
+    /// handshake ([`FdTerms::NONE`](crate::FdTerms::NONE) from a server
+    /// that takes none, and from a libqb server).
+    pub fn server_fd_terms(&self) -> crate::FdTerms {
+        self.engine.server_fds()
     }
 
     fn send_with(
@@ -311,11 +386,12 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
         one_way: bool,
+        fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
         self.engine.check_send(parts)?;
         let deadline = deadline_after(timeout);
         loop {
-            if let Some(seq) = self.engine.try_send(id, parts, one_way)? {
+            if let Some(seq) = self.engine.try_send(id, parts, one_way, fds)? {
                 return Ok(seq);
             }
             if expired(deadline, timeout) {
@@ -340,12 +416,13 @@ impl Client {
     /// kept); [`Error::Disconnected`]; [`Error::Protocol`] if the server
     /// corrupted the ring.
     pub fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
-        if let Some((msg, _)) = self.stash.front() {
+        if let Some((msg, _, _)) = self.stash.front() {
             if msg.len > buf.len() {
                 return Err(Error::BufferTooSmall { needed: msg.len });
             }
-            let (msg, data) = self.stash.pop_front().expect("front exists");
+            let (msg, data, fds) = self.stash.pop_front().expect("front exists");
             buf[..msg.len].copy_from_slice(&data);
+            self.engine.hold_fds(fds);
             return Ok(msg);
         }
         self.read(Wait::Response, buf, timeout)
@@ -384,7 +461,8 @@ impl Client {
             if msg.seq == seq {
                 return Ok(msg);
             }
-            self.stash.push_back((msg, buf[..msg.len].to_vec()));
+            let fds = PeerFds::new(self.engine.take_fds());
+            self.stash.push_back((msg, buf[..msg.len].to_vec(), fds));
         }
     }
 

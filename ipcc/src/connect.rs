@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use ringlink_channel::fds::FdAgreement;
 use ringlink_channel::set::{self, ClientSide};
 use ringlink_common::fdpass::{self, PeerFds};
 use ringlink_common::handshake::{ClientEvent, ClientHandshake};
-use ringlink_common::wire::{ConnectRequest, PROTOCOL_VERSION};
+use ringlink_common::wire::{ConnectRequest, FdTerms, PROTOCOL_VERSION};
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 
 use crate::ConnectOptions;
@@ -31,6 +32,8 @@ pub(crate) struct Connected {
     pub(crate) side: ClientSide,
     /// The socket transport's initial flow-control level.
     pub(crate) level: u32,
+    /// What the server accepts of fds in requests.
+    pub(crate) server_fds: FdTerms,
     /// The server-assigned connection id.
     pub(crate) id: u64,
     /// The negotiated largest payload.
@@ -159,6 +162,7 @@ pub(crate) fn handshake(
         transport: opts.transport,
         max_message: opts.max_message,
         protocol: opts.protocol.clone(),
+        fds: opts.accept_fds,
     };
     let (mut machine, hello) = ClientHandshake::new(&request);
     sock.set_write_timeout(Some(left()))?;
@@ -167,7 +171,7 @@ pub(crate) fn handshake(
     // The answer, with its fds on its first bytes; then what follows it.
     // Until checked and taken, the fds are the server's choice of file:
     // whatever is left on any way out is reaped (`fdpass::PeerFds`).
-    let (answer, fds, trailer) = loop {
+    let (answer, fds, terms, trailer) = loop {
         let event = if machine.expects_fds() {
             sock.set_read_timeout(Some(left()))?;
             let (n, fds) = fdpass::recv_fds(&sock, machine.buffer()).map_err(timed)?;
@@ -187,19 +191,26 @@ pub(crate) fn handshake(
         if let ClientEvent::Accepted {
             answer,
             fds,
+            terms,
             trailer,
         } = event
         {
-            break (answer, fds, trailer);
+            break (answer, fds, terms, trailer);
         }
     };
     let server = Credentials::of_peer(&sock)?;
     let sock = Arc::new(sock);
     let (side, level) = set::open(
         opts.transport,
-        &answer,
-        fds,
-        &trailer,
+        set::Accepted {
+            answer,
+            fds,
+            trailer,
+            terms: FdAgreement {
+                ours: opts.accept_fds,
+                theirs: terms,
+            },
+        },
         &sock,
         server,
         opts.spin,
@@ -215,6 +226,7 @@ pub(crate) fn handshake(
         sock,
         side,
         level,
+        server_fds: terms,
         id: answer.connection_id,
         max_message: answer.max_message as usize,
         server,
@@ -292,6 +304,7 @@ pub(crate) fn handshake_libqb(
         sock,
         side,
         level: 0,
+        server_fds: FdTerms::NONE,
         id: answer.cookie,
         max_message: (answer.max_msg_size as usize).saturating_sub(RESPONSE_HEADER_LEN),
         server,

@@ -6,7 +6,7 @@
 //! tokio's reactor.
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFd;
@@ -14,7 +14,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use ringlink_channel::set::ClientSide;
 use ringlink_channel::wait::{self, READABLE, WRITABLE};
 use ringlink_channel::TrySendError;
-use ringlink_common::wire::{MsgHeader, FLAG_ONE_WAY, FLAG_REPLY};
+use ringlink_common::fdpass::PeerFds;
+use ringlink_common::wire::{FdTerms, MsgHeader, FLAG_ONE_WAY, FLAG_REPLY};
 use ringlink_common::{ClientStats, Error, Result, Transport, Violation};
 
 use crate::connect::Connected;
@@ -91,6 +92,11 @@ pub(crate) struct Engine {
     replies: std::collections::VecDeque<(i32, u64, i32, Vec<u8>)>,
     /// What makes a waiting call return `Interrupted`.
     interrupt: std::sync::Arc<Interrupt>,
+    /// What the server accepts of fds in requests.
+    server_fds: FdTerms,
+    /// The fds of the last message received, until taken (or the next
+    /// message comes: then reaped).
+    last_fds: PeerFds,
 }
 
 /// An interruption asked for: an eventfd of this process alone (never
@@ -218,7 +224,14 @@ impl Engine {
             )
             .map_err(io)?;
         Ok(Engine {
-            stream: Stream::new(c.sock, transport == Transport::Socket, c.level),
+            stream: Stream::new(
+                c.sock,
+                transport == Transport::Socket,
+                c.level,
+                c.side.fd_inbox().cloned(),
+            ),
+            server_fds: c.server_fds,
+            last_fds: PeerFds::default(),
             side: c.side,
             transport,
             max_message: c.max_message,
@@ -284,6 +297,8 @@ impl Engine {
     fn check(&self) -> Result<()> {
         if self.stream.connected() {
             Ok(())
+        } else if let Some(v) = self.stream.fault() {
+            Err(Error::Protocol(v))
         } else {
             Err(Error::Disconnected)
         }
@@ -321,6 +336,7 @@ impl Engine {
         id: i32,
         parts: &[IoSlice<'_>],
         one_way: bool,
+        fds: &[BorrowedFd<'_>],
     ) -> Result<Option<u64>> {
         let len = ringlink_common::payload_len(parts, self.max_message)?;
         if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
@@ -342,7 +358,11 @@ impl Engine {
             flags: if one_way { FLAG_ONE_WAY } else { 0 },
             seq,
         };
-        match self.side.request.try_send(header, parts, self.max_message) {
+        match self
+            .side
+            .request
+            .try_send_with_fds(header, parts, self.max_message, fds)
+        {
             Ok(()) => {
                 if !one_way {
                     self.next_seq += 1;
@@ -360,8 +380,27 @@ impl Engine {
                 self.stats.send_retries += 1;
                 Ok(None)
             }
+            // Refused before anything went: the connection is fine.
+            Err(e @ (TrySendError::FdsNotAccepted { .. } | TrySendError::FdRefused { .. })) => {
+                Err(e.into())
+            }
             Err(e) => Err(self.fail(e.into())),
         }
+    }
+
+    /// What the server accepts of fds in requests.
+    pub(crate) fn server_fds(&self) -> FdTerms {
+        self.server_fds
+    }
+
+    /// The fds of the last message received, taken.
+    pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.last_fds).take()
+    }
+
+    /// Holds `fds` as the last message's (those held before are reaped).
+    pub(crate) fn hold_fds(&mut self, fds: PeerFds) {
+        self.last_fds = fds;
     }
 
     /// Serves the server's calls at the head of the response channel:
@@ -508,24 +547,27 @@ impl Engine {
                 }
                 return Err(Error::Lagged(n));
             }
-            Ok(Some(incoming)) => {
+            Ok(Some(mut incoming)) => {
                 let h = incoming.header();
-                let payload = incoming.payload();
-                let msg = Message {
+                let len = incoming.payload().len();
+                if len > buf.len() {
+                    // Kept, fds and all, for a larger buffer.
+                    return Err(Error::BufferTooSmall { needed: len });
+                }
+                buf[..len].copy_from_slice(incoming.payload());
+                // Those of the message before, not taken, are reaped.
+                self.last_fds = incoming.take_fds();
+                incoming.release();
+                Message {
                     id: h.id,
                     seq: h.seq,
                     error: h.error,
-                    len: payload.len(),
-                };
-                if msg.len > buf.len() {
-                    return Err(Error::BufferTooSmall { needed: msg.len });
+                    len,
+                    fds: self.last_fds.len(),
                 }
-                buf[..msg.len].copy_from_slice(payload);
-                incoming.release();
-                msg
             }
             Ok(None) if self.stream.connected() => return Ok(None),
-            Ok(None) => return Err(Error::Disconnected),
+            Ok(None) => return Err(self.check().err().unwrap_or(Error::Disconnected)),
             Err(e) => return Err(self.fail(e.into())),
         };
         let msg = self.received(event, got)?;

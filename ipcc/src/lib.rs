@@ -59,6 +59,6 @@ pub use options::{ConnectOptions, Message};
 // user depends on this crate alone.
 pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
 pub use ringlink_common::{
-    Channel, ClientStats, Corruption, Credentials, Error, Framing, Peer, QbCorruption, RateLimit,
-    Result, RingRefusal, ServiceAddr, Transport, Violation,
+    Channel, ClientStats, Corruption, Credentials, Error, FdFault, FdKind, FdTerms, Framing, Peer,
+    QbCorruption, RateLimit, Result, RingRefusal, ServiceAddr, Transport, Violation,
 };

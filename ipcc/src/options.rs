@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ringlink_common::wire::Transport;
+use ringlink_common::wire::{FdTerms, Transport};
 
 /// How to connect. Built with chaining setters (or by setting the
 /// fields):
@@ -81,6 +81,16 @@ pub struct ConnectOptions {
     /// user is `PermissionDenied` (an [`Error::Io`](crate::Error::Io)).
     /// Default `None`: any.
     pub server_uid: Option<u32>,
+    /// The fds this client accepts in responses and events (Legato's
+    /// `le_msg_GetFd`), announced to the server in the handshake: e.g.
+    /// [`FdTerms::per_message(4)`](FdTerms::per_message). The server never
+    /// sends more; one that does, or sends a directory or `O_PATH` fd
+    /// unless [`FdTerms::directories`] allows them, breaks the protocol
+    /// and the connection ends. Take them with
+    /// [`Client::take_fds`](crate::Client::take_fds). Default
+    /// [`FdTerms::NONE`]. What the server accepts in requests is its own
+    /// choice ([`Client::server_fd_terms`](crate::Client::server_fd_terms)).
+    pub accept_fds: FdTerms,
 }
 
 impl ConnectOptions {
@@ -97,6 +107,7 @@ impl ConnectOptions {
             transport: Transport::Shm,
             libqb_dir: std::path::PathBuf::from("/dev/shm"),
             server_uid: None,
+            accept_fds: FdTerms::NONE,
         }
     }
 }
@@ -139,6 +150,8 @@ setters! {
     libqb_dir: std::path::PathBuf,
     /// Sets [`server_uid`](Self::server_uid) (field).
     server_uid: Option<u32>,
+    /// Sets [`accept_fds`](Self::accept_fds) (field).
+    accept_fds: FdTerms,
 }
 
 /// A message received: its header fields and payload length (the payload
@@ -153,4 +166,8 @@ pub struct Message {
     pub error: i32,
     /// Payload length, at the start of the caller's buffer.
     pub len: usize,
+    /// Fds the message carried, held by the client until the next
+    /// receive: take them with [`Client::take_fds`](crate::Client::take_fds)
+    /// (those not taken are closed).
+    pub fds: usize,
 }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use ringlink_channel::fds::FdInbox;
 use ringlink_channel::stream::{self, Drained};
+use ringlink_common::Violation;
 
 /// Epoll token of the private eventfd in the client's epoll set.
 pub(crate) const APP_TOKEN: u64 = 3;
@@ -36,12 +38,22 @@ pub(crate) struct Stream {
     /// polls the client's fd (after `prepare_poll`); never shared with
     /// the server.
     app: Option<EventFd>,
+    /// Where the server's fds are filed (rings, when the client takes
+    /// any).
+    inbox: Option<Arc<FdInbox>>,
+    /// What the server did wrong on the stream (fds out of its terms).
+    fault: Cell<Option<Violation>>,
 }
 
 impl Stream {
     /// The socket, after the handshake; `levels` over the socket
     /// transport, starting at `level`.
-    pub(crate) fn new(sock: Arc<UnixStream>, levels: bool, level: u32) -> Stream {
+    pub(crate) fn new(
+        sock: Arc<UnixStream>,
+        levels: bool,
+        level: u32,
+        inbox: Option<Arc<FdInbox>>,
+    ) -> Stream {
         Stream {
             sock,
             connected: Cell::new(true),
@@ -49,7 +61,14 @@ impl Stream {
             level: Cell::new(level),
             drained: Cell::new(false),
             app: None,
+            inbox,
+            fault: Cell::new(None),
         }
+    }
+
+    /// What the server broke, if the connection ended for it.
+    pub(crate) fn fault(&self) -> Option<Violation> {
+        self.fault.get()
     }
 
     /// Whether the server was still there at the last read.
@@ -71,14 +90,18 @@ impl Stream {
 
     /// Reads what the server wrote, without waiting and at most
     /// [`READ_LIMIT`](stream::READ_LIMIT) bytes (`stream::read_out`, which
-    /// reaps any fds attached). Returns whether anything was read or the
+    /// files the fds attached in the inbox, or reaps them). Returns whether anything was read or the
     /// end found: wake-ups meant for any ring may have been taken.
     pub(crate) fn read(&self) -> bool {
         if !self.connected.get() {
             return false;
         }
-        match stream::read_out(&self.sock) {
+        match stream::read_out(&self.sock, self.inbox.as_deref()) {
             Drained::Nothing => return false,
+            Drained::Fault(v) => {
+                self.fault.set(Some(v));
+                self.fail();
+            }
             Drained::Bytes(last) => {
                 if self.levels {
                     self.level.set(u32::from(last));

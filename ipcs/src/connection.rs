@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, RwLock};
 use ringlink_channel::wait::{self, WRITABLE};
 use ringlink_channel::{Sender, TrySendError};
+use ringlink_common::fdpass::PeerFds;
 use ringlink_common::qb::QbTransport;
 use ringlink_common::wire::{MsgHeader, FLAG_CALL, FLAG_LAGGED};
 use ringlink_common::{ConnectionStats, Credentials, Error, Result, Transport, Violation};
@@ -97,7 +98,8 @@ struct Backlog {
 
 #[derive(Debug)]
 enum Queued {
-    Event(i32, Vec<u8>),
+    /// Id, payload, and copies of its fds (reaped if it is dropped).
+    Event(i32, Vec<u8>, PeerFds),
     /// This many events were dropped here.
     Lagged(u64),
 }
@@ -369,6 +371,42 @@ impl Connection {
         error: i32,
         parts: &[IoSlice<'_>],
     ) -> Result<()> {
+        self.respond_carrying(seq, id, error, parts, &[])
+    }
+
+    /// Sends a response carrying `fds` (Legato's `le_msg_SetFd`), without
+    /// waiting: the client takes them with `Client::take_fds`, in the
+    /// order given; the kernel gives it its own copies. The client must
+    /// accept them: at most [`client_fd_terms`](Self::client_fd_terms)'
+    /// `per_message`, and no directory or `O_PATH` fd unless its terms say
+    /// so (a libqb client takes none). Over shared memory they travel on
+    /// the connection's socket ahead of the message, and the client's
+    /// limit on fds in flight holds the send back as a full ring does
+    /// (`WouldBlock`).
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond); [`Error::FdsNotAccepted`] or
+    /// [`Error::FdRefused`] when the client's terms do not take them
+    /// (nothing sent).
+    pub fn respond_with_fds(
+        &self,
+        seq: u64,
+        id: i32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        self.respond_carrying(seq, id, 0, &[IoSlice::new(payload)], fds)
+    }
+
+    fn respond_carrying(
+        &self,
+        seq: u64,
+        id: i32,
+        error: i32,
+        parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         // Requests are numbered from 1; 0 is a one-way request's (or
         // no request's): its client reads no response.
         if seq == 0 {
@@ -381,7 +419,19 @@ impl Connection {
             flags: 0,
             seq,
         };
-        self.send(Out::Response, h, parts, None)
+        self.send(Out::Response, h, parts, fds, None)
+    }
+
+    /// What the client accepts of fds in responses and events, as it
+    /// announced in the handshake (`ConnectOptions::accept_fds`;
+    /// [`FdTerms::NONE`](crate::FdTerms::NONE) from a client that takes
+    /// none, from a libqb client, and once the connection is gone).
+    pub fn client_fd_terms(&self) -> crate::FdTerms {
+        self.inner
+            .response
+            .lock()
+            .as_ref()
+            .map_or(crate::FdTerms::NONE, Sender::fd_terms)
     }
 
     /// Declares that request `seq` gets no response. A libqb client takes
@@ -451,7 +501,7 @@ impl Connection {
             seq,
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let sent = self.send(Out::Call, h, &[IoSlice::new(payload)], Some(left));
+        let sent = self.send(Out::Call, h, &[IoSlice::new(payload)], &[], Some(left));
         let mut calls = self.inner.calls.lock();
         if let Err(e) = sent {
             calls.waiting.remove(&seq);
@@ -518,6 +568,33 @@ impl Connection {
     ///
     /// As [`respond`](Self::respond).
     pub fn send_event_vectored(&self, id: i32, parts: &[IoSlice<'_>]) -> Result<()> {
+        self.send_event_carrying(id, parts, &[])
+    }
+
+    /// Sends an event carrying `fds`, without waiting, as
+    /// [`respond_with_fds`](Self::respond_with_fds) sends a response.
+    /// With an event queue (`ServiceOptions::event_queue`), an event that
+    /// waits in the queue holds copies of its fds (`F_DUPFD_CLOEXEC`),
+    /// closed if the queue's policy drops it.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond_with_fds`](Self::respond_with_fds).
+    pub fn send_event_with_fds(
+        &self,
+        id: i32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        self.send_event_carrying(id, &[IoSlice::new(payload)], fds)
+    }
+
+    fn send_event_carrying(
+        &self,
+        id: i32,
+        parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         let h = MsgHeader {
             id,
             size: 0,
@@ -526,8 +603,8 @@ impl Connection {
             seq: 0,
         };
         match &self.inner.backlog {
-            Some((q, backlog)) => self.send_event_queued(*q, backlog, h, parts),
-            None => self.send(Out::Event, h, parts, None),
+            Some((q, backlog)) => self.send_event_queued(*q, backlog, h, parts, fds),
+            None => self.send(Out::Event, h, parts, fds, None),
         }
     }
 
@@ -540,15 +617,22 @@ impl Connection {
         backlog: &Mutex<Backlog>,
         h: MsgHeader,
         parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
     ) -> Result<()> {
         ringlink_common::payload_len(parts, self.inner.max_message)?;
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
+        if !fds.is_empty() {
+            // Refused now rather than queued and refused later.
+            let terms = self.client_fd_terms();
+            let probe = h.with_fds(0);
+            ringlink_channel::fds::check_sending(&probe, fds, &terms).map_err(Error::from)?;
+        }
         let mut b = backlog.lock();
         self.flush_backlog(&mut b)?;
         if b.items.is_empty() {
-            match self.send(Out::Event, h, parts, None) {
+            match self.send(Out::Event, h, parts, fds, None) {
                 Err(Error::WouldBlock) => {}
                 other => return other,
             }
@@ -586,7 +670,12 @@ impl Connection {
         }
         if dropped.is_none() || q.policy == QueuePolicy::DropOldest {
             let body = parts.iter().flat_map(|p| p.iter().copied()).collect();
-            b.items.push_back(Queued::Event(h.id, body));
+            let copies = fds
+                .iter()
+                .map(|fd| fd.try_clone_to_owned())
+                .collect::<std::io::Result<Vec<_>>>()?;
+            b.items
+                .push_back(Queued::Event(h.id, body, PeerFds::new(copies)));
             b.events += 1;
         }
         self.inner.backlogged.store(true, Ordering::Release);
@@ -625,7 +714,7 @@ impl Connection {
     fn flush_backlog(&self, b: &mut Backlog) -> Result<()> {
         while let Some(item) = b.items.front() {
             let sent = match item {
-                Queued::Event(id, body) => {
+                Queued::Event(id, body, fds) => {
                     let h = MsgHeader {
                         id: *id,
                         size: 0,
@@ -633,7 +722,8 @@ impl Connection {
                         flags: 0,
                         seq: 0,
                     };
-                    self.try_event(h, body)
+                    let fds: Vec<BorrowedFd<'_>> = fds.iter().collect();
+                    self.try_event(h, body, &fds)
                 }
                 // libqb's protocol cannot say it: the gap is only counted.
                 Queued::Lagged(_) if self.inner.libqb.is_some() => Ok(true),
@@ -645,7 +735,7 @@ impl Connection {
                         flags: FLAG_LAGGED,
                         seq: 0,
                     };
-                    self.try_event(h, &n.to_le_bytes())
+                    self.try_event(h, &n.to_le_bytes(), &[])
                 }
             }?;
             if !sent {
@@ -661,7 +751,7 @@ impl Connection {
 
     /// One event if it fits now: `false` if not (not counted as a retry:
     /// the backlog keeps it).
-    fn try_event(&self, h: MsgHeader, body: &[u8]) -> Result<bool> {
+    fn try_event(&self, h: MsgHeader, body: &[u8], fds: &[BorrowedFd<'_>]) -> Result<bool> {
         let o = &self.inner.counters.output;
         match send_waiting(
             &self.inner.event,
@@ -669,6 +759,7 @@ impl Connection {
             self.inner.max_message,
             h,
             &[IoSlice::new(body)],
+            fds,
             None,
         ) {
             Ok(len) => {
@@ -712,7 +803,7 @@ impl Connection {
             flags: 0,
             seq: 0,
         };
-        self.send(Out::Event, h, &[IoSlice::new(payload)], Some(timeout))
+        self.send(Out::Event, h, &[IoSlice::new(payload)], &[], Some(timeout))
     }
 
     /// Why the connection closed: `None` while it is open; set before
@@ -760,6 +851,7 @@ impl Connection {
         out: Out,
         header: MsgHeader,
         parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
         let o = &self.inner.counters.output;
@@ -772,7 +864,15 @@ impl Connection {
             return Err(Error::Disconnected);
         }
         let max = self.inner.max_message;
-        match send_waiting(channel, &self.inner.wakeups, max, header, parts, timeout) {
+        match send_waiting(
+            channel,
+            &self.inner.wakeups,
+            max,
+            header,
+            parts,
+            fds,
+            timeout,
+        ) {
             Ok(len) => {
                 if let Some(sent) = sent {
                     count(sent, 1);
@@ -931,6 +1031,7 @@ fn send_waiting(
     max: usize,
     header: MsgHeader,
     parts: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
     timeout: Option<Duration>,
 ) -> Result<usize> {
     let len = ringlink_common::payload_len(parts, max)?;
@@ -939,7 +1040,7 @@ fn send_waiting(
         let mut guard = channel.lock();
         let tx = guard.as_mut().ok_or(Error::Disconnected)?;
         let seen = wakeups.count();
-        match tx.try_send(header, parts, max) {
+        match tx.try_send_with_fds(header, parts, max, fds) {
             Ok(()) => return Ok(len),
             Err(TrySendError::Full) => {}
             Err(e) => return Err(e.into()),

@@ -13,6 +13,7 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use ringlink_channel::set::{ServerSide, Watch};
 use ringlink_channel::stream::{self, Drained};
 use ringlink_channel::TryRecvError;
+use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::MsgHeader;
 use ringlink_common::Violation;
 
@@ -45,7 +46,7 @@ pub(crate) struct Conn {
     /// replies to the server's calls behind them can be read (a worker
     /// waiting for one may be what holds the connection); at most
     /// [`STASH_MAX`] of them and [`STASH_BYTES`] bytes.
-    stash: std::collections::VecDeque<(MsgHeader, Vec<u8>)>,
+    stash: std::collections::VecDeque<(MsgHeader, Vec<u8>, PeerFds)>,
     stash_bytes: usize,
     /// In the `hot` list: may have requests, so the sweep looks at it. A
     /// cold connection has its wake-up armed and comes back through
@@ -250,7 +251,7 @@ impl Connections {
         per_turn: usize,
         dead: &mut Vec<(usize, Closing)>,
         mut ready: impl FnMut(&Connection, i32) -> bool,
-        mut deliver: impl FnMut(&Connection, MsgHeader, &[u8]),
+        mut deliver: impl FnMut(&Connection, MsgHeader, &[u8], PeerFds),
     ) -> bool {
         let mut did = false;
         for i in 0..self.hot.len() {
@@ -264,7 +265,7 @@ impl Connections {
             // Requests stashed while held go first, in order.
             let mut budget = per_turn;
             while !conn.held && budget > 0 {
-                let Some(id) = conn.stash.front().map(|(h, _)| h.id) else {
+                let Some(id) = conn.stash.front().map(|(h, _, _)| h.id) else {
                     break;
                 };
                 if !ready(&conn.handle, id) {
@@ -273,10 +274,10 @@ impl Connections {
                 }
                 match flow::answer_fits(&conn.handle, &mut conn.parked) {
                     Ok(true) => {
-                        let (h, body) = conn.stash.pop_front().expect("a request");
+                        let (h, body, fds) = conn.stash.pop_front().expect("a request");
                         conn.stash_bytes -= body.len();
                         conn.received += 1;
-                        deliver(&conn.handle, h, &body);
+                        deliver(&conn.handle, h, &body, fds);
                         did = true;
                         budget -= 1;
                     }
@@ -315,7 +316,7 @@ impl Connections {
                     // Held (or requests stashed before it): to the stash, in
                     // order, so that replies behind it are read; the ring
                     // keeps the rest once the stash is full.
-                    Ok(Some(incoming))
+                    Ok(Some(mut incoming))
                         if conn.held
                             || !conn.stash.is_empty()
                             || !ready(&conn.handle, incoming.header().id) =>
@@ -326,21 +327,25 @@ impl Connections {
                         }
                         let body = incoming.payload().to_vec();
                         conn.stash_bytes += body.len();
-                        conn.stash.push_back((incoming.header(), body));
+                        let fds = incoming.take_fds();
+                        conn.stash.push_back((incoming.header(), body, fds));
                         incoming.release();
                         continue;
                     }
-                    Ok(Some(incoming)) => match flow::answer_fits(&conn.handle, &mut conn.parked) {
-                        Ok(true) => {
-                            conn.received += 1;
-                            deliver(&conn.handle, incoming.header(), incoming.payload());
-                            incoming.release();
-                            did = true;
-                            None
+                    Ok(Some(mut incoming)) => {
+                        match flow::answer_fits(&conn.handle, &mut conn.parked) {
+                            Ok(true) => {
+                                conn.received += 1;
+                                let fds = incoming.take_fds();
+                                deliver(&conn.handle, incoming.header(), incoming.payload(), fds);
+                                incoming.release();
+                                did = true;
+                                None
+                            }
+                            Ok(false) => break,
+                            Err(closing) => Some(closing),
                         }
-                        Ok(false) => break,
-                        Err(closing) => Some(closing),
-                    },
+                    }
                     Err(TryRecvError::Closed) => Some(Closing::Left),
                     Err(TryRecvError::Violation(v)) => Some(v.into()),
                     Err(TryRecvError::Io(e)) => {
@@ -402,8 +407,11 @@ impl Connections {
     /// wrote on it (a violation). Returns why to close it, if so.
     pub(crate) fn on_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
         let c = self.conns.get_mut(slot)?;
-        match stream::read_out(&c.sock) {
+        match stream::read_out(&c.sock, c.side.fd_inbox().map(|i| &**i)) {
             Drained::Gone => Some(Closing::Left),
+            // Fds out of the service's terms: the rest of what it sent
+            // does not matter.
+            Drained::Fault(v) => Some(v.into()),
             Drained::Bytes(_) if c.side.wakes_on_stream() => {
                 // A wake-up: look at its rings again, both ways, and tell
                 // the threads waiting for room in them.

@@ -1,5 +1,9 @@
 //! What the application plugs into a service.
 
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+
+use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::{MsgHeader, Status};
 use ringlink_common::Credentials;
 
@@ -31,22 +35,36 @@ impl From<Reject> for Status {
 }
 
 /// A request, viewed in place in the connection's request ring for the
-/// duration of [`Handler::message`].
+/// duration of [`Handler::message`], with the fds it carried.
 #[derive(Debug)]
 pub struct Request<'a> {
     pub(crate) header: MsgHeader,
     pub(crate) payload: &'a [u8],
+    /// Until taken; those left when the request is dropped are reaped.
+    fds: RefCell<PeerFds>,
 }
 
 /// A request copied out of the client's ring ([`Request::to_owned`]):
-/// the same accessors, owned.
-#[derive(Clone, Debug)]
+/// the same accessors, owned, with the fds the request still held.
+#[derive(Debug)]
 pub struct OwnedRequest {
     header: MsgHeader,
     payload: Vec<u8>,
+    fds: PeerFds,
 }
 
 impl OwnedRequest {
+    /// How many fds the request carried.
+    pub fn fd_count(&self) -> usize {
+        usize::from(self.header.fds())
+    }
+
+    /// The fds the request carried and that went with this copy, in
+    /// their order, taken (see [`Request::take_fds`]).
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds).take()
+    }
+
     /// The application's message id.
     pub fn id(&self) -> i32 {
         self.header.id
@@ -69,6 +87,32 @@ impl OwnedRequest {
 }
 
 impl<'a> Request<'a> {
+    pub(crate) fn new(header: MsgHeader, payload: &'a [u8], fds: PeerFds) -> Request<'a> {
+        Request {
+            header,
+            payload,
+            fds: RefCell::new(fds),
+        }
+    }
+
+    /// How many fds the request carried (`Client::send_with_fds`; none
+    /// unless [`ServiceOptions::accept_fds`](crate::ServiceOptions::accept_fds)
+    /// lets clients send them).
+    pub fn fd_count(&self) -> usize {
+        usize::from(self.header.fds())
+    }
+
+    /// The fds the request carried, in the order the client gave them,
+    /// taken: close-on-exec, checked against the service's
+    /// [`accept_fds`](crate::ServiceOptions::accept_fds) terms (no
+    /// directory or `O_PATH` fd unless allowed). Yours to keep beyond the
+    /// handler; a second call returns none. Those not taken when the
+    /// request is done are closed, on a thread of their own (the last
+    /// close of some files waits, and a client chooses the files).
+    pub fn take_fds(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut *self.fds.borrow_mut()).take()
+    }
+
     /// The application's message id.
     pub fn id(&self) -> i32 {
         self.header.id
@@ -92,10 +136,12 @@ impl<'a> Request<'a> {
 
     /// A copy, for work done after the handler returns (on another
     /// thread: [`Dispatch::on_blocking`](crate::Dispatch::on_blocking)).
+    /// The fds not yet taken go with it (a later copy has none).
     pub fn to_owned(&self) -> OwnedRequest {
         OwnedRequest {
             header: self.header,
             payload: self.payload.to_vec(),
+            fds: std::mem::take(&mut *self.fds.borrow_mut()),
         }
     }
 

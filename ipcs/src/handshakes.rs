@@ -368,7 +368,7 @@ impl Handshakes {
             offer.abandon();
             return Err(self.end(slot, epoll));
         };
-        let bytes = m.accept(&offer.answer(id), &offer.trailer());
+        let bytes = m.accept(&offer.answer(id), &offer.fd_terms(), &offer.trailer());
         match fdpass::send_fds(&h.sock, &bytes, &offer.fds()) {
             Ok(n) if n == bytes.len() => {}
             _ => {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
+use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::MsgHeader;
 use ringlink_common::Violation;
 
@@ -195,9 +196,10 @@ pub(crate) fn deliver<H: Handler>(
     conn: &Connection,
     header: MsgHeader,
     payload: &[u8],
+    fds: PeerFds,
 ) {
     conn.count_request(payload.len());
-    let request = Request { header, payload };
+    let request = Request::new(header, payload, fds);
     let Some(hook) = trace else {
         handler.message(conn, &request);
         return;

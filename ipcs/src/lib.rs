@@ -58,8 +58,9 @@ pub use options::{EventQueue, QueuePolicy, ServiceOptions};
 pub use ringlink_common::qb::QbTransport;
 pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
 pub use ringlink_common::{
-    Channel, ConnectionStats, Corruption, Credentials, Error, Framing, Peer, QbCorruption,
-    RateLimit, Rejections, Result, RingRefusal, ServiceAddr, ServiceStats, Transport, Violation,
+    Channel, ConnectionStats, Corruption, Credentials, Error, FdFault, FdKind, FdTerms, Framing,
+    Peer, QbCorruption, RateLimit, Rejections, Result, RingRefusal, ServiceAddr, ServiceStats,
+    Transport, Violation,
 };
 pub use service::{Activity, Service};
 pub use sources::{FdId, Interest, Readiness, TimerId};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ringlink_common::wire::Transport;
+use ringlink_common::wire::{FdTerms, Transport};
 
 /// Where and how a service listens, and the limits it enforces. Built
 /// with chaining setters (or by setting the fields):
@@ -118,6 +118,19 @@ pub struct ServiceOptions {
     /// Where libqb connections' directories are made (libqb's clients
     /// look nowhere else by default). Default `/dev/shm`.
     pub libqb_dir: PathBuf,
+    /// The fds the service accepts in requests (Legato's `le_msg_GetFd`,
+    /// lwmsg's fd fields), announced to every client in the handshake:
+    /// e.g. [`FdTerms::per_message(4)`](FdTerms::per_message). A client
+    /// that sends more on one message, more in flight on its request
+    /// channel, or a directory or `O_PATH` fd (unless
+    /// [`FdTerms::directories`] allows them: they can reach outside a
+    /// chroot) breaks the protocol and is disconnected, its fds closed on
+    /// a thread of their own. Handlers take them with
+    /// `Request::take_fds`. Default [`FdTerms::NONE`]: the kernel refuses
+    /// a client's fds outright where it can (`SO_PASSRIGHTS`, Linux 6.16).
+    /// What a client accepts in responses and events is its own choice
+    /// (`Connection::client_fd_terms`). libqb connections carry no fds.
+    pub accept_fds: FdTerms,
 }
 
 impl Default for ServiceOptions {
@@ -140,6 +153,7 @@ impl Default for ServiceOptions {
             transport: Transport::Shm,
             ring_dir: None,
             libqb_dir: PathBuf::from(ringlink_channel::qb::dir::DEFAULT_BASE),
+            accept_fds: FdTerms::NONE,
         }
     }
 }
@@ -181,6 +195,7 @@ setters! {
     transport: Transport,
     ring_dir: Option<PathBuf>,
     libqb_dir: PathBuf,
+    accept_fds: FdTerms,
 }
 
 impl ServiceOptions {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use ringlink_channel::fds::FdAgreement;
 use ringlink_channel::named::RingDir;
 use ringlink_channel::qb::{self, set::QbClient};
 use ringlink_channel::set::{self, ServerSide, Watch};
@@ -708,8 +709,8 @@ impl<H: Handler> Service<H> {
             per_turn,
             &mut self.dead,
             |conn, id| handler.ready(conn, id),
-            |conn, header, payload| {
-                hooks::deliver(handler, trace, conn, header, payload);
+            |conn, header, payload, fds| {
+                hooks::deliver(handler, trace, conn, header, payload, fds);
             },
         );
         while let Some((slot, closing)) = self.dead.pop() {
@@ -845,6 +846,10 @@ impl<H: Handler> Service<H> {
             named,
             stream,
             self.flow.level(),
+            FdAgreement {
+                ours: self.opts.accept_fds,
+                theirs: req.fds,
+            },
         ) {
             Ok(offer) => offer,
             Err(e) => {

@@ -111,6 +111,21 @@ impl Producer {
         self.tail.wrapping_sub(head).min(self.capacity as u64) as usize
     }
 
+    /// Where the next record goes: the bytes published so far (records,
+    /// headers and padding), as a position that only grows (wrapping at
+    /// 2^64).
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// The consumer's position as it last published it: every record
+    /// that ends at or before it was released. The consumer's word, so
+    /// the peer's to write: use it only for what a lie would cost the
+    /// liar (its own limits), never for memory safety.
+    pub fn released(&self) -> u64 {
+        self.shared.header().head.0.load(Ordering::Acquire)
+    }
+
     /// Whether either side has closed the ring.
     pub fn is_closed(&self) -> bool {
         self.shared

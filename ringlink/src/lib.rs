@@ -47,9 +47,9 @@
 
 pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
 pub use ringlink_common::{
-    Channel, ClientStats, ConnectionStats, Corruption, Credentials, Error, Framing, Peer,
-    QbCorruption, RateLimit, Rejections, Result, RingRefusal, ServiceAddr, ServiceStats, Transport,
-    Violation,
+    Channel, ClientStats, ConnectionStats, Corruption, Credentials, Error, FdFault, FdKind,
+    FdTerms, Framing, Peer, QbCorruption, RateLimit, Rejections, Result, RingRefusal, ServiceAddr,
+    ServiceStats, Transport, Violation,
 };
 
 /// The server: a [`Service`](server::Service) and what plugs into it

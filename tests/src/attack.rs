@@ -13,7 +13,7 @@
 //! goes through `ringlink-ipcc`.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use ringlink_channel::socket::{self as seqpacket, RecvError, SendError, SockRx, 
 use ringlink_channel::wait;
 use ringlink_common::fdpass::recv_fds;
 use ringlink_common::wire::{
-    Confirm, ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN,
-    PROTOCOL_VERSION, REQUEST_LEN, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
+    Confirm, ConnectRequest, ConnectResponse, FdTerms, MsgHeader, Status, Transport, FD_TERMS_LEN,
+    MSG_HEADER_LEN, PROTOCOL_VERSION, REQUEST_LEN, RESPONSE_LEN, SHM_FDS, SOCKET_FDS,
 };
 use ringlink_common::ServiceAddr;
 use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring, Wake};
@@ -42,6 +42,7 @@ pub fn request(transport: Transport, max_message: u32) -> [u8; REQUEST_LEN] {
         transport,
         max_message,
         protocol: crate::ipc::PROTOCOL.into(),
+        fds: FdTerms::NONE,
     }
     .encode()
 }
@@ -110,7 +111,8 @@ impl Answer {
 }
 
 /// Reads the server's answer: exactly [`RESPONSE_LEN`] bytes (with their
-/// fds), or the end of the stream.
+/// fds), and for an acceptance the server's fd terms after them, or the
+/// end of the stream.
 ///
 /// # Errors
 ///
@@ -130,6 +132,12 @@ pub fn read_answer(sock: &UnixStream) -> io::Result<Answer> {
     }
     let response =
         ConnectResponse::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if response.status == Status::Ok {
+        let mut terms = [0u8; FD_TERMS_LEN];
+        let mut sock = sock;
+        sock.read_exact(&mut terms)?;
+        FdTerms::decode(&terms).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
     Ok(Answer::Response { response, fds })
 }
 
@@ -188,7 +196,7 @@ pub enum Channels {
     /// Rings.
     Shm(Box<ShmChannels>),
     /// Sockets.
-    Sock(SockChannels),
+    Sock(Box<SockChannels>),
 }
 
 /// A connection made by hand. Dropping it closes everything, as a client
@@ -312,11 +320,11 @@ impl RawClient {
                     seqpacket::check(fd.as_fd()).map_err(|e| format!("socket: {e}"))?;
                 }
                 let dup = rr.try_clone().map_err(|e| format!("dup: {e}"))?;
-                Channels::Sock(SockChannels {
+                Channels::Sock(Box::new(SockChannels {
                     tx: SockTx::new(dup).map_err(|e| format!("SockTx: {e}"))?,
                     rx: SockRx::new(rr, max_message),
                     ev: SockRx::new(ev, max_message),
-                })
+                }))
             }
             _ => {
                 // Named rings: no fds, the path prefix follows.
@@ -430,7 +438,7 @@ impl RawClient {
             Channels::Sock(s) => {
                 let deadline = Instant::now() + HANG;
                 loop {
-                    match s.tx.try_send(&header, &[io::IoSlice::new(payload)]) {
+                    match s.tx.try_send(&header, &[io::IoSlice::new(payload)], &[]) {
                         Ok(()) => break,
                         Err(SendError::WouldBlock) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(1))
@@ -447,6 +455,71 @@ impl RawClient {
             }
         }
         Ok(())
+    }
+
+    /// Sends `payload` behind `header` as it is (its `size` set to the
+    /// payload's length, its count of fds left as given, lies included)
+    /// with `fds`: over shared memory on the stream socket first, attached
+    /// to `tag` (the request channel's is `0x80`; none sent if `fds` is
+    /// empty), then the record; over sockets attached to the one datagram
+    /// (keep the payload small).
+    ///
+    /// # Errors
+    ///
+    /// What the socket or the ring said.
+    pub fn send_with_fds(
+        &mut self,
+        header: MsgHeader,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        tag: u8,
+    ) -> Result<(), String> {
+        let header = MsgHeader {
+            size: payload.len() as u32,
+            ..header
+        };
+        let mut rec = vec![0u8; MSG_HEADER_LEN + payload.len()];
+        header.encode_into(&mut rec);
+        rec[MSG_HEADER_LEN..].copy_from_slice(payload);
+        match &mut self.ch {
+            Channels::Shm(s) => {
+                if !fds.is_empty() {
+                    ringlink_channel::fds::send_attached(self.sock.as_fd(), tag, fds)
+                        .map_err(|e| format!("fds on the stream: {e:?}"))?;
+                }
+                s.request
+                    .push_timeout(&rec, HANG)
+                    .map_err(|e: PushError| format!("push: {e}"))?;
+            }
+            Channels::Sock(s) => {
+                use std::os::fd::AsRawFd;
+                let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+                let rights = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+                let cmsgs: &[nix::sys::socket::ControlMessage<'_>] =
+                    if raw.is_empty() { &[] } else { &rights };
+                nix::sys::socket::sendmsg::<()>(
+                    s.tx.fd().as_raw_fd(),
+                    &[io::IoSlice::new(&rec)],
+                    cmsgs,
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(|e| format!("sendmsg: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `fds` on the stream socket alone, attached to one byte,
+    /// `tag` (shared memory's way of carrying them; over sockets the
+    /// server takes nothing there).
+    ///
+    /// # Errors
+    ///
+    /// What `sendmsg` said.
+    pub fn send_stream_fds(&self, tag: u8, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
+        ringlink_channel::fds::send_attached(self.sock.as_fd(), tag, fds)
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// Sends a request if it goes at once (room in the ring, or the
@@ -477,7 +550,7 @@ impl RawClient {
                     Err(e) => return Err(format!("push: {e}")),
                 }
             }
-            Channels::Sock(s) => match s.tx.try_send(&header, &[io::IoSlice::new(payload)]) {
+            Channels::Sock(s) => match s.tx.try_send(&header, &[io::IoSlice::new(payload)], &[]) {
                 Ok(()) => {}
                 Err(SendError::WouldBlock) => return Ok(None),
                 Err(e) => return Err(format!("send: {e:?}")),

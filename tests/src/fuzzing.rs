@@ -107,7 +107,14 @@ pub fn connect_request(bytes: &[u8]) -> Result<ConnectRequest, WireError> {
             bytes[..],
             "a decoded request re-encodes differently: {req:?}"
         ),
-        Err(e) if bytes.len() != REQUEST_LEN => assert_eq!(*e, WireError::Length),
+        // Another length: what the head says (another version, a wrong
+        // magic), or the length.
+        Err(e) if bytes.len() != REQUEST_LEN => match ConnectRequest::check_head(bytes) {
+            Err(head) if bytes.len() >= ringlink_common::wire::REQUEST_HEAD_LEN => {
+                assert_eq!(*e, head)
+            }
+            _ => assert_eq!(*e, WireError::Length),
+        },
         Err(e) => {
             let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
             let version = u16::from_le_bytes([bytes[4], bytes[5]]);
@@ -170,7 +177,10 @@ pub fn handshake_machines(bytes: &[u8]) -> (bool, bool) {
     use ringlink_common::handshake::{
         trailer_len, ClientEvent, ClientHandshake, ServerEvent, ServerHandshake,
     };
-    use ringlink_common::wire::{Status, Transport, CONFIRM_LEN, MAX_MESSAGE, RESPONSE_LEN};
+    use ringlink_common::wire::{
+        FdTerms, Status, Transport, CONFIRM_LEN, FD_TERMS_LEN, MAX_MESSAGE, REQUEST_HEAD_LEN,
+        RESPONSE_LEN,
+    };
     use ringlink_common::Error;
 
     let mut input = Input::new(bytes);
@@ -205,10 +215,24 @@ pub fn handshake_machines(bytes: &[u8]) -> (bool, bool) {
                     at != REQUEST_LEN || answered,
                     "a whole request went undecided"
                 );
+                assert!(
+                    at != REQUEST_HEAD_LEN
+                        || answered
+                        || ConnectRequest::check_head(&stream[..at]).is_ok(),
+                    "a refusable head went undecided"
+                );
             }
             ServerEvent::Request(r) => {
-                assert_eq!(at, REQUEST_LEN, "decided on {at} bytes");
-                let decoded = ConnectRequest::decode(&stream[..REQUEST_LEN]);
+                // Decided on the head alone (another version, a wrong
+                // magic), or on the whole request.
+                let decoded = if at == REQUEST_HEAD_LEN {
+                    let head = ConnectRequest::check_head(&stream[..at]);
+                    assert!(head.is_err(), "decided on a good head");
+                    head.map(|()| unreachable!())
+                } else {
+                    assert_eq!(at, REQUEST_LEN, "decided on {at} bytes");
+                    ConnectRequest::decode(&stream[..REQUEST_LEN])
+                };
                 match (&r, decoded) {
                     (Ok(a), Ok(b)) => assert_eq!(*a, b),
                     (Err(Status::VersionMismatch), Err(WireError::Version(_))) => {}
@@ -217,8 +241,9 @@ pub fn handshake_machines(bytes: &[u8]) -> (bool, bool) {
                 }
                 assert!(server.buffer().is_empty(), "read while deciding");
                 if flags & 2 == 2 && r.is_ok() {
-                    let bytes = server.accept(&ConnectResponse::reject(Status::Ok), &[]);
-                    assert_eq!(bytes.len(), RESPONSE_LEN);
+                    let bytes =
+                        server.accept(&ConnectResponse::reject(Status::Ok), &FdTerms::NONE, &[]);
+                    assert_eq!(bytes.len(), RESPONSE_LEN + FD_TERMS_LEN);
                     assert!(server.answered());
                     answered = true;
                 } else {
@@ -255,6 +280,7 @@ pub fn handshake_machines(bytes: &[u8]) -> (bool, bool) {
         transport,
         max_message: 0,
         protocol: "fuzz".into(),
+        fds: FdTerms::NONE,
     };
     let (mut client, _) = ClientHandshake::new(&request);
     let (mut at, mut i) = (0usize, 0usize);
@@ -279,11 +305,22 @@ pub fn handshake_machines(bytes: &[u8]) -> (bool, bool) {
                 assert!(answer.max_message as usize <= MAX_MESSAGE);
                 let end = RESPONSE_LEN + trailer_len(transport, &answer);
                 assert_eq!(at, end, "accepted after {at} bytes, not {end}");
-                assert_eq!(&trailer[..], &stream[RESPONSE_LEN..end]);
+                assert!(FdTerms::decode(&stream[RESPONSE_LEN..][..FD_TERMS_LEN]).is_ok());
+                assert_eq!(&trailer[..], &stream[RESPONSE_LEN + FD_TERMS_LEN..end]);
                 return (confirmed, true);
             }
             Err(Error::Disconnected) => {
                 assert_eq!(n, 0, "a read of {n} bytes is not an end");
+                break;
+            }
+            Err(Error::Protocol(ringlink_common::Violation::BadAnswer(_))) if at > RESPONSE_LEN => {
+                // The server's fd terms, at the start of the trailer, do
+                // not decode: refused once the whole trailer is in.
+                let Some(Ok(d)) = decoded else {
+                    panic!("read past an answer the decoder refuses")
+                };
+                assert_eq!(at, RESPONSE_LEN + trailer_len(transport, &d));
+                assert!(FdTerms::decode(&stream[RESPONSE_LEN..][..FD_TERMS_LEN]).is_err());
                 break;
             }
             Err(e) => {
@@ -457,7 +494,9 @@ pub fn sock_rx(max_message: usize, datagrams: &[Vec<u8>]) -> (Vec<Delivered>, St
                 rx.consume();
             }
             Err(RecvError::Closed) => break StreamEnd::Closed,
-            Err(RecvError::Framing(_)) => break StreamEnd::Violation,
+            // A header counting fds, where none came (none are sent
+            // here): the reference refuses any bit of the flags' high half.
+            Err(RecvError::Framing(_) | RecvError::Fds(_)) => break StreamEnd::Violation,
             Err(e) => panic!("SockRx with everything queued and the sender gone: {e:?}"),
         }
     };

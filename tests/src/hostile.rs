@@ -102,6 +102,14 @@ pub fn hold(mut sock: &UnixStream) {
     while matches!(sock.read(&mut b), Ok(n) if n > 0) {}
 }
 
+/// The bytes of an accepting `answer`: the response, then the server's
+/// fd terms (none), which begin every accepting answer's trailer.
+pub fn accepting(answer: &ConnectResponse) -> Vec<u8> {
+    let mut b = answer.encode().to_vec();
+    b.extend_from_slice(&ringlink_common::wire::FdTerms::NONE.encode());
+    b
+}
+
 /// A whole honest handshake for messages of `max` bytes: request,
 /// answer with the rings' fds, confirmation. Returns the rings, the
 /// client connected.
@@ -112,7 +120,7 @@ pub fn hold(mut sock: &UnixStream) {
 pub fn handshake(sock: &Arc<UnixStream>, max: usize) -> [Ring; 3] {
     read_request(sock);
     let rings = rings(max, sock);
-    send_fds(sock, &answer_for(&rings, max).encode(), &fds(&rings)).expect("send the answer");
+    send_fds(sock, &accepting(&answer_for(&rings, max)), &fds(&rings)).expect("send the answer");
     let mut confirm = [0u8; CONFIRM_LEN];
     (&**sock)
         .read_exact(&mut confirm)

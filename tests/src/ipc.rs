@@ -61,6 +61,14 @@ pub mod id {
     /// mistake `Connection::call` refuses at once: answers with the
     /// error's `io::ErrorKind`, as text.
     pub const CALL_INLINE: i32 = 12;
+    /// Fds in messages (`--accept-fds`). The first payload byte says what
+    /// to do with the request's fds: `r` read up to 64 bytes of each from
+    /// its start, answered as `n=N` then `|contents` per fd, in order;
+    /// `e` the same, the fds sent back on the response; `v` the same, the
+    /// fds sent back on an event of this id (before the response); `k`
+    /// none taken (left to the library to close). Each fd received
+    /// without close-on-exec is a violation.
+    pub const FDS: i32 = 13;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

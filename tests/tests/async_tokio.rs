@@ -92,6 +92,44 @@ fn requests_responses_and_events() {
 }
 
 ringlink_tests::transport_test! {
+fn fds_go_and_come_back_with_async_requests_and_events() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-fds"), &["--accept-fds", "2"]);
+    runtime().block_on(async {
+        let opts = client_options(0).accept_fds(ringlink_ipcc::FdTerms::per_message(2));
+        let c = AsyncClient::connect(server.addr(), &opts).await.expect("connect");
+        let mut f = tempfile_with("async");
+        f.flush().expect("flush");
+        let r = within("fds", c.send_recv_with_fds(id::FDS, b"e", &[f.as_fd()]))
+            .await
+            .expect("a response");
+        assert_eq!(r.payload, b"n=1|async");
+        assert_eq!(r.fds.len(), 1, "the fd came back with the response");
+        let mut back = [0u8; 8];
+        let n = nix::sys::uio::pread(&r.fds[0], &mut back, 0).expect("pread");
+        assert_eq!(&back[..n], b"async");
+        let seq = c.send_with_fds(id::FDS, b"v", &[f.as_fd()]).await.expect("send");
+        let e = within("event", c.event_recv()).await.expect("event");
+        assert_eq!((e.id, e.fds.len()), (id::FDS, 1));
+        let r = within("recv", c.recv()).await.expect("its response");
+        assert_eq!((r.seq, r.fds.len()), (seq, 0));
+    });
+    server.shutdown();
+}
+}
+
+/// An unlinked file holding `text`.
+fn tempfile_with(text: &str) -> std::fs::File {
+    use std::io::Write;
+    let fd = nix::sys::memfd::memfd_create(c"async-fds", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .expect("memfd");
+    let mut f = std::fs::File::from(fd);
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+ringlink_tests::transport_test! {
 fn a_thousand_requests_in_flight_from_many_tasks() {
     let server = ServerProc::spawn(SERVER, &unique_addr("async-many"), &[]);
     runtime().block_on(async {

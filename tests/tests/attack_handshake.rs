@@ -126,12 +126,12 @@ fn attacks(transport: Transport) -> Vec<Attack> {
     bad_confirm[7] = 1;
     let others = [
         (
-            "80 bytes of 0xa5",
+            "88 bytes of 0xa5",
             vec![0xa5; REQUEST_LEN],
             Refused(Status::BadRequest),
         ),
         (
-            "80 zero bytes",
+            "88 zero bytes",
             vec![0; REQUEST_LEN],
             Refused(Status::BadRequest),
         ),
@@ -168,13 +168,33 @@ fn attacks(transport: Transport) -> Vec<Attack> {
             .map(|(name, bytes, expect)| Attack::new(name, bytes, expect)),
     );
     // Version 1 is the protocol before wake-ups moved to the socket, 2
-    // the one before one-way requests: an old client gets a clear
-    // refusal, as every other version does.
-    for v in [0u16, 1, 2, 4, u16::MAX] {
+    // the one before one-way requests, 3 the one before fds in messages:
+    // an old client gets a clear refusal, as every other version does.
+    for v in [0u16, 1, 2, 3, 5, u16::MAX] {
         list.push(Attack::new(
             &format!("version {v}"),
             bent(transport, |b| b[4..6].copy_from_slice(&v.to_le_bytes())),
             Refused(Status::VersionMismatch),
+        ));
+    }
+    // A version-3 client's request is 80 bytes, with no fd terms after
+    // it, and it waits for the answer: it gets one.
+    list.push(Attack::new(
+        "a version-3 request of 80 bytes, then waiting",
+        bent(transport, |b| b[4..6].copy_from_slice(&3u16.to_le_bytes()))
+            [..ringlink_common::wire::REQUEST_HEAD_LEN]
+            .to_vec(),
+        Refused(Status::VersionMismatch),
+    ));
+    for (what, at, byte) in [
+        ("254 fds per message", 80, 254u8),
+        ("an unknown fd option", 82, 2),
+        ("fds in flight without fds per message", 84, 1),
+    ] {
+        list.push(Attack::new(
+            &format!("fd terms with {what}"),
+            bent(transport, |b| b[at] = byte),
+            Refused(Status::BadRequest),
         ));
     }
     for len in [0u16, MAX_PROTOCOL_ID as u16 + 1, u16::MAX] {

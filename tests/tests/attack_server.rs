@@ -168,6 +168,8 @@ fn lying_handshake_answers_are_protocol_errors() {
             if let Some(f) = byte {
                 f(&mut b);
             }
+            let mut b = b.to_vec();
+            b.extend_from_slice(&ringlink_common::wire::FdTerms::NONE.encode());
             send_fds(&sock, &b, &fds(&rings)).expect("send the answer");
             hold(&sock);
         });
@@ -213,7 +215,7 @@ fn rings_that_are_not_sealed_memfds_are_refused() {
         let plain = unsealed_file(&path, rings[0].capacity());
         let mut fds = fds(&rings);
         fds[0] = plain.as_fd();
-        send_fds(&sock, &answer_for(&rings).encode(), &fds).expect("send the answer");
+        send_fds(&sock, &hostile::accepting(&answer_for(&rings)), &fds).expect("send the answer");
         hold(&sock);
     });
     let e = refused(&addr, HANG);
@@ -226,7 +228,7 @@ fn rings_that_are_not_sealed_memfds_are_refused() {
         let rings = rings(&sock);
         // Status Ok and three fds announced, none attached.
         (&*sock)
-            .write_all(&answer_for(&rings).encode())
+            .write_all(&hostile::accepting(&answer_for(&rings)))
             .expect("send the answer");
         hold(&sock);
     });
@@ -256,7 +258,7 @@ fn a_fifo_planted_as_a_named_ring_is_refused_at_once() {
         let mut answer = answer_for(&rings);
         answer.fd_count = 0;
         answer.path_len = bytes.len() as u16;
-        let mut b = answer.encode().to_vec();
+        let mut b = hostile::accepting(&answer);
         b.extend_from_slice(&bytes);
         (&*sock).write_all(&b).expect("send the answer");
         hold(&sock);
@@ -373,5 +375,79 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
         );
         drop(c);
         drop(server.join().expect("server thread"));
+    }
+}
+
+/// A server that sends fds against the client's terms (ringlink's
+/// rings carry them on the stream socket, ahead of their message): a
+/// directory to a client that refuses them, a message announcing fds
+/// that never came, fds to a client that takes none. Each is a protocol
+/// error naming the fault, never a hang, and the fds that came are not
+/// kept.
+#[test]
+fn fds_against_the_clients_terms_are_protocol_errors() {
+    use ringlink_common::wire::FdTerms;
+    use ringlink_common::{FdFault, FdKind, Violation};
+    // What the hostile server sends ahead of its response: fds on the
+    // stream (with the response channel's byte), and the count the
+    // response announces; whether the client takes any.
+    type Case = (&'static str, bool, u16, u16, fn(&FdFault) -> bool);
+    let cases: [Case; 4] = [
+        ("a directory", true, 1, 1, |f| {
+            *f == FdFault::Kind(FdKind::Directory)
+        }),
+        ("announced, never sent", true, 0, 1, |f| {
+            matches!(f, FdFault::Missing { announced: 1, .. })
+        }),
+        ("two where one is taken", true, 2, 2, |f| {
+            matches!(f, FdFault::PerMessage { count: 2, max: 1 })
+        }),
+        ("to a client that takes none", false, 0, 1, |f| {
+            *f == FdFault::NotAccepted
+        }),
+    ];
+    for (what, takes, sent, announced, fault) in cases {
+        let (done_tx, done_rx) = mpsc::channel();
+        let (addr, server) = hostile("fds", move |sock| {
+            let rings = hostile::handshake(&sock, MAX);
+            let dir = std::fs::File::open("/").expect("open /");
+            if sent > 0 {
+                let fds = vec![dir.as_fd(); usize::from(sent)];
+                ringlink_channel::fds::send_attached(sock.as_fd(), 0x81, &fds)
+                    .expect("fds on the stream");
+            }
+            let mut rec = vec![0u8; MSG_HEADER_LEN + 1];
+            MsgHeader {
+                id: 1,
+                size: 1,
+                error: 0,
+                flags: 0,
+                seq: 1,
+            }
+            .with_fds(announced)
+            .encode_into(&mut rec);
+            let mut tx = rings[1].producer().expect("response producer");
+            tx.try_push(&rec).expect("room for the record");
+            hostile::kick(&sock);
+            done_tx.send(()).expect("tell the test");
+            hold(&sock);
+            rings
+        });
+        let mut o = options(HANG);
+        if takes {
+            o = o.accept_fds(FdTerms::per_message(1));
+        }
+        let mut c = Client::connect(&addr, &o).expect("an honest handshake");
+        c.send(1, b"?").expect("a request");
+        done_rx.recv_timeout(HANG).expect("the server sent");
+        let mut buf = vec![0u8; MAX];
+        match c.recv(&mut buf, Some(HANG)) {
+            Err(Error::Protocol(Violation::Fds { fault: f, .. })) if fault(&f) => {
+                eprintln!("{what}: {f}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        drop(c);
+        server.join().expect("server thread");
     }
 }

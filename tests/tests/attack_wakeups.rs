@@ -170,7 +170,7 @@ mod hostile_server {
             response_capacity: 0,
             event_capacity: 0,
         };
-        let mut bytes = answer.encode().to_vec();
+        let mut bytes = hostile::accepting(&answer);
         bytes.push(0); // flow-control level
         send_fds(sock, &bytes, &[rr_client.as_fd(), ev_client.as_fd()]).expect("answer");
         let mut c = [0u8; CONFIRM_LEN];
@@ -299,7 +299,12 @@ mod hostile_server {
             let rings = hostile::rings(MAX, &sock);
             let mut fds = hostile::fds(&rings);
             fds[0] = tcp.as_fd();
-            send_fds(&sock, &hostile::answer_for(&rings, MAX).encode(), &fds).expect("answer");
+            send_fds(
+                &sock,
+                &hostile::accepting(&hostile::answer_for(&rings, MAX)),
+                &fds,
+            )
+            .expect("answer");
             // Our copy closed: the client's is the last.
             drop(fds);
             drop(tcp);

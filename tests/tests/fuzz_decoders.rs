@@ -19,7 +19,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
 use ringlink_common::wire::{
-    ConnectRequest, ConnectResponse, MsgHeader, Status, Transport, MSG_HEADER_LEN, PROTOCOL_VERSION,
+    ConnectRequest, ConnectResponse, FdTerms, MsgHeader, Status, Transport, MSG_HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 use ringlink_tests::fuzzing::{self, RingCase, RingOp, StreamEnd};
 
@@ -84,6 +85,7 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
                 transport,
                 max_message,
                 protocol,
+                fds: FdTerms::per_message((max_message % 8) as u16),
             };
             mutate(valid.encode().to_vec(), &ms)
         },
@@ -415,6 +417,7 @@ fn handshake_machines_complete_an_honest_exchange() {
         transport: Transport::Socket,
         max_message: 4096,
         protocol: "fuzz".into(),
+        fds: FdTerms::per_message(2),
     };
     let mut answer = ConnectResponse::reject(Status::Ok);
     answer.max_message = 4096;
@@ -428,6 +431,7 @@ fn handshake_machines_complete_an_honest_exchange() {
         assert!(fuzzing::handshake_machines(&server_side).0, "cut {cut}");
         let mut client_side = vec![3, cut];
         client_side.extend_from_slice(&answer.encode());
+        client_side.extend_from_slice(&FdTerms::per_message(3).encode());
         client_side.push(0);
         assert!(fuzzing::handshake_machines(&client_side).1, "cut {cut}");
     }

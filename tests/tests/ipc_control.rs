@@ -542,6 +542,7 @@ fn raw_handshake(addr: &ServiceAddr, request: &[u8]) -> Option<Status> {
         transport: Transport::Shm,
         max_message: 0,
         protocol: ipc::PROTOCOL.into(),
+        fds: ringlink_common::wire::FdTerms::NONE,
     };
     let (mut machine, _) = ClientHandshake::new(&any);
     loop {
@@ -591,6 +592,7 @@ fn service_statistics_count_rejections_by_reason() {
         },
         max_message: 0,
         protocol: ipc::PROTOCOL.into(),
+        fds: ringlink_common::wire::FdTerms::NONE,
     };
     let answer = raw_handshake(&addr, &req.encode());
     eprintln!("wrong transport answered {answer:?}");

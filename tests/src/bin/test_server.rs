@@ -142,6 +142,9 @@ struct Args {
     libqb: Option<String>,
     libqb_socket: bool,
     event_queue: Option<ringlink_ipcs::EventQueue>,
+    accept_fds: Option<u16>,
+    fd_in_flight: Option<u32>,
+    fd_dirs: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -174,6 +177,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--keep-fd-limit" {
             a.keep_fd_limit = true;
+            continue;
+        }
+        if flag == "--fd-dirs" {
+            a.fd_dirs = true;
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -219,6 +226,8 @@ fn parse_args() -> Result<Args, String> {
             "--max-per-uid" => a.max_per_uid = Some(n()? as usize),
             "--max-per-pid" => a.max_per_pid = Some(n()? as usize),
             "--fd-limit" => a.fd_limit = Some(n()?),
+            "--accept-fds" => a.accept_fds = Some(n()? as u16),
+            "--fd-in-flight" => a.fd_in_flight = Some(n()? as u32),
             "--as-uid" => a.as_uid = Some(n()? as u32),
             "--as-gid" => a.as_gid = Some(n()? as u32),
             _ => return Err(format!("unknown option {flag}")),
@@ -414,6 +423,46 @@ impl TestHandler {
         }
     }
 
+    /// `id::FDS`: reads what the request's fds hold, and answers.
+    fn fds(&self, conn: &Connection, req: &Request<'_>) {
+        let mode = req.payload().first().copied().unwrap_or(b'r');
+        if mode == b'k' {
+            return self.respond(
+                conn,
+                req.seq(),
+                req.id(),
+                format!("n={}", req.fd_count()).as_bytes(),
+            );
+        }
+        let fds = req.take_fds();
+        let mut text = format!("n={}", fds.len());
+        for fd in &fds {
+            // SAFETY: F_GETFD on an fd we own.
+            let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(fd), libc::F_GETFD) };
+            if flags & libc::FD_CLOEXEC == 0 {
+                self.st
+                    .violation(format!("conn {}: an fd without close-on-exec", conn.id()));
+            }
+            let mut buf = [0u8; 64];
+            let n = nix::sys::uio::pread(fd, &mut buf, 0).unwrap_or(0);
+            text.push('|');
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let borrowed: Vec<_> = fds.iter().map(std::os::fd::AsFd::as_fd).collect();
+        let sent = match mode {
+            b'e' => conn.respond_with_fds(req.seq(), req.id(), text.as_bytes(), &borrowed),
+            b'v' => conn
+                .send_event_with_fds(req.id(), text.as_bytes(), &borrowed)
+                .and_then(|()| conn.respond(req.seq(), req.id(), text.as_bytes())),
+            _ => conn.respond(req.seq(), req.id(), text.as_bytes()),
+        };
+        if let Err(e) = sent {
+            // Refused before anything went: say why, in the response.
+            let why = format!("refused {e}");
+            self.respond(conn, req.seq(), req.id(), why.as_bytes());
+        }
+    }
+
     /// A burst, from its own thread.
     fn burst(st: &State, conn: &Connection, b: Burst) {
         let max = conn.max_message();
@@ -556,6 +605,7 @@ impl Handler for TestHandler {
             id::SLOW | id::CALLBACK => {
                 self.pool.dispatch(conn, req);
             }
+            id::FDS => self.fds(conn, req),
             id::CALL_INLINE => {
                 let answer = match conn.call(id::CALL_INLINE, p, Duration::from_secs(60)) {
                     Err(Error::Io(e)) => format!("{:?}", e.kind()),
@@ -1057,6 +1107,13 @@ fn run() -> Result<(), String> {
     }
     if let Some(ms) = args.idle_timeout_ms {
         opts.idle_timeout = Some(Duration::from_millis(ms));
+    }
+    if let Some(n) = args.accept_fds {
+        let mut terms = ringlink_ipcs::FdTerms::per_message(n).directories(args.fd_dirs);
+        if let Some(m) = args.fd_in_flight {
+            terms = terms.in_flight(m);
+        }
+        opts.accept_fds = terms;
     }
     opts.event_queue = args.event_queue;
     opts.queue_when_full = args.queue_when_full;
