@@ -44,6 +44,8 @@
 //! # }
 //! ```
 #![deny(unsafe_code)]
+// On docs.rs (nightly), mark what a feature enables.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
 pub use ringlink_common::{
