@@ -40,6 +40,8 @@
 //! let _: Option<(ClientStats, Violation, WireError)> = None;
 //! ```
 #![deny(unsafe_code)]
+// On docs.rs (nightly), mark what a feature enables.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio")]
 mod asynchronous;

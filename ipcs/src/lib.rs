@@ -29,6 +29,8 @@
 //! let _: Option<(ServiceStats, Rejections, ConnectionStats, Violation, WireError)> = None;
 //! ```
 #![deny(unsafe_code)]
+// On docs.rs (nightly), mark what a feature enables.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod census;
 mod connection;

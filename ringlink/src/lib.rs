@@ -44,6 +44,8 @@
 //! # }
 //! ```
 #![deny(unsafe_code)]
+// On docs.rs (nightly), mark what a feature enables.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};
 pub use ringlink_common::{
@@ -64,4 +66,35 @@ pub mod server {
 #[cfg(feature = "client")]
 pub mod client {
     pub use ringlink_ipcc::*;
+}
+
+#[cfg(test)]
+mod tests {
+    /// The lines of the first Rust code block of `text`, trimmed, the
+    /// blank ones left out; `prefix` is what each line of the text starts
+    /// with (`//!` in a crate doc), and a doc test's hidden `# ` lines
+    /// count as shown.
+    fn example(text: &str, prefix: &str) -> Vec<String> {
+        let mut lines = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::trim);
+        let start = lines.by_ref().position(|l| l == "```" || l == "```rust");
+        assert!(start.is_some(), "no code block");
+        lines
+            .take_while(|l| *l != "```")
+            .map(|l| l.strip_prefix("# ").unwrap_or(l).trim().to_string())
+            .filter(|l| !l.is_empty() && l != "#")
+            .collect()
+    }
+
+    /// The crate page (README.md, what crates.io shows) runs the example
+    /// of the crate's doc, which is compiled and run as a doc test.
+    #[test]
+    fn readme_shows_the_crate_doc_example() {
+        let doc = example(include_str!("lib.rs"), "//!");
+        let readme = example(include_str!("../README.md"), "");
+        assert!(doc.len() > 10, "{doc:?}");
+        assert_eq!(readme, doc);
+    }
 }

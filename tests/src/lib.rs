@@ -83,3 +83,10 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/LIBQB.md")]
 struct LibqbDoctests;
+
+/// `ringlink-ringbuf`'s crate page (its README), run as a doc test. The
+/// facade's crate page is checked against its crate doc's example by a
+/// test of the facade.
+#[cfg(doctest)]
+#[doc = include_str!("../../ringbuf/README.md")]
+struct RingbufReadmeDoctests;
