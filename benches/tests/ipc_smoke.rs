@@ -319,3 +319,58 @@ fn the_async_client_beside_the_blocking_one() {
         }
     }
 }
+
+#[test]
+fn typed_round_trips_beside_the_raw_ones() {
+    let args = [
+        "--quick",
+        "--typed",
+        "--transports",
+        "shm",
+        "--sizes",
+        "64,1K",
+        "--no-floors",
+        "--json",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    let rows = parse_lines(&stdout);
+    assert!(
+        check_row(&rows, "shm-typed", "rtt", 64).is_some(),
+        "{stdout}"
+    );
+    // 64 B round trips only: no other row for it.
+    let typed: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["transport"] == "shm-typed")
+        .collect();
+    assert_eq!(typed.len(), 1, "{stdout}");
+    for size in [64, 1024] {
+        for mode in ["rtt", "oneway"] {
+            assert!(check_row(&rows, "shm", mode, size).is_some(), "{stdout}");
+        }
+    }
+    // The table compares them: typed over raw, p50 over p50.
+    let args = [
+        "--quick",
+        "--typed",
+        "--transports",
+        "shm",
+        "--sizes",
+        "64",
+        "--no-floors",
+    ];
+    let table = stdout_of(&run(&args), &args);
+    assert!(table.lines().any(|l| l.contains("typed/shm")), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("64 B |"))
+        .unwrap_or_else(|| panic!("no 64 B row: {table}"));
+    let ratio = row.split_whitespace().last().unwrap_or_default();
+    assert!(
+        ratio
+            .strip_suffix('x')
+            .and_then(|r| r.parse::<f64>().ok())
+            .is_some_and(|r| r > 0.0),
+        "no typed/shm ratio in {row:?}"
+    );
+}

@@ -6,8 +6,10 @@
 //! speak libqb's protocol.
 //!
 //! Features: `server` and `client` (both on by default), `tokio` (the
-//! service as a task, `AsyncClient`), `serde` (statistics snapshots).
-//! The types both roles share are at the crate's root.
+//! service as a task, `AsyncClient`), `serde` (statistics snapshots),
+//! `typed` (`ringlink::typed`: requests, responses and events as
+//! serde types, typed routes and calls, decode failures answered with a
+//! typed error). The types both roles share are at the crate's root.
 //!
 //! # Examples
 //!
@@ -67,6 +69,9 @@ pub mod server {
 pub mod client {
     pub use ringlink_ipcc::*;
 }
+
+#[cfg(feature = "typed")]
+pub mod typed;
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,7 @@ struct Args {
     sizes: Vec<usize>,
 
     /// Transports to compare: shm, shm-nospin, socket, uds-baseline
+    /// (and shm-typed, shm-async: see --typed, --async)
     #[arg(
         long,
         value_delimiter = ',',
@@ -108,6 +109,13 @@ struct Args {
     #[arg(long = "async")]
     with_async: bool,
 
+    /// Also measure typed messages (`ringlink::typed`) over shared
+    /// memory, as transport `shm-typed`: round trips of a 64-byte struct,
+    /// encoded and decoded on both sides, in the 64 B row beside the raw
+    /// ones (ratio `typed/shm`)
+    #[arg(long)]
+    typed: bool,
+
     /// Print JSON lines (one object per transport, mode and size, then
     /// the floors) instead of the table
     #[arg(long)]
@@ -177,6 +185,9 @@ impl Args {
                 let mut ts = self.transports.clone();
                 if self.with_async {
                     ts.insert(1, Transport::ShmAsync);
+                }
+                if self.typed {
+                    ts.insert(ts.len().min(1), Transport::ShmTyped);
                 }
                 unique(&ts)
             },

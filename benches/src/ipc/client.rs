@@ -133,6 +133,11 @@ fn run(slot: &mut Slot, spec: &RunSpec) -> io::Result<RunReport> {
         (AnyLink::Uds(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
         (AnyLink::Async(l), Mode::Rtt) => session.run_rtt(l, warm, measure, Some(&mut hist)),
         (AnyLink::Async(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
+        (AnyLink::Typed(l), Mode::Rtt) => session.run_rtt_typed(l, warm, measure, Some(&mut hist)),
+        (AnyLink::Typed(_), Mode::OneWay) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "shm-typed measures round trips only",
+        )),
     };
     slot.next = session.next_stamp();
     let counts: Counts = result?;

@@ -602,6 +602,9 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
             .collect();
         let mut live = vec![false; plan.transports.len()];
         for (slot, &transport) in plan.transports.iter().enumerate() {
+            if !plan.modes.iter().any(|&m| transport.measures(size, m)) {
+                continue;
+            }
             bar.set_message(format!("{transport} {}: connecting", size_label(size)));
             match bench.connect(slot, size)? {
                 Ok(()) => live[slot] = true,
@@ -621,7 +624,7 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
                         round + 1,
                         plan.rounds
                     ));
-                    if live[slot] {
+                    if live[slot] && transport.measures(size, mode) {
                         bench.run_once(slot, size, mode, &mut tallies[slot][m])?;
                         if tallies[slot][m].error.is_some() {
                             // A failed run leaves the connection unusable.
@@ -642,6 +645,9 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
                 bench.broadcast(&ClientCommand::Close { slot })?;
             }
             for (m, &mode) in plan.modes.iter().enumerate() {
+                if !transport.measures(size, mode) {
+                    continue; // no cell: the table shows "-"
+                }
                 let t = std::mem::take(&mut tallies[slot][m]);
                 cells.push(Cell {
                     transport,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ringlink_ipcc::{AsyncClient, Client, ConnectOptions, Error, Reply, ServiceAddr};
 
+use super::typed::Sample;
 use super::uds::UdsLink;
 use super::{Transport, PROTOCOL};
 use crate::STALL;
@@ -159,7 +160,7 @@ impl RingLink {
     ) -> io::Result<RingLink> {
         let mut opts = ConnectOptions::new(PROTOCOL);
         opts.transport = match transport {
-            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync => {
+            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync | Transport::ShmTyped => {
                 ringlink_ipcc::Transport::Shm
             }
             Transport::Socket => ringlink_ipcc::Transport::Socket,
@@ -227,7 +228,46 @@ impl Link for RingLink {
     }
 }
 
-/// A connection of any of the four transports.
+/// A ringlink client connection making typed calls (`shm-typed`).
+#[derive(Debug)]
+pub struct TypedLink {
+    client: Client,
+}
+
+impl TypedLink {
+    /// Connects as [`RingLink::connect`] does, over shared memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`RingLink::connect`].
+    pub fn connect(
+        name: &str,
+        max_message: usize,
+        spin: Duration,
+        timeout: Duration,
+    ) -> io::Result<TypedLink> {
+        let ring = RingLink::connect(Transport::ShmTyped, name, max_message, spin, timeout)?;
+        Ok(TypedLink {
+            client: ring.client,
+        })
+    }
+
+    /// A typed call of `sample`, waiting at most [`STALL`]; its answer.
+    ///
+    /// # Errors
+    ///
+    /// A transport error, a stall, or the server's (typed) refusal.
+    #[inline]
+    pub fn call(&mut self, sample: &Sample) -> io::Result<Sample> {
+        use ringlink::typed::{TypedClient, TypedError};
+        self.client.call(sample, Some(STALL)).map_err(|e| match e {
+            TypedError::Ipc(e) => io_err(e),
+            e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        })
+    }
+}
+
+/// A connection of any of the transports.
 #[derive(Debug)]
 // One per connection, held in place for its life: the size difference
 // costs nothing, a box would cost a pointer chase per message.
@@ -239,6 +279,8 @@ pub enum AnyLink {
     Uds(UdsLink),
     /// `shm-async`.
     Async(AsyncLink),
+    /// `shm-typed`.
+    Typed(TypedLink),
 }
 
 impl AnyLink {
@@ -258,6 +300,9 @@ impl AnyLink {
             Transport::UdsBaseline => AnyLink::Uds(UdsLink::connect(name, max_message, timeout)?),
             Transport::ShmAsync => {
                 AnyLink::Async(AsyncLink::connect(name, max_message, spin, timeout)?)
+            }
+            Transport::ShmTyped => {
+                AnyLink::Typed(TypedLink::connect(name, max_message, spin, timeout)?)
             }
             t => AnyLink::Ring(RingLink::connect(t, name, max_message, spin, timeout)?),
         })

@@ -32,7 +32,11 @@
 //! - **Round trip** (`rtt`): `send_recv` of a request of the size, which
 //!   the server checks and answers with a response of the same size that
 //!   it stamps; the client checks the response. One clock read per round
-//!   trip; every round trip of the measured phase is a sample.
+//!   trip; every round trip of the measured phase is a sample. Over
+//!   `shm-typed` (`--typed`), the round trip is a typed call
+//!   (`ringlink::typed`) of a 64-byte struct ([`typed::Sample`]) that the
+//!   server decodes, checks and answers with another it encodes, the
+//!   client decoding and checking that: 64 B round trips only.
 //! - **One way** (`oneway`): the client sends requests as fast as it can
 //!   (waiting only when its request ring or socket is full); the server
 //!   checks each and answers nothing, except every `ack_every`-th request
@@ -56,6 +60,7 @@ pub mod plot;
 pub mod report;
 pub mod server;
 pub mod session;
+pub mod typed;
 pub mod uds;
 
 use std::fmt;
@@ -97,12 +102,19 @@ pub enum Transport {
     /// the server as for `shm` (`--async`).
     #[serde(rename = "shm-async")]
     ShmAsync,
+    /// ringlink over shared memory with typed messages
+    /// (`ringlink::typed`, postcard): round trips of a 64-byte struct
+    /// ([`typed::Sample`]), decoded and checked on both sides; size 64
+    /// and round trips only (`--typed`).
+    #[serde(rename = "shm-typed")]
+    ShmTyped,
 }
 
 impl Transport {
     /// Every transport, in the order of the report.
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 6] = [
         Transport::Shm,
+        Transport::ShmTyped,
         Transport::ShmAsync,
         Transport::ShmNoSpin,
         Transport::Socket,
@@ -117,6 +129,7 @@ impl Transport {
             Transport::Socket => "socket",
             Transport::UdsBaseline => "uds-baseline",
             Transport::ShmAsync => "shm-async",
+            Transport::ShmTyped => "shm-typed",
         }
     }
 
@@ -124,8 +137,18 @@ impl Transport {
     pub fn is_shm(self) -> bool {
         matches!(
             self,
-            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync
+            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync | Transport::ShmTyped
         )
+    }
+
+    /// Whether this transport measures `mode` at `size`: every one does,
+    /// but `shm-typed`, whose message is a 64-byte struct, only round
+    /// trips of [`typed::TYPED_SIZE`].
+    pub fn measures(self, size: usize, mode: Mode) -> bool {
+        match self {
+            Transport::ShmTyped => size == typed::TYPED_SIZE && mode == Mode::Rtt,
+            _ => true,
+        }
     }
 
     /// The spin budget both sides of this transport use, given the one
@@ -133,7 +156,7 @@ impl Transport {
     /// for the bare baseline.
     pub fn spin(self, asked: Duration) -> Duration {
         match self {
-            Transport::Shm | Transport::Socket | Transport::ShmAsync => asked,
+            Transport::Shm | Transport::Socket | Transport::ShmAsync | Transport::ShmTyped => asked,
             Transport::ShmNoSpin | Transport::UdsBaseline => Duration::ZERO,
         }
     }
@@ -154,7 +177,8 @@ impl FromStr for Transport {
             .find(|t| t.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown transport {s:?} (shm, shm-async, shm-nospin, socket, uds-baseline)"
+                    "unknown transport {s:?} (shm, shm-typed, shm-async, shm-nospin, socket, \
+                     uds-baseline)"
                 )
             })
     }

@@ -28,6 +28,7 @@ fn colour(t: Transport) -> &'static str {
         Transport::Socket => "#d62728",
         Transport::UdsBaseline => "#ff7f0e",
         Transport::ShmAsync => "#9467bd",
+        Transport::ShmTyped => "#17becf",
     }
 }
 

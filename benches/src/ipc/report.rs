@@ -2,7 +2,8 @@
 //! (for tools).
 //!
 //! JSON: one object per line, for every transport, mode and size:
-//! `transport` (`shm`, `shm-nospin`, `socket`, `uds-baseline`), `mode`
+//! `transport` (`shm`, `shm-typed`, `shm-async`, `shm-nospin`, `socket`,
+//! `uds-baseline`; `shm-typed` has round trips of 64 B only), `mode`
 //! (`rtt` or `oneway`), `size` (bytes), `clients`, `p50_ns`, `p99_ns`,
 //! `p999_ns` and `samples` (round trips; `null` for one-way),
 //! `msgs_per_s` (one-way messages, or round trips, per second, all
@@ -208,7 +209,7 @@ pub fn table(r: &Results) -> String {
         for t in ts {
             let _ = write!(head, " {:>22} |", t.name());
         }
-        let _ = writeln!(s, "{head} {}", ratio_heads(ts));
+        let _ = writeln!(s, "{head} {}", ratio_heads(ts, Mode::Rtt));
         for &size in &p.sizes {
             let mut line = format!("{:>8} |", size_label(size));
             let p50 = |t| {
@@ -224,7 +225,7 @@ pub fn table(r: &Results) -> String {
                 };
                 let _ = write!(line, " {cell:>22} |");
             }
-            let _ = writeln!(s, "{line} {}", ratio_cells(ts, p50, 2));
+            let _ = writeln!(s, "{line} {}", ratio_cells(ts, Mode::Rtt, p50, 2));
         }
         if let Some(f) = &r.floors {
             let floor = |l: &Option<Latency>| l.as_ref().map_or("failed".into(), latency_cell);
@@ -257,7 +258,7 @@ pub fn table(r: &Results) -> String {
         } else {
             ""
         };
-        let _ = writeln!(s, "{head} {}{memcpy_head}", ratio_heads(ts));
+        let _ = writeln!(s, "{head} {}{memcpy_head}", ratio_heads(ts, Mode::OneWay));
         for &size in &p.sizes {
             let mut line = format!("{:>8} |", size_label(size));
             let rate = |t| lookup(r, t, size, Mode::OneWay).map(|f| f.msgs_per_s);
@@ -275,7 +276,7 @@ pub fn table(r: &Results) -> String {
                 };
                 let _ = write!(line, " {cell:>20} |");
             }
-            let _ = write!(line, " {}", ratio_cells(ts, rate, 1));
+            let _ = write!(line, " {}", ratio_cells(ts, Mode::OneWay, rate, 1));
             if let Some(f) = &r.floors {
                 let copy = f.memcpy.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
                 let shm = lookup(r, Transport::Shm, size, Mode::OneWay).map(|f| f.bytes_per_s);
@@ -376,9 +377,13 @@ fn lookup(r: &Results, t: Transport, size: usize, mode: Mode) -> Option<&super::
 }
 
 /// The ratios shown: each shared-memory transport against each socket
-/// one, among those run.
-fn ratio_pairs(ts: &[Transport]) -> Vec<(Transport, Transport)> {
+/// one, among those run; for round trips, also typed messages against
+/// raw bytes over shared memory (`typed/shm`: the typed layer's cost).
+fn ratio_pairs(ts: &[Transport], mode: Mode) -> Vec<(Transport, Transport)> {
     let mut pairs = Vec::new();
+    if mode == Mode::Rtt && ts.contains(&Transport::ShmTyped) && ts.contains(&Transport::Shm) {
+        pairs.push((Transport::ShmTyped, Transport::Shm));
+    }
     for a in [Transport::Shm, Transport::ShmAsync, Transport::ShmNoSpin] {
         for b in [Transport::Socket, Transport::UdsBaseline] {
             if ts.contains(&a) && ts.contains(&b) {
@@ -396,11 +401,12 @@ fn short(t: Transport) -> &'static str {
         Transport::Socket => "socket",
         Transport::UdsBaseline => "uds",
         Transport::ShmAsync => "async",
+        Transport::ShmTyped => "typed",
     }
 }
 
-fn ratio_heads(ts: &[Transport]) -> String {
-    ratio_pairs(ts)
+fn ratio_heads(ts: &[Transport], mode: Mode) -> String {
+    ratio_pairs(ts, mode)
         .iter()
         .map(|(a, b)| format!("{:>13}", format!("{}/{}", short(*a), short(*b))))
         .collect::<Vec<_>>()
@@ -409,10 +415,11 @@ fn ratio_heads(ts: &[Transport]) -> String {
 
 fn ratio_cells(
     ts: &[Transport],
+    mode: Mode,
     value: impl Fn(Transport) -> Option<f64>,
     decimals: usize,
 ) -> String {
-    ratio_pairs(ts)
+    ratio_pairs(ts, mode)
         .iter()
         .map(|&(a, b)| {
             let r = match (value(a), value(b)) {

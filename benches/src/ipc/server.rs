@@ -1,6 +1,8 @@
 //! The server processes (`ipc-bench --serve CONFIG`): a ringlink
-//! [`Service`] for `shm`, `shm-nospin` and `socket`, the bare server of
-//! [`uds`](super::uds) for `uds-baseline`.
+//! [`Service`] for `shm`, `shm-nospin` and `socket`, the same with a
+//! typed route ([`TypedBench`](super::typed::TypedBench)) for
+//! `shm-typed`, the bare server of [`uds`](super::uds) for
+//! `uds-baseline`.
 //!
 //! The ringlink handler does what the baseline server does: checks every
 //! request (its length, from the message id, and its stamps, against the
@@ -157,9 +159,19 @@ fn serve_ringlink(cfg: &ServerConfig) -> io::Result<()> {
         .max(i32::try_from(cfg.clients).unwrap_or(i32::MAX));
     // A thousand clients connecting at once on two CPUs take a while.
     opts.handshake_timeout = Duration::from_secs(30);
-    let handler = Bench {
-        out: Mutex::new(pattern(cfg.max_message.max(ACK_LEN))),
-    };
+    match cfg.transport {
+        Transport::ShmTyped => run_service(cfg, opts, super::typed::TypedBench::new()),
+        _ => {
+            let handler = Bench {
+                out: Mutex::new(pattern(cfg.max_message.max(ACK_LEN))),
+            };
+            run_service(cfg, opts, handler)
+        }
+    }
+}
+
+/// Binds the service and runs it until standard input closes.
+fn run_service(cfg: &ServerConfig, opts: ServiceOptions, handler: impl Handler) -> io::Result<()> {
     let mut service = Service::bind(ServiceAddr::named(&cfg.name), PROTOCOL, opts, handler)
         .map_err(io::Error::other)?;
     let stop = service.control_handle();

@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::link::Link;
+use super::link::{Link, TypedLink};
+use super::typed::Sample;
 use super::{message_id, Kind, ACK_LEN};
 use crate::hist::Histogram;
 use crate::payload::{check, pattern, stamp};
@@ -107,6 +108,22 @@ impl Session {
         check(&self.buf[..len], self.size, seq)
     }
 
+    /// One typed round trip (`shm-typed`): a [`Sample`] numbered with
+    /// the stamp, its answer checked.
+    ///
+    /// # Errors
+    ///
+    /// A link error, or `InvalidData` for a wrong answer.
+    #[inline]
+    pub fn typed_round_trip(&mut self, link: &mut TypedLink) -> io::Result<u64> {
+        let seq = self.next;
+        self.next += 1;
+        let answer = link
+            .call(&Sample::new(seq, false))
+            .map_err(|e| context(e, || format!("typed round trip of request {seq}")))?;
+        answer.check(seq, true)
+    }
+
     /// Sends one one-way request; every `ack_every`-th, or this one if
     /// `ack`, asks for an acknowledgement. Waits for the oldest
     /// acknowledgement when [`ACKS_IN_FLIGHT`] are outstanding.
@@ -171,13 +188,40 @@ impl Session {
         link: &mut impl Link,
         warm: Until,
         measure: Until,
+        hist: Option<&mut Histogram>,
+    ) -> io::Result<Counts> {
+        self.run_rtt_with(warm, measure, hist, |s| s.round_trip(link))
+    }
+
+    /// [`run_rtt`](Self::run_rtt) of typed round trips
+    /// ([`typed_round_trip`](Self::typed_round_trip)).
+    ///
+    /// # Errors
+    ///
+    /// As [`typed_round_trip`](Self::typed_round_trip).
+    pub fn run_rtt_typed(
+        &mut self,
+        link: &mut TypedLink,
+        warm: Until,
+        measure: Until,
+        hist: Option<&mut Histogram>,
+    ) -> io::Result<Counts> {
+        self.run_rtt_with(warm, measure, hist, |s| s.typed_round_trip(link))
+    }
+
+    /// A round-trip run of `one` round trip after another.
+    fn run_rtt_with(
+        &mut self,
+        warm: Until,
+        measure: Until,
         mut hist: Option<&mut Histogram>,
+        mut one: impl FnMut(&mut Session) -> io::Result<u64>,
     ) -> io::Result<Counts> {
         let mut acc = 0;
         let mut total = 0;
         let mut n = 0u64;
         while !warmed(warm, n) {
-            acc ^= self.round_trip(link)?;
+            acc ^= one(self)?;
             n += 1;
         }
         total += n;
@@ -185,7 +229,7 @@ impl Session {
         let mut last = start;
         let mut n = 0u64;
         loop {
-            acc ^= self.round_trip(link)?;
+            acc ^= one(self)?;
             let now = Instant::now();
             if let Some(h) = hist.as_deref_mut() {
                 h.record(now.duration_since(last).as_nanos() as u64);
