@@ -40,40 +40,7 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 
 use crate::engine::Engine;
-use crate::{Client, ConnectOptions, Message};
-
-/// A response or an event, with its payload and the fds it carried.
-#[derive(Debug)]
-pub struct Reply {
-    /// Application message id.
-    pub id: i32,
-    /// For a response, the sequence number of its request; 0 for events.
-    pub seq: u64,
-    /// Error code the server set (responses; 0 otherwise).
-    pub error: i32,
-    /// The payload.
-    pub payload: Vec<u8>,
-    /// The fds it carried (`ConnectOptions::accept_fds`), in order,
-    /// close-on-exec: yours (closed when dropped).
-    pub fds: Vec<OwnedFd>,
-}
-
-impl Reply {
-    /// Made of a message just received: its fds are taken from the engine.
-    fn new(m: Message, buf: &[u8], engine: &mut Engine) -> Reply {
-        Reply {
-            id: m.id,
-            seq: m.seq,
-            error: m.error,
-            payload: buf[..m.len].to_vec(),
-            fds: if m.fds > 0 {
-                engine.take_fds()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-}
+use crate::{Client, ConnectOptions, Reply};
 
 /// What the tasks share, behind the lock.
 struct State {
@@ -94,7 +61,7 @@ impl State {
     fn pump(&mut self) -> Result<bool> {
         let mut moved = false;
         while let Some(m) = self.engine.try_recv(false, &mut self.scratch)? {
-            let r = Reply::new(m, &self.scratch, &mut self.engine);
+            let r = Reply::take(m, &self.scratch, &mut self.engine);
             if self.claimed.contains(&r.seq) {
                 self.arrived.insert(r.seq, r);
             } else {
@@ -419,7 +386,7 @@ impl AsyncClient {
     pub async fn event_recv(&self) -> Result<Reply> {
         self.wait_for(Sleep::Event, |st| {
             let m = st.engine.try_recv(true, &mut st.scratch)?;
-            Ok(m.map(|m| Reply::new(m, &st.scratch, &mut st.engine)))
+            Ok(m.map(|m| Reply::take(m, &st.scratch, &mut st.engine)))
         })
         .await
     }
@@ -605,6 +572,32 @@ impl Drop for Claim<'_> {
 /// The events of an [`AsyncClient`], as a [`Stream`]: each item is an
 /// event, or the error that ended the stream (after which it yields
 /// nothing). Dropping it loses no event.
+///
+/// It is a `futures_core::Stream`, so the combinators of
+/// `futures::StreamExt` (or `futures_util::StreamExt`) and of
+/// `tokio_stream::StreamExt` apply: `next`, `filter`, `map`, `take`,
+/// `timeout`, `collect`...
+///
+/// # Examples
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use ringlink_ipcc::{AsyncClient, ConnectOptions, ServiceAddr};
+///
+/// # async fn watch() -> ringlink_ipcc::Result<()> {
+/// let client = AsyncClient::connect(&ServiceAddr::named("counter"), &ConnectOptions::new("counter")).await?;
+/// // The first ten events of id 7, their payloads.
+/// let payloads: Vec<Vec<u8>> = client
+///     .events()
+///     .filter_map(|e| async move { e.ok().filter(|e| e.id == 7) })
+///     .map(|e| e.payload)
+///     .take(10)
+///     .collect()
+///     .await;
+/// # let _ = payloads;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Events {
     client: AsyncClient,
     next: Option<Pin<Box<dyn Future<Output = Result<Reply>> + Send>>>,

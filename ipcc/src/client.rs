@@ -475,6 +475,46 @@ impl Client {
         self.read(Wait::Event, buf, timeout)
     }
 
+    /// The events, as a blocking iterator: each item waits for the next
+    /// event and owns it ([`Reply`](crate::Reply): id, payload, fds).
+    /// Errors are items too: [`Error::Lagged`] (events dropped here by the
+    /// server) and [`Error::Interrupted`] (the client's
+    /// [`Interrupter`](crate::Interrupter), e.g. on Ctrl-C) leave the
+    /// iteration going, the caller decides; after a fatal error
+    /// ([`Error::is_fatal`], the server gone) the iteration ends.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr};
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// let mut client = Client::connect(&ServiceAddr::named("counter"), &ConnectOptions::new("counter"))?;
+    /// for event in client.events() {
+    ///     match event {
+    ///         Ok(e) => println!("event {}: {} bytes", e.id, e.payload.len()),
+    ///         Err(Error::Lagged(n)) => println!("{n} events missed"),
+    ///         Err(Error::Interrupted) => break,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(&mut self) -> EventIter<'_> {
+        let buf = vec![0u8; self.engine.max_message()];
+        EventIter {
+            client: self,
+            buf,
+            done: false,
+        }
+    }
+
+    /// The fds of the last message, owned, for an owned copy of it.
+    fn reply(&mut self, m: Message, buf: &[u8]) -> crate::Reply {
+        crate::Reply::take(m, buf, &mut self.engine)
+    }
+
     fn read(&mut self, which: Wait, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
         let deadline = deadline_after(timeout);
         loop {
@@ -531,5 +571,31 @@ impl fmt::Debug for Client {
             .field("server", &self.server)
             .field("connected", &self.engine.connected())
             .finish_non_exhaustive()
+    }
+}
+
+/// The events of a [`Client`], waited for one by one
+/// ([`Client::events`]).
+#[derive(Debug)]
+pub struct EventIter<'a> {
+    client: &'a mut Client,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<crate::Reply>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.client.event_recv(&mut self.buf, None) {
+            Ok(m) => Some(Ok(self.client.reply(m, &self.buf))),
+            Err(e) => {
+                self.done = e.is_fatal();
+                Some(Err(e))
+            }
+        }
     }
 }

@@ -53,10 +53,10 @@ mod options;
 mod stream;
 
 #[cfg(feature = "tokio")]
-pub use asynchronous::{AsyncClient, Events, Reply};
-pub use client::Client;
+pub use asynchronous::{AsyncClient, Events};
+pub use client::{Client, EventIter};
 pub use engine::{Call, ClientTrace, Interrupter};
-pub use options::{ConnectOptions, Message};
+pub use options::{ConnectOptions, Message, Reply};
 // Every type in this crate's public signatures, reachable from here: a
 // user depends on this crate alone.
 pub use ringlink_common::wire::{Status, WireError, ERROR_UNKNOWN_ID};

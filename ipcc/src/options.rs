@@ -171,3 +171,39 @@ pub struct Message {
     /// (those not taken are closed).
     pub fds: usize,
 }
+
+/// A response or an event, owned: its header fields, payload and the fds
+/// it carried (`AsyncClient`'s answers, [`Client::events`](crate::Client::events)'
+/// items).
+#[derive(Debug)]
+pub struct Reply {
+    /// Application message id.
+    pub id: i32,
+    /// For a response, the sequence number of its request; 0 for events.
+    pub seq: u64,
+    /// Error code the server set (responses; 0 otherwise).
+    pub error: i32,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The fds it carried (`ConnectOptions::accept_fds`), in order,
+    /// close-on-exec: yours (closed when dropped).
+    pub fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Reply {
+    /// Made of a message just received into `buf`: its fds are taken from
+    /// the engine.
+    pub(crate) fn take(m: Message, buf: &[u8], engine: &mut crate::engine::Engine) -> Reply {
+        Reply {
+            id: m.id,
+            seq: m.seq,
+            error: m.error,
+            payload: buf[..m.len].to_vec(),
+            fds: if m.fds > 0 {
+                engine.take_fds()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}

@@ -12,8 +12,8 @@ use ringlink_common::wire::ERROR_UNKNOWN_ID;
 
 use crate::{Connection, Handler, OwnedRequest, Request};
 
-type Route = Box<dyn Fn(&Connection, &Request<'_>) + Send + Sync>;
-type BlockingRoute = Arc<dyn Fn(&Connection, &OwnedRequest) + Send + Sync>;
+type Route<S> = Box<dyn Fn(&S, &Connection, &Request<'_>) + Send + Sync>;
+type BlockingRoute<S> = Arc<dyn Fn(&S, &Connection, &OwnedRequest) + Send + Sync>;
 
 /// Worker threads and queue length of the pool made by the first
 /// [`Dispatch::on_blocking`] unless [`Dispatch::workers`] said otherwise.
@@ -40,13 +40,40 @@ const DEFAULT_QUEUE: usize = 64;
 /// });
 /// assert!(table.handles(PING));
 /// ```
-#[derive(Default)]
-pub struct Dispatch {
-    routes: HashMap<i32, Route>,
-    blocking: HashMap<i32, BlockingRoute>,
+///
+/// State every route shares (a counter, a database handle) lives in the
+/// table, and each `_shared` route gets it, without an `Arc` cloned into
+/// each closure:
+///
+/// ```
+/// use ringlink_ipcs::Dispatch;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// const INCR: i32 = 1;
+/// const GET: i32 = 2;
+/// let table = Dispatch::with_state(AtomicU64::new(0))
+///     .on_shared(INCR, |n, conn, req| {
+///         let v = n.fetch_add(1, Ordering::Relaxed) + 1;
+///         let _ = conn.respond(req.seq(), INCR, &v.to_le_bytes());
+///     })
+///     .on_shared(GET, |n, conn, req| {
+///         let _ = conn.respond(req.seq(), GET, &n.load(Ordering::Relaxed).to_le_bytes());
+///     });
+/// assert_eq!(table.state().load(Ordering::Relaxed), 0);
+/// ```
+pub struct Dispatch<S = ()> {
+    state: Arc<S>,
+    routes: HashMap<i32, Route<S>>,
+    blocking: HashMap<i32, BlockingRoute<S>>,
     /// Made by the first blocking route, with `sizes`.
     pool: Option<Pool>,
     sizes: Option<(usize, usize)>,
+}
+
+impl Default for Dispatch {
+    fn default() -> Dispatch {
+        Dispatch::with_state(())
+    }
 }
 
 impl Dispatch {
@@ -54,12 +81,31 @@ impl Dispatch {
     pub fn new() -> Dispatch {
         Dispatch::default()
     }
+}
+
+impl<S: Send + Sync + 'static> Dispatch<S> {
+    /// An empty table whose routes share `state` (the `_shared` routes
+    /// get it by reference; [`state`](Self::state) reads it).
+    pub fn with_state(state: S) -> Dispatch<S> {
+        Dispatch {
+            state: Arc::new(state),
+            routes: HashMap::new(),
+            blocking: HashMap::new(),
+            pool: None,
+            sizes: None,
+        }
+    }
+
+    /// The routes' shared state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
 
     /// The worker pool that [`on_blocking`](Self::on_blocking) routes run
     /// on: `threads` workers (at least 1), and at most `queue` requests
     /// waiting for one (at least 1). Default 4 and 64. Call before the
     /// first `on_blocking`.
-    pub fn workers(mut self, threads: usize, queue: usize) -> Dispatch {
+    pub fn workers(mut self, threads: usize, queue: usize) -> Dispatch<S> {
         self.sizes = Some((threads.max(1), queue.max(1)));
         self
     }
@@ -76,10 +122,20 @@ impl Dispatch {
     /// service's handler to answer `ready` as the table does: use the
     /// table as the handler, or forward both `message` and `ready` to it.
     pub fn on_blocking(
-        mut self,
+        self,
         id: i32,
         route: impl Fn(&Connection, &OwnedRequest) + Send + Sync + 'static,
-    ) -> Dispatch {
+    ) -> Dispatch<S> {
+        self.on_blocking_shared(id, move |_, conn, req| route(conn, req))
+    }
+
+    /// [`on_blocking`](Self::on_blocking), the route getting the table's
+    /// shared state.
+    pub fn on_blocking_shared(
+        mut self,
+        id: i32,
+        route: impl Fn(&S, &Connection, &OwnedRequest) + Send + Sync + 'static,
+    ) -> Dispatch<S> {
         if self.pool.is_none() {
             let (threads, queue) = self.sizes.unwrap_or((DEFAULT_WORKERS, DEFAULT_QUEUE));
             self.pool = Some(Pool::new(threads, queue));
@@ -101,10 +157,19 @@ impl Dispatch {
 
     /// Registers `route` for message id `id`, replacing any earlier one.
     pub fn on(
-        mut self,
+        self,
         id: i32,
         route: impl Fn(&Connection, &Request<'_>) + Send + Sync + 'static,
-    ) -> Dispatch {
+    ) -> Dispatch<S> {
+        self.on_shared(id, move |_, conn, req| route(conn, req))
+    }
+
+    /// [`on`](Self::on), the route getting the table's shared state.
+    pub fn on_shared(
+        mut self,
+        id: i32,
+        route: impl Fn(&S, &Connection, &Request<'_>) + Send + Sync + 'static,
+    ) -> Dispatch<S> {
         self.blocking.remove(&id);
         self.routes.insert(id, Box::new(route));
         self
@@ -123,12 +188,13 @@ impl Dispatch {
     pub fn dispatch(&self, conn: &Connection, request: &Request<'_>) -> bool {
         if let (Some(route), Some(pool)) = (self.blocking.get(&request.id()), &self.pool) {
             let (route, conn2, owned) = (route.clone(), conn.clone(), request.to_owned());
-            pool.submit(Box::new(move || route(&conn2, &owned)));
+            let state = self.state.clone();
+            pool.submit(Box::new(move || route(&state, &conn2, &owned)));
             return true;
         }
         match self.routes.get(&request.id()) {
             Some(route) => {
-                route(conn, request);
+                route(&self.state, conn, request);
                 true
             }
             None => {
@@ -141,7 +207,7 @@ impl Dispatch {
     }
 }
 
-impl Handler for Dispatch {
+impl<S: Send + Sync + 'static> Handler for Dispatch<S> {
     fn message(&self, conn: &Connection, request: &Request<'_>) {
         self.dispatch(conn, request);
     }
@@ -151,7 +217,7 @@ impl Handler for Dispatch {
     }
 }
 
-impl fmt::Debug for Dispatch {
+impl<S> fmt::Debug for Dispatch<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut ids: Vec<_> = self.routes.keys().collect();
         ids.sort();

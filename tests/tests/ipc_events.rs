@@ -246,3 +246,30 @@ fn the_client_fd_wakes_an_event_loop() {
     assert!(!c.is_connected());
 }
 }
+
+ringlink_tests::transport_test! {
+fn events_as_a_blocking_iterator_end_when_the_server_goes() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("event-iter"), &[]);
+    let mut c = connect(server.addr(), 0);
+    for i in 0..3u8 {
+        c.send_timeout(id::EVENT_ONLY, &[i; 5], CALL).expect("send");
+    }
+    let got: Vec<_> = c
+        .events()
+        .take(3)
+        .map(|e| e.expect("an event"))
+        .map(|e| (e.id, e.payload, e.fds.len()))
+        .collect();
+    assert_eq!(
+        got,
+        (0..3u8).map(|i| (id::EVENT_ONLY, vec![i; 5], 0)).collect::<Vec<_>>()
+    );
+    // The server gone: the last item says so, and the iteration ends.
+    server.kill();
+    let rest: Vec<_> = c.events().collect();
+    assert!(
+        matches!(rest.as_slice(), [Err(Error::Disconnected)]),
+        "{rest:?}"
+    );
+}
+}
