@@ -93,8 +93,16 @@ impl Client {
         )?;
         connect::check_server_uid(&sock, opts)?;
         let deadline = deadline_in(opts.timeout);
-        let connected = connect::handshake_libqb(sock, opts, &opts.libqb_dir, deadline)?;
+        let connected = connect::handshake_libqb(sock, opts, &opts.libqb_dir, deadline)
+            .inspect_err(|_e| event!(info, service, error = %_e, "libqb connection failed"))?;
         let (id, server) = (connected.id, connected.server);
+        event!(
+            debug,
+            conn = id,
+            server_pid = server.pid,
+            service,
+            "connected to a libqb server"
+        );
         Ok(Client {
             engine: Engine::new(connected, Transport::Shm, opts.spin, opts.fc_enable_max)?,
             id,
@@ -118,8 +126,18 @@ impl Client {
     }
 
     fn handshake(sock: UnixStream, opts: &ConnectOptions, deadline: Instant) -> Result<Client> {
-        let connected = connect::handshake(sock, opts, deadline)?;
+        let connected = connect::handshake(sock, opts, deadline).inspect_err(|_e| {
+            event!(info, protocol = %opts.protocol, error = %_e, "connection failed");
+        })?;
         let (id, server) = (connected.id, connected.server);
+        event!(
+            debug,
+            conn = id,
+            server_pid = server.pid,
+            transport = ?opts.transport,
+            max_message = connected.max_message,
+            "connected"
+        );
         Ok(Client {
             engine: Engine::new(connected, opts.transport, opts.spin, opts.fc_enable_max)?,
             id,

@@ -306,6 +306,14 @@ impl Engine {
 
     /// `e`, after failing the connection if `e` leaves it unusable.
     pub(crate) fn fail(&mut self, e: Error) -> Error {
+        if e.is_fatal() && self.stream.connected() {
+            match &e {
+                Error::Protocol(_v) => {
+                    event!(warn, violation = %_v, "protocol violation by the server")
+                }
+                _ => event!(debug, error = %e, "disconnected"),
+            }
+        }
         if e.is_fatal() {
             self.stream.fail();
         }

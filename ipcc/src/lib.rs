@@ -43,6 +43,15 @@
 // On docs.rs (nightly), mark what a feature enables.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// A `tracing` event at `$level` (target `ringlink::client`) with the
+/// `tracing` feature; nothing, its arguments unevaluated, without it.
+macro_rules! event {
+    ($level:ident, $($arg:tt)+) => {{
+        #[cfg(feature = "tracing")]
+        tracing::$level!(target: "ringlink::client", $($arg)+);
+    }};
+}
+
 #[cfg(feature = "tokio")]
 mod asynchronous;
 mod client;

@@ -232,6 +232,12 @@ pub(crate) struct Hooks {
 impl Hooks {
     /// Reports a failure the loop handled on its own.
     pub(crate) fn fault(&self, connection: Option<&Connection>, kind: FaultKind) {
+        event!(
+            warn,
+            conn = ?connection.map(Connection::id),
+            fault = %kind,
+            "fault"
+        );
         if let Some(hook) = &self.error {
             hook(&Fault { connection, kind });
         }

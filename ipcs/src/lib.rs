@@ -32,6 +32,15 @@
 // On docs.rs (nightly), mark what a feature enables.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// A `tracing` event at `$level` (target `ringlink::server`) with the
+/// `tracing` feature; nothing, its arguments unevaluated, without it.
+macro_rules! event {
+    ($level:ident, $($arg:tt)+) => {{
+        #[cfg(feature = "tracing")]
+        tracing::$level!(target: "ringlink::server", $($arg)+);
+    }};
+}
+
 mod census;
 mod connection;
 mod connections;

@@ -196,6 +196,7 @@ impl<H: Handler> Service<H> {
             &service.epoll,
             LISTENER,
         )?);
+        event!(info, %addr, protocol, "service listening");
         service.addr = Some(addr);
         Ok(service)
     }
@@ -522,6 +523,7 @@ impl<H: Handler> Service<H> {
             // everything is armed.
             let _ = self.turn(true, None)?;
         }
+        event!(info, "service shutting down");
         self.close_all();
         Ok(())
     }
@@ -726,6 +728,14 @@ impl<H: Handler> Service<H> {
             if change.resumed {
                 self.conns.make_all_hot();
             }
+            if change.changed {
+                event!(
+                    debug,
+                    level = change.level,
+                    rate = ?self.remote.rate(),
+                    "flow-control level changed"
+                );
+            }
             self.conns.publish_level(change.level, change.changed);
         }
         for (id, slot) in self.remote.take_resumes() {
@@ -877,6 +887,7 @@ impl<H: Handler> Service<H> {
     }
 
     fn refuse(&mut self, slot: usize, status: Status) {
+        event!(info, ?status, "connection refused");
         self.remote.count_rejected(status);
         if let Some(ended) = self.handshakes.refuse(slot, status, &self.epoll) {
             self.end_handshake(ended);
@@ -978,6 +989,14 @@ impl<H: Handler> Service<H> {
         if let Some(idle) = &mut self.idle {
             idle.set(true);
         }
+        event!(
+            info,
+            conn = made.id,
+            pid = made.credentials.pid,
+            uid = made.credentials.uid,
+            transport = ?handle.transport(),
+            "connection created"
+        );
         self.handler.connection_created(&handle);
         self.resume_listener();
     }
@@ -1120,6 +1139,12 @@ impl<H: Handler> Service<H> {
         conn.close();
         let handle = conn.handle.clone();
         handle.set_close_reason(closing.reason());
+        event!(
+            info,
+            conn = handle.id(),
+            reason = %closing.reason(),
+            "connection closed"
+        );
         self.registry.lock().remove(&handle.id());
         self.handler.connection_closed(&handle);
         conn.release();

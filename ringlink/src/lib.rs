@@ -9,7 +9,11 @@
 //! service as a task, `AsyncClient`), `serde` (statistics snapshots),
 //! `typed` (`ringlink::typed`: requests, responses and events as
 //! serde types, typed routes and calls, decode failures answered with a
-//! typed error). The types both roles share are at the crate's root.
+//! typed error), `tracing` (`tracing` events from both roles: connections
+//! made and closed with why, refusals, faults and protocol violations,
+//! flow-control changes; targets `ringlink::server` and
+//! `ringlink::client`). The types both roles share are at the crate's
+//! root.
 //!
 //! # Examples
 //!
