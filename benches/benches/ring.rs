@@ -2,8 +2,9 @@
 //! and between two processes, round-trip latency between two processes
 //! (spinning and pure eventfd sleep/wake), each beside the same
 //! measurement over a Unix `SOCK_SEQPACKET` socket pair and (between
-//! processes) over a bare shared-memory stream (fixed slots, two
-//! counters: the least a ring can be); the bare spin ping-pong latency
+//! processes) over the bare shared-memory streams (fixed slots, two
+//! counters, or headers the reader polls: the least a ring can be); the
+//! bare spin ping-pong latency
 //! floor; the single-core memcpy rate.
 //!
 //! The two-process benches drive a peer process (`ring-bench --peer`),
@@ -151,13 +152,16 @@ fn one_way_processes(c: &mut Criterion, peer: &mut LazyPeer) {
         g.bench_function(BenchmarkId::new("bare_shm", size_label(size)), |b| {
             b.iter_custom(|iters| ok(peer.get().bare_one_way(size, iters)))
         });
+        g.bench_function(BenchmarkId::new("bare_hdr", size_label(size)), |b| {
+            b.iter_custom(|iters| ok(peer.get().headed_one_way(size, iters)))
+        });
     }
     g.finish();
 }
 
 /// Round trips between this process and the peer: ring with the default
 /// spin, ring with no spin (every wait sleeps on the eventfd), seqpacket,
-/// and the bare spin ping-pong.
+/// the bare streams and the bare spin ping-pong.
 fn round_trip(c: &mut Criterion, peer: &mut LazyPeer) {
     let mut g = c.benchmark_group("round_trip");
     for size in SIZES {
@@ -173,6 +177,9 @@ fn round_trip(c: &mut Criterion, peer: &mut LazyPeer) {
         });
         bench_rt(&mut g, "bare_shm", size, |n| {
             peer.get().bare_round_trips(size, n, None)
+        });
+        bench_rt(&mut g, "bare_hdr", size, |n| {
+            peer.get().headed_round_trips(size, n, None)
         });
     }
     g.throughput(Throughput::Elements(1));

@@ -282,6 +282,37 @@ impl Peer {
         self.finish(ours)
     }
 
+    /// One-way throughput of the bare header-polling stream ([`Bare`]'s
+    /// header streams), as [`ring_one_way`](Self::ring_one_way).
+    ///
+    /// # Errors
+    ///
+    /// A stall, a wrong message or a peer failure.
+    pub fn headed_one_way(&mut self, size: usize, count: u64) -> io::Result<Duration> {
+        self.bare.reset_headed();
+        self.start(Op::HeadedSend, size, count + 1, Duration::ZERO)?;
+        let ours = self.bare.receive_headed(Dir::ToDriver, size, count);
+        self.finish(ours)
+    }
+
+    /// Round trips over the two bare header streams, as
+    /// [`ring_round_trips`](Self::ring_round_trips) (always spinning).
+    ///
+    /// # Errors
+    ///
+    /// As [`headed_one_way`](Self::headed_one_way).
+    pub fn headed_round_trips(
+        &mut self,
+        size: usize,
+        count: u64,
+        samples: Option<&mut Vec<u64>>,
+    ) -> io::Result<Duration> {
+        self.bare.reset_headed();
+        self.start(Op::HeadedEcho, size, count, Duration::ZERO)?;
+        let ours = self.bare.round_trips_headed(size, count, samples);
+        self.finish(ours)
+    }
+
     /// Closes the control socket and waits for the peer to exit.
     ///
     /// # Errors

@@ -22,8 +22,9 @@
 //! standard input. Over that socket the driver passes the fds of two rings (a
 //! request ring driver → peer and a response ring peer → driver), of a
 //! `SOCK_SEQPACKET` socket pair end, of a small shared mapping for the
-//! bare spin ping-pong ([`floor`], the latency floor), of two bare
-//! shared-memory streams ([`bare`], the least a ring can be) and of the
+//! bare spin ping-pong ([`floor`], the latency floor), of the bare
+//! shared-memory streams ([`bare`], the least a ring can be: two that
+//! publish counters, two that publish slot headers) and of the
 //! two eventfds of a bare sleep/wake ping-pong ([`wake`]); afterwards
 //! it carries only commands ([`wire`]) and their replies, never benchmark
 //! data.

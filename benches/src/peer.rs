@@ -21,7 +21,7 @@ use crate::wire::{Command, Op, Reply};
 use crate::{ops, other, seqpacket};
 
 /// The bytes that accompany the fds of the set-up message.
-pub const HELLO: &[u8] = b"ringlink-bench/2";
+pub const HELLO: &[u8] = b"ringlink-bench/3";
 
 /// Number of fds in the set-up message: request ring (memory, data-ready,
 /// space-ready), response ring (the same three), seqpacket end, floor
@@ -110,6 +110,8 @@ pub fn serve(control: UnixStream) -> io::Result<()> {
             Op::FloorEcho => floor.answer(cmd.count),
             Op::BareSend => bare.send_n(Dir::ToDriver, size, cmd.count),
             Op::BareEcho => bare.echo(size, cmd.count),
+            Op::HeadedSend => bare.send_n_headed(Dir::ToDriver, size, cmd.count),
+            Op::HeadedEcho => bare.echo_headed(size, cmd.count),
             Op::WakeEcho => wake.answer(cmd.count),
         };
         match done {

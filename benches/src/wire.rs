@@ -27,6 +27,11 @@ pub enum Op {
     BareEcho = 7,
     /// Answer `count` rounds of the eventfd sleep/wake ping-pong.
     WakeEcho = 8,
+    /// Write `count` messages of `size` bytes on the bare header stream
+    /// to the driver.
+    HeadedSend = 9,
+    /// Answer `count` requests on the bare header streams with copies.
+    HeadedEcho = 10,
 }
 
 impl Op {
@@ -40,6 +45,8 @@ impl Op {
             6 => Op::BareSend,
             7 => Op::BareEcho,
             8 => Op::WakeEcho,
+            9 => Op::HeadedSend,
+            10 => Op::HeadedEcho,
             _ => return None,
         })
     }

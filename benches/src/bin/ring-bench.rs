@@ -23,8 +23,9 @@ usage: ring-bench [OPTIONS]
 
 Compares the ringlink ring with a Unix SOCK_SEQPACKET socket pair between
 two processes (this one and a peer it spawns), and with the machine's
-floors: a bare shared-memory stream (fixed slots, two counters, no
-validation, no wake-ups), a bare spin ping-pong, a single-core memcpy.
+floors: bare shared-memory streams (fixed slots, no validation, no
+wake-ups; one publishing a write counter, one publishing each slot's
+header word), a bare spin ping-pong, a single-core memcpy.
 
 options:
   --sizes LIST      message sizes, comma-separated, with optional K/M
@@ -163,6 +164,7 @@ enum OneWay {
     Ring,
     Socket,
     Bare,
+    Headed,
 }
 
 /// Round-trip transports.
@@ -172,6 +174,7 @@ enum RoundTrip {
     RingNoSpin,
     Socket,
     Bare,
+    Headed,
     Floor,
 }
 
@@ -180,6 +183,7 @@ fn one_way(peer: &mut Peer, kind: OneWay, size: usize, n: u64) -> io::Result<Dur
         OneWay::Ring => peer.ring_one_way(size, n),
         OneWay::Socket => peer.socket_one_way(size, n),
         OneWay::Bare => peer.bare_one_way(size, n),
+        OneWay::Headed => peer.headed_one_way(size, n),
     }
 }
 
@@ -195,6 +199,7 @@ fn round_trip(
         RoundTrip::RingNoSpin => peer.ring_round_trips(size, n, Duration::ZERO, samples),
         RoundTrip::Socket => peer.socket_round_trips(size, n, samples),
         RoundTrip::Bare => peer.bare_round_trips(size, n, samples),
+        RoundTrip::Headed => peer.headed_round_trips(size, n, samples),
         RoundTrip::Floor => peer.floor_round_trips(n, samples),
     }
 }
@@ -306,10 +311,12 @@ struct Row {
     ring: Rate,
     socket: Rate,
     bare: Rate,
+    headed: Rate,
     rt_spin: Summary,
     rt_nospin: Summary,
     rt_socket: Summary,
     rt_bare: Summary,
+    rt_headed: Summary,
     floor: Summary,
     memcpy: f64,
 }
@@ -350,7 +357,7 @@ fn run(cfg: &Config) -> io::Result<()> {
             cfg,
             &mut peer,
             size,
-            &[OneWay::Ring, OneWay::Socket, OneWay::Bare],
+            &[OneWay::Ring, OneWay::Socket, OneWay::Bare, OneWay::Headed],
         )?;
         let rts = latencies(
             cfg,
@@ -361,6 +368,7 @@ fn run(cfg: &Config) -> io::Result<()> {
                 RoundTrip::RingNoSpin,
                 RoundTrip::Socket,
                 RoundTrip::Bare,
+                RoundTrip::Headed,
                 RoundTrip::Floor,
             ],
         )?;
@@ -370,11 +378,13 @@ fn run(cfg: &Config) -> io::Result<()> {
             ring: rates[0],
             socket: rates[1],
             bare: rates[2],
+            headed: rates[3],
             rt_spin: rts[0],
             rt_nospin: rts[1],
             rt_socket: rts[2],
             rt_bare: rts[3],
-            floor: rts[4],
+            rt_headed: rts[4],
+            floor: rts[5],
             memcpy,
         });
     }
@@ -437,10 +447,11 @@ fn print_report(
     println!(
         "One-way throughput, median of {ROUNDS} interleaved runs (peer sends, driver receives; payload written by \
          the sender, checked and read by the receiver; bare shm: fixed slots, two counters, no \
-         validation, no wake-ups)"
+         validation, no wake-ups; bare hdr: the same, the reader polling each slot's header \
+         word instead of a counter)"
     );
     println!(
-        "{:>8} | {:>13} {:>9} {:>17} | {:>16} {:>14} | {:>11} | {:>15} {:>9}",
+        "{:>8} | {:>13} {:>9} {:>17} | {:>16} {:>14} | {:>11} | {:>15} {:>9} | {:>15} {:>9}",
         "size",
         "ring msgs/s",
         "ring GB/s",
@@ -449,11 +460,13 @@ fn print_report(
         "seqpacket GB/s",
         "ring/socket",
         "bare shm msgs/s",
-        "ring/bare"
+        "ring/bare",
+        "bare hdr msgs/s",
+        "ring/hdr"
     );
     for r in rows {
         println!(
-            "{:>8} | {:>13} {:>9.3} {:>17} | {:>16} {:>14.3} | {:>10.1}x | {:>15} {:>8.2}x",
+            "{:>8} | {:>13} {:>9.3} {:>17} | {:>16} {:>14.3} | {:>10.1}x | {:>15} {:>8.2}x | {:>15} {:>8.2}x",
             size_label(r.size),
             si(r.ring.msgs),
             r.ring.bytes / 1e9,
@@ -463,41 +476,47 @@ fn print_report(
             ratio(r.ring.msgs, r.socket.msgs),
             si(r.bare.msgs),
             ratio(r.ring.msgs, r.bare.msgs),
+            si(r.headed.msgs),
+            ratio(r.ring.msgs, r.headed.msgs),
         );
     }
     println!();
     println!(
         "Round-trip latency, us, median / p99 over {ROUNDS} interleaved runs (request and echoed \
-         response of the same size; bare shm: two bare streams; spin floor: bare ping-pong of one \
-         counter each way)"
+         response of the same size; bare shm: two bare counter streams; bare hdr: two bare header \
+         streams; spin floor: bare ping-pong of one counter each way)"
     );
     println!(
-        "{:>8} | {:>15} | {:>15} | {:>15} | {:>15} | {:>15} | {:>11} {:>10} {:>9} {:>13}",
+        "{:>8} | {:>15} | {:>15} | {:>15} | {:>15} | {:>15} | {:>15} | {:>11} {:>10} {:>9} {:>8} {:>13}",
         "size",
         "ring spin",
         "ring no-spin",
         "seqpacket",
         "bare shm",
+        "bare hdr",
         "spin floor",
         "spin/socket",
         "spin/floor",
         "spin/bare",
+        "spin/hdr",
         "nospin/socket"
     );
     for r in rows {
         let cell = |s: &Summary| format!("{:.2} / {:.2}", us(s.median), us(s.p99));
         let med = |s: &Summary| s.median as f64;
         println!(
-            "{:>8} | {:>15} | {:>15} | {:>15} | {:>15} | {:>15} | {:>10.2}x {:>9.2}x {:>8.2}x {:>12.2}x",
+            "{:>8} | {:>15} | {:>15} | {:>15} | {:>15} | {:>15} | {:>15} | {:>10.2}x {:>9.2}x {:>8.2}x {:>7.2}x {:>12.2}x",
             size_label(r.size),
             cell(&r.rt_spin),
             cell(&r.rt_nospin),
             cell(&r.rt_socket),
             cell(&r.rt_bare),
+            cell(&r.rt_headed),
             cell(&r.floor),
             ratio(med(&r.rt_spin), med(&r.rt_socket)),
             ratio(med(&r.rt_spin), med(&r.floor)),
             ratio(med(&r.rt_spin), med(&r.rt_bare)),
+            ratio(med(&r.rt_spin), med(&r.rt_headed)),
             ratio(med(&r.rt_nospin), med(&r.rt_socket)),
         );
     }
@@ -526,6 +545,14 @@ fn print_report(
         println!(
             "  64 B one-way, ring >= 10x socket msgs/s:      {x:>6.1}x  {}",
             verdict(x >= 10.0)
+        );
+    }
+    if let Some(r) = rows.iter().find(|r| r.size == 64) {
+        let x = ratio(r.ring.msgs, r.bare.msgs);
+        println!(
+            "  64 B one-way, ring >= 0.9x bare shm stream:  {x:>6.2}x  {} (bare hdr: {:.2}x)",
+            verdict(x >= 0.9),
+            ratio(r.ring.msgs, r.headed.msgs)
         );
     }
     if let Some(r) = rows.iter().find(|r| r.size == 64 << 10) {
