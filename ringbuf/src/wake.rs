@@ -188,7 +188,7 @@ pub(crate) mod handshake {
     }
 
     /// After waking or finding work: lower the flag (a plain store; the
-    /// waker may have swapped it to 0 already).
+    /// waker may have cleared it already).
     pub(crate) fn lower(shared: &Shared, dir: Direction) {
         flag(shared, dir).store(0, Ordering::Relaxed);
     }
@@ -231,10 +231,21 @@ pub(crate) mod handshake {
     pub(crate) fn wake(shared: &Shared, dir: Direction, light: bool) {
         super::waker_fence(light);
         let flag = flag(shared, dir);
-        // Relaxed: ordered after the position store by the fence above.
-        // The plain load keeps the line shared while the peer is busy;
-        // the swap sends one wake-up per sleep.
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+        // Relaxed: ordered after the publication by the fence above. The
+        // plain load keeps the line shared while the peer is busy; the
+        // exchange from the value seen sends one wake-up per sleep. (A
+        // compare-exchange rather than a swap: the same on x86, `lock
+        // cmpxchg` for `xchg`, and loom judges it right, where it reports
+        // lost wake-ups no C++ execution has when a swap races the
+        // sleeper's stores, tokio-rs/loom#254. It fails only if the flag
+        // changed since the load: lowered by a sleeper that is awake, or
+        // rewritten by a peer that only loses its own wake-ups.)
+        let seen = flag.load(Ordering::Relaxed);
+        if seen != 0
+            && flag
+                .compare_exchange(seen, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             shared.signals.wake(dir, flag);
         }
     }
