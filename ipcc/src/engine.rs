@@ -81,6 +81,9 @@ pub(crate) struct Engine {
     /// looks again: from [`QUIET_FIRST`], doubling to [`QUIET_POLL`]
     /// while the ring stays full, back to the start once a send goes.
     quiet: Duration,
+    /// Payload length of the last request that found no room: what a
+    /// wait for room waits for room for (0 after a send went).
+    space_for: usize,
     /// The counters `Client::stats` reads.
     stats: ClientStats,
     /// The application's trace hook.
@@ -242,6 +245,7 @@ impl Engine {
             watching_tail: false,
             epoll,
             quiet: QUIET_FIRST,
+            space_for: 0,
             stats: ClientStats::default(),
             trace: None,
             calls: None,
@@ -382,10 +386,15 @@ impl Engine {
                     hook(&ClientTrace::Sent { id, seq, len });
                 }
                 self.quiet = QUIET_FIRST;
+                self.space_for = 0;
                 Ok(Some(seq))
             }
             Err(TrySendError::Full) => {
                 self.stats.send_retries += 1;
+                // Wait for room for this request, not for any: a ring
+                // with room for a small message and not for this one
+                // would end every wait at once, and the send spin.
+                self.space_for = len;
                 Ok(None)
             }
             // Refused before anything went: the connection is fine.
@@ -669,15 +678,17 @@ impl Engine {
             spin,
             transport,
             interrupt,
+            space_for,
             ..
         } = self;
+        let space_for = *space_for;
         let rings = *transport != Transport::Socket;
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
         if rings {
             let ready = match which {
                 Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
                     !flow.holds(flow::level(side, stream))
-                        && side.request.room_for(0).unwrap_or(true)
+                        && side.request.room_for(space_for).unwrap_or(true)
                 }),
                 Wait::Event => {
                     // A call from the server at the front of the response
@@ -784,11 +795,14 @@ impl Engine {
             spin,
             quiet,
             interrupt,
+            space_for,
             ..
         } = self;
+        let space_for = *space_for;
         let ready = match which {
             Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
-                !flow.holds(flow::level(side, stream)) && side.request.room_for(0).unwrap_or(true)
+                !flow.holds(flow::level(side, stream))
+                    && side.request.room_for(space_for).unwrap_or(true)
             }),
             _ => {
                 let rx = side.receiver(which.event());
@@ -912,7 +926,7 @@ impl Engine {
         }
         // The level is read after the flag is up: the server lowers it,
         // then wakes flagged waiters.
-        self.held() || !self.side.request.room_for(0).unwrap_or(true)
+        self.held() || !self.side.request.room_for(self.space_for).unwrap_or(true)
     }
 
     /// Before sleeping until a response (`event`: an event) may have
