@@ -19,8 +19,8 @@ pub enum Corruption {
     PositionBehind,
     /// The peer's position is more than a capacity ahead of ours.
     PositionTooFarAhead,
-    /// A record's length runs past the published data or the region's end,
-    /// or exceeds the ring's largest payload.
+    /// A record's length runs past the region's end or exceeds the ring's
+    /// largest payload.
     RecordLength,
     /// A record's kind word is neither data nor padding.
     RecordKind,
@@ -35,7 +35,9 @@ impl fmt::Display for Corruption {
             Corruption::MisalignedPosition => "peer position is not 8-byte aligned",
             Corruption::PositionBehind => "peer position is behind ours or moved backwards",
             Corruption::PositionTooFarAhead => "peer position is more than a capacity ahead",
-            Corruption::RecordLength => "record length runs past the published data",
+            Corruption::RecordLength => {
+                "record length exceeds the largest payload or runs past the region's end"
+            }
             Corruption::RecordKind => "record kind is invalid",
             Corruption::Padding => "padding record is malformed",
         })

@@ -10,7 +10,11 @@ use std::fmt;
 
 /// Version of the handshake and message-header layout.
 ///
-/// Version 4 (this one) lets messages carry fds: each side says in the
+/// Version 5 (this one) changed the rings' layout (ring layout version
+/// 2, `docs/RING.md`): a record is published by its own word, which the
+/// reader polls, and the word after it is cleared first; nothing on the
+/// socket changed, but a version-4 peer would misread the rings. Version
+/// 4 lets messages carry fds: each side says in the
 /// handshake how many it accepts ([`FdTerms`], after the request and
 /// before the answer's trailer), and the header's flags word counts a
 /// message's fds in its high half ([`MsgHeader::fds`]). Version 3 gave the
@@ -20,7 +24,7 @@ use std::fmt;
 /// that no fd whose open file description both processes share is ever
 /// written or read (see `docs/PROTOCOL.md`). Peers of other versions are
 /// refused with [`Status::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Message header flag: a one-way request (Legato's `le_msg_Send`), which
 /// takes no response. It carries sequence number 0.
 pub const FLAG_ONE_WAY: u32 = 1;
@@ -816,7 +820,8 @@ mod tests {
         assert_eq!(bad(&|b| b[4] = 1), WireError::Version(1));
         assert_eq!(bad(&|b| b[4] = 2), WireError::Version(2));
         assert_eq!(bad(&|b| b[4] = 3), WireError::Version(3));
-        assert_eq!(bad(&|b| b[4] = 5), WireError::Version(5));
+        assert_eq!(bad(&|b| b[4] = 4), WireError::Version(4));
+        assert_eq!(bad(&|b| b[4] = 6), WireError::Version(6));
         // A peer of another version is named from the head alone.
         let mut v3 = good;
         v3[4] = 3;

@@ -29,10 +29,13 @@ use crate::wake::{handshake, Deadline, Fenced, SleepPrep, DEFAULT_SPIN};
 /// `*_timeout` waits at most the given time, and the plain form waits
 /// until a record arrives or the ring is closed.
 ///
-/// Every position and record header read from the shared memory is read
-/// once and validated before use; a producer that breaks the protocol
-/// gets [`PopError::Corrupt`] reported, never a panic or an
-/// out-of-bounds access.
+/// The consumer finds records by polling the record word at its own
+/// position, never by reading the producer's: a record is there once its
+/// word is non-zero. Every record word read from the shared memory is
+/// read once and validated before use; a producer that breaks the
+/// protocol gets [`PopError::Corrupt`] reported (or, writing nothing
+/// valid, only stalls its own stream), never a panic or an out-of-bounds
+/// access.
 ///
 /// Dropping the consumer closes the ring: the producer's next operation
 /// returns [`PushError::Closed`](crate::PushError::Closed).
@@ -41,8 +44,6 @@ pub struct Consumer {
     /// Our position: the authoritative copy, never re-read from the
     /// header (a peer may overwrite the shared one).
     head: u64,
-    /// The last producer position we read and validated.
-    cached_tail: u64,
     capacity: usize,
     max_payload: usize,
     spin: Duration,
@@ -64,6 +65,8 @@ impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Consumer, Corruption> {
         let h = shared.header();
         // Acquire: pairs with the producer's Release store of `tail`.
+        // Only checked here (a ring handed over in an impossible state is
+        // refused); records are found by their words, not by `tail`.
         let tail = h.tail.0.load(Ordering::Acquire);
         let head = h.head.0.load(Ordering::Acquire);
         check_positions(head, tail, shared.capacity)?;
@@ -79,7 +82,6 @@ impl Consumer {
             max_payload: max_payload(shared.capacity),
             shared,
             head,
-            cached_tail: head,
             spin: DEFAULT_SPIN,
             batch: 0,
             _not_sync: PhantomData,
@@ -115,11 +117,26 @@ impl Consumer {
     }
 
     /// Bytes published and not yet released (records, headers and
-    /// padding), capped at the capacity. A snapshot, for statistics.
+    /// padding), capped at the capacity, from the position the producer
+    /// stores in the header after each commit. A snapshot, for
+    /// statistics: reading it pulls the producer's cache line, and the
+    /// producer could write anything there; use
+    /// [`has_record`](Self::has_record) to ask whether to read.
     pub fn pending_bytes(&self) -> usize {
         // Relaxed: a statistic; nothing is read on the strength of it.
         let tail = self.shared.header().tail.0.load(Ordering::Relaxed);
         (tail.wrapping_sub(self.head)).min(self.capacity as u64) as usize
+    }
+
+    /// Whether something is published at this consumer's position: the
+    /// record word there is non-zero. A hint for polling loops (one load
+    /// of the line the next record arrives in, which is the line the read
+    /// needs anyway); the next [`try_peek`](Self::try_peek) says what it
+    /// is (a record, padding then perhaps nothing yet, or corruption).
+    pub fn has_record(&self) -> bool {
+        // Relaxed: a hint; the read that follows loads the word again
+        // with Acquire before it uses anything.
+        self.shared.load_word(self.offset(), Ordering::Relaxed) != 0
     }
 
     /// The next record, viewed in place, without waiting. The record stays
@@ -277,12 +294,27 @@ impl Consumer {
         handshake::wake(&self.shared, Direction::Space, false);
     }
 
+    /// W3 of the handshake: whether a record word appeared at our
+    /// position, or the ring closed, since we found it empty.
     fn data_changed(&self) -> bool {
-        let h = self.shared.header();
-        // Relaxed: only a hint to retry; the retry's Acquire load (in
-        // `refresh_tail`) is what orders the data.
-        h.tail.0.load(Ordering::Relaxed) != self.cached_tail
-            || h.control.0.closed.load(Ordering::Relaxed) != 0
+        // Relaxed: only a hint to retry, ordered after the flag by the
+        // sleeper's fence; the retry's Acquire load of the word (in
+        // `try_record`) is what orders the data.
+        self.has_record()
+            || self
+                .shared
+                .header()
+                .control
+                .0
+                .closed
+                .load(Ordering::Relaxed)
+                != 0
+    }
+
+    /// Our position's offset in the data region.
+    #[inline]
+    fn offset(&self) -> usize {
+        (self.head as usize) & (self.capacity - 1)
     }
 
     fn pop_until(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, PopError> {
@@ -325,32 +357,28 @@ impl Consumer {
     fn try_record(&mut self) -> Result<Record, PopError> {
         // Two rounds at most: a padding record runs to the end of the
         // region and may not stand at offset 0, so after one the next
-        // record is data (or corruption).
+        // record is data, nothing yet, or corruption.
         loop {
-            if self.head == self.cached_tail {
-                self.refresh_tail()?;
-                if self.head == self.cached_tail {
-                    if let Some(e) = self.empty_or_closed()? {
-                        return Err(e);
-                    }
-                }
-            }
-            let off = (self.head as usize) & (self.capacity - 1);
-            let avail = self.cached_tail.wrapping_sub(self.head) as usize;
+            let off = self.offset();
             let to_end = self.capacity - off;
             // One read of the record word; everything below uses the copy.
-            let word = self.shared.load_word(off);
+            // Acquire: pairs with the producer's Release store of this
+            // word in `commit`: the payload it wrote, and the cleared word
+            // after the record, are visible to the reads that follow.
+            let mut word = self.shared.load_word(off, Ordering::Acquire);
+            if word == 0 {
+                word = self.empty_or_closed(off)?;
+            }
             let len = (word as u32) as usize;
             match (word >> 32) as u32 {
                 KIND_DATA => {
-                    let size = record_size(len);
-                    if len > self.max_payload || size > avail || size > to_end {
+                    if len > self.max_payload || record_size(len) > to_end {
                         return Err(PopError::Corrupt(Corruption::RecordLength));
                     }
                     return Ok(Record { off, len });
                 }
                 KIND_PAD => {
-                    if off == 0 || len + RECORD_HEADER != to_end || to_end > avail {
+                    if off == 0 || len + RECORD_HEADER != to_end {
                         return Err(PopError::Corrupt(Corruption::Padding));
                     }
                     // Give the padding back at once: the producer may be
@@ -363,31 +391,13 @@ impl Consumer {
         }
     }
 
-    /// Re-reads and validates the producer's position.
-    fn refresh_tail(&mut self) -> Result<(), PopError> {
-        // Acquire: pairs with the producer's Release store of `tail` in
-        // `commit`: the record words and payloads it published are
-        // visible to the reads that follow.
-        let tail = self.shared.header().tail.0.load(Ordering::Acquire);
-        if tail % 8 != 0 {
-            return Err(PopError::Corrupt(Corruption::MisalignedPosition));
-        }
-        if tail.wrapping_sub(self.cached_tail) > u64::MAX / 2 {
-            return Err(PopError::Corrupt(Corruption::PositionBehind));
-        }
-        if tail.wrapping_sub(self.head) > self.capacity as u64 {
-            return Err(PopError::Corrupt(Corruption::PositionTooFarAhead));
-        }
-        self.cached_tail = tail;
-        Ok(())
-    }
-
-    /// The ring looked empty: `Some(Empty)` or `Some(Closed)`, or `None`
-    /// if records arrived while we checked.
-    fn empty_or_closed(&mut self) -> Result<Option<PopError>, PopError> {
+    /// The word at our position (offset `off`) was 0: `Empty` or
+    /// `Closed`, or the word if one was published while we checked.
+    #[cold]
+    fn empty_or_closed(&self, off: usize) -> Result<u64, PopError> {
         // Acquire: pairs with the Release in `Producer::close`: if the
-        // producer's bit is set, its final `tail` is visible to the
-        // re-read below.
+        // producer's bit is set, the words it stored before closing are
+        // visible to the re-read below.
         let closed = self
             .shared
             .header()
@@ -396,15 +406,18 @@ impl Consumer {
             .closed
             .load(Ordering::Acquire);
         if closed == 0 {
-            return Ok(Some(PopError::Empty));
+            return Err(PopError::Empty);
         }
         // Any closed bit ends the stream once it is drained, including
         // bits no version defines (only a peer breaking the protocol
         // writes those): the producer treats every bit as closed too, and
         // calling such a word "open" would make `data_changed` report a
         // change forever and the waiting calls spin.
-        self.refresh_tail()?;
-        Ok((self.head == self.cached_tail).then_some(PopError::Closed))
+        // Acquire: as in `try_record`.
+        match self.shared.load_word(off, Ordering::Acquire) {
+            0 => Err(PopError::Closed),
+            word => Ok(word),
+        }
     }
 
     /// Releases `n` bytes to the producer and wakes it if it waits.
@@ -445,7 +458,6 @@ impl fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("capacity", &self.capacity)
             .field("head", &self.head)
-            .field("cached_tail", &self.cached_tail)
             .finish_non_exhaustive()
     }
 }
@@ -475,9 +487,10 @@ impl Deref for ReadGrant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: `try_record` checked `off + record_size(len) <=
-        // capacity` and that the record lies within the published span
-        // `[head, tail)`, which the producer does not write until we
-        // release it; no `&mut` to it exists in this process.
+        // capacity`, and acquired the record's word: the record is
+        // published, and the producer does not write it again until we
+        // release it (`head` moves past it); no `&mut` to it exists in
+        // this process.
         unsafe {
             self.consumer
                 .shared

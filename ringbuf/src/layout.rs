@@ -26,13 +26,26 @@
 //! word, `len | kind << 32`, followed by `len` payload bytes, padded to a
 //! multiple of 8. A record never wraps: a [`KIND_PAD`] record fills the
 //! tail of the region and the next record starts at offset 0.
+//!
+//! Layout version 2: the record word publishes the record. The producer
+//! stores it last, with Release, after clearing the word where the next
+//! record will start; the consumer polls the word at its own position
+//! (0: nothing yet) and never reads `tail` to find records. Records
+//! therefore take at most `capacity - 8` bytes: the word after the last
+//! one must be free for the producer to clear.
 
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// Magic number at offset 0 of every ring file ("RLRING" + layout tag).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RLRING\x00\x01");
 /// Version of this layout. A different version is refused on open.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// Version 2 (this one): records are published by their own word
+/// (Release, polled by the consumer with Acquire), the word after each
+/// record is cleared before it is published, and `tail` is off the
+/// consumer's path. Version 1 published records by `tail`; a version-1
+/// side would misread a version-2 ring, and the reverse.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header page; the data region starts here.
 pub const HEADER_SIZE: usize = 4096;
 /// Smallest data region accepted.
@@ -67,8 +80,13 @@ pub const fn record_size(len: usize) -> usize {
 /// Largest payload a ring of `capacity` bytes accepts.
 ///
 /// Half the region less the record header: a record of that size always
-/// fits once the ring is empty, whatever the current offset, because the
-/// free run at one end of the region is at least half of it.
+/// fits once the ring is empty, whatever the current offset `o`, with the
+/// word after it (which the producer clears) and any padding. For `o <=
+/// capacity / 2` the record (`capacity / 2` bytes) fits before the end
+/// and its next word within the other half; for `o > capacity / 2` (so
+/// `o >= capacity / 2 + 8`) padding runs to the end, the record takes
+/// `[0, capacity / 2)` and its next word `[capacity / 2, capacity / 2 +
+/// 8)`, short of `o`.
 #[inline]
 pub const fn max_payload(capacity: usize) -> usize {
     capacity / 2 - RECORD_HEADER
@@ -212,6 +230,28 @@ mod tests {
         assert_eq!(max_payload(64), 24);
         assert_eq!(max_payload(4096), 2040);
         assert_eq!(record_size(max_payload(64)), 32);
+    }
+
+    #[test]
+    fn the_largest_record_fits_an_empty_ring_at_every_offset() {
+        // The producer's room check for an empty ring (head == tail):
+        // padding to the end if the record does not fit before it, the
+        // record, and the word after it.
+        for capacity in [64usize, 128, 4096, 1 << 20] {
+            let size = record_size(max_payload(capacity));
+            for off in (0..capacity).step_by(RECORD_ALIGN) {
+                let to_end = capacity - off;
+                let pad = if size <= to_end { 0 } else { to_end };
+                assert!(
+                    pad + size + RECORD_HEADER <= capacity,
+                    "capacity {capacity}, offset {off}"
+                );
+            }
+            // And one byte more would not fit at the worst offset.
+            let worst = capacity / 2 + RECORD_ALIGN;
+            let bigger = record_size(max_payload(capacity) + 1);
+            assert!(capacity - worst + bigger + RECORD_HEADER > capacity);
+        }
     }
 
     #[test]

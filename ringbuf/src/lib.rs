@@ -6,9 +6,13 @@
 //! file for processes that meet without a server — made of a header page
 //! and a power-of-two data region (layout in [`layout`]). Each process
 //! maps the file and claims one role: the [`Producer`] writes records, the
-//! [`Consumer`] reads them. Positions are published with Release stores
-//! and read with Acquire loads; while both sides are busy, no operation
-//! makes a system call or allocates.
+//! [`Consumer`] reads them. A record is published by its own header word
+//! (a Release store, after the word where the next record goes was
+//! cleared), which the consumer polls with Acquire loads: a small record
+//! costs one cache line's transfer, not the producer's position's line as
+//! well. The consumer publishes its position for the producer, which reads
+//! it only when it runs short of room. While both sides are busy, no
+//! operation makes a system call or allocates.
 //!
 //! A side that finds nothing to do spins for a bounded time
 //! ([`DEFAULT_SPIN`], configurable down to zero), then sleeps on what its

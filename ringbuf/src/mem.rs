@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::ptr::NonNull;
 
 use crate::layout::{Header, HEADER_SIZE};
-// Record words are std atomics even under loom: they are plain memory in
-// the data region, published by the (loom-modelled) positions.
 use crate::signals::Signals;
-use std::sync::atomic::{AtomicU64, Ordering};
+// Record words publish the records (layout version 2), so loom must see
+// them: under loom they live in an array of loom atomics beside the
+// payload bytes (`Shared::loom_words`); otherwise they are the data
+// region's own 8-byte words, accessed as std atomics.
+use crate::sync::{AtomicU64, Ordering};
 
 /// What owns the bytes.
 #[derive(Debug)]
@@ -41,6 +43,11 @@ pub(crate) struct Shared {
     /// A named file this handle created and removes when dropped.
     pub(crate) unlink_on_drop: std::sync::Mutex<Option<PathBuf>>,
     backing: Backing,
+    /// Under loom, the record words, one per 8 data bytes: loom cannot
+    /// model atomics over raw memory. Payload bytes stay in the heap
+    /// buffer (loom does not model them; the words carry the ordering).
+    #[cfg(loom)]
+    loom_words: Box<[AtomicU64]>,
 }
 
 // SAFETY: the header is only accessed through atomics. The data region is
@@ -97,6 +104,8 @@ impl Shared {
                 data,
                 words,
             },
+            #[cfg(loom)]
+            loom_words: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -123,28 +132,42 @@ impl Shared {
         );
     }
 
-    /// Loads the record word at data offset `off`.
+    /// The record word at data offset `off`, as an atomic.
     ///
     /// The caller guarantees `off` is a multiple of 8 and `off + 8 <=
-    /// capacity` (checked in debug builds).
+    /// capacity` (checked in debug builds): every caller masks a position
+    /// it keeps 8-aligned (its own, validated at claim) with
+    /// `capacity - 1`.
     #[inline]
-    pub(crate) fn load_word(&self, off: usize) -> u64 {
+    fn word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off % 8 == 0 && off + 8 <= self.capacity);
-        // SAFETY: in bounds and 8-aligned (data is page- or u64-aligned,
-        // `off` is a multiple of 8), so the place is a valid `AtomicU64`;
-        // atomics may be read while the peer writes.
-        unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU64>()).load(Ordering::Relaxed) }
+        #[cfg(loom)]
+        return &self.loom_words[off / 8];
+        #[cfg(not(loom))]
+        // SAFETY: in bounds (the contract above) and 8-aligned (the data region
+        // is page- or u64-aligned, `off` is a multiple of 8), so the place
+        // is a valid `AtomicU64` for as long as `self` (and the backing)
+        // lives; every bit pattern is a valid value, and atomics may be
+        // read and written while the peer does the same.
+        unsafe {
+            &*self.data.as_ptr().add(off).cast::<AtomicU64>()
+        }
     }
 
-    /// Stores the record word at data offset `off` (same contract as
-    /// [`load_word`](Self::load_word)).
+    /// Loads the record word at data offset `off` with `order`: Acquire
+    /// where the word publishes a record (the consumer), Relaxed for a
+    /// hint or a test.
     #[inline]
-    pub(crate) fn store_word(&self, off: usize, word: u64) {
-        debug_assert!(off % 8 == 0 && off + 8 <= self.capacity);
-        // Relaxed: the word is published by the producer's Release store
-        // of `tail`, which follows it.
-        // SAFETY: as in `load_word`.
-        unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU64>()).store(word, Ordering::Relaxed) }
+    pub(crate) fn load_word(&self, off: usize, order: Ordering) -> u64 {
+        self.word(off).load(order)
+    }
+
+    /// Stores the record word at data offset `off` with `order`: Release
+    /// to publish a record (the producer's commit), Relaxed to clear the
+    /// next record's place before that Release.
+    #[inline]
+    pub(crate) fn store_word(&self, off: usize, word: u64, order: Ordering) {
+        self.word(off).store(word, order);
     }
 
     /// The payload bytes `[off, off + len)` of the data region, for

@@ -97,7 +97,8 @@ impl Producer {
         self.capacity
     }
 
-    /// Largest payload one record may carry (`capacity / 2 - 8`).
+    /// Largest payload one record may carry (`capacity / 2 - 8`). A
+    /// record of that size always fits once the consumer has caught up.
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
@@ -274,7 +275,7 @@ impl Producer {
         let h = self.shared.header();
         // Release: pairs with the consumer's Acquire load of `closed`, so
         // a consumer that sees the bit also sees every record committed
-        // before it (their `tail` stores precede this in our order).
+        // before it (their word stores precede this in our order).
         h.control
             .0
             .closed
@@ -424,7 +425,9 @@ impl Producer {
         } else {
             (0, to_end)
         };
-        let need = (pad + size) as u64;
+        // The record, the padding before it, and the next record's word,
+        // which `commit` clears: all must be space the consumer released.
+        let need = (pad + size + RECORD_HEADER) as u64;
         if self.tail.wrapping_sub(self.cached_head) + need > self.capacity as u64 {
             self.refresh_head()?;
             if self.tail.wrapping_sub(self.cached_head) + need > self.capacity as u64 {
@@ -456,26 +459,53 @@ impl Producer {
     }
 
     /// Publishes a reserved record of `len <= slot.len` bytes.
+    ///
+    /// The consumer polls the word at its position, so the record word
+    /// is stored last, with Release, and the word where the next record
+    /// will start is cleared before it: the word under the consumer is
+    /// then always 0 or one published for that place, never an old word
+    /// or payload bytes of an earlier lap that would pass for one (see
+    /// docs/RING.md, "Publication and orderings").
     #[inline]
     fn commit(&mut self, slot: Slot, len: usize) {
         debug_assert!(len <= slot.len);
+        let size = record_size(len);
+        let mask = self.capacity - 1;
+        // Relaxed: the Release store of this record's word (below) orders
+        // it before the consumer's Acquire load of that word, after which
+        // the consumer looks here. `try_slot` counted these 8 bytes as
+        // released space, so the consumer is not reading them now.
+        self.shared
+            .store_word((slot.start + size) & mask, 0, Ordering::Relaxed);
+        // Release: publishes the payload written through the grant and the
+        // cleared word above; pairs with the consumer's Acquire load of
+        // this word in `Consumer::try_record`.
+        self.shared.store_word(
+            slot.start,
+            record_word(len as u32, KIND_DATA),
+            Ordering::Release,
+        );
         if slot.pad > 0 {
-            let pad_off = (self.tail as usize) & (self.capacity - 1);
+            // Stored after the data word at offset 0 (Release, in this
+            // order): a consumer that acquires the padding and moves to 0
+            // finds the record published, never stale bytes there.
+            let pad_off = (self.tail as usize) & mask;
             self.shared.store_word(
                 pad_off,
                 record_word((slot.pad - RECORD_HEADER) as u32, KIND_PAD),
+                Ordering::Release,
             );
         }
-        self.shared
-            .store_word(slot.start, record_word(len as u32, KIND_DATA));
-        self.tail = self.tail.wrapping_add((slot.pad + record_size(len)) as u64);
+        self.tail = self.tail.wrapping_add((slot.pad + size) as u64);
         let h = self.shared.header();
-        // Release: publishes the record word and payload written above;
-        // pairs with the consumer's Acquire load of `tail` in
-        // `refresh_tail`.
+        // Release: off the consumer's path (it never reads `tail` to find
+        // records), but a reader of the header (a claim, a statistic, a
+        // debugger) that sees the new position also sees the records
+        // before it.
         h.tail.0.store(self.tail, Ordering::Release);
-        // The waker's half of the handshake; its fence is compiler-only
-        // when the consumer sleeps behind a membarrier.
+        // The waker's half of the handshake (P1 was the record word's
+        // store); its fence is compiler-only when the consumer sleeps
+        // behind a membarrier.
         let light =
             self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_CONSUMER != 0;
         handshake::wake(&self.shared, Direction::Data, light);

@@ -55,19 +55,25 @@ fn record_positions_are_eight_aligned() {
 }
 
 #[test]
-fn exact_fill_then_full() {
-    // 64-byte ring: max payload 24, record 32: two fill it exactly.
+fn fill_up_to_one_word_short_then_full() {
+    // 64-byte ring: max payload 24, record 32. Records take at most
+    // capacity - 8 bytes: the word after the last one is cleared when it
+    // is published, and must be free space.
     let (ring, mut tx, mut rx) = pair(64);
     assert_eq!(tx.max_payload(), 24);
-    tx.try_push(&[1; 24]).unwrap();
-    tx.try_push(&[2; 24]).unwrap();
-    assert_eq!(tail(&ring), 64);
+    tx.try_push(&[1; 24]).unwrap(); // [0, 32)
+    tx.try_push(&[2; 16]).unwrap(); // [32, 56), clears [56, 64)
+    assert_eq!(tail(&ring), 56);
     assert_eq!(tx.try_push(&[]).unwrap_err(), PushError::Full);
-    assert_eq!(rx.pending_bytes(), 64);
+    assert!(!tx.has_room(0).unwrap());
+    assert_eq!(rx.pending_bytes(), 56);
     assert_eq!(pop(&mut rx).unwrap(), [1; 24]);
-    tx.try_push(&[3; 24]).unwrap();
-    assert_eq!(pop(&mut rx).unwrap(), [2; 24]);
-    assert_eq!(pop(&mut rx).unwrap(), [3; 24]);
+    // Head 32: padding 8, the record at [0, 24), its next word at 24.
+    assert_eq!(tx.try_push(&[3; 24]).unwrap_err(), PushError::Full);
+    tx.try_push(&[3; 16]).unwrap();
+    assert_eq!(tail(&ring), 56 + 8 + 24);
+    assert_eq!(pop(&mut rx).unwrap(), [2; 16]);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 16]);
     assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
 }
 
@@ -108,9 +114,12 @@ fn record_that_ends_exactly_at_the_end_needs_no_padding() {
     let (ring, mut tx, mut rx) = pair(64);
     tx.try_push(&[1; 24]).unwrap(); // [0, 32)
     tx.try_push(&[2; 8]).unwrap(); // [32, 48)
+                                   // [48, 64) would clear the word at 0, still the first record's.
+    assert_eq!(tx.try_push(&[3; 8]).unwrap_err(), PushError::Full);
+    assert_eq!(pop(&mut rx).unwrap(), [1; 24]);
     tx.try_push(&[3; 8]).unwrap(); // [48, 64): exact fit at the end
     assert_eq!(tail(&ring), 64);
-    for want in [[1u8; 24].as_slice(), &[2; 8], &[3; 8]] {
+    for want in [[2u8; 8].as_slice(), &[3; 8]] {
         assert_eq!(pop(&mut rx).unwrap(), want);
     }
     tx.try_push(&[4; 8]).unwrap(); // starts at offset 0 again
@@ -119,17 +128,19 @@ fn record_that_ends_exactly_at_the_end_needs_no_padding() {
 }
 
 #[test]
-fn padding_counts_against_free_space() {
+fn padding_and_the_next_word_count_against_free_space() {
     let (ring, mut tx, mut rx) = pair(64);
     tx.try_push(&[1; 24]).unwrap(); // [0, 32)
     tx.try_push(&[2; 8]).unwrap(); // [32, 48)
-    pop(&mut rx).unwrap(); // head 32: free = 48, but 16 at the end + 32 at 0
-                           // 24-byte payload = 32-byte record: pad 16 + 32 = 48 = free: fits.
-    tx.try_push(&[3; 24]).unwrap();
-    assert_eq!(tail(&ring), 48 + 16 + 32);
+    pop(&mut rx).unwrap(); // head 32: free = 48, 16 at the end + 32 at 0
+                           // A 32-byte record: pad 16 + 32 + the next word 8 = 56 > 48.
+    assert_eq!(tx.try_push(&[3; 24]).unwrap_err(), PushError::Full);
+    // A 24-byte one: pad 16 + 24 + 8 = 48 = free: fits.
+    tx.try_push(&[3; 16]).unwrap();
+    assert_eq!(tail(&ring), 48 + 16 + 24);
     assert_eq!(tx.try_push(&[]).unwrap_err(), PushError::Full);
     assert_eq!(pop(&mut rx).unwrap(), [2; 8]);
-    assert_eq!(pop(&mut rx).unwrap(), [3; 24]);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 16]);
 }
 
 #[test]
@@ -138,7 +149,7 @@ fn wrapped_record_waits_for_space_at_the_start() {
     tx.try_push(&[1; 16]).unwrap(); // [0, 24)
     tx.try_push(&[2; 16]).unwrap(); // [24, 48)
     pop(&mut rx).unwrap(); // head 24
-                           // 24-byte payload needs pad 16 + 32 at the start, only 24 there.
+                           // 24-byte payload needs pad 16 + 32 + 8 at the start, only 24 there.
     assert_eq!(tx.try_push(&[3; 24]).unwrap_err(), PushError::Full);
     // A small one still fits at the end.
     tx.try_push(&[4; 8]).unwrap(); // [48, 64)
@@ -213,7 +224,7 @@ fn small_buffer_keeps_the_record() {
 fn io_write_maps_full_to_would_block() {
     let (_ring, mut tx, _rx) = pair(64);
     tx.write_all(&[0; 24]).unwrap();
-    tx.write_all(&[0; 24]).unwrap();
+    tx.write_all(&[0; 16]).unwrap();
     assert_eq!(
         tx.write(&[0; 1]).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock
@@ -294,7 +305,6 @@ fn timeouts_expire() {
         PopError::TimedOut
     );
     tx.try_push(&[0; 24]).unwrap();
-    tx.try_push(&[0; 24]).unwrap();
     assert_eq!(
         tx.push_timeout(&[0; 24], Duration::from_millis(20)),
         Err(PushError::TimedOut)
@@ -327,7 +337,6 @@ fn blocked_producer_wakes_on_close_with_zero_spin() {
         let mut tx = ring.producer().unwrap();
         tx.set_spin(Duration::ZERO);
         let rx = ring.consumer().unwrap();
-        tx.try_push(&[0; 24]).unwrap();
         tx.try_push(&[0; 24]).unwrap();
         let waiter = thread::spawn(move || tx.push(&[0; 24]).unwrap_err());
         thread::sleep(Duration::from_millis(30));
@@ -489,16 +498,26 @@ fn from_fds_refuses_unsealed_memfd_and_bad_headers() {
         sealed(&header(m, 9, 4096, 4096, 2), 8192),
         Err(OpenError::VersionMismatch { found: 9 })
     ));
+    // Layout 1 (the consumer read the producer's position, and records
+    // were not followed by a cleared word): a peer of that layout would
+    // misread this one, and this one would take its stale words for
+    // records.
+    assert_eq!(LAYOUT_VERSION, 2);
     assert!(matches!(
-        sealed(&header(m, 1, 512, 4096, 2), 8192),
+        sealed(&header(m, 1, 4096, 4096, 2), 8192),
+        Err(OpenError::VersionMismatch { found: 1 })
+    ));
+    let v = LAYOUT_VERSION;
+    assert!(matches!(
+        sealed(&header(m, v, 512, 4096, 2), 8192),
         Err(OpenError::Incompatible(_))
     ));
     assert!(matches!(
-        sealed(&header(m, 1, 4096, 8192, 2), 8192),
+        sealed(&header(m, v, 4096, 8192, 2), 8192),
         Err(OpenError::Incompatible(_))
     ));
     assert!(matches!(
-        sealed(&header(m, 1, 4096, 4096, 7), 8192),
+        sealed(&header(m, v, 4096, 4096, 7), 8192),
         Err(OpenError::Incompatible(_))
     ));
     assert!(matches!(
@@ -579,74 +598,87 @@ fn named_ring_refuses_symlinks_and_bad_names() {
 
 // ---- a hostile peer ----
 
-/// Publishes `word` as a record at data offset `off` with the producer
-/// position set to `tail`, as a misbehaving producer would.
-fn forge(ring: &Ring, off: usize, word: u64, tail: u64) {
-    ring.shared.store_word(off, word);
-    ring.shared.header().tail.0.store(tail, Ordering::Release);
+/// Publishes `word` as a record word at data offset `off`, as a
+/// misbehaving producer would (a Release store, as the real one does).
+fn forge(ring: &Ring, off: usize, word: u64) {
+    ring.shared.store_word(off, word, Ordering::Release);
 }
 
 #[test]
-fn corrupt_producer_positions_are_reported() {
-    let cases: [(u64, Corruption); 3] = [
-        (4, Corruption::MisalignedPosition),
-        (64 + 8, Corruption::PositionTooFarAhead),
-        (u64::MAX - 7, Corruption::PositionBehind),
-    ];
-    for (bad_tail, want) in cases {
-        let ring = Ring::create(64).unwrap();
-        let mut rx = ring.consumer().unwrap();
+fn lies_about_the_producer_position_are_harmless_to_the_consumer() {
+    // The consumer finds records by their words, never by `tail`: a tail
+    // that is misaligned, too far ahead or going back publishes nothing
+    // and hides nothing.
+    for bad_tail in [4, 64 + 8, u64::MAX - 7, 16] {
+        let (ring, mut tx, mut rx) = pair(64);
+        rx.set_spin(Duration::ZERO);
         ring.shared
             .header()
             .tail
             .0
             .store(bad_tail, Ordering::Release);
-        assert_eq!(
-            rx.try_peek().unwrap_err(),
-            PopError::Corrupt(want),
-            "tail {bad_tail}"
-        );
+        assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty, "{bad_tail}");
+        assert!(!rx.has_record());
         assert_eq!(
             rx.peek_timeout(Duration::from_millis(10)).unwrap_err(),
-            PopError::Corrupt(want)
+            PopError::TimedOut
         );
+        // Statistics only: capped, never trusted.
+        assert!(rx.pending_bytes() <= 64);
+        // The producer keeps its own position; the stream goes on.
+        for i in 0..20u8 {
+            tx.try_push(&[i; 8]).unwrap();
+            ring.shared
+                .header()
+                .tail
+                .0
+                .store(bad_tail, Ordering::Release);
+            assert_eq!(pop(&mut rx).unwrap(), [i; 8], "{bad_tail}");
+        }
     }
-    // Tail moving backwards after records were seen.
-    let (ring, mut tx, mut rx) = pair(64);
-    tx.try_push(&[1; 8]).unwrap();
-    tx.try_push(&[2; 8]).unwrap();
-    pop(&mut rx).unwrap();
-    pop(&mut rx).unwrap();
-    ring.shared.header().tail.0.store(16, Ordering::Release);
-    assert_eq!(
-        rx.try_peek().unwrap_err(),
-        PopError::Corrupt(Corruption::PositionBehind)
-    );
 }
 
 #[test]
 fn corrupt_records_are_reported() {
-    let cases: [(usize, u64, u64, Corruption); 7] = [
-        // Length past the published data.
-        (0, record_word(16, KIND_DATA), 16, Corruption::RecordLength),
+    let cases: [(usize, u64, PopError); 7] = [
         // Length past the end of the region.
-        (48, record_word(24, KIND_DATA), 64, Corruption::RecordLength),
+        (
+            48,
+            record_word(24, KIND_DATA),
+            PopError::Corrupt(Corruption::RecordLength),
+        ),
         // Length beyond the largest payload.
         (
             0,
             record_word(u32::MAX, KIND_DATA),
-            64,
-            Corruption::RecordLength,
+            PopError::Corrupt(Corruption::RecordLength),
+        ),
+        (
+            0,
+            record_word(25, KIND_DATA),
+            PopError::Corrupt(Corruption::RecordLength),
         ),
         // Unknown kind.
-        (0, record_word(0, 0xdead_beef), 8, Corruption::RecordKind),
-        (0, 0, 8, Corruption::RecordKind),
+        (
+            0,
+            record_word(0, 0xdead_beef),
+            PopError::Corrupt(Corruption::RecordKind),
+        ),
+        (0, 8, PopError::Corrupt(Corruption::RecordKind)),
         // Padding at offset 0 (never legitimate).
-        (0, record_word(56, KIND_PAD), 64, Corruption::Padding),
+        (
+            0,
+            record_word(56, KIND_PAD),
+            PopError::Corrupt(Corruption::Padding),
+        ),
         // Padding not reaching the end.
-        (32, record_word(8, KIND_PAD), 64, Corruption::Padding),
+        (
+            32,
+            record_word(8, KIND_PAD),
+            PopError::Corrupt(Corruption::Padding),
+        ),
     ];
-    for (off, word, tail, want) in cases {
+    for (off, word, want) in cases {
         let ring = Ring::create(64).unwrap();
         let mut rx = ring.consumer().unwrap();
         if off > 0 {
@@ -661,18 +693,105 @@ fn corrupt_records_are_reported() {
             }
             std::mem::forget(tx); // keep the ring open, no close bit
         }
-        forge(&ring, off, word, tail);
-        assert_eq!(
-            rx.try_peek().unwrap_err(),
-            PopError::Corrupt(want),
-            "word {word:#x} at {off}"
-        );
+        forge(&ring, off, word);
+        assert!(rx.has_record(), "a word is there");
+        assert_eq!(rx.try_peek().unwrap_err(), want, "word {word:#x} at {off}");
         // The error is sticky while the state stays bad, and never panics.
+        assert_eq!(rx.try_pop_into(&mut [0; 64]).unwrap_err(), want);
         assert_eq!(
-            rx.try_pop_into(&mut [0; 64]).unwrap_err(),
-            PopError::Corrupt(want)
+            rx.peek_timeout(Duration::from_millis(10)).unwrap_err(),
+            want
         );
     }
+}
+
+#[test]
+fn a_zero_word_is_nothing_yet_whatever_else_the_producer_wrote() {
+    // A producer that moves its position over memory it never published
+    // (or clears a word) only stalls its own stream: 0 is "not yet".
+    let (ring, mut tx, mut rx) = pair(64);
+    rx.set_spin(Duration::ZERO);
+    tx.try_push(&[7; 16]).unwrap();
+    forge(&ring, 0, 0);
+    ring.shared.header().tail.0.store(64, Ordering::Release);
+    assert!(!rx.has_record());
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+    assert_eq!(
+        rx.peek_timeout(Duration::from_millis(10)).unwrap_err(),
+        PopError::TimedOut
+    );
+    // Closed and nothing at the position: the end of the stream.
+    drop(tx);
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Closed);
+}
+
+#[test]
+fn padding_published_alone_is_skipped_and_the_record_read_once_published() {
+    // This producer publishes the record at 0 before the padding; a
+    // consumer must still accept padding published first, once the word
+    // at 0 is cleared (the rule for any producer: never publish padding
+    // before the word at 0 is cleared or written).
+    let (ring, mut tx, mut rx) = pair(64);
+    tx.try_push(&[1; 24]).unwrap(); // [0, 32)
+    assert_eq!(pop(&mut rx).unwrap(), [1; 24]);
+    forge(&ring, 0, 0);
+    forge(&ring, 32, record_word(32 - 8, KIND_PAD));
+    assert!(rx.has_record());
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+    // The padding was released at once, and the consumer looks at 0.
+    assert_eq!(head(&ring), 64);
+    assert!(!rx.has_record());
+    forge(&ring, 8, 0);
+    forge(&ring, 0, record_word(0, KIND_DATA));
+    assert_eq!(pop(&mut rx).unwrap(), b"");
+    assert_eq!(head(&ring), 72);
+}
+
+#[test]
+fn old_payload_never_passes_for_a_record_word() {
+    // An honest producer may carry payloads a third party chose: fill
+    // every payload with valid-looking record words, and vary the sizes
+    // so that later records' words fall where earlier payloads were. The
+    // consumer, reading in step, sees each record once and then nothing:
+    // never a record the producer did not publish.
+    let (_ring, mut tx, mut rx) = pair(256);
+    let forged = record_word(8, KIND_DATA).to_ne_bytes();
+    let mut lens = [24usize, 8, 40, 0, 16, 56, 8, 32, 120].iter().cycle();
+    for n in 0..500u32 {
+        let len = *lens.next().unwrap();
+        let mut payload: Vec<u8> = forged.iter().copied().cycle().take(len).collect();
+        if len >= 4 {
+            payload[..4].copy_from_slice(&n.to_le_bytes());
+        }
+        tx.try_push(&payload).unwrap();
+        assert!(rx.has_record());
+        assert_eq!(pop(&mut rx).unwrap(), payload, "record {n}");
+        assert!(!rx.has_record(), "after record {n}");
+        assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty, "after {n}");
+        // Also with a record left in the ring: two at a time.
+        if n % 3 == 0 && len <= 40 {
+            tx.try_push(&payload).unwrap();
+            tx.try_push(&payload).unwrap();
+            assert_eq!(pop(&mut rx).unwrap(), payload);
+            assert_eq!(pop(&mut rx).unwrap(), payload);
+            assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+        }
+    }
+}
+
+#[test]
+fn has_record_follows_the_word_at_the_consumer_position() {
+    let (_ring, mut tx, mut rx) = pair(64);
+    assert!(!rx.has_record());
+    tx.try_push(b"a").unwrap();
+    assert!(rx.has_record());
+    {
+        let g = rx.try_peek().unwrap();
+        assert_eq!(&*g, b"a");
+    } // kept
+    assert!(rx.has_record());
+    pop(&mut rx).unwrap();
+    assert!(!rx.has_record());
 }
 
 #[test]
@@ -762,6 +881,7 @@ fn flipping_values_while_reading_never_panics() {
                     } else {
                         record_word((x >> 40) as u32 % 300, KIND_DATA)
                     },
+                    Ordering::Release,
                 );
                 ring.shared
                     .header()
@@ -839,9 +959,10 @@ fn unknown_closed_bits_close_the_stream_instead_of_spinning() {
 }
 
 #[test]
-fn timed_calls_return_while_a_peer_keeps_rewriting_positions() {
-    // A hostile producer that keeps storing the same (empty) tail makes
-    // every wait see "changed"; the deadline must still end the call.
+fn timed_calls_return_while_a_peer_keeps_rewriting_the_record_word() {
+    // A hostile producer that keeps publishing and withdrawing the word
+    // at the consumer's position makes every wait see "changed" and
+    // every read find nothing; the deadline must still end the call.
     let (ring, _tx, mut rx) = pair(256);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -850,9 +971,15 @@ fn timed_calls_return_while_a_peer_keeps_rewriting_positions() {
         thread::spawn(move || {
             let mut flip = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Alternate between 8 and 0: published then withdrawn.
-                flip ^= 8;
-                ring.shared.header().tail.0.store(flip, Ordering::Release);
+                // Alternate between garbage and 0: published then
+                // withdrawn (and the position, which nobody reads).
+                flip ^= 0xdead_0000_0008;
+                ring.shared.store_word(0, flip, Ordering::Release);
+                ring.shared
+                    .header()
+                    .tail
+                    .0
+                    .store(flip & 8, Ordering::Release);
             }
         })
     };
@@ -988,4 +1115,35 @@ fn socket_signals_never_wait_even_on_a_blocking_description() {
     let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
     c.set_nonblocking(false).unwrap();
     assert!(crate::sys::socket_drain(c.as_fd()));
+}
+
+/// The loom model `laps_of_changing_sizes_never_show_an_old_record_word`
+/// with real threads, many times: records of changing sizes over several
+/// laps, with padding, both sides sleeping when they must.
+#[test]
+fn laps_of_changing_sizes_between_threads() {
+    for _ in 0..2000 {
+        let ring = Ring::heap(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        tx.set_spin(Duration::ZERO);
+        rx.set_spin(Duration::ZERO);
+        const LENS: [usize; 5] = [8, 8, 8, 24, 0];
+        let t = thread::spawn(move || {
+            for (i, len) in LENS.into_iter().enumerate() {
+                tx.push_timeout(&vec![i as u8; len], Duration::from_secs(2))
+                    .unwrap();
+            }
+        });
+        for (i, len) in LENS.into_iter().enumerate() {
+            let mut b = [0u8; 24];
+            assert_eq!(
+                rx.pop_into_timeout(&mut b, Duration::from_secs(2)),
+                Ok(len),
+                "record {i}"
+            );
+        }
+        t.join().unwrap();
+        assert_eq!(rx.pop_into(&mut [0u8; 24]), Err(PopError::Closed));
+    }
 }

@@ -3,6 +3,14 @@
 //! wake-up (a lost wake-up shows as a deadlock, which loom reports), and
 //! closing always wakes a sleeper.
 //!
+//! Under loom the record words are loom atomics (the payload bytes are
+//! not modelled): the consumer's Acquire load of the word at its
+//! position, the producer's Release store of it, and the clearing of the
+//! next record's word before that store are what these models check. A
+//! consumer that could see an old record word where the next record goes
+//! (the clearing missing, or ordered after the publication) delivers a
+//! record twice or out of order, and the models fail.
+//!
 //! Run with:
 //! `RUSTFLAGS="--cfg loom" cargo test -p ringlink-ringbuf --test loom --release`
 #![cfg(loom)]
@@ -73,10 +81,59 @@ fn close_wakes_a_sleeping_producer() {
         let mut tx = ring.producer().unwrap();
         let rx = ring.consumer().unwrap();
         tx.set_spin(Duration::ZERO);
-        tx.push(&[0; 24]).unwrap();
+        // One 32-byte record and its next word: no room for another.
         tx.push(&[0; 24]).unwrap();
         let t = thread::spawn(move || drop(rx));
         assert_eq!(tx.push(&[0; 24]), Err(PushError::Closed));
         t.join().unwrap();
+    });
+}
+
+/// Records of changing sizes over more than one lap, with padding: a
+/// record's next word lands where an earlier lap had another record's
+/// word (a valid one, which must never be taken for a new record), and
+/// the record after the padding is published at offset 0 before the
+/// padding. The consumer reads concurrently, each side sleeping when it
+/// must: it gets exactly the records pushed, in order, then `Closed`.
+#[test]
+fn laps_of_changing_sizes_never_show_an_old_record_word() {
+    // 16-byte records at 0, 16, 32; then a 32-byte one that does not fit
+    // before the end (padding 16, record at 0, its next word at 32, where
+    // the third one's word was); then an 8-byte one at 32.
+    laps(&[8, 8, 8, 24, 0]);
+}
+
+/// The same without padding: the second lap's first record (at 0) has
+/// its next word where the first lap's second record's word was, and
+/// only that record's own word publishes the clearing.
+#[test]
+fn a_lap_without_padding_never_shows_an_old_record_word() {
+    // [0, 16), [16, 32), [32, 56), [56, 64); then [0, 16) again, whose
+    // next word, at 16, held a record word; then [16, 24).
+    laps(&[8, 8, 16, 0, 8, 0]);
+}
+
+/// Pushes records of `lens` (at most 24 bytes each) through a 64-byte
+/// ring from a second thread, both sides sleeping when they must, and
+/// checks that the consumer gets exactly them, in order, then `Closed`.
+fn laps(lens: &'static [usize]) {
+    model(move || {
+        let ring = Ring::heap(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        tx.set_spin(Duration::ZERO);
+        rx.set_spin(Duration::ZERO);
+        let t = thread::spawn(move || {
+            for (i, &len) in lens.iter().enumerate() {
+                tx.push(&vec![i as u8; len]).unwrap();
+            }
+        });
+        for (i, &len) in lens.iter().enumerate() {
+            let mut b = [0u8; 24];
+            assert_eq!(rx.pop_into(&mut b), Ok(len), "record {i}");
+            assert!(b[..len].iter().all(|&x| x == i as u8), "record {i}");
+        }
+        t.join().unwrap();
+        assert_eq!(rx.pop_into(&mut [0u8; 24]), Err(PopError::Closed));
     });
 }

@@ -51,8 +51,10 @@ impl Model {
         (pad, pad + size)
     }
 
+    /// The record, its padding, and the word after it (which the
+    /// producer clears before publishing) must be released space.
     fn fits(&self, len: usize) -> bool {
-        self.tail - self.head + self.placement(len).1 <= self.cap
+        self.tail - self.head + self.placement(len).1 + 8 <= self.cap
     }
 
     /// A peek releases the padding before the record at once.
@@ -184,6 +186,10 @@ fn run(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(rx.pending_bytes() as u64, model.tail - model.head);
+        // The consumer's hint: something is published at its position
+        // exactly when the model holds a record (with this producer,
+        // padding comes only with the record after it).
+        prop_assert_eq!(rx.has_record(), !model.queue.is_empty());
     }
     // Drain: everything the model holds comes out, in order.
     drop(tx);

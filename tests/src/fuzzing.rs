@@ -537,10 +537,11 @@ pub enum RingOp {
     },
     /// `peek_timeout` of 100 µs (no spinning), then release.
     PeekTimeout,
-    /// Writes the producer position.
+    /// Writes the producer position (which publishes nothing: the
+    /// consumer reads it only at its claim).
     SetTail(u64),
-    /// Moves the producer position by 8 × n bytes (wrapping), publishing
-    /// whatever lies there.
+    /// Moves the producer position by 8 × n bytes (wrapping): a lie the
+    /// consumer must not act on.
     MoveTail(i16),
     /// Writes any value as the record word at data word `index` (modulo
     /// the capacity).
@@ -658,14 +659,13 @@ impl RingCase {
     }
 }
 
-/// The reference reader, from `docs/RING.md`: the consumer's position
-/// (its own, never re-read) and the last producer position it read and
-/// validated, which it re-reads when it has caught up with it.
+/// The reference reader, from `docs/RING.md` (layout version 2): the
+/// consumer's position (its own, never re-read), and the record word at
+/// it, read once; the producer's position is read only at the claim.
 #[derive(Debug)]
 struct Reference {
     capacity: u64,
     head: u64,
-    cached_tail: u64,
 }
 
 impl Reference {
@@ -680,28 +680,7 @@ impl Reference {
         if tail.wrapping_sub(head) > capacity {
             return Err(Corruption::PositionTooFarAhead);
         }
-        Ok(Reference {
-            capacity,
-            head,
-            cached_tail: head,
-        })
-    }
-
-    /// Re-reads the producer position: aligned, not behind the last one
-    /// seen, within one capacity of ours.
-    fn refresh(&mut self, raw: &RawRing) -> Result<(), PopError> {
-        let tail = raw.tail();
-        if tail % 8 != 0 {
-            return Err(PopError::Corrupt(Corruption::MisalignedPosition));
-        }
-        if tail.wrapping_sub(self.cached_tail) > u64::MAX / 2 {
-            return Err(PopError::Corrupt(Corruption::PositionBehind));
-        }
-        if tail.wrapping_sub(self.head) > self.capacity {
-            return Err(PopError::Corrupt(Corruption::PositionTooFarAhead));
-        }
-        self.cached_tail = tail;
-        Ok(())
+        Ok(Reference { capacity, head })
     }
 
     /// The next data record (offset, length), skipping one padding
@@ -709,34 +688,31 @@ impl Reference {
     fn next(&mut self, raw: &RawRing) -> Result<(usize, usize), PopError> {
         let max = max_payload(self.capacity as usize);
         loop {
-            if self.head == self.cached_tail {
-                self.refresh(raw)?;
-                if self.head == self.cached_tail {
-                    // Any closed bit ends the stream once drained.
-                    if raw.load32(off::CLOSED) == 0 {
-                        return Err(PopError::Empty);
-                    }
-                    self.refresh(raw)?;
-                    if self.head == self.cached_tail {
-                        return Err(PopError::Closed);
-                    }
+            let offset = (self.head % self.capacity) as usize;
+            let to_end = self.capacity as usize - offset;
+            let at = ringlink_ringbuf::layout::HEADER_SIZE + offset;
+            let mut word = raw.load64(at);
+            if word == 0 {
+                // Nothing published here yet; any closed bit ends the
+                // stream once a second look still finds nothing.
+                if raw.load32(off::CLOSED) == 0 {
+                    return Err(PopError::Empty);
+                }
+                word = raw.load64(at);
+                if word == 0 {
+                    return Err(PopError::Closed);
                 }
             }
-            let offset = (self.head % self.capacity) as usize;
-            let avail = self.cached_tail.wrapping_sub(self.head) as usize;
-            let to_end = self.capacity as usize - offset;
-            let word = raw.load64(ringlink_ringbuf::layout::HEADER_SIZE + offset);
             let len = (word as u32) as usize;
             match (word >> 32) as u32 {
                 KIND_DATA => {
-                    let size = record_size(len);
-                    if len > max || size > avail || size > to_end {
+                    if len > max || record_size(len) > to_end {
                         return Err(PopError::Corrupt(Corruption::RecordLength));
                     }
                     return Ok((offset, len));
                 }
                 KIND_PAD => {
-                    if offset == 0 || len + RECORD_HEADER != to_end || to_end > avail {
+                    if offset == 0 || len + RECORD_HEADER != to_end {
                         return Err(PopError::Corrupt(Corruption::Padding));
                     }
                     self.head = self.head.wrapping_add(to_end as u64);
@@ -816,7 +792,13 @@ pub fn ring_consumer(case: &RingCase) -> RingOutcome {
     let mut buf = vec![0u8; max + 1];
     for (step, &op) in case.ops.iter().enumerate() {
         let want = match op {
-            RingOp::Peek { .. } | RingOp::Pop { .. } | RingOp::PeekTimeout => reference.next(&raw),
+            RingOp::Peek { .. } | RingOp::Pop { .. } | RingOp::PeekTimeout => {
+                // The consumer's hint: the word at its position, non-zero.
+                let at = (reference.head % capacity as u64) as usize;
+                let word = raw.load64(ringlink_ringbuf::layout::HEADER_SIZE + at);
+                assert_eq!(rx.has_record(), word != 0, "step {step}: has_record");
+                reference.next(&raw)
+            }
             write => {
                 write.write(&raw);
                 continue;

@@ -121,7 +121,9 @@ impl RawRing {
         self.load64(off::TAIL)
     }
 
-    /// Overwrites the producer position.
+    /// Overwrites the producer position: a lie the consumer must not act
+    /// on (since ring layout 2 it reads the position only when it claims
+    /// its role, and finds records by their words).
     pub fn set_tail(&self, v: u64) {
         self.store64(off::TAIL, v);
     }

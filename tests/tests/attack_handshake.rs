@@ -168,9 +168,11 @@ fn attacks(transport: Transport) -> Vec<Attack> {
             .map(|(name, bytes, expect)| Attack::new(name, bytes, expect)),
     );
     // Version 1 is the protocol before wake-ups moved to the socket, 2
-    // the one before one-way requests, 3 the one before fds in messages:
-    // an old client gets a clear refusal, as every other version does.
-    for v in [0u16, 1, 2, 3, 5, u16::MAX] {
+    // the one before one-way requests, 3 the one before fds in messages,
+    // 4 the one before records published by their own word (ring layout
+    // 2): an old client gets a clear refusal, as every other version
+    // does.
+    for v in [0u16, 1, 2, 3, 4, 6, u16::MAX] {
         list.push(Attack::new(
             &format!("version {v}"),
             bent(transport, |b| b[4..6].copy_from_slice(&v.to_le_bytes())),

@@ -181,10 +181,11 @@ fn lying_handshake_answers_are_protocol_errors() {
 }
 
 /// A server of another protocol version (1, before wake-ups moved to the
-/// socket, or any other): a clear refusal, not a protocol error.
+/// socket; 4, before ring layout 2; or any other): a clear refusal, not a
+/// protocol error.
 #[test]
 fn a_server_of_another_version_is_a_version_mismatch() {
-    for version in [1u16, 3, u16::MAX] {
+    for version in [1u16, 3, 4, u16::MAX] {
         let (addr, server) = hostile("version", move |sock| {
             read_request(&sock);
             // What a version-1 server sends a client it does not speak
@@ -291,8 +292,9 @@ enum Break {
     Oversize,
     /// A response header with its reserved field set.
     Reserved,
-    /// The response ring's producer position far past the end.
-    TailPastTheEnd,
+    /// A record word of no known kind where the client's next response
+    /// goes.
+    GarbageWord,
     /// An event record announcing more bytes than the ring holds.
     EventTooLong,
     /// Responses to requests the client never sent (it sent none): a
@@ -305,7 +307,7 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
     for brk in [
         Break::Oversize,
         Break::Reserved,
-        Break::TailPastTheEnd,
+        Break::GarbageWord,
         Break::EventTooLong,
         Break::Unasked,
     ] {
@@ -338,16 +340,14 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
                         while tx.try_push(&rec).is_ok() {}
                     }
                 }
-                Break::TailPastTheEnd => {
+                Break::GarbageWord => {
                     let raw = RawRing::map(&rings[1]).expect("map");
-                    raw.set_tail(raw.tail() + 3 * raw.capacity() as u64);
+                    raw.set_record_word(raw.head(), 8, 0xdead_beef);
                     hostile::kick(&sock);
                 }
                 Break::EventTooLong => {
                     let raw = RawRing::map(&rings[2]).expect("map");
-                    let head = raw.head();
-                    raw.set_record_word(head, u32::MAX, KIND_DATA);
-                    raw.set_tail(head + 64);
+                    raw.set_record_word(raw.head(), u32::MAX, KIND_DATA);
                     hostile::kick(&sock);
                 }
             }
@@ -376,6 +376,54 @@ fn rings_broken_after_the_handshake_are_protocol_errors() {
         drop(c);
         drop(server.join().expect("server thread"));
     }
+}
+
+/// A server that lies about its rings' producer positions, three laps
+/// ahead, misaligned, behind: the client finds records by their words
+/// (ring layout 2) and never reads those positions after its claim, so
+/// the events the server then publishes honestly all arrive.
+#[test]
+fn lies_about_a_rings_producer_position_are_harmless() {
+    const EVENTS: u64 = 10;
+    let (done_tx, done_rx) = mpsc::channel();
+    let (addr, server) = hostile("tail-lie", move |sock| {
+        let rings = hostile::handshake(&sock, MAX);
+        let raw = RawRing::map(&rings[2]).expect("map");
+        let mut tx = rings[2].producer().expect("event producer");
+        let lies = [3 * raw.capacity() as u64, 3, 0u64.wrapping_sub(64)];
+        for i in 0..EVENTS {
+            raw.set_tail(raw.tail().wrapping_add(lies[i as usize % 3]));
+            let mut rec = vec![0u8; MSG_HEADER_LEN + 8];
+            MsgHeader {
+                id: 7,
+                size: 8,
+                error: 0,
+                flags: 0,
+                seq: 0,
+            }
+            .encode_into(&mut rec);
+            rec[MSG_HEADER_LEN..].copy_from_slice(&i.to_le_bytes());
+            tx.try_push(&rec).expect("room for the event");
+            raw.set_tail(raw.tail().wrapping_add(lies[(i as usize + 1) % 3]));
+            hostile::kick(&sock);
+        }
+        done_tx.send(()).expect("tell the test");
+        hold(&sock);
+        rings
+    });
+    let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+    done_rx
+        .recv_timeout(HANG)
+        .expect("the server sent its events");
+    let mut buf = vec![0u8; MAX];
+    for i in 0..EVENTS {
+        let n = c
+            .event_recv(&mut buf, Some(HANG))
+            .unwrap_or_else(|e| panic!("event {i}: {e:?}"));
+        assert_eq!(&buf[..8], &i.to_le_bytes(), "event {i} ({n:?})");
+    }
+    drop(c);
+    drop(server.join().expect("server thread"));
 }
 
 /// A server that sends fds against the client's terms (ringlink's
