@@ -395,8 +395,9 @@ impl Receiver {
     }
 
     /// Whether something may be waiting without a system call to tell
-    /// (rings: the producer's position moved; sockets: a message already
-    /// reassembled, which polling would not show).
+    /// (rings: a record word is published at the reader's position;
+    /// sockets: a message already reassembled, which polling would not
+    /// show).
     pub fn pending(&self) -> bool {
         match self {
             Receiver::Ring(r) => r.pending(),

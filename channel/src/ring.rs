@@ -213,8 +213,11 @@ impl RingReceiver {
         self.consumer.is_closed()
     }
 
+    /// Whether a record (or something that claims to be one) is
+    /// published at the consumer's position: one load of the line the
+    /// next record arrives in, not of the producer's position.
     pub(crate) fn pending(&self) -> bool {
-        self.consumer.pending_bytes() > 0
+        self.consumer.has_record()
     }
 
     pub(crate) fn close(&mut self) {
