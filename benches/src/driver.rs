@@ -161,12 +161,31 @@ impl Peer {
     /// One-way ring throughput: the peer pushes `count + 1` records of
     /// `size` bytes; returns the time the driver took to receive the last
     /// `count` of them (from the first one's arrival). Both sides use the
-    /// default spin.
+    /// default spin; the driver, a reader that drains a stream, publishes
+    /// its releases every eighth of the ring
+    /// ([`Consumer::set_release_batch`], as ringlink's server does on its
+    /// request rings).
     ///
     /// # Errors
     ///
     /// A ring or peer failure, a wrong record, or a stall.
     pub fn ring_one_way(&mut self, size: usize, count: u64) -> io::Result<Duration> {
+        self.ring_one_way_batched(size, count, self.resp.capacity() / 8)
+    }
+
+    /// [`ring_one_way`](Self::ring_one_way) with the driver publishing
+    /// its releases every `batch` bytes (0: at every release).
+    ///
+    /// # Errors
+    ///
+    /// As `ring_one_way`.
+    pub fn ring_one_way_batched(
+        &mut self,
+        size: usize,
+        count: u64,
+        batch: usize,
+    ) -> io::Result<Duration> {
+        self.resp.set_release_batch(batch);
         self.resp.set_spin(DEFAULT_SPIN);
         self.start(Op::RingSend, size, count + 1, DEFAULT_SPIN)?;
         let ours = ops::receive(&mut self.resp, size, count);
@@ -201,6 +220,9 @@ impl Peer {
     ) -> io::Result<Duration> {
         self.req.set_spin(spin);
         self.resp.set_spin(spin);
+        // Each read finds the ring empty next: releases are published at
+        // once either way.
+        self.resp.set_release_batch(0);
         self.start(Op::RingEcho, size, count, spin)?;
         let ours = ops::round_trips(&mut self.req, &mut self.resp, size, count, samples);
         self.finish(ours)

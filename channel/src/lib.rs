@@ -441,6 +441,29 @@ impl Receiver {
         }
     }
 
+    /// Lets a ring's releases gather before the writer is told of them,
+    /// up to an eighth of the ring (see
+    /// `ringlink_ringbuf::Consumer::set_release_batch`): for a reader
+    /// that drains in bursts and calls
+    /// [`publish_released`](Self::publish_released) whenever it stops
+    /// with messages left (ringlink's server, on request rings). Other
+    /// transports: nothing.
+    pub fn batch_releases(&mut self) {
+        if let Receiver::Ring(r) = self {
+            let c = r.consumer();
+            let bytes = c.capacity() / 8;
+            c.set_release_batch(bytes);
+        }
+    }
+
+    /// Tells the writer of the room the messages read so far freed, if
+    /// [`batch_releases`](Self::batch_releases) kept some back (rings).
+    pub fn publish_released(&mut self) {
+        if let Receiver::Ring(r) = self {
+            r.consumer().publish_released();
+        }
+    }
+
     /// Lowers the waiting flag on waking (rings).
     pub fn lower_wake_flag(&mut self) {
         if let Receiver::Ring(r) = self {

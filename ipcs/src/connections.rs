@@ -118,9 +118,14 @@ impl Connections {
         &mut self,
         handle: Connection,
         sock: Arc<UnixStream>,
-        side: ServerSide,
+        mut side: ServerSide,
         epoll: &Epoll,
     ) -> Result<usize, Box<Conn>> {
+        // The sweep drains requests in bursts and publishes what it
+        // released when it leaves a connection: the client's producer is
+        // not told of every request read (the ring's position is the one
+        // line the reader writes per request; see `sweep`).
+        side.request.batch_releases();
         let slot = self.conns.next_slot();
         let ev = |flags, kind: u64| EpollEvent::new(flags, kind | slot as u64);
         let registered = (|| -> io::Result<()> {
@@ -361,6 +366,11 @@ impl Connections {
                     break; // disconnected by the handler
                 }
             }
+            // Leaving the connection, with requests left or not (the
+            // budget, a full response ring, the stash, a handler that
+            // holds): the room read requests freed goes to the client
+            // now, not at the next sweep.
+            conn.side.request.publish_released();
         }
         did
     }

@@ -1147,3 +1147,69 @@ fn laps_of_changing_sizes_between_threads() {
         assert_eq!(rx.pop_into(&mut [0u8; 24]), Err(PopError::Closed));
     }
 }
+
+#[test]
+fn batched_releases_reach_the_producer_at_the_batch_or_when_the_reader_catches_up() {
+    let (ring, mut tx, mut rx) = pair(256);
+    rx.set_release_batch(64);
+    for i in 0..6u8 {
+        tx.try_push(&[i; 8]).unwrap(); // 16 bytes each
+    }
+    assert_eq!(pop(&mut rx).unwrap(), [0; 8]);
+    assert_eq!(pop(&mut rx).unwrap(), [1; 8]);
+    assert_eq!(head(&ring), 0, "32 bytes released, batch of 64: kept");
+    assert_eq!(pop(&mut rx).unwrap(), [2; 8]);
+    assert_eq!(pop(&mut rx).unwrap(), [3; 8]);
+    assert_eq!(head(&ring), 64, "the batch is full: published");
+    assert_eq!(pop(&mut rx).unwrap(), [4; 8]);
+    assert_eq!(head(&ring), 64);
+    rx.publish_released();
+    assert_eq!(head(&ring), 80, "published on demand");
+    assert_eq!(pop(&mut rx).unwrap(), [5; 8]);
+    assert_eq!(head(&ring), 80);
+    assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
+    assert_eq!(head(&ring), 96, "the reader caught up: published");
+    // A producer seen waiting for room gets it at the next release.
+    rx.set_release_batch(1 << 20); // capped at half the capacity
+    while tx.try_push(&[9; 8]).is_ok() {}
+    assert!(tx.arm_wake(), "full, nothing released: may sleep");
+    assert_eq!(pop(&mut rx).unwrap(), [9; 8]);
+    assert_eq!(head(&ring), 112, "the producer waits: published at once");
+    assert!(tx.has_room(8).unwrap());
+    // Arming the reader's wake-up, closing: published first.
+    assert_eq!(pop(&mut rx).unwrap(), [9; 8]);
+    assert_eq!(head(&ring), 112);
+    rx.arm_wake();
+    assert_eq!(head(&ring), 128);
+    assert_eq!(pop(&mut rx).unwrap(), [9; 8]);
+    drop(rx);
+    assert_eq!(head(&ring), 144);
+}
+
+#[test]
+fn a_blocked_producer_is_woken_by_a_batching_reader_that_drains() {
+    for spin in [Duration::ZERO, DEFAULT_SPIN] {
+        let ring = Ring::create(256).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_release_batch(128);
+        tx.set_spin(spin);
+        rx.set_spin(spin);
+        const N: u32 = 20_000;
+        let t = thread::spawn(move || {
+            for i in 0..N {
+                let len = (i % 50) as usize + 4;
+                let mut g = tx.reserve_timeout(len, Duration::from_secs(30)).unwrap();
+                g[..4].copy_from_slice(&i.to_le_bytes());
+                g.commit();
+            }
+        });
+        for i in 0..N {
+            let rec = rx.peek_timeout(Duration::from_secs(30)).unwrap();
+            assert_eq!(&rec[..4], &i.to_le_bytes());
+            rec.release();
+        }
+        t.join().unwrap();
+        assert_eq!(rx.peek().unwrap_err(), PopError::Closed);
+    }
+}
