@@ -111,8 +111,8 @@ impl Consumer {
     ///
     /// The position is the one line the consumer writes per record, and
     /// a producer short of room reads it: publishing it less often stops
-    /// the line going back and forth in a stream (about four times the
-    /// small-message throughput in `ring-bench`). Whatever was released
+    /// the line going back and forth in a stream (two and a half to four
+    /// times the 64-byte throughput in `ring-bench`, docs/RING.md). Whatever was released
     /// is still published whenever a read finds the ring empty or
     /// closed, before this consumer arms its wake-up or sleeps, when it
     /// closes, and by [`publish_released`](Self::publish_released). A
