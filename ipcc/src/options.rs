@@ -174,8 +174,9 @@ pub struct Message {
 
 /// A response or an event, owned: its header fields, payload and the fds
 /// it carried (`AsyncClient`'s answers, [`Client::events`](crate::Client::events)'
-/// items).
-#[derive(Debug)]
+/// items). [`Default`] is an empty one, to be filled again and again
+/// without allocating ([`AsyncClient::send_recv_into`](crate::AsyncClient::send_recv_into)).
+#[derive(Debug, Default)]
 pub struct Reply {
     /// Application message id.
     pub id: i32,
@@ -191,6 +192,20 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Refills this reply with a message just received into `buf` (its
+    /// fds taken from the engine), reusing the payload's allocation.
+    pub(crate) fn refill(&mut self, m: Message, buf: &[u8], engine: &mut crate::engine::Engine) {
+        self.id = m.id;
+        self.seq = m.seq;
+        self.error = m.error;
+        self.payload.clear();
+        self.payload.extend_from_slice(&buf[..m.len]);
+        self.fds.clear();
+        if m.fds > 0 {
+            self.fds = engine.take_fds();
+        }
+    }
+
     /// Made of a message just received into `buf`: its fds are taken from
     /// the engine.
     pub(crate) fn take(m: Message, buf: &[u8], engine: &mut crate::engine::Engine) -> Reply {
