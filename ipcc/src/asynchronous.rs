@@ -55,6 +55,19 @@ struct State {
     unclaimed: VecDeque<Reply>,
 }
 
+impl Drop for State {
+    /// Replies filed and never taken: their fds are the server's choice of
+    /// file, closed away from this thread (`fdpass::reap`).
+    fn drop(&mut self) {
+        let filed = self
+            .arrived
+            .drain()
+            .map(|(_, r)| r)
+            .chain(self.unclaimed.drain(..));
+        ringlink_common::fdpass::reap(filed.flat_map(|r| r.fds));
+    }
+}
+
 impl State {
     /// Reads responses until the one numbered `seq` (claimed) comes,
     /// which refills `reply` in place; the others are filed.

@@ -381,6 +381,146 @@ impl Client {
             .map(drop)
     }
 
+    /// Sends a request of `len` payload bytes written in place: `fill` is
+    /// called once, on the payload's bytes in the request ring (whatever
+    /// they held before: write them all), once there is room, and the
+    /// request goes (Legato's model: the message is built in the
+    /// messaging buffer). No copy of the payload is made over shared
+    /// memory; over sockets and to a libqb server `fill` writes into a
+    /// buffer that is then sent. Waits up to `timeout` (`None`: forever)
+    /// for room; returns the request's sequence number.
+    ///
+    /// The bytes live in memory the server can read as they are written;
+    /// it sees them only once the request is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout) (`fill` is not called when
+    /// nothing is sent).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr};
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # let mut client = Client::connect(&ServiceAddr::named("store"), &ConnectOptions::new("store"))?;
+    /// // A 64 KiB block, generated straight into the ring.
+    /// client.send_in_place(1, 64 << 10, None, |buf| {
+    ///     for (i, b) in buf.iter_mut().enumerate() {
+    ///         *b = i as u8;
+    ///     }
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_in_place(
+        &mut self,
+        id: i32,
+        len: usize,
+        timeout: Option<Duration>,
+        mut fill: impl FnMut(&mut [u8]),
+    ) -> Result<u64> {
+        if !self.engine.writes_in_place() {
+            if len > self.engine.max_message() {
+                return Err(Error::MessageTooLarge {
+                    len,
+                    max: self.engine.max_message(),
+                });
+            }
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return self.send_vectored(id, &[IoSlice::new(&buf)], timeout);
+        }
+        let deadline = deadline_after(timeout);
+        loop {
+            if let Some(seq) = self.engine.try_send_in_place(id, len, &mut fill)? {
+                return Ok(seq);
+            }
+            if expired(deadline, timeout) {
+                if !self.engine.is_connected() {
+                    return Err(self.engine.fail(Error::Disconnected));
+                }
+                return Err(if timeout == Some(Duration::ZERO) {
+                    Error::WouldBlock
+                } else {
+                    Error::TimedOut
+                });
+            }
+            self.engine.wait(Wait::Space, deadline)?;
+        }
+    }
+
+    /// Receives the next response in place: `read` gets its header fields
+    /// and its payload where it lies (the response ring, or over sockets
+    /// the reassembly buffer), and its room goes back to the server when
+    /// `read` returns; no copy is made. Waits up to `timeout`. Responses
+    /// that [`send_recv`](Self::send_recv) set aside for others come first
+    /// (from where they were kept). The fds, if any, are taken with
+    /// [`take_fds`](Self::take_fds) afterwards.
+    ///
+    /// The payload lives in memory the server can write: a server
+    /// breaking the protocol could change it while `read` looks, so
+    /// validate it as any input and read each value once.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), without `BufferTooSmall`.
+    pub fn recv_in_place<R>(
+        &mut self,
+        timeout: Option<Duration>,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        if let Some((msg, data, fds)) = self.stash.pop_front() {
+            self.engine.hold_fds(fds);
+            return Ok(read(&msg, &data));
+        }
+        self.read_in_place(Wait::Response, timeout, read)
+    }
+
+    /// [`recv_in_place`](Self::recv_in_place) for the next event.
+    ///
+    /// # Errors
+    ///
+    /// As [`event_recv`](Self::event_recv), without `BufferTooSmall`.
+    pub fn event_recv_in_place<R>(
+        &mut self,
+        timeout: Option<Duration>,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        self.read_in_place(Wait::Event, timeout, read)
+    }
+
+    fn read_in_place<R>(
+        &mut self,
+        which: Wait,
+        timeout: Option<Duration>,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        let deadline = deadline_after(timeout);
+        let mut read = Some(read);
+        let mut out = None;
+        loop {
+            let got = self
+                .engine
+                .try_recv_with(which == Wait::Event, &mut |m, payload| {
+                    if let Some(read) = read.take() {
+                        out = Some(read(m, payload));
+                    }
+                    Ok(())
+                })?;
+            if got.is_some() {
+                return Ok(out.take().expect("read ran"));
+            }
+            if expired(deadline, timeout) {
+                if !self.engine.is_connected() {
+                    return Err(self.engine.fail(Error::Disconnected));
+                }
+                return Err(Error::TimedOut);
+            }
+            self.engine.wait(which, deadline)?;
+        }
+    }
+
     /// The fds the last response or event received carried
     /// ([`Message::fds`] of them), in their order, owned: close-on-exec,
     /// checked against this client's

@@ -422,6 +422,85 @@ impl Connection {
         self.send(Out::Response, h, parts, fds, None)
     }
 
+    /// Sends a response of `len` payload bytes written in place: `fill` is
+    /// called once on the payload's bytes in the client's response ring
+    /// (whatever they held: write them all), and the response goes,
+    /// without waiting and without a copy (over sockets and to libqb
+    /// clients, `fill` writes into a buffer that is then sent). The bytes
+    /// are in memory the client can read as they are written; it sees
+    /// them only once the response is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond) (`fill` is not called when nothing
+    /// is sent).
+    pub fn respond_in_place(
+        &self,
+        seq: u64,
+        id: i32,
+        len: usize,
+        mut fill: impl FnMut(&mut [u8]),
+    ) -> Result<()> {
+        if seq == 0 {
+            return Err(Error::OneWay);
+        }
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            flags: 0,
+            seq,
+        };
+        self.send_in_place(Out::Response, h, len, &mut fill)
+    }
+
+    /// Sends an event of `len` payload bytes written in place, as
+    /// [`respond_in_place`](Self::respond_in_place). With an event queue
+    /// (`ServiceOptions::event_queue`) holding events, or no room in the
+    /// ring, `fill` writes into a buffer queued as
+    /// [`send_event`](Self::send_event) would.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_event`](Self::send_event).
+    pub fn send_event_in_place(
+        &self,
+        id: i32,
+        len: usize,
+        mut fill: impl FnMut(&mut [u8]),
+    ) -> Result<()> {
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            flags: 0,
+            seq: 0,
+        };
+        let Some((_, backlog)) = &self.inner.backlog else {
+            return self.send_in_place(Out::Event, h, len, &mut fill);
+        };
+        {
+            // Held across the attempt: no event overtakes those queued.
+            let b = backlog.lock();
+            if b.items.is_empty() {
+                match self.send_in_place(Out::Event, h, len, &mut fill) {
+                    Err(Error::WouldBlock) => {}
+                    other => return other,
+                }
+            }
+        }
+        // Behind events already queued, or no room: queued as any event.
+        if len > self.inner.max_message {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.inner.max_message,
+            });
+        }
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.send_event(id, &buf)
+    }
+
     /// What the client accepts of fds in responses and events, as it
     /// announced in the handshake (`ConnectOptions::accept_fds`;
     /// [`FdTerms::NONE`](crate::FdTerms::NONE) from a client that takes
@@ -854,6 +933,57 @@ impl Connection {
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
+        let max = self.inner.max_message;
+        let wakeups = &self.inner.wakeups;
+        self.send_by(out, header, |channel| {
+            send_waiting(channel, wakeups, max, header, parts, fds, timeout)
+        })
+    }
+
+    /// Sends a message of `len` payload bytes written in place by `fill`
+    /// where the channel allows (ringlink's rings), without waiting;
+    /// otherwise `fill` writes into a buffer that is sent as any message.
+    fn send_in_place(
+        &self,
+        out: Out,
+        header: MsgHeader,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        let max = self.inner.max_message;
+        let channel = match out {
+            Out::Event => &self.inner.event,
+            Out::Response | Out::Call => &self.inner.response,
+        };
+        let in_place = channel.lock().as_ref().is_some_and(Sender::writes_in_place);
+        if !in_place {
+            if len > max {
+                return Err(Error::MessageTooLarge { len, max });
+            }
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return self.send(out, header, &[IoSlice::new(&buf)], &[], None);
+        }
+        self.send_by(out, header, |channel| {
+            let mut guard = channel.lock();
+            let tx = guard.as_mut().ok_or(Error::Disconnected)?;
+            match tx.try_send_in_place(header, len, max, fill) {
+                Ok(()) => Ok(len),
+                Err(TrySendError::Full) => Err(Error::WouldBlock),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// What every send shares: the connection's state, then `send` on the
+    /// channel, then the counters and the trace hook (or the refusal's
+    /// count, and a client that broke its ring condemned).
+    fn send_by(
+        &self,
+        out: Out,
+        header: MsgHeader,
+        send: impl FnOnce(&Mutex<Option<Sender>>) -> Result<usize>,
+    ) -> Result<()> {
         let o = &self.inner.counters.output;
         let (channel, sent) = match out {
             Out::Response => (&self.inner.response, Some(&o.responses)),
@@ -863,16 +993,7 @@ impl Connection {
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
-        let max = self.inner.max_message;
-        match send_waiting(
-            channel,
-            &self.inner.wakeups,
-            max,
-            header,
-            parts,
-            fds,
-            timeout,
-        ) {
+        match send(channel) {
             Ok(len) => {
                 if let Some(sent) = sent {
                     count(sent, 1);

@@ -1,7 +1,8 @@
 //! What the application plugs into a service.
 
-use std::cell::RefCell;
 use std::os::fd::OwnedFd;
+
+use parking_lot::Mutex;
 
 use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::{MsgHeader, Status};
@@ -41,7 +42,7 @@ pub struct Request<'a> {
     pub(crate) header: MsgHeader,
     pub(crate) payload: &'a [u8],
     /// Until taken; those left when the request is dropped are reaped.
-    fds: RefCell<PeerFds>,
+    fds: Mutex<PeerFds>,
 }
 
 /// A request copied out of the client's ring ([`Request::to_owned`]):
@@ -50,7 +51,8 @@ pub struct Request<'a> {
 pub struct OwnedRequest {
     header: MsgHeader,
     payload: Vec<u8>,
-    fds: PeerFds,
+    /// Until taken (a blocking route has the request by reference).
+    fds: Mutex<PeerFds>,
 }
 
 impl OwnedRequest {
@@ -60,9 +62,10 @@ impl OwnedRequest {
     }
 
     /// The fds the request carried and that went with this copy, in
-    /// their order, taken (see [`Request::take_fds`]).
-    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
-        std::mem::take(&mut self.fds).take()
+    /// their order, taken (see [`Request::take_fds`]); a blocking route
+    /// takes them through its `&OwnedRequest`.
+    pub fn take_fds(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut *self.fds.lock()).take()
     }
 
     /// The application's message id.
@@ -91,7 +94,7 @@ impl<'a> Request<'a> {
         Request {
             header,
             payload,
-            fds: RefCell::new(fds),
+            fds: Mutex::new(fds),
         }
     }
 
@@ -110,7 +113,7 @@ impl<'a> Request<'a> {
     /// request is done are closed, on a thread of their own (the last
     /// close of some files waits, and a client chooses the files).
     pub fn take_fds(&self) -> Vec<OwnedFd> {
-        std::mem::take(&mut *self.fds.borrow_mut()).take()
+        std::mem::take(&mut *self.fds.lock()).take()
     }
 
     /// The application's message id.
@@ -141,7 +144,7 @@ impl<'a> Request<'a> {
         OwnedRequest {
             header: self.header,
             payload: self.payload.to_vec(),
-            fds: std::mem::take(&mut *self.fds.borrow_mut()),
+            fds: Mutex::new(std::mem::take(&mut *self.fds.lock())),
         }
     }
 

@@ -214,6 +214,7 @@ impl<H: Handler> Service<H> {
     }
 
     fn new(protocol: &str, opts: ServiceOptions, handler: H) -> Result<Service<H>> {
+        opts.accept_fds.check()?;
         if opts.raise_fd_limit {
             census::raise_fd_limit();
         }
