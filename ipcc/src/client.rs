@@ -479,14 +479,50 @@ impl Client {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # use ringlink_ipcc::{Client, ConnectOptions};
-    /// # fn main() -> ringlink_ipcc::Result<()> {
-    /// # let mut client = Client::connect(&ringlink_ipcc::ServiceAddr::named("logd"),
-    /// #     &ConnectOptions::new("logd"))?;
+    /// A file handed to a log service, which writes into it (the service
+    /// takes up to one fd per request: `ServiceOptions::accept_fds`):
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error, FdTerms};
+    /// use std::io::{Read, Seek};
     /// use std::os::fd::AsFd;
-    /// let log = std::fs::File::create("/tmp/app.log")?;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # use std::io::Write;
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| {
+    /// #     if let Some(fd) = r.take_fds().pop() { let _ = std::fs::File::from(fd).write_all(b"logged\n"); }
+    /// #     let _ = c.respond(r.seq(), 1, b"");
+    /// # });
+    /// # let opts = ServiceOptions::default().accept_fds(FdTerms::per_message(1));
+    /// # let mut service = Service::bind(addr.clone(), "logd", opts, table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("logd"))?;
+    /// assert_eq!(client.server_fd_terms().per_message, 1);
+    ///
+    /// let path = std::env::temp_dir().join(format!("app-{}.log", std::process::id()));
+    /// let mut log = std::fs::File::options().read(true).write(true).create(true).open(&path)?;
+    /// std::fs::remove_file(&path)?; // the open file lives on
     /// client.send_with_fds(1, b"log here", &[log.as_fd()], None)?;
+    /// let mut buf = [0u8; 16];
+    /// client.recv(&mut buf, Some(Duration::from_secs(5)))?; // written by now
+    ///
+    /// let mut text = String::new();
+    /// log.rewind()?; // the service's copy shares the file's offset
+    /// log.read_to_string(&mut text)?;
+    /// assert_eq!(text, "logged\n");
+    ///
+    /// // Two are more than the service takes: refused, nothing sent.
+    /// let two = [log.as_fd(), log.as_fd()];
+    /// assert!(matches!(
+    ///     client.send_with_fds(1, b"", &two, None),
+    ///     Err(Error::FdsNotAccepted { count: 2, max: 1 })
+    /// ));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
     /// # Ok(())
     /// # }
     /// ```

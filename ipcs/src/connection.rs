@@ -510,6 +510,54 @@ impl Connection {
     /// replying); [`Error::MessageTooLarge`]; `Unsupported` for a libqb
     /// client; an `EDEADLK` error (kind `Deadlock`) on the thread that
     /// runs the service's loop (a handler), at once.
+    ///
+    /// # Examples
+    ///
+    /// The service asks its client a question; the client answers from
+    /// its call handler while it waits for an event:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const WHO: i32 = 1;
+    /// const DONE: i32 = 100;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "ask", ServiceOptions::default(), Dispatch::new())?;
+    /// let control = service.control_handle();
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let client = std::thread::spawn(move || -> ringlink_ipcs::Result<()> {
+    ///     let mut client = Client::connect(&addr, &ConnectOptions::new("ask"))?;
+    ///     client.set_call_handler(|call| match call.id {
+    ///         WHO => (0, b"alice".to_vec()),
+    ///         _ => (ringlink_ipcc::ERROR_UNKNOWN_ID, Vec::new()),
+    ///     });
+    ///     let mut buf = [0u8; 8];
+    ///     let m = client.event_recv(&mut buf, Some(Duration::from_secs(5)))?; // serves calls meanwhile
+    ///     assert_eq!(m.id, DONE);
+    ///     Ok(())
+    /// });
+    ///
+    /// // From a thread other than the loop's (here the main one).
+    /// let conn = loop {
+    ///     match control.connections().pop() {
+    ///         Some(conn) => break conn,
+    ///         None => std::thread::sleep(Duration::from_millis(1)),
+    ///     }
+    /// };
+    /// let reply = conn.call(WHO, b"", Duration::from_secs(5))?;
+    /// assert_eq!((reply.error, &reply.payload[..]), (0, &b"alice"[..]));
+    /// conn.send_event(DONE, b"")?;
+    /// client.join().expect("client thread")?;
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn call(&self, id: i32, payload: &[u8], timeout: Duration) -> Result<CallReply> {
         if self.inner.libqb.is_some() {
             return Err(Error::Io(std::io::Error::new(

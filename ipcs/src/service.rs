@@ -406,6 +406,40 @@ impl<H: Handler> Service<H> {
     /// # Errors
     ///
     /// [`Error::Io`] if the timerfd cannot be made or registered.
+    ///
+    /// # Examples
+    ///
+    /// Housekeeping on the loop thread, beside the clients: here a
+    /// heartbeat event to every connection, each 10 ms.
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const BEAT: i32 = 100;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "beat", ServiceOptions::default(), Dispatch::new())?;
+    /// let control = service.control_handle();
+    /// let each = control.clone();
+    /// service.add_timer(Duration::from_millis(10), move || {
+    ///     for conn in each.connections() {
+    ///         let _ = conn.send_event(BEAT, b"");
+    ///     }
+    /// })?;
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("beat"))?;
+    /// let mut buf = [0u8; 8];
+    /// let m = client.event_recv(&mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(m.id, BEAT);
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_timer(
         &mut self,
         period: Duration,
@@ -586,6 +620,38 @@ impl<H: Handler> Service<H> {
     ///
     /// [`Error::Io`] if the socket cannot be made non-blocking or
     /// registered.
+    ///
+    /// # Examples
+    ///
+    /// A parent serving the child it starts, over a socket pair, with no
+    /// name anyone else could connect to (here the "child" is a thread):
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let table = Dispatch::new().on(1, |conn, req| {
+    ///     let _ = conn.respond(req.seq(), 1, req.payload());
+    /// });
+    /// let mut service = Service::unbound("echo", ServiceOptions::default(), table)?;
+    /// let (ours, theirs) = UnixStream::pair()?;
+    /// service.adopt(ours)?;
+    /// let control = service.control_handle();
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// // In the child (given `theirs`, e.g. as an inherited fd):
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect_stream(theirs, &ConnectOptions::new("echo"))?;
+    /// let mut buf = [0u8; 8];
+    /// let m = client.send_recv(1, b"hi", &mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(&buf[..m.len], b"hi");
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn adopt(&mut self, sock: UnixStream) -> Result<()> {
         self.start_handshake(sock, None, false).map_err(Error::Io)
     }
