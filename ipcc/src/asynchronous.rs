@@ -161,6 +161,29 @@ impl AsyncClient {
     /// # Errors
     ///
     /// As [`Client::connect`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ringlink_ipcc::Result<()> {
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// #   let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let opts = ConnectOptions::new("echo").wait_for_server(true);
+    ///     let client = AsyncClient::connect(&addr, &opts).await?;
+    ///     let reply = client.send_recv(1, b"hello").await?;
+    ///     assert_eq!(reply.payload, b"hello");
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<AsyncClient> {
         let (addr, opts) = (addr.clone(), opts.clone());
         let client = tokio::task::spawn_blocking(move || Client::connect(&addr, &opts))
@@ -371,6 +394,39 @@ impl AsyncClient {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// Requests from many tasks in flight at once on one connection, each task
+    /// getting its own answer:
+    ///
+    /// ```
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ringlink_ipcc::Result<()> {
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// #   let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let client = AsyncClient::connect(&addr, &ConnectOptions::new("echo")).await?;
+    ///     let tasks: Vec<_> = (0..16u8)
+    ///         .map(|i| {
+    ///             let client = client.clone(); // shares the connection
+    ///             tokio::spawn(async move { client.send_recv(1, &[i]).await })
+    ///         })
+    ///         .collect();
+    ///     for (i, task) in tasks.into_iter().enumerate() {
+    ///         let reply = task.await.expect("task")?;
+    ///         assert_eq!(reply.payload, [i as u8]);
+    ///     }
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn send_recv(&self, id: i32, payload: &[u8]) -> Result<Reply> {
         let seq = self
             .send_claiming(id, &[IoSlice::new(payload)], true)
@@ -463,6 +519,50 @@ impl AsyncClient {
     }
 
     /// The events, as a stream that ends when the connection does.
+    ///
+    /// # Examples
+    ///
+    /// With a `StreamExt` (futures-util's, here), the stream's `next`:
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions, Error};
+    ///
+    /// const SUBSCRIBE: i32 = 1;
+    /// const PRICE: i32 = 100;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ringlink_ipcc::Result<()> {
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(SUBSCRIBE, |c, r| {
+    /// #       for p in [10u32, 11, 12] { let _ = c.send_event(PRICE, &p.to_le_bytes()); }
+    /// #       let _ = c.respond(r.seq(), SUBSCRIBE, b"");
+    /// #   });
+    /// #   let mut service = Service::bind(addr.clone(), "prices", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let client = AsyncClient::connect(&addr, &ConnectOptions::new("prices")).await?;
+    ///     let mut events = client.events();
+    ///     client.send_recv(SUBSCRIBE, b"").await?;
+    ///     let mut prices = Vec::new();
+    ///     while let Some(event) = events.next().await {
+    ///         match event {
+    ///             Ok(e) if e.id == PRICE => prices.push(u32::from_le_bytes(e.payload[..4].try_into().unwrap())),
+    ///             Ok(_) => {}
+    ///             Err(Error::Lagged(n)) => eprintln!("{n} events missed"), // and the stream goes on
+    ///             Err(e) => return Err(e), // the last item: the connection is gone
+    ///         }
+    ///         if prices.len() == 3 {
+    ///             break;
+    ///         }
+    ///     }
+    ///     assert_eq!(prices, [10, 11, 12]);
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn events(&self) -> Events {
         Events {
             client: self.clone(),

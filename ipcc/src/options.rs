@@ -80,6 +80,34 @@ pub struct ConnectOptions {
     /// to a daemon of a known user should say so. A server of another
     /// user is `PermissionDenied` (an [`Error::Io`](crate::Error::Io)).
     /// Default `None`: any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Credentials, Error};
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// // The daemon runs as our own user here (a system daemon: as root, Some(0)).
+    /// let me = Credentials::current().uid;
+    /// let client = Client::connect(&addr, &ConnectOptions::new("echo").server_uid(Some(me)))?;
+    /// # drop(client);
+    ///
+    /// // Whoever holds the name as another user is refused before anything is sent.
+    /// match Client::connect(&addr, &ConnectOptions::new("echo").server_uid(Some(me + 1))) {
+    ///     Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub server_uid: Option<u32>,
     /// The fds this client accepts in responses and events (Legato's
     /// `le_msg_GetFd`), announced to the server in the handshake: e.g.
