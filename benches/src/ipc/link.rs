@@ -193,9 +193,11 @@ impl RingLink {
     ) -> io::Result<RingLink> {
         let mut opts = ConnectOptions::new(PROTOCOL);
         opts.transport = match transport {
-            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync | Transport::ShmTyped => {
-                ringlink_ipcc::Transport::Shm
-            }
+            Transport::Shm
+            | Transport::ShmNoSpin
+            | Transport::ShmAsync
+            | Transport::ShmTyped
+            | Transport::ShmZeroCopy => ringlink_ipcc::Transport::Shm,
             Transport::Socket => ringlink_ipcc::Transport::Socket,
             Transport::UdsBaseline => {
                 return Err(io::Error::new(
@@ -261,6 +263,62 @@ impl Link for RingLink {
     }
 }
 
+/// A ringlink client connection writing its requests in the ring and
+/// reading responses where they lie (`shm-zc`).
+#[derive(Debug)]
+pub struct ZeroCopyLink(RingLink);
+
+impl ZeroCopyLink {
+    /// Sends `payload` written in place (copied from the caller's
+    /// stamped pattern into the ring: the write a producer does anyway).
+    fn send_in_place(&mut self, id: i32, payload: &[u8]) -> io::Result<u64> {
+        self.0
+            .client
+            .send_in_place(id, payload.len(), Some(STALL), |b| {
+                b.copy_from_slice(payload)
+            })
+            .map_err(io_err)
+    }
+
+    /// A round trip: the request written in place, the response checked
+    /// where it lies by `check` (its id and payload), returning what
+    /// `check` returns.
+    ///
+    /// # Errors
+    ///
+    /// A link error, or what `check` says.
+    pub fn round_trip_in_place(
+        &mut self,
+        id: i32,
+        payload: &[u8],
+        check: impl FnOnce(i32, &[u8]) -> io::Result<u64>,
+    ) -> io::Result<u64> {
+        self.send_in_place(id, payload)?;
+        let (error, checked) = self
+            .0
+            .client
+            .recv_in_place(Some(STALL), |m, p| (m.error, check(m.id, p)))
+            .map_err(io_err)?;
+        status(error)?;
+        checked
+    }
+}
+
+/// One-way runs: requests written in place; acknowledgements as `shm`.
+impl Link for ZeroCopyLink {
+    fn send(&mut self, id: i32, payload: &[u8]) -> io::Result<()> {
+        self.send_in_place(id, payload).map(drop)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        self.0.recv(buf)
+    }
+
+    fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        self.0.round_trip(id, payload, buf)
+    }
+}
+
 /// A ringlink client connection making typed calls (`shm-typed`).
 #[derive(Debug)]
 pub struct TypedLink {
@@ -314,6 +372,8 @@ pub enum AnyLink {
     Async(AsyncLink),
     /// `shm-typed`.
     Typed(TypedLink),
+    /// `shm-zc`.
+    ZeroCopy(ZeroCopyLink),
 }
 
 impl AnyLink {
@@ -337,6 +397,13 @@ impl AnyLink {
             Transport::ShmTyped => {
                 AnyLink::Typed(TypedLink::connect(name, max_message, spin, timeout)?)
             }
+            Transport::ShmZeroCopy => AnyLink::ZeroCopy(ZeroCopyLink(RingLink::connect(
+                Transport::ShmZeroCopy,
+                name,
+                max_message,
+                spin,
+                timeout,
+            )?)),
             t => AnyLink::Ring(RingLink::connect(t, name, max_message, spin, timeout)?),
         })
     }

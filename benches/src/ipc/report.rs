@@ -384,6 +384,9 @@ fn ratio_pairs(ts: &[Transport], mode: Mode) -> Vec<(Transport, Transport)> {
     if mode == Mode::Rtt && ts.contains(&Transport::ShmTyped) && ts.contains(&Transport::Shm) {
         pairs.push((Transport::ShmTyped, Transport::Shm));
     }
+    if ts.contains(&Transport::ShmZeroCopy) && ts.contains(&Transport::Shm) {
+        pairs.push((Transport::ShmZeroCopy, Transport::Shm));
+    }
     for a in [Transport::Shm, Transport::ShmAsync, Transport::ShmNoSpin] {
         for b in [Transport::Socket, Transport::UdsBaseline] {
             if ts.contains(&a) && ts.contains(&b) {
@@ -402,6 +405,7 @@ fn short(t: Transport) -> &'static str {
         Transport::UdsBaseline => "uds",
         Transport::ShmAsync => "async",
         Transport::ShmTyped => "typed",
+        Transport::ShmZeroCopy => "zc",
     }
 }
 
