@@ -310,10 +310,11 @@ impl Engine {
 
     /// `e`, after failing the connection if `e` leaves it unusable.
     pub(crate) fn fail(&mut self, e: Error) -> Error {
+        #[cfg(feature = "tracing")]
         if e.is_fatal() && self.stream.connected() {
             match &e {
-                Error::Protocol(_v) => {
-                    event!(warn, violation = %_v, "protocol violation by the server")
+                Error::Protocol(v) => {
+                    event!(warn, violation = %v, "protocol violation by the server")
                 }
                 _ => event!(debug, error = %e, "disconnected"),
             }

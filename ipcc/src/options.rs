@@ -222,6 +222,7 @@ pub struct Reply {
 impl Reply {
     /// Refills this reply with a message just received into `buf` (its
     /// fds taken from the engine), reusing the payload's allocation.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn refill(&mut self, m: Message, buf: &[u8], engine: &mut crate::engine::Engine) {
         self.id = m.id;
         self.seq = m.seq;
