@@ -374,3 +374,36 @@ fn typed_round_trips_beside_the_raw_ones() {
         "no typed/shm ratio in {row:?}"
     );
 }
+
+#[test]
+fn zero_copy_rows_beside_the_copying_ones() {
+    let args = [
+        "--quick",
+        "--zero-copy",
+        "--transports",
+        "shm",
+        "--sizes",
+        "64,64K",
+        "--no-floors",
+        "--json",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    let rows = parse_lines(&stdout);
+    for size in [64, 64 << 10] {
+        for mode in ["rtt", "oneway"] {
+            assert!(check_row(&rows, "shm-zc", mode, size).is_some(), "{stdout}");
+            assert!(check_row(&rows, "shm", mode, size).is_some(), "{stdout}");
+        }
+    }
+    let args = [
+        "--quick",
+        "--zero-copy",
+        "--transports",
+        "shm",
+        "--sizes",
+        "64K",
+        "--no-floors",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    assert!(stdout.contains("zc/shm"), "{stdout}");
+}

@@ -178,6 +178,12 @@ pub fn send_attached(
             Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET) => {
                 Err(TrySendError::Closed)
             }
+            // The peer's socket refuses fds (SO_PASSRIGHTS off): it takes
+            // none, whatever its terms said.
+            Err(nix::errno::Errno::EPERM) => Err(TrySendError::FdsNotAccepted {
+                count: fds.len(),
+                max: 0,
+            }),
             Err(e) => Err(TrySendError::Io(io::Error::from(e))),
         };
     }
@@ -198,6 +204,12 @@ pub struct FdInbox {
     /// the filing: a receiver that finds its fds missing waits for a read
     /// under way to file them before it reads on.
     reading: Mutex<()>,
+    /// A receiver read the stream for its fds ([`took_wakeups`]): the
+    /// bytes it took were wake-ups too, meant perhaps for another ring or
+    /// another waiter, whom the stream's owner must tell.
+    ///
+    /// [`took_wakeups`]: FdInbox::took_wakeups
+    took: std::sync::atomic::AtomicBool,
 }
 
 impl FdInbox {
@@ -208,6 +220,7 @@ impl FdInbox {
             by,
             queues: Mutex::new(Default::default()),
             reading: Mutex::new(()),
+            took: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -268,6 +281,18 @@ impl FdInbox {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         let queue = &mut queues[index(channel)];
         (queue.len() >= n).then(|| PeerFds::new(queue.drain(..n).collect()))
+    }
+
+    /// Whether a receiver read wake-ups off the stream while fetching its
+    /// fds since the last call: the owner then does what it does when it
+    /// reads wake-ups itself (looks at every ring again, wakes the
+    /// threads waiting for room, does not sleep on what it has armed).
+    pub fn took_wakeups(&self) -> bool {
+        self.took.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub(crate) fn mark_took(&self) {
+        self.took.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// How many are filed for `channel`.

@@ -130,6 +130,40 @@ impl Sender {
         }
     }
 
+    /// Whether [`try_send_in_place`](Self::try_send_in_place) writes in
+    /// place: ringlink's rings do; sockets and libqb's transports need the
+    /// payload in a buffer of the caller's (then [`try_send`](Self::try_send)).
+    pub fn writes_in_place(&self) -> bool {
+        matches!(self, Sender::Ring(_))
+    }
+
+    /// Sends a message of `len` payload bytes written in place, without
+    /// waiting: once the ring has room, `fill` is called once on the
+    /// payload's bytes in the ring (whatever they held before), then the
+    /// message is published. `fill` is not called when nothing is sent.
+    /// Only where [`writes_in_place`](Self::writes_in_place).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send) (`Full`: `fill` was not called);
+    /// `Io(Unsupported)` for a sender that does not write in place.
+    pub fn try_send_in_place(
+        &mut self,
+        mut header: MsgHeader,
+        len: usize,
+        max: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), TrySendError> {
+        if len > max {
+            return Err(TrySendError::TooLarge { len, max });
+        }
+        header.size = len as u32;
+        match self {
+            Sender::Ring(r) => r.try_send_in_place(&header, fill),
+            _ => Err(TrySendError::Io(std::io::ErrorKind::Unsupported.into())),
+        }
+    }
+
     /// Declares that request `seq` gets no response: a libqb sender, which
     /// puts responses in request order, stops holding later ones for it
     /// (and sends those that waited, if there is room). No effect on
@@ -159,6 +193,17 @@ impl Sender {
             Sender::Socket(s) => Ok(s.room_for()),
             Sender::QbShm(q) => q.room_for(len),
             Sender::QbSocket(q) => Ok(q.room_for()),
+        }
+    }
+
+    /// Whether `n` more fds stay within the peer's in-flight limit on this
+    /// channel now (ringlink's rings, where the sender counts what the
+    /// reader has not released; elsewhere always). A sender refused for
+    /// fds waits for the reader to release a message, as for room.
+    pub fn fd_room_for(&mut self, n: usize) -> bool {
+        match self {
+            Sender::Ring(r) => r.fd_room_for(n),
+            _ => true,
         }
     }
 

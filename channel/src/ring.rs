@@ -111,6 +111,30 @@ impl RingSender {
         }
     }
 
+    /// One record written in place: `fill` gets the payload's bytes once
+    /// the ring has room for them.
+    pub(crate) fn try_send_in_place(
+        &mut self,
+        header: &MsgHeader,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), TrySendError> {
+        let total = MSG_HEADER_LEN + header.size as usize;
+        match self.producer.try_reserve(total) {
+            Ok(mut grant) => {
+                header.encode_into(&mut grant);
+                fill(&mut grant[MSG_HEADER_LEN..]);
+                grant.commit();
+                Ok(())
+            }
+            Err(e) => Err(self.corrupt(e)),
+        }
+    }
+
+    pub(crate) fn fd_room_for(&mut self, n: usize) -> bool {
+        let released = self.producer.released();
+        self.fds.as_mut().is_none_or(|o| o.room_for(n, released))
+    }
+
     pub(crate) fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
         self.fds
             .as_ref()
@@ -249,8 +273,14 @@ fn claim(
     if let Some(fds) = inbox.take(channel, n) {
         return Ok(fds);
     }
-    if let stream::Drained::Fault(v) = stream::read_out(sock, Some(inbox)) {
-        return Err(v);
+    match stream::read_out(sock, Some(inbox)) {
+        stream::Drained::Fault(v) => return Err(v),
+        // Wake-ups were taken with the fds (and a hang-up, if any, is
+        // seen again by the owner's own read): the owner must know.
+        stream::Drained::Bytes(_) | stream::Drained::Gone | stream::Drained::Failed => {
+            inbox.mark_took()
+        }
+        stream::Drained::Nothing => {}
     }
     inbox.take(channel, n).ok_or_else(|| {
         fault(FdFault::Missing {

@@ -295,6 +295,7 @@ impl Offer {
             request: self.request,
             holds,
             inbox: self.inbox,
+            fds: self.fds.ours,
         };
         side.publish_level(level, level != self.level, stream);
         (side, self.response, self.event)
@@ -313,6 +314,8 @@ pub struct ServerSide {
     /// Where the client's fds are filed as the stream brings them
     /// (rings, when the server takes any).
     inbox: Option<Arc<FdInbox>>,
+    /// What the server accepts of the client's fds.
+    fds: ringlink_common::wire::FdTerms,
 }
 
 /// What else a server side holds, by transport.
@@ -346,6 +349,7 @@ impl ServerSide {
             request,
             holds: Holds::QbSocket { dir, ctl, fds },
             inbox: None,
+            fds: ringlink_common::wire::FdTerms::NONE,
         }
     }
 
@@ -355,6 +359,7 @@ impl ServerSide {
             request,
             holds: Holds::QbShm(dir),
             inbox: None,
+            fds: ringlink_common::wire::FdTerms::NONE,
         }
     }
 }
@@ -374,6 +379,11 @@ impl ServerSide {
     /// [`stream::read_out`] when draining the stream.
     pub fn fd_inbox(&self) -> Option<&Arc<FdInbox>> {
         self.inbox.as_ref()
+    }
+
+    /// What the server accepts of the client's fds (its terms).
+    pub fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
+        self.fds
     }
 
     /// The fds the loop polls besides the stream socket (edge-triggered),
@@ -592,6 +602,24 @@ impl ClientSide {
             || self.request.is_closed()
             || self.response.is_closed()
             || self.event.is_closed()
+    }
+
+    /// Before the client lets go of its sockets (socket transport): shuts
+    /// them down and reads out what the server queued, fds reaped, so that
+    /// their last close (in the caller's thread) closes no fd of the
+    /// server's choosing. No effect on rings.
+    pub fn read_out_for_close(&self) {
+        for rx in [&self.response, &self.event] {
+            if let Receiver::Socket(_) = rx {
+                if let Some(fd) = rx.poll_fd() {
+                    let _ = nix::sys::socket::shutdown(
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                    stream::read_out_shut(fd);
+                }
+            }
+        }
     }
 
     /// Marks the rings closed from the client's side (its roles' bits).

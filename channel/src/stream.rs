@@ -80,6 +80,21 @@ pub fn read_out(sock: &UnixStream, inbox: Option<&FdInbox>) -> Drained {
     }
 }
 
+/// Reads out a socket that was shut down (`shutdown(SHUT_RDWR)`: nothing
+/// more can come), any fds attached reaped, never closed here: called
+/// before the last close of a socket a peer may have queued fds on.
+pub fn read_out_shut(sock: std::os::fd::BorrowedFd<'_>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match fdpass::recv_nowait(sock, &mut buf, MsgFlags::empty()) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Sends one byte on the stream socket without waiting (`MSG_DONTWAIT`):
 /// a peer that does not read its socket fills its own buffer, and misses
 /// what is sent then, alone.

@@ -136,7 +136,7 @@ impl fmt::Display for Error {
             Error::FdsNotAccepted { count, max: 0 } => write!(
                 f,
                 "{count} fds offered: the peer accepts none here (it asks for them with \
-                 `pass_fds` in its options; calls, replies and lagged notices carry none)"
+                 `accept_fds` in its options; calls, replies and lagged notices carry none)"
             ),
             Error::FdsNotAccepted { count, max } => {
                 write!(

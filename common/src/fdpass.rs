@@ -312,6 +312,16 @@ pub fn recv_keeping(
                         }
                     }
                 }
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    // Some fds were not installed (our fd table is full:
+                    // there is room for every fd a message can carry):
+                    // the message cannot be taken whole. Those that came
+                    // are reaped with `fds`.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "fds lost on arrival (MSG_CTRUNC): out of file descriptors",
+                    ));
+                }
                 return Ok((msg.bytes, fds));
             }
         }

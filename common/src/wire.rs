@@ -456,6 +456,22 @@ impl FdTerms {
         self
     }
 
+    /// Checks terms set by hand (the fields are public) before they are
+    /// announced: as [`decode`](Self::decode) would.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput`, saying what is wrong.
+    pub fn check(&self) -> std::io::Result<()> {
+        FdTerms::decode(&self.encode()).map(drop).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "fd terms: at most 253 per message, and in flight at least the per-message \
+                 count (both 0 for none)",
+            )
+        })
+    }
+
     /// Whether any fd is accepted.
     pub fn accepts_any(&self) -> bool {
         self.per_message > 0

@@ -55,7 +55,38 @@ struct State {
     unclaimed: VecDeque<Reply>,
 }
 
+impl Drop for State {
+    /// Replies filed and never taken: their fds are the server's choice of
+    /// file, closed away from this thread (`fdpass::reap`).
+    fn drop(&mut self) {
+        let filed = self
+            .arrived
+            .drain()
+            .map(|(_, r)| r)
+            .chain(self.unclaimed.drain(..));
+        ringlink_common::fdpass::reap(filed.flat_map(|r| r.fds));
+    }
+}
+
 impl State {
+    /// Reads responses until the one numbered `seq` (claimed) comes,
+    /// which refills `reply` in place; the others are filed.
+    fn pump_for(&mut self, seq: u64, reply: &mut Reply) -> Result<Option<()>> {
+        while let Some(m) = self.engine.try_recv(false, &mut self.scratch)? {
+            if m.seq == seq {
+                reply.refill(m, &self.scratch, &mut self.engine);
+                return Ok(Some(()));
+            }
+            let r = Reply::take(m, &self.scratch, &mut self.engine);
+            if self.claimed.contains(&r.seq) {
+                self.arrived.insert(r.seq, r);
+            } else {
+                self.unclaimed.push_back(r);
+            }
+        }
+        Ok(None)
+    }
+
     /// Files every response the ring holds. Stops at the first error,
     /// after the responses before it.
     fn pump(&mut self) -> Result<bool> {
@@ -130,6 +161,29 @@ impl AsyncClient {
     /// # Errors
     ///
     /// As [`Client::connect`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ringlink_ipcc::Result<()> {
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// #   let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let opts = ConnectOptions::new("echo").wait_for_server(true);
+    ///     let client = AsyncClient::connect(&addr, &opts).await?;
+    ///     let reply = client.send_recv(1, b"hello").await?;
+    ///     assert_eq!(reply.payload, b"hello");
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<AsyncClient> {
         let (addr, opts) = (addr.clone(), opts.clone());
         let client = tokio::task::spawn_blocking(move || Client::connect(&addr, &opts))
@@ -340,11 +394,84 @@ impl AsyncClient {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// Requests from many tasks in flight at once on one connection, each task
+    /// getting its own answer:
+    ///
+    /// ```
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ringlink_ipcc::Result<()> {
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// #   let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let client = AsyncClient::connect(&addr, &ConnectOptions::new("echo")).await?;
+    ///     let tasks: Vec<_> = (0..16u8)
+    ///         .map(|i| {
+    ///             let client = client.clone(); // shares the connection
+    ///             tokio::spawn(async move { client.send_recv(1, &[i]).await })
+    ///         })
+    ///         .collect();
+    ///     for (i, task) in tasks.into_iter().enumerate() {
+    ///         let reply = task.await.expect("task")?;
+    ///         assert_eq!(reply.payload, [i as u8]);
+    ///     }
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn send_recv(&self, id: i32, payload: &[u8]) -> Result<Reply> {
         let seq = self
             .send_claiming(id, &[IoSlice::new(payload)], true)
             .await?;
         self.response_to(seq).await
+    }
+
+    /// [`send_recv`](Self::send_recv) into a reply the caller keeps and
+    /// reuses: its payload's allocation (and the fds vector's) is
+    /// reused, so a loop of round trips allocates nothing once the
+    /// buffer has grown to the largest response. Cancellation-safe as
+    /// `send_recv`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_recv`](Self::send_recv).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions, Reply, ServiceAddr};
+    ///
+    /// # async fn run() -> ringlink_ipcc::Result<()> {
+    /// let client = AsyncClient::connect(&ServiceAddr::named("echo"), &ConnectOptions::new("echo")).await?;
+    /// let mut reply = Reply::default();
+    /// for i in 0..1000u32 {
+    ///     client.send_recv_into(1, &i.to_le_bytes(), &mut reply).await?;
+    ///     assert_eq!(reply.payload, i.to_le_bytes());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_recv_into(&self, id: i32, payload: &[u8], reply: &mut Reply) -> Result<()> {
+        let seq = self
+            .send_claiming(id, &[IoSlice::new(payload)], true)
+            .await?;
+        let _claim = Claim { client: self, seq };
+        self.wait_for(Sleep::Response, |st| {
+            if let Some(r) = st.arrived.remove(&seq) {
+                *reply = r;
+                return Ok(Some(()));
+            }
+            st.pump_for(seq, reply)
+        })
+        .await
     }
 
     /// Waits for the response to `seq`, claimed when it was sent.
@@ -392,6 +519,50 @@ impl AsyncClient {
     }
 
     /// The events, as a stream that ends when the connection does.
+    ///
+    /// # Examples
+    ///
+    /// With a `StreamExt` (futures-util's, here), the stream's `next`:
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use ringlink_ipcc::{AsyncClient, ConnectOptions, Error};
+    ///
+    /// const SUBSCRIBE: i32 = 1;
+    /// const PRICE: i32 = 100;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ringlink_ipcc::Result<()> {
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(SUBSCRIBE, |c, r| {
+    /// #       for p in [10u32, 11, 12] { let _ = c.send_event(PRICE, &p.to_le_bytes()); }
+    /// #       let _ = c.respond(r.seq(), SUBSCRIBE, b"");
+    /// #   });
+    /// #   let mut service = Service::bind(addr.clone(), "prices", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let client = AsyncClient::connect(&addr, &ConnectOptions::new("prices")).await?;
+    ///     let mut events = client.events();
+    ///     client.send_recv(SUBSCRIBE, b"").await?;
+    ///     let mut prices = Vec::new();
+    ///     while let Some(event) = events.next().await {
+    ///         match event {
+    ///             Ok(e) if e.id == PRICE => prices.push(u32::from_le_bytes(e.payload[..4].try_into().unwrap())),
+    ///             Ok(_) => {}
+    ///             Err(Error::Lagged(n)) => eprintln!("{n} events missed"), // and the stream goes on
+    ///             Err(e) => return Err(e), // the last item: the connection is gone
+    ///         }
+    ///         if prices.len() == 3 {
+    ///             break;
+    ///         }
+    ///     }
+    ///     assert_eq!(prices, [10, 11, 12]);
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn events(&self) -> Events {
         Events {
             client: self.clone(),
@@ -407,6 +578,13 @@ impl AsyncClient {
         sleep: Sleep,
         mut attempt: impl FnMut(&mut State) -> Result<Option<T>>,
     ) -> Result<T> {
+        // The uncontended path: one look under the lock, with nothing
+        // registered to be woken (no waiter pushed on `moved`, whose list
+        // has a lock of its own) and no system call. What it misses, the
+        // loop's registered look below sees.
+        if let Some(v) = self.look(&mut attempt)? {
+            return Ok(v);
+        }
         let mut woken = false;
         loop {
             // Registered before looking, so that a task filing our message
@@ -416,16 +594,20 @@ impl AsyncClient {
             moved.as_mut().enable();
             let tail = {
                 let mut st = self.lock();
-                // Take the wake-ups on the stream socket (and notice a
-                // server that left) before looking: they may be meant for
-                // any task's ring, so whoever takes some tells every
-                // other task to look again (`told`, after every call
-                // that may read the socket).
-                st.engine.drain_wakes();
-                if woken && !st.engine.is_connected() {
-                    // Gone: what was sent before is still delivered
-                    // (`attempt` drains), then `Disconnected`.
-                    self.shared.moved.notify_waiters();
+                if woken {
+                    // Take the wake-ups on the stream socket (and notice
+                    // a server that left) before looking: they may be
+                    // meant for any task's ring, so whoever takes some
+                    // tells every other task to look again (`told`, after
+                    // every call that may read the socket). A first look
+                    // reads the rings alone, as the blocking client does:
+                    // no system call when the answer is there.
+                    st.engine.drain_wakes();
+                    if !st.engine.is_connected() {
+                        // Gone: what was sent before is still delivered
+                        // (`attempt` drains), then `Disconnected`.
+                        self.shared.moved.notify_waiters();
+                    }
                 }
                 let before = (st.arrived.len(), st.unclaimed.len());
                 let got = attempt(&mut st);
@@ -452,8 +634,10 @@ impl AsyncClient {
                         return Ok(v);
                     }
                     st = self.lock();
-                    st.engine.drain_wakes();
                 }
+                // Before raising a flag, the socket is drained (PROTOCOL.md
+                // §4, W0): a byte that comes after it ends the sleep.
+                st.engine.drain_wakes();
                 // Arm, then look once more: what came in between signals
                 // no one.
                 let armed = match sleep {
@@ -473,6 +657,22 @@ impl AsyncClient {
         }
     }
 
+    /// One look under the lock: `attempt`, then telling the other tasks
+    /// what it filed or drained.
+    fn look<T>(
+        &self,
+        attempt: &mut impl FnMut(&mut State) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let mut st = self.lock();
+        let before = (st.arrived.len(), st.unclaimed.len());
+        let got = attempt(&mut st);
+        self.told(&st);
+        if got.is_err() || (st.arrived.len(), st.unclaimed.len()) != before {
+            self.shared.moved.notify_waiters();
+        }
+        got
+    }
+
     /// Retries `attempt` for the spin budget.
     fn spin<T>(
         &self,
@@ -483,20 +683,8 @@ impl AsyncClient {
             for _ in 0..32 {
                 std::hint::spin_loop();
             }
-            let mut st = self.lock();
-            let before = (st.arrived.len(), st.unclaimed.len());
-            let got = attempt(&mut st);
-            self.told(&st);
-            if (st.arrived.len(), st.unclaimed.len()) != before {
-                self.shared.moved.notify_waiters();
-            }
-            match got {
-                Ok(Some(v)) => return Ok(Some(v)),
-                Ok(None) => {}
-                Err(e) => {
-                    self.shared.moved.notify_waiters();
-                    return Err(e);
-                }
+            if let Some(v) = self.look(attempt)? {
+                return Ok(Some(v));
             }
         }
         Ok(None)

@@ -20,6 +20,35 @@ use crate::{ConnectOptions, Message};
 
 /// A connection to a ringlink service. `Send`, not `Sync`: one thread
 /// drives it at a time.
+///
+/// # Examples
+///
+/// A client of an echo service (here on a thread of this program):
+///
+/// ```
+/// use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr};
+/// use std::time::Duration;
+///
+/// # fn main() -> ringlink_ipcc::Result<()> {
+/// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+/// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+/// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+/// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+/// # let control = service.control_handle();
+/// # let server = std::thread::spawn(move || service.run());
+/// # /*
+/// let addr = ServiceAddr::named("ringlink-echo");
+/// # */
+/// let opts = ConnectOptions::new("echo").wait_for_server(true); // start-up order does not matter
+/// let mut client = Client::connect(&addr, &opts)?;
+/// let mut buf = vec![0u8; client.max_message()];
+/// let reply = client.send_recv(1, b"hello", &mut buf, Some(Duration::from_secs(5)))?;
+/// assert_eq!(&buf[..reply.len], b"hello");
+/// # control.shutdown();
+/// # server.join().expect("server thread")?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Client {
     engine: Engine,
     id: u64,
@@ -51,10 +80,47 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::NoServer`] if nobody listens (after `timeout`, with
+    /// [`Error::NoServer`] if nobody listens (after `server_wait`, with
     /// `wait_for_server`); [`Error::Rejected`] with the server's reason;
     /// [`Error::TimedOut`]; [`Error::Protocol`] if the server's answer or
-    /// its rings are malformed; [`Error::Io`].
+    /// its rings are malformed; [`Error::Io`] (`PermissionDenied` when
+    /// the server is not of [`ConnectOptions::server_uid`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr, Status};
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// // Nobody listens there: NoServer at once (after `server_wait` with `wait_for_server`).
+    /// let nobody = ServiceAddr::named(&format!("ringlink-doc-nobody-{}", std::process::id()));
+    /// assert!(matches!(Client::connect(&nobody, &ConnectOptions::new("echo")), Err(Error::NoServer)));
+    ///
+    /// // A server of another protocol refuses the handshake, and says why.
+    /// match Client::connect(&addr, &ConnectOptions::new("not-echo")) {
+    ///     Err(Error::Rejected(status)) => assert_eq!(status, Status::UnknownProtocol),
+    ///     other => panic!("{other:?}"),
+    /// }
+    ///
+    /// let opts = ConnectOptions::new("echo")
+    ///     .wait_for_server(true)
+    ///     .server_wait(Duration::from_secs(2))
+    ///     .max_message(1 << 20); // the largest message this client needs
+    /// let client = Client::connect(&addr, &opts)?;
+    /// println!("connection {}: up to {} bytes", client.id(), client.max_message());
+    /// # drop(client);
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connect(addr: &ServiceAddr, opts: &ConnectOptions) -> Result<Client> {
         let sock =
             connect::connect_socket(addr, opts.wait_for_server, connect::wait_deadline(opts))?;
@@ -214,21 +280,41 @@ impl Client {
     /// handler (it stores a flag and writes to an eventfd of this process)
     /// and from any thread:
     ///
-    /// ```no_run
-    /// # fn main() -> ringlink_ipcc::Result<()> {
-    /// use ringlink_ipcc::{Client, ConnectOptions, Error, ServiceAddr};
-    /// let mut client = Client::connect(&ServiceAddr::named("echo"), &ConnectOptions::new("echo"))?;
-    /// let stop = client.interrupter();
-    /// // e.g. from a thread that waits for SIGINT (signal-hook's
-    /// // `Signals::forever`), or from the handler itself:
-    /// std::thread::spawn(move || stop.interrupt());
-    /// let mut buf = vec![0u8; client.max_message()];
-    /// match client.event_recv(&mut buf, None) {
-    ///     Err(Error::Interrupted) => println!("stopped"),
-    ///     other => println!("{other:?}"),
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error};
+    /// use signal_hook::consts::{SIGINT, SIGTERM};
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // Caught from the start: a Ctrl-C while connecting is kept.
+    ///     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    /// #   use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// #   let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// #   let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// #   let control = service.control_handle();
+    /// #   let server = std::thread::spawn(move || service.run());
+    ///     let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    ///     let stop = client.interrupter();
+    ///     std::thread::spawn(move || {
+    ///         if signals.forever().next().is_some() {
+    ///             stop.interrupt();
+    ///         }
+    ///     });
+    /// #   signal_hook::low_level::raise(SIGINT)?; // as if Ctrl-C were pressed
+    ///     let mut buf = vec![0u8; client.max_message()];
+    ///     loop {
+    ///         match client.event_recv(&mut buf, None) {
+    ///             Ok(m) => println!("event {}", m.id),
+    ///             Err(Error::Interrupted) => break, // nothing lost: the client is usable
+    ///             Err(e) => return Err(e.into()),
+    ///         }
+    ///     }
+    ///     let m = client.send_recv(1, b"still here", &mut buf, None)?;
+    ///     assert_eq!(&buf[..m.len], b"still here");
+    /// #   control.shutdown();
+    /// #   server.join().expect("server thread")?;
+    ///     Ok(())
     /// }
-    /// # Ok(())
-    /// # }
     /// ```
     pub fn interrupter(&self) -> crate::Interrupter {
         self.engine.interrupter()
@@ -256,6 +342,36 @@ impl Client {
     ///
     /// [`Error::MessageTooLarge`] (nothing sent); [`Error::WouldBlock`] if
     /// the request ring is full; [`Error::Disconnected`].
+    ///
+    /// # Examples
+    ///
+    /// Several requests in flight, then their answers, matched by sequence
+    /// number:
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    /// let seqs = [client.send(1, b"a")?, client.send(1, b"b")?, client.send(1, b"c")?];
+    ///
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// for (seq, expected) in seqs.into_iter().zip([b"a", b"b", b"c"]) {
+    ///     let m = client.recv(&mut buf, Some(Duration::from_secs(5)))?;
+    ///     assert_eq!((m.seq, &buf[..m.len]), (seq, &expected[..]));
+    /// }
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send(&mut self, id: i32, payload: &[u8]) -> Result<u64> {
         self.send_vectored(id, &[IoSlice::new(payload)], Some(Duration::ZERO))
     }
@@ -300,6 +416,44 @@ impl Client {
     /// # Errors
     ///
     /// As [`send_timeout`](Self::send_timeout).
+    ///
+    /// # Examples
+    ///
+    /// Fire and forget: nothing comes back to read, and requests are taken in
+    /// order, so a request that needs an answer after them is answered after
+    /// they were handled.
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// use std::time::Duration;
+    ///
+    /// const LOG: i32 = 2;
+    /// const FLUSH: i32 = 3;
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # use std::sync::atomic::{AtomicU32, Ordering};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let lines = std::sync::Arc::new(AtomicU32::new(0));
+    /// # let seen = lines.clone();
+    /// # let table = Dispatch::new()
+    /// #     .on(LOG, move |_, r| { assert!(!r.needs_response()); lines.fetch_add(1, Ordering::Relaxed); })
+    /// #     .on(FLUSH, move |c, r| { let _ = c.respond(r.seq(), FLUSH, &seen.load(Ordering::Relaxed).to_le_bytes()); });
+    /// # let mut service = Service::bind(addr.clone(), "log", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("log"))?;
+    /// for line in ["started", "working", "done"] {
+    ///     client.send_oneway(LOG, line.as_bytes(), None)?; // waits for room, if need be
+    /// }
+    /// let mut buf = [0u8; 4];
+    /// client.send_recv(FLUSH, b"", &mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(u32::from_le_bytes(buf), 3); // the server had them all
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_oneway(
         &mut self,
         id: i32,
@@ -343,14 +497,50 @@ impl Client {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # use ringlink_ipcc::{Client, ConnectOptions};
-    /// # fn main() -> ringlink_ipcc::Result<()> {
-    /// # let mut client = Client::connect(&ringlink_ipcc::ServiceAddr::named("logd"),
-    /// #     &ConnectOptions::new("logd"))?;
+    /// A file handed to a log service, which writes into it (the service
+    /// takes up to one fd per request: `ServiceOptions::accept_fds`):
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error, FdTerms};
+    /// use std::io::{Read, Seek};
     /// use std::os::fd::AsFd;
-    /// let log = std::fs::File::create("/tmp/app.log")?;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # use std::io::Write;
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| {
+    /// #     if let Some(fd) = r.take_fds().pop() { let _ = std::fs::File::from(fd).write_all(b"logged\n"); }
+    /// #     let _ = c.respond(r.seq(), 1, b"");
+    /// # });
+    /// # let opts = ServiceOptions::default().accept_fds(FdTerms::per_message(1));
+    /// # let mut service = Service::bind(addr.clone(), "logd", opts, table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("logd"))?;
+    /// assert_eq!(client.server_fd_terms().per_message, 1);
+    ///
+    /// let path = std::env::temp_dir().join(format!("app-{}.log", std::process::id()));
+    /// let mut log = std::fs::File::options().read(true).write(true).create(true).open(&path)?;
+    /// std::fs::remove_file(&path)?; // the open file lives on
     /// client.send_with_fds(1, b"log here", &[log.as_fd()], None)?;
+    /// let mut buf = [0u8; 16];
+    /// client.recv(&mut buf, Some(Duration::from_secs(5)))?; // written by now
+    ///
+    /// let mut text = String::new();
+    /// log.rewind()?; // the service's copy shares the file's offset
+    /// log.read_to_string(&mut text)?;
+    /// assert_eq!(text, "logged\n");
+    ///
+    /// // Two are more than the service takes: refused, nothing sent.
+    /// let two = [log.as_fd(), log.as_fd()];
+    /// assert!(matches!(
+    ///     client.send_with_fds(1, b"", &two, None),
+    ///     Err(Error::FdsNotAccepted { count: 2, max: 1 })
+    /// ));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
     /// # Ok(())
     /// # }
     /// ```
@@ -379,6 +569,146 @@ impl Client {
     ) -> Result<()> {
         self.send_with(id, &[IoSlice::new(payload)], timeout, true, fds)
             .map(drop)
+    }
+
+    /// Sends a request of `len` payload bytes written in place: `fill` is
+    /// called once, on the payload's bytes in the request ring (whatever
+    /// they held before: write them all), once there is room, and the
+    /// request goes (Legato's model: the message is built in the
+    /// messaging buffer). No copy of the payload is made over shared
+    /// memory; over sockets and to a libqb server `fill` writes into a
+    /// buffer that is then sent. Waits up to `timeout` (`None`: forever)
+    /// for room; returns the request's sequence number.
+    ///
+    /// The bytes live in memory the server can read as they are written;
+    /// it sees them only once the request is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout) (`fill` is not called when
+    /// nothing is sent).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr};
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # let mut client = Client::connect(&ServiceAddr::named("store"), &ConnectOptions::new("store"))?;
+    /// // A 64 KiB block, generated straight into the ring.
+    /// client.send_in_place(1, 64 << 10, None, |buf| {
+    ///     for (i, b) in buf.iter_mut().enumerate() {
+    ///         *b = i as u8;
+    ///     }
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_in_place(
+        &mut self,
+        id: i32,
+        len: usize,
+        timeout: Option<Duration>,
+        mut fill: impl FnMut(&mut [u8]),
+    ) -> Result<u64> {
+        if !self.engine.writes_in_place() {
+            if len > self.engine.max_message() {
+                return Err(Error::MessageTooLarge {
+                    len,
+                    max: self.engine.max_message(),
+                });
+            }
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return self.send_vectored(id, &[IoSlice::new(&buf)], timeout);
+        }
+        let deadline = deadline_after(timeout);
+        loop {
+            if let Some(seq) = self.engine.try_send_in_place(id, len, &mut fill)? {
+                return Ok(seq);
+            }
+            if expired(deadline, timeout) {
+                if !self.engine.is_connected() {
+                    return Err(self.engine.fail(Error::Disconnected));
+                }
+                return Err(if timeout == Some(Duration::ZERO) {
+                    Error::WouldBlock
+                } else {
+                    Error::TimedOut
+                });
+            }
+            self.engine.wait(Wait::Space, deadline)?;
+        }
+    }
+
+    /// Receives the next response in place: `read` gets its header fields
+    /// and its payload where it lies (the response ring, or over sockets
+    /// the reassembly buffer), and its room goes back to the server when
+    /// `read` returns; no copy is made. Waits up to `timeout`. Responses
+    /// that [`send_recv`](Self::send_recv) set aside for others come first
+    /// (from where they were kept). The fds, if any, are taken with
+    /// [`take_fds`](Self::take_fds) afterwards.
+    ///
+    /// The payload lives in memory the server can write: a server
+    /// breaking the protocol could change it while `read` looks, so
+    /// validate it as any input and read each value once.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), without `BufferTooSmall`.
+    pub fn recv_in_place<R>(
+        &mut self,
+        timeout: Option<Duration>,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        if let Some((msg, data, fds)) = self.stash.pop_front() {
+            self.engine.hold_fds(fds);
+            return Ok(read(&msg, &data));
+        }
+        self.read_in_place(Wait::Response, timeout, read)
+    }
+
+    /// [`recv_in_place`](Self::recv_in_place) for the next event.
+    ///
+    /// # Errors
+    ///
+    /// As [`event_recv`](Self::event_recv), without `BufferTooSmall`.
+    pub fn event_recv_in_place<R>(
+        &mut self,
+        timeout: Option<Duration>,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        self.read_in_place(Wait::Event, timeout, read)
+    }
+
+    fn read_in_place<R>(
+        &mut self,
+        which: Wait,
+        timeout: Option<Duration>,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        let deadline = deadline_after(timeout);
+        let mut read = Some(read);
+        let mut out = None;
+        loop {
+            let got = self
+                .engine
+                .try_recv_with(which == Wait::Event, &mut |m, payload| {
+                    if let Some(read) = read.take() {
+                        out = Some(read(m, payload));
+                    }
+                    Ok(())
+                })?;
+            if got.is_some() {
+                return Ok(out.take().expect("read ran"));
+            }
+            if expired(deadline, timeout) {
+                if !self.engine.is_connected() {
+                    return Err(self.engine.fail(Error::Disconnected));
+                }
+                return Err(Error::TimedOut);
+            }
+            self.engine.wait(which, deadline)?;
+        }
     }
 
     /// The fds the last response or event received carried
@@ -453,6 +783,43 @@ impl Client {
     /// # Errors
     ///
     /// As [`send_timeout`](Self::send_timeout) and [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error, ERROR_UNKNOWN_ID};
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    /// // One buffer, as large as the largest answer the connection allows.
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// let timeout = Some(Duration::from_secs(5));
+    ///
+    /// let m = client.send_recv(1, b"ping", &mut buf, timeout)?;
+    /// assert_eq!((m.id, m.error, &buf[..m.len]), (1, 0, &b"ping"[..]));
+    ///
+    /// // The server's error code travels in the answer, not as an Err.
+    /// let m = client.send_recv(99, b"", &mut buf, timeout)?;
+    /// assert_eq!(m.error, ERROR_UNKNOWN_ID);
+    ///
+    /// // Larger than the connection allows: refused, nothing sent.
+    /// let big = vec![0u8; client.max_message() + 1];
+    /// assert!(matches!(
+    ///     client.send_recv(1, &big, &mut buf, timeout),
+    ///     Err(Error::MessageTooLarge { .. })
+    /// ));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_recv(
         &mut self,
         id: i32,
@@ -489,6 +856,44 @@ impl Client {
     /// # Errors
     ///
     /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error};
+    /// use std::time::Duration;
+    ///
+    /// const TICK: i32 = 100;
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceOptions};
+    /// # struct Ticker;
+    /// # impl Handler for Ticker {
+    /// #     fn connection_created(&self, c: &Connection) { let _ = c.send_event(TICK, b"1"); }
+    /// #     fn message(&self, _: &Connection, _: &Request<'_>) {}
+    /// # }
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let mut service = Service::bind(addr.clone(), "ticker", ServiceOptions::default(), Ticker)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("ticker"))?;
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// loop {
+    ///     match client.event_recv(&mut buf, Some(Duration::from_millis(200))) {
+    ///         Ok(m) => {
+    ///             assert_eq!((m.id, &buf[..m.len]), (TICK, &b"1"[..]));
+    ///         }
+    ///         Err(Error::TimedOut) => break, // quiet for a while
+    ///         // Events the server's queue dropped for this client (`ServiceOptions::event_queue`).
+    ///         Err(Error::Lagged(n)) => eprintln!("{n} events missed"),
+    ///         Err(e) => return Err(e), // Disconnected: the server is gone
+    ///     }
+    /// }
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn event_recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
         self.read(Wait::Event, buf, timeout)
     }
@@ -558,6 +963,47 @@ impl Client {
     /// already waiting (read it instead of polling). The fd becomes
     /// readable when a response or event arrives or the server goes away;
     /// it may also wake spuriously.
+    ///
+    /// # Examples
+    ///
+    /// A client in a `poll(2)` loop of the application's own (here with nix's
+    /// `poll`; the client's fd sits beside the application's other fds):
+    ///
+    /// ```
+    /// use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    /// use ringlink_ipcc::{Client, ConnectOptions, Error};
+    /// use std::os::fd::AsFd;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    /// let seq = client.send(1, b"ping")?;
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// let m = loop {
+    ///     // Take what is there without waiting...
+    ///     match client.recv(&mut buf, Some(Duration::ZERO)) {
+    ///         Ok(m) => break m,
+    ///         Err(Error::TimedOut) => {}
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    ///     // ...and sleep on the fd only when nothing is waiting.
+    ///     if client.prepare_poll() {
+    ///         let mut fds = [PollFd::new(client.as_fd(), PollFlags::POLLIN)];
+    ///         poll(&mut fds, PollTimeout::NONE)?;
+    ///     }
+    /// };
+    /// assert_eq!((m.seq, &buf[..m.len]), (seq, &b"ping"[..]));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn prepare_poll(&mut self) -> bool {
         self.engine.prepare_poll()
     }

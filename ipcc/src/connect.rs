@@ -152,6 +152,7 @@ pub(crate) fn handshake(
     deadline: Instant,
 ) -> Result<Connected> {
     ringlink_common::wire::check_protocol_id(&opts.protocol)?;
+    opts.accept_fds.check()?;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())

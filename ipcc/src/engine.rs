@@ -100,6 +100,9 @@ pub(crate) struct Engine {
     /// The fds of the last message received, until taken (or the next
     /// message comes: then reaped).
     last_fds: PeerFds,
+    /// The fds of the send waiting for room: it waits for the server to
+    /// release messages until they fit its in-flight limit too.
+    space_fds: usize,
 }
 
 /// An interruption asked for: an eventfd of this process alone (never
@@ -235,6 +238,7 @@ impl Engine {
             ),
             server_fds: c.server_fds,
             last_fds: PeerFds::default(),
+            space_fds: 0,
             side: c.side,
             transport,
             max_message: c.max_message,
@@ -310,10 +314,11 @@ impl Engine {
 
     /// `e`, after failing the connection if `e` leaves it unusable.
     pub(crate) fn fail(&mut self, e: Error) -> Error {
+        #[cfg(feature = "tracing")]
         if e.is_fatal() && self.stream.connected() {
             match &e {
-                Error::Protocol(_v) => {
-                    event!(warn, violation = %_v, "protocol violation by the server")
+                Error::Protocol(v) => {
+                    event!(warn, violation = %v, "protocol violation by the server")
                 }
                 _ => event!(debug, error = %e, "disconnected"),
             }
@@ -351,6 +356,54 @@ impl Engine {
         fds: &[BorrowedFd<'_>],
     ) -> Result<Option<u64>> {
         let len = ringlink_common::payload_len(parts, self.max_message)?;
+        let max = self.max_message;
+        let sent = self.try_send_by(id, len, one_way, |tx, header| {
+            tx.try_send_with_fds(header, parts, max, fds)
+        });
+        self.space_fds = match sent {
+            Ok(None) => fds.len(),
+            _ => 0,
+        };
+        sent
+    }
+
+    /// Whether requests are written in place in the ring
+    /// ([`try_send_in_place`](Self::try_send_in_place)).
+    pub(crate) fn writes_in_place(&self) -> bool {
+        self.side.request.writes_in_place()
+    }
+
+    /// One attempt to send a request of `len` payload bytes written in
+    /// place by `fill` (called only if it goes), as
+    /// [`try_send`](Self::try_send). Only where
+    /// [`writes_in_place`](Self::writes_in_place).
+    pub(crate) fn try_send_in_place(
+        &mut self,
+        id: i32,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<Option<u64>> {
+        if len > self.max_message {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.max_message,
+            });
+        }
+        let max = self.max_message;
+        self.try_send_by(id, len, false, |tx, header| {
+            tx.try_send_in_place(header, len, max, fill)
+        })
+    }
+
+    /// What both kinds of send share: flow control, numbering, counting,
+    /// the trace hook; `send` does the sending.
+    fn try_send_by(
+        &mut self,
+        id: i32,
+        len: usize,
+        one_way: bool,
+        send: impl FnOnce(&mut ringlink_channel::Sender, MsgHeader) -> Result<(), TrySendError>,
+    ) -> Result<Option<u64>> {
         if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
             // Levels arrive on the stream socket: read them first (a
             // libqb server's are in its control file).
@@ -370,11 +423,7 @@ impl Engine {
             flags: if one_way { FLAG_ONE_WAY } else { 0 },
             seq,
         };
-        match self
-            .side
-            .request
-            .try_send_with_fds(header, parts, self.max_message, fds)
-        {
+        match send(&mut self.side.request, header) {
             Ok(()) => {
                 if !one_way {
                     self.next_seq += 1;
@@ -400,6 +449,13 @@ impl Engine {
             // Refused before anything went: the connection is fine.
             Err(e @ (TrySendError::FdsNotAccepted { .. } | TrySendError::FdRefused { .. })) => {
                 Err(e.into())
+            }
+            // This user has more fds in flight than its fd limit: nothing
+            // went, the connection is fine.
+            Err(TrySendError::Io(e))
+                if e.raw_os_error() == Some(nix::errno::Errno::ETOOMANYREFS as i32) =>
+            {
+                Err(Error::Io(e))
             }
             Err(e) => Err(self.fail(e.into())),
         }
@@ -527,6 +583,24 @@ impl Engine {
     /// message is delivered even after the server left, until none is
     /// left; one too large for `buf` is kept.
     pub(crate) fn try_recv(&mut self, event: bool, buf: &mut [u8]) -> Result<Option<Message>> {
+        self.try_recv_with(event, &mut |m, payload| {
+            buf.get_mut(..m.len)
+                // Kept, fds and all, for a larger buffer.
+                .ok_or(Error::BufferTooSmall { needed: m.len })?
+                .copy_from_slice(payload);
+            Ok(())
+        })
+    }
+
+    /// One attempt to take a response (`event`: an event), handed to
+    /// `deliver` in place (in the ring, or the socket's reassembly
+    /// buffer) before its room is given back: `Ok(None)` if none is
+    /// there. An error from `deliver` keeps the message, fds and all.
+    pub(crate) fn try_recv_with(
+        &mut self,
+        event: bool,
+        deliver: &mut dyn FnMut(&Message, &[u8]) -> Result<()>,
+    ) -> Result<Option<Message>> {
         // The tail of our last request must go before its answer can come
         // (errors show on the next send).
         let _ = self.side.request.flush();
@@ -537,13 +611,14 @@ impl Engine {
         if !self.replies.is_empty() || (event && self.side.response.pending()) {
             self.serve_calls()?;
         }
+        let libqb = self.side.is_libqb();
         let got = match self.side.receiver(event).try_recv() {
             Ok(Some(incoming)) if incoming.header().is_call() => {
                 let _ = incoming;
                 self.serve_calls()?;
                 // (With replies waiting for room, the call waits too.)
                 return if self.replies.is_empty() {
-                    self.try_recv(event, buf)
+                    self.try_recv_with(event, deliver)
                 } else {
                     Ok(None)
                 };
@@ -566,72 +641,45 @@ impl Engine {
             }
             Ok(Some(mut incoming)) => {
                 let h = incoming.header();
-                let len = incoming.payload().len();
-                if len > buf.len() {
-                    // Kept, fds and all, for a larger buffer.
-                    return Err(Error::BufferTooSmall { needed: len });
-                }
-                buf[..len].copy_from_slice(incoming.payload());
-                // Those of the message before, not taken, are reaped.
-                self.last_fds = incoming.take_fds();
-                incoming.release();
-                Message {
+                let msg = Message {
                     id: h.id,
                     seq: h.seq,
                     error: h.error,
-                    len,
-                    fds: self.last_fds.len(),
-                }
+                    len: incoming.payload().len(),
+                    fds: usize::from(h.fds()),
+                };
+                // Checked before the application sees it.
+                let msg = match numbered(event, libqb, self.next_seq, self.answered, msg) {
+                    Ok(msg) => msg,
+                    Err(v) => return Err(self.fail(Error::Protocol(v))),
+                };
+                deliver(&msg, incoming.payload())?;
+                // Those of the message before, not taken, are reaped.
+                self.last_fds = incoming.take_fds();
+                incoming.release();
+                msg
             }
             Ok(None) if self.stream.connected() => return Ok(None),
             Ok(None) => return Err(self.check().err().unwrap_or(Error::Disconnected)),
             Err(e) => return Err(self.fail(e.into())),
         };
-        let msg = self.received(event, got)?;
         if event {
             self.stats.events += 1;
         } else {
+            self.answered += 1;
             self.stats.responses += 1;
         }
-        self.stats.bytes_received += msg.len as u64;
+        self.stats.bytes_received += got.len as u64;
         if let Some(hook) = &mut self.trace {
             hook(&ClientTrace::Received {
-                id: msg.id,
-                seq: msg.seq,
-                error: msg.error,
-                len: msg.len,
+                id: got.id,
+                seq: got.seq,
+                error: got.error,
+                len: got.len,
                 event,
             });
         }
-        Ok(Some(msg))
-    }
-
-    /// Checks a message just taken from the server: a response must
-    /// answer a request this client sent (`seq` from 1 to the last one
-    /// sent), and there are never more responses than requests
-    /// (PROTOCOL.md §3). A server that breaks this is a protocol
-    /// violation, and the connection fails.
-    fn received(&mut self, event: bool, mut msg: Message) -> Result<Message> {
-        if !event && self.side.is_libqb() {
-            // libqb's responses carry no number, and a libqb server may
-            // send several per request, or none: numbered as they come.
-            self.answered += 1;
-            msg.seq = self.answered;
-            return Ok(msg);
-        }
-        if !event {
-            let sent = self.next_seq - 1;
-            if msg.seq == 0 || msg.seq > sent || self.answered >= sent {
-                let v = Violation::UnaskedResponse {
-                    seq: msg.seq,
-                    answered: self.answered,
-                    sent,
-                };
-                return Err(self.fail(Error::Protocol(v)));
-            }
-            self.answered += 1;
-        }
-        Ok(msg)
+        Ok(Some(got))
     }
 
     /// Waits until `which` may have progressed, or `deadline`: polls the
@@ -679,6 +727,7 @@ impl Engine {
             transport,
             interrupt,
             space_for,
+            space_fds,
             ..
         } = self;
         let space_for = *space_for;
@@ -689,6 +738,7 @@ impl Engine {
                 Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
                     !flow.holds(flow::level(side, stream))
                         && side.request.room_for(space_for).unwrap_or(true)
+                        && side.request.fd_room_for(*space_fds)
                 }),
                 Wait::Event => {
                     // A call from the server at the front of the response
@@ -719,7 +769,11 @@ impl Engine {
             // it, then wakes flagged waiters, so either we see the new
             // level here or we are woken.
             let released = which == Wait::Space && held && !flow.holds(flow::level(side, stream));
-            if !armed || released {
+            // A look at the front of the response channel (for calls) that
+            // fetched fds from the stream took wake-ups with them: look
+            // again rather than sleep on what they announced.
+            let fetched = stream.fetched();
+            if !armed || released || fetched {
                 return Ok(false);
             }
         } else {
@@ -926,7 +980,10 @@ impl Engine {
         }
         // The level is read after the flag is up: the server lowers it,
         // then wakes flagged waiters.
-        self.held() || !self.side.request.room_for(self.space_for).unwrap_or(true)
+        let fds = self.space_fds;
+        self.held()
+            || !self.side.request.room_for(self.space_for).unwrap_or(true)
+            || !self.side.request.fd_room_for(fds)
     }
 
     /// Before sleeping until a response (`event`: an event) may have
@@ -976,6 +1033,12 @@ impl Drop for Engine {
         // then the socket shut down: the server hears of it at once.
         self.side.close();
         self.stream.fail();
+        // What the server queued and we never read goes with the last
+        // close, fds included, whose last close may wait (a lingering
+        // socket, a file on a FUSE mount): read out now, the fds reaped
+        // away from this thread. Shut down, nothing more can come.
+        self.stream.read_out_for_close();
+        self.side.read_out_for_close();
     }
 }
 
@@ -998,4 +1061,34 @@ fn arm_for_calls(side: &mut ClientSide) -> bool {
         return !call_at_front(side);
     }
     side.response.prepare_sleep() || !call_at_front(side)
+}
+
+/// A message just taken from the server, checked: a response must answer
+/// a request this client sent (`seq` from 1 to the last one sent, and
+/// never more responses than requests: PROTOCOL.md §3); a libqb server's
+/// responses carry no number and are numbered as they come (it may send
+/// several per request, or none). `answered`: responses taken before.
+fn numbered(
+    event: bool,
+    libqb: bool,
+    next_seq: u64,
+    answered: u64,
+    mut msg: Message,
+) -> std::result::Result<Message, Violation> {
+    if event {
+        return Ok(msg);
+    }
+    if libqb {
+        msg.seq = answered + 1;
+        return Ok(msg);
+    }
+    let sent = next_seq - 1;
+    if msg.seq == 0 || msg.seq > sent || answered >= sent {
+        return Err(Violation::UnaskedResponse {
+            seq: msg.seq,
+            answered,
+            sent,
+        });
+    }
+    Ok(msg)
 }

@@ -10,16 +10,27 @@
 //!
 //! # Examples
 //!
-//! ```no_run
+//! ```
 //! use ringlink_ipcc::{Client, ConnectOptions};
 //! use ringlink_ipcc::ServiceAddr;
 //! use std::time::Duration;
 //!
 //! # fn main() -> ringlink_ipcc::Result<()> {
-//! let mut client = Client::connect(&ServiceAddr::named("echo"), &ConnectOptions::new("echo"))?;
+//! # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+//! # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+//! # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+//! # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+//! # let control = service.control_handle();
+//! # let server = std::thread::spawn(move || service.run());
+//! # /*
+//! let addr = ServiceAddr::named("echo");
+//! # */
+//! let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
 //! let mut buf = vec![0u8; client.max_message()];
 //! let reply = client.send_recv(1, b"hello", &mut buf, Some(Duration::from_secs(1)))?;
 //! assert_eq!(&buf[..reply.len], b"hello");
+//! # control.shutdown();
+//! # server.join().expect("server thread")?;
 //! # Ok(())
 //! # }
 //! ```

@@ -80,6 +80,34 @@ pub struct ConnectOptions {
     /// to a daemon of a known user should say so. A server of another
     /// user is `PermissionDenied` (an [`Error::Io`](crate::Error::Io)).
     /// Default `None`: any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions, Credentials, Error};
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// // The daemon runs as our own user here (a system daemon: as root, Some(0)).
+    /// let me = Credentials::current().uid;
+    /// let client = Client::connect(&addr, &ConnectOptions::new("echo").server_uid(Some(me)))?;
+    /// # drop(client);
+    ///
+    /// // Whoever holds the name as another user is refused before anything is sent.
+    /// match Client::connect(&addr, &ConnectOptions::new("echo").server_uid(Some(me + 1))) {
+    ///     Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub server_uid: Option<u32>,
     /// The fds this client accepts in responses and events (Legato's
     /// `le_msg_GetFd`), announced to the server in the handshake: e.g.
@@ -174,8 +202,9 @@ pub struct Message {
 
 /// A response or an event, owned: its header fields, payload and the fds
 /// it carried (`AsyncClient`'s answers, [`Client::events`](crate::Client::events)'
-/// items).
-#[derive(Debug)]
+/// items). [`Default`] is an empty one, to be filled again and again
+/// without allocating ([`AsyncClient::send_recv_into`](crate::AsyncClient::send_recv_into)).
+#[derive(Debug, Default)]
 pub struct Reply {
     /// Application message id.
     pub id: i32,
@@ -191,6 +220,21 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Refills this reply with a message just received into `buf` (its
+    /// fds taken from the engine), reusing the payload's allocation.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn refill(&mut self, m: Message, buf: &[u8], engine: &mut crate::engine::Engine) {
+        self.id = m.id;
+        self.seq = m.seq;
+        self.error = m.error;
+        self.payload.clear();
+        self.payload.extend_from_slice(&buf[..m.len]);
+        self.fds.clear();
+        if m.fds > 0 {
+            self.fds = engine.take_fds();
+        }
+    }
+
     /// Made of a message just received into `buf`: its fds are taken from
     /// the engine.
     pub(crate) fn take(m: Message, buf: &[u8], engine: &mut crate::engine::Engine) -> Reply {

@@ -88,6 +88,13 @@ impl Stream {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
     }
 
+    /// After [`fail`](Self::fail): reads what is still queued, any fds
+    /// reaped (`fdpass::recv_nowait`), so that the socket's last close
+    /// finds nothing to close.
+    pub(crate) fn read_out_for_close(&self) {
+        ringlink_channel::stream::read_out_shut(self.sock.as_fd());
+    }
+
     /// Reads what the server wrote, without waiting and at most
     /// [`READ_LIMIT`](stream::READ_LIMIT) bytes (`stream::read_out`, which
     /// files the fds attached in the inbox, or reaps them). Returns whether anything was read or the
@@ -117,9 +124,17 @@ impl Stream {
         true
     }
 
-    /// Whether a read took anything since the last call.
+    /// Whether a read took anything since the last call (a receiver
+    /// fetching its fds from the stream counts).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn take_drained(&self) -> bool {
-        self.drained.replace(false)
+        self.drained.replace(false) | self.fetched()
+    }
+
+    /// Whether a receiver fetching its fds read wake-ups off the stream
+    /// since the last call.
+    pub(crate) fn fetched(&self) -> bool {
+        self.inbox.as_ref().is_some_and(|i| i.took_wakeups())
     }
 
     /// Before the application polls the client's fd: from now on, a read

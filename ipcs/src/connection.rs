@@ -344,6 +344,47 @@ impl Connection {
     /// [`Error::OneWay`] for a one-way request (sequence number 0,
     /// [`Request::needs_response`](crate::Request::needs_response) false):
     /// nothing is sent.
+    ///
+    /// # Examples
+    ///
+    /// Answered later, from another thread: the handler keeps a clone of
+    /// the connection and the request's sequence number, and returns at
+    /// once, so the loop goes on serving everyone else.
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const HASH: i32 = 1;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let table = Dispatch::new().on(HASH, |conn, req| {
+    ///     // The payload lives in the client's ring: copy what you keep.
+    ///     let (conn, seq, data) = (conn.clone(), req.seq(), req.payload().to_vec());
+    ///     std::thread::spawn(move || {
+    ///         let sum = data.iter().map(|&b| u64::from(b)).sum::<u64>(); // the slow work
+    ///         if let Err(e) = conn.respond(seq, HASH, &sum.to_le_bytes()) {
+    ///             eprintln!("client {} gone before its answer: {e}", conn.id());
+    ///         }
+    ///     });
+    /// });
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "hash", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    ///
+    /// # use ringlink_ipcc::{Client, ConnectOptions};
+    /// # let mut client = Client::connect(&addr, &ConnectOptions::new("hash"))?;
+    /// # let mut buf = [0u8; 8];
+    /// // The client waits for it as for any other answer.
+    /// let m = client.send_recv(HASH, &[1, 2, 3], &mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(u64::from_le_bytes(buf), 6);
+    /// # assert_eq!(m.len, 8);
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn respond(&self, seq: u64, id: i32, payload: &[u8]) -> Result<()> {
         self.respond_vectored(seq, id, 0, &[IoSlice::new(payload)])
     }
@@ -422,6 +463,85 @@ impl Connection {
         self.send(Out::Response, h, parts, fds, None)
     }
 
+    /// Sends a response of `len` payload bytes written in place: `fill` is
+    /// called once on the payload's bytes in the client's response ring
+    /// (whatever they held: write them all), and the response goes,
+    /// without waiting and without a copy (over sockets and to libqb
+    /// clients, `fill` writes into a buffer that is then sent). The bytes
+    /// are in memory the client can read as they are written; it sees
+    /// them only once the response is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond) (`fill` is not called when nothing
+    /// is sent).
+    pub fn respond_in_place(
+        &self,
+        seq: u64,
+        id: i32,
+        len: usize,
+        mut fill: impl FnMut(&mut [u8]),
+    ) -> Result<()> {
+        if seq == 0 {
+            return Err(Error::OneWay);
+        }
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            flags: 0,
+            seq,
+        };
+        self.send_in_place(Out::Response, h, len, &mut fill)
+    }
+
+    /// Sends an event of `len` payload bytes written in place, as
+    /// [`respond_in_place`](Self::respond_in_place). With an event queue
+    /// (`ServiceOptions::event_queue`) holding events, or no room in the
+    /// ring, `fill` writes into a buffer queued as
+    /// [`send_event`](Self::send_event) would.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_event`](Self::send_event).
+    pub fn send_event_in_place(
+        &self,
+        id: i32,
+        len: usize,
+        mut fill: impl FnMut(&mut [u8]),
+    ) -> Result<()> {
+        let h = MsgHeader {
+            id,
+            size: 0,
+            error: 0,
+            flags: 0,
+            seq: 0,
+        };
+        let Some((_, backlog)) = &self.inner.backlog else {
+            return self.send_in_place(Out::Event, h, len, &mut fill);
+        };
+        {
+            // Held across the attempt: no event overtakes those queued.
+            let b = backlog.lock();
+            if b.items.is_empty() {
+                match self.send_in_place(Out::Event, h, len, &mut fill) {
+                    Err(Error::WouldBlock) => {}
+                    other => return other,
+                }
+            }
+        }
+        // Behind events already queued, or no room: queued as any event.
+        if len > self.inner.max_message {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.inner.max_message,
+            });
+        }
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.send_event(id, &buf)
+    }
+
     /// What the client accepts of fds in responses and events, as it
     /// announced in the handshake (`ConnectOptions::accept_fds`;
     /// [`FdTerms::NONE`](crate::FdTerms::NONE) from a client that takes
@@ -469,6 +589,54 @@ impl Connection {
     /// replying); [`Error::MessageTooLarge`]; `Unsupported` for a libqb
     /// client; an `EDEADLK` error (kind `Deadlock`) on the thread that
     /// runs the service's loop (a handler), at once.
+    ///
+    /// # Examples
+    ///
+    /// The service asks its client a question; the client answers from
+    /// its call handler while it waits for an event:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const WHO: i32 = 1;
+    /// const DONE: i32 = 100;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "ask", ServiceOptions::default(), Dispatch::new())?;
+    /// let control = service.control_handle();
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let client = std::thread::spawn(move || -> ringlink_ipcs::Result<()> {
+    ///     let mut client = Client::connect(&addr, &ConnectOptions::new("ask"))?;
+    ///     client.set_call_handler(|call| match call.id {
+    ///         WHO => (0, b"alice".to_vec()),
+    ///         _ => (ringlink_ipcc::ERROR_UNKNOWN_ID, Vec::new()),
+    ///     });
+    ///     let mut buf = [0u8; 8];
+    ///     let m = client.event_recv(&mut buf, Some(Duration::from_secs(5)))?; // serves calls meanwhile
+    ///     assert_eq!(m.id, DONE);
+    ///     Ok(())
+    /// });
+    ///
+    /// // From a thread other than the loop's (here the main one).
+    /// let conn = loop {
+    ///     match control.connections().pop() {
+    ///         Some(conn) => break conn,
+    ///         None => std::thread::sleep(Duration::from_millis(1)),
+    ///     }
+    /// };
+    /// let reply = conn.call(WHO, b"", Duration::from_secs(5))?;
+    /// assert_eq!((reply.error, &reply.payload[..]), (0, &b"alice"[..]));
+    /// conn.send_event(DONE, b"")?;
+    /// client.join().expect("client thread")?;
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn call(&self, id: i32, payload: &[u8], timeout: Duration) -> Result<CallReply> {
         if self.inner.libqb.is_some() {
             return Err(Error::Io(std::io::Error::new(
@@ -558,6 +726,51 @@ impl Connection {
     /// # Errors
     ///
     /// As [`respond`](Self::respond).
+    ///
+    /// # Examples
+    ///
+    /// Publishing to every client, from any thread, through the
+    /// service's [`ControlHandle`](crate::ControlHandle). A client that
+    /// does not read its events fills its ring: the send then returns
+    /// `WouldBlock`, unless the service keeps a queue for such clients
+    /// ([`ServiceOptions::event_queue`](crate::ServiceOptions::event_queue),
+    /// which drops by its policy and tells the client, `Error::Lagged`).
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Error, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const NEWS: i32 = 100;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "news", ServiceOptions::default(), Dispatch::new())?;
+    /// let control = service.control_handle();
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("news"))?;
+    /// // The connection exists once the loop has taken the client's confirmation.
+    /// while control.connections().is_empty() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    ///
+    /// for conn in control.connections() {
+    ///     match conn.send_event(NEWS, b"extra!") {
+    ///         Ok(()) => {}
+    ///         Err(Error::WouldBlock) => eprintln!("client {} is behind", conn.id()),
+    ///         Err(e) => eprintln!("client {}: {e}", conn.id()),
+    ///     }
+    /// }
+    ///
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// let m = client.event_recv(&mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!((m.id, &buf[..m.len]), (NEWS, &b"extra!"[..]));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_event(&self, id: i32, payload: &[u8]) -> Result<()> {
         self.send_event_vectored(id, &[IoSlice::new(payload)])
     }
@@ -854,6 +1067,57 @@ impl Connection {
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
+        let max = self.inner.max_message;
+        let wakeups = &self.inner.wakeups;
+        self.send_by(out, header, |channel| {
+            send_waiting(channel, wakeups, max, header, parts, fds, timeout)
+        })
+    }
+
+    /// Sends a message of `len` payload bytes written in place by `fill`
+    /// where the channel allows (ringlink's rings), without waiting;
+    /// otherwise `fill` writes into a buffer that is sent as any message.
+    fn send_in_place(
+        &self,
+        out: Out,
+        header: MsgHeader,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        let max = self.inner.max_message;
+        let channel = match out {
+            Out::Event => &self.inner.event,
+            Out::Response | Out::Call => &self.inner.response,
+        };
+        let in_place = channel.lock().as_ref().is_some_and(Sender::writes_in_place);
+        if !in_place {
+            if len > max {
+                return Err(Error::MessageTooLarge { len, max });
+            }
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return self.send(out, header, &[IoSlice::new(&buf)], &[], None);
+        }
+        self.send_by(out, header, |channel| {
+            let mut guard = channel.lock();
+            let tx = guard.as_mut().ok_or(Error::Disconnected)?;
+            match tx.try_send_in_place(header, len, max, fill) {
+                Ok(()) => Ok(len),
+                Err(TrySendError::Full) => Err(Error::WouldBlock),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// What every send shares: the connection's state, then `send` on the
+    /// channel, then the counters and the trace hook (or the refusal's
+    /// count, and a client that broke its ring condemned).
+    fn send_by(
+        &self,
+        out: Out,
+        header: MsgHeader,
+        send: impl FnOnce(&Mutex<Option<Sender>>) -> Result<usize>,
+    ) -> Result<()> {
         let o = &self.inner.counters.output;
         let (channel, sent) = match out {
             Out::Response => (&self.inner.response, Some(&o.responses)),
@@ -863,16 +1127,7 @@ impl Connection {
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
-        let max = self.inner.max_message;
-        match send_waiting(
-            channel,
-            &self.inner.wakeups,
-            max,
-            header,
-            parts,
-            fds,
-            timeout,
-        ) {
+        match send(channel) {
             Ok(len) => {
                 if let Some(sent) = sent {
                     count(sent, 1);

@@ -48,6 +48,12 @@ pub(crate) struct Conn {
     /// [`STASH_MAX`] of them and [`STASH_BYTES`] bytes.
     stash: std::collections::VecDeque<(MsgHeader, Vec<u8>, PeerFds)>,
     stash_bytes: usize,
+    /// The fds the stash holds: at most the service's in-flight limit, so
+    /// that what a held connection keeps is what its client could have
+    /// in flight.
+    stash_fds: usize,
+    /// The request at the front of the ring did not fit the stash's fds.
+    stash_fds_full: bool,
     /// In the `hot` list: may have requests, so the sweep looks at it. A
     /// cold connection has its wake-up armed and comes back through
     /// epoll.
@@ -67,7 +73,7 @@ const STASH_BYTES: usize = 1 << 20;
 impl Conn {
     /// Whether the stash takes no more: the ring keeps the rest.
     fn stash_full(&self) -> bool {
-        self.stash.len() >= STASH_MAX || self.stash_bytes >= STASH_BYTES
+        self.stash.len() >= STASH_MAX || self.stash_bytes >= STASH_BYTES || self.stash_fds_full
     }
 }
 
@@ -152,6 +158,8 @@ impl Connections {
             held: false,
             stash: std::collections::VecDeque::new(),
             stash_bytes: 0,
+            stash_fds: 0,
+            stash_fds_full: false,
             hot: false,
             received: 0,
             // The first look counts as activity: the time runs from it.
@@ -281,6 +289,8 @@ impl Connections {
                     Ok(true) => {
                         let (h, body, fds) = conn.stash.pop_front().expect("a request");
                         conn.stash_bytes -= body.len();
+                        conn.stash_fds -= fds.len();
+                        conn.stash_fds_full = false;
                         conn.received += 1;
                         deliver(&conn.handle, h, &body, fds);
                         did = true;
@@ -297,6 +307,7 @@ impl Connections {
             if conn.parked || !conn.handle.is_connected() {
                 continue;
             }
+            let fd_room = conn.side.fd_terms().in_flight as usize;
             for _ in 0..budget {
                 // Take a request only if its answer will fit; otherwise
                 // leave it queued and park until the client makes room.
@@ -327,11 +338,17 @@ impl Connections {
                             || !ready(&conn.handle, incoming.header().id) =>
                     {
                         conn.held = true;
-                        if conn.stash.len() >= STASH_MAX || conn.stash_bytes >= STASH_BYTES {
+                        let n = usize::from(incoming.header().fds());
+                        if conn.stash.len() >= STASH_MAX
+                            || conn.stash_bytes >= STASH_BYTES
+                            || (n > 0 && conn.stash_fds + n > fd_room)
+                        {
+                            conn.stash_fds_full = n > 0 && conn.stash_fds + n > fd_room;
                             break;
                         }
                         let body = incoming.payload().to_vec();
                         conn.stash_bytes += body.len();
+                        conn.stash_fds += n;
                         let fds = incoming.take_fds();
                         conn.stash.push_back((incoming.header(), body, fds));
                         incoming.release();
@@ -371,6 +388,13 @@ impl Connections {
             // holds): the room read requests freed goes to the client
             // now, not at the next sweep.
             conn.side.request.publish_released();
+            // A request's fds were fetched from the stream: the wake-ups
+            // read with them count as read by `on_stream`.
+            if conn.side.fd_inbox().is_some_and(|i| i.took_wakeups()) {
+                conn.parked = false;
+                conn.handle.woken();
+                conn.handle.flush_events();
+            }
         }
         did
     }

@@ -78,6 +78,43 @@ impl Default for Dispatch {
 
 impl Dispatch {
     /// An empty table: every request gets `ERROR_UNKNOWN_ID`.
+    ///
+    /// # Examples
+    ///
+    /// A table inside a handler of your own, which keeps the other
+    /// callbacks (here `accept`) and forwards `message` and `ready` to
+    /// the table:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Connection, Credentials, Dispatch, Handler, Reject, Request};
+    ///
+    /// struct Daemon {
+    ///     table: Dispatch,
+    /// }
+    ///
+    /// impl Handler for Daemon {
+    ///     fn accept(&self, client: &Credentials) -> Result<(), Reject> {
+    ///         if client.uid == Credentials::current().uid {
+    ///             Ok(())
+    ///         } else {
+    ///             Err(Reject::PermissionDenied)
+    ///         }
+    ///     }
+    ///     fn message(&self, conn: &Connection, req: &Request<'_>) {
+    ///         self.table.dispatch(conn, req);
+    ///     }
+    ///     fn ready(&self, conn: &Connection, id: i32) -> bool {
+    ///         self.table.ready(conn, id) // for its blocking routes, if any
+    ///     }
+    /// }
+    ///
+    /// let daemon = Daemon {
+    ///     table: Dispatch::new().on(1, |conn, req| {
+    ///         let _ = conn.respond(req.seq(), 1, b"pong");
+    ///     }),
+    /// };
+    /// assert!(daemon.table.handles(1) && !daemon.table.handles(2));
+    /// ```
     pub fn new() -> Dispatch {
         Dispatch::default()
     }
@@ -121,6 +158,48 @@ impl<S: Send + Sync + 'static> Dispatch<S> {
     /// wait for room as they would for a slow server. This needs the
     /// service's handler to answer `ready` as the table does: use the
     /// table as the handler, or forward both `message` and `ready` to it.
+    ///
+    /// # Examples
+    ///
+    /// A route that waits (here a sleep stands for a disk or a database)
+    /// on a pool of 2 workers with room for 16 requests waiting, beside a
+    /// quick route that the loop answers meanwhile:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const SLOW: i32 = 1;
+    /// const PING: i32 = 2;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let table = Dispatch::new()
+    ///     .workers(2, 16)
+    ///     .on_blocking(SLOW, |conn, req| {
+    ///         std::thread::sleep(Duration::from_millis(50));
+    ///         let _ = conn.respond(req.seq(), SLOW, req.payload());
+    ///     })
+    ///     .on(PING, |conn, req| {
+    ///         let _ = conn.respond(req.seq(), PING, b"pong");
+    ///     });
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "slow", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("slow"))?;
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// let slow = client.send(SLOW, b"report")?; // its answer comes later
+    /// let m = client.send_recv(PING, b"", &mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(&buf[..m.len], b"pong"); // not held up by the slow request
+    /// let m = client.recv(&mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!((m.seq, &buf[..m.len]), (slow, &b"report"[..]));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_blocking(
         self,
         id: i32,
@@ -156,6 +235,47 @@ impl<S: Send + Sync + 'static> Dispatch<S> {
     }
 
     /// Registers `route` for message id `id`, replacing any earlier one.
+    ///
+    /// # Examples
+    ///
+    /// Routes run on the service's loop thread: keep them short (or use
+    /// [`on_blocking`](Self::on_blocking)). An id without a route is
+    /// answered with [`ERROR_UNKNOWN_ID`], which the client reads in
+    /// `Message::error`:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions, ERROR_UNKNOWN_ID};
+    /// use std::time::Duration;
+    ///
+    /// const UPPER: i32 = 1;
+    /// const LEN: i32 = 2;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let table = Dispatch::new()
+    ///     .on(UPPER, |conn, req| {
+    ///         let _ = conn.respond(req.seq(), UPPER, &req.payload().to_ascii_uppercase());
+    ///     })
+    ///     .on(LEN, |conn, req| {
+    ///         let _ = conn.respond(req.seq(), LEN, &(req.payload().len() as u32).to_le_bytes());
+    ///     });
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "text", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("text"))?;
+    /// let mut buf = vec![0u8; client.max_message()];
+    /// let timeout = Some(Duration::from_secs(5));
+    /// let m = client.send_recv(UPPER, b"shout", &mut buf, timeout)?;
+    /// assert_eq!(&buf[..m.len], b"SHOUT");
+    /// let m = client.send_recv(3, b"?", &mut buf, timeout)?;
+    /// assert_eq!((m.error, m.len), (ERROR_UNKNOWN_ID, 0));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on(
         self,
         id: i32,

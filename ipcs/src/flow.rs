@@ -59,7 +59,8 @@ impl Flow {
 }
 
 /// Whether the connection's response channel has room for a full-size
-/// answer; if not, parks the connection (`parked`), its wake-up armed: a
+/// answer (and, to a client that takes fds, for a full message's worth
+/// of them within its in-flight limit); if not, parks the connection (`parked`), its wake-up armed: a
 /// wake-up from the client, or the socket's writability, brings it back.
 /// `Err` if the client corrupted its ring, or closed it.
 pub(crate) fn answer_fits(handle: &Connection, parked: &mut bool) -> Result<bool, Closing> {
@@ -71,9 +72,11 @@ pub(crate) fn answer_fits(handle: &Connection, parked: &mut bool) -> Result<bool
         // Until there is room or the wake-up is armed: a failed arm lowered
         // the flag again (the client freed room meanwhile), and a parked
         // connection must not go cold without its wake-up.
+        let fds = usize::from(tx.fd_terms().per_message);
         loop {
             match tx.room_for(max) {
-                Ok(true) => return Ok(true),
+                Ok(true) if tx.fd_room_for(fds) => return Ok(true),
+                Ok(true) => {}
                 Ok(false) => {}
                 Err(TrySendError::Violation(v)) => return Err(v.into()),
                 Err(_) => return Err(Closing::Left),

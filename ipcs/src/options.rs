@@ -201,6 +201,24 @@ setters! {
 impl ServiceOptions {
     /// The payload size a connection gets when its client asks for
     /// `wanted` bytes: at least `min_message`, at most `max_message`.
+    ///
+    /// # Examples
+    ///
+    /// Each connection's three rings hold a message of this size with
+    /// room for another, so `max_message` bounds what one client can make
+    /// the service allocate (`docs/SERVER.md`, "What a connection costs"):
+    ///
+    /// ```
+    /// use ringlink_ipcs::ServiceOptions;
+    ///
+    /// let opts = ServiceOptions::default()
+    ///     .min_message(4 << 10) // what a client that asks for nothing gets
+    ///     .max_message(256 << 10) // the most any client may ask for
+    ///     .max_clients(200);
+    /// assert_eq!(opts.negotiate(0), 4 << 10);
+    /// assert_eq!(opts.negotiate(100 << 10), 100 << 10);
+    /// assert_eq!(opts.negotiate(16 << 20), 256 << 10);
+    /// ```
     pub fn negotiate(&self, wanted: u32) -> usize {
         (wanted as usize)
             .max(self.min_message)

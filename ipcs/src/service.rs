@@ -64,9 +64,12 @@ const POLL_EVERY: Duration = Duration::from_micros(20);
 ///
 /// # Examples
 ///
-/// ```no_run
-/// use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceOptions};
-/// use ringlink_ipcs::ServiceAddr;
+/// An echo service on a thread of its own, a client of it (from
+/// `ringlink-ipcc`), and a clean shutdown:
+///
+/// ```
+/// use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceAddr, ServiceOptions};
+/// use std::time::Duration;
 ///
 /// struct Echo;
 /// impl Handler for Echo {
@@ -76,8 +79,20 @@ const POLL_EVERY: Duration = Duration::from_micros(20);
 /// }
 ///
 /// # fn main() -> ringlink_ipcs::Result<()> {
-/// let mut service = Service::bind(ServiceAddr::named("echo"), "echo", ServiceOptions::default(), Echo)?;
-/// service.run()?;
+/// // An abstract socket name: no file, gone when the service is.
+/// let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+/// let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), Echo)?;
+/// let control = service.control_handle();
+/// let server = std::thread::spawn(move || service.run());
+///
+/// use ringlink_ipcc::{Client, ConnectOptions};
+/// let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+/// let mut buf = vec![0u8; client.max_message()];
+/// let reply = client.send_recv(1, b"hello", &mut buf, Some(Duration::from_secs(5)))?;
+/// assert_eq!(&buf[..reply.len], b"hello");
+///
+/// control.shutdown(); // from any thread, or a signal handler
+/// server.join().expect("server thread")?;
 /// # Ok(())
 /// # }
 /// ```
@@ -182,6 +197,51 @@ impl<H: Handler> Service<H> {
     ///
     /// [`Error::Io`] if the address is taken or a system call fails;
     /// `InvalidInput` if `protocol` is empty or longer than 64 bytes.
+    ///
+    /// # Examples
+    ///
+    /// An abstract name belongs to the first process that binds it, of
+    /// any user; the next is refused with `AddrInUse`, which says who
+    /// holds the name:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Error, Service, ServiceAddr, ServiceOptions};
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let service = Service::bind(addr.clone(), "kv", ServiceOptions::default(), Dispatch::new())?;
+    /// assert_eq!(service.addr(), Some(&addr));
+    ///
+    /// match Service::bind(addr, "kv", ServiceOptions::default(), Dispatch::new()) {
+    ///     Err(Error::Io(e)) => {
+    ///         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    ///         // "@ringlink-doc-...: a server runs there already (pid ..., uid ...)"
+    ///         println!("{e}");
+    ///     }
+    ///     other => panic!("the name was free: {other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A filesystem socket instead: its directory's permissions and
+    /// [`ServiceOptions::socket_mode`] say who may connect. The file is
+    /// removed when the service is dropped.
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::os::unix::fs::PermissionsExt;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ringlink-doc-{}.sock", std::process::id()));
+    /// let opts = ServiceOptions::default().socket_mode(0o660); // owner and group
+    /// let service = Service::bind(ServiceAddr::Path(path.clone()), "kv", opts, Dispatch::new())?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o660);
+    /// drop(service);
+    /// assert!(!path.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn bind(
         addr: ServiceAddr,
         protocol: &str,
@@ -214,6 +274,7 @@ impl<H: Handler> Service<H> {
     }
 
     fn new(protocol: &str, opts: ServiceOptions, handler: H) -> Result<Service<H>> {
+        opts.accept_fds.check()?;
         if opts.raise_fd_limit {
             census::raise_fd_limit();
         }
@@ -280,6 +341,27 @@ impl<H: Handler> Service<H> {
     /// A handle to control the service from another thread or a signal
     /// handler: stop it, set its rate limit, read its statistics, list
     /// its connections.
+    ///
+    /// # Examples
+    ///
+    /// Taken before the service moves to the thread that runs it (more in
+    /// [`ControlHandle`]'s example):
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr, "kv", ServiceOptions::default(), Dispatch::new())?;
+    /// let control = service.control_handle();
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// assert_eq!(control.stats(false).active_connections, 0);
+    /// control.shutdown();
+    /// server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn control_handle(&self) -> ControlHandle {
         ControlHandle {
             remote: self.remote.clone(),
@@ -326,6 +408,40 @@ impl<H: Handler> Service<H> {
     /// # Errors
     ///
     /// [`Error::Io`] if the timerfd cannot be made or registered.
+    ///
+    /// # Examples
+    ///
+    /// Housekeeping on the loop thread, beside the clients: here a
+    /// heartbeat event to every connection, each 10 ms.
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// const BEAT: i32 = 100;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// # let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let mut service = Service::bind(addr.clone(), "beat", ServiceOptions::default(), Dispatch::new())?;
+    /// let control = service.control_handle();
+    /// let each = control.clone();
+    /// service.add_timer(Duration::from_millis(10), move || {
+    ///     for conn in each.connections() {
+    ///         let _ = conn.send_event(BEAT, b"");
+    ///     }
+    /// })?;
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("beat"))?;
+    /// let mut buf = [0u8; 8];
+    /// let m = client.event_recv(&mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(m.id, BEAT);
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_timer(
         &mut self,
         period: Duration,
@@ -506,6 +622,38 @@ impl<H: Handler> Service<H> {
     ///
     /// [`Error::Io`] if the socket cannot be made non-blocking or
     /// registered.
+    ///
+    /// # Examples
+    ///
+    /// A parent serving the child it starts, over a socket pair, with no
+    /// name anyone else could connect to (here the "child" is a thread):
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> ringlink_ipcs::Result<()> {
+    /// let table = Dispatch::new().on(1, |conn, req| {
+    ///     let _ = conn.respond(req.seq(), 1, req.payload());
+    /// });
+    /// let mut service = Service::unbound("echo", ServiceOptions::default(), table)?;
+    /// let (ours, theirs) = UnixStream::pair()?;
+    /// service.adopt(ours)?;
+    /// let control = service.control_handle();
+    /// let server = std::thread::spawn(move || service.run());
+    ///
+    /// // In the child (given `theirs`, e.g. as an inherited fd):
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// let mut client = Client::connect_stream(theirs, &ConnectOptions::new("echo"))?;
+    /// let mut buf = [0u8; 8];
+    /// let m = client.send_recv(1, b"hi", &mut buf, Some(Duration::from_secs(5)))?;
+    /// assert_eq!(&buf[..m.len], b"hi");
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn adopt(&mut self, sock: UnixStream) -> Result<()> {
         self.start_handshake(sock, None, false).map_err(Error::Io)
     }
@@ -517,6 +665,41 @@ impl<H: Handler> Service<H> {
     /// # Errors
     ///
     /// [`Error::Io`] if `epoll_wait` fails.
+    ///
+    /// # Examples
+    ///
+    /// A daemon's `main`: the service runs on the main thread until
+    /// Ctrl-C or SIGTERM. The signals are caught from the start by
+    /// signal-hook's `Signals` (a dependency of your own), and the thread
+    /// that waits for them stops the service (`shutdown` is also safe to
+    /// call from a signal handler itself):
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use signal_hook::consts::{SIGINT, SIGTERM};
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    /// #   let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// #   /*
+    ///     let addr = ServiceAddr::named("my-daemon");
+    /// #   */
+    ///     let table = Dispatch::new().on(1, |conn, req| {
+    ///         let _ = conn.respond(req.seq(), 1, req.payload());
+    ///     });
+    ///     let mut service = Service::bind(addr, "my-daemon", ServiceOptions::default(), table)?;
+    ///     let control = service.control_handle();
+    ///     std::thread::spawn(move || {
+    ///         if signals.forever().next().is_some() {
+    ///             control.shutdown();
+    ///         }
+    ///     });
+    /// #   signal_hook::low_level::raise(SIGINT)?; // as if Ctrl-C were pressed
+    ///     service.run()?; // until Ctrl-C; every connection is closed on the way out
+    ///     eprintln!("shut down: {:?}", service.stats(false));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn run(&mut self) -> Result<()> {
         while !self.remote.is_shutdown() {
             // Busy or idle, the next turn decides: it sleeps only once
@@ -548,6 +731,40 @@ impl<H: Handler> Service<H> {
     /// returns `Idle` having done nothing). This is libqb's
     /// `qb_ipcs_poll_handlers_set` way of running a server inside
     /// Pacemaker's or Corosync's main loop.
+    ///
+    /// ```
+    /// use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::os::fd::AsFd;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// let table = Dispatch::new().on(1, |conn, req| {
+    ///     let _ = conn.respond(req.seq(), 1, req.payload());
+    /// });
+    /// let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    ///
+    /// // A client on another thread (it could be any process).
+    /// let client = std::thread::spawn(move || -> ringlink_ipcs::Result<()> {
+    ///     use ringlink_ipcc::{Client, ConnectOptions};
+    ///     let mut c = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    ///     let mut buf = [0u8; 16];
+    ///     c.send_recv(1, b"ping", &mut buf, Some(Duration::from_secs(5)))?;
+    ///     Ok(())
+    /// });
+    ///
+    /// // The application's loop; its own fds would sit beside the service's.
+    /// while !client.is_finished() {
+    ///     // Serve until the service has nothing left that its fd would not announce.
+    ///     while service.dispatch(Some(Duration::ZERO))?.is_busy() {}
+    ///     let mut fds = [PollFd::new(service.as_fd(), PollFlags::POLLIN)];
+    ///     poll(&mut fds, PollTimeout::from(100u16))?; // readable: dispatch again
+    /// }
+    /// client.join().expect("client thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///

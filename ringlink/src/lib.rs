@@ -77,6 +77,18 @@ pub mod client {
 #[cfg(feature = "typed")]
 pub mod typed;
 
+/// `docs/COOKBOOK.md`: every recipe compiled and run as a doc test. They
+/// use every feature (CI's all-features step runs them).
+#[cfg(all(
+    doctest,
+    feature = "server",
+    feature = "client",
+    feature = "typed",
+    feature = "tokio"
+))]
+#[doc = include_str!("../../docs/COOKBOOK.md")]
+struct CookbookDoctests;
+
 #[cfg(test)]
 mod tests {
     /// The lines of the first Rust code block of `text`, trimmed, the

@@ -69,6 +69,11 @@ pub mod id {
     /// none taken (left to the library to close). Each fd received
     /// without close-on-exec is a violation.
     pub const FDS: i32 = 13;
+    /// Zero-copy: the handler sends an event of this id whose payload,
+    /// written in place (`Connection::send_event_in_place`), is the
+    /// request's, then answers with the payload reversed, written in
+    /// place too (`respond_in_place`).
+    pub const IN_PLACE: i32 = 14;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

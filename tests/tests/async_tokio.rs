@@ -130,6 +130,47 @@ fn tempfile_with(text: &str) -> std::fs::File {
 }
 
 ringlink_tests::transport_test! {
+fn send_recv_into_reuses_the_callers_reply() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-into"), &[]);
+    runtime().block_on(async {
+        let c = connect(&server).await;
+        let mut reply = ringlink_ipcc::Reply::default();
+        reply.payload.reserve(64);
+        let buffer = reply.payload.as_ptr();
+        for i in 0..1000u32 {
+            let p = format!("{i:>8}");
+            within("echo", c.send_recv_into(id::ECHO, p.as_bytes(), &mut reply))
+                .await
+                .expect("echo");
+            assert_eq!((reply.id, reply.error, reply.payload.as_slice()), (id::ECHO, 0, p.as_bytes()));
+            assert!(reply.seq > 0 && reply.fds.is_empty());
+            // The same allocation, refilled: nothing allocated per reply.
+            assert_eq!(reply.payload.as_ptr(), buffer, "round trip {i} reallocated");
+        }
+        // Another task's response filed while we waited is still ours to
+        // read: two tasks, each into its own reply.
+        let (a, b) = (c.clone(), c.clone());
+        let ta = tokio::spawn(async move {
+            let mut r = ringlink_ipcc::Reply::default();
+            for _ in 0..500 {
+                a.send_recv_into(id::ECHO, b"a", &mut r).await.expect("a");
+                assert_eq!(r.payload, b"a");
+            }
+        });
+        let tb = tokio::spawn(async move {
+            let mut r = ringlink_ipcc::Reply::default();
+            for _ in 0..500 {
+                b.send_recv_into(id::ECHO, b"bb", &mut r).await.expect("b");
+                assert_eq!(r.payload, b"bb");
+            }
+        });
+        within("two tasks", async { ta.await.expect("task a"); tb.await.expect("task b") }).await;
+    });
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
 fn a_thousand_requests_in_flight_from_many_tasks() {
     let server = ServerProc::spawn(SERVER, &unique_addr("async-many"), &[]);
     runtime().block_on(async {

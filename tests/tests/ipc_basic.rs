@@ -598,3 +598,56 @@ fn send_recv_with_a_zero_timeout_does_not_wait() {
     server.shutdown();
 }
 }
+
+ringlink_tests::transport_test! {
+fn zero_copy_requests_responses_and_events() {
+    use ringlink_tests::ipc::id;
+    let addr = ringlink_tests::procs::unique_addr("in-place");
+    let mut server = ringlink_tests::procs::ServerProc::spawn(
+        env!("CARGO_BIN_EXE_test_server"),
+        &addr,
+        &[],
+    );
+    let mut c = ringlink_tests::procs::connect(&addr, 256 << 10);
+    let timeout = Some(std::time::Duration::from_secs(60));
+    for len in [0usize, 1, 63, 4096, 200 << 10] {
+        let pattern = |i: usize| (i * 7 + len) as u8;
+        // Written in place into the request ring (a buffer over sockets).
+        let seq = c
+            .send_in_place(id::IN_PLACE, len, timeout, |buf| {
+                assert_eq!(buf.len(), len);
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = pattern(i);
+                }
+            })
+            .expect("send in place");
+        // The event, then the answer, read where they lie.
+        let ok = c
+            .event_recv_in_place(timeout, |m, payload| {
+                m.id == id::IN_PLACE
+                    && payload.len() == len
+                    && payload.iter().enumerate().all(|(i, &b)| b == pattern(i))
+            })
+            .expect("event in place");
+        assert!(ok, "event of {len} bytes differs");
+        let (rseq, ok) = c
+            .recv_in_place(timeout, |m, payload| {
+                let ok = payload.len() == len
+                    && payload.iter().rev().enumerate().all(|(i, &b)| b == pattern(i));
+                (m.seq, ok)
+            })
+            .expect("response in place");
+        assert_eq!(rseq, seq);
+        assert!(ok, "response of {len} bytes differs");
+    }
+    // Too large: refused before anything is written.
+    let max = c.max_message();
+    match c.send_in_place(id::IN_PLACE, max + 1, timeout, |_| panic!("filled")) {
+        Err(ringlink_ipcc::Error::MessageTooLarge { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let st = server.stats();
+    assert_eq!(st.u("violations"), 0, "{st}");
+    server.shutdown();
+}
+}

@@ -38,7 +38,8 @@ struct Args {
     sizes: Vec<usize>,
 
     /// Transports to compare: shm, shm-nospin, socket, uds-baseline
-    /// (and shm-typed, shm-async: see --typed, --async)
+    /// (and shm-typed, shm-async, shm-zc: see --typed, --async,
+    /// --zero-copy)
     #[arg(
         long,
         value_delimiter = ',',
@@ -108,6 +109,12 @@ struct Args {
     /// as transport `shm-async`, beside the blocking one
     #[arg(long = "async")]
     with_async: bool,
+
+    /// Also measure zero-copy over shared memory, as transport `shm-zc`:
+    /// requests written in the ring, responses read where they lie and
+    /// written in the ring by the server (ratio `zc/shm`)
+    #[arg(long)]
+    zero_copy: bool,
 
     /// Also measure typed messages (`ringlink::typed`) over shared
     /// memory, as transport `shm-typed`: round trips of a 64-byte struct,
@@ -185,6 +192,9 @@ impl Args {
                 let mut ts = self.transports.clone();
                 if self.with_async {
                     ts.insert(1, Transport::ShmAsync);
+                }
+                if self.zero_copy {
+                    ts.insert(ts.len().min(1), Transport::ShmZeroCopy);
                 }
                 if self.typed {
                     ts.insert(ts.len().min(1), Transport::ShmTyped);

@@ -134,6 +134,10 @@ fn run(slot: &mut Slot, spec: &RunSpec) -> io::Result<RunReport> {
         (AnyLink::Async(l), Mode::Rtt) => session.run_rtt(l, warm, measure, Some(&mut hist)),
         (AnyLink::Async(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
         (AnyLink::Typed(l), Mode::Rtt) => session.run_rtt_typed(l, warm, measure, Some(&mut hist)),
+        (AnyLink::ZeroCopy(l), Mode::Rtt) => {
+            session.run_rtt_zero_copy(l, warm, measure, Some(&mut hist))
+        }
+        (AnyLink::ZeroCopy(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
         (AnyLink::Typed(_), Mode::OneWay) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "shm-typed measures round trips only",

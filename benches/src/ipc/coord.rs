@@ -157,8 +157,13 @@ pub struct Floors {
     pub spin: Option<Latency>,
     /// eventfd sleep/wake ping-pong (no spinning).
     pub wake: Option<Latency>,
-    /// Single-core memcpy rate, bytes per second, per size.
+    /// Single-core memcpy rate, bytes per second, per size (information:
+    /// a payload that must cross cores cannot reach it).
     pub memcpy: Vec<(usize, f64)>,
+    /// The bare cross-core shared-memory stream (`bare.rs`: fixed slots,
+    /// two counters, no validation, no wake-ups), messages per second,
+    /// per size: the one-way floor a ring can approach.
+    pub stream: Vec<(usize, f64)>,
     /// Why the ping-pongs are missing, if they failed.
     pub error: Option<String>,
 }
@@ -660,7 +665,7 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
     }
 
     let floors = if plan.floors {
-        bar.set_message("floors: spin and eventfd ping-pongs, memcpy");
+        bar.set_message("floors: spin and eventfd ping-pongs, bare stream, memcpy");
         Some(measure_floors(plan, exe, placement.floor))
     } else {
         None
@@ -775,5 +780,27 @@ fn ping_pongs(
     };
     floors.spin = measure(false)?;
     floors.wake = measure(true)?;
+    // The bare stream, peer to driver, one rate per size, over the same
+    // measured time as a transport's one-way figure.
+    let time = match plan.timing {
+        Timing::Time { measure, .. } => measure.mul_f64(plan.rounds as f64),
+        Timing::Count { .. } => Duration::from_millis(20),
+    };
+    for &size in &plan.sizes {
+        if size > crate::bare::STREAM_BYTES / 2 {
+            continue;
+        }
+        let mut n = 256u64;
+        let mut took = peer.bare_one_way(size, n)?;
+        while took < time / 8 && n < 1 << 30 {
+            n *= 2;
+            took = peer.bare_one_way(size, n)?;
+        }
+        let n = ((n as f64) * time.as_secs_f64() / took.as_secs_f64().max(1e-9)) as u64;
+        let took = peer.bare_one_way(size, n.max(1))?;
+        floors
+            .stream
+            .push((size, n.max(1) as f64 / took.as_secs_f64().max(1e-9)));
+    }
     peer.close()
 }

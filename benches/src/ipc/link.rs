@@ -51,6 +51,8 @@ pub struct RingLink {
 pub struct AsyncLink {
     rt: tokio::runtime::Runtime,
     client: AsyncClient,
+    /// The last round trip's reply, refilled by the next.
+    last: Reply,
 }
 
 impl AsyncLink {
@@ -74,7 +76,11 @@ impl AsyncLink {
             let _in_rt = rt.enter();
             AsyncClient::from_client(ring.client).map_err(io_err)?
         };
-        Ok(AsyncLink { rt, client })
+        Ok(AsyncLink {
+            rt,
+            client,
+            last: Reply::default(),
+        })
     }
 
     fn reply(&self, r: Reply, buf: &mut [u8]) -> io::Result<(i32, usize)> {
@@ -86,11 +92,26 @@ impl AsyncLink {
         Ok((r.id, n))
     }
 
-    /// Runs `f` on the runtime, giving up after [`STALL`].
+    /// Runs `f` on the runtime, giving up after [`STALL`]. A future that
+    /// completes at its first poll (the answer came within the client's
+    /// spin) costs no timer and no entering of the runtime: what is
+    /// measured is the client, as a task inside a running runtime would
+    /// see it, not tokio's timer wheel. (That first poll needs no runtime
+    /// context: `AsyncClient` touches tokio only to sleep, and the only
+    /// timer it sleeps on is for a libqb server, which this link never
+    /// reaches.)
     fn block<T>(
         &self,
         f: impl std::future::Future<Output = ringlink_ipcc::Result<T>>,
     ) -> io::Result<T> {
+        let mut f = std::pin::pin!(f);
+        {
+            let waker = noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            if let std::task::Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+                return r.map_err(io_err);
+            }
+        }
         self.rt.block_on(async {
             match tokio::time::timeout(STALL, f).await {
                 Ok(r) => r.map_err(io_err),
@@ -114,8 +135,20 @@ impl Link for AsyncLink {
     }
 
     fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)> {
-        let r = self.block(self.client.send_recv(id, payload))?;
-        self.reply(r, buf)
+        // Into a reply kept from one round trip to the next: no
+        // allocation per reply (`AsyncClient::send_recv_into`).
+        let mut last = std::mem::take(&mut self.last);
+        let sent = self.block(self.client.send_recv_into(id, payload, &mut last));
+        let answer = sent.and_then(|()| {
+            status(last.error)?;
+            let n = last.payload.len();
+            buf.get_mut(..n)
+                .ok_or_else(|| io::Error::other("a reply longer than the buffer"))?
+                .copy_from_slice(&last.payload);
+            Ok((last.id, n))
+        });
+        self.last = last;
+        answer
     }
 }
 
@@ -160,9 +193,11 @@ impl RingLink {
     ) -> io::Result<RingLink> {
         let mut opts = ConnectOptions::new(PROTOCOL);
         opts.transport = match transport {
-            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync | Transport::ShmTyped => {
-                ringlink_ipcc::Transport::Shm
-            }
+            Transport::Shm
+            | Transport::ShmNoSpin
+            | Transport::ShmAsync
+            | Transport::ShmTyped
+            | Transport::ShmZeroCopy => ringlink_ipcc::Transport::Shm,
             Transport::Socket => ringlink_ipcc::Transport::Socket,
             Transport::UdsBaseline => {
                 return Err(io::Error::new(
@@ -228,6 +263,62 @@ impl Link for RingLink {
     }
 }
 
+/// A ringlink client connection writing its requests in the ring and
+/// reading responses where they lie (`shm-zc`).
+#[derive(Debug)]
+pub struct ZeroCopyLink(RingLink);
+
+impl ZeroCopyLink {
+    /// Sends `payload` written in place (copied from the caller's
+    /// stamped pattern into the ring: the write a producer does anyway).
+    fn send_in_place(&mut self, id: i32, payload: &[u8]) -> io::Result<u64> {
+        self.0
+            .client
+            .send_in_place(id, payload.len(), Some(STALL), |b| {
+                b.copy_from_slice(payload)
+            })
+            .map_err(io_err)
+    }
+
+    /// A round trip: the request written in place, the response checked
+    /// where it lies by `check` (its id and payload), returning what
+    /// `check` returns.
+    ///
+    /// # Errors
+    ///
+    /// A link error, or what `check` says.
+    pub fn round_trip_in_place(
+        &mut self,
+        id: i32,
+        payload: &[u8],
+        check: impl FnOnce(i32, &[u8]) -> io::Result<u64>,
+    ) -> io::Result<u64> {
+        self.send_in_place(id, payload)?;
+        let (error, checked) = self
+            .0
+            .client
+            .recv_in_place(Some(STALL), |m, p| (m.error, check(m.id, p)))
+            .map_err(io_err)?;
+        status(error)?;
+        checked
+    }
+}
+
+/// One-way runs: requests written in place; acknowledgements as `shm`.
+impl Link for ZeroCopyLink {
+    fn send(&mut self, id: i32, payload: &[u8]) -> io::Result<()> {
+        self.send_in_place(id, payload).map(drop)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        self.0.recv(buf)
+    }
+
+    fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        self.0.round_trip(id, payload, buf)
+    }
+}
+
 /// A ringlink client connection making typed calls (`shm-typed`).
 #[derive(Debug)]
 pub struct TypedLink {
@@ -281,6 +372,8 @@ pub enum AnyLink {
     Async(AsyncLink),
     /// `shm-typed`.
     Typed(TypedLink),
+    /// `shm-zc`.
+    ZeroCopy(ZeroCopyLink),
 }
 
 impl AnyLink {
@@ -304,7 +397,28 @@ impl AnyLink {
             Transport::ShmTyped => {
                 AnyLink::Typed(TypedLink::connect(name, max_message, spin, timeout)?)
             }
+            Transport::ShmZeroCopy => AnyLink::ZeroCopy(ZeroCopyLink(RingLink::connect(
+                Transport::ShmZeroCopy,
+                name,
+                max_message,
+                spin,
+                timeout,
+            )?)),
             t => AnyLink::Ring(RingLink::connect(t, name, max_message, spin, timeout)?),
         })
     }
+}
+
+/// A waker that does nothing, for a first poll whose result is taken at
+/// once (`std::task::Waker::noop` is newer than the workspace's MSRV).
+fn noop_waker() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: every function of the vtable ignores the data pointer, which
+    // is null, and does nothing: the RawWaker contract holds trivially.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
 }

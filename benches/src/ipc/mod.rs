@@ -108,12 +108,20 @@ pub enum Transport {
     /// and round trips only (`--typed`).
     #[serde(rename = "shm-typed")]
     ShmTyped,
+    /// ringlink over shared memory, zero-copy (`--zero-copy`): the client
+    /// writes each request in the ring (`Client::send_in_place`) and
+    /// checks each response where it lies (`recv_in_place`); the server
+    /// checks requests in place (as for `shm`) and writes its responses
+    /// in the ring (`Connection::respond_in_place`).
+    #[serde(rename = "shm-zc")]
+    ShmZeroCopy,
 }
 
 impl Transport {
     /// Every transport, in the order of the report.
-    pub const ALL: [Transport; 6] = [
+    pub const ALL: [Transport; 7] = [
         Transport::Shm,
+        Transport::ShmZeroCopy,
         Transport::ShmTyped,
         Transport::ShmAsync,
         Transport::ShmNoSpin,
@@ -130,6 +138,7 @@ impl Transport {
             Transport::UdsBaseline => "uds-baseline",
             Transport::ShmAsync => "shm-async",
             Transport::ShmTyped => "shm-typed",
+            Transport::ShmZeroCopy => "shm-zc",
         }
     }
 
@@ -137,7 +146,11 @@ impl Transport {
     pub fn is_shm(self) -> bool {
         matches!(
             self,
-            Transport::Shm | Transport::ShmNoSpin | Transport::ShmAsync | Transport::ShmTyped
+            Transport::Shm
+                | Transport::ShmNoSpin
+                | Transport::ShmAsync
+                | Transport::ShmTyped
+                | Transport::ShmZeroCopy
         )
     }
 
@@ -156,7 +169,11 @@ impl Transport {
     /// for the bare baseline.
     pub fn spin(self, asked: Duration) -> Duration {
         match self {
-            Transport::Shm | Transport::Socket | Transport::ShmAsync | Transport::ShmTyped => asked,
+            Transport::Shm
+            | Transport::Socket
+            | Transport::ShmAsync
+            | Transport::ShmTyped
+            | Transport::ShmZeroCopy => asked,
             Transport::ShmNoSpin | Transport::UdsBaseline => Duration::ZERO,
         }
     }
@@ -177,8 +194,8 @@ impl FromStr for Transport {
             .find(|t| t.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown transport {s:?} (shm, shm-typed, shm-async, shm-nospin, socket, \
-                     uds-baseline)"
+                    "unknown transport {s:?} (shm, shm-zc, shm-typed, shm-async, shm-nospin, \
+                     socket, uds-baseline)"
                 )
             })
     }
@@ -234,6 +251,9 @@ pub enum Kind {
     OneWay = 2,
     /// Answer with an [`ACK_LEN`]-byte acknowledgement.
     Ack = 3,
+    /// As `Echo`, the response written in place
+    /// (`Connection::respond_in_place`).
+    EchoInPlace = 4,
 }
 
 /// The message id of a request of `kind` and `size` bytes.
@@ -252,6 +272,7 @@ pub fn decode_id(id: i32) -> Option<(Kind, usize)> {
         1 => Kind::Echo,
         2 => Kind::OneWay,
         3 => Kind::Ack,
+        4 => Kind::EchoInPlace,
         _ => return None,
     };
     Some((kind, (id & 0xff_ffff) as usize))

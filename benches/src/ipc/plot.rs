@@ -29,6 +29,7 @@ fn colour(t: Transport) -> &'static str {
         Transport::UdsBaseline => "#ff7f0e",
         Transport::ShmAsync => "#9467bd",
         Transport::ShmTyped => "#17becf",
+        Transport::ShmZeroCopy => "#bcbd22",
     }
 }
 

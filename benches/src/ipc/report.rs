@@ -114,6 +114,16 @@ pub fn write_json(r: &Results, mut out: impl Write) -> io::Result<()> {
                 ..JsonRow::default()
             })?;
         }
+        for &(size, rate) in &f.stream {
+            line(&JsonRow {
+                transport: "floor-stream",
+                mode: "oneway",
+                size,
+                msgs_per_s: Some(rate),
+                mb_per_s: Some(rate * size as f64 / 1e6),
+                ..JsonRow::default()
+            })?;
+        }
     }
     out.flush()
 }
@@ -246,15 +256,17 @@ pub fn table(r: &Results) -> String {
             s,
             "One-way throughput, messages/s (MB/s), all clients together, median of the rounds \
              (every message stamped by the client, checked by the server); ratios: messages/s \
-             over messages/s, above 1 where shared memory is faster; memcpy: one core, both \
-             buffers in cache"
+             over messages/s, above 1 where shared memory is faster; bare stream: the \
+             cross-core floor (fixed slots, two counters, no checks, no wake-ups), shm/stream \
+             its share reached; memcpy: one core, both buffers in cache (information: a \
+             payload that crosses cores cannot reach it)"
         );
         let mut head = format!("{:>8} |", "size");
         for t in ts {
             let _ = write!(head, " {:>20} |", t.name());
         }
         let memcpy_head = if r.floors.is_some() {
-            " | memcpy GB/s  shm % of memcpy"
+            " | bare stream  shm/stream | memcpy GB/s  shm % of memcpy"
         } else {
             ""
         };
@@ -278,6 +290,19 @@ pub fn table(r: &Results) -> String {
             }
             let _ = write!(line, " {}", ratio_cells(ts, Mode::OneWay, rate, 1));
             if let Some(f) = &r.floors {
+                let stream = f.stream.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
+                let shm_rate = lookup(r, Transport::Shm, size, Mode::OneWay).map(|f| f.msgs_per_s);
+                match stream {
+                    Some(st) => {
+                        let x = shm_rate
+                            .and_then(|m| ratio(m, st))
+                            .map_or("-".into(), |x| format!("{x:.2}x"));
+                        let _ = write!(line, " | {:>11}  {x:>10}", si(st).trim_end());
+                    }
+                    None => {
+                        let _ = write!(line, " | {:>11}  {:>10}", "-", "-");
+                    }
+                }
                 let copy = f.memcpy.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
                 let shm = lookup(r, Transport::Shm, size, Mode::OneWay).map(|f| f.bytes_per_s);
                 match copy {
@@ -384,6 +409,9 @@ fn ratio_pairs(ts: &[Transport], mode: Mode) -> Vec<(Transport, Transport)> {
     if mode == Mode::Rtt && ts.contains(&Transport::ShmTyped) && ts.contains(&Transport::Shm) {
         pairs.push((Transport::ShmTyped, Transport::Shm));
     }
+    if ts.contains(&Transport::ShmZeroCopy) && ts.contains(&Transport::Shm) {
+        pairs.push((Transport::ShmZeroCopy, Transport::Shm));
+    }
     for a in [Transport::Shm, Transport::ShmAsync, Transport::ShmNoSpin] {
         for b in [Transport::Socket, Transport::UdsBaseline] {
             if ts.contains(&a) && ts.contains(&b) {
@@ -402,6 +430,7 @@ fn short(t: Transport) -> &'static str {
         Transport::UdsBaseline => "uds",
         Transport::ShmAsync => "async",
         Transport::ShmTyped => "typed",
+        Transport::ShmZeroCopy => "zc",
     }
 }
 

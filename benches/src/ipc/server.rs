@@ -122,6 +122,16 @@ impl Handler for Bench {
                 stamp(resp, seq);
                 conn.respond(req.seq(), req.id(), resp)
             }
+            Kind::EchoInPlace => {
+                let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(pattern) = out.get(..size) else {
+                    return fail(conn, format!("request of {size} bytes above the maximum"));
+                };
+                conn.respond_in_place(req.seq(), req.id(), size, |resp| {
+                    resp.copy_from_slice(pattern);
+                    stamp(resp, seq);
+                })
+            }
             Kind::Ack => conn.respond(req.seq(), req.id(), &seq.to_le_bytes()),
         };
         if let Err(e) = sent {

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::link::{Link, TypedLink};
+use super::link::{Link, TypedLink, ZeroCopyLink};
 use super::typed::Sample;
 use super::{message_id, Kind, ACK_LEN};
 use crate::hist::Histogram;
@@ -106,6 +106,42 @@ impl Session {
             .map_err(|e| context(e, || format!("round trip of request {seq}")))?;
         expect_id(got, id)?;
         check(&self.buf[..len], self.size, seq)
+    }
+
+    /// One zero-copy round trip (`shm-zc`): the stamped request written
+    /// in the ring, the response (written in place by the server) checked
+    /// where it lies.
+    ///
+    /// # Errors
+    ///
+    /// A link error, or `InvalidData` for a wrong answer.
+    #[inline]
+    pub fn zero_copy_round_trip(&mut self, link: &mut ZeroCopyLink) -> io::Result<u64> {
+        let seq = self.next;
+        let id = message_id(Kind::EchoInPlace, self.size);
+        stamp(&mut self.req, seq);
+        self.next += 1;
+        let size = self.size;
+        link.round_trip_in_place(id, &self.req, |got, payload| {
+            expect_id(got, id)?;
+            check(payload, size, seq)
+        })
+        .map_err(|e| context(e, || format!("zero-copy round trip of request {seq}")))
+    }
+
+    /// [`run_rtt`](Self::run_rtt) of zero-copy round trips.
+    ///
+    /// # Errors
+    ///
+    /// As [`zero_copy_round_trip`](Self::zero_copy_round_trip).
+    pub fn run_rtt_zero_copy(
+        &mut self,
+        link: &mut ZeroCopyLink,
+        warm: Until,
+        measure: Until,
+        hist: Option<&mut Histogram>,
+    ) -> io::Result<Counts> {
+        self.run_rtt_with(warm, measure, hist, |s| s.zero_copy_round_trip(link))
     }
 
     /// One typed round trip (`shm-typed`): a [`Sample`] numbered with

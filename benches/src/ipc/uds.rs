@@ -313,7 +313,8 @@ fn serve_conn(conn: &mut Conn, buf: &mut [u8], out: &mut [u8]) -> Result<(), Opt
         std::hint::black_box(check(&buf[..len], size, seq).map_err(Some)?);
         match kind {
             Kind::OneWay => {}
-            Kind::Echo => {
+            // A bare socket has nothing to write in place: as Echo.
+            Kind::Echo | Kind::EchoInPlace => {
                 if size > conn.sized_for {
                     size_send_buffer(&conn.sock, size).map_err(Some)?;
                     conn.sized_for = size;

@@ -30,6 +30,43 @@ impl<H: Handler> Service<H> {
     ///
     /// [`Error::Io`](crate::Error::Io) outside a runtime with I/O enabled,
     /// or if epoll fails.
+    ///
+    /// # Examples
+    ///
+    /// The service as a task; a route that answers from a task of its
+    /// own; a (blocking) client on tokio's blocking pool. In a program,
+    /// the shutdown future would be `tokio::signal::ctrl_c()`:
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Dispatch, Service, ServiceAddr, ServiceOptions};
+    /// use std::time::Duration;
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> ringlink_ipcs::Result<()> {
+    ///     let addr = ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    ///     let table = Dispatch::new().on(1, |conn, req| {
+    ///         let (conn, seq, payload) = (conn.clone(), req.seq(), req.payload().to_vec());
+    ///         tokio::spawn(async move {
+    ///             tokio::time::sleep(Duration::from_millis(10)).await; // the work
+    ///             let _ = conn.respond(seq, 1, &payload);
+    ///         });
+    ///     });
+    ///     let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    ///
+    ///     let client = tokio::task::spawn_blocking(move || -> ringlink_ipcs::Result<Vec<u8>> {
+    ///         use ringlink_ipcc::{Client, ConnectOptions};
+    ///         let mut c = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    ///         let mut buf = vec![0u8; c.max_message()];
+    ///         let m = c.send_recv(1, b"hello", &mut buf, Some(Duration::from_secs(5)))?;
+    ///         Ok(buf[..m.len].to_vec())
+    ///     });
+    ///     let mut answer = None;
+    ///     // Serves until the client is done (a program: until Ctrl-C).
+    ///     service.run_until(async { answer = Some(client.await) }).await?;
+    ///     assert_eq!(answer.expect("done").expect("client task")?, b"hello");
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let ready = register(self.as_fd().try_clone_to_owned()?)?;
         tokio::pin!(shutdown);

@@ -606,6 +606,21 @@ impl Handler for TestHandler {
                 self.pool.dispatch(conn, req);
             }
             id::FDS => self.fds(conn, req),
+            id::IN_PLACE => {
+                let sent = conn
+                    .send_event_in_place(id::IN_PLACE, p.len(), |buf| buf.copy_from_slice(p))
+                    .and_then(|()| {
+                        conn.respond_in_place(req.seq(), id::IN_PLACE, p.len(), |buf| {
+                            for (d, s) in buf.iter_mut().zip(p.iter().rev()) {
+                                *d = *s;
+                            }
+                        })
+                    });
+                if let Err(e) = sent {
+                    self.st
+                        .violation(format!("conn {}: in place: {e}", conn.id()));
+                }
+            }
             id::CALL_INLINE => {
                 let answer = match conn.call(id::CALL_INLINE, p, Duration::from_secs(60)) {
                     Err(Error::Io(e)) => format!("{:?}", e.kind()),
