@@ -621,23 +621,9 @@ impl Client {
             fill(&mut buf);
             return self.send_vectored(id, &[IoSlice::new(&buf)], timeout);
         }
-        let deadline = deadline_after(timeout);
-        loop {
-            if let Some(seq) = self.engine.try_send_in_place(id, len, &mut fill)? {
-                return Ok(seq);
-            }
-            if expired(deadline, timeout) {
-                if !self.engine.is_connected() {
-                    return Err(self.engine.fail(Error::Disconnected));
-                }
-                return Err(if timeout == Some(Duration::ZERO) {
-                    Error::WouldBlock
-                } else {
-                    Error::TimedOut
-                });
-            }
-            self.engine.wait(Wait::Space, deadline)?;
-        }
+        self.until_sent(timeout, |engine| {
+            engine.try_send_in_place(id, len, &mut fill)
+        })
     }
 
     /// Receives the next response in place: `read` gets its header fields
@@ -737,9 +723,19 @@ impl Client {
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
         self.engine.check_send(parts)?;
+        self.until_sent(timeout, |engine| engine.try_send(id, parts, one_way, fds))
+    }
+
+    /// Makes `attempt` until it sends, waiting for room in between, up to
+    /// `timeout` (`Some(ZERO)`: `WouldBlock` at once; `None`: forever).
+    fn until_sent(
+        &mut self,
+        timeout: Option<Duration>,
+        mut attempt: impl FnMut(&mut Engine) -> Result<Option<u64>>,
+    ) -> Result<u64> {
         let deadline = deadline_after(timeout);
         loop {
-            if let Some(seq) = self.engine.try_send(id, parts, one_way, fds)? {
+            if let Some(seq) = attempt(&mut self.engine)? {
                 return Ok(seq);
             }
             if expired(deadline, timeout) {
