@@ -288,7 +288,10 @@ impl FdInbox {
     /// reads wake-ups itself (looks at every ring again, wakes the
     /// threads waiting for room, does not sleep on what it has armed).
     pub fn took_wakeups(&self) -> bool {
-        self.took.swap(false, std::sync::atomic::Ordering::AcqRel)
+        // A load first: the swap, a write, only when there is news (the
+        // server asks once per connection per sweep).
+        self.took.load(std::sync::atomic::Ordering::Relaxed)
+            && self.took.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     pub(crate) fn mark_took(&self) {
@@ -341,9 +344,16 @@ impl FdOutbox {
     }
 
     /// Whether `n` more fds stay within the peer's in-flight limit, once
-    /// the messages that end at or before `released` (the reader's
-    /// position) are counted out.
-    pub fn room_for(&mut self, n: usize, released: u64) -> bool {
+    /// the messages that end at or before the reader's position are
+    /// counted out. `released` reads that position (the reader's line in
+    /// the ring header): only when the count kept here says no, so that a
+    /// sender within its limit reads nothing of the reader's.
+    pub fn room_for(&mut self, n: usize, released: impl FnOnce() -> u64) -> bool {
+        let limit = self.terms.in_flight as usize;
+        if self.in_flight as usize + n <= limit {
+            return true;
+        }
+        let released = released();
         while let Some(&(end, count)) = self.sent.front() {
             // Positions only grow (wrapping): `end` is behind `released`
             // when the distance from it is under half the space.
@@ -354,7 +364,7 @@ impl FdOutbox {
                 break;
             }
         }
-        self.in_flight as usize + n <= self.terms.in_flight as usize
+        self.in_flight as usize + n <= limit
     }
 
     /// Sends `fds` ahead of a message about to be published.

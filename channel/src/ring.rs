@@ -89,7 +89,8 @@ impl RingSender {
             Ok(false) => return Err(TrySendError::Full),
             Err(e) => return Err(self.corrupt(e)),
         }
-        if !out.room_for(fds.len(), self.producer.released()) {
+        let producer = &self.producer;
+        if !out.room_for(fds.len(), || producer.released()) {
             return Err(TrySendError::Full);
         }
         out.send(fds)?;
@@ -131,8 +132,10 @@ impl RingSender {
     }
 
     pub(crate) fn fd_room_for(&mut self, n: usize) -> bool {
-        let released = self.producer.released();
-        self.fds.as_mut().is_none_or(|o| o.room_for(n, released))
+        let producer = &self.producer;
+        self.fds
+            .as_mut()
+            .is_none_or(|o| o.room_for(n, || producer.released()))
     }
 
     pub(crate) fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
