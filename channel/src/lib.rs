@@ -196,6 +196,20 @@ impl Sender {
         }
     }
 
+    /// Whether a message of `len` payload bytes (and a full message's
+    /// worth of fds) certainly fits now, by what the sender already knows,
+    /// reading nothing the peer writes: a hint, kept by those who send
+    /// under a lock for those who would otherwise take it to ask
+    /// [`room_for`](Self::room_for). Only ringlink's rings to a peer that
+    /// takes no fds ever say `true`; `false` means "ask".
+    #[inline]
+    pub fn surely_fits(&self, len: usize) -> bool {
+        match self {
+            Sender::Ring(r) => r.surely_fits(len),
+            _ => false,
+        }
+    }
+
     /// Whether `n` more fds stay within the peer's in-flight limit on this
     /// channel now (ringlink's rings, where the sender counts what the
     /// reader has not released; elsewhere always). A sender refused for

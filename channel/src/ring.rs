@@ -144,6 +144,14 @@ impl RingSender {
             .map_or(ringlink_common::wire::FdTerms::NONE, |o| *o.terms())
     }
 
+    /// Whether a message of `len` payload bytes certainly fits, by what
+    /// the producer knows (see `Producer::surely_fits`); never to a peer
+    /// that takes fds, whose in-flight limit must be counted.
+    #[inline]
+    pub(crate) fn surely_fits(&self, len: usize) -> bool {
+        self.fds.is_none() && self.producer.surely_fits(MSG_HEADER_LEN + len)
+    }
+
     pub(crate) fn room_for(&mut self, len: usize) -> Result<bool, TrySendError> {
         self.producer
             .has_room(MSG_HEADER_LEN + len)

@@ -417,6 +417,22 @@ impl Producer {
         {
             return Err(PushError::Closed);
         }
+        let (slot, need) = self.place(len);
+        if !self.known_room(need) {
+            self.refresh_head()?;
+            if !self.known_room(need) {
+                return Err(PushError::Full);
+            }
+        }
+        Ok(slot)
+    }
+
+    /// Where a record of `len` payload bytes (at most `max_payload`) would
+    /// go, and the space it needs: the record, the padding before it, and
+    /// the next record's word, which `commit` clears. All must be space
+    /// the consumer released.
+    #[inline]
+    fn place(&self, len: usize) -> (Slot, u64) {
         let size = record_size(len);
         let off = (self.tail as usize) & (self.capacity - 1);
         let to_end = self.capacity - off;
@@ -425,16 +441,27 @@ impl Producer {
         } else {
             (0, to_end)
         };
-        // The record, the padding before it, and the next record's word,
-        // which `commit` clears: all must be space the consumer released.
-        let need = (pad + size + RECORD_HEADER) as u64;
-        if self.tail.wrapping_sub(self.cached_head) + need > self.capacity as u64 {
-            self.refresh_head()?;
-            if self.tail.wrapping_sub(self.cached_head) + need > self.capacity as u64 {
-                return Err(PushError::Full);
-            }
-        }
-        Ok(Slot { start, pad, len })
+        (
+            Slot { start, pad, len },
+            (pad + size + RECORD_HEADER) as u64,
+        )
+    }
+
+    /// Whether `need` bytes are free by the consumer's position last read.
+    #[inline]
+    fn known_room(&self, need: u64) -> bool {
+        self.tail.wrapping_sub(self.cached_head) + need <= self.capacity as u64
+    }
+
+    /// Whether a record of `len` payload bytes certainly fits now, by what
+    /// this producer already knows: its own position and the consumer's
+    /// position it last read. Reads nothing shared, so it can be kept as a
+    /// hint by whoever sends under a lock, and read without it. `false`
+    /// means only "ask [`has_room`](Self::has_room)", which re-reads the
+    /// consumer's position (and checks it).
+    #[inline]
+    pub fn surely_fits(&self, len: usize) -> bool {
+        len <= self.max_payload && self.known_room(self.place(len).1)
     }
 
     /// Re-reads and validates the consumer's position.

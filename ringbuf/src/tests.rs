@@ -1213,3 +1213,18 @@ fn a_blocked_producer_is_woken_by_a_batching_reader_that_drains() {
         assert_eq!(rx.peek().unwrap_err(), PopError::Closed);
     }
 }
+
+#[test]
+fn surely_fits_knows_only_what_the_producer_read() {
+    let (_ring, mut tx, mut rx) = pair(4096);
+    assert!(tx.surely_fits(100));
+    while tx.try_push(&[7u8; 100]).is_ok() {}
+    assert!(!tx.surely_fits(100));
+    // The consumer frees room: the producer does not know it yet.
+    while pop(&mut rx).is_ok() {}
+    assert!(!tx.surely_fits(100));
+    // A look at the consumer's position teaches it.
+    assert!(tx.has_room(100).unwrap());
+    assert!(tx.surely_fits(100));
+    assert!(!tx.surely_fits(tx.max_payload() + 1));
+}

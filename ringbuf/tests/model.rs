@@ -100,6 +100,13 @@ fn run(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let fits = model.fits(len);
+                // The hint read without the consumer's position never
+                // promises room the ring does not have.
+                prop_assert!(
+                    fits || !tx.surely_fits(len),
+                    "surely_fits({}) with no room",
+                    len
+                );
                 let result = match how {
                     0 => tx.try_push(&data).map(|()| Some(data.clone())),
                     1 => tx.try_reserve(len).map(|mut g| {
@@ -185,6 +192,8 @@ fn run(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
         }
+        // Out of range, never.
+        prop_assert!(!tx.surely_fits(max + 1));
         prop_assert_eq!(rx.pending_bytes() as u64, model.tail - model.head);
         // The consumer's hint: something is published at its position
         // exactly when the model holds a record (with this producer,
