@@ -6,11 +6,11 @@ use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use ringlink_channel::wait::{self, WRITABLE};
 use ringlink_channel::{Sender, TrySendError};
 use ringlink_common::fdpass::PeerFds;
@@ -40,10 +40,10 @@ struct ConnInner {
     /// Server → client channels. `None` once the connection is
     /// destroyed, so that clones held by the application keep no mapping
     /// or fd alive.
-    response: Mutex<Option<Sender>>,
-    event: Mutex<Option<Sender>>,
+    response: Outlet,
+    event: Outlet,
     alive: AtomicBool,
-    context: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
+    context: Context,
     remote: Arc<Remote>,
     counters: Counters,
     /// Wake-ups from the client, for threads other than the loop waiting
@@ -118,6 +118,124 @@ pub(crate) struct About {
     pub(crate) event_queue: Option<EventQueue>,
 }
 
+/// The application's per-connection state. Most set it once, when the
+/// connection is created, and read it on every request: the first state
+/// set is kept where it can be read with two loads and no lock until the
+/// connection is dropped; one set later replaces it behind a lock.
+#[derive(Default)]
+struct Context {
+    first: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// A later state replaced the first: `later` holds the current one.
+    replaced: AtomicBool,
+    later: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Context {
+    fn set(&self, value: Arc<dyn Any + Send + Sync>) {
+        // Setters take turns under the write lock.
+        let mut later = self.later.write();
+        let value = if self.replaced.load(Ordering::Relaxed) {
+            value
+        } else {
+            match self.first.set(value) {
+                Ok(()) => return,
+                Err(value) => value,
+            }
+        };
+        *later = Some(value);
+        // Release: a reader that sees the flag sees `later` (through the
+        // lock too).
+        self.replaced.store(true, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        if self.replaced.load(Ordering::Acquire) {
+            self.later.read_recursive().clone()
+        } else {
+            self.first.get().cloned()
+        }
+    }
+
+    /// Runs `f` on the current state (a reader racing a replacement sees
+    /// the state before it, as if it had read first).
+    fn with<R>(&self, f: impl FnOnce(Option<&(dyn Any + Send + Sync)>) -> R) -> R {
+        if self.replaced.load(Ordering::Acquire) {
+            f(self.later.read_recursive().as_deref())
+        } else {
+            f(self.first.get().map(|a| &**a))
+        }
+    }
+}
+
+/// A server → client channel: its sender under a lock, and what the last
+/// holder of the lock knew of its room, for the loop to read without the
+/// lock.
+struct Outlet {
+    tx: Mutex<Option<Sender>>,
+    /// A message of `max` bytes certainly fits (`Sender::surely_fits`),
+    /// as of the last unlock. Room only grows behind the holder's back
+    /// (the client releases), so a `true` stays true until someone sends.
+    fits: AtomicBool,
+    max: usize,
+}
+
+impl Outlet {
+    fn new(tx: Sender, max: usize) -> Outlet {
+        Outlet {
+            tx: Mutex::new(Some(tx)),
+            fits: AtomicBool::new(false),
+            max,
+        }
+    }
+
+    /// The sender, locked; the hint is updated as the lock is let go.
+    fn lock(&self) -> OutletGuard<'_> {
+        OutletGuard {
+            outlet: self,
+            tx: self.tx.lock(),
+        }
+    }
+
+    /// Whether a full-size message certainly fits, without the lock (a
+    /// hint: another thread may be sending now, as it may right after a
+    /// check under the lock).
+    fn surely_fits(&self) -> bool {
+        // Relaxed: a hint; whoever then sends takes the lock.
+        self.fits.load(Ordering::Relaxed)
+    }
+}
+
+/// An [`Outlet`]'s sender under its lock.
+struct OutletGuard<'a> {
+    outlet: &'a Outlet,
+    tx: MutexGuard<'a, Option<Sender>>,
+}
+
+impl std::ops::Deref for OutletGuard<'_> {
+    type Target = Option<Sender>;
+    fn deref(&self) -> &Option<Sender> {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for OutletGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<Sender> {
+        &mut self.tx
+    }
+}
+
+impl Drop for OutletGuard<'_> {
+    fn drop(&mut self) {
+        // A plain store, before the unlock: nothing here waits for the
+        // ring's stores to reach the client.
+        let fits = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.surely_fits(self.outlet.max));
+        self.outlet.fits.store(fits, Ordering::Relaxed);
+    }
+}
+
 /// A count of the wake-ups the loop read from a connection's socket (and
 /// its closing), that threads waiting for room in a ring sleep on. The
 /// socket itself is read by the loop alone: a second reader would take
@@ -156,16 +274,22 @@ impl Wakeups {
 /// A connection's statistics (relaxed atomics: they count, they order
 /// nothing). Those the loop writes and those senders on other threads
 /// write sit on cache lines of their own, so that neither slows the
-/// other (`CachePadded`).
+/// other (`CachePadded`). Counters only grow: clearing them
+/// ([`Connection::stats`]) moves the baseline they are read from, so that
+/// the loop's own counters, with one writer, are bumped with a plain load
+/// and store, never a read-modify-write on the per-request path.
 #[derive(Debug, Default)]
 struct Counters {
     /// Written by the loop.
     intake: CachePadded<Intake>,
     /// Written by whoever sends.
     output: CachePadded<Output>,
+    /// The values at the last clearing.
+    cleared: Mutex<Cleared>,
 }
 
-/// The counters the loop writes.
+/// The counters the loop writes, and the loop alone (one writer:
+/// [`bump`]).
 #[derive(Debug, Default)]
 struct Intake {
     requests: AtomicU64,
@@ -185,17 +309,45 @@ struct Output {
     events_dropped: AtomicU64,
 }
 
-/// Adds `n` to a counter.
+/// What every counter read at the last clearing.
+#[derive(Debug, Default)]
+struct Cleared {
+    requests: u64,
+    bytes_received: u64,
+    recv_retries: u64,
+    flow_control_changes: u64,
+    responses: u64,
+    events: u64,
+    bytes_sent: u64,
+    send_retries: u64,
+    events_dropped: u64,
+}
+
+/// Adds `n` to a counter that several threads write.
 fn count(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-fn read(counter: &AtomicU64, clear: bool) -> u64 {
+/// Adds `n` to a counter that one thread writes: a load and a store, no
+/// locked instruction (which would wait for the ring stores before it to
+/// reach the other core).
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// A counter's value since the last clearing (`base`), and with `clear`
+/// a new clearing.
+fn read(counter: &AtomicU64, base: &mut u64, clear: bool) -> u64 {
+    let now = counter.load(Ordering::Relaxed);
+    let since = now.wrapping_sub(*base);
     if clear {
-        counter.swap(0, Ordering::Relaxed)
-    } else {
-        counter.load(Ordering::Relaxed)
+        *base = now;
     }
+    since
 }
 
 /// Which server → client channel.
@@ -226,10 +378,10 @@ impl Connection {
                 transport: about.transport,
                 libqb: about.libqb,
                 connected_at: SystemTime::now(),
-                response: Mutex::new(Some(response)),
-                event: Mutex::new(Some(event)),
+                response: Outlet::new(response, about.max_message),
+                event: Outlet::new(event, about.max_message),
                 alive: AtomicBool::new(true),
-                context: RwLock::new(None),
+                context: Context::default(),
                 remote,
                 counters: Counters::default(),
                 wakeups: Wakeups::default(),
@@ -293,6 +445,7 @@ impl Connection {
     /// counters and are not cleared).
     pub fn stats(&self, clear: bool) -> ConnectionStats {
         let (i, o) = (&self.inner.counters.intake, &self.inner.counters.output);
+        let mut c = self.inner.counters.cleared.lock();
         let (event_queue_bytes, events_queued) = self
             .inner
             .event
@@ -302,21 +455,21 @@ impl Connection {
         ConnectionStats {
             id: self.inner.id,
             client_pid: self.inner.credentials.pid,
-            requests: read(&i.requests, clear),
-            responses: read(&o.responses, clear),
-            events: read(&o.events, clear),
-            bytes_received: read(&i.bytes_received, clear),
-            bytes_sent: read(&o.bytes_sent, clear),
-            send_retries: read(&o.send_retries, clear),
-            events_dropped: read(&o.events_dropped, clear),
+            requests: read(&i.requests, &mut c.requests, clear),
+            responses: read(&o.responses, &mut c.responses, clear),
+            events: read(&o.events, &mut c.events, clear),
+            bytes_received: read(&i.bytes_received, &mut c.bytes_received, clear),
+            bytes_sent: read(&o.bytes_sent, &mut c.bytes_sent, clear),
+            send_retries: read(&o.send_retries, &mut c.send_retries, clear),
+            events_dropped: read(&o.events_dropped, &mut c.events_dropped, clear),
             events_backlogged: self
                 .inner
                 .backlog
                 .as_ref()
                 .map_or(0, |(_, b)| b.lock().events as u64),
-            recv_retries: read(&i.recv_retries, clear),
+            recv_retries: read(&i.recv_retries, &mut c.recv_retries, clear),
             flow_control: i.flow_control.load(Ordering::Relaxed),
-            flow_control_changes: read(&i.flow_control_changes, clear),
+            flow_control_changes: read(&i.flow_control_changes, &mut c.flow_control_changes, clear),
             event_queue_bytes,
             events_queued,
             connected_at: self.inner.connected_at,
@@ -324,14 +477,54 @@ impl Connection {
     }
 
     /// Attaches the application's per-connection state, replacing any.
+    /// The first state set is read without a lock for the connection's
+    /// life ([`with_context`](Self::with_context)); one that replaces it
+    /// takes a shared lock per read. The first state, replaced, is
+    /// dropped with the connection, later ones as they are replaced.
     pub fn set_context<T: Any + Send + Sync>(&self, value: T) {
-        *self.inner.context.write() = Some(Arc::new(value));
+        self.inner.context.set(Arc::new(value));
     }
 
     /// The per-connection state, if one of type `T` was set.
     pub fn context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let ctx = self.inner.context.read();
-        ctx.as_ref()?.clone().downcast::<T>().ok()
+        self.inner.context.get()?.downcast::<T>().ok()
+    }
+
+    /// Runs `f` on the per-connection state, if one of type `T` was set,
+    /// and returns what it returns: the way to reach the state on every
+    /// request. Until the state is replaced this takes no lock and counts
+    /// no reference ([`context`](Self::context) counts one, and gives it
+    /// back). `f` must not call [`set_context`](Self::set_context) on the
+    /// same connection once the state was replaced: it would wait for `f`
+    /// to end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use ringlink_ipcs::{Connection, Handler, Request};
+    ///
+    /// #[derive(Default)]
+    /// struct Seen(AtomicU64);
+    ///
+    /// struct Counting;
+    ///
+    /// impl Handler for Counting {
+    ///     fn connection_created(&self, conn: &Connection) {
+    ///         conn.set_context(Seen::default());
+    ///     }
+    ///
+    ///     fn message(&self, conn: &Connection, req: &Request<'_>) {
+    ///         let n = conn.with_context(|seen: &Seen| seen.0.fetch_add(1, Ordering::Relaxed));
+    ///         let n = n.unwrap_or(0) + 1;
+    ///         let _ = conn.respond(req.seq(), req.id(), &n.to_le_bytes());
+    ///     }
+    /// }
+    /// ```
+    pub fn with_context<T: Any + Send + Sync, R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.inner
+            .context
+            .with(|ctx| Some(f(ctx?.downcast_ref::<T>()?)))
     }
 
     /// Sends the response to request `seq` (see
@@ -1116,7 +1309,7 @@ impl Connection {
         &self,
         out: Out,
         header: MsgHeader,
-        send: impl FnOnce(&Mutex<Option<Sender>>) -> Result<usize>,
+        send: impl FnOnce(&Outlet) -> Result<usize>,
     ) -> Result<()> {
         let o = &self.inner.counters.output;
         let (channel, sent) = match out {
@@ -1166,6 +1359,13 @@ impl Connection {
     /// connection is destroyed).
     pub(crate) fn with_response<R>(&self, f: impl FnOnce(Option<&mut Sender>) -> R) -> R {
         f(self.inner.response.lock().as_mut())
+    }
+
+    /// Whether a full-size response certainly fits in the client's
+    /// channel, by what the last sender learnt, without the lock that
+    /// [`with_response`](Self::with_response) takes (see `Outlet`).
+    pub(crate) fn answer_surely_fits(&self) -> bool {
+        self.inner.response.surely_fits()
     }
 
     /// Sends what is left of the last response (`event`: event) over a
@@ -1224,13 +1424,13 @@ impl Connection {
     /// Counts a request handed to the handler.
     pub(crate) fn count_request(&self, len: usize) {
         let intake = &self.inner.counters.intake;
-        count(&intake.requests, 1);
-        count(&intake.bytes_received, len as u64);
+        bump(&intake.requests, 1);
+        bump(&intake.bytes_received, len as u64);
     }
 
     /// Counts a request left waiting for room for its answer.
     pub(crate) fn count_recv_retry(&self) {
-        count(&self.inner.counters.intake.recv_retries, 1);
+        bump(&self.inner.counters.intake.recv_retries, 1);
     }
 
     /// Responses sent so far (the trace hook compares before and after a
@@ -1245,7 +1445,7 @@ impl Connection {
         let intake = &self.inner.counters.intake;
         intake.flow_control.store(on, Ordering::Relaxed);
         if changed {
-            count(&intake.flow_control_changes, 1);
+            bump(&intake.flow_control_changes, 1);
         }
     }
 
@@ -1281,7 +1481,7 @@ pub(crate) const QUIET_POLL: Duration = Duration::from_millis(2);
 /// (`None`: not at all), without holding the lock while it waits: the
 /// loop takes it. Returns the payload length.
 fn send_waiting(
-    channel: &Mutex<Option<Sender>>,
+    channel: &Outlet,
     wakeups: &Wakeups,
     max: usize,
     header: MsgHeader,
@@ -1294,7 +1494,6 @@ fn send_waiting(
     loop {
         let mut guard = channel.lock();
         let tx = guard.as_mut().ok_or(Error::Disconnected)?;
-        let seen = wakeups.count();
         match tx.try_send_with_fds(header, parts, max, fds) {
             Ok(()) => return Ok(len),
             Err(TrySendError::Full) => {}
@@ -1316,22 +1515,28 @@ fn send_waiting(
             }
             // A ring: raise its waiting flag, so that the client sends a
             // wake-up when it frees room, and sleep until the loop
-            // reports one (the count was read before the flag went up).
-            None if tx.prepare_sleep() => {
-                // A peer that says nothing when it makes room (libqb's)
-                // is looked at again every so often.
-                let until = if tx.woken_by_peer() {
-                    deadline
+            // reports one. The count is read before the flag goes up (and
+            // only here, off the path of a send that succeeds): a wake-up
+            // the flag brings is counted past it.
+            None => {
+                let seen = wakeups.count();
+                if tx.prepare_sleep() {
+                    // A peer that says nothing when it makes room (libqb's)
+                    // is looked at again every so often.
+                    let until = if tx.woken_by_peer() {
+                        deadline
+                    } else {
+                        deadline.min(Instant::now() + QUIET_POLL)
+                    };
+                    drop(guard);
+                    wakeups.wait(seen, until);
                 } else {
-                    deadline.min(Instant::now() + QUIET_POLL)
-                };
-                drop(guard);
-                wakeups.wait(seen, until);
+                    // Room appeared, and the failed arm lowered the flag,
+                    // which another thread waiting here may have raised:
+                    // it looks again too.
+                    wakeups.notify();
+                }
             }
-            // Room appeared, and the failed arm lowered the flag, which
-            // another thread waiting here may have raised: it looks
-            // again too.
-            None => wakeups.notify(),
         }
     }
 }
@@ -1344,5 +1549,71 @@ impl fmt::Debug for Connection {
             .field("max_message", &self.inner.max_message)
             .field("alive", &self.is_connected())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct A(u32);
+
+    #[test]
+    fn the_first_state_and_those_that_replace_it() {
+        let ctx = Context::default();
+        assert!(ctx.get().is_none());
+        assert!(ctx.with(|c| c.is_none()));
+        ctx.set(Arc::new(A(1)));
+        assert_eq!(
+            ctx.with(|c| c.and_then(|c| c.downcast_ref::<A>()).map(|a| a.0)),
+            Some(1)
+        );
+        assert!(ctx.with(|c| c.and_then(|c| c.downcast_ref::<u8>()).is_none()));
+        // Replaced: the new state is read, whatever type it is.
+        ctx.set(Arc::new(7u8));
+        assert_eq!(
+            ctx.get().and_then(|c| c.downcast::<u8>().ok()).as_deref(),
+            Some(&7)
+        );
+        assert!(ctx.with(|c| c.and_then(|c| c.downcast_ref::<A>()).is_none()));
+        ctx.set(Arc::new(A(3)));
+        assert_eq!(
+            ctx.with(|c| c.and_then(|c| c.downcast_ref::<A>()).map(|a| a.0)),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_state_borrowed_stays_valid_while_it_is_replaced() {
+        let ctx = Arc::new(Context::default());
+        ctx.set(Arc::new(A(1)));
+        std::thread::scope(|s| {
+            let reader = ctx.clone();
+            let r = s.spawn(move || {
+                for _ in 0..10_000 {
+                    let v = reader.with(|c| c.and_then(|c| c.downcast_ref::<A>()).map(|a| a.0));
+                    assert!(matches!(v, Some(1..=1000)), "{v:?}");
+                }
+            });
+            for i in 2..=1000 {
+                ctx.set(Arc::new(A(i)));
+            }
+            r.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn counters_cleared_count_again_from_zero() {
+        let c = AtomicU64::new(0);
+        let mut base = 0;
+        bump(&c, 5);
+        assert_eq!(read(&c, &mut base, false), 5);
+        assert_eq!(read(&c, &mut base, true), 5);
+        assert_eq!(read(&c, &mut base, false), 0);
+        bump(&c, 2);
+        count(&c, 1);
+        assert_eq!(read(&c, &mut base, true), 3);
+        assert_eq!(read(&c, &mut base, false), 0);
     }
 }
