@@ -111,6 +111,11 @@ impl Connections {
         self.conns.get(slot).is_some_and(|c| c.handle.id() == id)
     }
 
+    /// How many connections are hot (each sweep looks at their rings).
+    pub(crate) fn hot_count(&self) -> usize {
+        self.hot.len()
+    }
+
     /// Whether every connection the loop reads is armed (none is hot).
     pub(crate) fn all_armed(&self) -> bool {
         self.hot.is_empty()
