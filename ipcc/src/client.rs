@@ -58,16 +58,53 @@ pub struct Client {
     stash: VecDeque<(Message, Vec<u8>, PeerFds)>,
 }
 
-fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
-    match timeout {
-        // No clock read on the non-waiting path (`expired` checks zero).
-        Some(Duration::ZERO) => None,
-        t => t.and_then(|t| Instant::now().checked_add(t)),
-    }
+/// A call's timeout, which reads the clock only once the call has to
+/// wait: a send that finds room and a receive that finds its message read
+/// no clock (a clock read costs as much as a small message). The timeout
+/// runs from that first wait.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    timeout: Option<Duration>,
+    /// Fixed at the first wait (`None` also for no timeout, or one too
+    /// far to name: forever).
+    deadline: Option<Instant>,
 }
 
-fn expired(deadline: Option<Instant>, timeout: Option<Duration>) -> bool {
-    timeout == Some(Duration::ZERO) || deadline.is_some_and(|d| Instant::now() >= d)
+impl Due {
+    fn new(timeout: Option<Duration>) -> Due {
+        Due {
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// `Some(ZERO)`: the call never waits.
+    fn is_now(&self) -> bool {
+        self.timeout == Some(Duration::ZERO)
+    }
+
+    /// Whether the time is up, fixing the deadline at the first look
+    /// (which is never too late, unless the timeout is zero).
+    fn expired(&mut self) -> bool {
+        match (self.timeout, self.deadline) {
+            (Some(Duration::ZERO), _) => true,
+            (None, _) => false,
+            (Some(_), Some(d)) => Instant::now() >= d,
+            (Some(t), None) => {
+                self.deadline = Instant::now().checked_add(t);
+                false
+            }
+        }
+    }
+
+    /// The deadline to wait until (`None`: forever); fixed by
+    /// [`expired`](Self::expired), which comes first.
+    fn deadline(&mut self) -> Option<Instant> {
+        if self.deadline.is_none() {
+            self.expired();
+        }
+        self.deadline
+    }
 }
 
 impl Client {
@@ -402,7 +439,7 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.send_with(id, parts, timeout, false, &[])
+        self.send_with(id, parts, &mut Due::new(timeout), false, &[])
     }
 
     /// Sends a one-way request (Legato's `le_msg_Send`): the server's
@@ -475,7 +512,8 @@ impl Client {
         parts: &[IoSlice<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.send_with(id, parts, timeout, true, &[]).map(drop)
+        self.send_with(id, parts, &mut Due::new(timeout), true, &[])
+            .map(drop)
     }
 
     /// Sends a request carrying `fds` (Legato's `le_msg_SetFd`, lwmsg's
@@ -551,7 +589,13 @@ impl Client {
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.send_with(id, &[IoSlice::new(payload)], timeout, false, fds)
+        self.send_with(
+            id,
+            &[IoSlice::new(payload)],
+            &mut Due::new(timeout),
+            false,
+            fds,
+        )
     }
 
     /// [`send_oneway`](Self::send_oneway) with `fds`, as
@@ -567,8 +611,14 @@ impl Client {
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.send_with(id, &[IoSlice::new(payload)], timeout, true, fds)
-            .map(drop)
+        self.send_with(
+            id,
+            &[IoSlice::new(payload)],
+            &mut Due::new(timeout),
+            true,
+            fds,
+        )
+        .map(drop)
     }
 
     /// Sends a request of `len` payload bytes written in place: `fill` is
@@ -672,7 +722,7 @@ impl Client {
         timeout: Option<Duration>,
         read: impl FnOnce(&Message, &[u8]) -> R,
     ) -> Result<R> {
-        let deadline = deadline_after(timeout);
+        let mut due = Due::new(timeout);
         let mut read = Some(read);
         let mut out = None;
         loop {
@@ -687,13 +737,13 @@ impl Client {
             if got.is_some() {
                 return Ok(out.take().expect("read ran"));
             }
-            if expired(deadline, timeout) {
+            if due.expired() {
                 if !self.engine.is_connected() {
                     return Err(self.engine.fail(Error::Disconnected));
                 }
                 return Err(Error::TimedOut);
             }
-            self.engine.wait(which, deadline)?;
+            self.engine.wait(which, due.deadline())?;
         }
     }
 
@@ -718,12 +768,12 @@ impl Client {
         &mut self,
         id: i32,
         parts: &[IoSlice<'_>],
-        timeout: Option<Duration>,
+        due: &mut Due,
         one_way: bool,
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
         self.engine.check_send(parts)?;
-        self.until_sent(timeout, |engine| engine.try_send(id, parts, one_way, fds))
+        self.until_sent_by(due, |engine| engine.try_send(id, parts, one_way, fds))
     }
 
     /// Makes `attempt` until it sends, waiting for room in between, up to
@@ -731,24 +781,33 @@ impl Client {
     fn until_sent(
         &mut self,
         timeout: Option<Duration>,
+        attempt: impl FnMut(&mut Engine) -> Result<Option<u64>>,
+    ) -> Result<u64> {
+        self.until_sent_by(&mut Due::new(timeout), attempt)
+    }
+
+    /// [`until_sent`](Self::until_sent) by `due`, which a receive after it
+    /// may share.
+    fn until_sent_by(
+        &mut self,
+        due: &mut Due,
         mut attempt: impl FnMut(&mut Engine) -> Result<Option<u64>>,
     ) -> Result<u64> {
-        let deadline = deadline_after(timeout);
         loop {
             if let Some(seq) = attempt(&mut self.engine)? {
                 return Ok(seq);
             }
-            if expired(deadline, timeout) {
+            if due.expired() {
                 if !self.engine.is_connected() {
                     return Err(self.engine.fail(Error::Disconnected));
                 }
-                return Err(if timeout == Some(Duration::ZERO) {
+                return Err(if due.is_now() {
                     Error::WouldBlock
                 } else {
                     Error::TimedOut
                 });
             }
-            self.engine.wait(Wait::Space, deadline)?;
+            self.engine.wait(Wait::Space, due.deadline())?;
         }
     }
 
@@ -760,6 +819,12 @@ impl Client {
     /// kept); [`Error::Disconnected`]; [`Error::Protocol`] if the server
     /// corrupted the ring.
     pub fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
+        self.recv_by(buf, &mut Due::new(timeout))
+    }
+
+    /// [`recv`](Self::recv) by `due`: a response `send_recv` stashed
+    /// first, then the channel.
+    fn recv_by(&mut self, buf: &mut [u8], due: &mut Due) -> Result<Message> {
         if let Some((msg, _, _)) = self.stash.front() {
             if msg.len > buf.len() {
                 return Err(Error::BufferTooSmall { needed: msg.len });
@@ -769,7 +834,7 @@ impl Client {
             self.engine.hold_fds(fds);
             return Ok(msg);
         }
-        self.read(Wait::Response, buf, timeout)
+        self.read_by(Wait::Response, buf, due)
     }
 
     /// Sends a request and waits for its response (matched by sequence
@@ -823,22 +888,15 @@ impl Client {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<Message> {
-        let deadline = deadline_after(timeout);
-        let seq = self.send_vectored(id, &[IoSlice::new(request)], timeout)?;
+        // One timeout for both halves, its clock read only if one waits.
+        let mut due = Due::new(timeout);
+        let seq = self.send_with(id, &[IoSlice::new(request)], &mut due, false, &[])?;
         if self.engine.is_libqb() {
             // libqb's `sendv_recv`: the next response, whatever it is.
-            let left = match timeout {
-                Some(Duration::ZERO) => timeout,
-                _ => deadline.map(|d| d.saturating_duration_since(Instant::now())),
-            };
-            return self.recv(buf, left);
+            return self.recv_by(buf, &mut due);
         }
         loop {
-            let left = match timeout {
-                Some(Duration::ZERO) => timeout,
-                _ => deadline.map(|d| d.saturating_duration_since(Instant::now())),
-            };
-            let msg = self.read(Wait::Response, buf, left)?;
+            let msg = self.read_by(Wait::Response, buf, &mut due)?;
             if msg.seq == seq {
                 return Ok(msg);
             }
@@ -935,14 +993,19 @@ impl Client {
     }
 
     fn read(&mut self, which: Wait, buf: &mut [u8], timeout: Option<Duration>) -> Result<Message> {
-        let deadline = deadline_after(timeout);
+        self.read_by(which, buf, &mut Due::new(timeout))
+    }
+
+    /// [`read`](Self::read) by `due`, which a send before it may have
+    /// started.
+    fn read_by(&mut self, which: Wait, buf: &mut [u8], due: &mut Due) -> Result<Message> {
         loop {
             // Messages the server sent before it went away are still
             // delivered; `Disconnected` once none is left.
             if let Some(msg) = self.engine.try_recv(which == Wait::Event, buf)? {
                 return Ok(msg);
             }
-            if expired(deadline, timeout) {
+            if due.expired() {
                 // A killed server closes no ring; its socket tells.
                 // Checked only here, off the hot path.
                 if !self.engine.is_connected() {
@@ -950,7 +1013,7 @@ impl Client {
                 }
                 return Err(Error::TimedOut);
             }
-            self.engine.wait(which, deadline)?;
+            self.engine.wait(which, due.deadline())?;
         }
     }
 
