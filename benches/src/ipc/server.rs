@@ -98,11 +98,15 @@ impl Handler for Bench {
     }
 
     fn message(&self, conn: &Connection, req: &Request<'_>) {
-        let Some(expected) = conn.context::<Expected>() else {
+        // Only the loop thread touches it: a load and a store (Relaxed).
+        let next = |e: &Expected| {
+            let seq = e.0.load(Ordering::Relaxed);
+            e.0.store(seq.wrapping_add(1), Ordering::Relaxed);
+            seq
+        };
+        let Some(seq) = conn.with_context(next) else {
             return fail(conn, "no context".into());
         };
-        // Relaxed: only the loop thread touches it.
-        let seq = expected.0.fetch_add(1, Ordering::Relaxed);
         let Some((kind, size)) = decode_id(req.id()) else {
             return fail(conn, format!("unknown message id {:#x}", req.id()));
         };
