@@ -15,6 +15,45 @@ use ringlink_common::{RateLimit, Rejections, ServiceStats, Violation};
 /// the violation that condemned it (none for a plain `disconnect`).
 pub(crate) type Condemned = (u64, usize, Option<Violation>);
 
+/// What other threads leave for the loop: a list under a lock, and a flag
+/// the loop reads on every turn without taking the lock (a lock and an
+/// unlock per turn were two locked instructions on a busy loop's path).
+struct Mailbox<T> {
+    items: Mutex<Vec<T>>,
+    /// Something was posted since the loop last took.
+    posted: AtomicBool,
+}
+
+impl<T> Default for Mailbox<T> {
+    fn default() -> Mailbox<T> {
+        Mailbox {
+            items: Mutex::new(Vec::new()),
+            posted: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    fn post(&self, item: T) {
+        self.items.lock().push(item);
+        // Release, after the unlock: a loop that sees the flag finds the
+        // item under the lock (or took it already, with an earlier flag).
+        self.posted.store(true, Ordering::Release);
+    }
+
+    /// What was posted (nothing, without the lock, if the flag is down).
+    fn take(&self) -> Vec<T> {
+        if !self.posted.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        // Lowered before the lock (a swap: rare, and plainly ordered): an
+        // item posted after this take, its lock after ours, raises the
+        // flag again for the next turn.
+        self.posted.swap(false, Ordering::AcqRel);
+        std::mem::take(&mut *self.items.lock())
+    }
+}
+
 /// Shared between the loop, its connections and its handles.
 pub(crate) struct Remote {
     /// Written to wake the loop from epoll; never shared with a client.
@@ -23,10 +62,10 @@ pub(crate) struct Remote {
     /// The requested [`RateLimit`], as `u8`; the loop applies it.
     rate: AtomicU8,
     /// Connections to close on the loop's next turn.
-    disconnects: Mutex<Vec<Condemned>>,
+    disconnects: Mailbox<Condemned>,
     /// Connections (id, slot) whose requests the loop looks at again
     /// (`Connection::resume`).
-    resumes: Mutex<Vec<(u64, usize)>>,
+    resumes: Mailbox<(u64, usize)>,
     /// The trace hook, for responses sent from any thread; `tracing`
     /// says whether there is one without taking the lock.
     trace: parking_lot::RwLock<Option<std::sync::Arc<crate::hooks::TraceHook>>>,
@@ -48,8 +87,8 @@ impl Remote {
             )?,
             shutdown: AtomicBool::new(false),
             rate: AtomicU8::new(RateLimit::default() as u8),
-            disconnects: Mutex::new(Vec::new()),
-            resumes: Mutex::new(Vec::new()),
+            disconnects: Mailbox::default(),
+            resumes: Mailbox::default(),
             trace: parking_lot::RwLock::new(None),
             tracing: AtomicBool::new(false),
             loop_thread: AtomicU64::new(0),
@@ -74,17 +113,21 @@ impl Remote {
     }
 
     pub(crate) fn request_disconnect(&self, id: u64, slot: usize, fault: Option<Violation>) {
-        self.disconnects.lock().push((id, slot, fault));
+        self.disconnects.post((id, slot, fault));
         self.wake();
     }
 
     pub(crate) fn take_disconnects(&self) -> Vec<Condemned> {
-        std::mem::take(&mut *self.disconnects.lock())
+        self.disconnects.take()
     }
 
     /// The calling thread drives the loop.
     pub(crate) fn mark_loop_thread(&self) {
-        self.loop_thread.store(thread_mark(), Ordering::Relaxed);
+        // Written only when it changes: other threads read the line.
+        let mark = thread_mark();
+        if self.loop_thread.load(Ordering::Relaxed) != mark {
+            self.loop_thread.store(mark, Ordering::Relaxed);
+        }
     }
 
     /// Whether the calling thread drives the loop (it is the one that
@@ -108,12 +151,12 @@ impl Remote {
     }
 
     pub(crate) fn request_resume(&self, id: u64, slot: usize) {
-        self.resumes.lock().push((id, slot));
+        self.resumes.post((id, slot));
         self.wake();
     }
 
     pub(crate) fn take_resumes(&self) -> Vec<(u64, usize)> {
-        std::mem::take(&mut *self.resumes.lock())
+        self.resumes.take()
     }
 
     pub(crate) fn set_rate(&self, rate: RateLimit) {
