@@ -122,6 +122,7 @@ impl Sender {
 
     /// What the peer accepts of fds on this channel's messages (libqb's:
     /// none).
+    #[inline]
     pub fn fd_terms(&self) -> ringlink_common::wire::FdTerms {
         match self {
             Sender::Ring(r) => r.fd_terms(),
@@ -214,6 +215,7 @@ impl Sender {
     /// channel now (ringlink's rings, where the sender counts what the
     /// reader has not released; elsewhere always). A sender refused for
     /// fds waits for the reader to release a message, as for room.
+    #[inline]
     pub fn fd_room_for(&mut self, n: usize) -> bool {
         match self {
             Sender::Ring(r) => r.fd_room_for(n),
@@ -305,6 +307,7 @@ impl Sender {
 
     /// Whether the channel was closed (rings: by either side; a socket's
     /// closing shows when it is used).
+    #[inline]
     pub fn is_closed(&self) -> bool {
         match self {
             Sender::Ring(r) => r.is_closed(),
@@ -366,6 +369,7 @@ enum Body<'a> {
 
 impl Incoming<'_> {
     /// The message's header (checked: size, reserved field, maximum).
+    #[inline]
     pub fn header(&self) -> MsgHeader {
         self.header
     }
@@ -373,6 +377,7 @@ impl Incoming<'_> {
     /// The payload. In a ring it lives in memory the peer can write: a
     /// peer breaking the protocol could change it while it is read, so
     /// validate it as any input, and read each value once.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         match &self.body {
             Body::Ring(g, _) => frame::payload(g),
@@ -385,6 +390,7 @@ impl Incoming<'_> {
     /// The fds the message carries (as many as its header counts; checked
     /// against this side's terms), taken: those not taken by the time it
     /// is released are reaped.
+    #[inline]
     pub fn take_fds(&mut self) -> PeerFds {
         match &mut self.body {
             Body::Ring(_, fds) => std::mem::take(*fds),
@@ -395,6 +401,7 @@ impl Incoming<'_> {
 
     /// Done with it: its room goes back to the peer (and any fds not
     /// taken are reaped).
+    #[inline]
     pub fn release(self) {
         match self.body {
             Body::Ring(g, fds) => {
@@ -457,6 +464,7 @@ impl Receiver {
     /// (rings: a record word is published at the reader's position;
     /// sockets: a message already reassembled, which polling would not
     /// show).
+    #[inline]
     pub fn pending(&self) -> bool {
         match self {
             Receiver::Ring(r) => r.pending(),
@@ -541,6 +549,7 @@ impl Receiver {
     }
 
     /// Whether the channel was closed (rings; see [`Sender::is_closed`]).
+    #[inline]
     pub fn is_closed(&self) -> bool {
         match self {
             Receiver::Ring(r) => r.is_closed(),

@@ -121,11 +121,13 @@ impl PeerFds {
     }
 
     /// How many.
+    #[inline]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether there are none.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -136,18 +138,27 @@ impl PeerFds {
     }
 
     /// Takes them all (once checked).
+    #[inline]
     pub fn take(mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.0)
     }
 }
 
 impl Drop for PeerFds {
+    #[inline]
     fn drop(&mut self) {
         // Most messages carry none: no reaper for them (it is started on
-        // its first fd).
+        // its first fd), and no call (this runs for every message).
         if !self.0.is_empty() {
-            reap(self.0.drain(..));
+            self.reap_all();
         }
+    }
+}
+
+impl PeerFds {
+    #[cold]
+    fn reap_all(&mut self) {
+        reap(self.0.drain(..));
     }
 }
 
