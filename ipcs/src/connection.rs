@@ -1422,6 +1422,7 @@ impl Connection {
     }
 
     /// Counts a request handed to the handler.
+    #[inline]
     pub(crate) fn count_request(&self, len: usize) {
         let intake = &self.inner.counters.intake;
         bump(&intake.requests, 1);

@@ -98,7 +98,8 @@ pub struct Request<'a> {
     pub(crate) header: MsgHeader,
     pub(crate) payload: &'a [u8],
     /// Until taken; those left when the request is dropped are reaped.
-    fds: Mutex<PeerFds>,
+    /// `None` when it came with none (most requests): nothing to build.
+    fds: Option<Mutex<PeerFds>>,
 }
 
 /// A request copied out of the client's ring ([`Request::to_owned`]):
@@ -150,7 +151,7 @@ impl<'a> Request<'a> {
         Request {
             header,
             payload,
-            fds: Mutex::new(fds),
+            fds: (!fds.is_empty()).then(|| Mutex::new(fds)),
         }
     }
 
@@ -219,7 +220,9 @@ impl<'a> Request<'a> {
     /// # }
     /// ```
     pub fn take_fds(&self) -> Vec<OwnedFd> {
-        std::mem::take(&mut *self.fds.lock()).take()
+        self.fds
+            .as_ref()
+            .map_or_else(Vec::new, |fds| std::mem::take(&mut *fds.lock()).take())
     }
 
     /// The application's message id.
@@ -250,7 +253,7 @@ impl<'a> Request<'a> {
         OwnedRequest {
             header: self.header,
             payload: self.payload.to_vec(),
-            fds: Mutex::new(std::mem::take(&mut *self.fds.lock())),
+            fds: Mutex::new(PeerFds::new(self.take_fds())),
         }
     }
 
