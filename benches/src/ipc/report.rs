@@ -502,3 +502,47 @@ fn ratio_cells(
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ringlink_against_iceoryx2_in_round_trips_only() {
+        let ts = [
+            Transport::Shm,
+            Transport::ShmZeroCopy,
+            Transport::ShmNoSpin,
+            Transport::Iceoryx2,
+            Transport::Iceoryx2Event,
+        ];
+        let rtt = ratio_pairs(&ts, Mode::Rtt);
+        for pair in [
+            (Transport::Shm, Transport::Iceoryx2),
+            (Transport::ShmZeroCopy, Transport::Iceoryx2),
+            (Transport::ShmNoSpin, Transport::Iceoryx2Event),
+        ] {
+            assert!(rtt.contains(&pair), "{pair:?}");
+        }
+        assert!(!ratio_pairs(&ts, Mode::OneWay)
+            .iter()
+            .any(|(_, b)| b.iceoryx2().is_some()));
+        // Without the ringlink side, no ratio.
+        assert!(ratio_pairs(&[Transport::ShmNoSpin, Transport::Iceoryx2], Mode::Rtt).is_empty());
+    }
+
+    #[test]
+    fn ratio_columns_line_up_with_their_heads() {
+        let ts = [
+            Transport::ShmNoSpin,
+            Transport::Iceoryx2Event,
+            Transport::Shm,
+            Transport::Iceoryx2,
+        ];
+        let heads = ratio_heads(&ts, Mode::Rtt);
+        let cells = ratio_cells(&ts, Mode::Rtt, |_| Some(2.0), 2);
+        assert_eq!(heads.len(), cells.len(), "{heads:?} / {cells:?}");
+        assert!(heads.contains("nospin/ice-event") && heads.contains("shm/ice"));
+        assert_eq!(cells.matches("1.00x").count(), 2, "{cells:?}");
+    }
+}
