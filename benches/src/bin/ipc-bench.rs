@@ -32,7 +32,8 @@ use ringlink_ringbuf::DEFAULT_SPIN;
 /// round-trip latency (p50/p99/p99.9) and one-way throughput, between a
 /// server process and client processes, next to the machine's floors
 /// (bare spin and eventfd ping-pongs between two processes, single-core
-/// memcpy).
+/// memcpy); with --iceoryx2, iceoryx2's request-response in the same
+/// rounds.
 #[derive(Debug, Parser)]
 #[command(name = "ipc-bench", version)]
 struct Args {
