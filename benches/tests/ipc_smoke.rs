@@ -17,13 +17,14 @@ use serde_json::Value;
 
 const TRANSPORTS: [&str; 4] = ["shm", "shm-nospin", "socket", "uds-baseline"];
 
-/// Entries of /dev/shm that mention ringlink.
+/// Entries of /dev/shm that mention ringlink, or are of the iceoryx2
+/// domains of `ipc-bench --iceoryx2` (`iox2rlb<PID>_...`).
 fn shm_files() -> HashSet<String> {
     std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains("ringlink"))
+                .filter(|n| n.contains("ringlink") || n.starts_with("iox2rlb"))
                 .collect()
         })
         .unwrap_or_default()
@@ -49,8 +50,8 @@ fn group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// Runs `ipc-bench ARGS` in a process group of its own, then checks
-/// that no process of that group and no new ringlink file in /dev/shm
-/// outlives it.
+/// that no process of that group, no new ringlink file in /dev/shm and
+/// nothing of its iceoryx2 domain outlives it.
 fn run(args: &[&str]) -> Output {
     let before = shm_files();
     let started = Instant::now();
@@ -83,6 +84,9 @@ fn run(args: &[&str]) -> Output {
     }
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(files.is_empty(), "files left in /dev/shm: {files:?}");
+    // The coordinator leads the group: its pid names its domain.
+    let domain = PathBuf::from(format!("/tmp/iceoryx2-ringlink-bench-{pgid}"));
+    assert!(!domain.exists(), "{} left", domain.display());
     out
 }
 
@@ -406,4 +410,54 @@ fn zero_copy_rows_beside_the_copying_ones() {
     ];
     let stdout = stdout_of(&run(&args), &args);
     assert!(stdout.contains("zc/shm"), "{stdout}");
+}
+
+/// `--iceoryx2`: iceoryx2's rows and ratios beside ringlink's, its
+/// domain removed afterwards. Ignored in the workspace's test runs: it
+/// builds the peer crate `benches/iceoryx2` (outside the workspace), which
+/// needs Rust 1.89 (above the workspace's 1.82) and crates.io the first
+/// time, and takes about a minute from nothing. `.ci/run` runs it:
+/// `cargo test -p ringlink-benches --test ipc_smoke -- --ignored iceoryx2`.
+#[test]
+#[ignore = "builds benches/iceoryx2 (Rust 1.89, crates.io); .ci/run runs it"]
+fn iceoryx2_beside_ringlink() {
+    let args = ["--iceoryx2", "--quick", "--sizes", "64,64K"];
+    let table = stdout_of(&run(&args), &args);
+    for part in [
+        "iceoryx2 0.10.0",
+        "iceoryx2-event",
+        "shm/ice",
+        "nospin/ice-event",
+        "floors:",
+    ] {
+        assert!(table.contains(part), "no {part:?} in:\n{table}");
+    }
+    assert!(!table.contains("skipped"), "{table}");
+
+    let args = [
+        "--iceoryx2",
+        "--zero-copy",
+        "--quick",
+        "--sizes",
+        "64,64K",
+        "--transports",
+        "shm,shm-nospin",
+        "--no-floors",
+        "--json",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    let rows = parse_lines(&stdout);
+    for t in ["shm", "shm-zc", "shm-nospin", "iceoryx2", "iceoryx2-event"] {
+        for size in [64, 64 << 10] {
+            let row = check_row(&rows, t, "rtt", size).expect("figures");
+            assert_eq!(row["samples"], 200, "{row}");
+        }
+    }
+    // Round trips only: no one-way rows for iceoryx2.
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["transport"] == "iceoryx2" && r["mode"] == "oneway"),
+        "{stdout}"
+    );
 }

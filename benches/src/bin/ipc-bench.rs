@@ -1,8 +1,11 @@
 //! `ipc-bench`: ringlink's server and client (`ipcs`/`ipcc`) over shared
 //! memory and over its socket transport, against a bare Unix-socket
 //! server, with the server and every client in separate processes.
-//! Prints one table on stdout (or JSON lines with `--json`), draws an SVG
-//! with `--plot PATH`, shows progress on stderr.
+//! With `--iceoryx2`, iceoryx2's request-response too, in the same
+//! rounds (its peer is built from `benches/iceoryx2`, a crate outside the
+//! workspace, the first time). Prints one table on stdout (or JSON lines
+//! with `--json`), draws an SVG with `--plot PATH`, shows progress on
+//! stderr.
 //!
 //! ```text
 //! cargo run --release -p ringlink-benches --bin ipc-bench [-- OPTIONS]
@@ -29,7 +32,8 @@ use ringlink_ringbuf::DEFAULT_SPIN;
 /// round-trip latency (p50/p99/p99.9) and one-way throughput, between a
 /// server process and client processes, next to the machine's floors
 /// (bare spin and eventfd ping-pongs between two processes, single-core
-/// memcpy).
+/// memcpy); with --iceoryx2, iceoryx2's request-response in the same
+/// rounds.
 #[derive(Debug, Parser)]
 #[command(name = "ipc-bench", version)]
 struct Args {
@@ -38,8 +42,8 @@ struct Args {
     sizes: Vec<usize>,
 
     /// Transports to compare: shm, shm-nospin, socket, uds-baseline
-    /// (and shm-typed, shm-async, shm-zc: see --typed, --async,
-    /// --zero-copy)
+    /// (and shm-typed, shm-async, shm-zc, iceoryx2, iceoryx2-event: see
+    /// --typed, --async, --zero-copy, --iceoryx2)
     #[arg(
         long,
         value_delimiter = ',',
@@ -123,6 +127,16 @@ struct Args {
     #[arg(long)]
     typed: bool,
 
+    /// Also measure iceoryx2 0.10's request-response (round trips), as
+    /// transports `iceoryx2` (both sides busy-poll) and `iceoryx2-event`
+    /// (both block on iceoryx2 event services), payload written and read
+    /// on both sides as shm-zc does (ratios `shm/ice`, `zc/ice`,
+    /// `nospin/ice-event`). Its peer is built with cargo from
+    /// benches/iceoryx2 (outside the workspace: Rust 1.89 or newer) the
+    /// first time; one client only
+    #[arg(long)]
+    iceoryx2: bool,
+
     /// Print JSON lines (one object per transport, mode and size, then
     /// the floors) instead of the table
     #[arg(long)]
@@ -199,6 +213,9 @@ impl Args {
                 if self.typed {
                     ts.insert(ts.len().min(1), Transport::ShmTyped);
                 }
+                if self.iceoryx2 {
+                    ts.extend([Transport::Iceoryx2, Transport::Iceoryx2Event]);
+                }
                 unique(&ts)
             },
             modes: unique(&self.modes),
@@ -249,6 +266,9 @@ fn main() -> ExitCode {
         }
     };
     if args.json {
+        for note in &results.notes {
+            eprintln!("ipc-bench: {note}");
+        }
         if let Err(e) = ipc::report::write_json(&results, std::io::stdout().lock()) {
             eprintln!("ipc-bench: {e}");
             return ExitCode::FAILURE;

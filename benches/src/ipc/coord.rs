@@ -8,7 +8,9 @@
 //! machine: for each size, every round runs each transport once, so
 //! that all transports see the same moments of the machine; one-way
 //! rates are the median of the rounds' rates, latencies come from the
-//! round trips of all rounds and all clients.
+//! round trips of all rounds and all clients. iceoryx2's transports
+//! (`--iceoryx2`) take their turn in the same rounds, with processes of
+//! their own started for each ([`iceoryx2`]).
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
@@ -20,6 +22,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::control::{
     self, Budget, ClientConfig, Command as ClientCommand, Reply, RunReport, RunSpec, ServerConfig,
 };
+use super::iceoryx2;
 use super::{mono_ns, Mode, Transport};
 use crate::driver::{ChildGuard, Peer, PeerOptions};
 use crate::hist::Histogram;
@@ -186,6 +189,8 @@ pub struct Results {
     pub missed_runs: (u64, u64),
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// What else the reader should know (the iceoryx2 domain's cleanup).
+    pub notes: Vec<String>,
 }
 
 impl Results {
@@ -368,8 +373,13 @@ struct Tally {
 /// The coordinator's processes.
 struct Bench<'p> {
     plan: &'p Plan,
-    servers: Vec<Result<ServerProc, String>>,
+    /// Per transport: its server, none for iceoryx2 (whose processes
+    /// are started for every round), or why it has none.
+    servers: Vec<Result<Option<ServerProc>, String>>,
     clients: Vec<ClientProc>,
+    /// iceoryx2's peer, if an iceoryx2 transport is in the plan.
+    ice: Option<iceoryx2::Peer>,
+    placement: Placement,
     max_late: Duration,
     missed: u64,
     client_runs: u64,
@@ -389,8 +399,11 @@ impl Bench<'_> {
     /// did are disconnected again).
     fn connect(&mut self, slot: usize, size: usize) -> io::Result<Result<(), String>> {
         let transport = self.plan.transports[slot];
-        if let Err(e) = &self.servers[slot] {
-            return Ok(Err(e.clone()));
+        match &self.servers[slot] {
+            Err(e) => return Ok(Err(e.clone())),
+            // iceoryx2: the round's processes connect.
+            Ok(None) => return Ok(Ok(())),
+            Ok(Some(_)) => {}
         }
         let timeout =
             Duration::from_secs(5).max(Duration::from_millis(20) * self.clients.len() as u32);
@@ -433,30 +446,25 @@ impl Bench<'_> {
         mode: Mode,
         tally: &mut Tally,
     ) -> io::Result<()> {
+        if self.plan.transports[slot].iceoryx2().is_some() {
+            self.run_iceoryx2(slot, size, mode, tally);
+            return Ok(());
+        }
         let server_pid = match &self.servers[slot] {
-            Ok(s) => s.pid(),
+            Ok(Some(s)) => s.pid(),
+            Ok(None) => {
+                tally.error = Some("no server".into());
+                return Ok(());
+            }
             Err(e) => {
                 tally.error = Some(e.clone());
                 return Ok(());
             }
         };
-        let n = self.clients.len() as u64;
-        // Time for every client to get its command before the go signal.
-        let margin = Duration::from_millis(10) + Duration::from_micros(250) * n as u32;
         // The server is idle between runs: its CPU time from now to the
         // last answer is the run's.
         let cpu0 = cpu::process_time(server_pid).ok();
-        let start_ns = mono_ns() + margin.as_nanos() as u64;
-        let (warm, measure) = match self.plan.timing {
-            Timing::Time { warm, measure } => {
-                let w = start_ns + warm.as_nanos() as u64;
-                (
-                    Budget::UntilNs(w),
-                    Budget::UntilNs(w + measure.as_nanos() as u64),
-                )
-            }
-            Timing::Count { warm, count } => (Budget::Count(warm), Budget::Count(count)),
-        };
+        let (start_ns, warm, measure) = self.go_signal();
         let spec = RunSpec {
             slot,
             mode,
@@ -487,6 +495,77 @@ impl Bench<'_> {
         if tally.error.is_some() {
             return Ok(());
         }
+        self.count(&reports, (cpu0, cpu1), wall, tally);
+        Ok(())
+    }
+
+    /// The go signal of a run, a margin from now (time for every client
+    /// to get its command), and its warm-up and measured phases.
+    fn go_signal(&self) -> (u64, Budget, Budget) {
+        let n = self.clients.len() as u64;
+        let margin = Duration::from_millis(10) + Duration::from_micros(250) * n as u32;
+        let start_ns = mono_ns() + margin.as_nanos() as u64;
+        let (warm, measure) = match self.plan.timing {
+            Timing::Time { warm, measure } => {
+                let w = start_ns + warm.as_nanos() as u64;
+                (
+                    Budget::UntilNs(w),
+                    Budget::UntilNs(w + measure.as_nanos() as u64),
+                )
+            }
+            Timing::Count { warm, count } => (Budget::Count(warm), Budget::Count(count)),
+        };
+        (start_ns, warm, measure)
+    }
+
+    /// One round of an iceoryx2 transport: its server and client
+    /// processes started, pinned as ipc-bench's server and first client
+    /// are, the run, both ended. Failures go to the tally.
+    fn run_iceoryx2(&mut self, slot: usize, size: usize, mode: Mode, tally: &mut Tally) {
+        let transport = self.plan.transports[slot];
+        if let Err(e) = &self.servers[slot] {
+            tally.error = Some(e.clone());
+            return;
+        }
+        let (Some(wait), Some(peer)) = (transport.iceoryx2(), self.ice.as_mut()) else {
+            tally.error = Some("the iceoryx2 peer was not built".into());
+            return;
+        };
+        if mode != Mode::Rtt {
+            tally.error = Some("the iceoryx2 peer measures round trips only".into());
+            return;
+        }
+        let client_cpu = self.placement.clients.first().copied().flatten();
+        let mut round = match peer.start(wait, size, self.placement.server, client_cpu) {
+            Ok(r) => r,
+            Err(e) => {
+                tally.error = Some(e);
+                return;
+            }
+        };
+        let server_pid = round.server_pid();
+        let cpu0 = cpu::process_time(server_pid).ok();
+        let (start_ns, warm, measure) = self.go_signal();
+        let report = round.run(start_ns, warm, measure);
+        let cpu1 = cpu::process_time(server_pid).ok();
+        let wall = Duration::from_nanos(mono_ns().saturating_sub(start_ns));
+        let finished = round.finish();
+        match report.and_then(|r| finished.map(|()| r)) {
+            Ok(report) => self.count(&[report], (cpu0, cpu1), wall, tally),
+            Err(e) => tally.error = Some(e),
+        }
+    }
+
+    /// Adds the clients' reports of one run to `tally`, with the
+    /// server's CPU time before and after (`cpu`) and the wall time from
+    /// the go signal.
+    fn count(
+        &mut self,
+        reports: &[RunReport],
+        cpu: (Option<Duration>, Option<Duration>),
+        wall: Duration,
+        tally: &mut Tally,
+    ) {
         let ran = || reports.iter().filter(|r| r.measured > 0);
         let start = ran().map(|r| r.start_ns).min().unwrap_or(0);
         let end = ran().map(|r| r.end_ns).max().unwrap_or(0);
@@ -495,7 +574,7 @@ impl Bench<'_> {
         tally.rates.push(measured as f64 / span);
         self.missed += reports.len() as u64 - ran().count() as u64;
         self.client_runs += reports.len() as u64;
-        for r in &reports {
+        for r in reports {
             if let Err(e) = tally.hist.merge_sparse(&r.hist) {
                 tally.error = Some(e);
             }
@@ -503,11 +582,10 @@ impl Bench<'_> {
         }
         tally.handled += reports.iter().map(|r| r.total).sum::<u64>();
         tally.wall += wall;
-        if let (Some(a), Some(b)) = (cpu0, cpu1) {
+        if let (Some(a), Some(b)) = cpu {
             tally.server_cpu += b.saturating_sub(a);
             tally.cpu_known = true;
         }
-        Ok(())
     }
 }
 
@@ -551,6 +629,25 @@ fn figures(size: usize, mode: Mode, t: Tally) -> Result<Figures, String> {
 /// the reason.
 pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
     let started = Instant::now();
+    let mut notes = Vec::new();
+    // Built before anything starts, cargo's progress on standard error.
+    let ice = if plan.transports.iter().any(|t| t.iceoryx2().is_some()) {
+        let peer = iceoryx2::build().map_err(io::Error::other)?;
+        for (domain, found) in iceoryx2::clean_stale_domains(&peer) {
+            notes.push(match found {
+                Ok(c) if c.complete() => format!(
+                    "iceoryx2: removed the domain of an earlier run that did not end (pid \
+                     {domain}; {} node(s) of killed peers)",
+                    c.cleaned
+                ),
+                Ok(c) => format!("iceoryx2: the domain of an earlier run (pid {domain}): {c:?}"),
+                Err(e) => format!("iceoryx2: the domain of an earlier run (pid {domain}): {e}"),
+            });
+        }
+        Some(iceoryx2::Peer::new(peer))
+    } else {
+        None
+    };
     // Two pipes per client process.
     super::server::raise_fd_limit()?;
     let placement = place(plan.pin, plan.clients)?;
@@ -573,6 +670,13 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         .transports
         .iter()
         .map(|&transport| {
+            if transport.iceoryx2().is_some() {
+                return if plan.clients == 1 {
+                    Ok(None)
+                } else {
+                    Err("the iceoryx2 peer runs one client (--clients 1)".into())
+                };
+            }
             let cfg = ServerConfig {
                 transport,
                 name: server_name(transport),
@@ -582,7 +686,9 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
                 clients: plan.clients,
                 cpu: placement.server,
             };
-            ServerProc::spawn(exe, &cfg).map_err(|e| e.to_string())
+            ServerProc::spawn(exe, &cfg)
+                .map(Some)
+                .map_err(|e| e.to_string())
         })
         .collect();
     let mut clients = Vec::with_capacity(plan.clients);
@@ -593,6 +699,8 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         plan,
         servers,
         clients,
+        ice,
+        placement: placement.clone(),
         max_late: Duration::ZERO,
         missed: 0,
         client_runs: 0,
@@ -646,7 +754,7 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
             }
         }
         for (slot, &transport) in plan.transports.iter().enumerate() {
-            if bench.servers[slot].is_ok() {
+            if matches!(bench.servers[slot], Ok(Some(_))) {
                 bench.broadcast(&ClientCommand::Close { slot })?;
             }
             for (m, &mode) in plan.modes.iter().enumerate() {
@@ -676,6 +784,7 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
     let Bench {
         servers,
         clients,
+        ice,
         max_late,
         missed,
         client_runs,
@@ -686,8 +795,23 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         drop(c.stdin.take()); // all at once: they exit in parallel
     }
     drop(clients);
-    for s in servers.into_iter().flatten() {
+    for s in servers.into_iter().flatten().flatten() {
         s.stop()?;
+    }
+    if let Some(peer) = ice {
+        // Every peer has exited: the domain goes, with whatever a killed
+        // one left.
+        match peer.cleanup() {
+            Ok(c) if c.complete() && c.cleaned == 0 => {}
+            Ok(c) if c.complete() => notes.push(format!(
+                "iceoryx2: removed what {} killed peer node(s) left",
+                c.cleaned
+            )),
+            Ok(c) => notes.push(format!(
+                "iceoryx2: its domain was not removed entirely: {c:?}"
+            )),
+            Err(e) => notes.push(format!("iceoryx2: cleanup: {e}")),
+        }
     }
     Ok(Results {
         plan: plan.clone(),
@@ -697,6 +821,7 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         max_late,
         missed_runs: (missed, client_runs),
         elapsed: started.elapsed(),
+        notes,
     })
 }
 

@@ -199,10 +199,10 @@ impl RingLink {
             | Transport::ShmTyped
             | Transport::ShmZeroCopy => ringlink_ipcc::Transport::Shm,
             Transport::Socket => ringlink_ipcc::Transport::Socket,
-            Transport::UdsBaseline => {
+            t @ (Transport::UdsBaseline | Transport::Iceoryx2 | Transport::Iceoryx2Event) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "uds-baseline is not a ringlink transport",
+                    format!("{t} is not a ringlink transport"),
                 ))
             }
         };

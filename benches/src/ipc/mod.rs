@@ -15,6 +15,10 @@
 //!   ([`client`]), driven by JSON commands on its standard input
 //!   ([`control`]): connect, run a measurement, close. All the timing is
 //!   taken here.
+//! - with `--iceoryx2`, `ringlink-iceoryx2-peer server` and `client`,
+//!   one of each per round of an iceoryx2 transport ([`iceoryx2`]): the
+//!   peer that measures iceoryx2's request-response, built from the
+//!   crate `benches/iceoryx2` outside the workspace.
 //! - `ipc-bench --peer`: the peer of `ring-bench`
 //!   ([`driver::Peer`](crate::driver::Peer)), for the floors (a bare
 //!   shared-memory spin ping-pong and a bare eventfd sleep/wake
@@ -47,6 +51,16 @@
 //!   when its last request has been: every message counted was sent,
 //!   received and checked inside the measured time.
 //!
+//! - **iceoryx2** (`--iceoryx2`, round trips only): a request of the
+//!   size over iceoryx2's request-response (`[u8]` slices), written in
+//!   iceoryx2's memory by the client and checked where it lies by the
+//!   server, which answers with a response of the same size written in
+//!   its memory, which the client checks where it lies: what `shm-zc`
+//!   does, with the same pattern, stamps and checks
+//!   ([`payload`](crate::payload)). Transport `iceoryx2`: both sides
+//!   poll in a spin loop; `iceoryx2-event`: both block on iceoryx2 event
+//!   services between messages. Timed as the clients above time theirs.
+//!
 //! Message ids ([`message_id`]) carry the kind of request and its size,
 //! so that the server checks each payload's length; payloads carry a
 //! per-connection sequence number at both ends ([`payload::stamp`](crate::payload::stamp)),
@@ -55,6 +69,7 @@
 pub mod client;
 pub mod control;
 pub mod coord;
+pub mod iceoryx2;
 pub mod link;
 pub mod plot;
 pub mod report;
@@ -115,11 +130,21 @@ pub enum Transport {
     /// in the ring (`Connection::respond_in_place`).
     #[serde(rename = "shm-zc")]
     ShmZeroCopy,
+    /// iceoryx2's request-response (`--iceoryx2`; [`iceoryx2`]), both
+    /// sides busy-polling: the request written in iceoryx2's memory, the
+    /// response too, each checked where it lies. Round trips only.
+    #[serde(rename = "iceoryx2")]
+    Iceoryx2,
+    /// As `iceoryx2`, both sides blocking on iceoryx2 event services
+    /// (a `Listener`, woken by the other side's `Notifier`) between
+    /// messages.
+    #[serde(rename = "iceoryx2-event")]
+    Iceoryx2Event,
 }
 
 impl Transport {
     /// Every transport, in the order of the report.
-    pub const ALL: [Transport; 7] = [
+    pub const ALL: [Transport; 9] = [
         Transport::Shm,
         Transport::ShmZeroCopy,
         Transport::ShmTyped,
@@ -127,6 +152,8 @@ impl Transport {
         Transport::ShmNoSpin,
         Transport::Socket,
         Transport::UdsBaseline,
+        Transport::Iceoryx2,
+        Transport::Iceoryx2Event,
     ];
 
     /// The name used on the command line, in JSON and in the table.
@@ -139,10 +166,22 @@ impl Transport {
             Transport::ShmAsync => "shm-async",
             Transport::ShmTyped => "shm-typed",
             Transport::ShmZeroCopy => "shm-zc",
+            Transport::Iceoryx2 => "iceoryx2",
+            Transport::Iceoryx2Event => "iceoryx2-event",
         }
     }
 
-    /// Whether messages travel through shared memory.
+    /// How the sides of an iceoryx2 transport wait; `None` for the
+    /// others.
+    pub fn iceoryx2(self) -> Option<iceoryx2::Wait> {
+        match self {
+            Transport::Iceoryx2 => Some(iceoryx2::Wait::Busy),
+            Transport::Iceoryx2Event => Some(iceoryx2::Wait::Event),
+            _ => None,
+        }
+    }
+
+    /// Whether this is ringlink over shared memory.
     pub fn is_shm(self) -> bool {
         matches!(
             self,
@@ -156,17 +195,20 @@ impl Transport {
 
     /// Whether this transport measures `mode` at `size`: every one does,
     /// but `shm-typed`, whose message is a 64-byte struct, only round
-    /// trips of [`typed::TYPED_SIZE`].
+    /// trips of [`typed::TYPED_SIZE`], and the iceoryx2 ones only round
+    /// trips (their peer has no one-way run).
     pub fn measures(self, size: usize, mode: Mode) -> bool {
         match self {
             Transport::ShmTyped => size == typed::TYPED_SIZE && mode == Mode::Rtt,
+            Transport::Iceoryx2 | Transport::Iceoryx2Event => mode == Mode::Rtt,
             _ => true,
         }
     }
 
     /// The spin budget both sides of this transport use, given the one
     /// asked for (`--spin`): zero for `shm-nospin`, not applicable (zero)
-    /// for the bare baseline.
+    /// for the bare baseline and for iceoryx2 (its peers busy-poll or
+    /// block, by transport).
     pub fn spin(self, asked: Duration) -> Duration {
         match self {
             Transport::Shm
@@ -174,7 +216,10 @@ impl Transport {
             | Transport::ShmAsync
             | Transport::ShmTyped
             | Transport::ShmZeroCopy => asked,
-            Transport::ShmNoSpin | Transport::UdsBaseline => Duration::ZERO,
+            Transport::ShmNoSpin
+            | Transport::UdsBaseline
+            | Transport::Iceoryx2
+            | Transport::Iceoryx2Event => Duration::ZERO,
         }
     }
 }
@@ -195,7 +240,7 @@ impl FromStr for Transport {
             .ok_or_else(|| {
                 format!(
                     "unknown transport {s:?} (shm, shm-zc, shm-typed, shm-async, shm-nospin, \
-                     socket, uds-baseline)"
+                     socket, uds-baseline, iceoryx2, iceoryx2-event)"
                 )
             })
     }

@@ -30,6 +30,8 @@ fn colour(t: Transport) -> &'static str {
         Transport::ShmAsync => "#9467bd",
         Transport::ShmTyped => "#17becf",
         Transport::ShmZeroCopy => "#bcbd22",
+        Transport::Iceoryx2 => "#8c564b",
+        Transport::Iceoryx2Event => "#e377c2",
     }
 }
 

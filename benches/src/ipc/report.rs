@@ -2,8 +2,10 @@
 //! (for tools).
 //!
 //! JSON: one object per line, for every transport, mode and size:
-//! `transport` (`shm`, `shm-typed`, `shm-async`, `shm-nospin`, `socket`,
-//! `uds-baseline`; `shm-typed` has round trips of 64 B only), `mode`
+//! `transport` (`shm`, `shm-zc`, `shm-typed`, `shm-async`, `shm-nospin`,
+//! `socket`, `uds-baseline`, `iceoryx2`, `iceoryx2-event`; `shm-typed`
+//! has round trips of 64 B only, the iceoryx2 ones round trips only),
+//! `mode`
 //! (`rtt` or `oneway`), `size` (bytes), `clients`, `p50_ns`, `p99_ns`,
 //! `p999_ns` and `samples` (round trips; `null` for one-way),
 //! `msgs_per_s` (one-way messages, or round trips, per second, all
@@ -183,10 +185,12 @@ pub fn table(r: &Results) -> String {
             p.rounds
         ),
     };
+    let ice = ts.iter().any(|t| t.iceoryx2().is_some());
     let _ = writeln!(
         s,
-        "ipc-bench: ringlink (ipcs/ipcc) against Unix sockets, server and clients in separate \
-         processes"
+        "ipc-bench: ringlink (ipcs/ipcc) against Unix sockets{}, server and clients in separate \
+         processes",
+        if ice { " and iceoryx2" } else { "" }
     );
     let _ = writeln!(
         s,
@@ -200,6 +204,16 @@ pub fn table(r: &Results) -> String {
         size_label(p.min_message),
         p.ack_every,
     );
+    if ice {
+        let _ = writeln!(
+            s,
+            "  iceoryx2 {}: request-response of [u8] slices, built-in configuration, a server \
+             and a client process per round, pinned as above; payload written (copied in, \
+             stamped) and read (stamps, a word of every cache line) on both sides, as shm-zc \
+             does; iceoryx2: both sides busy-poll; iceoryx2-event: both block on event services",
+            super::iceoryx2::ICEORYX2_VERSION
+        );
+    }
     let per_conn = if p.clients > 1 {
         format!("; all round trips of all {} connections", p.clients)
     } else {
@@ -213,7 +227,8 @@ pub fn table(r: &Results) -> String {
             s,
             "Round-trip latency, us: p50 / p99 / p99.9 (send_recv of a stamped request that \
              the server checks and answers with a stamped response of the same size{per_conn}); \
-             ratios: p50 over p50, below 1 where shared memory is faster"
+             ratios: p50 over p50, below 1 where shared memory is faster (x/ice: where \
+             ringlink is faster than iceoryx2)"
         );
         let mut head = format!("{:>8} |", "size");
         for t in ts {
@@ -371,6 +386,7 @@ pub fn table(r: &Results) -> String {
     if let Some(Some(e)) = r.floors.as_ref().map(|f| &f.error) {
         notes.push(format!("floors: {e}"));
     }
+    notes.extend(r.notes.iter().cloned());
     if r.max_late > std::time::Duration::from_millis(5) {
         notes.push(format!(
             "some clients started up to {:.1} ms after the go signal (more busy processes than \
@@ -403,9 +419,21 @@ fn lookup(r: &Results, t: Transport, size: usize, mode: Mode) -> Option<&super::
 
 /// The ratios shown: each shared-memory transport against each socket
 /// one, among those run; for round trips, also typed messages against
-/// raw bytes over shared memory (`typed/shm`: the typed layer's cost).
+/// raw bytes over shared memory (`typed/shm`: the typed layer's cost),
+/// and ringlink against iceoryx2: `shm/ice` and `zc/ice` (busy-polling
+/// iceoryx2), `nospin/ice-event` (iceoryx2 blocking on events).
 fn ratio_pairs(ts: &[Transport], mode: Mode) -> Vec<(Transport, Transport)> {
     let mut pairs = Vec::new();
+    let mut ice = Vec::new();
+    for (a, b) in [
+        (Transport::Shm, Transport::Iceoryx2),
+        (Transport::ShmZeroCopy, Transport::Iceoryx2),
+        (Transport::ShmNoSpin, Transport::Iceoryx2Event),
+    ] {
+        if mode == Mode::Rtt && ts.contains(&a) && ts.contains(&b) {
+            ice.push((a, b));
+        }
+    }
     if mode == Mode::Rtt && ts.contains(&Transport::ShmTyped) && ts.contains(&Transport::Shm) {
         pairs.push((Transport::ShmTyped, Transport::Shm));
     }
@@ -419,6 +447,7 @@ fn ratio_pairs(ts: &[Transport], mode: Mode) -> Vec<(Transport, Transport)> {
             }
         }
     }
+    pairs.extend(ice);
     pairs
 }
 
@@ -431,13 +460,25 @@ fn short(t: Transport) -> &'static str {
         Transport::ShmAsync => "async",
         Transport::ShmTyped => "typed",
         Transport::ShmZeroCopy => "zc",
+        Transport::Iceoryx2 => "ice",
+        Transport::Iceoryx2Event => "ice-event",
     }
+}
+
+/// The heading of a ratio's column, and the column's width.
+fn ratio_head(a: Transport, b: Transport) -> (String, usize) {
+    let head = format!("{}/{}", short(a), short(b));
+    let width = head.len().max(13);
+    (head, width)
 }
 
 fn ratio_heads(ts: &[Transport], mode: Mode) -> String {
     ratio_pairs(ts, mode)
         .iter()
-        .map(|(a, b)| format!("{:>13}", format!("{}/{}", short(*a), short(*b))))
+        .map(|&(a, b)| {
+            let (head, width) = ratio_head(a, b);
+            format!("{head:>width$}")
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -455,8 +496,53 @@ fn ratio_cells(
                 (Some(x), Some(y)) => ratio(x, y),
                 _ => None,
             };
-            format!("{:>13}", times(r, decimals))
+            let width = ratio_head(a, b).1;
+            format!("{:>width$}", times(r, decimals))
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ringlink_against_iceoryx2_in_round_trips_only() {
+        let ts = [
+            Transport::Shm,
+            Transport::ShmZeroCopy,
+            Transport::ShmNoSpin,
+            Transport::Iceoryx2,
+            Transport::Iceoryx2Event,
+        ];
+        let rtt = ratio_pairs(&ts, Mode::Rtt);
+        for pair in [
+            (Transport::Shm, Transport::Iceoryx2),
+            (Transport::ShmZeroCopy, Transport::Iceoryx2),
+            (Transport::ShmNoSpin, Transport::Iceoryx2Event),
+        ] {
+            assert!(rtt.contains(&pair), "{pair:?}");
+        }
+        assert!(!ratio_pairs(&ts, Mode::OneWay)
+            .iter()
+            .any(|(_, b)| b.iceoryx2().is_some()));
+        // Without the ringlink side, no ratio.
+        assert!(ratio_pairs(&[Transport::ShmNoSpin, Transport::Iceoryx2], Mode::Rtt).is_empty());
+    }
+
+    #[test]
+    fn ratio_columns_line_up_with_their_heads() {
+        let ts = [
+            Transport::ShmNoSpin,
+            Transport::Iceoryx2Event,
+            Transport::Shm,
+            Transport::Iceoryx2,
+        ];
+        let heads = ratio_heads(&ts, Mode::Rtt);
+        let cells = ratio_cells(&ts, Mode::Rtt, |_| Some(2.0), 2);
+        assert_eq!(heads.len(), cells.len(), "{heads:?} / {cells:?}");
+        assert!(heads.contains("nospin/ice-event") && heads.contains("shm/ice"));
+        assert_eq!(cells.matches("1.00x").count(), 2, "{cells:?}");
+    }
 }
