@@ -104,6 +104,9 @@ impl State {
     }
 }
 
+/// Looks between two readings of the clock while a call spins.
+const LOOKS_PER_CLOCK: u32 = 8;
+
 /// What the clones of an `AsyncClient` share: the engine's state under
 /// a lock, the fds the tasks await, and what does not change.
 struct Core {
@@ -678,16 +681,25 @@ impl AsyncClient {
         &self,
         attempt: &mut impl FnMut(&mut State) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
+        // A look every `LOOK_EVERY` or so (32 pauses between looks, as
+        // this once had, came to a quarter of a microsecond late on a
+        // response where a pause takes 8.6 ns); the clock once every few
+        // looks.
+        let pauses = ringlink_ringbuf::wake::pauses_per_look();
         let start = Instant::now();
-        while start.elapsed() < self.shared.spin {
-            for _ in 0..32 {
-                std::hint::spin_loop();
+        loop {
+            for _ in 0..LOOKS_PER_CLOCK {
+                for _ in 0..pauses {
+                    std::hint::spin_loop();
+                }
+                if let Some(v) = self.look(attempt)? {
+                    return Ok(Some(v));
+                }
             }
-            if let Some(v) = self.look(attempt)? {
-                return Ok(Some(v));
+            if start.elapsed() >= self.shared.spin {
+                return Ok(None);
             }
         }
-        Ok(None)
     }
 
     /// Sleeps until the fd `sleep` needs is ready, the stream socket
