@@ -1228,3 +1228,18 @@ fn surely_fits_knows_only_what_the_producer_read() {
     assert!(tx.surely_fits(100));
     assert!(!tx.surely_fits(tx.max_payload() + 1));
 }
+
+#[test]
+fn a_budget_shorter_than_one_burst_of_looks_ends_with_that_burst() {
+    // The clock is first read once 32 looks found nothing: that burst is
+    // spent budget, and a budget it outlasts is over with it (it was
+    // once measured from the burst's end, spinning a second burst).
+    let mut looks = 0;
+    assert!(!wake::spin_until(Duration::from_nanos(1), || {
+        looks += 1;
+        false
+    }));
+    assert_eq!(looks, 32);
+    // A zero budget looks not at all.
+    assert!(!wake::spin_until(Duration::ZERO, || panic!("looked")));
+}
