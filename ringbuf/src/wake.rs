@@ -328,8 +328,21 @@ pub const LOOK_EVERY: Duration = Duration::from_nanos(30);
 /// `spin_loop` hints that last about [`LOOK_EVERY`] on this CPU (a pause
 /// takes from a few nanoseconds to some tens, by CPU), measured once.
 pub fn pauses_per_look() -> u32 {
-    static PAUSES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *PAUSES.get_or_init(|| {
+    calibration().pauses
+}
+
+/// What one measurement of `spin_loop` found, once per process.
+struct Calibration {
+    /// Pauses between two looks ([`pauses_per_look`]).
+    pauses: u32,
+    /// What those pauses take, at most [`LOOK_EVERY`]: a look's least
+    /// time (a measurement a preemption made long counts no more).
+    look: Duration,
+}
+
+fn calibration() -> &'static Calibration {
+    static CALIBRATION: std::sync::OnceLock<Calibration> = std::sync::OnceLock::new();
+    CALIBRATION.get_or_init(|| {
         const N: u32 = 2000;
         let start = Instant::now();
         for _ in 0..N {
@@ -337,24 +350,32 @@ pub fn pauses_per_look() -> u32 {
         }
         let each = start.elapsed().as_secs_f64() / f64::from(N);
         let n = (LOOK_EVERY.as_secs_f64() / each.max(1e-10)).round();
-        (n as u32).clamp(1, 16)
+        let pauses = (n as u32).clamp(1, 16);
+        let look = Duration::from_secs_f64(each * f64::from(pauses)).min(LOOK_EVERY);
+        Calibration { pauses, look }
     })
 }
+
+/// Looks between two readings of the clock in [`spin_until`].
+const LOOKS_PER_BURST: u32 = 32;
 
 /// Spins for at most `budget`, calling `ready` every [`LOOK_EVERY`] or
 /// so. Returns whether `ready` said yes. Makes no system call: the clock
 /// is read through the vDSO, once per burst of 32 looks, and not before
 /// the first burst ends (most waits end in it, and a clock read costs
-/// about as much as a small message).
+/// about as much as a small message). The first burst counts as the
+/// least time its pauses take, so that a budget shorter than a burst
+/// ends with the first.
 #[inline]
 pub fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if budget.is_zero() {
         return false;
     }
-    let pauses = pauses_per_look();
+    let calibration = calibration();
+    let pauses = calibration.pauses;
     let mut start = None;
     loop {
-        for _ in 0..32 {
+        for _ in 0..LOOKS_PER_BURST {
             if ready() {
                 return true;
             }
@@ -363,7 +384,11 @@ pub fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
             }
         }
         let now = Instant::now();
-        if now.saturating_duration_since(*start.get_or_insert(now)) >= budget {
+        let since = *start.get_or_insert_with(|| {
+            now.checked_sub(calibration.look * LOOKS_PER_BURST)
+                .unwrap_or(now)
+        });
+        if now.saturating_duration_since(since) >= budget {
             return false;
         }
     }
