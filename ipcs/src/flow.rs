@@ -91,6 +91,11 @@ pub(crate) fn answer_fits(handle: &Connection, parked: &mut bool) -> Result<bool
                 handle.count_recv_retry();
                 return Ok(false);
             }
+            // Room appeared, and the failed arm lowered the flag, which a
+            // thread waiting for room in this channel (a call, a send with
+            // a timeout) may have raised: it must look again, as no
+            // wake-up will come for it now.
+            handle.woken();
         }
     })
 }
