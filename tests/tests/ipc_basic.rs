@@ -298,7 +298,7 @@ fn rejections_and_missing_servers() {
         other => panic!("no server, not waiting: {other:?}"),
     }
     let mut short = client_options(0);
-    short.timeout = Duration::from_millis(200);
+    short.server_wait = Duration::from_millis(200);
     match Client::connect(&nobody_there, &short) {
         Err(Error::NoServer) => {}
         other => panic!("no server, waiting 200 ms: {other:?}"),
