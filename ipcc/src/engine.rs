@@ -732,10 +732,18 @@ impl Engine {
         } = self;
         let space_for = *space_for;
         let rings = *transport != Transport::Socket;
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
+        // Filled only on the way to sleep: a wait that ends in the spin
+        // allocates nothing.
+        let mut fds: Vec<PollFd<'_>> = Vec::new();
         if rings {
+            // The spin ends at the deadline if that comes first (a timeout
+            // of a microsecond is not a spin of twenty).
+            let spin = match deadline {
+                Some(d) => (*spin).min(d.saturating_duration_since(Instant::now())),
+                None => *spin,
+            };
             let ready = match which {
-                Wait::Space => ringlink_ringbuf::wake::spin_until(*spin, || {
+                Wait::Space => ringlink_ringbuf::wake::spin_until(spin, || {
                     !flow.holds(flow::level(side, stream))
                         && side.request.room_for(space_for).unwrap_or(true)
                         && side.request.fd_room_for(*space_fds)
@@ -747,11 +755,11 @@ impl Engine {
                         return Ok(false);
                     }
                     let rx = &side.event;
-                    ringlink_ringbuf::wake::spin_until(*spin, || rx.pending() || rx.is_closed())
+                    ringlink_ringbuf::wake::spin_until(spin, || rx.pending() || rx.is_closed())
                 }
                 Wait::Response => {
                     let rx = &side.response;
-                    ringlink_ringbuf::wake::spin_until(*spin, || rx.pending() || rx.is_closed())
+                    ringlink_ringbuf::wake::spin_until(spin, || rx.pending() || rx.is_closed())
                 }
             };
             if ready {
