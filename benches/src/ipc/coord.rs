@@ -602,7 +602,7 @@ fn figures(size: usize, mode: Mode, t: Tally) -> Result<Figures, String> {
     rates.sort_by(f64::total_cmp);
     let msgs = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
     let cpu_ns = t.server_cpu.as_nanos() as f64;
-    let measured_cpu = t.cpu_known && !t.server_cpu.is_zero();
+    let measured_cpu = cpu_measured(&t);
     Ok(Figures {
         latency: if mode == Mode::Rtt {
             Latency::of(&t.hist)
@@ -612,10 +612,25 @@ fn figures(size: usize, mode: Mode, t: Tally) -> Result<Figures, String> {
         msgs_per_s: msgs,
         bytes_per_s: msgs * size as f64,
         round_rates: t.rates,
-        // Less than one clock tick is no measurement.
         server_ns_per_msg: (measured_cpu && t.handled > 0).then(|| cpu_ns / t.handled as f64),
         server_busy: (measured_cpu && !t.wall.is_zero()).then(|| cpu_ns / t.wall.as_nanos() as f64),
     })
+}
+
+/// Least server CPU time for a CPU figure: the kernel counts it in 10 ms
+/// ticks, read before and after every round (each reading a tick off at
+/// most), so five ticks keep a three-round cell within a few tens of
+/// percent, and one tick (a quick run) is no measurement at all (a
+/// `--quick` run once showed a server at 1597 % of a CPU).
+const MIN_SERVER_CPU: Duration = Duration::from_millis(50);
+
+/// Least wall time of a cell's runs for a CPU figure: as above, for the
+/// share of a CPU.
+const MIN_CPU_WALL: Duration = Duration::from_millis(300);
+
+/// Whether a cell's server CPU time is enough of a measurement to show.
+fn cpu_measured(t: &Tally) -> bool {
+    t.cpu_known && t.server_cpu >= MIN_SERVER_CPU && t.wall >= MIN_CPU_WALL
 }
 
 /// Runs the whole plan; `exe` is the `ipc-bench` binary, started again
@@ -928,4 +943,37 @@ fn ping_pongs(
             .push((size, n.max(1) as f64 / took.as_secs_f64().max(1e-9)));
     }
     peer.close()
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    fn tally(cpu_ms: u64, wall_ms: u64) -> Tally {
+        Tally {
+            server_cpu: Duration::from_millis(cpu_ms),
+            wall: Duration::from_millis(wall_ms),
+            handled: 1000,
+            cpu_known: true,
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn a_few_ticks_are_no_cpu_figure() {
+        // A quick run: one tick of CPU in 6 ms of wall time.
+        let f = figures(64, Mode::OneWay, tally(10, 6)).unwrap();
+        assert_eq!((f.server_ns_per_msg, f.server_busy), (None, None));
+        // Enough wall time, too little CPU for a figure per message.
+        let f = figures(64, Mode::OneWay, tally(20, 600)).unwrap();
+        assert_eq!(f.server_busy, None);
+        // A measurement.
+        let f = figures(64, Mode::OneWay, tally(300, 600)).unwrap();
+        assert_eq!(f.server_ns_per_msg, Some(300_000.0));
+        assert_eq!(f.server_busy, Some(0.5));
+        // Not read at all.
+        let mut t = tally(300, 600);
+        t.cpu_known = false;
+        assert_eq!(figures(64, Mode::OneWay, t).unwrap().server_busy, None);
+    }
 }

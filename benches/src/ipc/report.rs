@@ -342,7 +342,8 @@ pub fn table(r: &Results) -> String {
         s,
         "Server: requests/s handled (rtt: round trips/s), CPU time per request, and CPU \
          use (% of one CPU); from /proc/PID/stat, in 10 ms ticks, warm-up and a spinning \
-         server's polling included"
+         server's polling included; - where under 50 ms of CPU or 300 ms of runs were \
+         counted (too few ticks)"
     );
     let mut head = format!("{:>8} {:>6} |", "size", "mode");
     for t in ts {
