@@ -641,19 +641,13 @@ impl Connection {
         parts: &[IoSlice<'_>],
         fds: &[BorrowedFd<'_>],
     ) -> Result<()> {
-        // Requests are numbered from 1; 0 is a one-way request's (or
-        // no request's): its client reads no response.
-        if seq == 0 {
-            return Err(Error::OneWay);
-        }
-        let h = MsgHeader {
-            id,
-            size: 0,
-            error,
-            flags: 0,
-            seq,
-        };
-        self.send(Out::Response, h, parts, fds, None)
+        self.send(
+            Out::Response,
+            response_header(seq, id, error)?,
+            parts,
+            fds,
+            None,
+        )
     }
 
     /// Sends a response of `len` payload bytes written in place: `fill` is
@@ -675,17 +669,7 @@ impl Connection {
         len: usize,
         mut fill: impl FnMut(&mut [u8]),
     ) -> Result<()> {
-        if seq == 0 {
-            return Err(Error::OneWay);
-        }
-        let h = MsgHeader {
-            id,
-            size: 0,
-            error: 0,
-            flags: 0,
-            seq,
-        };
-        self.send_in_place(Out::Response, h, len, &mut fill)
+        self.send_in_place(Out::Response, response_header(seq, id, 0)?, len, &mut fill)
     }
 
     /// Sends an event of `len` payload bytes written in place, as
@@ -703,13 +687,7 @@ impl Connection {
         len: usize,
         mut fill: impl FnMut(&mut [u8]),
     ) -> Result<()> {
-        let h = MsgHeader {
-            id,
-            size: 0,
-            error: 0,
-            flags: 0,
-            seq: 0,
-        };
+        let h = event_header(id);
         let Some((_, backlog)) = &self.inner.backlog else {
             return self.send_in_place(Out::Event, h, len, &mut fill);
         };
@@ -1001,13 +979,7 @@ impl Connection {
         parts: &[IoSlice<'_>],
         fds: &[BorrowedFd<'_>],
     ) -> Result<()> {
-        let h = MsgHeader {
-            id,
-            size: 0,
-            error: 0,
-            flags: 0,
-            seq: 0,
-        };
+        let h = event_header(id);
         match &self.inner.backlog {
             Some((q, backlog)) => self.send_event_queued(*q, backlog, h, parts, fds),
             None => self.send(Out::Event, h, parts, fds, None),
@@ -1121,13 +1093,7 @@ impl Connection {
         while let Some(item) = b.items.front() {
             let sent = match item {
                 Queued::Event(id, body, fds) => {
-                    let h = MsgHeader {
-                        id: *id,
-                        size: 0,
-                        error: 0,
-                        flags: 0,
-                        seq: 0,
-                    };
+                    let h = event_header(*id);
                     let fds: Vec<BorrowedFd<'_>> = fds.iter().collect();
                     self.try_event(h, body, &fds)
                 }
@@ -1202,13 +1168,7 @@ impl Connection {
         if self.inner.backlog.is_some() {
             return self.send_event(id, payload);
         }
-        let h = MsgHeader {
-            id,
-            size: 0,
-            error: 0,
-            flags: 0,
-            seq: 0,
-        };
+        let h = event_header(id);
         self.send(Out::Event, h, &[IoSlice::new(payload)], &[], Some(timeout))
     }
 
@@ -1472,6 +1432,33 @@ impl Connection {
         self.inner.call_done.notify_all();
         senders
     }
+}
+
+/// The header of an event with message id `id`.
+fn event_header(id: i32) -> MsgHeader {
+    MsgHeader {
+        id,
+        size: 0,
+        error: 0,
+        flags: 0,
+        seq: 0,
+    }
+}
+
+/// The header of the response to request `seq`. Requests are numbered
+/// from 1; 0 is a one-way request's (or no request's): its client reads
+/// no response, so `Error::OneWay`.
+fn response_header(seq: u64, id: i32, error: i32) -> Result<MsgHeader> {
+    if seq == 0 {
+        return Err(Error::OneWay);
+    }
+    Ok(MsgHeader {
+        id,
+        size: 0,
+        error,
+        flags: 0,
+        seq,
+    })
 }
 
 /// How often a wait for room in a channel whose peer says nothing when it

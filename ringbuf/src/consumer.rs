@@ -149,13 +149,7 @@ impl Consumer {
     /// Whether either side has closed the ring. Records published before
     /// a producer's close can still be read.
     pub fn is_closed(&self) -> bool {
-        self.shared
-            .header()
-            .control
-            .0
-            .closed
-            .load(Ordering::Relaxed)
-            != 0
+        self.shared.closed_bits(Ordering::Relaxed) != 0
     }
 
     /// Bytes published and not yet released (records, headers and
@@ -346,15 +340,7 @@ impl Consumer {
         // Relaxed: only a hint to retry, ordered after the flag by the
         // sleeper's fence; the retry's Acquire load of the word (in
         // `try_record`) is what orders the data.
-        self.has_record()
-            || self
-                .shared
-                .header()
-                .control
-                .0
-                .closed
-                .load(Ordering::Relaxed)
-                != 0
+        self.has_record() || self.shared.closed_bits(Ordering::Relaxed) != 0
     }
 
     /// Our position's offset in the data region.
@@ -447,13 +433,7 @@ impl Consumer {
         // Acquire: pairs with the Release in `Producer::close`: if the
         // producer's bit is set, the words it stored before closing are
         // visible to the re-read below.
-        let closed = self
-            .shared
-            .header()
-            .control
-            .0
-            .closed
-            .load(Ordering::Acquire);
+        let closed = self.shared.closed_bits(Ordering::Acquire);
         if closed == 0 {
             return Err(PopError::Empty);
         }

@@ -132,6 +132,14 @@ impl Shared {
         );
     }
 
+    /// The closed bits (either side's, and any a peer wrote), loaded with
+    /// `order`: Relaxed for a check, Acquire where the words stored
+    /// before a close must be visible after it.
+    #[inline]
+    pub(crate) fn closed_bits(&self, order: crate::sync::Ordering) -> u32 {
+        self.header().control.0.closed.load(order)
+    }
+
     /// The record word at data offset `off`, as an atomic.
     ///
     /// The caller guarantees `off` is a multiple of 8 and `off + 8 <=

@@ -129,13 +129,7 @@ impl Producer {
 
     /// Whether either side has closed the ring.
     pub fn is_closed(&self) -> bool {
-        self.shared
-            .header()
-            .control
-            .0
-            .closed
-            .load(Ordering::Relaxed)
-            != 0
+        self.shared.closed_bits(Ordering::Relaxed) != 0
     }
 
     /// Whether a record of `len` payload bytes fits now, re-reading the
@@ -406,15 +400,7 @@ impl Producer {
         }
         // Relaxed: a flag check; the close's data ordering is the
         // consumer's concern, and a stale 0 only delays Closed by one call.
-        if self
-            .shared
-            .header()
-            .control
-            .0
-            .closed
-            .load(Ordering::Relaxed)
-            != 0
-        {
+        if self.shared.closed_bits(Ordering::Relaxed) != 0 {
             return Err(PushError::Closed);
         }
         let (slot, need) = self.place(len);

@@ -749,13 +749,7 @@ impl Ring {
 
     /// Whether either side has closed the ring.
     pub fn is_closed(&self) -> bool {
-        self.shared
-            .header()
-            .control
-            .0
-            .closed
-            .load(Ordering::Acquire)
-            != 0
+        self.shared.closed_bits(Ordering::Acquire) != 0
     }
 }
 
