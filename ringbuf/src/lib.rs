@@ -58,6 +58,7 @@
 // Under loom only heap rings are built; the file and fd paths go unused.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+pub mod bias;
 mod consumer;
 mod error;
 pub mod guard;

@@ -276,3 +276,25 @@ pub(crate) fn membarrier_global() -> bool {
     // SAFETY: the membarrier syscall takes no pointers.
     unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 }
 }
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// Registers this process for private expedited membarriers.
+pub(crate) fn membarrier_register_private() -> bool {
+    // SAFETY: the membarrier syscall takes no pointers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// Runs a full memory barrier on every running thread of this process.
+pub(crate) fn membarrier_private() -> bool {
+    // SAFETY: the membarrier syscall takes no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
+}

@@ -1,0 +1,653 @@
+//! A mutex biased to the thread that keeps taking it: that thread locks
+//! and unlocks with plain loads and stores, no locked instruction.
+//!
+//! # Why
+//!
+//! On x86 every atomic read-modify-write (a mutex's compare-exchange or
+//! its unlocking swap) waits until the thread's earlier stores have left
+//! its store buffer. Right after a thread has written a record into a
+//! ring that the peer is polling, those stores wait for the lines to come
+//! back from the peer's core: a cross-core round trip, about 150 ns on the
+//! project's machine, per lock. A thread that takes no lock lets the
+//! stores drain while it goes on, and overlaps them. The async client
+//! shares its state between tasks behind a lock; with a plain mutex its
+//! one-way sends ran at a quarter of the blocking client's rate, nearly
+//! all of the time on the unlock's swap.
+//!
+//! # How
+//!
+//! The lock is either *biased* to one thread (the owner) or not. Only
+//! the owner takes the fast path: it raises its own busy flag (a plain
+//! store), orders it before its next load with a compiler fence only,
+//! and checks that no revocation is under way and that it still owns the
+//! bias. Every other thread, and the owner when the check fails, takes
+//! the slow path: an ordinary mutex, and, if the lock is biased to
+//! another thread, a *revocation*:
+//!
+//! ```text
+//! owner (fast path)                     revoker (holds the slow mutex)
+//! O1 busy[me] = 1                       R1 revoking = 1
+//! O2 compiler fence                     R2 membarrier (every thread of
+//! O3 read revoking, owner                  the process runs a full fence)
+//! O4 if 0 and still mine: enter         R3 wait until busy[owner] == 0
+//!                                       R4 owner = none, revoking = 0
+//! ```
+//!
+//! This is the asymmetric Dekker handshake the rings' wake-up already
+//! uses (see [`wake`](crate::wake)), with the membarrier on the rare
+//! side. If the owner's O3 ran before the barrier reached its CPU, its O1
+//! was drained by that barrier and R3 sees it (and waits for the owner
+//! to leave); if after, O3 sees R1 and the owner goes the slow way. The
+//! final `revoking = 0` is a Release store read with Acquire in O3, so an
+//! owner that reads it sees `owner = none` too.
+//!
+//! Each thread that was ever granted the bias has a *slot*, its own busy
+//! flag on its own cache line, kept for the lock's life: a thread that
+//! read an old owner value and was preempted can only ever write its own
+//! flag, never the flag of the thread that owns the bias now. Slots are
+//! few ([`SLOTS`]); once they are all given, no new thread is granted
+//! the bias and the lock is a plain mutex for those threads.
+//!
+//! # When the bias is granted and lost
+//!
+//! A thread that has taken the slow path `grant_after` times in a row
+//! (no other thread in between) is granted the bias when it unlocks.
+//! Each revocation (another thread wanted the lock) doubles
+//! `grant_after`, up to [`MAX_GRANT_AFTER`]: a lock shared by busy
+//! threads soon stops biasing and costs one plain mutex each time, a
+//! revocation's membarrier (microseconds) being paid ever more rarely.
+//!
+//! Without `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (old kernels,
+//! seccomp) the lock never biases. Under loom, the owner and the revoker
+//! both use SeqCst fences (the symmetric handshake), which loom checks.
+
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use crate::layout::Line;
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+use loom::{cell::UnsafeCell, sync::Mutex, sync::MutexGuard};
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
+
+/// How many threads one lock can ever bias to.
+pub const SLOTS: usize = 4;
+
+/// Slow acquisitions in a row by one thread before it is granted the
+/// bias, at first.
+pub const GRANT_AFTER: u32 = 64;
+
+/// The most `grant_after` grows to after revocations, by default.
+pub const MAX_GRANT_AFTER: u32 = 1 << 16;
+
+/// A mutex biased to the thread that keeps taking it (see the module).
+///
+/// No poisoning: a panic while the lock is held releases it, and the
+/// value is as the panicking code left it.
+pub struct BiasedMutex<T> {
+    /// Read by the owner on each fast acquisition; written only by the
+    /// holder of `slow`.
+    hot: Line<Hot>,
+    /// Each slot's busy flag, written only by the slot's thread.
+    busy: [Line<AtomicU32>; SLOTS],
+    slow: Mutex<Policy>,
+    /// Whether this lock may bias at all (membarrier available).
+    biasing: bool,
+    value: Cell<T>,
+}
+
+struct Hot {
+    /// 1 + the slot of the thread the lock is biased to; 0: none.
+    owner: AtomicU32,
+    /// A revocation is under way (1).
+    revoking: AtomicU32,
+    /// The thread (its [`token`]) each slot belongs to; 0: free. A slot,
+    /// once given, stays its thread's for the lock's life.
+    tids: [AtomicU64; SLOTS],
+}
+
+/// Bookkeeping of the slow path, under `slow`.
+#[derive(Debug)]
+struct Policy {
+    /// The thread that last took the slow path, and how many times in a
+    /// row.
+    last: u64,
+    streak: u32,
+    grant_after: u32,
+    max_grant_after: u32,
+    revocations: u64,
+}
+
+// SAFETY: the value is reached only through a guard, and guards exclude
+// one another (the module's handshake), so sharing the lock hands `T`
+// from thread to thread, which `T: Send` allows.
+unsafe impl<T: Send> Sync for BiasedMutex<T> {}
+// SAFETY: as above; the lock owns its `T`.
+unsafe impl<T: Send> Send for BiasedMutex<T> {}
+
+impl<T> BiasedMutex<T> {
+    /// A lock around `value`, not biased to anyone yet.
+    pub fn new(value: T) -> BiasedMutex<T> {
+        Self::with_grant_after(value, GRANT_AFTER, MAX_GRANT_AFTER)
+    }
+
+    /// As [`new`](Self::new), granting the bias after `grant_after`
+    /// slow acquisitions in a row (at least 1), a number that each
+    /// revocation doubles up to `max` (at least `grant_after`).
+    pub fn with_grant_after(value: T, grant_after: u32, max: u32) -> BiasedMutex<T> {
+        let grant_after = grant_after.max(1);
+        BiasedMutex {
+            hot: Line(Hot {
+                owner: AtomicU32::new(0),
+                revoking: AtomicU32::new(0),
+                tids: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+            busy: std::array::from_fn(|_| Line(AtomicU32::new(0))),
+            slow: Mutex::new(Policy {
+                last: 0,
+                streak: 0,
+                grant_after,
+                max_grant_after: max.max(grant_after),
+                revocations: 0,
+            }),
+            biasing: can_bias(),
+            value: Cell::new(value),
+        }
+    }
+
+    /// Takes the lock, waiting for it.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds it already (where a `std` mutex may
+    /// deadlock instead).
+    #[inline]
+    pub fn lock(&self) -> BiasedGuard<'_, T> {
+        let me = token();
+        let hot = &self.hot.0;
+        let owner = hot.owner.load(Ordering::Relaxed);
+        if owner != 0 {
+            let slot = (owner - 1) as usize;
+            if hot.tids[slot].load(Ordering::Relaxed) == me {
+                let busy = &self.busy[slot].0;
+                assert!(
+                    busy.load(Ordering::Relaxed) == 0,
+                    "BiasedMutex locked twice by one thread"
+                );
+                // O1, O2, O3 of the handshake.
+                busy.store(1, Ordering::Relaxed);
+                owner_fence();
+                if hot.revoking.load(Ordering::Acquire) == 0
+                    && hot.owner.load(Ordering::Relaxed) == owner
+                {
+                    return self.guard(Held::Fast(slot));
+                }
+                // Release: what we did under the lock before is
+                // published with the flag that a revoker waits on.
+                busy.store(0, Ordering::Release);
+            }
+        }
+        self.lock_slow(me)
+    }
+
+    #[cold]
+    fn lock_slow(&self, me: u64) -> BiasedGuard<'_, T> {
+        let mut policy = self.slow.lock().unwrap_or_else(|e| e.into_inner());
+        let hot = &self.hot.0;
+        let owner = hot.owner.load(Ordering::Relaxed);
+        if owner != 0 {
+            let slot = (owner - 1) as usize;
+            // Our own bias (we came here because a revocation was under
+            // way, now over) needs no revoking: our flag is down.
+            if hot.tids[slot].load(Ordering::Relaxed) != me {
+                self.revoke(slot);
+                policy.revocations += 1;
+                policy.grant_after = policy
+                    .grant_after
+                    .saturating_mul(2)
+                    .min(policy.max_grant_after);
+            }
+        }
+        if policy.last == me {
+            policy.streak = policy.streak.saturating_add(1);
+        } else {
+            policy.last = me;
+            policy.streak = 1;
+        }
+        self.guard(Held::Slow(policy))
+    }
+
+    /// R1–R4: takes the bias away from `slot`'s thread, waiting for it
+    /// to leave the lock if it holds it. Under `slow`.
+    fn revoke(&self, slot: usize) {
+        let hot = &self.hot.0;
+        hot.revoking.store(1, Ordering::Relaxed);
+        revoker_fence();
+        let busy = &self.busy[slot].0;
+        let mut spins = 0u32;
+        // Acquire: pairs with the owner's Release clearing of its flag,
+        // so what it wrote under the lock is ours to read.
+        while busy.load(Ordering::Acquire) != 0 {
+            backoff(&mut spins);
+        }
+        hot.owner.store(0, Ordering::Relaxed);
+        // Release: an owner that reads this 0 (Acquire) sees owner = 0.
+        hot.revoking.store(0, Ordering::Release);
+    }
+
+    fn guard<'a>(&'a self, held: Held<'a>) -> BiasedGuard<'a, T> {
+        BiasedGuard {
+            lock: self,
+            value: self.value.get_mut(),
+            held: Some(held),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// At a slow unlock: grants the bias to this thread if it has earned
+    /// it and a slot is (or already was) its own.
+    fn maybe_grant(&self, policy: &mut Policy) {
+        let hot = &self.hot.0;
+        if !self.biasing
+            || policy.streak < policy.grant_after
+            || hot.owner.load(Ordering::Relaxed) != 0
+        {
+            return;
+        }
+        let me = policy.last;
+        let mut free = None;
+        for (i, tid) in hot.tids.iter().enumerate() {
+            match tid.load(Ordering::Relaxed) {
+                t if t == me => {
+                    free = Some(i);
+                    break;
+                }
+                0 if free.is_none() => free = Some(i),
+                _ => {}
+            }
+        }
+        let Some(slot) = free else {
+            return;
+        };
+        hot.tids[slot].store(me, Ordering::Relaxed);
+        // Read back by this thread only (program order); any other thread
+        // that reads it fails the slot's thread check and goes slow.
+        hot.owner.store(slot as u32 + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the lock is biased to the calling thread now (for tests
+    /// and statistics; the answer may change at once).
+    pub fn is_biased_to_me(&self) -> bool {
+        let hot = &self.hot.0;
+        let owner = hot.owner.load(Ordering::Relaxed);
+        owner != 0 && hot.tids[(owner - 1) as usize].load(Ordering::Relaxed) == token()
+    }
+
+    /// How many times the bias was revoked.
+    pub fn revocations(&self) -> u64 {
+        self.slow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revocations
+    }
+
+    /// Whether this lock can bias at all on this system.
+    pub fn can_bias(&self) -> bool {
+        self.biasing
+    }
+}
+
+impl<T: Default> Default for BiasedMutex<T> {
+    fn default() -> Self {
+        BiasedMutex::new(T::default())
+    }
+}
+
+impl<T> fmt::Debug for BiasedMutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BiasedMutex")
+            .field("owner", &self.hot.0.owner.load(Ordering::Relaxed))
+            .field("biasing", &self.biasing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a guard holds the lock.
+enum Held<'a> {
+    /// As the biased owner, through this slot's flag.
+    Fast(usize),
+    /// Through the slow mutex.
+    Slow(MutexGuard<'a, Policy>),
+}
+
+/// The lock held; dereferences to the value. Released when dropped. Not
+/// `Send`: the fast path's flag is its thread's.
+pub struct BiasedGuard<'a, T> {
+    lock: &'a BiasedMutex<T>,
+    value: CellRef<T>,
+    held: Option<Held<'a>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> Deref for BiasedGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock: no other guard exists.
+        unsafe { self.value.deref() }
+    }
+}
+
+impl<T> DerefMut for BiasedGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` excludes other borrows
+        // through this guard.
+        unsafe { self.value.deref() }
+    }
+}
+
+impl<T> Drop for BiasedGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        match self.held.take() {
+            Some(Held::Fast(slot)) => {
+                // Release: our writes under the lock happen before a
+                // revoker's Acquire load of the flag.
+                self.lock.busy[slot].0.store(0, Ordering::Release);
+            }
+            Some(Held::Slow(mut policy)) => {
+                self.lock.maybe_grant(&mut policy);
+                drop(policy);
+            }
+            None => {}
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for BiasedGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// The calling thread's token: the address of one of its thread-locals,
+/// distinct among live threads and never 0. A thread that ends may leave
+/// its address to a new thread, which then inherits its slot, and the
+/// bias if it had it: harmless, as the two never live at once.
+#[inline]
+fn token() -> u64 {
+    #[cfg(not(loom))]
+    std::thread_local!(static ME: u8 = const { 0 });
+    #[cfg(loom)]
+    loom::thread_local!(static ME: u8 = 0);
+    ME.with(|m| std::ptr::from_ref(m) as usize as u64)
+}
+
+/// O2: compiler-only where the revoker runs a membarrier.
+#[inline]
+fn owner_fence() {
+    #[cfg(not(loom))]
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// R2: a full barrier on every running thread of the process.
+fn revoker_fence() {
+    fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    if !crate::sys::membarrier_private() {
+        // Registered (`can_bias`), so the kernel cannot refuse; if it
+        // ever did, an owner could be inside unseen. Nothing safe is
+        // left to do.
+        panic!("membarrier(PRIVATE_EXPEDITED) failed after registering");
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// Whether this process can use membarriers to bias (registered once).
+fn can_bias() -> bool {
+    #[cfg(loom)]
+    return true;
+    #[cfg(not(loom))]
+    {
+        static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *REGISTERED.get_or_init(crate::sys::membarrier_register_private)
+    }
+}
+
+/// Waiting for an owner to leave the lock: spin a little, then yield.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// The value's cell: loom's, which checks that guards never overlap, or
+/// a plain `UnsafeCell`.
+#[cfg(not(loom))]
+struct Cell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> Cell<T> {
+    fn new(value: T) -> Self {
+        Cell(std::cell::UnsafeCell::new(value))
+    }
+    fn get_mut(&self) -> CellRef<T> {
+        CellRef(self.0.get())
+    }
+}
+
+#[cfg(not(loom))]
+struct CellRef<T>(*mut T);
+
+#[cfg(not(loom))]
+impl<T> CellRef<T> {
+    /// # Safety
+    ///
+    /// The lock is held by the caller's guard.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn deref(&self) -> &mut T {
+        // SAFETY: the caller holds the lock; the pointer is the cell's.
+        unsafe { &mut *self.0 }
+    }
+}
+
+#[cfg(loom)]
+struct Cell<T>(UnsafeCell<T>);
+
+#[cfg(loom)]
+impl<T> Cell<T> {
+    fn new(value: T) -> Self {
+        Cell(UnsafeCell::new(value))
+    }
+    fn get_mut(&self) -> CellRef<T> {
+        CellRef(self.0.get_mut())
+    }
+}
+
+#[cfg(loom)]
+struct CellRef<T>(loom::cell::MutPtr<T>);
+
+#[cfg(loom)]
+impl<T> CellRef<T> {
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn deref(&self) -> &mut T {
+        // SAFETY: the caller holds the lock.
+        unsafe { self.0.deref() }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn one_thread_is_granted_the_bias_and_keeps_it() {
+        let m = BiasedMutex::with_grant_after(0u64, 4, 4);
+        for _ in 0..10 {
+            *m.lock() += 1;
+        }
+        assert_eq!(*m.lock(), 10);
+        assert_eq!(m.is_biased_to_me(), m.can_bias());
+        assert_eq!(m.revocations(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "locked twice")]
+    fn locking_twice_on_the_fast_path_panics() {
+        let m = BiasedMutex::with_grant_after((), 1, MAX_GRANT_AFTER);
+        drop(m.lock());
+        if !m.is_biased_to_me() {
+            panic!("locked twice (no membarrier here: the slow path would deadlock)");
+        }
+        let _a = m.lock();
+        let _b = m.lock();
+    }
+
+    /// Threads taking turns in runs long enough to be granted the bias,
+    /// with the doubling off so that the bias keeps moving by
+    /// revocation: no increment is lost, though each is a load and a
+    /// store apart with the thread sometimes descheduled in between.
+    #[test]
+    fn revocations_keep_mutual_exclusion() {
+        const THREADS: u64 = 3;
+        const RUNS: u64 = 300;
+        const RUN: u64 = 40;
+        let m = Arc::new(BiasedMutex::with_grant_after(0u64, 4, 4));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for run in 0..RUNS {
+                        for i in 0..RUN {
+                            let mut g = m.lock();
+                            let v = *g;
+                            if (run + i + t) % 16 == 0 {
+                                std::thread::yield_now();
+                            } else {
+                                for _ in 0..(i % 8) {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                            *g = v + 1;
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*m.lock(), THREADS * RUNS * RUN);
+        if m.can_bias() {
+            assert!(m.revocations() > 10, "{} revocations", m.revocations());
+        }
+    }
+
+    /// A busy owner is waited for: the revoker cannot enter while the
+    /// owner is inside.
+    #[test]
+    fn a_revoker_waits_for_the_owner_to_leave() {
+        let m = Arc::new(BiasedMutex::with_grant_after(
+            Vec::<u32>::new(),
+            1,
+            MAX_GRANT_AFTER,
+        ));
+        drop(m.lock());
+        let g = m.lock();
+        if !m.is_biased_to_me() {
+            return; // no membarrier: nothing biased to revoke
+        }
+        let other = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || m.lock().push(2))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut g = g;
+        g.push(1);
+        drop(g);
+        other.join().unwrap();
+        assert_eq!(*m.lock(), [1, 2]);
+        assert_eq!(m.revocations(), 1);
+    }
+
+    /// Locks taken in a row until this thread is biased.
+    fn locks_until_biased(m: &BiasedMutex<()>) -> u32 {
+        (1..=MAX_GRANT_AFTER)
+            .find(|_| {
+                drop(m.lock());
+                m.is_biased_to_me()
+            })
+            .expect("never biased")
+    }
+
+    #[test]
+    fn grant_after_doubles_with_each_revocation() {
+        let m = Arc::new(BiasedMutex::with_grant_after((), 1, MAX_GRANT_AFTER));
+        if !m.can_bias() {
+            return;
+        }
+        let mut needed = Vec::new();
+        for _ in 0..4 {
+            needed.push(locks_until_biased(&m));
+            let m2 = Arc::clone(&m);
+            std::thread::spawn(move || drop(m2.lock())).join().unwrap();
+            assert!(!m.is_biased_to_me());
+        }
+        assert_eq!(needed, [1, 2, 4, 8]);
+        assert_eq!(m.revocations(), 4);
+    }
+
+    /// Threads alive at once, each taking the lock until biased: the
+    /// first `SLOTS` get a slot, the others never do, and the lock still
+    /// excludes.
+    #[test]
+    fn slots_run_out_and_the_lock_stays_a_mutex() {
+        let m = Arc::new(BiasedMutex::with_grant_after(0u32, 1, MAX_GRANT_AFTER));
+        if !m.can_bias() {
+            return;
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let done_rx = Arc::new(std::sync::Mutex::new(done_rx));
+        let mut biased = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..SLOTS + 2 {
+            let (m2, rx) = (Arc::clone(&m), Arc::clone(&done_rx));
+            let (tx, got) = std::sync::mpsc::channel();
+            threads.push(std::thread::spawn(move || {
+                let mut was = false;
+                for _ in 0..200 {
+                    *m2.lock() += 1;
+                    was |= m2.is_biased_to_me();
+                }
+                tx.send(was).unwrap();
+                // Alive until every thread has had its turn.
+                let _ = rx.lock().unwrap().recv();
+            }));
+            biased.push(got.recv().unwrap());
+        }
+        drop(done_tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut want = vec![true; SLOTS];
+        want.extend([false, false]);
+        assert_eq!(biased, want);
+        assert_eq!(*m.lock(), 200 * (SLOTS as u32 + 2));
+    }
+}
