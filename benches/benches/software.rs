@@ -12,11 +12,16 @@
 //! - `software/round_trip/64 B`: `send`, one turn, `recv`.
 //! - `software/one_way/64 B`: two one-way `send`s, one turn that takes
 //!   both.
+//! - `software/async_one_way/64 B`: the same through an `AsyncClient`,
+//!   each call's future polled once (it completes at its first poll when
+//!   there is room), as a task on a runtime would.
 
+use std::future::Future;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use ringlink_ipcc::{Client, ConnectOptions};
+use ringlink_benches::ipc::link::noop_waker;
+use ringlink_ipcc::{AsyncClient, Client, ConnectOptions};
 use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceAddr, ServiceOptions};
 
 /// Answers every request that wants an answer with its own payload.
@@ -72,6 +77,33 @@ fn main() {
         b.iter(|| {
             client.send_oneway(2, &payload, None).expect("send");
             client.send_oneway(2, &payload, None).expect("send");
+            let turn = service.dispatch(now).expect("dispatch");
+            assert!(turn.is_busy(), "the requests were handled");
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = {
+        let _in_rt = rt.enter();
+        AsyncClient::from_client(client).expect("async client")
+    };
+    let waker = noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    // Polls a send's future once: with room in the ring it is ready.
+    macro_rules! at_once {
+        ($f:expr) => {
+            match std::pin::pin!($f).poll(&mut cx) {
+                std::task::Poll::Ready(r) => r.expect("send"),
+                std::task::Poll::Pending => panic!("room in the ring, yet the send waited"),
+            }
+        };
+    }
+    g.bench_function("async_one_way/64 B", |b| {
+        b.iter(|| {
+            at_once!(client.send_oneway(2, &payload));
+            at_once!(client.send_oneway(2, &payload));
             let turn = service.dispatch(now).expect("dispatch");
             assert!(turn.is_busy(), "the requests were handled");
         })

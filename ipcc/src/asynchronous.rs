@@ -1,7 +1,10 @@
 //! The async client, for tokio (feature `tokio`).
 //!
 //! An [`AsyncClient`] is a [`Client`] behind a lock, shared by every task
-//! that clones it. No call blocks a thread: a call tries the rings (or
+//! that clones it. The lock is biased to the thread that keeps calling
+//! ([`BiasedMutex`]): a task that has the connection to itself takes it
+//! with plain loads and stores, and another thread taking it revokes the
+//! bias (a membarrier, rarer with each revocation). No call blocks a thread: a call tries the rings (or
 //! sockets) first, without a system call when there is something to take
 //! or room to write, and only when it must wait does it arm the ring's
 //! wake-up and await the fd under tokio's reactor (`AsyncFd`).
@@ -29,12 +32,13 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use ringlink_common::{Credentials, Error, Result, ServiceAddr, Transport};
+use ringlink_ringbuf::bias::{BiasedGuard, BiasedMutex};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
@@ -110,7 +114,11 @@ const LOOKS_PER_CLOCK: u32 = 8;
 /// What the clones of an `AsyncClient` share: the engine's state under
 /// a lock, the fds the tasks await, and what does not change.
 struct Core {
-    state: Mutex<State>,
+    /// Biased to the thread that keeps calling: a task that has the
+    /// connection to itself locks and unlocks with plain stores. A plain
+    /// mutex's atomic swap waited on every call for the request just
+    /// written to reach the server's core (see `ringbuf::bias`).
+    state: BiasedMutex<State>,
     /// The client's epoll fd: readable when a wake-up came on the stream
     /// socket (shared memory: a response, an event or room in the
     /// request ring, whichever flags were up), a response or an event
@@ -215,7 +223,7 @@ impl AsyncClient {
             transport: engine.transport(),
             spin: engine.spin_budget(),
             libqb: engine.is_libqb(),
-            state: Mutex::new(State {
+            state: BiasedMutex::new(State {
                 scratch: vec![0; engine.max_message()],
                 engine,
                 claimed: HashSet::new(),
@@ -290,9 +298,10 @@ impl AsyncClient {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing in the state is left half-updated by a panic.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> BiasedGuard<'_, State> {
+        // Nothing in the state is left half-updated by a panic (the lock
+        // has no poisoning).
+        self.shared.state.lock()
     }
 
     /// Sends a request, waiting (without blocking a thread) for room in
@@ -303,8 +312,14 @@ impl AsyncClient {
     /// # Errors
     ///
     /// [`Error::MessageTooLarge`]; [`Error::Disconnected`].
-    pub async fn send(&self, id: i32, payload: &[u8]) -> Result<u64> {
-        self.send_vectored(id, &[IoSlice::new(payload)]).await
+    pub fn send<'a>(
+        &'a self,
+        id: i32,
+        payload: &'a [u8],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        self.call(Sleep::Space, move |st| {
+            st.engine.try_send(id, &[IoSlice::new(payload)], false, &[])
+        })
     }
 
     /// [`send`](Self::send) of a payload made of several slices.
@@ -312,8 +327,14 @@ impl AsyncClient {
     /// # Errors
     ///
     /// As [`send`](Self::send).
-    pub async fn send_vectored(&self, id: i32, parts: &[IoSlice<'_>]) -> Result<u64> {
-        self.send_claiming(id, parts, false).await
+    pub fn send_vectored<'a>(
+        &'a self,
+        id: i32,
+        parts: &'a [IoSlice<'a>],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        self.call(Sleep::Space, move |st| {
+            st.engine.try_send(id, parts, false, &[])
+        })
     }
 
     /// Sends a one-way request, awaiting room: see
@@ -323,12 +344,17 @@ impl AsyncClient {
     /// # Errors
     ///
     /// As [`send`](Self::send).
-    pub async fn send_oneway(&self, id: i32, payload: &[u8]) -> Result<()> {
-        self.wait_for(Sleep::Space, |st| {
-            st.engine.try_send(id, &[IoSlice::new(payload)], true, &[])
+    pub fn send_oneway<'a>(
+        &'a self,
+        id: i32,
+        payload: &'a [u8],
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        self.call(Sleep::Space, move |st| {
+            Ok(st
+                .engine
+                .try_send(id, &[IoSlice::new(payload)], true, &[])?
+                .map(drop))
         })
-        .await
-        .map(drop)
     }
 
     /// Sends a request carrying `fds`, awaiting room: see
@@ -588,6 +614,52 @@ impl AsyncClient {
         if let Some(v) = self.look(&mut attempt)? {
             return Ok(v);
         }
+        self.wait_after_look(sleep, attempt).await
+    }
+
+    /// [`wait_for`](Self::wait_for) as a small hand-made future: its first
+    /// poll makes the uncontended look straight from the arguments, and
+    /// only a call that must wait builds (and boxes) the waiting state
+    /// machine. A send with room costs what the blocking client's does,
+    /// plus the lock: the `async fn` form copied its arguments into a
+    /// state of several hundred bytes first, and read them back with
+    /// loads wider than the stores that wrote them (which the CPU cannot
+    /// forward, a stall each), which was enough to slow a stream of
+    /// one-way sends to the server's pace and into the contended regime
+    /// where every record waits for its lines to come back from the
+    /// server's core.
+    fn call<'a, T: Send + 'a>(
+        &'a self,
+        sleep: Sleep,
+        attempt: impl FnMut(&mut State) -> Result<Option<T>> + Send + 'a,
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        let mut attempt = Some(attempt);
+        let mut waiting: Option<Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>> = None;
+        std::future::poll_fn(move |cx| {
+            if let Some(w) = waiting.as_mut() {
+                return w.as_mut().poll(cx);
+            }
+            let mut a = attempt
+                .take()
+                .expect("a call's future polled after it completed");
+            match self.look(&mut a) {
+                Ok(Some(v)) => Poll::Ready(Ok(v)),
+                Err(e) => Poll::Ready(Err(e)),
+                Ok(None) => waiting
+                    .insert(Box::pin(self.wait_after_look(sleep, a)))
+                    .as_mut()
+                    .poll(cx),
+            }
+        })
+    }
+
+    /// The rest of [`wait_for`](Self::wait_for), after a first look that
+    /// found nothing.
+    async fn wait_after_look<T>(
+        &self,
+        sleep: Sleep,
+        mut attempt: impl FnMut(&mut State) -> Result<Option<T>>,
+    ) -> Result<T> {
         let mut woken = false;
         loop {
             // Registered before looking, so that a task filing our message
@@ -662,6 +734,7 @@ impl AsyncClient {
 
     /// One look under the lock: `attempt`, then telling the other tasks
     /// what it filed or drained.
+    #[inline(always)]
     fn look<T>(
         &self,
         attempt: &mut impl FnMut(&mut State) -> Result<Option<T>>,

@@ -171,6 +171,47 @@ fn send_recv_into_reuses_the_callers_reply() {
 }
 
 ringlink_tests::transport_test! {
+/// The client's state lock is biased to the thread that keeps calling
+/// (`ringbuf::bias`): one task earns the bias, then tasks on four worker
+/// threads take the connection from each other (each taking of it from
+/// the biased thread is a revocation), then one task again. Every answer
+/// must be its own request's: a lock that let two threads in at once
+/// would corrupt the engine's numbering or the filed replies.
+fn a_connection_biased_to_one_thread_then_shared_by_four() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-bias"), &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let c = connect(&server).await;
+        let alone = |c: AsyncClient, tag: u32| async move {
+            for i in 0..300u32 {
+                let p = format!("{tag}:{i}").into_bytes();
+                c.send_oneway(id::ECHO, &p).await.expect("one-way");
+                let reply = c.send_recv(id::ECHO, &p).await.expect("echo");
+                assert_eq!(reply.payload, p, "task {tag} got another's answer");
+            }
+        };
+        within("one task", alone(c.clone(), 0)).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 1..=8u32 {
+            tasks.spawn(alone(c.clone(), t));
+        }
+        within("eight tasks on four threads", async {
+            while let Some(r) = tasks.join_next().await {
+                r.expect("task");
+            }
+        })
+        .await;
+        within("one task again", alone(c.clone(), 9)).await;
+    });
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
 fn a_thousand_requests_in_flight_from_many_tasks() {
     let server = ServerProc::spawn(SERVER, &unique_addr("async-many"), &[]);
     runtime().block_on(async {

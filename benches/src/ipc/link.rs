@@ -411,7 +411,7 @@ impl AnyLink {
 
 /// A waker that does nothing, for a first poll whose result is taken at
 /// once (`std::task::Waker::noop` is newer than the workspace's MSRV).
-fn noop_waker() -> std::task::Waker {
+pub fn noop_waker() -> std::task::Waker {
     use std::task::{RawWaker, RawWakerVTable, Waker};
     fn clone(_: *const ()) -> RawWaker {
         RawWaker::new(std::ptr::null(), &VTABLE)
