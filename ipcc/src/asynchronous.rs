@@ -304,6 +304,13 @@ impl AsyncClient {
         self.shared.state.lock()
     }
 
+    /// How many times the state lock's bias was taken from a thread by
+    /// another (see [`BiasedMutex`]); for tests.
+    #[doc(hidden)]
+    pub fn lock_revocations(&self) -> u64 {
+        self.shared.state.revocations()
+    }
+
     /// Sends a request, waiting (without blocking a thread) for room in
     /// the request ring or for flow control to lift; returns its sequence
     /// number. Cancellation-safe: the request is sent whole or not at
@@ -316,7 +323,7 @@ impl AsyncClient {
         &'a self,
         id: i32,
         payload: &'a [u8],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+    ) -> impl Future<Output = Result<u64>> + Send + Sync + 'a {
         self.call(Sleep::Space, move |st| {
             st.engine.try_send(id, &[IoSlice::new(payload)], false, &[])
         })
@@ -331,7 +338,7 @@ impl AsyncClient {
         &'a self,
         id: i32,
         parts: &'a [IoSlice<'a>],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+    ) -> impl Future<Output = Result<u64>> + Send + Sync + 'a {
         self.call(Sleep::Space, move |st| {
             st.engine.try_send(id, parts, false, &[])
         })
@@ -348,7 +355,7 @@ impl AsyncClient {
         &'a self,
         id: i32,
         payload: &'a [u8],
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
+    ) -> impl Future<Output = Result<()>> + Send + Sync + 'a {
         self.call(Sleep::Space, move |st| {
             Ok(st
                 .engine
@@ -631,10 +638,10 @@ impl AsyncClient {
     fn call<'a, T: Send + 'a>(
         &'a self,
         sleep: Sleep,
-        attempt: impl FnMut(&mut State) -> Result<Option<T>> + Send + 'a,
-    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        attempt: impl FnMut(&mut State) -> Result<Option<T>> + Send + Sync + 'a,
+    ) -> impl Future<Output = Result<T>> + Send + Sync + 'a {
         let mut attempt = Some(attempt);
-        let mut waiting: Option<Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>> = None;
+        let mut waiting: Option<Pin<Box<dyn Future<Output = Result<T>> + Send + Sync + 'a>>> = None;
         std::future::poll_fn(move |cx| {
             if let Some(w) = waiting.as_mut() {
                 return w.as_mut().poll(cx);

@@ -294,7 +294,12 @@ pub(crate) fn membarrier_register_private() -> bool {
 }
 
 /// Runs a full memory barrier on every running thread of this process.
-pub(crate) fn membarrier_private() -> bool {
+pub(crate) fn membarrier_private() -> std::io::Result<()> {
     // SAFETY: the membarrier syscall takes no pointers.
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -172,32 +172,59 @@ fn send_recv_into_reuses_the_callers_reply() {
 
 ringlink_tests::transport_test! {
 /// The client's state lock is biased to the thread that keeps calling
-/// (`ringbuf::bias`): one task earns the bias, then tasks on four worker
-/// threads take the connection from each other (each taking of it from
-/// the biased thread is a revocation), then one task again. Every answer
-/// must be its own request's: a lock that let two threads in at once
-/// would corrupt the engine's numbering or the filed replies.
-fn a_connection_biased_to_one_thread_then_shared_by_four() {
+/// (`ringbuf::bias`). One thread, with a runtime of its own, calls
+/// without pause and earns the bias; tasks on four other threads then
+/// take the connection from it while it goes on calling (each taking of
+/// the bias from it is a revocation while it may be inside). Every
+/// answer must be its own request's: a lock that let two threads in at
+/// once would corrupt the engine's numbering or the filed replies.
+fn a_biased_connection_taken_by_four_threads_while_its_owner_calls() {
     let server = ServerProc::spawn(SERVER, &unique_addr("async-bias"), &[]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let c = rt.block_on(connect(&server));
+    async fn calls(c: &AsyncClient, tag: u32, i: u32) {
+        let p = format!("{tag}:{i}").into_bytes();
+        c.send_oneway(id::ECHO, &p).await.expect("one-way");
+        let reply = c.send_recv(id::ECHO, &p).await.expect("echo");
+        assert_eq!(reply.payload, p, "task {tag} got another's answer");
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let owner = {
+        let (c, done, stop) = (c.clone(), Arc::clone(&done), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let own = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("owner's runtime");
+            own.block_on(async {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    within("the owner's calls", calls(&c, 0, i)).await;
+                    i += 1;
+                    done.store(u64::from(i), Ordering::Relaxed);
+                }
+            });
+        })
+    };
+    let start = Instant::now();
+    while done.load(Ordering::Relaxed) < 1000 {
+        assert!(start.elapsed() < HANG, "the owner's calls hung");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     rt.block_on(async {
-        let c = connect(&server).await;
-        let alone = |c: AsyncClient, tag: u32| async move {
-            for i in 0..300u32 {
-                let p = format!("{tag}:{i}").into_bytes();
-                c.send_oneway(id::ECHO, &p).await.expect("one-way");
-                let reply = c.send_recv(id::ECHO, &p).await.expect("echo");
-                assert_eq!(reply.payload, p, "task {tag} got another's answer");
-            }
-        };
-        within("one task", alone(c.clone(), 0)).await;
         let mut tasks = tokio::task::JoinSet::new();
         for t in 1..=8u32 {
-            tasks.spawn(alone(c.clone(), t));
+            let c = c.clone();
+            tasks.spawn(async move {
+                for i in 0..300 {
+                    calls(&c, t, i).await;
+                }
+            });
         }
         within("eight tasks on four threads", async {
             while let Some(r) = tasks.join_next().await {
@@ -205,8 +232,10 @@ fn a_connection_biased_to_one_thread_then_shared_by_four() {
             }
         })
         .await;
-        within("one task again", alone(c.clone(), 9)).await;
     });
+    stop.store(true, Ordering::Relaxed);
+    owner.join().expect("the owner's thread");
+    assert!(c.lock_revocations() > 0, "the bias was never taken from the owner");
     server.shutdown();
 }
 }
