@@ -256,50 +256,36 @@ pub(crate) fn is_eventfd(fd: BorrowedFd<'_>) -> Option<bool> {
 
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// One `membarrier(cmd, 0, 0)`.
+fn membarrier(cmd: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: the membarrier syscall takes no pointers.
+    if unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 /// Registers this process as a target of global expedited membarriers.
 pub(crate) fn membarrier_register() -> bool {
-    // SAFETY: the membarrier syscall takes no pointers.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
-            0,
-            0,
-        ) == 0
-    }
+    membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok()
 }
 
 /// Runs a full memory barrier on every running thread of every registered
 /// process (and on the caller).
 pub(crate) fn membarrier_global() -> bool {
-    // SAFETY: the membarrier syscall takes no pointers.
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 }
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
 }
-
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Registers this process for private expedited membarriers.
 pub(crate) fn membarrier_register_private() -> bool {
-    // SAFETY: the membarrier syscall takes no pointers.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-            0,
-            0,
-        ) == 0
-    }
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_ok()
 }
 
 /// Runs a full memory barrier on every running thread of this process.
 pub(crate) fn membarrier_private() -> std::io::Result<()> {
-    // SAFETY: the membarrier syscall takes no pointers.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
 }
