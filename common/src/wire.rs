@@ -731,11 +731,24 @@ impl MsgHeader {
     /// If `out` is shorter than [`MSG_HEADER_LEN`].
     #[inline]
     pub fn encode_into(&self, out: &mut [u8]) {
+        use std::sync::atomic::{compiler_fence, Ordering};
         let b = &mut out[..MSG_HEADER_LEN];
+        // Field by field, each read as wide as it was written: the
+        // compiler fences (no instruction) keep the compiler from
+        // merging two 4-byte fields into one 8-byte load. A header built
+        // just before with 4-byte stores cannot be forwarded to such a
+        // load, which then waits for every earlier store to leave the
+        // CPU, the message just written to the ring included: one
+        // cross-core round trip per message (`docs/RING.md`,
+        // Measurements).
         b[0..4].copy_from_slice(&self.id.to_le_bytes());
+        compiler_fence(Ordering::SeqCst);
         b[4..8].copy_from_slice(&self.size.to_le_bytes());
+        compiler_fence(Ordering::SeqCst);
         b[8..12].copy_from_slice(&self.error.to_le_bytes());
+        compiler_fence(Ordering::SeqCst);
         b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        compiler_fence(Ordering::SeqCst);
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
     }
 
