@@ -330,6 +330,56 @@ fn send_awaits_flow_control_without_blocking_a_thread() {
 }
 
 ringlink_tests::transport_test! {
+/// `try_send` and `try_send_oneway` send at once when they can, and say
+/// `WouldBlock` without sending (and without waiting) while flow control
+/// holds; the awaiting `send` then takes over.
+fn try_send_goes_now_or_says_would_block() {
+    let mut server = ServerProc::spawn(SERVER, &unique_addr("async-try"), &[]);
+    let rt = runtime();
+    let c = rt.block_on(async { connect(&server).await });
+    rt.block_on(async {
+        let seq = c.try_send(id::ECHO, b"now").expect("room now");
+        let r = within("its answer", c.recv()).await.expect("recv");
+        assert_eq!((r.seq, r.payload.as_slice()), (seq, &b"now"[..]));
+        c.try_send_oneway(id::ECHO, b"one way").expect("room now");
+    });
+    assert_eq!(server.command("rate off"), "ok");
+    // The level reaches the client through shared memory: probe until
+    // it holds (each probe that still went is answered later).
+    let mut probes = 0;
+    let held = (0..5000).any(|_| match c.try_send(id::ECHO, b"probe") {
+        Err(Error::WouldBlock) => true,
+        Ok(_) => {
+            probes += 1;
+            std::thread::sleep(Duration::from_millis(1));
+            false
+        }
+        Err(e) => panic!("try_send: {e}"),
+    });
+    assert!(held, "flow control never held try_send");
+    assert!(matches!(c.try_send(id::ECHO, b"held"), Err(Error::WouldBlock)));
+    assert!(matches!(c.try_send_oneway(id::ECHO, b"held"), Err(Error::WouldBlock)));
+    let pending = {
+        let c = c.clone();
+        rt.spawn(async move { c.send(id::ECHO, b"awaited").await })
+    };
+    assert_eq!(server.command("rate normal"), "ok");
+    rt.block_on(async {
+        for _ in 0..probes {
+            let r = within("a probe's answer", c.recv()).await.expect("recv");
+            assert_eq!(r.payload, b"probe");
+        }
+        let seq = within("the awaited send", pending).await.expect("task").expect("send");
+        let r = within("its answer", c.recv()).await.expect("recv");
+        // Nothing refused was sent: the next answer is the awaited one.
+        assert_eq!((r.seq, r.payload.as_slice()), (seq, &b"awaited"[..]));
+    });
+    drop(c);
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
 /// Killing the server resolves every pending future (`send_recv`,
 /// `recv`, `event_recv`, the event stream) to `Disconnected`.
 fn every_pending_future_resolves_when_the_server_dies() {

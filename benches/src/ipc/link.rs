@@ -46,7 +46,10 @@ pub struct RingLink {
 
 /// The tokio client (`shm-async`): every call awaited on a runtime of
 /// its own (current-thread, the client's only task), so that what is
-/// measured is the async path: futures, wake-ups through the reactor.
+/// measured is the async path: futures, wake-ups through the reactor. A
+/// send first tries `AsyncClient::try_send`, which never waits, and
+/// awaits `send` only when that says the ring is full, as `RingLink`
+/// tries the blocking client's non-waiting send first.
 #[derive(Debug)]
 pub struct AsyncLink {
     rt: tokio::runtime::Runtime,
@@ -126,7 +129,14 @@ impl AsyncLink {
 
 impl Link for AsyncLink {
     fn send(&mut self, id: i32, payload: &[u8]) -> io::Result<()> {
-        self.block(self.client.send(id, payload)).map(drop)
+        // As `RingLink::send`: the call that does not wait first
+        // (`AsyncClient::try_send`), the awaiting one only when the ring
+        // is full or flow control holds.
+        match self.client.try_send(id, payload) {
+            Ok(_) => Ok(()),
+            Err(Error::WouldBlock) => self.block(self.client.send(id, payload)).map(drop),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {

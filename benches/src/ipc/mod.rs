@@ -113,8 +113,9 @@ pub enum Transport {
     #[serde(rename = "uds-baseline")]
     UdsBaseline,
     /// ringlink over shared memory through the tokio client
-    /// (`AsyncClient`), each call awaited on a current-thread runtime;
-    /// the server as for `shm` (`--async`).
+    /// (`AsyncClient`), each call awaited on a current-thread runtime
+    /// (a send tries `try_send` first, as `shm` tries its non-waiting
+    /// send first); the server as for `shm` (`--async`).
     #[serde(rename = "shm-async")]
     ShmAsync,
     /// ringlink over shared memory with typed messages
