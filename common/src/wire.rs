@@ -733,14 +733,15 @@ impl MsgHeader {
     pub fn encode_into(&self, out: &mut [u8]) {
         use std::sync::atomic::{compiler_fence, Ordering};
         let b = &mut out[..MSG_HEADER_LEN];
-        // Field by field, each read as wide as it was written: the
-        // compiler fences (no instruction) keep the compiler from
-        // merging two 4-byte fields into one 8-byte load. A header built
-        // just before with 4-byte stores cannot be forwarded to such a
-        // load, which then waits for every earlier store to leave the
-        // CPU, the message just written to the ring included: one
-        // cross-core round trip per message (`docs/RING.md`,
-        // Measurements).
+        // Field by field, each read as wide as it was written. Without
+        // the compiler fences (no instruction), LLVM read id, size, error
+        // and flags as one 16-byte load; a header built just before with
+        // 4-byte stores cannot be forwarded to it, so the send waited for
+        // every earlier store to leave the CPU, the message just written
+        // to the ring included (`docs/RING.md`, Measurements). The fences
+        // keep the loads apart in practice (current LLVM does not merge
+        // memory accesses across one); nothing in the language promises
+        // it, and only `ipc-bench` would show it coming back.
         b[0..4].copy_from_slice(&self.id.to_le_bytes());
         compiler_fence(Ordering::SeqCst);
         b[4..8].copy_from_slice(&self.size.to_le_bytes());

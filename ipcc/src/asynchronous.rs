@@ -11,8 +11,8 @@
 //!
 //! [`try_send`](AsyncClient::try_send) and
 //! [`try_send_oneway`](AsyncClient::try_send_oneway) send at once or say
-//! `WouldBlock`, without a future: a stream of requests keeps the
-//! blocking client's pace by calling them first.
+//! `WouldBlock`, without a future: a stream of requests that calls them
+//! first goes faster than one that awaits every send.
 //!
 //! Many requests may be in flight from many tasks on one connection:
 //! whichever task finds responses in the ring files them by sequence
@@ -371,16 +371,18 @@ impl AsyncClient {
 
     /// Sends a request now if it can go without waiting (room in the
     /// request ring, flow control open); returns its sequence number. It
-    /// never waits and never awaits: what the blocking client's own
-    /// [`Client::send`](crate::Client::send) does, for async code.
+    /// never waits and never awaits, as the blocking client's
+    /// non-waiting [`Client::send`](crate::Client::send): it says
+    /// [`Error::WouldBlock`] when the request would have to wait, and
+    /// [`Error::Disconnected`] when the server is gone.
     ///
     /// For a stream of requests, calling this first and the awaiting
-    /// [`send`](Self::send) only when it says [`Error::WouldBlock`] keeps
-    /// the stream at the blocking client's pace: a send made through a
-    /// future (its state written and read back once per message) makes
-    /// the CPU wait for the request just written to reach the server's
-    /// core, which held a 64 B one-way stream to 6 M msgs/s where this
-    /// call ran at 14 M (`docs/RING.md`, Measurements).
+    /// [`send`](Self::send) only on `WouldBlock` is faster than awaiting
+    /// every send: a send through a future (its state written and read
+    /// back once per message) made the CPU wait for the request just
+    /// written to reach the server's core, which held a 64 B one-way
+    /// stream to about 6 M msgs/s; with this call first it ran at 10–11 M,
+    /// 0.63–0.67x the blocking client (`docs/RING.md`, Measurements).
     ///
     /// ```
     /// # async fn stream(client: &ringlink_ipcc::AsyncClient) -> ringlink_ipcc::Result<()> {
@@ -415,9 +417,16 @@ impl AsyncClient {
             .map(drop)
     }
 
-    /// One look under the lock; `WouldBlock` if it found no room.
+    /// One look under the lock; `WouldBlock` if it found no room, or
+    /// `Disconnected` if the server is gone (which a look at the rings
+    /// alone does not see: the stream socket says it, as the blocking
+    /// client asks it before waiting).
     fn try_now<T>(&self, mut attempt: impl FnMut(&mut State) -> Result<Option<T>>) -> Result<T> {
-        self.look(&mut attempt)?.ok_or(Error::WouldBlock)
+        let mut checked = |st: &mut State| match attempt(st)? {
+            None if !st.engine.is_connected() => Err(st.engine.fail(Error::Disconnected)),
+            got => Ok(got),
+        };
+        self.look(&mut checked)?.ok_or(Error::WouldBlock)
     }
 
     /// Sends a request carrying `fds`, awaiting room: see

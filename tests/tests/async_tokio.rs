@@ -357,12 +357,16 @@ fn try_send_goes_now_or_says_would_block() {
         Err(e) => panic!("try_send: {e}"),
     });
     assert!(held, "flow control never held try_send");
+    let sent = c.stats(false).requests;
     assert!(matches!(c.try_send(id::ECHO, b"held"), Err(Error::WouldBlock)));
     assert!(matches!(c.try_send_oneway(id::ECHO, b"held"), Err(Error::WouldBlock)));
+    assert_eq!(c.stats(false).requests, sent, "a refused try_send sent");
     let pending = {
         let c = c.clone();
         rt.spawn(async move { c.send(id::ECHO, b"awaited").await })
     };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!pending.is_finished(), "the awaiting send went while flow control held");
     assert_eq!(server.command("rate normal"), "ok");
     rt.block_on(async {
         for _ in 0..probes {
@@ -376,6 +380,34 @@ fn try_send_goes_now_or_says_would_block() {
     });
     drop(c);
     server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
+/// A `try_send` that cannot go because flow control holds says
+/// `Disconnected`, not `WouldBlock` forever, once the server is gone (as
+/// the blocking client's non-waiting send does).
+fn try_send_says_disconnected_when_the_server_is_gone() {
+    let mut server = ServerProc::spawn(SERVER, &unique_addr("async-try-gone"), &[]);
+    let rt = runtime();
+    let c = rt.block_on(async { connect(&server).await });
+    assert_eq!(server.command("rate off"), "ok");
+    let start = Instant::now();
+    while !matches!(c.try_send_oneway(id::ECHO, b"probe"), Err(Error::WouldBlock)) {
+        assert!(start.elapsed() < HANG, "flow control never held try_send");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    server.kill();
+    let gone = loop {
+        match c.try_send(id::ECHO, b"after") {
+            Err(Error::WouldBlock) => {
+                assert!(start.elapsed() < HANG, "try_send never saw the server leave");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(gone, Err(Error::Disconnected)), "{gone:?}");
 }
 }
 
