@@ -381,8 +381,9 @@ impl AsyncClient {
     /// every send: a send through a future (its state written and read
     /// back once per message) made the CPU wait for the request just
     /// written to reach the server's core, which held a 64 B one-way
-    /// stream to about 6 M msgs/s; with this call first it ran at 10–11 M,
-    /// 0.63–0.67x the blocking client (`docs/RING.md`, Measurements).
+    /// stream to about 6 M msgs/s; with this call first it ran at
+    /// 12.3–14.9 M, 0.72–0.86x the blocking client (`docs/RING.md`,
+    /// Measurements).
     ///
     /// ```
     /// # async fn stream(client: &ringlink_ipcc::AsyncClient) -> ringlink_ipcc::Result<()> {
@@ -422,11 +423,18 @@ impl AsyncClient {
     /// alone does not see: the stream socket says it, as the blocking
     /// client asks it before waiting).
     fn try_now<T>(&self, mut attempt: impl FnMut(&mut State) -> Result<Option<T>>) -> Result<T> {
-        let mut checked = |st: &mut State| match attempt(st)? {
-            None if !st.engine.is_connected() => Err(st.engine.fail(Error::Disconnected)),
-            got => Ok(got),
+        // A send files no reply: only the wake-ups a look may drain are
+        // news for the other tasks.
+        let mut st = self.lock();
+        let got = match attempt(&mut st) {
+            Ok(None) if !st.engine.is_connected() => Err(st.engine.fail(Error::Disconnected)),
+            got => got,
         };
-        self.look(&mut checked)?.ok_or(Error::WouldBlock)
+        self.told(&st);
+        if got.is_err() {
+            self.shared.moved.notify_waiters();
+        }
+        got?.ok_or(Error::WouldBlock)
     }
 
     /// Sends a request carrying `fds`, awaiting room: see
