@@ -382,8 +382,8 @@ impl AsyncClient {
     /// back once per message) made the CPU wait for the request just
     /// written to reach the server's core, which held a 64 B one-way
     /// stream to about 6 M msgs/s; with this call first it ran at
-    /// 12.3–14.9 M, 0.72–0.86x the blocking client (`docs/RING.md`,
-    /// Measurements).
+    /// 10–15 M, 0.64–0.86x the blocking client (median 0.72x over
+    /// fourteen runs; `docs/RING.md`, Measurements).
     ///
     /// ```
     /// # async fn stream(client: &ringlink_ipcc::AsyncClient) -> ringlink_ipcc::Result<()> {
