@@ -128,8 +128,6 @@ struct Policy {
 // one another (the module's handshake), so sharing the lock hands `T`
 // from thread to thread, which `T: Send` allows.
 unsafe impl<T: Send> Sync for BiasedMutex<T> {}
-// SAFETY: as above; the lock owns its `T`.
-unsafe impl<T: Send> Send for BiasedMutex<T> {}
 
 impl<T> BiasedMutex<T> {
     /// A lock around `value`, not biased to anyone yet.
