@@ -318,6 +318,13 @@ impl AsyncClient {
         self.shared.state.revocations()
     }
 
+    /// Whether the state lock can bias at all here (it cannot where
+    /// `membarrier` is refused); for tests.
+    #[doc(hidden)]
+    pub fn lock_can_bias(&self) -> bool {
+        self.shared.state.can_bias()
+    }
+
     /// Sends a request, waiting (without blocking a thread) for room in
     /// the request ring or for flow control to lift; returns its sequence
     /// number. Cancellation-safe: the request is sent whole or not at

@@ -550,44 +550,92 @@ mod tests {
         let _b = m.lock();
     }
 
-    /// Threads taking turns in runs long enough to be granted the bias,
-    /// with the doubling off so that the bias keeps moving by
-    /// revocation: no increment is lost, though each is a load and a
-    /// store apart with the thread sometimes descheduled in between.
+    /// Threads taking turns as the owner: each run, one thread earns the
+    /// bias while the others wait, then keeps locking while the others
+    /// take the lock from it, so every run revokes a bias whose owner is
+    /// busy. No increment is lost, though each is a load and a store
+    /// apart with the thread sometimes descheduled in between. The turns
+    /// make the revocations certain rather than left to the scheduler
+    /// (an earlier form counted on threads overlapping by chance, and a
+    /// loaded CI machine ran them one after another).
     #[test]
     fn revocations_keep_mutual_exclusion() {
-        const THREADS: u64 = 3;
-        const RUNS: u64 = 300;
+        use std::sync::atomic::AtomicUsize;
+        const THREADS: usize = 3;
+        const RUNS: usize = 150;
         const RUN: u64 = 40;
         let m = Arc::new(BiasedMutex::with_grant_after(0u64, 4, 4));
+        let can = biasing(&*m);
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        // The run whose owner holds the bias, and the run whose owner is
+        // done; `usize::MAX` before the first.
+        let biased = Arc::new(AtomicUsize::new(usize::MAX));
+        let done = Arc::new(AtomicUsize::new(usize::MAX));
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
-                let m = Arc::clone(&m);
+                let (m, barrier) = (Arc::clone(&m), Arc::clone(&barrier));
+                let (biased, done) = (Arc::clone(&biased), Arc::clone(&done));
                 std::thread::spawn(move || {
-                    for run in 0..RUNS {
-                        for i in 0..RUN {
-                            let mut g = m.lock();
-                            let v = *g;
-                            if (run + i + t) % 16 == 0 {
-                                std::thread::yield_now();
-                            } else {
-                                for _ in 0..(i % 8) {
-                                    std::hint::spin_loop();
-                                }
+                    let mut mine = 0u64;
+                    let increment = |i: u64| {
+                        let mut g = m.lock();
+                        let v = *g;
+                        if i % 16 == 0 {
+                            std::thread::yield_now();
+                        } else {
+                            for _ in 0..(i % 8) {
+                                std::hint::spin_loop();
                             }
-                            *g = v + 1;
                         }
-                        std::thread::yield_now();
+                        *g = v + 1;
+                    };
+                    for run in 0..RUNS {
+                        if run % THREADS == t {
+                            // The others wait, so four slow locks in a
+                            // row earn the bias.
+                            let mut tries = 0;
+                            while can && !m.is_biased_to_me() {
+                                increment(1);
+                                mine += 1;
+                                tries += 1;
+                                assert!(tries <= 4, "not biased after {tries} locks alone");
+                            }
+                            biased.store(run, Ordering::Release);
+                            for i in 0..RUN {
+                                increment(i);
+                                mine += 1;
+                            }
+                            done.store(run, Ordering::Release);
+                        } else {
+                            while biased.load(Ordering::Acquire) != run {
+                                std::thread::yield_now();
+                            }
+                            let mut i = t as u64;
+                            loop {
+                                increment(i);
+                                mine += 1;
+                                i += 1;
+                                if done.load(Ordering::Acquire) == run {
+                                    break;
+                                }
+                                std::thread::yield_now();
+                            }
+                        }
+                        barrier.wait();
                     }
+                    mine
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(*m.lock(), THREADS * RUNS * RUN);
-        if biasing(&*m) {
-            assert!(m.revocations() > 10, "{} revocations", m.revocations());
+        let taken: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(*m.lock(), taken);
+        if can {
+            // The first lock by another thread in each run revokes.
+            assert!(
+                m.revocations() >= RUNS as u64,
+                "{} revocations in {RUNS} runs",
+                m.revocations()
+            );
         }
     }
 

@@ -235,7 +235,15 @@ fn a_biased_connection_taken_by_four_threads_while_its_owner_calls() {
     });
     stop.store(true, Ordering::Relaxed);
     owner.join().expect("the owner's thread");
-    assert!(c.lock_revocations() > 0, "the bias was never taken from the owner");
+    if c.lock_can_bias() {
+        assert!(c.lock_revocations() > 0, "the bias was never taken from the owner");
+    } else {
+        assert!(
+            std::env::var_os("RINGLINK_REQUIRE_MEMBARRIER").is_none(),
+            "membarrier(PRIVATE_EXPEDITED) refused, and RINGLINK_REQUIRE_MEMBARRIER is set"
+        );
+        eprintln!("revocations not checked: membarrier refused here, the lock never biases");
+    }
     server.shutdown();
 }
 }
