@@ -178,6 +178,26 @@ impl Shared {
         self.word(off).store(word, order);
     }
 
+    /// Asks the CPU to start bringing the line at data offset `off` (taken
+    /// modulo the capacity) into this core's cache. A hint: it never
+    /// faults, reads nothing into the program, and does nothing off x86-64.
+    #[inline]
+    pub(crate) fn prefetch(&self, off: usize) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            let off = off & (self.capacity - 1);
+            // SAFETY: `off` is inside the data region (masked with the
+            // power-of-two capacity), so the pointer is in the mapping;
+            // a prefetch reads nothing and cannot fault in any case.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(self.data.as_ptr().add(off).cast::<i8>());
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        let _ = off;
+    }
+
     /// The payload bytes `[off, off + len)` of the data region, for
     /// reading.
     ///
