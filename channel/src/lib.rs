@@ -63,6 +63,18 @@ pub enum Sender {
     QbSocket(QbSockSender),
 }
 
+/// The payload length of `parts`, checked against `max`.
+#[inline]
+fn checked_len(parts: &[IoSlice<'_>], max: usize) -> Result<u32, TrySendError> {
+    match ringlink_common::payload_len(parts, max) {
+        Ok(len) => Ok(len as u32),
+        Err(ringlink_common::Error::MessageTooLarge { len, max }) => {
+            Err(TrySendError::TooLarge { len, max })
+        }
+        Err(_) => unreachable!("payload_len fails only over the maximum"),
+    }
+}
+
 impl Sender {
     /// Sends one message (`header`'s `size` is set here), without
     /// waiting. The payload is checked against `max`, the negotiated
@@ -98,14 +110,7 @@ impl Sender {
         max: usize,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), TrySendError> {
-        let len = match ringlink_common::payload_len(parts, max) {
-            Ok(len) => len,
-            Err(ringlink_common::Error::MessageTooLarge { len, max }) => {
-                return Err(TrySendError::TooLarge { len, max })
-            }
-            Err(_) => unreachable!("payload_len fails only over the maximum"),
-        };
-        header.size = len as u32;
+        header.size = checked_len(parts, max)?;
         match self {
             Sender::Ring(r) => r.try_send(&header, parts, fds),
             Sender::Socket(s) => s.try_send(&header, parts, fds),
@@ -118,6 +123,29 @@ impl Sender {
             Sender::QbShm(q) => q.try_send(&header, parts),
             Sender::QbSocket(q) => q.try_send(&header, parts),
         }
+    }
+
+    /// As [`try_send`](Self::try_send), for a message whose reader is
+    /// waiting for it now (a request whose sender waits for the answer):
+    /// a ring writes it in the order that shortens one message's trip and
+    /// slows a stream ([`WriteGrant::commit_awaited`](ringlink_ringbuf::WriteGrant::commit_awaited));
+    /// other transports send it as `try_send` does.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send).
+    #[inline]
+    pub fn try_send_awaited(
+        &mut self,
+        mut header: MsgHeader,
+        parts: &[IoSlice<'_>],
+        max: usize,
+    ) -> Result<(), TrySendError> {
+        let Sender::Ring(r) = self else {
+            return self.try_send(header, parts, max);
+        };
+        header.size = checked_len(parts, max)?;
+        r.try_send_awaited(&header, parts)
     }
 
     /// What the peer accepts of fds on this channel's messages (libqb's:
