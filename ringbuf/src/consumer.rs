@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, PopError};
 use crate::layout::{
-    max_payload, record_size, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
+    max_payload, record_size, CACHE_LINE, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
     SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
@@ -448,10 +448,10 @@ impl Consumer {
     #[inline]
     fn prefetch_rest(&self, off: usize, size: usize) {
         let end = off + size.min(PREFETCH_BYTES);
-        let mut line = (off | 63) + 1;
+        let mut line = (off / CACHE_LINE + 1) * CACHE_LINE;
         while line < end {
             self.shared.prefetch(line);
-            line += 64;
+            line += CACHE_LINE;
         }
     }
 

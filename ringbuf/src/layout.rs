@@ -104,6 +104,11 @@ pub(crate) const fn record_word(len: u32, kind: u32) -> u64 {
     len as u64 | (kind as u64) << 32
 }
 
+/// The cache line the rings' store order and prefetches assume (x86-64;
+/// most ARM cores): `WriteGrant::commit_awaited` writes a record's
+/// word's line last, `Consumer` prefetches a record's other lines.
+pub(crate) const CACHE_LINE: usize = 64;
+
 /// One cache-line pair (128 bytes: adjacent-line prefetch on x86 pulls
 /// lines in pairs), so fields written by different sides never share one.
 #[repr(C, align(128))]

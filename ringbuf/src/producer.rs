@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::error::{Corruption, PushError};
 use crate::layout::{
-    max_payload, record_size, record_word, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD, RECORD_HEADER,
-    SYNC_CONSUMER, SYNC_PRODUCER,
+    max_payload, record_size, record_word, CACHE_LINE, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD,
+    RECORD_HEADER, SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
 use crate::signals::Direction;
@@ -660,7 +660,7 @@ impl WriteGrant<'_> {
         // The record's bytes in its word's line: up to that line's end
         // (and the head, wherever it ends).
         let start = self.slot.start + RECORD_HEADER;
-        let in_word_line = (LINE - start % LINE) % LINE;
+        let in_word_line = (CACHE_LINE - start % CACHE_LINE) % CACHE_LINE;
         let split = in_word_line.min(len).max(head_len);
         copy_range(&mut self, head_len, parts, split, len);
         self.producer.clear_next_word(self.slot, len);
@@ -690,10 +690,6 @@ impl WriteGrant<'_> {
         self.producer.commit(self.slot, len);
     }
 }
-
-/// The cache line size the store order of
-/// [`WriteGrant::commit_awaited`] assumes (x86-64; most ARM cores).
-const LINE: usize = 64;
 
 /// Copies bytes `from..to` of the record made of `head_len` bytes then
 /// `parts` from `parts` to the same range of `dest` (`from >= head_len`).
