@@ -133,7 +133,15 @@ impl Interrupt {
     }
 
     /// Whether one was asked for since the last look; clears it.
+    ///
+    /// Looked at with a plain load first: a swap is a locked instruction,
+    /// which waits for this thread's stores to leave the CPU, and this
+    /// runs on every wait, right after a request went and right after its
+    /// answer came.
     fn take(&self) -> bool {
+        if !self.asked.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         if self.asked.swap(false, std::sync::atomic::Ordering::AcqRel) {
             let _ = self.fd.read();
             true
