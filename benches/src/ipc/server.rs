@@ -12,10 +12,9 @@
 //! fails the check closes its connection, and the client reports the
 //! failure.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::prctl::set_pdeathsig;
@@ -87,9 +86,11 @@ struct Expected(AtomicU64);
 /// The bench's handler.
 #[derive(Debug)]
 struct Bench {
-    /// The responses' payload, stamped in place before each response
-    /// (the loop is one thread: the lock is never contended).
-    out: Mutex<Vec<u8>>,
+    /// The responses' payload pattern, never written: a response is the
+    /// pattern with its stamps, sent as slices (no lock on the way to the
+    /// response, where a locked instruction would wait for the loop's
+    /// earlier stores).
+    pattern: Vec<u8>,
 }
 
 impl Handler for Bench {
@@ -119,16 +120,13 @@ impl Handler for Bench {
         let sent = match kind {
             Kind::OneWay => return,
             Kind::Echo => {
-                let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(resp) = out.get_mut(..size) else {
+                let Some(pattern) = self.pattern.get(..size) else {
                     return fail(conn, format!("request of {size} bytes above the maximum"));
                 };
-                stamp(resp, seq);
-                conn.respond(req.seq(), req.id(), resp)
+                respond_stamped(conn, req, pattern, seq)
             }
             Kind::EchoInPlace => {
-                let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(pattern) = out.get(..size) else {
+                let Some(pattern) = self.pattern.get(..size) else {
                     return fail(conn, format!("request of {size} bytes above the maximum"));
                 };
                 conn.respond_in_place(req.seq(), req.id(), size, |resp| {
@@ -142,6 +140,32 @@ impl Handler for Bench {
             fail(conn, format!("cannot respond: {e}"));
         }
     }
+}
+
+/// Responds to `req` with `pattern` stamped with `seq` as [`stamp`]
+/// would stamp it in place: the stamps and the pattern between them, as
+/// slices.
+fn respond_stamped(
+    conn: &Connection,
+    req: &Request<'_>,
+    pattern: &[u8],
+    seq: u64,
+) -> ringlink_ipcs::Result<()> {
+    let len = pattern.len();
+    if len < 16 {
+        let mut small = [0u8; 16];
+        let resp = &mut small[..len];
+        resp.copy_from_slice(pattern);
+        stamp(resp, seq);
+        return conn.respond(req.seq(), req.id(), resp);
+    }
+    let b = seq.to_le_bytes();
+    let parts = [
+        IoSlice::new(&b),
+        IoSlice::new(&pattern[8..len - 8]),
+        IoSlice::new(&b),
+    ];
+    conn.respond_vectored(req.seq(), req.id(), 0, &parts)
 }
 
 /// Reports a failed check and closes the connection (its client then
@@ -189,7 +213,7 @@ fn serve_ringlink(cfg: &ServerConfig) -> io::Result<()> {
         Transport::ShmTyped => run_service(cfg, opts, super::typed::TypedBench::new()),
         _ => {
             let handler = Bench {
-                out: Mutex::new(pattern(cfg.max_message.max(ACK_LEN))),
+                pattern: pattern(cfg.max_message.max(ACK_LEN)),
             };
             run_service(cfg, opts, handler)
         }
