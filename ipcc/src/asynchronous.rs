@@ -746,6 +746,22 @@ impl AsyncClient {
     ) -> Result<T> {
         let mut woken = false;
         loop {
+            if !woken && !self.shared.spin.is_zero() {
+                // Poll the rings for the spin budget first, as the
+                // blocking client does: an answer that is on its way then
+                // costs no system call and no wake-up. It holds this
+                // worker thread for at most the budget
+                // (`ConnectOptions::spin`; zero never spins). Before
+                // registering on `moved`: registering and unregistering
+                // take its lock, locked instructions that wait for this
+                // thread's stores, the request's, to reach the server's
+                // core, and a wait that ends in the spin needs neither
+                // (each look is the full `look`, which hears what other
+                // tasks filed).
+                if let Some(v) = self.spin(&mut attempt)? {
+                    return Ok(v);
+                }
+            }
             // Registered before looking, so that a task filing our message
             // after we looked still wakes us.
             let moved = self.shared.moved.notified();
@@ -781,18 +797,6 @@ impl AsyncClient {
                         self.shared.moved.notify_waiters();
                         return Err(e);
                     }
-                }
-                if !woken && !self.shared.spin.is_zero() {
-                    // Poll the rings for the spin budget first, as the
-                    // blocking client does: an answer that is on its way
-                    // then costs no system call and no wake-up. It holds
-                    // this worker thread for at most the budget
-                    // (`ConnectOptions::spin`; zero never spins).
-                    drop(st);
-                    if let Some(v) = self.spin(&mut attempt)? {
-                        return Ok(v);
-                    }
-                    st = self.lock();
                 }
                 // Before raising a flag, the socket is drained (PROTOCOL.md
                 // §4, W0): a byte that comes after it ends the sleep.
