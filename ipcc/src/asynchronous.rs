@@ -494,7 +494,15 @@ impl AsyncClient {
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
         self.wait_for(Sleep::Space, |st| {
-            let seq = st.engine.try_send(id, parts, false, fds)?;
+            // A claimed request is a `send_recv`'s: its caller waits for
+            // the answer, and over shared memory it is written in the
+            // order that suits a server waiting for it, as the blocking
+            // `send_recv` does.
+            let seq = if claim && fds.is_empty() {
+                st.engine.try_send_awaited(id, parts)?
+            } else {
+                st.engine.try_send(id, parts, false, fds)?
+            };
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
                 // cannot be filed as unclaimed before.
