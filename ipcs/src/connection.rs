@@ -177,11 +177,16 @@ struct Outlet {
     /// (the client releases), so a `true` stays true until someone sends.
     fits: AtomicBool,
     max: usize,
+    /// The sender writes messages in place (`Sender::writes_in_place`):
+    /// known when the connection starts and never changed, so that a
+    /// send in place asks without taking the lock twice.
+    in_place: bool,
 }
 
 impl Outlet {
     fn new(tx: Sender, max: usize) -> Outlet {
         Outlet {
+            in_place: tx.writes_in_place(),
             tx: Mutex::new(Some(tx)),
             fits: AtomicBool::new(false),
             max,
@@ -1242,8 +1247,7 @@ impl Connection {
             Out::Event => &self.inner.event,
             Out::Response | Out::Call => &self.inner.response,
         };
-        let in_place = channel.lock().as_ref().is_some_and(Sender::writes_in_place);
-        if !in_place {
+        if !channel.in_place {
             if len > max {
                 return Err(Error::MessageTooLarge { len, max });
             }
