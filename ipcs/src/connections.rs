@@ -116,6 +116,17 @@ impl Connections {
         self.hot.len()
     }
 
+    /// Whether any hot connection shows something to read without a
+    /// system call (a ring: a word published at the reader's position):
+    /// one load per ring, for the idle loop's light looks between sweeps.
+    pub(crate) fn any_pending(&self) -> bool {
+        self.hot.iter().any(|&slot| {
+            self.conns
+                .get(slot)
+                .is_some_and(|c| c.side.request.pending())
+        })
+    }
+
     /// Whether every connection the loop reads is armed (none is hot).
     pub(crate) fn all_armed(&self) -> bool {
         self.hot.is_empty()

@@ -63,6 +63,13 @@ const POLL_EVERY: Duration = Duration::from_micros(20);
 /// nanoseconds: the clock is read well within the period).
 const IDLE_LOOKS_PER_CLOCK: usize = 16;
 
+/// While the loop spins idle, a full sweep comes once in this many looks;
+/// the looks between read one word per hot ring (`Connections::any_pending`)
+/// and sweep only when one shows something. A sweep also serves what no
+/// ring word shows (requests held back until the handler is ready), so
+/// it still comes every few looks.
+const SWEEP_EVERY: u32 = 8;
+
 /// A ringlink service: listens for clients, runs the handshake, and
 /// dispatches their requests to a [`Handler`], all from one thread's epoll
 /// loop ([`run`](Self::run) or [`dispatch`](Self::dispatch)).
@@ -803,9 +810,15 @@ impl<H: Handler> Service<H> {
             // looks at a ring, not after each sweep: an idle look costs
             // less than the clock, and a request landing meanwhile waits.
             let mut looks = 0usize;
+            let mut light = 0u32;
             let work = ringlink_ringbuf::wake::spin_until(budget, || {
-                if self.sweep() {
-                    return true;
+                if light + 1 < SWEEP_EVERY && !self.conns.any_pending() {
+                    light += 1;
+                } else {
+                    light = 0;
+                    if self.sweep() {
+                        return true;
+                    }
                 }
                 looks += self.conns.hot_count().max(1);
                 if looks < IDLE_LOOKS_PER_CLOCK {
