@@ -495,10 +495,12 @@ impl AsyncClient {
     ) -> Result<u64> {
         self.wait_for(Sleep::Space, |st| {
             // A claimed request is a `send_recv`'s: its caller waits for
-            // the answer, and over shared memory it is written in the
+            // the answer. The only one in flight, it is written in the
             // order that suits a server waiting for it, as the blocking
-            // `send_recv` does.
-            let seq = if claim && fds.is_empty() {
+            // `send_recv` does; beside others (tasks sharing the
+            // connection), the requests form a stream, whose order is
+            // `try_send`'s (`docs/RING.md`, Measurements).
+            let seq = if claim && fds.is_empty() && st.claimed.is_empty() {
                 st.engine.try_send_awaited(id, parts)?
             } else {
                 st.engine.try_send(id, parts, false, fds)?
