@@ -790,8 +790,14 @@ impl Engine {
                 return Ok(false);
             }
             // Drain, then raise the flag: a wake-up sent after the flag
-            // went up stays on the socket until the poll below.
-            stream.read();
+            // went up stays on the socket until the poll below. Not if
+            // the socket was read out since a flag last went up (after
+            // the last wake-up, say): nothing can have come since, and
+            // the read would be a system call that finds nothing.
+            if stream.needs_drain() {
+                stream.read();
+            }
+            stream.flags_up();
             let armed = match which {
                 Wait::Space => side.request.prepare_sleep(),
                 Wait::Event => side.event.prepare_sleep() && arm_for_calls(side),
@@ -991,6 +997,7 @@ impl Engine {
         // Both flags up, one fence, then both channels looked at: each
         // ring's flag is up before the other is checked, so no wake-up is
         // lost between them.
+        self.stream.flags_up();
         let mut prep = ringlink_ringbuf::wake::prepare_sleep();
         let (response, event) = (&mut self.side.response, &mut self.side.event);
         response.raise_wake_flag(&mut prep);
@@ -1007,6 +1014,7 @@ impl Engine {
     /// (room appeared, or flow control lifted).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn arm_space(&mut self) -> bool {
+        self.stream.flags_up();
         if !self.side.request.prepare_sleep() {
             return false;
         }
@@ -1025,6 +1033,7 @@ impl Engine {
     pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
         // An event wait is woken by a call from the server too (it comes
         // on the response channel, and must be served).
+        self.stream.flags_up();
         self.side.receiver(event).prepare_sleep() && (!event || arm_for_calls(&mut self.side))
     }
 

@@ -34,6 +34,10 @@ pub(crate) struct Stream {
     level: Cell<u32>,
     /// Something was read since [`take_drained`](Self::take_drained).
     drained: Cell<bool>,
+    /// Read out since this side last raised a waiting flag: no wake-up
+    /// can have come since (a server sends one only for a raised flag),
+    /// so a sleep may skip its drain (`needs_drain`).
+    quiet: Cell<bool>,
     /// Made readable when a read takes wake-ups while the application
     /// polls the client's fd (after `prepare_poll`); never shared with
     /// the server.
@@ -60,6 +64,7 @@ impl Stream {
             levels,
             level: Cell::new(level),
             drained: Cell::new(false),
+            quiet: Cell::new(false),
             app: None,
             inbox,
             fault: Cell::new(None),
@@ -104,7 +109,10 @@ impl Stream {
             return false;
         }
         match stream::read_out(&self.sock, self.inbox.as_deref()) {
-            Drained::Nothing => return false,
+            Drained::Nothing => {
+                self.quiet.set(true);
+                return false;
+            }
             Drained::Fault(v) => {
                 self.fault.set(Some(v));
                 self.fail();
@@ -117,6 +125,7 @@ impl Stream {
             Drained::Gone | Drained::Failed => self.connected.set(false),
         }
         self.drained.set(true);
+        self.quiet.set(true);
         if let Some(app) = &self.app {
             // A full counter already reads as readable.
             let _ = app.write(1);
@@ -126,6 +135,19 @@ impl Stream {
 
     /// Whether a read took anything since the last call (a receiver
     /// fetching its fds from the stream counts).
+    /// Whether a sleep must drain before it raises its flags (PROTOCOL.md
+    /// §4, W0): not if the socket was read out since a flag last went up,
+    /// for the server sends a wake-up only for a raised flag. (Other
+    /// bytes, a server leaving, end the poll and are read after it.)
+    pub(crate) fn needs_drain(&self) -> bool {
+        !self.quiet.get()
+    }
+
+    /// A waiting flag goes up: wake-ups may come from now on.
+    pub(crate) fn flags_up(&self) {
+        self.quiet.set(false);
+    }
+
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn take_drained(&self) -> bool {
         self.drained.replace(false) | self.fetched()
@@ -166,5 +188,39 @@ impl Stream {
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A client's stream whose server end is `peer`.
+    fn pair() -> (Stream, UnixStream) {
+        let (ours, peer) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        (Stream::new(Arc::new(ours), false, 0, None), peer)
+    }
+
+    #[test]
+    fn a_sleep_drains_only_after_a_flag_went_up() {
+        let (stream, mut peer) = pair();
+        // Nothing read yet: what the handshake left may be there.
+        assert!(stream.needs_drain());
+        assert!(!stream.read(), "nothing to read");
+        assert!(!stream.needs_drain(), "read out, no flag up since");
+        stream.flags_up();
+        assert!(stream.needs_drain(), "a flag went up: a wake-up may come");
+        // The wake-up comes; the read after the poll takes it.
+        peer.write_all(&[1]).expect("wake-up");
+        assert!(stream.read(), "the wake-up is read");
+        assert!(!stream.needs_drain());
+        // A server that left is still seen by a read, drained or not.
+        drop(peer);
+        stream.flags_up();
+        assert!(stream.needs_drain());
+        stream.read();
+        assert!(!stream.connected());
     }
 }
