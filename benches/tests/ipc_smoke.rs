@@ -188,6 +188,7 @@ fn table_over_all_transports() {
         "memcpy GB/s",
         "shm/socket",
         "shm/uds",
+        "shm/floor",
     ] {
         assert!(stdout.contains(header), "no {header:?} in:\n{stdout}");
     }
@@ -226,6 +227,14 @@ fn json_lines_and_plot() {
             .iter()
             .find(|r| r["transport"] == floor)
             .unwrap_or_else(|| panic!("no {floor} row"));
+        assert!(row["p50_ns"].as_u64().unwrap() > 0, "{row}");
+    }
+    // The spin floor of each size's rounds, beside the transports.
+    for size in [64, 1024] {
+        let row = rows
+            .iter()
+            .find(|r| r["transport"] == "floor-spin" && r["size"] == size)
+            .unwrap_or_else(|| panic!("no floor-spin row for {size} B"));
         assert!(row["p50_ns"].as_u64().unwrap() > 0, "{row}");
     }
     assert!(rows

@@ -15,6 +15,7 @@
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -156,8 +157,14 @@ pub struct Cell {
 /// The floors: bare two-process ping-pongs and memcpy.
 #[derive(Clone, Debug, Default)]
 pub struct Floors {
-    /// Shared-memory spin ping-pong (one cache line each way).
+    /// Shared-memory spin ping-pong (one cache line each way): over every
+    /// round of every size, where round trips are measured (one run
+    /// beside the transports in each round, so that both see the same
+    /// moments of a noisy machine); otherwise once, after them.
     pub spin: Option<Latency>,
+    /// The same ping-pong, by message size: the runs made in that size's
+    /// rounds, the floor for that size's round trips.
+    pub spin_by_size: Vec<(usize, Latency)>,
     /// eventfd sleep/wake ping-pong (no spinning).
     pub wake: Option<Latency>,
     /// Single-core memcpy rate, bytes per second, per size (information:
@@ -721,8 +728,17 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         client_runs: 0,
     };
 
+    let floor_worker = plan
+        .floors
+        .then(|| FloorWorker::start(plan, exe, placement.floor));
+    let rtt_floors = plan.modes.contains(&Mode::Rtt);
+    let mut spin_all = Histogram::new();
+    let mut spin_by_size = Vec::new();
+    let mut spin_error: Option<String> = None;
+
     let mut cells = Vec::new();
     for &size in &plan.sizes {
+        let mut spin_here = Histogram::new();
         let mut tallies: Vec<Vec<Tally>> = plan
             .transports
             .iter()
@@ -767,6 +783,27 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
                     bar.inc(1);
                 }
             }
+            // The spin floor beside the transports, in every round.
+            if let (Some(w), true, None) = (&floor_worker, rtt_floors, &spin_error) {
+                bar.set_message(format!(
+                    "floor {} round {}/{}",
+                    size_label(size),
+                    round + 1,
+                    plan.rounds
+                ));
+                match w.round() {
+                    Ok(samples) => {
+                        for ns in samples {
+                            spin_all.record(ns);
+                            spin_here.record(ns);
+                        }
+                    }
+                    Err(e) => spin_error = Some(e.to_string()),
+                }
+            }
+        }
+        if let Some(l) = Latency::of(&spin_here) {
+            spin_by_size.push((size, l));
         }
         for (slot, &transport) in plan.transports.iter().enumerate() {
             if matches!(bench.servers[slot], Ok(Some(_))) {
@@ -787,12 +824,19 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         }
     }
 
-    let floors = if plan.floors {
-        bar.set_message("floors: spin and eventfd ping-pongs, bare stream, memcpy");
-        Some(measure_floors(plan, exe, placement.floor))
-    } else {
-        None
-    };
+    let floors = floor_worker.map(|w| {
+        bar.set_message("floors: eventfd ping-pong, bare stream, memcpy");
+        let measured = Latency::of(&spin_all);
+        let mut floors = w.finish(measured.is_none() && spin_error.is_none());
+        if measured.is_some() {
+            floors.spin = measured;
+            floors.spin_by_size = spin_by_size;
+        }
+        if let Some(e) = spin_error {
+            floors.error.get_or_insert(e);
+        }
+        floors
+    });
     bar.finish_and_clear();
 
     // Clients first (each exits when its input closes), then servers.
@@ -840,50 +884,166 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
     })
 }
 
-/// The floors, on a thread pinned like a server (the peer like a
-/// client).
-fn measure_floors(plan: &Plan, exe: &Path, cpus: Option<(usize, usize)>) -> Floors {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut floors = Floors::default();
-            if let Err(e) = ping_pongs(plan, exe, cpus, &mut floors) {
-                floors.error = Some(e.to_string());
-            }
-            let time = match plan.timing {
-                Timing::Time { measure, .. } => measure,
-                Timing::Count { .. } => Duration::from_millis(20),
-            };
-            floors.memcpy = plan
-                .sizes
-                .iter()
-                .map(|&size| (size, memcpy::rate(size, time)))
-                .collect();
-            floors
-        })
-        .join()
-        .unwrap_or_else(|_| Floors {
-            error: Some("the floors' thread panicked".into()),
-            ..Floors::default()
-        })
-    })
+/// What the floors' thread is asked for.
+enum FloorAsk {
+    /// One round's spin ping-pongs: their samples, nanoseconds each.
+    Round,
+    /// The rest of the floors (the spin ping-pong too, with `true`),
+    /// then the thread ends.
+    Rest(bool),
 }
 
-fn ping_pongs(
+/// What the floors' thread answers.
+enum FloorAnswer {
+    Round(io::Result<Vec<u64>>),
+    Rest(Floors),
+}
+
+/// The floors' thread, pinned like a server (its peer process like a
+/// client), kept for the whole run so that the spin ping-pong can run in
+/// every round beside the transports.
+struct FloorWorker {
+    ask: mpsc::Sender<FloorAsk>,
+    answers: mpsc::Receiver<FloorAnswer>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FloorWorker {
+    fn start(plan: &Plan, exe: &Path, cpus: Option<(usize, usize)>) -> FloorWorker {
+        let (ask, asked) = mpsc::channel();
+        let (answer, answers) = mpsc::channel();
+        let (plan, exe) = (plan.clone(), exe.to_path_buf());
+        let thread = std::thread::spawn(move || floor_thread(&plan, &exe, cpus, &asked, &answer));
+        FloorWorker {
+            ask,
+            answers,
+            thread,
+        }
+    }
+
+    /// One round's spin ping-pongs.
+    fn round(&self) -> io::Result<Vec<u64>> {
+        let gone = || io::Error::other("the floors' thread ended");
+        self.ask.send(FloorAsk::Round).map_err(|_| gone())?;
+        match self.answers.recv() {
+            Ok(FloorAnswer::Round(r)) => r,
+            _ => Err(gone()),
+        }
+    }
+
+    /// The rest of the floors (`spin`: the spin ping-pong too).
+    fn finish(self, spin: bool) -> Floors {
+        let answer = self
+            .ask
+            .send(FloorAsk::Rest(spin))
+            .ok()
+            .and_then(|()| self.answers.recv().ok());
+        let panicked = self.thread.join().is_err();
+        match answer {
+            Some(FloorAnswer::Rest(f)) => f,
+            _ => Floors {
+                error: Some(if panicked {
+                    "the floors' thread panicked".into()
+                } else {
+                    "the floors' thread ended".into()
+                }),
+                ..Floors::default()
+            },
+        }
+    }
+}
+
+fn floor_thread(
     plan: &Plan,
     exe: &Path,
     cpus: Option<(usize, usize)>,
-    floors: &mut Floors,
-) -> io::Result<()> {
-    if let Some((mine, _)) = cpus {
-        cpu::pin(mine)?;
+    asked: &mpsc::Receiver<FloorAsk>,
+    answer: &mpsc::Sender<FloorAnswer>,
+) {
+    let mut peer = (|| {
+        if let Some((mine, _)) = cpus {
+            cpu::pin(mine)?;
+        }
+        Peer::spawn(
+            exe,
+            &PeerOptions {
+                capacity: ringlink_ringbuf::MIN_CAPACITY,
+                cpu: cpus.map(|c| c.1),
+            },
+        )
+    })();
+    // Round trips per round, estimated at the first round's warm-up.
+    let mut per_round = None;
+    while let Ok(ask) = asked.recv() {
+        match ask {
+            FloorAsk::Round => {
+                let r = match &mut peer {
+                    Ok(peer) => spin_round(plan, peer, &mut per_round),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
+                if answer.send(FloorAnswer::Round(r)).is_err() {
+                    return;
+                }
+            }
+            FloorAsk::Rest(spin) => {
+                let mut floors = Floors::default();
+                match peer {
+                    Ok(mut peer) => {
+                        let r = ping_pongs(plan, &mut peer, spin, &mut floors)
+                            .and_then(|()| peer.close());
+                        if let Err(e) = r {
+                            floors.error = Some(e.to_string());
+                        }
+                    }
+                    Err(e) => floors.error = Some(e.to_string()),
+                }
+                let time = match plan.timing {
+                    Timing::Time { measure, .. } => measure,
+                    Timing::Count { .. } => Duration::from_millis(20),
+                };
+                floors.memcpy = plan
+                    .sizes
+                    .iter()
+                    .map(|&size| (size, memcpy::rate(size, time)))
+                    .collect();
+                let _ = answer.send(FloorAnswer::Rest(floors));
+                return;
+            }
+        }
     }
-    let mut peer = Peer::spawn(
-        exe,
-        &PeerOptions {
-            capacity: ringlink_ringbuf::MIN_CAPACITY,
-            cpu: cpus.map(|c| c.1),
-        },
-    )?;
+}
+
+/// One round's spin ping-pongs: as many round trips as a transport's
+/// round measures (by time: estimated once, after a warm-up as long as
+/// the transports'), with each one's nanoseconds.
+fn spin_round(plan: &Plan, peer: &mut Peer, per_round: &mut Option<u64>) -> io::Result<Vec<u64>> {
+    let n = match (*per_round, plan.timing) {
+        (Some(n), _) => n,
+        (None, Timing::Count { warm, count }) => {
+            peer.floor_round_trips(warm.max(1), None)?;
+            count
+        }
+        (None, Timing::Time { warm, measure }) => {
+            let mut n = 64;
+            let mut took = peer.floor_round_trips(n, None)?;
+            while took < warm {
+                n *= 2;
+                took = peer.floor_round_trips(n, None)?;
+            }
+            let per = took.as_secs_f64() / n as f64;
+            ((measure.as_secs_f64() / per.max(1e-9)) as u64).clamp(1, 2_000_000)
+        }
+    };
+    *per_round = Some(n);
+    let mut samples = Vec::with_capacity(n as usize);
+    peer.floor_round_trips(n, Some(&mut samples))?;
+    Ok(samples)
+}
+
+/// The floors measured once, after the rounds: the eventfd ping-pong
+/// (the spin one too, with `spin`: when no round measured it) and the
+/// bare stream per size.
+fn ping_pongs(plan: &Plan, peer: &mut Peer, spin: bool, floors: &mut Floors) -> io::Result<()> {
     let mut measure = |wake: bool| -> io::Result<Option<Latency>> {
         let mut go = |n: u64, samples: Option<&mut Vec<u64>>| {
             if wake {
@@ -918,7 +1078,9 @@ fn ping_pongs(
         }
         Ok(Latency::of(&hist))
     };
-    floors.spin = measure(false)?;
+    if spin {
+        floors.spin = measure(false)?;
+    }
     floors.wake = measure(true)?;
     // The bare stream, peer to driver, one rate per size, over the same
     // measured time as a transport's one-way figure.
@@ -942,7 +1104,7 @@ fn ping_pongs(
             .stream
             .push((size, n.max(1) as f64 / took.as_secs_f64().max(1e-9)));
     }
-    peer.close()
+    Ok(())
 }
 
 #[cfg(test)]

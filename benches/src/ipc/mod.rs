@@ -22,7 +22,11 @@
 //! - `ipc-bench --peer`: the peer of `ring-bench`
 //!   ([`driver::Peer`](crate::driver::Peer)), for the floors (a bare
 //!   shared-memory spin ping-pong and a bare eventfd sleep/wake
-//!   ping-pong).
+//!   ping-pong), kept for the whole run: where round trips are measured,
+//!   the spin ping-pong runs in every round beside the transports, so
+//!   that `shm/floor` compares figures of the same moments (this
+//!   machine's floor moves by a fifth within minutes); the eventfd
+//!   ping-pong and the bare streams run once, after the rounds.
 //!
 //! # What a measurement is
 //!

@@ -14,8 +14,11 @@
 //! over wall time), `round_msgs_per_s` (each round's rate), `error`
 //! (`null`, or why the transport was skipped; the figures are `null`
 //! then). Then the floors, as `transport` `floor-spin` and
-//! `floor-eventfd` (mode `rtt`, size 0) and `memcpy` (mode `copy`, with
-//! `mb_per_s` only).
+//! `floor-eventfd` (mode `rtt`, size 0: over the whole run), `floor-spin`
+//! again for each size whose rounds measured round trips (mode `rtt`,
+//! that size: the spin ping-pong runs made in that size's rounds, beside
+//! the transports), `floor-stream` (mode `oneway`, per size) and
+//! `memcpy` (mode `copy`, with `mb_per_s` only).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -106,6 +109,15 @@ pub fn write_json(r: &Results, mut out: impl Write) -> io::Result<()> {
                 ..JsonRow::default()
             };
             line(&row.latency(l))?;
+        }
+        for &(size, l) in &f.spin_by_size {
+            let row = JsonRow {
+                transport: "floor-spin",
+                mode: "rtt",
+                size,
+                ..JsonRow::default()
+            };
+            line(&row.latency(Some(l)))?;
         }
         for &(size, rate) in &f.memcpy {
             line(&JsonRow {
@@ -234,13 +246,29 @@ pub fn table(r: &Results) -> String {
         for t in ts {
             let _ = write!(head, " {:>22} |", t.name());
         }
-        let _ = writeln!(s, "{head} {}", ratio_heads(ts, Mode::Rtt));
+        // Ringlink against the spin floor measured in the same rounds.
+        let by_size = r.floors.as_ref().map_or(&[][..], |f| &f.spin_by_size[..]);
+        let floor_column = ts.contains(&Transport::Shm) && !by_size.is_empty();
+        let floor_head = if floor_column { " | shm/floor" } else { "" };
+        let _ = writeln!(s, "{head} {}{floor_head}", ratio_heads(ts, Mode::Rtt));
         for &size in &p.sizes {
             let mut line = format!("{:>8} |", size_label(size));
             let p50 = |t| {
                 lookup(r, t, size, Mode::Rtt)
                     .and_then(|f| f.latency)
                     .map(|l| l.p50 as f64)
+            };
+            let floor_cell = if floor_column {
+                let floor = by_size
+                    .iter()
+                    .find(|(s, _)| *s == size)
+                    .map(|(_, l)| l.p50 as f64);
+                let r = p50(Transport::Shm)
+                    .zip(floor)
+                    .and_then(|(a, b)| ratio(a, b));
+                format!(" | {:>9}", times(r, 2))
+            } else {
+                String::new()
             };
             for &t in ts {
                 let cell = match r.cell(t, size, Mode::Rtt).map(|c| &c.result) {
@@ -250,14 +278,24 @@ pub fn table(r: &Results) -> String {
                 };
                 let _ = write!(line, " {cell:>22} |");
             }
-            let _ = writeln!(s, "{line} {}", ratio_cells(ts, Mode::Rtt, p50, 2));
+            let _ = writeln!(
+                s,
+                "{line} {}{floor_cell}",
+                ratio_cells(ts, Mode::Rtt, p50, 2)
+            );
         }
         if let Some(f) = &r.floors {
             let floor = |l: &Option<Latency>| l.as_ref().map_or("failed".into(), latency_cell);
             let _ = writeln!(
                 s,
-                "  floors: bare spin ping-pong over shared memory (one cache line each way) {}; \
+                "  floors: bare spin ping-pong over shared memory (one cache line each way{}) {}; \
                  bare eventfd sleep/wake ping-pong (no spinning) {}",
+                if f.spin_by_size.is_empty() {
+                    ""
+                } else {
+                    "; a run in every round, beside the transports; shm/floor: against the runs \
+                     of that size's rounds"
+                },
                 floor(&f.spin),
                 floor(&f.wake)
             );
