@@ -175,6 +175,10 @@ fn cpu_time(ns: f64) -> String {
     }
 }
 
+/// The largest message the spin floor (one line each way, no data) is
+/// shown as the floor of (`shm/floor`).
+const SMALL: usize = 64;
+
 /// `x` for a ratio, `-` where there is none.
 fn times(r: Option<f64>, decimals: usize) -> String {
     r.map_or_else(|| "-".to_string(), |r| format!("{r:.decimals$}x"))
@@ -249,7 +253,17 @@ pub fn table(r: &Results) -> String {
         // Ringlink against the spin floor measured in the same rounds.
         let by_size = r.floors.as_ref().map_or(&[][..], |f| &f.spin_by_size[..]);
         let floor_column = ts.contains(&Transport::Shm) && !by_size.is_empty();
-        let floor_head = if floor_column { " | shm/floor" } else { "" };
+        // After the ratio columns, if any.
+        let sep = if ratio_pairs(ts, Mode::Rtt).is_empty() {
+            ""
+        } else {
+            " | "
+        };
+        let floor_head = if floor_column {
+            format!("{sep}shm/floor")
+        } else {
+            String::new()
+        };
         let _ = writeln!(s, "{head} {}{floor_head}", ratio_heads(ts, Mode::Rtt));
         for &size in &p.sizes {
             let mut line = format!("{:>8} |", size_label(size));
@@ -259,14 +273,16 @@ pub fn table(r: &Results) -> String {
                     .map(|l| l.p50 as f64)
             };
             let floor_cell = if floor_column {
+                // A floor that moves one line and no data is one for
+                // small messages only.
                 let floor = by_size
                     .iter()
-                    .find(|(s, _)| *s == size)
+                    .find(|(s, _)| *s == size && size <= SMALL)
                     .map(|(_, l)| l.p50 as f64);
                 let r = p50(Transport::Shm)
                     .zip(floor)
                     .and_then(|(a, b)| ratio(a, b));
-                format!(" | {:>9}", times(r, 2))
+                format!("{sep}{:>9}", times(r, 2))
             } else {
                 String::new()
             };
@@ -294,7 +310,7 @@ pub fn table(r: &Results) -> String {
                     ""
                 } else {
                     "; a run in every round, beside the transports; shm/floor: against the runs \
-                     of that size's rounds"
+                     of that size's rounds, for messages of up to 64 bytes"
                 },
                 floor(&f.spin),
                 floor(&f.wake)
