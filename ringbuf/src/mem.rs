@@ -198,6 +198,31 @@ impl Shared {
         let _ = off;
     }
 
+    /// Starts taking the cache line holding data byte `off` (modulo the
+    /// capacity) into this core's cache for writing (`prefetchw`), so
+    /// that stores to it find it there. A hint: it changes no byte and
+    /// cannot fault; does nothing off x86-64.
+    #[inline]
+    pub(crate) fn prefetch_write(&self, off: usize) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            let off = off & (self.capacity - 1);
+            // SAFETY: `off` is inside the data region (masked with the
+            // power-of-two capacity), so the address is in the mapping;
+            // `prefetchw` reads nothing into the program, writes nothing,
+            // and cannot fault.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{0}]",
+                    in(reg) self.data.as_ptr().add(off),
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        let _ = off;
+    }
+
     /// The payload bytes `[off, off + len)` of the data region, for
     /// reading.
     ///
