@@ -716,13 +716,134 @@ impl Client {
         self.read_in_place(Wait::Event, timeout, read)
     }
 
+    /// Sends a request of `len` payload bytes written in place by `fill`
+    /// (as [`send_in_place`](Self::send_in_place)) and reads its
+    /// response in place with `read` (as
+    /// [`recv_in_place`](Self::recv_in_place)): the zero-copy
+    /// [`send_recv`](Self::send_recv). The response is matched by
+    /// sequence number; responses to other requests in flight are kept
+    /// for [`recv`](Self::recv) (copied out of the ring, fds and all).
+    /// `timeout` covers both halves.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_in_place`](Self::send_in_place) and
+    /// [`recv_in_place`](Self::recv_in_place).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcc::{Client, ConnectOptions};
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # use ringlink_ipcs::{Dispatch, Service, ServiceOptions};
+    /// # let addr = ringlink_ipcc::ServiceAddr::named(&format!("ringlink-doc-{}", std::process::id()));
+    /// # let table = Dispatch::new().on(1, |c, r| { let _ = c.respond(r.seq(), 1, r.payload()); });
+    /// # let mut service = Service::bind(addr.clone(), "echo", ServiceOptions::default(), table)?;
+    /// # let control = service.control_handle();
+    /// # let server = std::thread::spawn(move || service.run());
+    /// let mut client = Client::connect(&addr, &ConnectOptions::new("echo"))?;
+    /// let timeout = Some(Duration::from_secs(5));
+    /// // An earlier request whose answer is read later: it does not get in the way.
+    /// let first = client.send(1, b"first")?;
+    /// let sum = client.send_recv_in_place(
+    ///     1,
+    ///     4,
+    ///     timeout,
+    ///     |buf| buf.copy_from_slice(&[1, 2, 3, 4]), // written in the request ring
+    ///     |m, payload| (m.id, payload.iter().map(|&b| u32::from(b)).sum::<u32>()),
+    /// )?;
+    /// assert_eq!(sum, (1, 10));
+    /// let mut buf = [0u8; 16];
+    /// let m = client.recv(&mut buf, timeout)?; // kept for this
+    /// assert_eq!((m.seq, &buf[..m.len]), (first, &b"first"[..]));
+    /// # control.shutdown();
+    /// # server.join().expect("server thread")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_recv_in_place<R>(
+        &mut self,
+        id: i32,
+        len: usize,
+        timeout: Option<Duration>,
+        mut fill: impl FnMut(&mut [u8]),
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
+        let mut due = Due::new(timeout);
+        let seq = if self.engine.writes_in_place() {
+            self.until_sent_by(&mut due, |engine| {
+                engine.try_send_in_place(id, len, &mut fill)
+            })?
+        } else {
+            if len > self.engine.max_message() {
+                return Err(Error::MessageTooLarge {
+                    len,
+                    max: self.engine.max_message(),
+                });
+            }
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            let parts = [IoSlice::new(&buf)];
+            self.until_sent_by(&mut due, |engine| engine.try_send(id, &parts, false, &[]))?
+        };
+        if self.engine.is_libqb() {
+            // libqb's `sendv_recv`: the next response, whatever it is.
+            if let Some((msg, data, fds)) = self.stash.pop_front() {
+                self.engine.hold_fds(fds);
+                return Ok(read(&msg, &data));
+            }
+            return self.read_in_place_by(Wait::Response, &mut due, read);
+        }
+        let mut read = Some(read);
+        loop {
+            let mut out = None;
+            let mut other = None;
+            let got = self.engine.try_recv_with(false, &mut |m, payload| {
+                match read.take_if(|_| m.seq == seq) {
+                    Some(read) => out = Some(read(m, payload)),
+                    None => other = Some(payload.to_vec()),
+                }
+                Ok(())
+            })?;
+            if let Some(msg) = got {
+                if let Some(out) = out {
+                    return Ok(out);
+                }
+                // Another request's answer: kept, with its fds, for `recv`.
+                let data = other.take().unwrap_or_default();
+                let fds = PeerFds::new(self.engine.take_fds());
+                self.stash.push_back((msg, data, fds));
+                continue;
+            }
+            if due.expired() {
+                if !self.engine.is_connected() {
+                    return Err(self.engine.fail(Error::Disconnected));
+                }
+                return Err(Error::TimedOut);
+            }
+            self.engine.wait(Wait::Response, due.deadline())?;
+        }
+    }
+
     fn read_in_place<R>(
         &mut self,
         which: Wait,
         timeout: Option<Duration>,
         read: impl FnOnce(&Message, &[u8]) -> R,
     ) -> Result<R> {
-        let mut due = Due::new(timeout);
+        self.read_in_place_by(which, &mut Due::new(timeout), read)
+    }
+
+    /// [`read_in_place`](Self::read_in_place) by `due`, which a send
+    /// before it may have started.
+    fn read_in_place_by<R>(
+        &mut self,
+        which: Wait,
+        due: &mut Due,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
         let mut read = Some(read);
         let mut out = None;
         loop {

@@ -600,6 +600,69 @@ fn send_recv_with_a_zero_timeout_does_not_wait() {
 }
 
 ringlink_tests::transport_test! {
+fn a_zero_copy_round_trip_takes_its_own_answer_and_keeps_the_others() {
+    use ringlink_tests::ipc::id;
+    let addr = ringlink_tests::procs::unique_addr("in-place-rtt");
+    let mut server = ringlink_tests::procs::ServerProc::spawn(
+        env!("CARGO_BIN_EXE_test_server"),
+        &addr,
+        &[],
+    );
+    let mut c = ringlink_tests::procs::connect(&addr, 256 << 10);
+    let timeout = Some(std::time::Duration::from_secs(60));
+    for len in [0usize, 1, 63, 4096, 200 << 10] {
+        let pattern = |i: usize| (i * 5 + len) as u8;
+        // Two requests in flight before it: their answers come first.
+        let first = c.send(id::ECHO, b"first").expect("first");
+        let second = c.send(id::ECHO, b"second").expect("second");
+        let (seq, ok) = c
+            .send_recv_in_place(
+                id::IN_PLACE,
+                len,
+                timeout,
+                |buf| {
+                    assert_eq!(buf.len(), len);
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        *b = pattern(i);
+                    }
+                },
+                |m, payload| {
+                    let ok = m.id == id::IN_PLACE
+                        && payload.len() == len
+                        && payload.iter().rev().enumerate().all(|(i, &b)| b == pattern(i));
+                    (m.seq, ok)
+                },
+            )
+            .expect("zero-copy round trip");
+        assert!(seq > second, "answered by {seq}, not its own");
+        assert!(ok, "response of {len} bytes differs");
+        // The answers it passed over were kept, in order.
+        let mut buf = [0u8; 16];
+        let m = c.recv(&mut buf, timeout).expect("first answer");
+        assert_eq!((m.seq, &buf[..m.len]), (first, &b"first"[..]));
+        let m = c.recv(&mut buf, timeout).expect("second answer");
+        assert_eq!((m.seq, &buf[..m.len]), (second, &b"second"[..]));
+        // The event the server sent beside it.
+        let ok = c
+            .event_recv_in_place(timeout, |m, payload| {
+                m.id == id::IN_PLACE && payload.len() == len
+            })
+            .expect("event");
+        assert!(ok);
+    }
+    // Too large: refused before anything is written.
+    let max = c.max_message();
+    match c.send_recv_in_place(id::IN_PLACE, max + 1, timeout, |_| panic!("filled"), |_, _| ()) {
+        Err(ringlink_ipcc::Error::MessageTooLarge { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let st = server.stats();
+    assert_eq!(st.u("violations"), 0, "{st}");
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
 fn zero_copy_requests_responses_and_events() {
     use ringlink_tests::ipc::id;
     let addr = ringlink_tests::procs::unique_addr("in-place");
