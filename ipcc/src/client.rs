@@ -661,14 +661,7 @@ impl Client {
         mut fill: impl FnMut(&mut [u8]),
     ) -> Result<u64> {
         if !self.engine.writes_in_place() {
-            if len > self.engine.max_message() {
-                return Err(Error::MessageTooLarge {
-                    len,
-                    max: self.engine.max_message(),
-                });
-            }
-            let mut buf = vec![0u8; len];
-            fill(&mut buf);
+            let buf = self.filled(len, &mut fill)?;
             return self.send_vectored(id, &[IoSlice::new(&buf)], timeout);
         }
         self.until_sent(timeout, |engine| {
@@ -777,14 +770,7 @@ impl Client {
                 engine.try_send_in_place(id, len, &mut fill)
             })?
         } else {
-            if len > self.engine.max_message() {
-                return Err(Error::MessageTooLarge {
-                    len,
-                    max: self.engine.max_message(),
-                });
-            }
-            let mut buf = vec![0u8; len];
-            fill(&mut buf);
+            let buf = self.filled(len, &mut fill)?;
             let parts = [IoSlice::new(&buf)];
             self.until_sent_by(&mut due, |engine| engine.try_send(id, &parts, false, &[]))?
         };
@@ -825,6 +811,19 @@ impl Client {
             }
             self.engine.wait(Wait::Response, due.deadline())?;
         }
+    }
+
+    /// Where the channel does not write in place: a buffer of `len`
+    /// bytes that `fill` wrote, for a plain send (refused, `fill` not
+    /// called, above the negotiated maximum).
+    fn filled(&self, len: usize, fill: &mut impl FnMut(&mut [u8])) -> Result<Vec<u8>> {
+        let max = self.engine.max_message();
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        Ok(buf)
     }
 
     fn read_in_place<R>(

@@ -599,17 +599,26 @@ fn send_recv_with_a_zero_timeout_does_not_wait() {
 }
 }
 
+/// The test server and a client whose rings take 200 KiB messages (over
+/// the transport `transport_test!` selects), and the tests' timeout.
+fn in_place_server(
+    name: &str,
+) -> (
+    ringlink_tests::procs::ServerProc,
+    ringlink_ipcc::Client,
+    Option<std::time::Duration>,
+) {
+    let addr = ringlink_tests::procs::unique_addr(name);
+    let server =
+        ringlink_tests::procs::ServerProc::spawn(env!("CARGO_BIN_EXE_test_server"), &addr, &[]);
+    let c = ringlink_tests::procs::connect(&addr, 256 << 10);
+    (server, c, Some(std::time::Duration::from_secs(60)))
+}
+
 ringlink_tests::transport_test! {
 fn a_zero_copy_round_trip_takes_its_own_answer_and_keeps_the_others() {
     use ringlink_tests::ipc::id;
-    let addr = ringlink_tests::procs::unique_addr("in-place-rtt");
-    let mut server = ringlink_tests::procs::ServerProc::spawn(
-        env!("CARGO_BIN_EXE_test_server"),
-        &addr,
-        &[],
-    );
-    let mut c = ringlink_tests::procs::connect(&addr, 256 << 10);
-    let timeout = Some(std::time::Duration::from_secs(60));
+    let (mut server, mut c, timeout) = in_place_server("in-place-rtt");
     for len in [0usize, 1, 63, 4096, 200 << 10] {
         let pattern = |i: usize| (i * 5 + len) as u8;
         // Two requests in flight before it: their answers come first.
@@ -665,14 +674,7 @@ fn a_zero_copy_round_trip_takes_its_own_answer_and_keeps_the_others() {
 ringlink_tests::transport_test! {
 fn zero_copy_requests_responses_and_events() {
     use ringlink_tests::ipc::id;
-    let addr = ringlink_tests::procs::unique_addr("in-place");
-    let mut server = ringlink_tests::procs::ServerProc::spawn(
-        env!("CARGO_BIN_EXE_test_server"),
-        &addr,
-        &[],
-    );
-    let mut c = ringlink_tests::procs::connect(&addr, 256 << 10);
-    let timeout = Some(std::time::Duration::from_secs(60));
+    let (mut server, mut c, timeout) = in_place_server("in-place");
     for len in [0usize, 1, 63, 4096, 200 << 10] {
         let pattern = |i: usize| (i * 7 + len) as u8;
         // Written in place into the request ring (a buffer over sockets).
