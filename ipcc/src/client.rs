@@ -689,11 +689,21 @@ impl Client {
         timeout: Option<Duration>,
         read: impl FnOnce(&Message, &[u8]) -> R,
     ) -> Result<R> {
+        self.recv_in_place_by(&mut Due::new(timeout), read)
+    }
+
+    /// [`recv_in_place`](Self::recv_in_place) by `due`: a response kept
+    /// aside first, then the channel.
+    fn recv_in_place_by<R>(
+        &mut self,
+        due: &mut Due,
+        read: impl FnOnce(&Message, &[u8]) -> R,
+    ) -> Result<R> {
         if let Some((msg, data, fds)) = self.stash.pop_front() {
             self.engine.hold_fds(fds);
             return Ok(read(&msg, &data));
         }
-        self.read_in_place(Wait::Response, timeout, read)
+        self.read_in_place_by(Wait::Response, due, read)
     }
 
     /// [`recv_in_place`](Self::recv_in_place) for the next event.
@@ -776,11 +786,7 @@ impl Client {
         };
         if self.engine.is_libqb() {
             // libqb's `sendv_recv`: the next response, whatever it is.
-            if let Some((msg, data, fds)) = self.stash.pop_front() {
-                self.engine.hold_fds(fds);
-                return Ok(read(&msg, &data));
-            }
-            return self.read_in_place_by(Wait::Response, &mut due, read);
+            return self.recv_in_place_by(&mut due, read);
         }
         let mut read = Some(read);
         loop {
@@ -803,13 +809,7 @@ impl Client {
                 self.stash.push_back((msg, data, fds));
                 continue;
             }
-            if due.expired() {
-                if !self.engine.is_connected() {
-                    return Err(self.engine.fail(Error::Disconnected));
-                }
-                return Err(Error::TimedOut);
-            }
-            self.engine.wait(Wait::Response, due.deadline())?;
+            self.wait_for_more(Wait::Response, &mut due)?;
         }
     }
 
@@ -824,6 +824,20 @@ impl Client {
         let mut buf = vec![0u8; len];
         fill(&mut buf);
         Ok(buf)
+    }
+
+    /// Between two looks for `which` that found nothing: `TimedOut` once
+    /// `due` has passed (`Disconnected` if the server is gone: a killed
+    /// server closes no ring, its socket tells, looked at only here, off
+    /// the hot path), else a wait until something may have come.
+    fn wait_for_more(&mut self, which: Wait, due: &mut Due) -> Result<()> {
+        if due.expired() {
+            if !self.engine.is_connected() {
+                return Err(self.engine.fail(Error::Disconnected));
+            }
+            return Err(Error::TimedOut);
+        }
+        self.engine.wait(which, due.deadline())
     }
 
     fn read_in_place<R>(
@@ -857,13 +871,7 @@ impl Client {
             if got.is_some() {
                 return Ok(out.take().expect("read ran"));
             }
-            if due.expired() {
-                if !self.engine.is_connected() {
-                    return Err(self.engine.fail(Error::Disconnected));
-                }
-                return Err(Error::TimedOut);
-            }
-            self.engine.wait(which, due.deadline())?;
+            self.wait_for_more(which, due)?;
         }
     }
 
@@ -1132,15 +1140,7 @@ impl Client {
             if let Some(msg) = self.engine.try_recv(which == Wait::Event, buf)? {
                 return Ok(msg);
             }
-            if due.expired() {
-                // A killed server closes no ring; its socket tells.
-                // Checked only here, off the hot path.
-                if !self.engine.is_connected() {
-                    return Err(self.engine.fail(Error::Disconnected));
-                }
-                return Err(Error::TimedOut);
-            }
-            self.engine.wait(which, due.deadline())?;
+            self.wait_for_more(which, due)?;
         }
     }
 

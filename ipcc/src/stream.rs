@@ -133,8 +133,6 @@ impl Stream {
         true
     }
 
-    /// Whether a read took anything since the last call (a receiver
-    /// fetching its fds from the stream counts).
     /// Whether a sleep must drain before it raises its flags (PROTOCOL.md
     /// §4, W0): not if the socket was read out since a flag last went up,
     /// for the server sends a wake-up only for a raised flag. (Other
@@ -148,6 +146,8 @@ impl Stream {
         self.quiet.set(false);
     }
 
+    /// Whether a read took anything since the last call (a receiver
+    /// fetching its fds from the stream counts).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn take_drained(&self) -> bool {
         self.drained.replace(false) | self.fetched()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, PopError};
 use crate::layout::{
-    max_payload, record_size, CACHE_LINE, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
+    max_payload, record_size, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
     SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
@@ -63,11 +63,6 @@ pub struct Consumer {
     caught_up: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
-
-/// How much of a record [`Consumer::prefetch_rest`] asks for: the small
-/// messages whose latency it shortens; larger ones are streamed by the
-/// hardware's prefetcher as they are read.
-const PREFETCH_BYTES: usize = 256;
 
 /// A validated record: payload at `off + RECORD_HEADER`, `len` bytes.
 #[derive(Clone, Copy, Debug)]
@@ -437,7 +432,7 @@ impl Consumer {
 
     /// Starts bringing the lines of the record at `off` (`size` bytes,
     /// inside the region) after its word's line into this core, at most
-    /// [`PREFETCH_BYTES`] of it: a record found right after an empty look
+    /// `PREFETCH_BYTES` of it: a record found right after an empty look
     /// was just written by the producer, and its lines are still in the
     /// producer's core. Read on demand, each line would be a transfer of
     /// its own after the word's; started now, they overlap the caller's
@@ -447,12 +442,7 @@ impl Consumer {
     /// still filling (`docs/RING.md`, Measurements).
     #[inline]
     fn prefetch_rest(&self, off: usize, size: usize) {
-        let end = off + size.min(PREFETCH_BYTES);
-        let mut line = (off / CACHE_LINE + 1) * CACHE_LINE;
-        while line < end {
-            self.shared.prefetch(line);
-            line += CACHE_LINE;
-        }
+        self.shared.prefetch_record(off, size, false);
     }
 
     /// The word at our position (offset `off`) was 0: `Empty` or

@@ -109,6 +109,12 @@ pub(crate) const fn record_word(len: u32, kind: u32) -> u64 {
 /// word's line last, `Consumer` prefetches a record's other lines.
 pub(crate) const CACHE_LINE: usize = 64;
 
+/// How far past a record's word the rings prefetch its lines (the
+/// consumer for reading after a wait, the producer for writing): the
+/// small messages whose latency that shortens; larger ones are streamed
+/// by the hardware's prefetcher.
+pub(crate) const PREFETCH_BYTES: usize = 256;
+
 /// One cache-line pair (128 bytes: adjacent-line prefetch on x86 pulls
 /// lines in pairs), so fields written by different sides never share one.
 #[repr(C, align(128))]

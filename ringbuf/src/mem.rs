@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::ptr::NonNull;
 
-use crate::layout::{Header, HEADER_SIZE};
+use crate::layout::{Header, CACHE_LINE, HEADER_SIZE, PREFETCH_BYTES};
 use crate::signals::Signals;
 // Record words publish the records (layout version 2), so loom must see
 // them: under loom they live in an array of loom atomics beside the
@@ -178,49 +178,49 @@ impl Shared {
         self.word(off).store(word, order);
     }
 
-    /// Asks the CPU to start bringing the line at data offset `off` (taken
-    /// modulo the capacity) into this core's cache. A hint: it never
-    /// faults, reads nothing into the program, and does nothing off x86-64.
+    /// Starts bringing the lines of the record at data offset `off` that
+    /// follow its word's line, up to `off + size` and at most
+    /// [`PREFETCH_BYTES`] past `off`, into this core's cache: for reading,
+    /// or with `write` for writing (`prefetchw`). The word's own line is
+    /// left alone (the peer polls or writes it). A hint: it changes no
+    /// byte, reads nothing into the program, cannot fault, and does
+    /// nothing off x86-64.
     #[inline]
-    pub(crate) fn prefetch(&self, off: usize) {
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
-        {
-            let off = off & (self.capacity - 1);
-            // SAFETY: `off` is inside the data region (masked with the
-            // power-of-two capacity), so the pointer is in the mapping;
-            // a prefetch reads nothing and cannot fault in any case.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(self.data.as_ptr().add(off).cast::<i8>());
-            }
+    pub(crate) fn prefetch_record(&self, off: usize, size: usize, write: bool) {
+        let end = off + size.min(PREFETCH_BYTES);
+        let mut line = (off / CACHE_LINE + 1) * CACHE_LINE;
+        while line < end {
+            self.prefetch_line(line, write);
+            line += CACHE_LINE;
         }
-        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-        let _ = off;
     }
 
-    /// Starts taking the cache line holding data byte `off` (modulo the
-    /// capacity) into this core's cache for writing (`prefetchw`), so
-    /// that stores to it find it there. A hint: it changes no byte and
-    /// cannot fault; does nothing off x86-64.
+    /// [`prefetch_record`](Self::prefetch_record)'s hint for the line
+    /// holding data byte `off` (modulo the capacity).
     #[inline]
-    pub(crate) fn prefetch_write(&self, off: usize) {
+    fn prefetch_line(&self, off: usize, write: bool) {
         #[cfg(all(target_arch = "x86_64", not(loom)))]
         {
-            let off = off & (self.capacity - 1);
-            // SAFETY: `off` is inside the data region (masked with the
-            // power-of-two capacity), so the address is in the mapping;
-            // `prefetchw` reads nothing into the program, writes nothing,
-            // and cannot fault.
+            // SAFETY: the offset is masked into the data region (its
+            // capacity is a power of two), so the address is in the
+            // mapping; either prefetch reads nothing into the program,
+            // writes nothing, and cannot fault in any case.
             unsafe {
-                std::arch::asm!(
-                    "prefetchw [{0}]",
-                    in(reg) self.data.as_ptr().add(off),
-                    options(nostack, preserves_flags, readonly)
-                );
+                let at = self.data.as_ptr().add(off & (self.capacity - 1));
+                if write {
+                    std::arch::asm!(
+                        "prefetchw [{0}]",
+                        in(reg) at,
+                        options(nostack, preserves_flags, readonly)
+                    );
+                } else {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>());
+                }
             }
         }
         #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-        let _ = off;
+        let _ = (off, write);
     }
 
     /// The payload bytes `[off, off + len)` of the data region, for

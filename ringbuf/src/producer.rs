@@ -19,10 +19,6 @@ use crate::signals::Direction;
 use crate::sync::Ordering;
 use crate::wake::{handshake, Deadline, Fenced, SleepPrep, DEFAULT_SPIN};
 
-/// How much of a record `Producer::prefetch_rest` takes for writing
-/// ahead of the stores (as the consumer's prefetch reads ahead).
-const PREFETCH_WRITE_BYTES: usize = 256;
-
 /// The writing end of a ring: one per ring, in one thread at a time
 /// (`Send`, not `Sync`).
 ///
@@ -394,20 +390,16 @@ impl Producer {
     }
 
     /// Starts taking the lines of the record at `slot` after its word's
-    /// line for writing (at most [`PREFETCH_WRITE_BYTES`] of them, the
-    /// next record's word included): their transfers overlap
+    /// line for writing (at most `PREFETCH_BYTES` of them, the next
+    /// record's word included): their transfers overlap
     /// each other and the word line's, so that the stores that follow,
     /// whatever their order, find their lines here, and the word's line,
     /// which a waiting consumer polls, is not left half-written while
     /// another line comes.
     #[inline]
     fn prefetch_rest(&self, slot: Slot, len: usize) {
-        let end = slot.start + (record_size(len) + RECORD_HEADER).min(PREFETCH_WRITE_BYTES);
-        let mut line = (slot.start / CACHE_LINE + 1) * CACHE_LINE;
-        while line < end {
-            self.shared.prefetch_write(line);
-            line += CACHE_LINE;
-        }
+        self.shared
+            .prefetch_record(slot.start, record_size(len) + RECORD_HEADER, true);
     }
 
     /// Finds room for `len` payload bytes, re-reading the consumer's
