@@ -378,6 +378,23 @@ pub enum Receiver {
     QbSocket(QbSockReceiver),
 }
 
+/// What [`Receiver::try_recv_plain`] found.
+#[derive(Debug)]
+pub enum Plain<'a> {
+    /// Nothing yet.
+    Empty,
+    /// A message of a ring channel that carries no fds: its header
+    /// (checked as [`Incoming::header`]'s) and its record, in place; the
+    /// payload is the record after [`MSG_HEADER_LEN`] bytes
+    /// ([`frame::payload`]), in memory the peer can write (validate it as
+    /// any input, and read each value once). Released with the grant's
+    /// `release`; dropped unreleased, it is received again.
+    Message(MsgHeader, ReadGrant<'a>),
+    /// Something for [`Receiver::try_recv`]: a message with fds, or
+    /// anything on a socket or libqb channel (not looked at).
+    Other,
+}
+
 /// A message received, in place (a ring record, or a socket's reassembly
 /// buffer): its header and payload, until [`release`](Incoming::release)
 /// gives its room back. Dropped unreleased, it is received again.
@@ -444,6 +461,23 @@ impl Incoming<'_> {
 }
 
 impl Receiver {
+    /// [`try_recv`](Self::try_recv)'s common case, for a caller on the
+    /// path of a round trip: a ring channel's message without fds, viewed
+    /// in place with nothing to move or match on the way
+    /// ([`Plain::Message`]); [`Plain::Other`] for everything else, which
+    /// `try_recv` then takes (the ring's record is read again).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv).
+    #[inline]
+    pub fn try_recv_plain(&mut self) -> Result<Plain<'_>, TryRecvError> {
+        match self {
+            Receiver::Ring(r) => r.try_recv_plain(),
+            _ => Ok(Plain::Other),
+        }
+    }
+
     /// The next message, without waiting: `Ok(None)` if none is there
     /// (yet).
     ///

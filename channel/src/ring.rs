@@ -237,26 +237,28 @@ impl RingReceiver {
     pub(crate) fn try_recv(
         &mut self,
     ) -> Result<Option<(MsgHeader, ReadGrant<'_>, &mut PeerFds)>, TryRecvError> {
-        let (channel, peer, max) = (self.channel, self.peer, self.max);
-        match self.consumer.try_peek() {
-            Ok(record) => {
-                let header = frame::read_header(&record, max, peer, channel)?;
-                let n = usize::from(header.fds());
-                if n > 0 && self.claimed.is_empty() {
-                    self.claimed = claim(self.inbox.as_ref(), n, peer, channel)?;
-                }
-                Ok(Some((header, record, &mut self.claimed)))
-            }
-            Err(PopError::Empty) => Ok(None),
-            Err(PopError::Corrupt(corruption)) => {
-                Err(TryRecvError::Violation(Violation::CorruptRing {
-                    by: peer,
-                    channel,
-                    corruption,
-                }))
-            }
-            Err(_) => Err(TryRecvError::Closed),
+        let (peer, channel) = (self.peer, self.channel);
+        let Some((header, record)) = peek(&mut self.consumer, self.max, peer, channel)? else {
+            return Ok(None);
+        };
+        let n = usize::from(header.fds());
+        if n > 0 && self.claimed.is_empty() {
+            self.claimed = claim(self.inbox.as_ref(), n, peer, channel)?;
         }
+        Ok(Some((header, record, &mut self.claimed)))
+    }
+
+    /// The next message, viewed in place and checked, if it carries no
+    /// fds (see [`Receiver::try_recv_plain`](crate::Receiver::try_recv_plain)).
+    #[inline]
+    pub(crate) fn try_recv_plain(&mut self) -> Result<crate::Plain<'_>, TryRecvError> {
+        Ok(
+            match peek(&mut self.consumer, self.max, self.peer, self.channel)? {
+                None => crate::Plain::Empty,
+                Some((header, _)) if header.fds() > 0 => crate::Plain::Other,
+                Some((header, record)) => crate::Plain::Message(header, record),
+            },
+        )
     }
 
     pub(crate) fn consumer(&mut self) -> &mut Consumer {
@@ -276,6 +278,33 @@ impl RingReceiver {
 
     pub(crate) fn close(&mut self) {
         self.consumer.close();
+    }
+}
+
+/// The record at `consumer`'s position with its message header, checked
+/// against the protocol and `max` (what `by` sent on `channel`):
+/// `Ok(None)` if nothing is there yet.
+#[inline]
+fn peek(
+    consumer: &mut Consumer,
+    max: usize,
+    by: Peer,
+    channel: Channel,
+) -> Result<Option<(MsgHeader, ReadGrant<'_>)>, TryRecvError> {
+    match consumer.try_peek() {
+        Ok(record) => Ok(Some((
+            frame::read_header(&record, max, by, channel)?,
+            record,
+        ))),
+        Err(PopError::Empty) => Ok(None),
+        Err(PopError::Corrupt(corruption)) => {
+            Err(TryRecvError::Violation(Violation::CorruptRing {
+                by,
+                channel,
+                corruption,
+            }))
+        }
+        Err(_) => Err(TryRecvError::Closed),
     }
 }
 
