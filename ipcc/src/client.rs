@@ -900,7 +900,7 @@ impl Client {
         one_way: bool,
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
-        self.engine.check_send(parts)?;
+        // Each attempt checks the length and the connection first.
         self.until_sent_by(due, |engine| engine.try_send(id, parts, one_way, fds))
     }
 
@@ -1024,7 +1024,6 @@ impl Client {
         // One timeout for both halves, its clock read only if one waits.
         let mut due = Due::new(timeout);
         let parts = [IoSlice::new(request)];
-        self.engine.check_send(&parts)?;
         let seq = self.until_sent_by(&mut due, |engine| engine.try_send_awaited(id, &parts))?;
         if self.engine.is_libqb() {
             // libqb's `sendv_recv`: the next response, whatever it is.

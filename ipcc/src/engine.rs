@@ -341,13 +341,6 @@ impl Engine {
         self.flow.holds(flow::level(&self.side, &self.stream))
     }
 
-    /// Checks a payload against the negotiated maximum, and the
-    /// connection: what a send does before its first attempt.
-    pub(crate) fn check_send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
-        ringlink_common::payload_len(parts, self.max_message)?;
-        self.check()
-    }
-
     /// One attempt to send a request: `Ok(None)` if the channel is full
     /// or flow control holds sends back (wait with [`wait`](Self::wait),
     /// or arm with [`arm_space`](Self::arm_space)), `Ok(Some(seq))` once
