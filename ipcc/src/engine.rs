@@ -763,7 +763,15 @@ impl Engine {
         if self.interrupt.take() {
             return Err(Error::Interrupted);
         }
-        if fired && !self.is_connected() {
+        // The stream socket fired: a wake-up, or the server's leaving. A
+        // response that came with it is taken first; the byte stays for
+        // the drain of the next sleep (PROTOCOL.md W0), which comes after
+        // this side's next send, off the round trip's path.
+        let answered = which == Wait::Response
+            && self.transport != Transport::Socket
+            && !self.side.is_libqb()
+            && self.side.response.pending();
+        if fired && !answered && !self.is_connected() {
             let e = self.fail(Error::Disconnected);
             return if which == Wait::Space { Err(e) } else { Ok(()) };
         }
