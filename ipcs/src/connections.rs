@@ -88,6 +88,10 @@ pub(crate) struct Connections {
     /// Slots of the connections whose clients say nothing when they make
     /// room (libqb's): looked at by [`poll_quiet`](Self::poll_quiet).
     polled: Vec<usize>,
+    /// Slots of ring connections whose stream socket epoll reported
+    /// readable, read by [`read_streams`](Self::read_streams) once the
+    /// sweep after it has looked at their rings.
+    unread: Vec<usize>,
 }
 
 impl Connections {
@@ -455,7 +459,43 @@ impl Connections {
     /// ring client (it published a request, or freed room, while a flag
     /// was up), or the client left, died, or, over the socket transport,
     /// wrote on it (a violation). Returns why to close it, if so.
+    ///
+    /// A ring client's socket that did not hang up most likely holds a
+    /// wake-up: the connection turns hot (and unparked: the byte may say
+    /// there is room) and its socket is read after the next sweep
+    /// ([`read_streams`](Self::read_streams)), so that the request the
+    /// byte announced is served before the `recv` that takes the byte.
     pub(crate) fn on_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
+        let c = self.conns.get_mut(slot)?;
+        if !hung_up && c.side.wakes_on_stream() {
+            c.parked = false;
+            self.unread.push(slot);
+            self.make_hot(slot);
+            return None;
+        }
+        self.read_stream(slot, hung_up)
+    }
+
+    /// Whether some stream socket waits for [`read_streams`](Self::read_streams).
+    pub(crate) fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Reads the stream sockets [`on_stream`](Self::on_stream) left for
+    /// after the sweep; those to close go to `dead`.
+    pub(crate) fn read_streams(&mut self, dead: &mut Vec<(usize, Closing)>) {
+        let mut unread = std::mem::take(&mut self.unread);
+        for slot in unread.drain(..) {
+            if let Some(closing) = self.read_stream(slot, false) {
+                dead.push((slot, closing));
+            }
+        }
+        self.unread = unread;
+    }
+
+    /// Reads what a connection's stream socket holds (see
+    /// [`on_stream`](Self::on_stream)). Returns why to close it, if so.
+    fn read_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
         let c = self.conns.get_mut(slot)?;
         match stream::read_out(&c.sock, c.side.fd_inbox().map(|i| &**i)) {
             Drained::Gone => Some(Closing::Left),

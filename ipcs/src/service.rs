@@ -886,6 +886,10 @@ impl<H: Handler> Service<H> {
     /// Waits in epoll for at most `wait` and hands what it reports to the
     /// owner of each fd.
     fn poll_events(&mut self, wait: Option<Duration>) -> Result<()> {
+        // A stream socket left unread would end the wait at once.
+        if self.conns.has_unread() {
+            self.read_streams();
+        }
         let n = match self.epoll.wait(&mut self.events, epoll_timeout(wait)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
@@ -950,6 +954,7 @@ impl<H: Handler> Service<H> {
     fn sweep(&mut self) -> bool {
         let per_turn = self.flow.rate().per_turn();
         if per_turn == 0 {
+            self.read_streams();
             return false;
         }
         let handler = self.handler.as_ref();
@@ -965,7 +970,19 @@ impl<H: Handler> Service<H> {
         while let Some((slot, closing)) = self.dead.pop() {
             self.close_conn(slot, closing);
         }
+        // The wake-ups epoll reported, now that their requests were served.
+        self.read_streams();
         did
+    }
+
+    /// Reads the stream sockets epoll reported (`Connections::on_stream`
+    /// leaves a ring client's for after the sweep) and closes those whose
+    /// client left or broke the protocol there.
+    fn read_streams(&mut self) {
+        self.conns.read_streams(&mut self.dead);
+        while let Some((slot, closing)) = self.dead.pop() {
+            self.close_conn(slot, closing);
+        }
     }
 
     /// What other threads asked for: a new rate limit, connections to
