@@ -125,29 +125,6 @@ impl Sender {
         }
     }
 
-    /// As [`try_send`](Self::try_send), for a message whose reader is
-    /// waiting for it now (a request whose sender waits for the answer):
-    /// a ring writes it in the order that shortens one message's trip and
-    /// slows a stream ([`WriteGrant::commit_awaited`](ringlink_ringbuf::WriteGrant::commit_awaited));
-    /// other transports send it as `try_send` does.
-    ///
-    /// # Errors
-    ///
-    /// As [`try_send`](Self::try_send).
-    #[inline]
-    pub fn try_send_awaited(
-        &mut self,
-        mut header: MsgHeader,
-        parts: &[IoSlice<'_>],
-        max: usize,
-    ) -> Result<(), TrySendError> {
-        let Sender::Ring(r) = self else {
-            return self.try_send(header, parts, max);
-        };
-        header.size = checked_len(parts, max)?;
-        r.try_send_awaited(&header, parts)
-    }
-
     /// What the peer accepts of fds on this channel's messages (libqb's:
     /// none).
     #[inline]
@@ -385,7 +362,8 @@ pub enum Plain<'a> {
     Empty,
     /// A message of a ring channel that carries no fds: its header
     /// (checked as [`Incoming::header`]'s) and its record, in place; the
-    /// payload is the record after [`MSG_HEADER_LEN`] bytes
+    /// payload is the record after
+    /// [`MSG_HEADER_LEN`](ringlink_common::wire::MSG_HEADER_LEN) bytes
     /// ([`frame::payload`]), in memory the peer can write (validate it as
     /// any input, and read each value once). Released with the grant's
     /// `release`; dropped unreleased, it is received again.

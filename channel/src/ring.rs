@@ -112,25 +112,6 @@ impl RingSender {
         }
     }
 
-    /// One record without fds, written in the order for a reader that
-    /// waits for it (`WriteGrant::commit_awaited`).
-    pub(crate) fn try_send_awaited(
-        &mut self,
-        header: &MsgHeader,
-        parts: &[IoSlice<'_>],
-    ) -> Result<(), TrySendError> {
-        match self
-            .producer
-            .try_reserve(MSG_HEADER_LEN + header.size as usize)
-        {
-            Ok(grant) => {
-                grant.commit_awaited(MSG_HEADER_LEN, |b| header.encode_into(b), parts);
-                Ok(())
-            }
-            Err(e) => Err(self.corrupt(e)),
-        }
-    }
-
     /// One record written in place: `fill` gets the payload's bytes once
     /// the ring has room for them.
     pub(crate) fn try_send_in_place(

@@ -494,17 +494,7 @@ impl AsyncClient {
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
         self.wait_for(Sleep::Space, |st| {
-            // A claimed request is a `send_recv`'s: its caller waits for
-            // the answer. The only one in flight, it is written in the
-            // order that suits a server waiting for it, as the blocking
-            // `send_recv` does; beside others (tasks sharing the
-            // connection), the requests form a stream, whose order is
-            // `try_send`'s (`docs/RING.md`, Measurements).
-            let seq = if claim && fds.is_empty() && st.claimed.is_empty() {
-                st.engine.try_send_awaited(id, parts)?
-            } else {
-                st.engine.try_send(id, parts, false, fds)?
-            };
+            let seq = st.engine.try_send(id, parts, false, fds)?;
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
                 // cannot be filed as unclaimed before.

@@ -969,11 +969,6 @@ impl Client {
     /// number; responses to other requests in flight are kept for
     /// [`recv`](Self::recv)). `timeout` covers both.
     ///
-    /// Over shared memory the request is written in the order that suits
-    /// a server waiting for it (the word's cache line last), which
-    /// shortens the round trip; `send` and `send_oneway` keep the order
-    /// that suits streams (`docs/RING.md`, Measurements).
-    ///
     /// # Errors
     ///
     /// As [`send_timeout`](Self::send_timeout) and [`recv`](Self::recv).
@@ -1024,7 +1019,7 @@ impl Client {
         // One timeout for both halves, its clock read only if one waits.
         let mut due = Due::new(timeout);
         let parts = [IoSlice::new(request)];
-        let seq = self.until_sent_by(&mut due, |engine| engine.try_send_awaited(id, &parts))?;
+        let seq = self.until_sent_by(&mut due, |engine| engine.try_send(id, &parts, false, &[]))?;
         if self.engine.is_libqb() {
             // libqb's `sendv_recv`: the next response, whatever it is.
             return self.recv_by(buf, &mut due);

@@ -368,22 +368,6 @@ impl Engine {
         sent
     }
 
-    /// [`try_send`](Self::try_send) of a request without fds whose
-    /// caller waits for the answer at once (`send_recv`): written in the
-    /// ring in the order that shortens a round trip.
-    pub(crate) fn try_send_awaited(
-        &mut self,
-        id: i32,
-        parts: &[IoSlice<'_>],
-    ) -> Result<Option<u64>> {
-        let len = ringlink_common::payload_len(parts, self.max_message)?;
-        let max = self.max_message;
-        self.space_fds = 0;
-        self.try_send_by(id, len, false, |tx, header| {
-            tx.try_send_awaited(header, parts, max)
-        })
-    }
-
     /// Whether requests are written in place in the ring
     /// ([`try_send_in_place`](Self::try_send_in_place)).
     pub(crate) fn writes_in_place(&self) -> bool {

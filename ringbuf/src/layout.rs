@@ -104,9 +104,9 @@ pub(crate) const fn record_word(len: u32, kind: u32) -> u64 {
     len as u64 | (kind as u64) << 32
 }
 
-/// The cache line the rings' store order and prefetches assume (x86-64;
-/// most ARM cores): `WriteGrant::commit_awaited` writes a record's
-/// word's line last, `Consumer` prefetches a record's other lines.
+/// The cache line the rings' prefetches assume (x86-64; most ARM cores):
+/// the producer takes a record's other lines for writing as it reserves
+/// it, a consumer that waited fetches them as it finds the word.
 pub(crate) const CACHE_LINE: usize = 64;
 
 /// How far past a record's word the rings prefetch its lines (the

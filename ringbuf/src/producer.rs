@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::error::{Corruption, PushError};
 use crate::layout::{
-    max_payload, record_size, record_word, CACHE_LINE, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD,
-    RECORD_HEADER, SYNC_CONSUMER, SYNC_PRODUCER,
+    max_payload, record_size, record_word, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD, RECORD_HEADER,
+    SYNC_CONSUMER, SYNC_PRODUCER,
 };
 use crate::mem::Shared;
 use crate::signals::Direction;
@@ -495,32 +495,15 @@ impl Producer {
     /// docs/RING.md, "Publication and orderings").
     #[inline]
     fn commit(&mut self, slot: Slot, len: usize) {
-        self.clear_next_word(slot, len);
-        self.publish(slot, len);
-    }
-
-    /// Clears the word where the record after `slot` (of `len` bytes)
-    /// will start: the first half of [`commit`](Self::commit).
-    #[inline]
-    fn clear_next_word(&self, slot: Slot, len: usize) {
-        let size = record_size(len);
-        let mask = self.capacity - 1;
-        // Relaxed: the Release store of this record's word (in `publish`)
-        // orders it before the consumer's Acquire load of that word, after
-        // which the consumer looks here. `try_slot` counted these 8 bytes
-        // as released space, so the consumer is not reading them now.
-        self.shared
-            .store_word((slot.start + size) & mask, 0, Ordering::Relaxed);
-    }
-
-    /// Stores the record's word, publishing it with everything written
-    /// before (the next word cleared by `clear_next_word` included), and
-    /// moves on: the second half of [`commit`](Self::commit).
-    #[inline]
-    fn publish(&mut self, slot: Slot, len: usize) {
         debug_assert!(len <= slot.len);
         let size = record_size(len);
         let mask = self.capacity - 1;
+        // Relaxed: the Release store of this record's word (below) orders
+        // it before the consumer's Acquire load of that word, after which
+        // the consumer looks here. `try_slot` counted these 8 bytes as
+        // released space, so the consumer is not reading them now.
+        self.shared
+            .store_word((slot.start + size) & mask, 0, Ordering::Relaxed);
         // Release: publishes the payload written through the grant and the
         // cleared next word; pairs with the consumer's Acquire load of
         // this word in `Consumer::try_record`.
@@ -640,56 +623,6 @@ impl WriteGrant<'_> {
         self.producer.commit(self.slot, len);
     }
 
-    /// Writes `head_len` bytes with `write_head`, then `parts`, into the
-    /// record (they must fill it exactly) and publishes it, in the order
-    /// that suits a record its reader is waiting for: the record's bytes
-    /// outside the cache line of its word first, then the next record's
-    /// cleared word, then the head and the rest of the word's line, then
-    /// the word.
-    ///
-    /// The same bytes as writing them through the grant and calling
-    /// [`commit`](Self::commit), published the same way; only the order
-    /// of the stores differs. A consumer waiting for the record polls its
-    /// word's line: written last, that line is taken from it once, with
-    /// everything that goes in it, instead of once for the head and again
-    /// for the word after the consumer pulled it back in between. That
-    /// shortens a round trip (`ipcs`/`ipcc` at 64 B, requests written
-    /// this way: 454–474 ns against 545–561 ns); a stream written this
-    /// way is slower, sometimes by half (`docs/RING.md`, Measurements), so
-    /// use it for a message whose answer the sender waits for, and
-    /// `commit` for the rest.
-    ///
-    /// # Panics
-    ///
-    /// If `head_len` and the parts do not add up to the reserved length.
-    pub fn commit_awaited(
-        mut self,
-        head_len: usize,
-        write_head: impl FnOnce(&mut [u8]),
-        parts: &[IoSlice<'_>],
-    ) {
-        let len = self.slot.len;
-        let total = parts.iter().fold(head_len, |n, p| n + p.len());
-        assert_eq!(total, len, "commit_awaited of {total} bytes into {len}");
-        // The record's bytes in its word's line: up to that line's end
-        // (and the head, wherever it ends).
-        let start = self.slot.start + RECORD_HEADER;
-        let in_word_line = (CACHE_LINE - start % CACHE_LINE) % CACHE_LINE;
-        let split = in_word_line.min(len).max(head_len);
-        copy_range(&mut self, head_len, parts, split, len);
-        self.producer.clear_next_word(self.slot, len);
-        // Keeps the compiler from moving the stores below above the
-        // clear: an order for speed, not for correctness (the word's
-        // Release store orders every byte before it).
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
-        // The head is written in place, not built aside and copied: a
-        // copy would load it wider than it was stored, which waits for
-        // every store before it to leave the CPU.
-        write_head(&mut self[..head_len]);
-        copy_range(&mut self, head_len, parts, head_len, split);
-        self.producer.publish(self.slot, len);
-    }
-
     /// Publishes only the first `len` bytes as the record.
     ///
     /// # Panics
@@ -702,24 +635,6 @@ impl WriteGrant<'_> {
             self.slot.len
         );
         self.producer.commit(self.slot, len);
-    }
-}
-
-/// Copies bytes `from..to` of the record made of `head_len` bytes then
-/// `parts` from `parts` to the same range of `dest` (`from >= head_len`).
-#[inline(always)]
-fn copy_range(dest: &mut [u8], head_len: usize, parts: &[IoSlice<'_>], from: usize, to: usize) {
-    let mut at = head_len;
-    for p in parts {
-        if at >= to {
-            return;
-        }
-        let end = at + p.len();
-        if end > from {
-            let (lo, hi) = (from.max(at), to.min(end));
-            dest[lo..hi].copy_from_slice(&p[lo - at..hi - at]);
-        }
-        at = end;
     }
 }
 

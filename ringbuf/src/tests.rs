@@ -193,58 +193,6 @@ fn commit_len_beyond_reservation_panics() {
     tx.try_reserve(4).unwrap().commit_len(5);
 }
 
-/// `commit_awaited` writes the head and the parts where a plain copy
-/// and `commit` would, whatever the record's offset in its cache line,
-/// the head's length and how the parts fall around the line's end; the
-/// next word is cleared too (the reader finds nothing after it, not the
-/// dirt). Ring bytes are dirtied first, so a byte left unwritten shows.
-#[test]
-fn commit_awaited_writes_what_commit_would_at_every_offset() {
-    let (_ring, mut tx, mut rx) = pair(4096);
-    let payload: Vec<u8> = (0..200u8).map(|b| b.wrapping_mul(7) ^ 0x33).collect();
-    for shift in (0..128).step_by(8) {
-        for head_len in [0usize, 1, 24, 70] {
-            for len in [head_len, head_len + 1, head_len + 40, head_len + 130] {
-                // Moves the next record's place in its line by `shift`,
-                // and dirties what it will overwrite.
-                if shift > 0 {
-                    tx.try_push(&vec![0xee; shift]).unwrap();
-                    assert_eq!(pop(&mut rx).unwrap().len(), shift);
-                }
-                // Dirt written through a grant never committed.
-                tx.try_reserve(len + 16).unwrap().fill(0xdd);
-                let body = &payload[..len - head_len];
-                // The body in up to three parts, split inside it.
-                let (a, rest) = body.split_at(body.len() / 3);
-                let (b, c) = rest.split_at(rest.len() / 2);
-                let parts = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];
-                tx.try_reserve(len).unwrap().commit_awaited(
-                    head_len,
-                    |h| h.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8),
-                    &parts,
-                );
-                let mut want: Vec<u8> = (0..head_len).map(|i| i as u8).collect();
-                want.extend_from_slice(body);
-                let ctx = format!("shift {shift}, head {head_len}, len {len}");
-                assert_eq!(pop(&mut rx).unwrap(), want, "{ctx}");
-                // The dirt after it was cleared: nothing yet, not garbage.
-                assert_eq!(pop(&mut rx), Err(PopError::Empty), "{ctx}");
-                tx.try_push(b"after").unwrap();
-                assert_eq!(pop(&mut rx).unwrap(), b"after", "{ctx}");
-            }
-        }
-    }
-}
-
-#[test]
-#[should_panic(expected = "commit_awaited of 5 bytes into 6")]
-fn commit_awaited_of_too_few_bytes_panics() {
-    let (_ring, mut tx, _rx) = pair(64);
-    tx.try_reserve(6)
-        .unwrap()
-        .commit_awaited(2, |_| {}, &[IoSlice::new(b"abc")]);
-}
-
 #[test]
 fn vectored_push_is_one_record() {
     let (_ring, mut tx, mut rx) = pair(256);
