@@ -603,8 +603,8 @@ impl Engine {
         deliver: &mut dyn FnMut(&Message, &[u8]) -> Result<()>,
     ) -> Result<Option<Message>> {
         // The round trip's path: a message without fds in a ring, in one
-        // pass, when no call waits to be served first (see
-        // `try_recv_with`); anything else takes the general path.
+        // pass, when no call waits to be served first (as the general
+        // path below serves them); anything else takes that path.
         if self.replies.is_empty() && !(event && self.side.response.pending()) {
             match self.side.receiver(event).try_recv_plain() {
                 Ok(Plain::Message(h, record)) if !h.is_call() && !h.is_lagged() => {
@@ -749,8 +749,11 @@ impl Engine {
         }
         // The stream socket fired: a wake-up, or the server's leaving. A
         // response that came with it is taken first; the byte stays for
-        // the drain of the next sleep (PROTOCOL.md W0), which comes after
-        // this side's next send, off the round trip's path.
+        // the drain of this client's next sleep (PROTOCOL.md W0), in a
+        // round trip after its next request went, off its path. A server
+        // that left just after answering is seen there (the drain reads
+        // the end of the stream, or the poll fires at once), one wait
+        // later than before.
         let answered = which == Wait::Response
             && self.transport != Transport::Socket
             && !self.side.is_libqb()

@@ -88,9 +88,10 @@ pub(crate) struct Connections {
     /// Slots of the connections whose clients say nothing when they make
     /// room (libqb's): looked at by [`poll_quiet`](Self::poll_quiet).
     polled: Vec<usize>,
-    /// Slots of ring connections whose stream socket epoll reported
-    /// readable, read by [`read_streams`](Self::read_streams) once the
-    /// sweep after it has looked at their rings.
+    /// Slots of connections woken on their stream socket (ringlink's and
+    /// libqb's rings) that epoll reported readable, read by
+    /// [`read_streams`](Self::read_streams) once the sweep after it has
+    /// looked at their rings, and before any flag goes up again.
     unread: Vec<usize>,
 }
 
@@ -460,9 +461,10 @@ impl Connections {
     /// was up), or the client left, died, or, over the socket transport,
     /// wrote on it (a violation). Returns why to close it, if so.
     ///
-    /// A ring client's socket that did not hang up most likely holds a
-    /// wake-up: the connection turns hot (and unparked: the byte may say
-    /// there is room) and its socket is read after the next sweep
+    /// The socket of a client whose wake-ups come on it (ringlink's rings,
+    /// libqb's) that did not hang up most likely holds a wake-up: the
+    /// connection turns hot (and unparked: the byte may say there is
+    /// room) and its socket is read after the next sweep
     /// ([`read_streams`](Self::read_streams)), so that the request the
     /// byte announced is served before the `recv` that takes the byte.
     pub(crate) fn on_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
@@ -571,6 +573,8 @@ impl Connections {
         if c.side.polled() {
             self.polled.retain(|&s| s != slot);
         }
+        // Not read for the next connection in this slot.
+        self.unread.retain(|&s| s != slot);
         let _ = epoll.delete(&*c.sock);
         for (fd, _) in c.side.watched() {
             let _ = epoll.delete(fd);

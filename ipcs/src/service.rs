@@ -843,6 +843,11 @@ impl<H: Handler> Service<H> {
         // Not reading requests: clients publish without signalling us, so
         // that flow control costs the loop nothing.
         let mut wait = wait;
+        // Wake-ups read before any flag goes up (PROTOCOL.md W0): one read
+        // after would take the byte of a request published since.
+        if self.conns.has_unread() {
+            self.read_streams();
+        }
         if self.flow.reading() && !self.conns.arm_all() {
             wait = Some(Duration::ZERO);
         }
@@ -886,9 +891,14 @@ impl<H: Handler> Service<H> {
     /// Waits in epoll for at most `wait` and hands what it reports to the
     /// owner of each fd.
     fn poll_events(&mut self, wait: Option<Duration>) -> Result<()> {
-        // A stream socket left unread would end the wait at once.
+        // Every caller reads them first (`turn`, before the flags go up;
+        // a sweep after each busy poll). Should one be left, it is read
+        // and the poll does not wait: its flags may be up, and the read
+        // may have taken a wake-up for a request not looked at yet.
+        let mut wait = wait;
         if self.conns.has_unread() {
             self.read_streams();
+            wait = Some(Duration::ZERO);
         }
         let n = match self.epoll.wait(&mut self.events, epoll_timeout(wait)) {
             Ok(n) => n,
