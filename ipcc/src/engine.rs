@@ -524,6 +524,12 @@ impl Engine {
         }
     }
 
+    /// Whether a call from the server waits at the front of the response
+    /// channel behind replies that wait for room in the request channel.
+    fn calls_wait_for_room(&mut self) -> bool {
+        !self.replies.is_empty() && !self.side.is_libqb() && call_at_front(&mut self.side)
+    }
+
     /// Sends the replies waiting, in order, while there is room.
     fn send_replies(&mut self) -> Result<()> {
         while let Some((id, seq, error, body)) = self.replies.front() {
@@ -739,6 +745,18 @@ impl Engine {
         if self.interrupt.take() {
             return Err(Error::Interrupted);
         }
+        // Replies to the server's calls that wait for room hold back the
+        // call at the front of the response channel, and everything
+        // behind it: only room for them moves a receive on. Waited for as
+        // room (a look at the responses would find the call at once, and
+        // spin without ever seeing the server leave).
+        let which = if which != Wait::Space && self.calls_wait_for_room() {
+            self.space_for = self.replies.front().map_or(0, |r| r.3.len());
+            self.space_fds = 0;
+            Wait::Space
+        } else {
+            which
+        };
         let held = self.held();
         let fired = match self.sleep(which, deadline, held) {
             Ok(fired) => fired,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ringlink_common::fdpass::send_fds;
 use ringlink_common::wire::{
-    ConnectResponse, MsgHeader, Status, MAX_MESSAGE, MSG_HEADER_LEN, RESPONSE_LEN,
+    ConnectResponse, MsgHeader, Status, FLAG_CALL, MAX_MESSAGE, MSG_HEADER_LEN, RESPONSE_LEN,
 };
 use ringlink_common::{ServiceAddr, Transport};
 use ringlink_ipcc::{Client, ConnectOptions, Error};
@@ -28,6 +28,7 @@ use ringlink_ringbuf::Ring;
 use ringlink_tests::attack::HANG;
 use ringlink_tests::hostile::{self, fds, hold, read_request};
 use ringlink_tests::ipc::PROTOCOL;
+use ringlink_tests::procfs;
 use ringlink_tests::raw::RawRing;
 use ringlink_tests::tmp::TempDir;
 
@@ -86,6 +87,79 @@ fn a_server_that_never_answers_times_the_handshake_out() {
     let e = refused(&addr, Duration::from_millis(300));
     assert!(matches!(e, Error::TimedOut), "{e:?}");
     server.join().expect("server thread");
+}
+
+/// Calls the client cannot answer: the server sends two after it has
+/// stopped reading requests, so the client's request ring stays full;
+/// the first call's reply waits for room, and holds the second call (and
+/// all behind it) at the front of the response ring. A receive waits for that room, asleep,
+/// instead of spinning on the call (it used to spin, and never saw the
+/// server leave), and ends with `Disconnected` when the server hangs up.
+#[test]
+fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
+    const SILENCE: Duration = Duration::from_millis(500);
+    let (filled_tx, filled_rx) = mpsc::channel::<()>();
+    let (called_tx, called_rx) = mpsc::channel::<()>();
+    let (addr, server) = hostile("stuck-call", move |sock| {
+        let rings = hostile::handshake(&sock, MAX);
+        filled_rx
+            .recv_timeout(HANG)
+            .expect("the client filled its ring");
+        let mut rec = vec![0u8; MSG_HEADER_LEN + 4];
+        MsgHeader {
+            id: 7,
+            size: 4,
+            error: 0,
+            flags: FLAG_CALL,
+            seq: 1,
+        }
+        .encode_into(&mut rec);
+        // Two: the first is served and its reply kept, the second waits.
+        let mut tx = rings[1].producer().expect("response producer");
+        tx.try_push(&rec).expect("room for the call");
+        tx.try_push(&rec).expect("room for the second call");
+        hostile::kick(&sock);
+        called_tx.send(()).expect("tell the test");
+        std::thread::sleep(SILENCE);
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        rings
+    });
+    let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+    c.set_call_handler(|_| (0, b"reply".to_vec()));
+    // Full to the last byte: smaller and smaller requests, down to empty
+    // ones, so that not even a reply of a few bytes fits.
+    let mut filled = 0;
+    for size in [MAX, 1024, 64, 0] {
+        while c
+            .send_oneway(1, &vec![0u8; size], Some(Duration::ZERO))
+            .is_ok()
+        {
+            filled += 1;
+        }
+    }
+    assert!(filled > 0, "nothing sent");
+    filled_tx.send(()).expect("tell the server");
+    called_rx.recv_timeout(HANG).expect("the call went");
+    let (done_tx, done_rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let tid = procfs::gettid();
+        let mut buf = vec![0u8; MAX];
+        let got = c.recv(&mut buf, None).map(|m| m.len);
+        let ticks = procfs::thread_cpu_ticks(procfs::Proc::Current, tid).expect("own stat");
+        done_tx.send((got, ticks)).expect("tell the test");
+        c
+    });
+    let (got, ticks) = done_rx
+        .recv_timeout(SILENCE + HANG)
+        .expect("the receive never ended after the server left");
+    assert!(matches!(got, Err(Error::Disconnected)), "{got:?}");
+    // A spinning wait takes the whole silence, 50 ticks of 10 ms.
+    assert!(
+        ticks < 20,
+        "the receive spun: {ticks} ticks of CPU in {SILENCE:?}"
+    );
+    drop(waiter.join().expect("the waiter"));
+    drop(server.join().expect("server thread"));
 }
 
 #[test]
