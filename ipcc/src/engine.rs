@@ -790,6 +790,13 @@ impl Engine {
         if self.side.is_libqb() {
             return self.sleep_libqb(which, deadline);
         }
+        // Replies to the server's calls waiting for room: room ends this
+        // wait too (the server may want a reply before it sends more).
+        let replies_wait = which != Wait::Space && !self.replies.is_empty();
+        if replies_wait {
+            self.space_for = self.replies.front().map_or(0, |r| r.3.len());
+            self.space_fds = 0;
+        }
         let Engine {
             stream,
             side,
@@ -825,12 +832,20 @@ impl Engine {
                     if call_at_front(side) {
                         return Ok(false);
                     }
-                    let rx = &side.event;
-                    ringlink_ringbuf::wake::spin_until(spin, || rx.pending() || rx.is_closed())
+                    let (rx, tx) = (&side.event, &mut side.request);
+                    ringlink_ringbuf::wake::spin_until(spin, || {
+                        rx.pending()
+                            || rx.is_closed()
+                            || (replies_wait && tx.room_for(space_for).unwrap_or(true))
+                    })
                 }
                 Wait::Response => {
-                    let rx = &side.response;
-                    ringlink_ringbuf::wake::spin_until(spin, || rx.pending() || rx.is_closed())
+                    let (rx, tx) = (&side.response, &mut side.request);
+                    ringlink_ringbuf::wake::spin_until(spin, || {
+                        rx.pending()
+                            || rx.is_closed()
+                            || (replies_wait && tx.room_for(space_for).unwrap_or(true))
+                    })
                 }
             };
             if ready {
@@ -849,7 +864,7 @@ impl Engine {
                 Wait::Space => side.request.prepare_sleep(),
                 Wait::Event => side.event.prepare_sleep() && arm_for_calls(side),
                 Wait::Response => side.response.prepare_sleep(),
-            };
+            } && (!replies_wait || side.request.prepare_sleep());
             // The level is read after raising the flag: the server lowers
             // it, then wakes flagged waiters, so either we see the new
             // level here or we are woken.
@@ -891,7 +906,7 @@ impl Engine {
                 Wait::Space => request.map(|fd| (fd, WRITABLE)),
             };
             fds.extend(watch.map(|(fd, flags)| PollFd::new(fd, flags)));
-            if tail && which != Wait::Space {
+            if (tail || replies_wait) && which != Wait::Space {
                 fds.extend(request.map(|fd| PollFd::new(fd, WRITABLE)));
             }
         }
@@ -912,6 +927,9 @@ impl Engine {
                 side.response.lower_wake_flag();
             }
             Wait::Response => side.response.lower_wake_flag(),
+        }
+        if replies_wait {
+            side.request.lower_wake_flag();
         }
         polled?;
         Ok(fired)

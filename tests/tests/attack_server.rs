@@ -162,6 +162,88 @@ fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
     drop(server.join().expect("server thread"));
 }
 
+/// A call whose reply waits for room, with nothing behind it: the
+/// server sends one call after the client filled its request ring, then
+/// reads the ring out and sends nothing more until the reply comes. A
+/// client waiting for an event sleeps; the room the server makes must
+/// wake it, so that the reply goes (it used to sleep on its event and
+/// response rings alone, and the two waited on each other).
+#[test]
+fn room_for_a_waiting_reply_wakes_a_sleeping_receive() {
+    let (filled_tx, filled_rx) = mpsc::channel::<()>();
+    let (addr, server) = hostile("reply-room", move |sock| {
+        let rings = hostile::handshake(&sock, MAX);
+        filled_rx
+            .recv_timeout(HANG)
+            .expect("the client filled its ring");
+        let mut rec = vec![0u8; MSG_HEADER_LEN + 4];
+        MsgHeader {
+            id: 7,
+            size: 4,
+            error: 0,
+            flags: FLAG_CALL,
+            seq: 1,
+        }
+        .encode_into(&mut rec);
+        let mut calls = rings[1].producer().expect("response producer");
+        calls.try_push(&rec).expect("room for the call");
+        hostile::kick(&sock);
+        // Long enough for the client to take the call and fall asleep.
+        std::thread::sleep(Duration::from_millis(200));
+        // Reads everything, then waits for the reply behind it.
+        let mut requests = rings[0].consumer().expect("request consumer");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut replied = false;
+        while !replied && std::time::Instant::now() < deadline {
+            match requests.try_peek() {
+                Ok(r) => {
+                    replied = MsgHeader::decode(&r).is_ok_and(|h| h.is_reply());
+                    r.release();
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        if replied {
+            let mut event = vec![0u8; MSG_HEADER_LEN + 2];
+            MsgHeader {
+                id: 9,
+                size: 2,
+                error: 0,
+                flags: 0,
+                seq: 0,
+            }
+            .encode_into(&mut event);
+            rings[2]
+                .producer()
+                .expect("event producer")
+                .try_push(&event)
+                .expect("room for the event");
+            hostile::kick(&sock);
+        }
+        hold(&sock);
+        (replied, rings)
+    });
+    let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+    c.set_call_handler(|_| (0, b"reply".to_vec()));
+    for size in [MAX, 1024, 64, 0] {
+        while c
+            .send_oneway(1, &vec![0u8; size], Some(Duration::ZERO))
+            .is_ok()
+        {}
+    }
+    filled_tx.send(()).expect("tell the server");
+    let mut buf = vec![0u8; MAX];
+    let got = c.event_recv(&mut buf, Some(Duration::from_secs(4)));
+    drop(c);
+    let (replied, _rings) = server.join().expect("server thread");
+    assert!(
+        replied,
+        "the reply never came: the room did not wake the client"
+    );
+    let m = got.expect("the event after the reply");
+    assert_eq!((m.id, m.len), (9, 2));
+}
+
 #[test]
 fn a_server_that_hangs_up_mid_handshake_is_an_error() {
     // After the request; and after half an answer.
