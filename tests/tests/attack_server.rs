@@ -89,45 +89,40 @@ fn a_server_that_never_answers_times_the_handshake_out() {
     server.join().expect("server thread");
 }
 
-/// Calls the client cannot answer: the server sends two after it has
-/// stopped reading requests, so the client's request ring stays full;
-/// the first call's reply waits for room, and holds the second call (and
-/// all behind it) at the front of the response ring. A receive waits for that room, asleep,
-/// instead of spinning on the call (it used to spin, and never saw the
-/// server leave), and ends with `Disconnected` when the server hangs up.
-#[test]
-fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
-    const SILENCE: Duration = Duration::from_millis(500);
-    let (filled_tx, filled_rx) = mpsc::channel::<()>();
-    let (called_tx, called_rx) = mpsc::channel::<()>();
-    let (addr, server) = hostile("stuck-call", move |sock| {
-        let rings = hostile::handshake(&sock, MAX);
-        filled_rx
-            .recv_timeout(HANG)
-            .expect("the client filled its ring");
-        let mut rec = vec![0u8; MSG_HEADER_LEN + 4];
-        MsgHeader {
-            id: 7,
-            size: 4,
-            error: 0,
-            flags: FLAG_CALL,
-            seq: 1,
-        }
-        .encode_into(&mut rec);
-        // Two: the first is served and its reply kept, the second waits.
-        let mut tx = rings[1].producer().expect("response producer");
-        tx.try_push(&rec).expect("room for the call");
-        tx.try_push(&rec).expect("room for the second call");
-        hostile::kick(&sock);
-        called_tx.send(()).expect("tell the test");
-        std::thread::sleep(SILENCE);
-        let _ = sock.shutdown(std::net::Shutdown::Both);
-        rings
-    });
-    let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+/// The server's side of the call tests: once the client says its request
+/// ring is full, `n` calls (id 7, four bytes) in the response ring and a
+/// wake-up. The producer is returned: dropped, it would close the ring.
+fn calls_once_filled(
+    sock: &UnixStream,
+    rings: &[Ring; 3],
+    filled: &mpsc::Receiver<()>,
+    n: usize,
+) -> ringlink_ringbuf::Producer {
+    filled
+        .recv_timeout(HANG)
+        .expect("the client filled its ring");
+    let mut rec = vec![0u8; MSG_HEADER_LEN + 4];
+    MsgHeader {
+        id: 7,
+        size: 4,
+        error: 0,
+        flags: FLAG_CALL,
+        seq: 1,
+    }
+    .encode_into(&mut rec);
+    let mut tx = rings[1].producer().expect("response producer");
+    for _ in 0..n {
+        tx.try_push(&rec).expect("room for a call");
+    }
+    hostile::kick(sock);
+    tx
+}
+
+/// The client's side: a handler that answers calls, and its request ring
+/// full to the last byte (smaller and smaller requests, down to empty
+/// ones, so that not even a reply of a few bytes fits).
+fn fill_requests_and_answer_calls(c: &mut Client) {
     c.set_call_handler(|_| (0, b"reply".to_vec()));
-    // Full to the last byte: smaller and smaller requests, down to empty
-    // ones, so that not even a reply of a few bytes fits.
     let mut filled = 0;
     for size in [MAX, 1024, 64, 0] {
         while c
@@ -138,6 +133,31 @@ fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
         }
     }
     assert!(filled > 0, "nothing sent");
+}
+
+/// Calls the client cannot answer: the server sends two after it has
+/// stopped reading requests, so the client's request ring stays full;
+/// the first call's reply waits for room, and holds the second call (and
+/// all behind it) at the front of the response ring. A receive waits
+/// for that room, asleep, instead of spinning on the call (it used to
+/// spin, and never saw the server leave), and ends with `Disconnected`
+/// when the server hangs up.
+#[test]
+fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
+    const SILENCE: Duration = Duration::from_millis(500);
+    let (filled_tx, filled_rx) = mpsc::channel::<()>();
+    let (called_tx, called_rx) = mpsc::channel::<()>();
+    let (addr, server) = hostile("stuck-call", move |sock| {
+        let rings = hostile::handshake(&sock, MAX);
+        // Two: the first is served and its reply kept, the second waits.
+        let _calls = calls_once_filled(&sock, &rings, &filled_rx, 2);
+        called_tx.send(()).expect("tell the test");
+        std::thread::sleep(SILENCE);
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        rings
+    });
+    let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+    fill_requests_and_answer_calls(&mut c);
     filled_tx.send(()).expect("tell the server");
     called_rx.recv_timeout(HANG).expect("the call went");
     let (done_tx, done_rx) = mpsc::channel();
@@ -173,21 +193,7 @@ fn room_for_a_waiting_reply_wakes_a_sleeping_receive() {
     let (filled_tx, filled_rx) = mpsc::channel::<()>();
     let (addr, server) = hostile("reply-room", move |sock| {
         let rings = hostile::handshake(&sock, MAX);
-        filled_rx
-            .recv_timeout(HANG)
-            .expect("the client filled its ring");
-        let mut rec = vec![0u8; MSG_HEADER_LEN + 4];
-        MsgHeader {
-            id: 7,
-            size: 4,
-            error: 0,
-            flags: FLAG_CALL,
-            seq: 1,
-        }
-        .encode_into(&mut rec);
-        let mut calls = rings[1].producer().expect("response producer");
-        calls.try_push(&rec).expect("room for the call");
-        hostile::kick(&sock);
+        let _calls = calls_once_filled(&sock, &rings, &filled_rx, 1);
         // Long enough for the client to take the call and fall asleep.
         std::thread::sleep(Duration::from_millis(200));
         // Reads everything, then waits for the reply behind it.
@@ -224,13 +230,7 @@ fn room_for_a_waiting_reply_wakes_a_sleeping_receive() {
         (replied, rings)
     });
     let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
-    c.set_call_handler(|_| (0, b"reply".to_vec()));
-    for size in [MAX, 1024, 64, 0] {
-        while c
-            .send_oneway(1, &vec![0u8; size], Some(Duration::ZERO))
-            .is_ok()
-        {}
-    }
+    fill_requests_and_answer_calls(&mut c);
     filled_tx.send(()).expect("tell the server");
     let mut buf = vec![0u8; MAX];
     let got = c.event_recv(&mut buf, Some(Duration::from_secs(4)));
