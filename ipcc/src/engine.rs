@@ -530,6 +530,12 @@ impl Engine {
         !self.replies.is_empty() && !self.side.is_libqb() && call_at_front(&mut self.side)
     }
 
+    /// Makes a wait for room wait for the first reply's.
+    fn room_for_replies(&mut self) {
+        self.space_for = self.replies.front().map_or(0, |r| r.3.len());
+        self.space_fds = 0;
+    }
+
     /// Sends the replies waiting, in order, while there is room.
     fn send_replies(&mut self) -> Result<()> {
         while let Some((id, seq, error, body)) = self.replies.front() {
@@ -751,8 +757,7 @@ impl Engine {
         // room (a look at the responses would find the call at once, and
         // spin without ever seeing the server leave).
         let which = if which != Wait::Space && self.calls_wait_for_room() {
-            self.space_for = self.replies.front().map_or(0, |r| r.3.len());
-            self.space_fds = 0;
+            self.room_for_replies();
             Wait::Space
         } else {
             which
@@ -794,8 +799,7 @@ impl Engine {
         // wait too (the server may want a reply before it sends more).
         let replies_wait = which != Wait::Space && !self.replies.is_empty();
         if replies_wait {
-            self.space_for = self.replies.front().map_or(0, |r| r.3.len());
-            self.space_fds = 0;
+            self.room_for_replies();
         }
         let Engine {
             stream,
@@ -826,21 +830,18 @@ impl Engine {
                         && side.request.room_for(space_for).unwrap_or(true)
                         && side.request.fd_room_for(*space_fds)
                 }),
-                Wait::Event => {
+                Wait::Event | Wait::Response => {
                     // A call from the server at the front of the response
                     // channel must be served: no sleeping.
-                    if call_at_front(side) {
+                    if which == Wait::Event && call_at_front(side) {
                         return Ok(false);
                     }
-                    let (rx, tx) = (&side.event, &mut side.request);
-                    ringlink_ringbuf::wake::spin_until(spin, || {
-                        rx.pending()
-                            || rx.is_closed()
-                            || (replies_wait && tx.room_for(space_for).unwrap_or(true))
-                    })
-                }
-                Wait::Response => {
-                    let (rx, tx) = (&side.response, &mut side.request);
+                    let rx = if which == Wait::Event {
+                        &side.event
+                    } else {
+                        &side.response
+                    };
+                    let tx = &mut side.request;
                     ringlink_ringbuf::wake::spin_until(spin, || {
                         rx.pending()
                             || rx.is_closed()

@@ -845,9 +845,7 @@ impl<H: Handler> Service<H> {
         let mut wait = wait;
         // Wake-ups read before any flag goes up (PROTOCOL.md W0): one read
         // after would take the byte of a request published since.
-        if self.conns.has_unread() {
-            self.read_streams();
-        }
+        self.read_streams();
         if self.flow.reading() && !self.conns.arm_all() {
             wait = Some(Duration::ZERO);
         }
@@ -989,6 +987,10 @@ impl<H: Handler> Service<H> {
     /// leaves a ring client's for after the sweep) and closes those whose
     /// client left or broke the protocol there.
     fn read_streams(&mut self) {
+        // (Called after every sweep: nothing to do, nothing done.)
+        if !self.conns.has_unread() {
+            return;
+        }
         self.conns.read_streams(&mut self.dead);
         while let Some((slot, closing)) = self.dead.pop() {
             self.close_conn(slot, closing);
