@@ -189,6 +189,8 @@ fn table_over_all_transports() {
         "shm/socket",
         "shm/uds",
         "shm/floor",
+        "shm/hdr",
+        "bare header ping-pong",
     ] {
         assert!(stdout.contains(header), "no {header:?} in:\n{stdout}");
     }
@@ -237,6 +239,14 @@ fn json_lines_and_plot() {
             .unwrap_or_else(|| panic!("no floor-spin row for {size} B"));
         assert!(row["p50_ns"].as_u64().unwrap() > 0, "{row}");
     }
+    // The header ping-pong, in the rounds of sizes up to 64 bytes only.
+    let headers: Vec<_> = rows
+        .iter()
+        .filter(|r| r["transport"] == "floor-header")
+        .collect();
+    assert_eq!(headers.len(), 1, "floor-header rows: {headers:?}");
+    assert_eq!(headers[0]["size"], 64, "{}", headers[0]);
+    assert!(headers[0]["p50_ns"].as_u64().unwrap() > 0, "{}", headers[0]);
     assert!(rows
         .iter()
         .any(|r| r["transport"] == "memcpy" && r["mb_per_s"].as_f64().unwrap() > 0.0));

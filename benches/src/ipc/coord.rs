@@ -154,6 +154,11 @@ pub struct Cell {
     pub result: Result<Figures, String>,
 }
 
+/// The largest message size whose rounds also run the bare header
+/// ping-pong ([`Floors::header_by_size`]), and the largest the spin
+/// floor (one line each way, no data) is shown as the floor of.
+pub const HEADER_FLOOR_MAX: usize = 64;
+
 /// The floors: bare two-process ping-pongs and memcpy.
 #[derive(Clone, Debug, Default)]
 pub struct Floors {
@@ -165,6 +170,12 @@ pub struct Floors {
     /// The same ping-pong, by message size: the runs made in that size's
     /// rounds, the floor for that size's round trips.
     pub spin_by_size: Vec<(usize, Latency)>,
+    /// The bare header ping-pong (`bare.rs`'s two header streams: the
+    /// payload, then an 8-byte header word stored last and polled; fixed
+    /// slots, no checks, no wake-ups), by message size up to
+    /// [`HEADER_FLOOR_MAX`]: what any ring that carries the payload with
+    /// a word to poll pays, run in the same rounds as the spin floor.
+    pub header_by_size: Vec<(usize, Latency)>,
     /// eventfd sleep/wake ping-pong (no spinning).
     pub wake: Option<Latency>,
     /// Single-core memcpy rate, bytes per second, per size (information:
@@ -734,11 +745,13 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
     let rtt_floors = plan.modes.contains(&Mode::Rtt);
     let mut spin_all = Histogram::new();
     let mut spin_by_size = Vec::new();
+    let mut header_by_size = Vec::new();
     let mut spin_error: Option<String> = None;
 
     let mut cells = Vec::new();
     for &size in &plan.sizes {
         let mut spin_here = Histogram::new();
+        let mut header_here = Histogram::new();
         let mut tallies: Vec<Vec<Tally>> = plan
             .transports
             .iter()
@@ -791,11 +804,14 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
                     round + 1,
                     plan.rounds
                 ));
-                match w.round() {
+                match w.round(size) {
                     Ok(samples) => {
-                        for ns in samples {
+                        for ns in samples.spin {
                             spin_all.record(ns);
                             spin_here.record(ns);
+                        }
+                        for ns in samples.header {
+                            header_here.record(ns);
                         }
                     }
                     Err(e) => spin_error = Some(e.to_string()),
@@ -804,6 +820,9 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         }
         if let Some(l) = Latency::of(&spin_here) {
             spin_by_size.push((size, l));
+        }
+        if let Some(l) = Latency::of(&header_here) {
+            header_by_size.push((size, l));
         }
         for (slot, &transport) in plan.transports.iter().enumerate() {
             if matches!(bench.servers[slot], Ok(Some(_))) {
@@ -831,6 +850,7 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
         if measured.is_some() {
             floors.spin = measured;
             floors.spin_by_size = spin_by_size;
+            floors.header_by_size = header_by_size;
         }
         if let Some(e) = spin_error {
             floors.error.get_or_insert(e);
@@ -886,16 +906,25 @@ pub fn run(plan: &Plan, exe: &Path) -> io::Result<Results> {
 
 /// What the floors' thread is asked for.
 enum FloorAsk {
-    /// One round's spin ping-pongs: their samples, nanoseconds each.
-    Round,
+    /// One round's ping-pongs for messages of this size: their samples,
+    /// nanoseconds each.
+    Round(usize),
     /// The rest of the floors (the spin ping-pong too, with `true`),
     /// then the thread ends.
     Rest(bool),
 }
 
+/// One round's ping-pong samples, nanoseconds each.
+struct RoundSamples {
+    /// The spin floor's.
+    spin: Vec<u64>,
+    /// The header ping-pong's (none above [`HEADER_FLOOR_MAX`]).
+    header: Vec<u64>,
+}
+
 /// What the floors' thread answers.
 enum FloorAnswer {
-    Round(io::Result<Vec<u64>>),
+    Round(io::Result<RoundSamples>),
     Rest(Floors),
 }
 
@@ -921,10 +950,10 @@ impl FloorWorker {
         }
     }
 
-    /// One round's spin ping-pongs.
-    fn round(&self) -> io::Result<Vec<u64>> {
+    /// One round's ping-pongs for messages of `size` bytes.
+    fn round(&self, size: usize) -> io::Result<RoundSamples> {
         let gone = || io::Error::other("the floors' thread ended");
-        self.ask.send(FloorAsk::Round).map_err(|_| gone())?;
+        self.ask.send(FloorAsk::Round(size)).map_err(|_| gone())?;
         match self.answers.recv() {
             Ok(FloorAnswer::Round(r)) => r,
             _ => Err(gone()),
@@ -976,9 +1005,9 @@ fn floor_thread(
     let mut per_round = None;
     while let Ok(ask) = asked.recv() {
         match ask {
-            FloorAsk::Round => {
+            FloorAsk::Round(size) => {
                 let r = match &mut peer {
-                    Ok(peer) => spin_round(plan, peer, &mut per_round),
+                    Ok(peer) => floor_round(plan, peer, size, &mut per_round),
                     Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                 };
                 if answer.send(FloorAnswer::Round(r)).is_err() {
@@ -1038,6 +1067,27 @@ fn spin_round(plan: &Plan, peer: &mut Peer, per_round: &mut Option<u64>) -> io::
     let mut samples = Vec::with_capacity(n as usize);
     peer.floor_round_trips(n, Some(&mut samples))?;
     Ok(samples)
+}
+
+/// One round's floors for messages of `size` bytes: the spin ping-pong
+/// ([`spin_round`]), then, up to [`HEADER_FLOOR_MAX`], as many round
+/// trips of the bare header ping-pong, after a warm-up of a tenth of
+/// them (its streams start from their beginning each time).
+fn floor_round(
+    plan: &Plan,
+    peer: &mut Peer,
+    size: usize,
+    per_round: &mut Option<u64>,
+) -> io::Result<RoundSamples> {
+    let spin = spin_round(plan, peer, per_round)?;
+    let mut header = Vec::new();
+    if size <= HEADER_FLOOR_MAX {
+        let n = spin.len() as u64;
+        peer.headed_round_trips(size, (n / 10).max(1), None)?;
+        header.reserve(spin.len());
+        peer.headed_round_trips(size, n, Some(&mut header))?;
+    }
+    Ok(RoundSamples { spin, header })
 }
 
 /// The floors measured once, after the rounds: the eventfd ping-pong

@@ -25,7 +25,9 @@
 //!   ping-pong), kept for the whole run: where round trips are measured,
 //!   the spin ping-pong runs in every round beside the transports, so
 //!   that `shm/floor` compares figures of the same moments (this
-//!   machine's floor moves by a fifth within minutes); the eventfd
+//!   machine's floor moves by a fifth within minutes), and so does, for
+//!   messages of up to 64 bytes, the bare header ping-pong (`shm/hdr`:
+//!   the payload and a word to poll, what any ring moves); the eventfd
 //!   ping-pong and the bare streams run once, after the rounds.
 //!
 //! # What a measurement is

@@ -17,7 +17,10 @@
 //! `floor-eventfd` (mode `rtt`, size 0: over the whole run), `floor-spin`
 //! again for each size whose rounds measured round trips (mode `rtt`,
 //! that size: the spin ping-pong runs made in that size's rounds, beside
-//! the transports), `floor-stream` (mode `oneway`, per size) and
+//! the transports), `floor-header` for each size up to 64 bytes whose
+//! rounds measured round trips (mode `rtt`: the bare header ping-pong,
+//! the payload and a polled word, run in those rounds),
+//! `floor-stream` (mode `oneway`, per size) and
 //! `memcpy` (mode `copy`, with `mb_per_s` only).
 
 use std::fmt::Write as _;
@@ -25,7 +28,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::coord::{Cell, Latency, Results, Timing, SKIPPED_AFTER_FAILURE};
+use super::coord::{Cell, Latency, Results, Timing, HEADER_FLOOR_MAX, SKIPPED_AFTER_FAILURE};
 use super::{Mode, Transport};
 use crate::stats::{si, size_label};
 
@@ -110,14 +113,20 @@ pub fn write_json(r: &Results, mut out: impl Write) -> io::Result<()> {
             };
             line(&row.latency(l))?;
         }
-        for &(size, l) in &f.spin_by_size {
-            let row = JsonRow {
-                transport: "floor-spin",
-                mode: "rtt",
-                size,
-                ..JsonRow::default()
-            };
-            line(&row.latency(Some(l)))?;
+        let by_size = [
+            ("floor-spin", &f.spin_by_size),
+            ("floor-header", &f.header_by_size),
+        ];
+        for (name, rows) in by_size {
+            for &(size, l) in rows {
+                let row = JsonRow {
+                    transport: name,
+                    mode: "rtt",
+                    size,
+                    ..JsonRow::default()
+                };
+                line(&row.latency(Some(l)))?;
+            }
         }
         for &(size, rate) in &f.memcpy {
             line(&JsonRow {
@@ -174,10 +183,6 @@ fn cpu_time(ns: f64) -> String {
         format!("{:.0} us", ns / 1e3)
     }
 }
-
-/// The largest message the spin floor (one line each way, no data) is
-/// shown as the floor of (`shm/floor`).
-const SMALL: usize = 64;
 
 /// `x` for a ratio, `-` where there is none.
 fn times(r: Option<f64>, decimals: usize) -> String {
@@ -252,6 +257,7 @@ pub fn table(r: &Results) -> String {
         }
         // Ringlink against the spin floor measured in the same rounds.
         let by_size = r.floors.as_ref().map_or(&[][..], |f| &f.spin_by_size[..]);
+        let headers = r.floors.as_ref().map_or(&[][..], |f| &f.header_by_size[..]);
         let floor_column = ts.contains(&Transport::Shm) && !by_size.is_empty();
         // After the ratio columns, if any.
         let sep = if ratio_pairs(ts, Mode::Rtt).is_empty() {
@@ -260,7 +266,7 @@ pub fn table(r: &Results) -> String {
             " | "
         };
         let floor_head = if floor_column {
-            format!("{sep}shm/floor")
+            format!("{sep}shm/floor   shm/hdr")
         } else {
             String::new()
         };
@@ -277,12 +283,24 @@ pub fn table(r: &Results) -> String {
                 // small messages only.
                 let floor = by_size
                     .iter()
-                    .find(|(s, _)| *s == size && size <= SMALL)
+                    .find(|(s, _)| *s == size && size <= HEADER_FLOOR_MAX)
                     .map(|(_, l)| l.p50 as f64);
-                let r = p50(Transport::Shm)
-                    .zip(floor)
-                    .and_then(|(a, b)| ratio(a, b));
-                format!("{sep}{:>9}", times(r, 2))
+                let against = |floor: Option<f64>| {
+                    p50(Transport::Shm)
+                        .zip(floor)
+                        .and_then(|(a, b)| ratio(a, b))
+                };
+                // The header ping-pong moves what a ring must: the
+                // payload and a word to poll.
+                let header = headers
+                    .iter()
+                    .find(|(s, _)| *s == size)
+                    .map(|(_, l)| l.p50 as f64);
+                format!(
+                    "{sep}{:>9} {:>9}",
+                    times(against(floor), 2),
+                    times(against(header), 2)
+                )
             } else {
                 String::new()
             };
@@ -315,6 +333,21 @@ pub fn table(r: &Results) -> String {
                 floor(&f.spin),
                 floor(&f.wake)
             );
+            if !f.header_by_size.is_empty() {
+                let runs: Vec<String> = f
+                    .header_by_size
+                    .iter()
+                    .map(|(size, l)| format!("{} {}", size_label(*size), latency_cell(l)))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  bare header ping-pong (the payload and an 8-byte word stored last and \
+                     polled, as a ring moves them: two lines each way at 64 bytes; fixed slots, \
+                     no checks; a run in every round of sizes up to 64 bytes, beside the \
+                     transports; shm/hdr: against it) {}",
+                    runs.join("; ")
+                );
+            }
         }
     }
 
