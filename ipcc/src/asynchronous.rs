@@ -50,7 +50,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Wait};
 use crate::{Client, ConnectOptions, Reply};
 
 /// What the tasks share, behind the lock.
@@ -162,14 +162,6 @@ const LIBQB_POLL: Duration = Duration::from_millis(1);
 #[derive(Clone)]
 pub struct AsyncClient {
     shared: Arc<Core>,
-}
-
-/// What a waiting call sleeps on.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sleep {
-    Response,
-    Event,
-    Space,
 }
 
 impl AsyncClient {
@@ -338,7 +330,7 @@ impl AsyncClient {
         id: i32,
         payload: &'a [u8],
     ) -> impl Future<Output = Result<u64>> + Send + Sync + 'a {
-        self.call(Sleep::Space, move |st| {
+        self.call(Wait::Space, move |st| {
             st.engine.try_send(id, &[IoSlice::new(payload)], false, &[])
         })
     }
@@ -353,7 +345,7 @@ impl AsyncClient {
         id: i32,
         parts: &'a [IoSlice<'a>],
     ) -> impl Future<Output = Result<u64>> + Send + Sync + 'a {
-        self.call(Sleep::Space, move |st| {
+        self.call(Wait::Space, move |st| {
             st.engine.try_send(id, parts, false, &[])
         })
     }
@@ -370,7 +362,7 @@ impl AsyncClient {
         id: i32,
         payload: &'a [u8],
     ) -> impl Future<Output = Result<()>> + Send + Sync + 'a {
-        self.call(Sleep::Space, move |st| {
+        self.call(Wait::Space, move |st| {
             Ok(st
                 .engine
                 .try_send(id, &[IoSlice::new(payload)], true, &[])?
@@ -493,7 +485,7 @@ impl AsyncClient {
         claim: bool,
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
-        self.wait_for(Sleep::Space, |st| {
+        self.wait_for(Wait::Space, |st| {
             let seq = st.engine.try_send(id, parts, false, fds)?;
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
@@ -582,7 +574,7 @@ impl AsyncClient {
             .send_claiming(id, &[IoSlice::new(payload)], true)
             .await?;
         let _claim = Claim { client: self, seq };
-        self.wait_for(Sleep::Response, |st| {
+        self.wait_for(Wait::Response, |st| {
             if let Some(r) = st.arrived.remove(&seq) {
                 *reply = r;
                 return Ok(Some(()));
@@ -595,12 +587,15 @@ impl AsyncClient {
     /// Waits for the response to `seq`, claimed when it was sent.
     async fn response_to(&self, seq: u64) -> Result<Reply> {
         let _claim = Claim { client: self, seq };
-        self.wait_for(Sleep::Response, |st| {
+        self.wait_for(Wait::Response, |st| {
             if let Some(r) = st.arrived.remove(&seq) {
                 return Ok(Some(r));
             }
-            st.pump()?;
-            Ok(st.arrived.remove(&seq))
+            // Ours, if it came before an error (the server's leaving).
+            let pumped = st.pump();
+            st.arrived
+                .remove(&seq)
+                .map_or(pumped.map(|_| None), |r| Ok(Some(r)))
         })
         .await
     }
@@ -613,12 +608,15 @@ impl AsyncClient {
     /// [`Error::Disconnected`] once the server is gone and every response
     /// it sent was read; [`Error::Protocol`] if it corrupted the ring.
     pub async fn recv(&self) -> Result<Reply> {
-        self.wait_for(Sleep::Response, |st| {
+        self.wait_for(Wait::Response, |st| {
             if let Some(r) = st.unclaimed.pop_front() {
                 return Ok(Some(r));
             }
-            st.pump()?;
-            Ok(st.unclaimed.pop_front())
+            // What came before an error (the server's leaving) first.
+            let pumped = st.pump();
+            st.unclaimed
+                .pop_front()
+                .map_or(pumped.map(|_| None), |r| Ok(Some(r)))
         })
         .await
     }
@@ -629,7 +627,7 @@ impl AsyncClient {
     ///
     /// As [`recv`](Self::recv).
     pub async fn event_recv(&self) -> Result<Reply> {
-        self.wait_for(Sleep::Event, |st| {
+        self.wait_for(Wait::Event, |st| {
             let m = st.engine.try_recv(true, &mut st.scratch)?;
             Ok(m.map(|m| Reply::take(m, &st.scratch, &mut st.engine)))
         })
@@ -693,7 +691,7 @@ impl AsyncClient {
     /// between on what `sleep` needs.
     async fn wait_for<T>(
         &self,
-        sleep: Sleep,
+        sleep: Wait,
         mut attempt: impl FnMut(&mut State) -> Result<Option<T>>,
     ) -> Result<T> {
         // The uncontended path: one look under the lock, with nothing
@@ -714,7 +712,7 @@ impl AsyncClient {
     /// runs near 6 M msgs/s (see [`try_send`](Self::try_send)).
     fn call<'a, T: Send + 'a>(
         &'a self,
-        sleep: Sleep,
+        sleep: Wait,
         attempt: impl FnMut(&mut State) -> Result<Option<T>> + Send + Sync + 'a,
     ) -> impl Future<Output = Result<T>> + Send + Sync + 'a {
         let mut attempt = Some(attempt);
@@ -741,7 +739,7 @@ impl AsyncClient {
     /// found nothing.
     async fn wait_after_look<T>(
         &self,
-        sleep: Sleep,
+        sleep: Wait,
         mut attempt: impl FnMut(&mut State) -> Result<Option<T>>,
     ) -> Result<T> {
         let mut woken = false;
@@ -767,7 +765,7 @@ impl AsyncClient {
             let moved = self.shared.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            let tail = {
+            let space = {
                 let mut st = self.lock();
                 if woken {
                     // Take the wake-ups on the stream socket (and notice
@@ -803,19 +801,15 @@ impl AsyncClient {
                 st.engine.drain_wakes();
                 // Arm, then look once more: what came in between signals
                 // no one.
-                let armed = match sleep {
-                    Sleep::Response => st.engine.arm_recv(false),
-                    Sleep::Event => st.engine.arm_recv(true),
-                    Sleep::Space => st.engine.arm_space(),
-                };
+                let armed = st.engine.arm(sleep);
                 self.told(&st);
-                if !armed {
+                if !armed.sleep {
                     woken = false;
                     continue;
                 }
-                st.engine.has_tail()
+                armed.space
             };
-            self.sleep(sleep, tail, moved).await?;
+            self.sleep(space, moved).await?;
             woken = true;
         }
     }
@@ -863,17 +857,16 @@ impl AsyncClient {
         }
     }
 
-    /// Sleeps until the fd `sleep` needs is ready, the stream socket
-    /// speaks (hang-up, flow-control level), or another task filed a
-    /// message.
+    /// Sleeps until the client's fd is ready (a wake-up for what the
+    /// wait armed, or the stream socket speaks: hang-up, flow-control
+    /// level), the request socket is writable (`want_space`, over
+    /// sockets), or another task filed a message.
     async fn sleep(
         &self,
-        sleep: Sleep,
-        tail: bool,
+        want_space: bool,
         moved: Pin<&mut tokio::sync::futures::Notified<'_>>,
     ) -> Result<()> {
         let sh = &self.shared;
-        let want_space = sleep == Sleep::Space || tail;
         let space = async {
             match &sh.space {
                 Some(space) if want_space => space.writable().await.map(|mut g| g.clear_ready()),

@@ -23,6 +23,17 @@ use crate::flow::{self, Flow};
 use crate::stream::Stream;
 use crate::Message;
 
+/// What an async wait sleeps on, once [`Engine::arm`]ed.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) struct Armed {
+    /// Nothing came since the last look: the wait may sleep.
+    pub(crate) sleep: bool,
+    /// Room in the request channel ends it too (over sockets, awaited as
+    /// the request socket's writability; over shared memory, a wake-up
+    /// like any other).
+    pub(crate) space: bool,
+}
+
 /// What a wait is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
@@ -554,13 +565,19 @@ impl Engine {
                 Ok(()) => {
                     self.replies.pop_front();
                 }
-                Err(TrySendError::Full) => return Ok(()),
-                // The server left: nobody to reply to; what it sent before
-                // leaving is still read.
+                // The server left (closing the ring, or hanging up with
+                // the ring full: nobody will make room): nobody to reply
+                // to; what it sent before leaving, the calls and what
+                // they held back, is still read.
                 Err(TrySendError::Closed) => {
                     self.replies.clear();
                     return Ok(());
                 }
+                Err(TrySendError::Full) if !self.stream.connected() => {
+                    self.replies.clear();
+                    return Ok(());
+                }
+                Err(TrySendError::Full) => return Ok(()),
                 Err(e) => return Err(self.fail(e.into())),
             }
         }
@@ -755,8 +772,10 @@ impl Engine {
         // call at the front of the response channel, and everything
         // behind it: only room for them moves a receive on. Waited for as
         // room (a look at the responses would find the call at once, and
-        // spin without ever seeing the server leave).
-        let which = if which != Wait::Space && self.calls_wait_for_room() {
+        // spin without ever seeing the server leave). Still a reader's
+        // wait when the server leaves (below).
+        let sender = which == Wait::Space;
+        let which = if !sender && self.calls_wait_for_room() {
             self.room_for_replies();
             Wait::Space
         } else {
@@ -783,7 +802,7 @@ impl Engine {
             && self.side.response.pending();
         if fired && !answered && !self.is_connected() {
             let e = self.fail(Error::Disconnected);
-            return if which == Wait::Space { Err(e) } else { Ok(()) };
+            return if sender { Err(e) } else { Ok(()) };
         }
         Ok(())
     }
@@ -1074,12 +1093,46 @@ impl Engine {
         a && b
     }
 
-    /// Before sleeping until a send may go (the stream socket drained by
-    /// the caller, [`drain_wakes`](Self::drain_wakes)): raises the
-    /// request ring's waiting flag. `false` if there is no need to sleep
-    /// (room appeared, or flow control lifted).
+    /// Before an async wait for `which` sleeps (the stream socket drained
+    /// by the caller, [`drain_wakes`](Self::drain_wakes)): raises the
+    /// flags of what can end it, as [`sleep`](Self::sleep) does for the
+    /// blocking client's waits, which [`wait`](Self::wait) chooses the
+    /// same way.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn arm_space(&mut self) -> bool {
+    pub(crate) fn arm(&mut self, which: Wait) -> Armed {
+        // The tail of our last request must go before its answer can come.
+        let tail = self.side.request.has_tail();
+        // Replies that wait for room hold back the call at the front of
+        // the response channel, and all behind it: only room for them
+        // moves a receive on (a look at the responses would find the call
+        // at once, and spin).
+        if which != Wait::Space && self.calls_wait_for_room() {
+            self.room_for_replies();
+            return Armed {
+                sleep: self.arm_space(),
+                space: true,
+            };
+        }
+        // Replies waiting for room with nothing held behind them: room
+        // ends the wait too (the server may want a reply before it sends
+        // anything more).
+        let replies_wait = which != Wait::Space && !self.replies.is_empty();
+        let sleep = match which {
+            Wait::Space => self.arm_space(),
+            Wait::Event => self.arm_recv(true),
+            Wait::Response => self.arm_recv(false),
+        } && (!replies_wait || self.side.request.prepare_sleep());
+        Armed {
+            sleep,
+            space: which == Wait::Space || replies_wait || tail,
+        }
+    }
+
+    /// Before sleeping until a send may go: raises the request ring's
+    /// waiting flag. `false` if there is no need to sleep (room appeared,
+    /// or flow control lifted).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    fn arm_space(&mut self) -> bool {
         self.stream.flags_up();
         if !self.side.request.prepare_sleep() {
             return false;
@@ -1093,10 +1146,9 @@ impl Engine {
     }
 
     /// Before sleeping until a response (`event`: an event) may have
-    /// come (the stream socket drained by the caller): arms that
-    /// channel's wake-up. `false` if one is already there.
+    /// come: arms that channel's wake-up. `false` if one is already there.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn arm_recv(&mut self, event: bool) -> bool {
+    fn arm_recv(&mut self, event: bool) -> bool {
         // An event wait is woken by a call from the server too (it comes
         // on the response channel, and must be served).
         self.stream.flags_up();
@@ -1111,13 +1163,6 @@ impl Engine {
             Transport::Socket => Duration::ZERO,
             _ => self.spin,
         }
-    }
-
-    /// Whether the tail of a long request waits for room in the socket
-    /// (its answer cannot come before it goes).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn has_tail(&self) -> bool {
-        self.side.request.has_tail()
     }
 
     /// What a sender waiting for room sleeps on besides the client's fd

@@ -22,7 +22,7 @@ use ringlink_common::wire::{
     ConnectResponse, MsgHeader, Status, FLAG_CALL, MAX_MESSAGE, MSG_HEADER_LEN, RESPONSE_LEN,
 };
 use ringlink_common::{ServiceAddr, Transport};
-use ringlink_ipcc::{Client, ConnectOptions, Error};
+use ringlink_ipcc::{AsyncClient, Client, ConnectOptions, Error};
 use ringlink_ringbuf::layout::KIND_DATA;
 use ringlink_ringbuf::Ring;
 use ringlink_tests::attack::HANG;
@@ -141,45 +141,109 @@ fn fill_requests_and_answer_calls(c: &mut Client) {
 /// all behind it) at the front of the response ring. A receive waits
 /// for that room, asleep, instead of spinning on the call (it used to
 /// spin, and never saw the server leave), and ends with `Disconnected`
-/// when the server hangs up.
-#[test]
-fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
+/// when the server hangs up. With `held`, the server also answered a
+/// request behind the calls: once it is gone, nobody can take the
+/// replies, and the receive reads that answer (three bytes) instead.
+/// `receive` receives on its own thread, the one whose CPU time is
+/// counted, and drops the client.
+fn stuck_call(held: bool, receive: impl FnOnce(Client) -> Result<usize, Error> + Send + 'static) {
     const SILENCE: Duration = Duration::from_millis(500);
     let (filled_tx, filled_rx) = mpsc::channel::<()>();
     let (called_tx, called_rx) = mpsc::channel::<()>();
     let (addr, server) = hostile("stuck-call", move |sock| {
         let rings = hostile::handshake(&sock, MAX);
         // Two: the first is served and its reply kept, the second waits.
-        let _calls = calls_once_filled(&sock, &rings, &filled_rx, 2);
+        let mut calls = calls_once_filled(&sock, &rings, &filled_rx, 2);
+        if held {
+            let mut answer = vec![0u8; MSG_HEADER_LEN + 3];
+            MsgHeader {
+                id: 1,
+                size: 3,
+                error: 0,
+                flags: 0,
+                seq: 1,
+            }
+            .encode_into(&mut answer);
+            calls.try_push(&answer).expect("room for the answer");
+        }
         called_tx.send(()).expect("tell the test");
         std::thread::sleep(SILENCE);
         let _ = sock.shutdown(std::net::Shutdown::Both);
         rings
     });
     let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
+    if held {
+        c.send(1, b"ask").expect("the request the server answers");
+    }
     fill_requests_and_answer_calls(&mut c);
     filled_tx.send(()).expect("tell the server");
     called_rx.recv_timeout(HANG).expect("the call went");
     let (done_tx, done_rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let tid = procfs::gettid();
-        let mut buf = vec![0u8; MAX];
-        let got = c.recv(&mut buf, None).map(|m| m.len);
+        let got = receive(c);
         let ticks = procfs::thread_cpu_ticks(procfs::Proc::Current, tid).expect("own stat");
         done_tx.send((got, ticks)).expect("tell the test");
-        c
     });
     let (got, ticks) = done_rx
         .recv_timeout(SILENCE + HANG)
         .expect("the receive never ended after the server left");
-    assert!(matches!(got, Err(Error::Disconnected)), "{got:?}");
+    if held {
+        assert!(matches!(got, Ok(3)), "{got:?}");
+    } else {
+        assert!(matches!(got, Err(Error::Disconnected)), "{got:?}");
+    }
     // A spinning wait takes the whole silence, 50 ticks of 10 ms.
     assert!(
         ticks < 20,
         "the receive spun: {ticks} ticks of CPU in {SILENCE:?}"
     );
-    drop(waiter.join().expect("the waiter"));
+    waiter.join().expect("the waiter");
     drop(server.join().expect("server thread"));
+}
+
+/// [`stuck_call`]'s receive by the blocking client.
+fn blocking_recv(mut c: Client) -> Result<usize, Error> {
+    let mut buf = vec![0u8; MAX];
+    c.recv(&mut buf, None).map(|m| m.len)
+}
+
+/// [`stuck_call`]'s receive by the async client, which waits through its
+/// own path.
+fn async_recv(c: Client) -> Result<usize, Error> {
+    // One thread: the reactor's work is counted with the wait's.
+    current_thread().block_on(async move {
+        let c = AsyncClient::from_client(c)?;
+        c.recv().await.map(|r| r.payload.len())
+    })
+}
+
+#[test]
+fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
+    stuck_call(false, blocking_recv);
+}
+
+#[test]
+fn an_async_receive_waits_asleep_for_room_for_a_calls_reply() {
+    stuck_call(false, async_recv);
+}
+
+#[test]
+fn an_answer_held_behind_unanswerable_calls_is_read_once_the_server_left() {
+    stuck_call(true, blocking_recv);
+}
+
+#[test]
+fn an_async_receive_reads_an_answer_held_behind_calls_once_the_server_left() {
+    stuck_call(true, async_recv);
+}
+
+/// A tokio runtime on the calling thread.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// A call whose reply waits for room, with nothing behind it: the
@@ -188,8 +252,9 @@ fn a_call_whose_reply_has_no_room_is_waited_for_asleep() {
 /// client waiting for an event sleeps; the room the server makes must
 /// wake it, so that the reply goes (it used to sleep on its event and
 /// response rings alone, and the two waited on each other).
-#[test]
-fn room_for_a_waiting_reply_wakes_a_sleeping_receive() {
+/// `event_recv` waits for the event (at most 4 s) and drops the client;
+/// it returns the event's id and length.
+fn reply_room(event_recv: impl FnOnce(Client) -> Result<(i32, usize), Error>) {
     let (filled_tx, filled_rx) = mpsc::channel::<()>();
     let (addr, server) = hostile("reply-room", move |sock| {
         let rings = hostile::handshake(&sock, MAX);
@@ -232,16 +297,36 @@ fn room_for_a_waiting_reply_wakes_a_sleeping_receive() {
     let mut c = Client::connect(&addr, &options(HANG)).expect("an honest handshake");
     fill_requests_and_answer_calls(&mut c);
     filled_tx.send(()).expect("tell the server");
-    let mut buf = vec![0u8; MAX];
-    let got = c.event_recv(&mut buf, Some(Duration::from_secs(4)));
-    drop(c);
+    let got = event_recv(c);
     let (replied, _rings) = server.join().expect("server thread");
     assert!(
         replied,
         "the reply never came: the room did not wake the client"
     );
-    let m = got.expect("the event after the reply");
-    assert_eq!((m.id, m.len), (9, 2));
+    assert_eq!(got.expect("the event after the reply"), (9, 2));
+}
+
+#[test]
+fn room_for_a_waiting_reply_wakes_a_sleeping_receive() {
+    reply_room(|mut c| {
+        let mut buf = vec![0u8; MAX];
+        c.event_recv(&mut buf, Some(Duration::from_secs(4)))
+            .map(|m| (m.id, m.len))
+    });
+}
+
+/// The same, for the async client's wait.
+#[test]
+fn room_for_a_waiting_reply_wakes_a_sleeping_async_receive() {
+    reply_room(|c| {
+        current_thread().block_on(async move {
+            let c = AsyncClient::from_client(c)?;
+            match tokio::time::timeout(Duration::from_secs(4), c.event_recv()).await {
+                Ok(got) => got.map(|e| (e.id, e.payload.len())),
+                Err(_) => Err(Error::TimedOut),
+            }
+        })
+    });
 }
 
 #[test]
