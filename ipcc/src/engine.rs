@@ -354,7 +354,7 @@ impl Engine {
 
     /// One attempt to send a request: `Ok(None)` if the channel is full
     /// or flow control holds sends back (wait with [`wait`](Self::wait),
-    /// or arm with [`arm_space`](Self::arm_space)), `Ok(Some(seq))` once
+    /// or arm with [`arm`](Self::arm)), `Ok(Some(seq))` once
     /// sent, with the sequence number its response will carry.
     ///
     /// A `one_way` request carries [`FLAG_ONE_WAY`] and sequence number 0,
@@ -565,10 +565,12 @@ impl Engine {
                 Ok(()) => {
                     self.replies.pop_front();
                 }
-                // The server left (closing the ring, or hanging up with
-                // the ring full: nobody will make room): nobody to reply
-                // to; what it sent before leaving, the calls and what
-                // they held back, is still read.
+                // The connection is over (the server closed the ring, or
+                // it hung up, or the connection failed, with the ring
+                // full: nobody will make room): nobody to reply to. What
+                // the server sent before, the calls (their handler still
+                // runs, its replies dropped the same way) and what they
+                // held back, is still read.
                 Err(TrySendError::Closed) => {
                     self.replies.clear();
                     return Ok(());
@@ -769,19 +771,23 @@ impl Engine {
             return Err(Error::Interrupted);
         }
         // Replies to the server's calls that wait for room hold back the
-        // call at the front of the response channel, and everything
-        // behind it: only room for them moves a receive on. Waited for as
-        // room (a look at the responses would find the call at once, and
-        // spin without ever seeing the server leave). Still a reader's
-        // wait when the server leaves (below).
+        // call at the front of the response channel, and every response
+        // behind it: only room for them moves a receive of responses on.
+        // Waited for as room (a look at the responses would find the call
+        // at once, and spin without ever seeing the server leave), which
+        // flow control does not hold back (replies are not requests).
+        // Still a reader's wait when the server leaves (below). Events
+        // are not held: an event wait waits for an event or that room
+        // (`sleep`).
         let sender = which == Wait::Space;
-        let which = if !sender && self.calls_wait_for_room() {
+        let held_calls = which == Wait::Response && self.calls_wait_for_room();
+        let which = if held_calls {
             self.room_for_replies();
             Wait::Space
         } else {
             which
         };
-        let held = self.held();
+        let held = !held_calls && self.held();
         let fired = match self.sleep(which, deadline, held) {
             Ok(fired) => fired,
             Err(e) => return Err(self.fail(e)),
@@ -808,14 +814,17 @@ impl Engine {
     }
 
     /// [`wait`](Self::wait)'s sleep; `held`: flow control held sends back
-    /// before it (then only the level can release a `Space` wait).
-    /// Returns whether the stream socket fired.
+    /// before it (then only the level can release a `Space` wait; a wait
+    /// for room for replies is never held). Returns whether the stream
+    /// socket fired.
     fn sleep(&mut self, which: Wait, deadline: Option<Instant>, held: bool) -> Result<bool> {
         if self.side.is_libqb() {
             return self.sleep_libqb(which, deadline);
         }
         // Replies to the server's calls waiting for room: room ends this
         // wait too (the server may want a reply before it sends more).
+        // Meanwhile a call at the front of the response channel cannot be
+        // served: nothing to wake an event wait for.
         let replies_wait = which != Wait::Space && !self.replies.is_empty();
         if replies_wait {
             self.room_for_replies();
@@ -845,14 +854,14 @@ impl Engine {
             };
             let ready = match which {
                 Wait::Space => ringlink_ringbuf::wake::spin_until(spin, || {
-                    !flow.holds(flow::level(side, stream))
+                    (!held || !flow.holds(flow::level(side, stream)))
                         && side.request.room_for(space_for).unwrap_or(true)
                         && side.request.fd_room_for(*space_fds)
                 }),
                 Wait::Event | Wait::Response => {
                     // A call from the server at the front of the response
                     // channel must be served: no sleeping.
-                    if which == Wait::Event && call_at_front(side) {
+                    if which == Wait::Event && !replies_wait && call_at_front(side) {
                         return Ok(false);
                     }
                     let rx = if which == Wait::Event {
@@ -882,7 +891,7 @@ impl Engine {
             stream.flags_up();
             let armed = match which {
                 Wait::Space => side.request.prepare_sleep(),
-                Wait::Event => side.event.prepare_sleep() && arm_for_calls(side),
+                Wait::Event => side.event.prepare_sleep() && (replies_wait || arm_for_calls(side)),
                 Wait::Response => side.response.prepare_sleep(),
             } && (!replies_wait || side.request.prepare_sleep());
             // The level is read after raising the flag: the server lowers
@@ -894,6 +903,8 @@ impl Engine {
             // again rather than sleep on what they announced.
             let fetched = stream.fetched();
             if !armed || released || fetched {
+                // Not sleeping: no wake-up is wanted for what went up.
+                lower_flags(side, which, replies_wait);
                 return Ok(false);
             }
         } else {
@@ -907,7 +918,7 @@ impl Engine {
             // Calls from the server come on the response socket: watched
             // in an event wait while nothing else waits there (a call
             // behind an unread response waits for that response's reader).
-            let watch_calls = which == Wait::Event && {
+            let watch_calls = which == Wait::Event && !replies_wait && {
                 if call_at_front(side) {
                     return Ok(false);
                 }
@@ -940,17 +951,7 @@ impl Engine {
         drop(fds);
         // Awake: the flag comes down (the server swapped it already if it
         // woke us), so that no wake-up is sent that nobody waits for.
-        match which {
-            Wait::Space => side.request.lower_wake_flag(),
-            Wait::Event => {
-                side.event.lower_wake_flag();
-                side.response.lower_wake_flag();
-            }
-            Wait::Response => side.response.lower_wake_flag(),
-        }
-        if replies_wait {
-            side.request.lower_wake_flag();
-        }
+        lower_flags(side, which, replies_wait);
         polled?;
         Ok(fired)
     }
@@ -1095,32 +1096,35 @@ impl Engine {
 
     /// Before an async wait for `which` sleeps (the stream socket drained
     /// by the caller, [`drain_wakes`](Self::drain_wakes)): raises the
-    /// flags of what can end it, as [`sleep`](Self::sleep) does for the
-    /// blocking client's waits, which [`wait`](Self::wait) chooses the
-    /// same way.
+    /// flags of what can end it, chosen as [`wait`](Self::wait) and
+    /// [`sleep`](Self::sleep) choose them for the blocking client (the
+    /// flags stay up until the server wakes the waiter or the next wait).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn arm(&mut self, which: Wait) -> Armed {
         // The tail of our last request must go before its answer can come.
         let tail = self.side.request.has_tail();
-        // Replies that wait for room hold back the call at the front of
-        // the response channel, and all behind it: only room for them
-        // moves a receive on (a look at the responses would find the call
-        // at once, and spin).
-        if which != Wait::Space && self.calls_wait_for_room() {
-            self.room_for_replies();
+        self.stream.flags_up();
+        // A receive of responses held behind a call whose reply waits for
+        // room: a wait for that room alone (a look at the responses would
+        // find the call at once, and spin), which flow control does not
+        // hold back.
+        if which == Wait::Response && self.calls_wait_for_room() {
             return Armed {
-                sleep: self.arm_space(),
+                sleep: self.side.request.prepare_sleep(),
                 space: true,
             };
         }
-        // Replies waiting for room with nothing held behind them: room
-        // ends the wait too (the server may want a reply before it sends
-        // anything more).
+        // Replies waiting for room: room ends the wait too (the server may
+        // want a reply before it sends anything more), and a call at the
+        // front of the response channel cannot be served meanwhile: an
+        // event wait is not woken for calls then.
         let replies_wait = which != Wait::Space && !self.replies.is_empty();
         let sleep = match which {
             Wait::Space => self.arm_space(),
-            Wait::Event => self.arm_recv(true),
-            Wait::Response => self.arm_recv(false),
+            Wait::Event => {
+                self.side.event.prepare_sleep() && (replies_wait || arm_for_calls(&mut self.side))
+            }
+            Wait::Response => self.side.response.prepare_sleep(),
         } && (!replies_wait || self.side.request.prepare_sleep());
         Armed {
             sleep,
@@ -1128,12 +1132,11 @@ impl Engine {
         }
     }
 
-    /// Before sleeping until a send may go: raises the request ring's
-    /// waiting flag. `false` if there is no need to sleep (room appeared,
-    /// or flow control lifted).
+    /// [`arm`](Self::arm) for a send: raises the request ring's waiting
+    /// flag. `false` if there is no need to sleep (room appeared, or flow
+    /// control lifted).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     fn arm_space(&mut self) -> bool {
-        self.stream.flags_up();
         if !self.side.request.prepare_sleep() {
             return false;
         }
@@ -1143,16 +1146,6 @@ impl Engine {
         self.held()
             || !self.side.request.room_for(self.space_for).unwrap_or(true)
             || !self.side.request.fd_room_for(fds)
-    }
-
-    /// Before sleeping until a response (`event`: an event) may have
-    /// come: arms that channel's wake-up. `false` if one is already there.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    fn arm_recv(&mut self, event: bool) -> bool {
-        // An event wait is woken by a call from the server too (it comes
-        // on the response channel, and must be served).
-        self.stream.flags_up();
-        self.side.receiver(event).prepare_sleep() && (!event || arm_for_calls(&mut self.side))
     }
 
     /// How long a waiting call polls before it sleeps (zero over sockets:
@@ -1196,6 +1189,22 @@ impl Drop for Engine {
 
 fn io(e: nix::errno::Errno) -> Error {
     Error::Io(e.into())
+}
+
+/// Lowers the waiting flags a sleep for `which` raised (`replies_wait`:
+/// the request channel's too), once it is over.
+fn lower_flags(side: &mut ClientSide, which: Wait, replies_wait: bool) {
+    match which {
+        Wait::Space => side.request.lower_wake_flag(),
+        Wait::Event => {
+            side.event.lower_wake_flag();
+            side.response.lower_wake_flag();
+        }
+        Wait::Response => side.response.lower_wake_flag(),
+    }
+    if replies_wait {
+        side.request.lower_wake_flag();
+    }
 }
 
 /// Whether a call from the server is at the front of the response
