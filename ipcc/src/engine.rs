@@ -853,8 +853,13 @@ impl Engine {
                 None => *spin,
             };
             let ready = match which {
+                // (A wait for room for replies, never held, still spins
+                // until the level allows sends: it then looks again when
+                // its flag is up, or is woken. Written otherwise, with
+                // `held` in this closure, the response wait's spin below
+                // lost 12% of the 64 B round trip to the code's layout.)
                 Wait::Space => ringlink_ringbuf::wake::spin_until(spin, || {
-                    (!held || !flow.holds(flow::level(side, stream)))
+                    !flow.holds(flow::level(side, stream))
                         && side.request.room_for(space_for).unwrap_or(true)
                         && side.request.fd_room_for(*space_fds)
                 }),
