@@ -5,7 +5,9 @@
 //! the reply matched by number; a client without a handler answers
 //! "unknown id"; one that does not receive makes the call time out, and
 //! its late reply is dropped; one that leaves makes it `Disconnected`;
-//! a reply to a call never made is a violation.
+//! a reply to a call never made is a violation; a reply that waits for
+//! room in the request channel leaves its client's receive asleep, and
+//! goes once the server reads on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -195,6 +197,131 @@ ringlink_tests::transport_test! {
             .send_recv(id::CALL_INLINE, b"x", &mut buf, Some(PROMPT))
             .expect("answered");
         assert_eq!(&buf[..m.len], b"Deadlock");
+        server.shutdown();
+    }
+}
+
+ringlink_tests::transport_test! {
+    /// A call whose reply waits for room in the request channel, over
+    /// each transport: the server holds the client's requests (its two
+    /// workers wait at the gate and the pool's queue is full, so the
+    /// connection is held and the server stops reading it once its stash
+    /// is full), the client fills its request channel, and the server
+    /// calls it with a short timeout. The client serves the call; its
+    /// reply waits, and its receive (of responses, then of events) sleeps
+    /// meanwhile, on the request channel's room too, instead of spinning.
+    /// Once the gate opens and the server reads on, the late reply goes
+    /// (the server drops it: its call timed out), and the next call is
+    /// answered, its reply sent after the first one.
+    fn a_reply_that_waits_for_room_sleeps_then_goes() {
+        const HOLD: Duration = Duration::from_millis(1500);
+        let addr = unique_addr("reply-room");
+        let mut server = ServerProc::spawn(SERVER, &addr, &["--log-faults"]);
+        let mut slow_started = 0;
+        for events in [false, true] {
+            assert_eq!(server.command("gate close"), "ok");
+            let mut c = ready(&addr);
+            reversing(&mut c);
+            let cid = c.id();
+            // Two run and wait at the gate, two wait in the pool's queue,
+            // the fifth holds the connection.
+            for i in 0..5u32 {
+                c.send_timeout(id::SLOW, &i.to_le_bytes(), Some(PROMPT))
+                    .expect("slow request");
+            }
+            slow_started += 2;
+            let deadline = std::time::Instant::now() + PROMPT;
+            while server.stats().u("slow_started") < slow_started {
+                assert!(std::time::Instant::now() < deadline, "the workers did not start");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Full to the last byte (smaller and smaller one-way requests,
+            // which get no response), past the server's stash.
+            let mut filled = 0;
+            for size in [4096usize, 1024, 64, 0] {
+                let body = vec![0u8; size];
+                let deadline = std::time::Instant::now() + PROMPT;
+                loop {
+                    match c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)) {
+                        Ok(()) => filled += 1,
+                        Err(Error::TimedOut | Error::WouldBlock) => {
+                            // The server may still be taking the first
+                            // ones into its stash: full once it stays so.
+                            std::thread::sleep(Duration::from_millis(20));
+                            if c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)).is_err() {
+                                break;
+                            }
+                            filled += 1;
+                        }
+                        Err(e) => panic!("filling: {e:?}"),
+                    }
+                    assert!(std::time::Instant::now() < deadline, "never full");
+                }
+            }
+            assert!(filled > 64, "only {filled} requests fit");
+            // Receives in a thread of its own, counting its CPU time;
+            // responses (the slow ones, once the gate opens) are taken,
+            // between event waits too (a call behind an unread response
+            // waits for that response's reader).
+            let stop = Arc::new(AtomicBool::new(false));
+            let s = stop.clone();
+            let receiver = std::thread::spawn(move || {
+                let tid = ringlink_tests::procfs::gettid();
+                let ticks = || {
+                    ringlink_tests::procfs::thread_cpu_ticks(
+                        ringlink_tests::procfs::Proc::Current,
+                        tid,
+                    )
+                    .expect("own stat")
+                };
+                let mut buf = [0u8; 64];
+                let start = ticks();
+                while !s.load(Ordering::Relaxed) {
+                    if events {
+                        loop {
+                            match c.recv(&mut buf, Some(Duration::ZERO)) {
+                                Ok(m) if m.id == id::SLOW => {}
+                                Err(Error::TimedOut) => break,
+                                other => panic!("the receiving client got {other:?}"),
+                            }
+                        }
+                    }
+                    let r = if events {
+                        c.event_recv(&mut buf, Some(Duration::from_millis(20)))
+                    } else {
+                        c.recv(&mut buf, Some(Duration::from_millis(20)))
+                    };
+                    match r {
+                        Err(Error::TimedOut) => {}
+                        Ok(m) if !events && m.id == id::SLOW => {}
+                        other => panic!("the receiving client got {other:?}"),
+                    }
+                }
+                (c, ticks() - start)
+            });
+            // The reply cannot go: the call times out.
+            assert_eq!(
+                server.command(&format!("call {cid} 42 first {}", HOLD.as_millis())),
+                "error TimedOut",
+                "events={events}"
+            );
+            assert_eq!(server.command("gate open"), "ok");
+            // The late reply goes once the server reads on, then this one.
+            assert_eq!(
+                server.command(&format!("call {cid} 43 second 60000")),
+                "reply id=43 error=0 payload=dnoces",
+                "events={events}"
+            );
+            stop.store(true, Ordering::Relaxed);
+            let (mut c, ticks) = receiver.join().expect("receiver");
+            assert_eq!(c.stats(false).calls, 2, "events={events}");
+            // A receive that spun would take the whole hold: 150 ticks of
+            // 10 ms.
+            assert!(
+                ticks < 40,
+                "events={events}: the receive spun: {ticks} ticks of CPU over {HOLD:?}"
+            );
+        }
         server.shutdown();
     }
 }
