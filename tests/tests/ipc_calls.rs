@@ -15,9 +15,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ringlink_common::wire::{MsgHeader, FLAG_REPLY};
-use ringlink_ipcc::{Client, Error};
+use ringlink_ipcc::{Client, Error, Message};
 use ringlink_tests::attack::RawClient;
 use ringlink_tests::ipc::id;
+use ringlink_tests::procfs;
 use ringlink_tests::procs::{connect, unique_addr, ServerProc};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test_server");
@@ -29,27 +30,47 @@ const PROMPT: Duration = Duration::from_secs(60);
 /// until stopped, serving calls meanwhile.
 struct Receiving {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Client>>,
+    thread: Option<JoinHandle<(Client, u64)>>,
 }
 
 impl Receiving {
-    fn start(mut c: Client, events: bool) -> Receiving {
+    fn start(c: Client, events: bool) -> Receiving {
+        Receiving::taking(c, events, None)
+    }
+
+    /// As [`start`](Self::start), and taking the responses of message id
+    /// `take` (between event waits too: a call behind an unread response
+    /// waits for that response's reader).
+    fn taking(mut c: Client, events: bool, take: Option<i32>) -> Receiving {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
+            let tid = procfs::gettid();
+            let ticks = || procfs::thread_cpu_ticks(procfs::Proc::Current, tid).expect("own stat");
+            let start = ticks();
             let mut buf = [0u8; 256];
+            let taken = |r: &Result<Message, Error>| matches!(r, Ok(m) if Some(m.id) == take);
             while !s.load(Ordering::Relaxed) {
+                if events && take.is_some() {
+                    loop {
+                        let r = c.recv(&mut buf, Some(Duration::ZERO));
+                        if matches!(r, Err(Error::TimedOut)) {
+                            break;
+                        }
+                        assert!(taken(&r), "the receiving client got {r:?}");
+                    }
+                }
                 let r = if events {
                     c.event_recv(&mut buf, Some(Duration::from_millis(20)))
                 } else {
                     c.recv(&mut buf, Some(Duration::from_millis(20)))
                 };
-                match r {
-                    Err(Error::TimedOut) => {}
-                    other => panic!("the receiving client got {other:?}"),
-                }
+                assert!(
+                    matches!(r, Err(Error::TimedOut)) || taken(&r),
+                    "the receiving client got {r:?}"
+                );
             }
-            c
+            (c, ticks() - start)
         });
         Receiving {
             stop,
@@ -57,7 +78,13 @@ impl Receiving {
         }
     }
 
-    fn stop(mut self) -> Client {
+    fn stop(self) -> Client {
+        self.stop_counting().0
+    }
+
+    /// Stops it: the client, and the receiving thread's CPU time, in
+    /// ticks of 10 ms.
+    fn stop_counting(mut self) -> (Client, u64) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
@@ -240,65 +267,30 @@ ringlink_tests::transport_test! {
             let mut filled = 0;
             for size in [4096usize, 1024, 64, 0] {
                 let body = vec![0u8; size];
+                let mut send = || match c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)) {
+                    Ok(()) => true,
+                    Err(Error::TimedOut | Error::WouldBlock) => false,
+                    Err(e) => panic!("filling: {e:?}"),
+                };
                 let deadline = std::time::Instant::now() + PROMPT;
                 loop {
-                    match c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)) {
-                        Ok(()) => filled += 1,
-                        Err(Error::TimedOut | Error::WouldBlock) => {
-                            // The server may still be taking the first
-                            // ones into its stash: full once it stays so.
-                            std::thread::sleep(Duration::from_millis(20));
-                            if c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)).is_err() {
-                                break;
-                            }
-                            filled += 1;
-                        }
-                        Err(e) => panic!("filling: {e:?}"),
-                    }
                     assert!(std::time::Instant::now() < deadline, "never full");
+                    if send() {
+                        filled += 1;
+                        continue;
+                    }
+                    // The server may still be taking the first ones into
+                    // its stash: full once it stays so.
+                    std::thread::sleep(Duration::from_millis(20));
+                    if !send() {
+                        break;
+                    }
+                    filled += 1;
                 }
             }
             assert!(filled > 64, "only {filled} requests fit");
-            // Receives in a thread of its own, counting its CPU time;
-            // responses (the slow ones, once the gate opens) are taken,
-            // between event waits too (a call behind an unread response
-            // waits for that response's reader).
-            let stop = Arc::new(AtomicBool::new(false));
-            let s = stop.clone();
-            let receiver = std::thread::spawn(move || {
-                let tid = ringlink_tests::procfs::gettid();
-                let ticks = || {
-                    ringlink_tests::procfs::thread_cpu_ticks(
-                        ringlink_tests::procfs::Proc::Current,
-                        tid,
-                    )
-                    .expect("own stat")
-                };
-                let mut buf = [0u8; 64];
-                let start = ticks();
-                while !s.load(Ordering::Relaxed) {
-                    if events {
-                        loop {
-                            match c.recv(&mut buf, Some(Duration::ZERO)) {
-                                Ok(m) if m.id == id::SLOW => {}
-                                Err(Error::TimedOut) => break,
-                                other => panic!("the receiving client got {other:?}"),
-                            }
-                        }
-                    }
-                    let r = if events {
-                        c.event_recv(&mut buf, Some(Duration::from_millis(20)))
-                    } else {
-                        c.recv(&mut buf, Some(Duration::from_millis(20)))
-                    };
-                    match r {
-                        Err(Error::TimedOut) => {}
-                        Ok(m) if !events && m.id == id::SLOW => {}
-                        other => panic!("the receiving client got {other:?}"),
-                    }
-                }
-                (c, ticks() - start)
-            });
+            // The slow requests' responses, once the gate opens, are taken.
+            let r = Receiving::taking(c, events, Some(id::SLOW));
             // The reply cannot go: the call times out.
             assert_eq!(
                 server.command(&format!("call {cid} 42 first {}", HOLD.as_millis())),
@@ -312,8 +304,7 @@ ringlink_tests::transport_test! {
                 "reply id=43 error=0 payload=dnoces",
                 "events={events}"
             );
-            stop.store(true, Ordering::Relaxed);
-            let (mut c, ticks) = receiver.join().expect("receiver");
+            let (mut c, ticks) = r.stop_counting();
             assert_eq!(c.stats(false).calls, 2, "events={events}");
             // A receive that spun would take the whole hold: 150 ticks of
             // 10 ms.
