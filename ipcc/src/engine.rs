@@ -894,11 +894,7 @@ impl Engine {
                 stream.read();
             }
             stream.flags_up();
-            let armed = match which {
-                Wait::Space => side.request.prepare_sleep(),
-                Wait::Event => side.event.prepare_sleep() && (replies_wait || arm_for_calls(side)),
-                Wait::Response => side.response.prepare_sleep(),
-            } && (!replies_wait || side.request.prepare_sleep());
+            let armed = raise_flags(side, which, replies_wait);
             // The level is read after raising the flag: the server lowers
             // it, then wakes flagged waiters, so either we see the new
             // level here or we are woken.
@@ -1115,22 +1111,16 @@ impl Engine {
         // hold back.
         if which == Wait::Response && self.calls_wait_for_room() {
             return Armed {
-                sleep: self.side.request.prepare_sleep(),
+                sleep: raise_flags(&mut self.side, Wait::Space, false),
                 space: true,
             };
         }
-        // Replies waiting for room: room ends the wait too (the server may
-        // want a reply before it sends anything more), and a call at the
-        // front of the response channel cannot be served meanwhile: an
-        // event wait is not woken for calls then.
+        // Replies waiting for room: room ends the wait too (as in `sleep`).
         let replies_wait = which != Wait::Space && !self.replies.is_empty();
         let sleep = match which {
             Wait::Space => self.arm_space(),
-            Wait::Event => {
-                self.side.event.prepare_sleep() && (replies_wait || arm_for_calls(&mut self.side))
-            }
-            Wait::Response => self.side.response.prepare_sleep(),
-        } && (!replies_wait || self.side.request.prepare_sleep());
+            _ => raise_flags(&mut self.side, which, replies_wait),
+        };
         Armed {
             sleep,
             space: which == Wait::Space || replies_wait || tail,
@@ -1194,6 +1184,20 @@ impl Drop for Engine {
 
 fn io(e: nix::errno::Errno) -> Error {
     Error::Io(e.into())
+}
+
+/// Raises the rings' waiting flags of a wait for `which` (`replies_wait`:
+/// the request ring's too, for room for the replies waiting; a call at
+/// the front of the response channel, which cannot be served meanwhile,
+/// does not stop an event wait then): whether it may sleep, nothing
+/// having come since the last look. [`lower_flags`] undoes it.
+fn raise_flags(side: &mut ClientSide, which: Wait, replies_wait: bool) -> bool {
+    let armed = match which {
+        Wait::Space => side.request.prepare_sleep(),
+        Wait::Event => side.event.prepare_sleep() && (replies_wait || arm_for_calls(side)),
+        Wait::Response => side.response.prepare_sleep(),
+    };
+    armed && (!replies_wait || side.request.prepare_sleep())
 }
 
 /// Lowers the waiting flags a sleep for `which` raised (`replies_wait`:
