@@ -634,6 +634,22 @@ impl AsyncClient {
         .await
     }
 
+    /// Receives the next event into `event`, reusing its payload's
+    /// allocation: once it has grown to the largest event, no allocation
+    /// per event (as [`send_recv_into`](Self::send_recv_into) for
+    /// responses). Its fds, if any, replace those it held.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv); `event` is then left as it was.
+    pub async fn event_recv_into(&self, event: &mut Reply) -> Result<()> {
+        self.wait_for(Wait::Event, |st| {
+            let m = st.engine.try_recv(true, &mut st.scratch)?;
+            Ok(m.map(|m| event.refill(m, &st.scratch, &mut st.engine)))
+        })
+        .await
+    }
+
     /// The events, as a stream that ends when the connection does.
     ///
     /// # Examples

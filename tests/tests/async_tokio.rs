@@ -171,6 +171,37 @@ fn send_recv_into_reuses_the_callers_reply() {
 }
 
 ringlink_tests::transport_test! {
+fn event_recv_into_reuses_the_callers_event() {
+    let server = ServerProc::spawn(SERVER, &unique_addr("async-event-into"), &[]);
+    runtime().block_on(async move {
+        let c = connect(&server).await;
+        let mut event = ringlink_ipcc::Reply::default();
+        event.payload.reserve(64);
+        let buffer = event.payload.as_ptr();
+        for i in 0..500u32 {
+            let p = format!("{i:>8}");
+            c.send(id::EVENT_ONLY, p.as_bytes()).await.expect("send");
+            within("event", c.event_recv_into(&mut event)).await.expect("event");
+            assert_eq!((event.id, event.error, event.payload.as_slice()), (id::EVENT_ONLY, 0, p.as_bytes()));
+            assert!(event.fds.is_empty());
+            // The same allocation, refilled: nothing allocated per event.
+            assert_eq!(event.payload.as_ptr(), buffer, "event {i} reallocated");
+        }
+        // A longer one grows it; the error ends the call and leaves the
+        // event as it was.
+        let long = vec![7u8; 1000];
+        c.send(id::EVENT_ONLY, &long).await.expect("send");
+        within("long event", c.event_recv_into(&mut event)).await.expect("event");
+        assert_eq!(event.payload, long);
+        let _ = server.kill();
+        let gone = within("after the server", c.event_recv_into(&mut event)).await;
+        assert!(matches!(gone, Err(Error::Disconnected)), "{gone:?}");
+        assert_eq!(event.payload, long, "a failed call changed the event");
+    });
+}
+}
+
+ringlink_tests::transport_test! {
 /// The client's state lock is biased to the thread that keeps calling
 /// (`ringbuf::bias`). One thread, with a runtime of its own, calls
 /// without pause and earns the bias; tasks on four other threads then
