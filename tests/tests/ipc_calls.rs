@@ -7,17 +7,18 @@
 //! its late reply is dropped; one that leaves makes it `Disconnected`;
 //! a reply to a call never made is a violation; a reply that waits for
 //! room in the request channel leaves its client's receive asleep, and
-//! goes once the server reads on.
+//! goes once the server reads on, and a second call made meanwhile waits
+//! behind it and is answered after it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringlink_common::wire::{MsgHeader, FLAG_REPLY};
 use ringlink_ipcc::{Client, Error, Message};
 use ringlink_tests::attack::RawClient;
-use ringlink_tests::ipc::id;
+use ringlink_tests::ipc::{id, Kv};
 use ringlink_tests::procfs;
 use ringlink_tests::procs::{connect, unique_addr, ServerProc};
 
@@ -102,6 +103,77 @@ fn ready(addr: &ringlink_ipcs::ServiceAddr) -> Client {
     c.send_recv(id::ECHO, b"up", &mut buf, Some(PROMPT))
         .expect("echo");
     c
+}
+
+/// Holds `c`'s connection and fills its request channel: with the gate
+/// closed, two `id::SLOW` requests run and wait at it, two wait in the
+/// pool's queue, and the fifth holds the connection (`slow_started`: how
+/// many the server started before, counted on); then one-way requests,
+/// smaller and smaller (they get no response), fill the channel to the
+/// last byte, past the server's stash. The gate stays closed.
+fn hold_and_fill(server: &mut ServerProc, c: &mut Client, slow_started: &mut u64) {
+    assert_eq!(server.command("gate close"), "ok");
+    for i in 0..5u32 {
+        c.send_timeout(id::SLOW, &i.to_le_bytes(), Some(PROMPT))
+            .expect("slow request");
+    }
+    *slow_started += 2;
+    let deadline = Instant::now() + PROMPT;
+    while server.stats().u("slow_started") < *slow_started {
+        assert!(Instant::now() < deadline, "the workers did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut filled = 0;
+    for size in [4096usize, 1024, 64, 0] {
+        let body = vec![0u8; size];
+        let mut send = || match c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)) {
+            Ok(()) => true,
+            Err(Error::TimedOut | Error::WouldBlock) => false,
+            Err(e) => panic!("filling: {e:?}"),
+        };
+        let deadline = Instant::now() + PROMPT;
+        loop {
+            assert!(Instant::now() < deadline, "never full");
+            if send() {
+                filled += 1;
+                continue;
+            }
+            // The server may still be taking the first ones into its
+            // stash: full once it stays so.
+            std::thread::sleep(Duration::from_millis(20));
+            if !send() {
+                break;
+            }
+            filled += 1;
+        }
+    }
+    assert!(filled > 64, "only {filled} requests fit");
+}
+
+/// The number of the call a `call-start` command started.
+fn started(server: &mut ServerProc, cmd: &str) -> u64 {
+    let answer = server.command(cmd);
+    match answer.strip_prefix("ok ").map(str::parse) {
+        Some(Ok(n)) => n,
+        _ => server.fail(&format!("`{cmd}` answered `{answer}`")),
+    }
+}
+
+/// The bytes the server sent connection `cid` (calls included).
+fn bytes_sent(server: &mut ServerProc, cid: u64) -> u64 {
+    let l = server.command(&format!("cstats {cid}"));
+    let kv = Kv::parse(l.strip_prefix("cstats ").unwrap_or_default());
+    assert_eq!(kv.u("found"), 1, "{l}");
+    kv.u("bytes_sent")
+}
+
+/// Polls `cond` every 5 ms until it holds (a hang: [`PROMPT`]).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PROMPT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn reversing(c: &mut Client) {
@@ -246,49 +318,10 @@ ringlink_tests::transport_test! {
         let mut server = ServerProc::spawn(SERVER, &addr, &["--log-faults"]);
         let mut slow_started = 0;
         for events in [false, true] {
-            assert_eq!(server.command("gate close"), "ok");
             let mut c = ready(&addr);
             reversing(&mut c);
             let cid = c.id();
-            // Two run and wait at the gate, two wait in the pool's queue,
-            // the fifth holds the connection.
-            for i in 0..5u32 {
-                c.send_timeout(id::SLOW, &i.to_le_bytes(), Some(PROMPT))
-                    .expect("slow request");
-            }
-            slow_started += 2;
-            let deadline = std::time::Instant::now() + PROMPT;
-            while server.stats().u("slow_started") < slow_started {
-                assert!(std::time::Instant::now() < deadline, "the workers did not start");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            // Full to the last byte (smaller and smaller one-way requests,
-            // which get no response), past the server's stash.
-            let mut filled = 0;
-            for size in [4096usize, 1024, 64, 0] {
-                let body = vec![0u8; size];
-                let mut send = || match c.send_oneway(id::ECHO, &body, Some(Duration::ZERO)) {
-                    Ok(()) => true,
-                    Err(Error::TimedOut | Error::WouldBlock) => false,
-                    Err(e) => panic!("filling: {e:?}"),
-                };
-                let deadline = std::time::Instant::now() + PROMPT;
-                loop {
-                    assert!(std::time::Instant::now() < deadline, "never full");
-                    if send() {
-                        filled += 1;
-                        continue;
-                    }
-                    // The server may still be taking the first ones into
-                    // its stash: full once it stays so.
-                    std::thread::sleep(Duration::from_millis(20));
-                    if !send() {
-                        break;
-                    }
-                    filled += 1;
-                }
-            }
-            assert!(filled > 64, "only {filled} requests fit");
+            hold_and_fill(&mut server, &mut c, &mut slow_started);
             // The slow requests' responses, once the gate opens, are taken.
             let r = Receiving::taking(c, events, Some(id::SLOW));
             // The reply cannot go: the call times out.
@@ -313,6 +346,85 @@ ringlink_tests::transport_test! {
                 "events={events}: the receive spun: {ticks} ticks of CPU over {HOLD:?}"
             );
         }
+        server.shutdown();
+    }
+}
+
+ringlink_tests::transport_test! {
+    /// Two calls held at once, over each transport: the connection held
+    /// and the request channel full (as in the test above), the server
+    /// makes a call from a thread of its own, and the client serves it; its
+    /// reply waits for room. A second call, from another thread, then waits
+    /// at the front of the response channel: the client cannot serve it
+    /// before the first reply has gone, and its receive (of responses, then
+    /// of events) sleeps meanwhile. Once the gate opens and the server
+    /// reads on, the first reply goes and its call returns it, then the
+    /// second call is served and answered.
+    fn two_calls_held_at_once_are_answered_in_order() {
+        const HOLD: Duration = Duration::from_millis(1500);
+        let addr = unique_addr("calls-held");
+        let mut server = ServerProc::spawn(SERVER, &addr, &["--log-faults"]);
+        let mut slow_started = 0;
+        for events in [false, true] {
+            let mut c = ready(&addr);
+            // Reversing, and saying what it served, in order.
+            let served = Arc::new(Mutex::new(Vec::<String>::new()));
+            let log = served.clone();
+            c.set_call_handler(move |call| {
+                let mut p = call.payload.to_vec();
+                log.lock()
+                    .expect("log")
+                    .push(String::from_utf8_lossy(&p).into_owned());
+                p.reverse();
+                (0, p)
+            });
+            let served = move || served.lock().expect("log").clone();
+            let cid = c.id();
+            hold_and_fill(&mut server, &mut c, &mut slow_started);
+            // The slow requests' responses, once the gate opens, are taken.
+            let r = Receiving::taking(c, events, Some(id::SLOW));
+            // Long timeouts: both calls wait out the hold.
+            let first = started(&mut server, &format!("call-start {cid} 42 first 60000"));
+            wait_until("the first call served", || served() == ["first"]);
+            // The first call's reply waits for room: the second call stays
+            // in the response channel (it went: the server sent its bytes).
+            let before = bytes_sent(&mut server, cid);
+            let second = started(&mut server, &format!("call-start {cid} 43 second 60000"));
+            wait_until("the second call sent", || bytes_sent(&mut server, cid) > before);
+            std::thread::sleep(HOLD);
+            assert_eq!(served(), ["first"], "events={events}: served behind a waiting reply");
+            assert_eq!(server.command("gate open"), "ok");
+            assert_eq!(
+                server.command(&format!("call-wait {first}")),
+                "reply id=42 error=0 payload=tsrif",
+                "events={events}"
+            );
+            assert_eq!(
+                server.command(&format!("call-wait {second}")),
+                "reply id=43 error=0 payload=dnoces",
+                "events={events}"
+            );
+            assert_eq!(served(), ["first", "second"], "events={events}");
+            let (mut c, ticks) = r.stop_counting();
+            assert_eq!(c.stats(false).calls, 2, "events={events}");
+            // A receive that spun would take the whole hold: 150 ticks of
+            // 10 ms.
+            assert!(
+                ticks < 40,
+                "events={events}: the receive spun: {ticks} ticks of CPU over {HOLD:?}"
+            );
+            // The connection goes on: a call answered at once (the slow
+            // responses not yet taken still are).
+            let r = Receiving::taking(c, events, Some(id::SLOW));
+            assert_eq!(
+                server.command(&format!("call {cid} 44 third 60000")),
+                "reply id=44 error=0 payload=driht",
+                "events={events}"
+            );
+            let mut c = r.stop();
+            assert_eq!(c.stats(false).calls, 3, "events={events}");
+        }
+        assert!(server.faults().is_empty());
         server.shutdown();
     }
 }

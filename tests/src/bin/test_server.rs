@@ -67,6 +67,13 @@
 //! - `call CONN ID PAYLOAD MS`: `Connection::call` of connection CONN
 //!   with message id ID and PAYLOAD, waiting up to MS milliseconds, from
 //!   this thread; answers `reply id=I error=E payload=P` or `error KIND`;
+//! - `call-start CONN ID PAYLOAD MS`: the same call, made from a thread of
+//!   its own, so that several can wait at once; answers `ok N` at once
+//!   (N numbers the calls started, from 1), or `error ...` if there is no
+//!   such connection;
+//! - `call-wait N`: waits for call N (started by `call-start`) to return,
+//!   and answers as `call` would have (`error no-such-call` for a call
+//!   never started or already waited for);
 //! - `gate open|close`: opens or closes the gate `id::SLOW` requests
 //!   wait at on the worker pool; answers `ok`;
 //! - `rate off|off2|normal|fast|slow`: `ControlHandle::set_rate_limit` from
@@ -943,6 +950,38 @@ fn conn_stats(handle: &ControlHandle, id: u64, clear: bool) -> String {
     )
 }
 
+/// The connection, message id and timeout of a `call` or `call-start`
+/// command, or its answer (`error ...`).
+fn call_of(
+    handle: &ControlHandle,
+    conn: &str,
+    id: &str,
+    ms: &str,
+) -> Result<(Connection, i32, Duration), String> {
+    match (conn.parse::<u64>(), id.parse::<i32>(), ms.parse::<u64>()) {
+        (Ok(conn), Ok(id), Ok(ms)) => {
+            match handle.connections().into_iter().find(|c| c.id() == conn) {
+                None => Err("error no-such-connection".to_owned()),
+                Some(c) => Ok((c, id, Duration::from_millis(ms))),
+            }
+        }
+        _ => Err(format!("error bad call {conn} {id} {ms}")),
+    }
+}
+
+/// `Connection::call`, answered as the `call` command answers.
+fn call(c: &Connection, id: i32, payload: &[u8], timeout: Duration) -> String {
+    match c.call(id, payload, timeout) {
+        Ok(r) => format!(
+            "reply id={} error={} payload={}",
+            r.id,
+            r.error,
+            String::from_utf8_lossy(&r.payload)
+        ),
+        Err(e) => format!("error {}", ipc::error_kind(&e)),
+    }
+}
+
 /// Answers the test's commands until `shutdown` or end of stream.
 fn control(
     mut lines: Lines,
@@ -952,6 +991,9 @@ fn control(
     link: Arc<LoopLink>,
     gate: Arc<Gate>,
 ) {
+    // The calls `call-start` started, by number, until `call-wait`.
+    let mut calls: HashMap<u64, std::thread::JoinHandle<String>> = HashMap::new();
+    let mut next_call = 0u64;
     loop {
         let cmd = match lines.recv(None) {
             Ok(Some(c)) => c,
@@ -962,27 +1004,28 @@ fn control(
         };
         let words: Vec<&str> = cmd.split_whitespace().collect();
         let answer = match (cmd.as_str(), words.as_slice()) {
-            (_, ["call", conn, id, payload, ms]) => {
-                match (conn.parse::<u64>(), id.parse::<i32>(), ms.parse::<u64>()) {
-                    (Ok(conn), Ok(id), Ok(ms)) => {
-                        match handle.connections().into_iter().find(|c| c.id() == conn) {
-                            None => "error no-such-connection".to_owned(),
-                            Some(c) => {
-                                match c.call(id, payload.as_bytes(), Duration::from_millis(ms)) {
-                                    Ok(r) => format!(
-                                        "reply id={} error={} payload={}",
-                                        r.id,
-                                        r.error,
-                                        String::from_utf8_lossy(&r.payload)
-                                    ),
-                                    Err(e) => format!("error {}", ipc::error_kind(&e)),
-                                }
-                            }
-                        }
-                    }
-                    _ => format!("error bad call {cmd:?}"),
+            (_, ["call", conn, id, payload, ms]) => match call_of(&handle, conn, id, ms) {
+                Ok((c, id, ms)) => call(&c, id, payload.as_bytes(), ms),
+                Err(e) => e,
+            },
+            (_, ["call-start", conn, id, payload, ms]) => match call_of(&handle, conn, id, ms) {
+                Ok((c, id, ms)) => {
+                    let payload = payload.as_bytes().to_vec();
+                    next_call += 1;
+                    calls.insert(
+                        next_call,
+                        std::thread::spawn(move || call(&c, id, &payload, ms)),
+                    );
+                    format!("ok {next_call}")
                 }
-            }
+                Err(e) => e,
+            },
+            (_, ["call-wait", n]) => match n.parse::<u64>().ok().and_then(|n| calls.remove(&n)) {
+                Some(t) => t
+                    .join()
+                    .unwrap_or_else(|_| "error the call's thread panicked".to_owned()),
+                None => "error no-such-call".to_owned(),
+            },
             (_, ["gate", state @ ("open" | "close")]) => {
                 gate.set(*state == "open");
                 "ok".to_owned()
