@@ -12,8 +12,8 @@
 //!   client's reading, overlapped.
 //!
 //! The two threads are pinned to two different CPUs when there are two
-//! (`RINGLINK_BENCH_PIN=0` turns that off). `ipc-bench` measures requests
-//! (round trips and one-way); this is the other direction.
+//! (`RINGLINK_BENCH_PIN=0` turns that off). `ipc-bench --modes events`
+//! measures the same direction between processes, against sockets.
 
 use std::time::{Duration, Instant};
 

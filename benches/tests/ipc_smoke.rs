@@ -343,6 +343,58 @@ fn the_async_client_beside_the_blocking_one() {
     }
 }
 
+/// `--modes events`: server-to-client event throughput, over every
+/// transport that measures it (not `shm-zc`, whose client would read
+/// events as `shm` does), sizes of one event a burst and of many, with
+/// round trips in the same run; and its table.
+#[test]
+fn events_beside_requests() {
+    let args = [
+        "--quick",
+        "--async",
+        "--zero-copy",
+        "--transports",
+        "shm,shm-zc,shm-async,shm-nospin,socket,uds-baseline",
+        "--modes",
+        "rtt,events",
+        "--sizes",
+        "64,64K",
+        "--no-floors",
+        "--json",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    let rows = parse_lines(&stdout);
+    for t in ["shm", "shm-async", "shm-nospin", "socket", "uds-baseline"] {
+        for size in [64, 65536] {
+            check_row(&rows, t, "events", size);
+            check_row(&rows, t, "rtt", size);
+        }
+    }
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["transport"] == "shm-zc" && r["mode"] == "events"),
+        "shm-zc measured events: {stdout}"
+    );
+    assert!(!rows.iter().any(|r| r["mode"] == "oneway"), "{stdout}");
+
+    let args = [
+        "--quick",
+        "--transports",
+        "shm,uds-baseline",
+        "--modes",
+        "events",
+        "--sizes",
+        "1K",
+        "--no-floors",
+    ];
+    let stdout = stdout_of(&run(&args), &args);
+    for part in ["Event throughput", "shm/uds", "1 KiB", "events |"] {
+        assert!(stdout.contains(part), "no {part:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("One-way throughput"), "{stdout}");
+}
+
 #[test]
 fn typed_round_trips_beside_the_raw_ones() {
     let args = [

@@ -51,7 +51,8 @@ struct Args {
     )]
     transports: Vec<Transport>,
 
-    /// What to measure: rtt (round trips), oneway (throughput)
+    /// What to measure: rtt (round trips), oneway (throughput), events
+    /// (server-to-client event throughput; not by default)
     #[arg(long, value_delimiter = ',', default_value = "rtt,oneway")]
     modes: Vec<Mode>,
 

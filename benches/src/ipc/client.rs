@@ -15,11 +15,13 @@ use super::session::{Counts, Session, Until};
 use super::{instant_at, mono_ns, Mode};
 use crate::hist::Histogram;
 
-/// One connection and the stamp its next request carries.
+/// One connection, the stamp its next request carries, and the number of
+/// its next event.
 #[derive(Debug)]
 struct Slot {
     link: AnyLink,
     next: u64,
+    event: u64,
 }
 
 /// Entry point of `ipc-bench --client CONFIG` (`CONFIG`: a
@@ -69,7 +71,11 @@ pub fn serve_commands(mut input: impl BufRead, mut output: impl io::Write) -> io
                 let timeout = Duration::from_millis(timeout_ms);
                 match AnyLink::connect(transport, &name, max_message, spin, timeout) {
                     Ok(link) => {
-                        slots[slot] = Some(Slot { link, next: 0 });
+                        slots[slot] = Some(Slot {
+                            link,
+                            next: 0,
+                            event: 0,
+                        });
                         Reply::Ok
                     }
                     Err(e) => Reply::Failed(format!("cannot connect: {e}")),
@@ -107,7 +113,8 @@ fn until(b: Budget) -> Until {
 
 /// Waits for the go signal, then runs one measurement.
 fn run(slot: &mut Slot, spec: &RunSpec) -> io::Result<RunReport> {
-    let mut session = Session::new(spec.size, slot.next, spec.ack_every);
+    let mut session =
+        Session::new(spec.size, slot.next, spec.ack_every).with_next_event(slot.event);
     let (warm, measure) = (until(spec.warm), until(spec.measure));
     let now = mono_ns();
     if now < spec.start_ns {
@@ -138,12 +145,17 @@ fn run(slot: &mut Slot, spec: &RunSpec) -> io::Result<RunReport> {
             session.run_rtt_zero_copy(l, warm, measure, Some(&mut hist))
         }
         (AnyLink::ZeroCopy(l), Mode::OneWay) => session.run_oneway(l, warm, measure),
-        (AnyLink::Typed(_), Mode::OneWay) => Err(io::Error::new(
+        (AnyLink::Ring(l), Mode::Events) => session.run_events(l, warm, measure),
+        (AnyLink::Uds(l), Mode::Events) => session.run_events(l, warm, measure),
+        (AnyLink::Async(l), Mode::Events) => session.run_events(l, warm, measure),
+        (AnyLink::ZeroCopy(l), Mode::Events) => session.run_events(l, warm, measure),
+        (AnyLink::Typed(_), Mode::OneWay | Mode::Events) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "shm-typed measures round trips only",
         )),
     };
     slot.next = session.next_stamp();
+    slot.event = session.next_event();
     let counts: Counts = result?;
     // Instants back to CLOCK_MONOTONIC: the coordinator compares the
     // windows of all clients.

@@ -35,6 +35,14 @@ pub trait Link {
     ///
     /// As [`send`](Self::send) and [`recv`](Self::recv).
     fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)>;
+
+    /// Receives the next event into `buf`; returns its message id and
+    /// length.
+    ///
+    /// # Errors
+    ///
+    /// A transport error or a stall.
+    fn event_recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)>;
 }
 
 /// A ringlink client connection (`shm`, `shm-nospin`, `socket`, or
@@ -56,6 +64,8 @@ pub struct AsyncLink {
     client: AsyncClient,
     /// The last round trip's reply, refilled by the next.
     last: Reply,
+    /// The last event, refilled by the next.
+    event: Reply,
 }
 
 impl AsyncLink {
@@ -83,6 +93,7 @@ impl AsyncLink {
             rt,
             client,
             last: Reply::default(),
+            event: Reply::default(),
         })
     }
 
@@ -158,6 +169,22 @@ impl Link for AsyncLink {
             Ok((last.id, n))
         });
         self.last = last;
+        answer
+    }
+
+    fn event_recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        // Into an event kept from one to the next, as round trips'
+        // replies are (`AsyncClient::event_recv_into`).
+        let mut event = std::mem::take(&mut self.event);
+        let got = self.block(self.client.event_recv_into(&mut event));
+        let answer = got.and_then(|()| {
+            let n = event.payload.len();
+            buf.get_mut(..n)
+                .ok_or_else(|| io::Error::other("an event longer than the buffer"))?
+                .copy_from_slice(&event.payload);
+            Ok((event.id, n))
+        });
+        self.event = event;
         answer
     }
 }
@@ -271,6 +298,12 @@ impl Link for RingLink {
         status(msg.error)?;
         Ok((msg.id, msg.len))
     }
+
+    #[inline]
+    fn event_recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        let msg = self.client.event_recv(buf, Some(STALL)).map_err(io_err)?;
+        Ok((msg.id, msg.len))
+    }
 }
 
 /// A ringlink client connection writing its requests in the ring and
@@ -326,6 +359,10 @@ impl Link for ZeroCopyLink {
 
     fn round_trip(&mut self, id: i32, payload: &[u8], buf: &mut [u8]) -> io::Result<(i32, usize)> {
         self.0.round_trip(id, payload, buf)
+    }
+
+    fn event_recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        self.0.event_recv(buf)
     }
 }
 

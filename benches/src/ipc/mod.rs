@@ -56,6 +56,20 @@
 //!   starts when every warm-up request has been acknowledged and ends
 //!   when its last request has been: every message counted was sent,
 //!   received and checked inside the measured time.
+//! - **Events** (`events`, opt-in: `--modes rtt,oneway,events`): the
+//!   other direction, a server pushing events to its client (a daemon
+//!   broadcasting state changes). The client asks for bursts of events
+//!   of the size ([`burst_len`] of them, about 16 KiB, with a one-way
+//!   [`Kind::Burst`] request) and keeps two bursts asked for, asking for
+//!   the next as soon as it has read one, so the server always has a
+//!   burst to send while the client reads. The ringlink server sends
+//!   each event with `Connection::send_event` (an event queue behind the
+//!   ring, refusing rather than dropping, holds what does not fit), the
+//!   baseline server with one blocking `sendmsg`; the client reads each
+//!   (`Client::event_recv`, `AsyncClient::event_recv`, `recvmsg`) and
+//!   checks its stamp, a per-connection event number. The measured phase
+//!   starts when the warm-up's last burst has been read and ends when
+//!   its own last one has.
 //!
 //! - **iceoryx2** (`--iceoryx2`, round trips only): a request of the
 //!   size over iceoryx2's request-response (`[u8]` slices), written in
@@ -202,12 +216,14 @@ impl Transport {
 
     /// Whether this transport measures `mode` at `size`: every one does,
     /// but `shm-typed`, whose message is a 64-byte struct, only round
-    /// trips of [`typed::TYPED_SIZE`], and the iceoryx2 ones only round
-    /// trips (their peer has no one-way run).
+    /// trips of [`typed::TYPED_SIZE`], the iceoryx2 ones only round
+    /// trips (their peer has no one-way run), and `shm-zc` no events (its
+    /// client would read them as `shm` does: the row would repeat `shm`'s).
     pub fn measures(self, size: usize, mode: Mode) -> bool {
         match self {
             Transport::ShmTyped => size == typed::TYPED_SIZE && mode == Mode::Rtt,
             Transport::Iceoryx2 | Transport::Iceoryx2Event => mode == Mode::Rtt,
+            Transport::ShmZeroCopy => mode != Mode::Events,
             _ => true,
         }
     }
@@ -262,17 +278,22 @@ pub enum Mode {
     /// One-way throughput.
     #[serde(rename = "oneway")]
     OneWay,
+    /// Event throughput, server to client: bursts of events the client
+    /// asks for.
+    #[serde(rename = "events")]
+    Events,
 }
 
 impl Mode {
-    /// Both modes, in the order of the report.
-    pub const ALL: [Mode; 2] = [Mode::Rtt, Mode::OneWay];
+    /// Every mode, in the order of the report.
+    pub const ALL: [Mode; 3] = [Mode::Rtt, Mode::OneWay, Mode::Events];
 
     /// The name used on the command line and in JSON.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Rtt => "rtt",
             Mode::OneWay => "oneway",
+            Mode::Events => "events",
         }
     }
 }
@@ -290,7 +311,7 @@ impl FromStr for Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown mode {s:?} (rtt, oneway)"))
+            .ok_or_else(|| format!("unknown mode {s:?} (rtt, oneway, events)"))
     }
 }
 
@@ -306,6 +327,29 @@ pub enum Kind {
     /// As `Echo`, the response written in place
     /// (`Connection::respond_in_place`).
     EchoInPlace = 4,
+    /// Answer nothing, but send [`burst_len`] events of the size the id
+    /// carries (the request itself is an [`ACK_LEN`]-byte stamp).
+    Burst = 5,
+    /// An event of a burst (server to client only).
+    Event = 6,
+}
+
+/// Bytes of events a burst carries, about: two bursts in flight fill
+/// half the smallest rings the bench's servers give (32 KiB; a tenth of
+/// the default 256 KiB), so that the server seldom finds the client's
+/// event ring full, and a burst is long enough that asking for it (a
+/// request, and for `shm-nospin` a wake-up each way) is a small share
+/// of its cost.
+const BURST_BYTES: usize = 16 << 10;
+
+/// Most events in a burst.
+pub const MAX_BURST: usize = 256;
+
+/// The events a burst of `size`-byte events carries: [`BURST_BYTES`] of
+/// records (payload and 32 bytes of framing each), at least one, at most
+/// [`MAX_BURST`].
+pub fn burst_len(size: usize) -> usize {
+    (BURST_BYTES / (size + 32)).clamp(1, MAX_BURST)
 }
 
 /// The message id of a request of `kind` and `size` bytes.
@@ -325,6 +369,8 @@ pub fn decode_id(id: i32) -> Option<(Kind, usize)> {
         2 => Kind::OneWay,
         3 => Kind::Ack,
         4 => Kind::EchoInPlace,
+        5 => Kind::Burst,
+        6 => Kind::Event,
         _ => return None,
     };
     Some((kind, (id & 0xff_ffff) as usize))
@@ -351,13 +397,28 @@ mod tests {
 
     #[test]
     fn ids_carry_kind_and_size() {
-        for kind in [Kind::Echo, Kind::OneWay, Kind::Ack] {
+        for kind in [
+            Kind::Echo,
+            Kind::OneWay,
+            Kind::Ack,
+            Kind::EchoInPlace,
+            Kind::Burst,
+            Kind::Event,
+        ] {
             for size in [0, 1, 64, 1 << 20, MAX_SIZE] {
                 assert_eq!(decode_id(message_id(kind, size)), Some((kind, size)));
             }
         }
         assert_eq!(decode_id(0), None);
         assert_eq!(decode_id(-1), None);
+    }
+
+    #[test]
+    fn bursts_are_bounded() {
+        assert_eq!(burst_len(64), 170);
+        assert_eq!(burst_len(0), MAX_BURST);
+        assert_eq!(burst_len(1 << 20), 1);
+        assert_eq!(burst_len(MAX_SIZE), 1);
     }
 
     #[test]

@@ -277,6 +277,18 @@ pub fn svg(r: &Results) -> String {
                 })
                 .collect(),
         });
+        throughput.push(Series {
+            colour: colour(t),
+            dash: Some("6,4"),
+            label: None,
+            points: sizes
+                .iter()
+                .filter_map(|&s| {
+                    let f = figures(r, t, s, Mode::Events)?;
+                    Some((s as f64, f.bytes_per_s / 1e6))
+                })
+                .collect(),
+        });
     }
     let mut levels = Vec::new();
     let mut memcpy = Vec::new();
@@ -326,10 +338,18 @@ pub fn svg(r: &Results) -> String {
         };
         draw_panel(&mut svg, &panel, sizes);
     }
-    if r.plan.modes.contains(&Mode::OneWay) {
+    let (oneway, events) = (
+        r.plan.modes.contains(&Mode::OneWay),
+        r.plan.modes.contains(&Mode::Events),
+    );
+    if oneway || events {
         let panel = Panel {
             left: LEFT[1],
-            title: "One-way throughput",
+            title: match (oneway, events) {
+                (true, false) => "One-way throughput",
+                (false, _) => "Event throughput (dashed)",
+                (true, true) => "Throughput: one-way (solid), events (dashed)",
+            },
             y_label: "MB/s (payload)",
             series: throughput,
             levels: Vec::new(),

@@ -6,9 +6,9 @@
 //! `socket`, `uds-baseline`, `iceoryx2`, `iceoryx2-event`; `shm-typed`
 //! has round trips of 64 B only, the iceoryx2 ones round trips only),
 //! `mode`
-//! (`rtt` or `oneway`), `size` (bytes), `clients`, `p50_ns`, `p99_ns`,
+//! (`rtt`, `oneway` or `events`), `size` (bytes), `clients`, `p50_ns`, `p99_ns`,
 //! `p999_ns` and `samples` (round trips; `null` for one-way),
-//! `msgs_per_s` (one-way messages, or round trips, per second, all
+//! `msgs_per_s` (one-way messages, events, or round trips, per second, all
 //! clients together), `mb_per_s` (payload, one way, 10^6 bytes per
 //! second), `server_cpu_ns_per_msg`, `server_cpu_busy` (server CPU time
 //! over wall time), `round_msgs_per_s` (each round's rate), `error`
@@ -353,82 +353,40 @@ pub fn table(r: &Results) -> String {
 
     // One way.
     if p.modes.contains(&Mode::OneWay) {
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
+        throughput_table(
+            &mut s,
+            r,
+            ts,
+            Mode::OneWay,
             "One-way throughput, messages/s (MB/s), all clients together, median of the rounds \
              (every message stamped by the client, checked by the server); ratios: messages/s \
              over messages/s, above 1 where shared memory is faster; bare stream: the \
              cross-core floor (fixed slots, two counters, no checks, no wake-ups), shm/stream \
              its share reached; memcpy: one core, both buffers in cache (information: a \
-             payload that crosses cores cannot reach it)"
+             payload that crosses cores cannot reach it)",
         );
-        let mut head = format!("{:>8} |", "size");
-        for t in ts {
-            let _ = write!(head, " {:>20} |", t.name());
-        }
-        let memcpy_head = if r.floors.is_some() {
-            " | bare stream  shm/stream | memcpy GB/s  shm % of memcpy"
-        } else {
-            ""
-        };
-        let _ = writeln!(s, "{head} {}{memcpy_head}", ratio_heads(ts, Mode::OneWay));
-        for &size in &p.sizes {
-            let mut line = format!("{:>8} |", size_label(size));
-            let rate = |t| lookup(r, t, size, Mode::OneWay).map(|f| f.msgs_per_s);
-            for &t in ts {
-                let cell = match r.cell(t, size, Mode::OneWay).map(|c| &c.result) {
-                    Some(Ok(f)) => {
-                        format!(
-                            "{} ({:.0})",
-                            si(f.msgs_per_s).trim_end(),
-                            f.bytes_per_s / 1e6
-                        )
-                    }
-                    Some(Err(_)) => "skipped".into(),
-                    None => "-".into(),
-                };
-                let _ = write!(line, " {cell:>20} |");
-            }
-            let _ = write!(line, " {}", ratio_cells(ts, Mode::OneWay, rate, 1));
-            if let Some(f) = &r.floors {
-                let stream = f.stream.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
-                let shm_rate = lookup(r, Transport::Shm, size, Mode::OneWay).map(|f| f.msgs_per_s);
-                match stream {
-                    Some(st) => {
-                        let x = shm_rate
-                            .and_then(|m| ratio(m, st))
-                            .map_or("-".into(), |x| format!("{x:.2}x"));
-                        let _ = write!(line, " | {:>11}  {x:>10}", si(st).trim_end());
-                    }
-                    None => {
-                        let _ = write!(line, " | {:>11}  {:>10}", "-", "-");
-                    }
-                }
-                let copy = f.memcpy.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
-                let shm = lookup(r, Transport::Shm, size, Mode::OneWay).map(|f| f.bytes_per_s);
-                match copy {
-                    Some(c) if size >= 64 << 10 => {
-                        let pct = shm
-                            .and_then(|b| ratio(b, c))
-                            .map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
-                        let _ = write!(line, " | {:>11.2}  {pct:>15}", c / 1e9);
-                    }
-                    _ => {
-                        let _ = write!(line, " | {:>11}  {:>15}", "-", "-");
-                    }
-                }
-            }
-            let _ = writeln!(s, "{line}");
-        }
+    }
+
+    // Events.
+    if p.modes.contains(&Mode::Events) {
+        throughput_table(
+            &mut s,
+            r,
+            ts,
+            Mode::Events,
+            "Event throughput, server to client, events/s (MB/s), all clients together, median \
+             of the rounds (bursts of about 16 KiB of events that each client asks for, two \
+             ahead; every event stamped by the server, checked by the client); ratios: events/s \
+             over events/s, above 1 where shared memory is faster",
+        );
     }
 
     // Server cost.
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Server: requests/s handled (rtt: round trips/s), CPU time per request, and CPU \
-         use (% of one CPU); from /proc/PID/stat, in 10 ms ticks, warm-up and a spinning \
+        "Server: requests/s handled (rtt: round trips/s; events: events/s sent), CPU time \
+         per request (events: per event), and CPU use (% of one CPU); from /proc/PID/stat, in 10 ms ticks, warm-up and a spinning \
          server's polling included; - where under 50 ms of CPU or 300 ms of runs were \
          counted (too few ticks)"
     );
@@ -499,6 +457,73 @@ pub fn table(r: &Results) -> String {
     s
 }
 
+/// The table of a throughput mode (`oneway`, `events`) under `title`:
+/// messages/s (MB/s) by transport and size, the ratios, and for `oneway`
+/// the floors (bare stream, memcpy).
+fn throughput_table(s: &mut String, r: &Results, ts: &[Transport], mode: Mode, title: &str) {
+    let p = &r.plan;
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{title}");
+    let mut head = format!("{:>8} |", "size");
+    for t in ts {
+        let _ = write!(head, " {:>20} |", t.name());
+    }
+    let memcpy_head = if r.floors.is_some() && mode == Mode::OneWay {
+        " | bare stream  shm/stream | memcpy GB/s  shm % of memcpy"
+    } else {
+        ""
+    };
+    let _ = writeln!(s, "{head} {}{memcpy_head}", ratio_heads(ts, mode));
+    for &size in &p.sizes {
+        let mut line = format!("{:>8} |", size_label(size));
+        let rate = |t| lookup(r, t, size, mode).map(|f| f.msgs_per_s);
+        for &t in ts {
+            let cell = match r.cell(t, size, mode).map(|c| &c.result) {
+                Some(Ok(f)) => {
+                    format!(
+                        "{} ({:.0})",
+                        si(f.msgs_per_s).trim_end(),
+                        f.bytes_per_s / 1e6
+                    )
+                }
+                Some(Err(_)) => "skipped".into(),
+                None => "-".into(),
+            };
+            let _ = write!(line, " {cell:>20} |");
+        }
+        let _ = write!(line, " {}", ratio_cells(ts, mode, rate, 1));
+        if let Some(f) = r.floors.as_ref().filter(|_| mode == Mode::OneWay) {
+            let stream = f.stream.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
+            let shm_rate = lookup(r, Transport::Shm, size, mode).map(|f| f.msgs_per_s);
+            match stream {
+                Some(st) => {
+                    let x = shm_rate
+                        .and_then(|m| ratio(m, st))
+                        .map_or("-".into(), |x| format!("{x:.2}x"));
+                    let _ = write!(line, " | {:>11}  {x:>10}", si(st).trim_end());
+                }
+                None => {
+                    let _ = write!(line, " | {:>11}  {:>10}", "-", "-");
+                }
+            }
+            let copy = f.memcpy.iter().find(|(sz, _)| *sz == size).map(|m| m.1);
+            let shm = lookup(r, Transport::Shm, size, mode).map(|f| f.bytes_per_s);
+            match copy {
+                Some(c) if size >= 64 << 10 => {
+                    let pct = shm
+                        .and_then(|b| ratio(b, c))
+                        .map_or("-".into(), |x| format!("{:.0}%", 100.0 * x));
+                    let _ = write!(line, " | {:>11.2}  {pct:>15}", c / 1e9);
+                }
+                _ => {
+                    let _ = write!(line, " | {:>11}  {:>15}", "-", "-");
+                }
+            }
+        }
+        let _ = writeln!(s, "{line}");
+    }
+}
+
 /// The figures of a cell that has some.
 fn lookup(r: &Results, t: Transport, size: usize, mode: Mode) -> Option<&super::coord::Figures> {
     r.cell(t, size, mode)
@@ -525,7 +550,8 @@ fn ratio_pairs(ts: &[Transport], mode: Mode) -> Vec<(Transport, Transport)> {
     if mode == Mode::Rtt && ts.contains(&Transport::ShmTyped) && ts.contains(&Transport::Shm) {
         pairs.push((Transport::ShmTyped, Transport::Shm));
     }
-    if ts.contains(&Transport::ShmZeroCopy) && ts.contains(&Transport::Shm) {
+    if mode != Mode::Events && ts.contains(&Transport::ShmZeroCopy) && ts.contains(&Transport::Shm)
+    {
         pairs.push((Transport::ShmZeroCopy, Transport::Shm));
     }
     for a in [Transport::Shm, Transport::ShmAsync, Transport::ShmNoSpin] {

@@ -20,10 +20,12 @@ use std::time::Duration;
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::Signal;
-use ringlink_ipcs::{Connection, Handler, Request, Service, ServiceAddr, ServiceOptions};
+use ringlink_ipcs::{
+    Connection, EventQueue, Handler, QueuePolicy, Request, Service, ServiceAddr, ServiceOptions,
+};
 
 use super::control::ServerConfig;
-use super::{decode_id, Kind, Transport, ACK_LEN, PROTOCOL};
+use super::{burst_len, decode_id, message_id, Kind, Transport, ACK_LEN, MAX_BURST, PROTOCOL};
 use crate::payload::{check, pattern, stamp};
 
 /// Entry point of `ipc-bench --serve CONFIG` (`CONFIG`: a
@@ -79,9 +81,21 @@ pub fn announce_ready() -> io::Result<()> {
     out.flush()
 }
 
-/// The stamp the next request of a connection must carry.
+/// The stamp the next request of a connection must carry, and the
+/// number of its next event.
 #[derive(Debug, Default)]
-struct Expected(AtomicU64);
+struct Expected {
+    request: AtomicU64,
+    event: AtomicU64,
+}
+
+/// Takes `n` numbers from `counter`, returning the first. Only the loop
+/// thread touches the counters: a load and a store (Relaxed).
+fn take(counter: &AtomicU64, n: u64) -> u64 {
+    let first = counter.load(Ordering::Relaxed);
+    counter.store(first.wrapping_add(n), Ordering::Relaxed);
+    first
+}
 
 /// The bench's handler.
 #[derive(Debug)]
@@ -99,19 +113,15 @@ impl Handler for Bench {
     }
 
     fn message(&self, conn: &Connection, req: &Request<'_>) {
-        // Only the loop thread touches it: a load and a store (Relaxed).
-        let next = |e: &Expected| {
-            let seq = e.0.load(Ordering::Relaxed);
-            e.0.store(seq.wrapping_add(1), Ordering::Relaxed);
-            seq
-        };
-        let Some(seq) = conn.with_context(next) else {
+        let Some(seq) = conn.with_context(|e: &Expected| take(&e.request, 1)) else {
             return fail(conn, "no context".into());
         };
         let Some((kind, size)) = decode_id(req.id()) else {
             return fail(conn, format!("unknown message id {:#x}", req.id()));
         };
-        match check(req.payload(), size, seq) {
+        // A burst's request is a stamp; the size is its events'.
+        let len = if kind == Kind::Burst { ACK_LEN } else { size };
+        match check(req.payload(), len, seq) {
             Ok(acc) => {
                 std::hint::black_box(acc);
             }
@@ -123,7 +133,9 @@ impl Handler for Bench {
                 let Some(pattern) = self.pattern.get(..size) else {
                     return fail(conn, format!("request of {size} bytes above the maximum"));
                 };
-                respond_stamped(conn, req, pattern, seq)
+                stamped(pattern, seq, |parts| {
+                    conn.respond_vectored(req.seq(), req.id(), 0, parts)
+                })
             }
             Kind::EchoInPlace => {
                 let Some(pattern) = self.pattern.get(..size) else {
@@ -135,6 +147,13 @@ impl Handler for Bench {
                 })
             }
             Kind::Ack => conn.respond(req.seq(), req.id(), &seq.to_le_bytes()),
+            Kind::Burst => {
+                let Some(pattern) = self.pattern.get(..size) else {
+                    return fail(conn, format!("events of {size} bytes above the maximum"));
+                };
+                send_burst(conn, pattern)
+            }
+            Kind::Event => return fail(conn, "an event sent as a request".into()),
         };
         if let Err(e) = sent {
             fail(conn, format!("cannot respond: {e}"));
@@ -142,30 +161,45 @@ impl Handler for Bench {
     }
 }
 
-/// Responds to `req` with `pattern` stamped with `seq` as [`stamp`]
-/// would stamp it in place: the stamps and the pattern between them, as
-/// slices.
-fn respond_stamped(
-    conn: &Connection,
-    req: &Request<'_>,
+/// Sends `pattern` stamped with `seq` as [`stamp`] would stamp it in
+/// place, through `send`: the stamps and the pattern between them, as
+/// slices (a copy for messages under 16 bytes).
+fn stamped(
     pattern: &[u8],
     seq: u64,
+    send: impl FnOnce(&[IoSlice<'_>]) -> ringlink_ipcs::Result<()>,
 ) -> ringlink_ipcs::Result<()> {
     let len = pattern.len();
     if len < 16 {
         let mut small = [0u8; 16];
-        let resp = &mut small[..len];
-        resp.copy_from_slice(pattern);
-        stamp(resp, seq);
-        return conn.respond(req.seq(), req.id(), resp);
+        let msg = &mut small[..len];
+        msg.copy_from_slice(pattern);
+        stamp(msg, seq);
+        return send(&[IoSlice::new(msg)]);
     }
     let b = seq.to_le_bytes();
-    let parts = [
+    send(&[
         IoSlice::new(&b),
         IoSlice::new(&pattern[8..len - 8]),
         IoSlice::new(&b),
-    ];
-    conn.respond_vectored(req.seq(), req.id(), 0, &parts)
+    ])
+}
+
+/// Sends a burst of [`burst_len`] events, `pattern` stamped with the
+/// connection's next event numbers. The event queue
+/// ([`service_options`]) holds what the client's ring has no room for.
+fn send_burst(conn: &Connection, pattern: &[u8]) -> ringlink_ipcs::Result<()> {
+    let size = pattern.len();
+    let n = burst_len(size);
+    let Some(first) = conn.with_context(|e: &Expected| take(&e.event, n as u64)) else {
+        fail(conn, "no context".into());
+        return Ok(());
+    };
+    let id = message_id(Kind::Event, size);
+    for seq in first..first + n as u64 {
+        stamped(pattern, seq, |parts| conn.send_event_vectored(id, parts))?;
+    }
+    Ok(())
 }
 
 /// Reports a failed check and closes the connection (its client then
@@ -195,6 +229,14 @@ fn service_options(cfg: &ServerConfig) -> ServiceOptions {
     // those (`docs/RING.md`, Measurements).
     opts.min_message = cfg.min_message;
     opts.max_message = cfg.max_message.max(cfg.min_message);
+    // Events a client has asked for and not read: two bursts at most
+    // (`--modes events`), queued where the client's ring has no room for
+    // them (large events), as a daemon that broadcasts would; refused,
+    // never dropped, if the bench asked for more.
+    opts.event_queue = Some(EventQueue {
+        capacity: 2 * MAX_BURST + 16,
+        policy: QueuePolicy::Refuse,
+    });
     let room = cfg.clients + 16;
     opts.max_clients = opts.max_clients.max(room);
     opts.max_handshakes = opts.max_handshakes.max(room);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::link::{Link, TypedLink, ZeroCopyLink};
 use super::typed::Sample;
-use super::{message_id, Kind, ACK_LEN};
+use super::{burst_len, message_id, Kind, ACK_LEN};
 use crate::hist::Histogram;
 use crate::payload::{check, pattern, stamp};
 
@@ -53,14 +53,16 @@ impl Counts {
 
 /// The state of the bench's traffic on one connection: the request and
 /// response buffers, the next stamp (the server expects every request of
-/// the connection to carry the next number), the acknowledgements
-/// awaited.
+/// the connection to carry the next number), the number of the next
+/// event (the server numbers a connection's events from 0), the
+/// acknowledgements awaited.
 #[derive(Debug)]
 pub struct Session {
     size: usize,
     req: Vec<u8>,
     buf: Vec<u8>,
     next: u64,
+    event: u64,
     acks: VecDeque<u64>,
     ack_every: u64,
     since_ack: u64,
@@ -78,6 +80,7 @@ impl Session {
             // as a wrong length rather than a transport error.
             buf: vec![0; size.max(ACK_LEN) + 64],
             next,
+            event: 0,
             acks: VecDeque::with_capacity(ACKS_IN_FLIGHT + 1),
             ack_every: ack_every.max(1),
             since_ack: 0,
@@ -88,6 +91,18 @@ impl Session {
     /// connection with another session).
     pub fn next_stamp(&self) -> u64 {
         self.next
+    }
+
+    /// This session, on a connection whose next event is number `next`
+    /// (it has had events before).
+    pub fn with_next_event(mut self, next: u64) -> Session {
+        self.event = next;
+        self
+    }
+
+    /// The number the connection's next event will carry.
+    pub fn next_event(&self) -> u64 {
+        self.event
     }
 
     /// One round trip: a stamped echo request, its response checked.
@@ -308,6 +323,90 @@ impl Session {
             start,
             end: Instant::now(),
         })
+    }
+
+    /// An events run: bursts of events until `warm` ends, the last read,
+    /// then bursts until `measure` ends; the measured phase ends when
+    /// its last burst has been read. Two bursts are asked for ahead: the
+    /// next is asked for as soon as one has been read, so that the server
+    /// has one to send while the client reads the other.
+    ///
+    /// # Errors
+    ///
+    /// A link error, or `InvalidData` for a wrong event.
+    pub fn run_events(
+        &mut self,
+        link: &mut impl Link,
+        warm: Until,
+        measure: Until,
+    ) -> io::Result<Counts> {
+        let warm_read = self.events_phase(link, warm, true)?;
+        let start = Instant::now();
+        let measured = self.events_phase(link, measure, false)?;
+        Ok(Counts {
+            measured,
+            total: warm_read + measured,
+            start,
+            end: Instant::now(),
+        })
+    }
+
+    /// Asks for bursts until `until` (at least one, unless a warm-up,
+    /// `may_skip`, whose time has passed) and reads every event asked
+    /// for. Returns the number read.
+    fn events_phase(
+        &mut self,
+        link: &mut impl Link,
+        until: Until,
+        may_skip: bool,
+    ) -> io::Result<u64> {
+        if may_skip && warmed(until, 0) {
+            return Ok(0);
+        }
+        let per = burst_len(self.size) as u64;
+        let (mut asked, mut read) = (0u64, 0u64);
+        let mut over = false;
+        loop {
+            while !over && asked - read < 2 {
+                self.ask_burst(link)?;
+                asked += 1;
+                over = match until {
+                    Until::Count(c) => asked * per >= c,
+                    Until::Time(t) => Instant::now() >= t,
+                };
+            }
+            if read == asked {
+                return Ok(read * per);
+            }
+            for _ in 0..per {
+                self.event_recv(link)?;
+            }
+            read += 1;
+        }
+    }
+
+    /// Asks for a burst of events of the session's size: a one-way
+    /// request of an [`ACK_LEN`]-byte stamp.
+    fn ask_burst(&mut self, link: &mut impl Link) -> io::Result<()> {
+        let seq = self.next;
+        self.next += 1;
+        let mut req = [0u8; ACK_LEN];
+        stamp(&mut req, seq);
+        link.send(message_id(Kind::Burst, self.size), &req)
+            .map_err(|e| context(e, || format!("asking for a burst (request {seq})")))
+    }
+
+    /// Receives the next event and checks it.
+    #[inline]
+    fn event_recv(&mut self, link: &mut impl Link) -> io::Result<()> {
+        let n = self.event;
+        let (id, len) = link
+            .event_recv(&mut self.buf)
+            .map_err(|e| context(e, || format!("waiting for event {n}")))?;
+        expect_id(id, message_id(Kind::Event, self.size))?;
+        black_box(check(&self.buf[..len], self.size, n)?);
+        self.event += 1;
+        Ok(())
     }
 
     /// Sends until `until`, the last request acknowledged, and waits for

@@ -24,7 +24,7 @@ use nix::sys::socket::{
 };
 
 use super::control::ServerConfig;
-use super::{decode_id, Kind, ACK_LEN};
+use super::{burst_len, decode_id, message_id, Kind, ACK_LEN};
 use crate::payload::{check, pattern, stamp};
 use crate::seqpacket;
 
@@ -175,13 +175,21 @@ impl super::link::Link for UdsLink {
         self.send(id, payload)?;
         self.recv(buf)
     }
+
+    /// Events come on the same socket as answers.
+    #[inline]
+    fn event_recv(&mut self, buf: &mut [u8]) -> io::Result<(i32, usize)> {
+        self.recv(buf)
+    }
 }
 
 /// A connection on the server side, the stamp its next request must
-/// carry, and the largest response its send buffer has been sized for.
+/// carry, the number of its next event, and the largest message its send
+/// buffer has been sized for.
 struct Conn {
     sock: OwnedFd,
     expected: u64,
+    event: u64,
     sized_for: usize,
 }
 
@@ -286,6 +294,7 @@ fn accept_all(listener: &OwnedFd, epoll: &Epoll, conns: &mut Vec<Option<Conn>>) 
         conns[slot] = Some(Conn {
             sock,
             expected: 0,
+            event: 0,
             sized_for: 0,
         });
     }
@@ -310,20 +319,43 @@ fn serve_conn(conn: &mut Conn, buf: &mut [u8], out: &mut [u8]) -> Result<(), Opt
                 format!("unknown message id {id:#x}"),
             )));
         };
-        std::hint::black_box(check(&buf[..len], size, seq).map_err(Some)?);
+        // A burst's request is a stamp; the size is its events'.
+        let want = if kind == Kind::Burst { ACK_LEN } else { size };
+        std::hint::black_box(check(&buf[..len], want, seq).map_err(Some)?);
+        if size > conn.sized_for && matches!(kind, Kind::Echo | Kind::EchoInPlace | Kind::Burst) {
+            size_send_buffer(&conn.sock, size).map_err(Some)?;
+            conn.sized_for = size;
+        }
         match kind {
             Kind::OneWay => {}
             // A bare socket has nothing to write in place: as Echo.
             Kind::Echo | Kind::EchoInPlace => {
-                if size > conn.sized_for {
-                    size_send_buffer(&conn.sock, size).map_err(Some)?;
-                    conn.sized_for = size;
-                }
                 let resp = &mut out[..size];
                 stamp(resp, seq);
                 send_message(&conn.sock, id, resp).map_err(Some)?;
             }
             Kind::Ack => send_message(&conn.sock, id, &seq.to_le_bytes()).map_err(Some)?,
+            // Each event a blocking `sendmsg`, as each answer is.
+            Kind::Burst => {
+                let id = message_id(Kind::Event, size);
+                for _ in 0..burst_len(size) {
+                    let event = out.get_mut(..size).ok_or_else(|| {
+                        Some(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "events above the maximum",
+                        ))
+                    })?;
+                    stamp(event, conn.event);
+                    conn.event += 1;
+                    send_message(&conn.sock, id, event).map_err(Some)?;
+                }
+            }
+            Kind::Event => {
+                return Err(Some(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "an event sent as a request",
+                )))
+            }
         }
     }
     Ok(())
