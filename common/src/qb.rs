@@ -29,6 +29,9 @@ pub const CONN_REQUEST_LEN: usize = 24;
 /// Size of the connection response; also the smallest message size a
 /// libqb client asks for.
 pub const CONN_RESPONSE_LEN: usize = 12_328;
+
+/// The largest errno a refusal may carry (Linux's `MAX_ERRNO`).
+pub const MAX_ERRNO: i32 = 4095;
 /// `PATH_MAX`: the size of each path field of the connection response.
 pub const PATH_FIELD: usize = 4096;
 /// The longest name a libqb server writes in a path field (`NAME_MAX - 1`):
@@ -221,10 +224,11 @@ pub struct ConnResponse {
 }
 
 impl ConnResponse {
-    /// A refusal with `errno` (positive; sent negated).
+    /// A refusal with `errno` (positive; sent negated; either sign is
+    /// taken as the errno).
     pub fn refuse(errno: i32) -> ConnResponse {
         ConnResponse {
-            error: -errno.abs(),
+            error: -errno.saturating_abs(),
             transport: QbTransport::Socket,
             max_msg_size: 0,
             cookie: 0,
@@ -260,20 +264,26 @@ impl ConnResponse {
         b
     }
 
-    /// Reads a response; for an accepting one, checks what a client is
-    /// about to trust: a known transport, names that are NUL-terminated,
-    /// at most [`MAX_NAME`] bytes and free of NULs inside.
+    /// Reads a response; for a refusal, checks that its error is an
+    /// errno (negated, as libqb sends it; a positive one is taken as is);
+    /// for an accepting one, checks what a client is about to trust: a
+    /// known transport, names that are NUL-terminated, at most
+    /// [`MAX_NAME`] bytes and free of NULs inside.
     ///
     /// # Errors
     ///
-    /// [`WireError::Length`], [`WireError::Transport`] for an unknown
-    /// transport, [`WireError::Path`] for a bad name.
+    /// [`WireError::Length`], [`WireError::Errno`] for an error that is
+    /// no errno, [`WireError::Transport`] for an unknown transport,
+    /// [`WireError::Path`] for a bad name.
     pub fn decode(b: &[u8]) -> Result<ConnResponse, WireError> {
         if b.len() != CONN_RESPONSE_LEN {
             return Err(WireError::Length);
         }
         let error = i32_at(b, off::ERROR);
         if error != 0 {
+            if !(1..=MAX_ERRNO).contains(&error.saturating_abs()) {
+                return Err(WireError::Errno(error));
+            }
             return Ok(ConnResponse::refuse(error));
         }
         let t = i32_at(b, off::TYPE);
@@ -432,6 +442,21 @@ mod tests {
         let no = ConnResponse::refuse(13).encode();
         assert_eq!(i32_at(&no, 16), -13);
         assert_eq!(ConnResponse::decode(&no).expect("decode").error, -13);
+        // An error field that no errno makes (whose negation overflows,
+        // too) is refused, not negated.
+        for bad in [i32::MIN, -4096, 4096, i32::MAX] {
+            let mut e = no.clone();
+            e[off::ERROR..off::ERROR + 4].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(
+                ConnResponse::decode(&e),
+                Err(WireError::Errno(bad)),
+                "{bad}"
+            );
+        }
+        let mut positive = no.clone();
+        positive[off::ERROR..off::ERROR + 4].copy_from_slice(&13i32.to_le_bytes());
+        assert_eq!(ConnResponse::decode(&positive).expect("decode").error, -13);
+        assert_eq!(ConnResponse::refuse(i32::MIN).error, -i32::MAX);
         let mut unterminated = b.clone();
         unterminated[off::EVENT..off::EVENT + PATH_FIELD].fill(b'a');
         assert_eq!(ConnResponse::decode(&unterminated), Err(WireError::Path));

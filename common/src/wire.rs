@@ -136,6 +136,9 @@ pub enum WireError {
     /// A name or path field that is empty where it must not be, not
     /// terminated, too long, or holds a NUL (libqb's names).
     Path,
+    /// An error field that is not an errno, negated (libqb's refusals
+    /// carry `-errno`, 1 to 4095).
+    Errno(i32),
 }
 
 impl fmt::Display for WireError {
@@ -152,6 +155,7 @@ impl fmt::Display for WireError {
             WireError::CallSeq => f.write_str("call or reply without a sequence number"),
             WireError::Size => f.write_str("message size disagrees with its record"),
             WireError::Path => f.write_str("malformed name or path"),
+            WireError::Errno(e) => write!(f, "error field {e} is not a negated errno"),
             WireError::PathLength(n) => {
                 write!(
                     f,

@@ -281,7 +281,7 @@ pub(crate) fn handshake_libqb(
     let answer = ConnResponse::decode(&answer)
         .map_err(|e| Error::Protocol(ringlink_common::Violation::BadAnswer(e)))?;
     if answer.error != 0 {
-        return Err(libqb_refusal(-answer.error));
+        return Err(libqb_refusal(answer.error.saturating_neg()));
     }
     if answer.max_msg_size as usize > ringlink_common::wire::MAX_MESSAGE + RESPONSE_HEADER_LEN
         || (answer.max_msg_size as usize) < RESPONSE_HEADER_LEN

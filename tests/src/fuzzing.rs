@@ -376,6 +376,83 @@ pub fn msg_header(record: &[u8]) -> Result<MsgHeader, WireError> {
     r
 }
 
+// --- libqb's handshake ------------------------------------------------------
+
+/// libqb's handshake decoders on arbitrary bytes: the request and
+/// response headers, the connection request as a ringlink server reads
+/// it from a libqb client, the connection response as a ringlink client
+/// reads it from a libqb server. That response is 12,328 bytes, more than
+/// a fuzzer's input: it is also read with the input laid over an honest
+/// accepting response (each chunk: a 16-bit offset, then up to 8 bytes
+/// written there), so that short inputs reach its fields.
+///
+/// # Panics
+///
+/// If a decoded header or request does not encode back to the bytes it
+/// came from (less what the decoder ignores: padding, a request's size),
+/// or a decoded response breaks what `ConnResponse::decode` promises: a
+/// refusal's error an errno, negated; an acceptance's names at most
+/// `MAX_NAME` bytes with no NUL.
+pub fn qb_handshake(bytes: &[u8]) {
+    use ringlink_common::qb::{
+        ConnRequest, ConnResponse, QbTransport, RequestHeader, ResponseHeader, MAX_ERRNO, MAX_NAME,
+        REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
+    };
+    if let Ok(h) = RequestHeader::decode(bytes) {
+        let e = h.encode();
+        assert_eq!(
+            (&e[0..4], &e[8..12]),
+            (&bytes[0..4], &bytes[8..12]),
+            "{h:?}"
+        );
+        assert!(bytes.len() >= REQUEST_HEADER_LEN);
+    }
+    if let Ok(h) = ResponseHeader::decode(bytes) {
+        let e = h.encode();
+        for at in [0, 8, 16] {
+            assert_eq!(&e[at..at + 4], &bytes[at..at + 4], "{h:?}");
+        }
+        assert!(bytes.len() >= RESPONSE_HEADER_LEN);
+    }
+    if let Ok(r) = ConnRequest::decode(bytes) {
+        let e = r.encode();
+        assert_eq!(
+            (&e[0..4], &e[16..20]),
+            (&bytes[0..4], &bytes[16..20]),
+            "{r:?}"
+        );
+    }
+    let check = |r: Result<ConnResponse, WireError>| {
+        let Ok(r) = r else { return };
+        if r.error != 0 {
+            assert!((-MAX_ERRNO..0).contains(&r.error), "{}", r.error);
+            return;
+        }
+        for name in [&r.request, &r.response, &r.event] {
+            assert!(name.len() <= MAX_NAME && !name.contains(&0), "{r:?}");
+        }
+    };
+    check(ConnResponse::decode(bytes));
+    let mut honest = ConnResponse {
+        error: 0,
+        transport: QbTransport::Shm,
+        max_msg_size: 1 << 20,
+        cookie: 7,
+        request: b"/dev/shm/qb-1-2-3-abcdef/qb-request-svc".to_vec(),
+        response: b"/dev/shm/qb-1-2-3-abcdef/qb-response-svc".to_vec(),
+        event: b"/dev/shm/qb-1-2-3-abcdef/qb-event-svc".to_vec(),
+    }
+    .encode();
+    let mut input = Input::new(bytes);
+    while !input.is_empty() {
+        let at = usize::from(input.u16()) % honest.len();
+        let chunk = input.take(8);
+        let n = chunk.len().min(honest.len() - at);
+        honest[at..at + n].copy_from_slice(&chunk[..n]);
+    }
+    check(ConnResponse::decode(&honest));
+}
+
 // --- socket transport reassembly -------------------------------------------
 
 /// How a stream of datagrams ends for its reader.

@@ -117,6 +117,40 @@ fn response() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Chunks for `fuzzing::qb_handshake`'s overlay of a libqb connection
+/// response: mostly at its header (the error field, whose extremes once
+/// panicked a negation) and at its transport, size and names.
+fn qb_response() -> impl Strategy<Value = Vec<u8>> {
+    let field = prop_oneof![
+        Just(16u16),
+        Just(24),
+        Just(28),
+        Just(40),
+        Just(40 + 4096 - 8),
+        Just(40 + 4096),
+        Just(40 + 2 * 4096),
+        any::<u16>(),
+    ];
+    let value = prop_oneof![
+        Just(i32::MIN.to_le_bytes().to_vec()),
+        Just((-4096i32).to_le_bytes().to_vec()),
+        Just(4096i32.to_le_bytes().to_vec()),
+        Just(vec![b'a'; 8]),
+        Just(vec![0u8; 8]),
+        proptest::collection::vec(any::<u8>(), 1..9),
+    ];
+    proptest::collection::vec((field, value), 1..6).prop_map(|chunks| {
+        let mut b = Vec::new();
+        for (at, v) in chunks {
+            b.extend_from_slice(&at.to_le_bytes());
+            let mut v = v;
+            v.resize(8, 0);
+            b.extend_from_slice(&v);
+        }
+        b
+    })
+}
+
 fn header_record() -> impl Strategy<Value = Vec<u8>> {
     (
         any::<i32>(),
@@ -155,6 +189,16 @@ proptest! {
     #[test]
     fn handshake_decoders_on_damaged_responses(bytes in response()) {
         fuzzing::handshake(&bytes);
+    }
+
+    #[test]
+    fn qb_handshake_decoders_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fuzzing::qb_handshake(&bytes);
+    }
+
+    #[test]
+    fn qb_handshake_decoders_on_damaged_responses(bytes in qb_response()) {
+        fuzzing::qb_handshake(&bytes);
     }
 
     #[test]
@@ -380,6 +424,7 @@ fn fuzz_regressions_replay() {
     let mut replayed = 0;
     for (target, body) in [
         ("handshake", (|b: &[u8]| fuzzing::handshake(b)) as fn(&[u8])),
+        ("qb_handshake", |b| fuzzing::qb_handshake(b)),
         ("handshake_machines", |b| {
             let _ = fuzzing::handshake_machines(b);
         }),
