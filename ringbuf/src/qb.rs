@@ -74,6 +74,9 @@ pub enum QbOpenError {
     /// A file is not what the connection said: its size, or the header's
     /// data size, disagrees with the negotiated message size.
     Size,
+    /// The ring's `ref_count` is not 1: it is not a fresh ring waiting
+    /// for its client (another process holds it, or none made it).
+    InUse(i32),
     /// A system call failed.
     Io(io::Error),
 }
@@ -82,6 +85,10 @@ impl std::fmt::Display for QbOpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QbOpenError::Size => f.write_str("libqb ring size disagrees with the handshake"),
+            QbOpenError::InUse(n) => write!(
+                f,
+                "libqb ring's ref_count is {n}, not 1: not a fresh ring for this client"
+            ),
             QbOpenError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -93,6 +100,23 @@ impl From<io::Error> for QbOpenError {
     fn from(e: io::Error) -> QbOpenError {
         QbOpenError::Io(e)
     }
+}
+
+/// Sizes a fresh file made for a peer to map (a ring's header or data
+/// file, the socket transport's control file) to `len` bytes, every
+/// block allocated now, as libqb's own `qb_sys_mmap_file_open` does with
+/// `posix_fallocate`. Left sparse, each page would get its memory at its
+/// first touch; with `/dev/shm` full (which any local user can do, a
+/// client its own ring files included), that touch raises `SIGBUS`, and
+/// the connection of whichever client's ring it was fails, blamed for a
+/// truncation it did not make.
+///
+/// # Errors
+///
+/// `ENOSPC` when the file system has no room for it, or another failed
+/// system call.
+pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    crate::sys::allocate(file.as_fd(), len)
 }
 
 /// The data file's size for messages of up to `max_msg_size` bytes.
@@ -114,7 +138,8 @@ pub struct QbRing {
 
 impl QbRing {
     /// Makes a new ring in two fresh, empty files (the server's side):
-    /// sizes them for messages of `max_msg_size`, and writes the header as
+    /// sizes them for messages of `max_msg_size`, their memory allocated
+    /// ([`allocate`]), and writes the header as
     /// libqb's server does (`hdr_path` and `data_path`: the files'
     /// absolute paths, which a libqb client opens the data file by).
     ///
@@ -132,8 +157,8 @@ impl QbRing {
             return Err(io::ErrorKind::InvalidInput.into());
         }
         let size = data_size(max_msg_size);
-        header.set_len(layout::FILE as u64)?;
-        data.set_len(size as u64)?;
+        allocate(header, layout::FILE as u64)?;
+        allocate(data, size as u64)?;
         let hmap = GuardedMap::map(header.as_fd(), layout::MAPPED)?;
         let dmap = GuardedMap::map_circular(data.as_fd(), size)?;
         let words = (size / 4) as u32;
@@ -156,13 +181,17 @@ impl QbRing {
     /// Opens a ring a libqb server made (the client's side): checks that
     /// the files are as large as `max_msg_size` makes them and that the
     /// header agrees, maps them (never resizing them, as libqb's client
-    /// does), and counts this process in `ref_count`. The caller opened
+    /// does), and counts this process in `ref_count`, which must be 1, as
+    /// the server left it (libqb's client adds one whatever it finds; a
+    /// ring another client holds, of this user's connection to another
+    /// server, would have let a hostile server point this client at it,
+    /// and at 3 its rightful client's sends fail). The caller opened
     /// the files, by names it checked (libqb's client opens the data file
     /// by the path written in the header; ringlink does not).
     ///
     /// # Errors
     ///
-    /// [`QbOpenError::Size`], [`QbOpenError::Io`].
+    /// [`QbOpenError::Size`], [`QbOpenError::InUse`], [`QbOpenError::Io`].
     pub fn open(header: &File, data: &File, max_msg_size: u32) -> Result<QbRing, QbOpenError> {
         let size = data_size(max_msg_size);
         if header.metadata()?.len() < layout::MAPPED as u64 || data.metadata()?.len() != size as u64
@@ -175,7 +204,12 @@ impl QbRing {
         if hmap.u32(layout::WORD_SIZE).load(Ordering::Acquire) != words || hmap.truncated() {
             return Err(QbOpenError::Size);
         }
-        hmap.u32(layout::REF_COUNT).fetch_add(1, Ordering::AcqRel);
+        if let Err(n) =
+            hmap.u32(layout::REF_COUNT)
+                .compare_exchange(1, 2, Ordering::AcqRel, Ordering::Acquire)
+        {
+            return Err(QbOpenError::InUse(n as i32));
+        }
         Ok(QbRing {
             header: hmap,
             data: dmap,
@@ -491,6 +525,43 @@ mod tests {
         let h = File::from(crate::sys::memfd_create(c"qb-h").expect("memfd"));
         let d = File::from(crate::sys::memfd_create(c"qb-d").expect("memfd"));
         (h, d)
+    }
+
+    /// Rings are made with their memory allocated: no page of theirs can
+    /// fault for want of room in a full tmpfs.
+    #[test]
+    fn rings_are_made_with_their_memory_allocated() {
+        use std::os::unix::fs::MetadataExt;
+        let (h, d) = files();
+        let _ring = QbRing::create(&h, &d, b"/x-header", b"/x-data", 1 << 20).expect("create");
+        for (f, len) in [(&h, layout::FILE), (&d, data_size(1 << 20))] {
+            let m = f.metadata().expect("metadata");
+            assert_eq!(m.len(), len as u64);
+            assert!(
+                m.blocks() * 512 >= len as u64,
+                "{} of {len} bytes allocated",
+                m.blocks() * 512
+            );
+        }
+    }
+
+    /// A client takes only a fresh ring (`ref_count` 1), and only once.
+    #[test]
+    fn a_ring_already_held_is_refused() {
+        let (h, d) = files();
+        let server = QbRing::create(&h, &d, b"/x-header", b"/x-data", 12_328).expect("create");
+        let client = QbRing::open(&h, &d, 12_328).expect("open");
+        assert!(matches!(
+            QbRing::open(&h, &d, 12_328),
+            Err(QbOpenError::InUse(2))
+        ));
+        assert_eq!(server.ref_count(), 2, "the refused open counted nothing");
+        drop(client);
+        server.set_ref_count(0);
+        assert!(matches!(
+            QbRing::open(&h, &d, 12_328),
+            Err(QbOpenError::InUse(0))
+        ));
     }
 
     #[test]

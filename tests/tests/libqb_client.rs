@@ -426,6 +426,90 @@ fn a_hostile_server_cannot_point_the_client_anywhere() {
     );
 }
 
+/// A hostile "libqb server" that names the rings of another live
+/// connection of this user's (a real libqb server's, which chowns its
+/// rings to its client, so they pass the owner checks): the client must
+/// refuse them (`ref_count` 2, not a fresh ring), take nothing from them
+/// and leave the other connection working; and names in more than one
+/// directory are refused as such.
+#[test]
+fn a_hostile_server_cannot_hand_over_another_connections_rings() {
+    use ringlink_common::qb::{ConnResponse, QbTransport, RESPONSE_HEADER_LEN};
+    if !qbc::require("a_hostile_server_cannot_hand_over_another_connections_rings") {
+        return;
+    }
+    let name = unique("victim");
+    let mut s = qb_server("shm", &name, &[]);
+    let mut victim = connect(&name);
+    let prefix = format!("qb-{}-{}-", s.pid(), std::process::id());
+    let dir = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .expect("the victim's connection directory")
+        .path();
+    let ring = |kind: &str| {
+        dir.join(format!("qb-{kind}-{name}"))
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec()
+    };
+    let header = |kind: &str| {
+        let mut h = ring(kind);
+        h.extend_from_slice(b"-header");
+        std::fs::read(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&h))
+            .expect("header")
+    };
+    let max_msg_size = (victim.max_message() + RESPONSE_HEADER_LEN) as u32;
+    let elsewhere = b"/dev/shm/qb-1-1-1-elsewh/qb-event-x".to_vec();
+    let cases = [
+        (
+            "the victim's rings",
+            ring("request"),
+            ring("response"),
+            ring("event"),
+        ),
+        (
+            "names in two directories",
+            ring("request"),
+            ring("response"),
+            elsewhere,
+        ),
+    ];
+    for (what, request, response, event) in cases {
+        let hostile = unique("hostile-rings");
+        let answer = ConnResponse {
+            error: 0,
+            transport: QbTransport::Shm,
+            max_msg_size,
+            cookie: 0,
+            request,
+            response,
+            event,
+        };
+        let server = fake_server(&hostile, answer);
+        match Client::connect_libqb(&hostile, &opts()) {
+            Err(Error::Protocol(v)) => eprintln!("{what}: refused: {v}"),
+            other => panic!("{what}: {:?}", other.map(|c| c.id())),
+        }
+        server.join().expect("server");
+    }
+    // Nothing counted in the victim's rings (`ref_count` at byte 8204 of
+    // each header: the server's and its client's), and it goes on.
+    for kind in ["request", "response", "event"] {
+        let h = header(kind);
+        let count = i32::from_ne_bytes(h[8204..8208].try_into().expect("4 bytes"));
+        assert_eq!(count, 2, "{kind} ring's ref_count");
+    }
+    let mut buf = vec![0u8; 64];
+    let m = victim
+        .send_recv(ipc::id::ECHO, b"still mine", &mut buf, CALL)
+        .expect("the victim's echo");
+    assert_eq!(&buf[..m.len], b"still mine");
+    drop(victim);
+    command(&mut s, "exit");
+}
+
 /// Removes a directory and what is in it when dropped.
 struct RemoveDir(std::path::PathBuf);
 

@@ -175,7 +175,8 @@ pub fn offer_socket(
         ));
     }
     let file = dir.create(&ctl_name, client.auth)?;
-    file.set_len(control::LEN as u64)?;
+    // Its memory allocated now, as the rings' (`qb::allocate`).
+    ringlink_ringbuf::qb::allocate(&file, control::LEN as u64)?;
     let ctl = Arc::new(GuardedMap::map(file.as_fd(), control::LEN)?);
     ctl.u32(control::FLOW_CONTROL)
         .store(level, std::sync::atomic::Ordering::Release);
@@ -259,13 +260,16 @@ impl QbOffer {
 }
 
 /// Opens the rings a libqb server's accepting `answer` names, as its
-/// client: each name must be a file prefix in a `qb-…` directory directly
-/// under `base` (normally `/dev/shm`), owned by the server's user or
-/// ours; the `-header` and `-data` files are opened in it without
+/// client: the three names must be file prefixes in one `qb-…` directory
+/// directly under `base` (normally `/dev/shm`), owned by the server's
+/// user or ours; the `-header` and `-data` files are opened in it without
 /// following links, never resized, and must be as large as the
 /// negotiated size makes them (libqb's client opens the data file by the
 /// path the server wrote in shared memory, and resizes both; ringlink
-/// does neither). Requests are announced by a byte on `stream`.
+/// does neither); each ring must be fresh, its `ref_count` 1
+/// (`QbRing::open`: not a ring of another connection of this user's,
+/// which libqb servers chown to their client). Requests are announced
+/// by a byte on `stream`.
 ///
 /// # Errors
 ///
@@ -286,27 +290,51 @@ pub fn open_shm(
             refusal,
         })
     };
-    let mut rings = Vec::with_capacity(3);
+    // One directory for the three, as libqb's server makes them.
+    let dir_of = |name: &[u8]| {
+        Path::new(std::ffi::OsStr::from_bytes(name))
+            .parent()
+            .map(Path::to_path_buf)
+    };
+    let dir = dir_of(&answer.request);
+    if dir.is_none() || dir_of(&answer.response) != dir || dir_of(&answer.event) != dir {
+        return Err(Error::Protocol(Violation::RingPath));
+    }
+    let mut rings: Vec<QbRing> = Vec::with_capacity(3);
+    // The rings taken so far are given back if a later one is refused.
+    let give_back = |rings: &[QbRing]| rings.iter().for_each(QbRing::leave);
     for (channel, name) in
         Channel::ALL
             .into_iter()
             .zip([&answer.request, &answer.response, &answer.event])
     {
-        let (dir, file) = crate::qb::dir::OpenedDir::open(base, name, server.uid)
-            .map_err(|_| Error::Protocol(Violation::RingPath))?;
-        let part = |suffix: &str| {
-            let mut n = file.clone();
-            n.push(suffix);
-            dir.open_file(&n, server.uid)
-                .map_err(|_| refused(channel, RingRefusal::Incompatible("libqb ring file")))
-        };
-        let (header, data) = (part("-header")?, part("-data")?);
-        let ring = QbRing::open(&header, &data, answer.max_msg_size).map_err(|e| match e {
-            QbOpenError::Size => refused(channel, RingRefusal::Size),
-            QbOpenError::Io(e) => Error::Io(e),
-            _ => refused(channel, RingRefusal::Incompatible("libqb ring")),
-        })?;
-        rings.push(ring);
+        let opened = (|| {
+            let (dir, file) = crate::qb::dir::OpenedDir::open(base, name, server.uid)
+                .map_err(|_| Error::Protocol(Violation::RingPath))?;
+            let part = |suffix: &str| {
+                let mut n = file.clone();
+                n.push(suffix);
+                dir.open_file(&n, server.uid)
+                    .map_err(|_| refused(channel, RingRefusal::Incompatible("libqb ring file")))
+            };
+            let (header, data) = (part("-header")?, part("-data")?);
+            QbRing::open(&header, &data, answer.max_msg_size).map_err(|e| match e {
+                QbOpenError::Size => refused(channel, RingRefusal::Size),
+                QbOpenError::InUse(_) => refused(
+                    channel,
+                    RingRefusal::Incompatible("libqb ring already held (ref_count not 1)"),
+                ),
+                QbOpenError::Io(e) => Error::Io(e),
+                _ => refused(channel, RingRefusal::Incompatible("libqb ring")),
+            })
+        })();
+        match opened {
+            Ok(ring) => rings.push(ring),
+            Err(e) => {
+                give_back(&rings);
+                return Err(e);
+            }
+        }
     }
     let mut rings = rings.into_iter();
     let (Some(rq), Some(rs), Some(ev)) = (rings.next(), rings.next(), rings.next()) else {
