@@ -65,6 +65,11 @@ pub const MARGIN: usize = 12;
 /// glibc's `private` word of a process-shared semaphore.
 const SEM_SHARED: u32 = 128;
 
+/// Most attempts of a compare-and-swap on a word the peer also writes:
+/// a peer that stores to it without pause must not hold this side in the
+/// loop (on hardware where one side can keep failing the other's).
+const CAS_TRIES: u32 = 1024;
+
 pub use ringlink_common::QbCorruption;
 
 /// Why a libqb ring was not opened.
@@ -281,13 +286,22 @@ impl QbRing {
     }
 
     /// Posts the semaphore: one more chunk (glibc's `sem_post`).
+    ///
+    /// # Errors
+    ///
+    /// [`QbCorruption::Semaphore`] if it would overflow, or if the word
+    /// changed under every one of [`CAS_TRIES`] attempts (a peer storing
+    /// to it without pause: an honest one's own posts and waits are
+    /// single atomic operations, over long before then).
     fn post(&self) -> Result<(), QbCorruption> {
         let sem = self.header.u64(layout::SEM);
         let mut d = sem.load(Ordering::Relaxed);
+        let mut tries = 0;
         loop {
-            if d as u32 >= i32::MAX as u32 {
+            if d as u32 >= i32::MAX as u32 || tries == CAS_TRIES {
                 return Err(QbCorruption::Semaphore);
             }
+            tries += 1;
             match sem.compare_exchange_weak(d, d + 1, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => d = now,
@@ -301,11 +315,13 @@ impl QbRing {
     }
 
     /// Takes a token from the semaphore if there is one (glibc's
-    /// `sem_trywait`).
+    /// `sem_trywait`). A word that changed under each of [`CAS_TRIES`]
+    /// attempts is taken as no token now: the caller looks again later,
+    /// never spins here.
     fn try_take(&self) -> bool {
         let sem = self.header.u64(layout::SEM);
         let mut d = sem.load(Ordering::Relaxed);
-        loop {
+        for _ in 0..CAS_TRIES {
             if d as u32 == 0 {
                 return false;
             }
@@ -314,6 +330,7 @@ impl QbRing {
                 Err(now) => d = now,
             }
         }
+        false
     }
 
     /// Waits until a chunk is counted or `deadline` passes, registered
@@ -352,9 +369,14 @@ impl QbRing {
     }
 
     /// Whether a chunk of `len` bytes would fit now.
-    pub fn has_room(&self, len: usize) -> bool {
-        self.free_bytes()
-            .is_some_and(|free| free >= (len + MARGIN) as i64)
+    ///
+    /// # Errors
+    ///
+    /// [`QbCorruption::Position`] if the consumer's position is out of
+    /// bounds: it never will (a wait for room would wait for ever).
+    pub fn has_room(&self, len: usize) -> Result<bool, QbCorruption> {
+        let free = self.free_bytes().ok_or(QbCorruption::Position)?;
+        Ok(free >= (len + MARGIN) as i64)
     }
 
     /// Free bytes, by libqb's reckoning; `None` if the consumer's
@@ -629,6 +651,9 @@ mod tests {
             client.try_write(&[IoSlice::new(b"x")]).unwrap_err(),
             QbCorruption::Position
         );
+        // And asking for room: an error, not "none yet" (a wait for room
+        // would wait for ever).
+        assert_eq!(client.has_room(1), Err(QbCorruption::Position));
         // Shrunk under us.
         d.set_len(0).expect("truncate");
         assert_eq!(server.try_read().unwrap_err(), QbCorruption::Truncated);

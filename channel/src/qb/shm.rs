@@ -172,7 +172,12 @@ impl QbShmSender {
                 QbCorruption::Truncated,
             )));
         }
-        Ok(!self.inner.holding() && o.ring.has_room(o.header.len() + len))
+        if self.inner.holding() {
+            return Ok(false);
+        }
+        o.ring
+            .has_room(o.header.len() + len)
+            .map_err(|c| TrySendError::Violation(corrupt(o.peer, o.channel, c)))
     }
 
     /// Bytes written and not yet read, and responses held back.
