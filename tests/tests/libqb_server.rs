@@ -9,8 +9,9 @@
 //! disconnect from the message handler; the enforced buffer size; the
 //! files' owner and mode. Then hostile libqb clients: size lies,
 //! truncated ring files, a stalled handshake, links planted in a
-//! connection's directory, a stranger's datagrams, each beside a
-//! bystander that must go on being served.
+//! connection's directory, a directory filled with a million names, a
+//! stranger's datagrams, each beside a bystander that must go on being
+//! served.
 //!
 //! Needs Debian's `libqb-dev` (see `ringlink_tests::qbc`).
 
@@ -500,7 +501,20 @@ impl Bystander {
             );
         }
     }
+
+    /// One echo, however long the server takes to answer (up to `T`):
+    /// how long it took.
+    fn echo_time(&mut self) -> Duration {
+        let start = Instant::now();
+        ok(&mut self.c, &format!("echo {} 16 60000", ipc::id::ECHO));
+        start.elapsed()
+    }
 }
+
+/// The longest a bystander's echo may take while another client attacks
+/// (a loop that stalls for every client takes seconds; a loaded two-core
+/// machine may take some hundreds of milliseconds).
+const PROMPT: Duration = Duration::from_secs(1);
 
 ringlink_tests::libqb_test!(size_lies_are_violations_and_a_bystander_goes_on);
 fn size_lies_are_violations_and_a_bystander_goes_on(t: &str) {
@@ -702,4 +716,81 @@ fn links_planted_in_a_connections_directory_are_removed_not_followed(t: &str) {
     );
     by.served(5);
     server.shutdown();
+}
+
+/// Removes a directory the test filled, should the server not have.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_client_filling_its_directory_cannot_stall_the_loop() {
+    // A libqb client's user owns its connection's directory (the server
+    // gives it away, as libqb's does): the client can fill it with a
+    // million names, then leave, and again with its next connection.
+    // Removing them takes the kernel seconds: not the loop's. The names
+    // here are hard links to one empty file (as fast as a client could
+    // make them), long ones (the slower to remove); a bystander is
+    // served promptly throughout, and the directory still goes.
+    let t = "shm";
+    if !qbc::require("a_client_filling_its_directory_cannot_stall_the_loop") {
+        return;
+    }
+    // Each link takes one of tmpfs's inodes (a twentieth of a megabyte
+    // of memory each by default): at most a third of those free.
+    let planted = free_inodes("/dev/shm").map_or(1_000_000, |n| (n / 3).min(1_000_000));
+    let (server, name) = start(t, "fill", &[]);
+    let mut by = Bystander::new(&name);
+    by.served(3);
+    let before = dirs_of(server.pid());
+    let mut c = qb_client();
+    ok(&mut c, &format!("connect {name} 0"));
+    ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
+    let dir = dirs_of(server.pid())
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .expect("the client's directory");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let seed = dir.join("planted");
+    std::fs::write(&seed, b"").expect("plant a file");
+    let long = "x".repeat(200);
+    let planting = Instant::now();
+    for i in 0..planted {
+        std::fs::hard_link(&seed, dir.join(format!("{i}-{long}"))).expect("plant a link");
+    }
+    eprintln!("planted {planted} links in {:?}", planting.elapsed());
+    by.served(3);
+    drop(c);
+    let left = Instant::now();
+    let (mut echoes, mut worst) = (0, Duration::ZERO);
+    while dir.exists() {
+        assert!(left.elapsed() < T, "the client's directory never went");
+        worst = worst.max(by.echo_time());
+        echoes += 1;
+    }
+    eprintln!(
+        "the directory went {:?} after the client; {echoes} echoes meanwhile, the slowest {worst:?}",
+        left.elapsed()
+    );
+    assert!(
+        worst < PROMPT,
+        "the bystander waited {worst:?} for an echo while the server removed what the client planted"
+    );
+    by.served(5);
+    server.shutdown();
+}
+
+/// The inodes free for an unprivileged user in the file system of `path`.
+fn free_inodes(path: &str) -> Option<u64> {
+    let path = std::ffi::CString::new(path).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` a live local the kernel
+    // writes.
+    let r = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (r == 0).then_some(st.f_favail)
 }

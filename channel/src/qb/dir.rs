@@ -133,34 +133,48 @@ impl ConnDir {
 
 impl Drop for ConnDir {
     fn drop(&mut self) {
+        // On the service's loop: a few names, then one `rmdir`.
         for name in &self.made {
             // Gone already if the client removed it (libqb's does, over
             // the socket transport): fine.
             let _ = unlinkat(&self.fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
-        // The client's user may write in the directory: whatever it put
-        // there goes too (names listed and removed through the held fd,
-        // so a directory swapped in at the path is never touched; a link
-        // is removed, never followed), or the directory would stay.
-        if let Ok(mut planted) = Dir::openat(
-            &self.fd,
-            ".",
-            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-            Mode::empty(),
-        ) {
-            let names: Vec<_> = planted
-                .iter()
-                .flatten()
-                .map(|e| e.file_name().to_owned())
-                .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-                .collect();
-            for name in names {
-                if unlinkat(&self.fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_err() {
-                    let _ = unlinkat(&self.fd, name.as_c_str(), UnlinkatFlags::RemoveDir);
-                }
-            }
+        if remove_if_empty(&self.path, &self.fd) {
+            return;
         }
-        let _ = std::fs::remove_dir(&self.path);
+        // The client's user may write in the directory, and may have put
+        // a million names there: removing them takes the kernel seconds,
+        // which every other client would wait. The directory goes to a
+        // thread of its own, emptied there through the fd held since it
+        // was made (a directory swapped in at the path is never touched;
+        // a link is removed, never followed).
+        let fd = match self.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(_) => return, // out of fds: left, the client's own quota
+        };
+        reaper::hand(Leftover {
+            path: std::mem::take(&mut self.path),
+            fd,
+        });
+    }
+}
+
+/// Removes the directory of `fd` if it is empty and `path` still names
+/// it; `true` if it is gone (removed, or by someone else: a removed
+/// directory holds nothing, and nothing can be made in it).
+fn remove_if_empty(path: &Path, fd: &OwnedFd) -> bool {
+    if names(path, fd) && std::fs::remove_dir(path).is_ok() {
+        return true;
+    }
+    fstat(fd).is_ok_and(|st| st.st_nlink == 0)
+}
+
+/// Whether `path` names the directory of `fd` (not a link to it, nor
+/// another put in its place).
+fn names(path: &Path, fd: &OwnedFd) -> bool {
+    match (std::fs::symlink_metadata(path), fstat(fd)) {
+        (Ok(m), Ok(st)) => m.dev() == st.st_dev && m.ino() == st.st_ino,
+        _ => false,
     }
 }
 
@@ -267,6 +281,119 @@ pub fn remove_stale(base: &Path) {
     }
 }
 
+/// A connection's directory the client left names in, emptied off the
+/// loop.
+#[derive(Debug)]
+struct Leftover {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+/// At most this many rounds of listing per directory: a client that
+/// keeps adding names while they are removed holds the reaper no longer.
+const ROUNDS: usize = 4;
+
+impl Leftover {
+    /// Unlinks every name in the directory through its fd (an empty
+    /// directory planted there is removed, one with something in it is
+    /// not entered), then removes the directory if its path still names
+    /// it.
+    fn empty(self) {
+        for _ in 0..ROUNDS {
+            let Ok(mut listing) = Dir::openat(
+                &self.fd,
+                ".",
+                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+                Mode::empty(),
+            ) else {
+                return;
+            };
+            let mut removed = 0usize;
+            for entry in listing.iter().flatten() {
+                let name = entry.file_name();
+                if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                    continue;
+                }
+                if unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir).is_ok()
+                    || unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+            drop(listing);
+            if remove_if_empty(&self.path, &self.fd) || removed == 0 || !names(&self.path, &self.fd)
+            {
+                // Gone; or nothing more can go (a directory with
+                // something in it was planted), or it was moved away
+                // (emptied, it stays where the client put it).
+                return;
+            }
+        }
+    }
+}
+
+/// The thread that empties [`Leftover`] directories: started when one
+/// is handed to it, ended once none waits (no thread stays behind an
+/// idle service). At most `QUEUED` wait; more are left as the client
+/// left them (under `/dev/shm`, its own quota).
+mod reaper {
+    use super::Leftover;
+    use std::collections::VecDeque;
+    use std::sync::{Mutex, PoisonError};
+
+    /// Most directories waiting for the reaper (each holds an fd).
+    pub(super) const QUEUED: usize = 64;
+
+    struct Reaper {
+        waiting: VecDeque<Leftover>,
+        running: bool,
+    }
+
+    static REAPER: Mutex<Reaper> = Mutex::new(Reaper {
+        waiting: VecDeque::new(),
+        running: false,
+    });
+
+    fn lock() -> std::sync::MutexGuard<'static, Reaper> {
+        REAPER.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `dir` for emptying (never waits for it).
+    pub(super) fn hand(dir: Leftover) {
+        let mut r = lock();
+        if r.waiting.len() >= QUEUED {
+            return;
+        }
+        r.waiting.push_back(dir);
+        if !r.running {
+            let started = std::thread::Builder::new()
+                .name("ringlink-qbdir".into())
+                .spawn(run);
+            match started {
+                Ok(_) => r.running = true,
+                // No thread: the directory is left.
+                Err(_) => r.waiting.clear(),
+            }
+        }
+    }
+
+    fn run() {
+        loop {
+            let next = {
+                let mut r = lock();
+                match r.waiting.pop_front() {
+                    Some(dir) => dir,
+                    None => {
+                        r.running = false;
+                        return;
+                    }
+                }
+            };
+            next.empty();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,11 +443,68 @@ mod tests {
         let path = dir.path().to_owned();
         drop(made);
         drop(dir);
+        gone(&path, "the directory and what was planted in it");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
-        assert!(
-            !path.exists(),
-            "the directory and what was planted in it go"
-        );
+    }
+
+    /// Waits for `path` to go (what a client planted goes off the
+    /// caller's thread).
+    fn gone(path: &Path, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while path.exists() {
+            assert!(std::time::Instant::now() < deadline, "{what} never went");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn an_empty_directory_goes_at_once_and_a_filled_one_soon_after() {
+        let base = Base::new("filled");
+        let mut dir = ConnDir::make(&base.0, 1, 0, RingAuth::default()).expect("dir");
+        dir.create("request-header", RingAuth::default())
+            .expect("file");
+        let path = dir.path().to_owned();
+        drop(dir);
+        assert!(!path.exists(), "an empty directory goes at once");
+
+        // Many names, a link to a directory, an empty directory: dropping
+        // lists none of them, and they all go.
+        let mut dir = ConnDir::make(&base.0, 1, 1, RingAuth::default()).expect("dir");
+        dir.create("request-header", RingAuth::default())
+            .expect("file");
+        let path = dir.path().to_owned();
+        let outside = base.0.join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        std::fs::write(outside.join("keep"), b"k").expect("keep");
+        std::fs::write(path.join("seed"), b"").expect("seed");
+        for i in 0..5000 {
+            std::fs::hard_link(path.join("seed"), path.join(format!("planted-{i}"))).expect("link");
+        }
+        std::os::unix::fs::symlink(&outside, path.join("dir-link")).expect("link");
+        std::fs::create_dir(path.join("subdir")).expect("subdir");
+        drop(dir);
+        gone(&path, "the filled directory");
+        assert!(outside.join("keep").exists(), "a link was followed");
+    }
+
+    #[test]
+    fn a_filled_directory_moved_away_is_emptied_through_its_fd_only() {
+        let base = Base::new("moved");
+        let dir = ConnDir::make(&base.0, 1, 0, RingAuth::default()).expect("dir");
+        let path = dir.path().to_owned();
+        std::fs::write(path.join("planted"), b"p").expect("planted");
+        // The client moves it away and puts another, with a file of
+        // someone's, at its path.
+        let moved = base.0.join("moved");
+        std::fs::rename(&path, &moved).expect("rename");
+        std::fs::create_dir(&path).expect("impostor");
+        std::fs::write(path.join("keep"), b"k").expect("keep");
+        drop(dir);
+        gone(&moved.join("planted"), "the planted file");
+        assert!(path.join("keep").exists(), "the impostor's file stays");
+        // Emptied where the client put it (its path is not ours to
+        // remove by).
+        assert!(moved.exists());
     }
 
     #[test]
