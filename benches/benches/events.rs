@@ -10,6 +10,9 @@
 //!   `event_recv`. A burst fits the client's ring, so no event waits in
 //!   the server's queue: what is measured is the loop's sending and the
 //!   client's reading, overlapped.
+//! - `events/batch/64 B`: the same burst sent with one
+//!   `Connection::send_events` (one taking of the channel's lock, the
+//!   counters added once).
 //!
 //! The two threads are pinned to two different CPUs when there are two
 //! (`RINGLINK_BENCH_PIN=0` turns that off). `ipc-bench --modes events`
@@ -27,6 +30,8 @@ const SIZE: usize = 64;
 /// default maximum message), so that none waits in a queue.
 const BURST: u32 = 512;
 const START: i32 = 1;
+/// As `START`, the burst sent with one `Connection::send_events`.
+const START_BATCH: i32 = 3;
 const EVENT: i32 = 2;
 
 /// Sends the burst a request asks for, from the loop's thread.
@@ -34,7 +39,7 @@ struct Burst;
 
 impl Handler for Burst {
     fn message(&self, conn: &Connection, req: &Request<'_>) {
-        if req.id() != START {
+        if req.id() != START && req.id() != START_BATCH {
             return;
         }
         let n = req
@@ -42,6 +47,14 @@ impl Handler for Burst {
             .get(..4)
             .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
         let payload = [0x5au8; SIZE];
+        if req.id() == START_BATCH {
+            let events = vec![(EVENT, &payload[..]); n as usize];
+            match conn.send_events(&events) {
+                Ok(sent) if sent == events.len() => {}
+                other => panic!("a burst of {n} not sent whole: {other:?}"),
+            }
+            return;
+        }
         for i in 0..n {
             if let Err(e) = conn.send_event(EVENT, &payload) {
                 panic!("event {i} of a burst of {n} not sent: {e}");
@@ -79,26 +92,28 @@ fn main() {
 
     let mut g = c.benchmark_group("events");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("burst/64 B", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(u64::from(BURST)) as u32;
-                client
-                    .send_oneway(START, &n.to_le_bytes(), None)
-                    .expect("ask for a burst");
-                for _ in 0..n {
-                    let m = client
-                        .event_recv(&mut buf, Some(Duration::from_secs(5)))
-                        .expect("an event of the burst");
-                    assert_eq!((m.id, m.len), (EVENT, SIZE));
+    for (name, ask) in [("burst/64 B", START), ("batch/64 B", START_BATCH)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(u64::from(BURST)) as u32;
+                    client
+                        .send_oneway(ask, &n.to_le_bytes(), None)
+                        .expect("ask for a burst");
+                    for _ in 0..n {
+                        let m = client
+                            .event_recv(&mut buf, Some(Duration::from_secs(5)))
+                            .expect("an event of the burst");
+                        assert_eq!((m.id, m.len), (EVENT, SIZE));
+                    }
+                    left -= u64::from(n);
                 }
-                left -= u64::from(n);
-            }
-            start.elapsed()
-        })
-    });
+                start.elapsed()
+            })
+        });
+    }
     g.finish();
     drop(client);
     control.shutdown();

@@ -978,6 +978,56 @@ impl Connection {
         self.send_event_carrying(id, &[IoSlice::new(payload)], fds)
     }
 
+    /// Sends several events, in order, each as
+    /// [`send_event`](Self::send_event) would, under one taking of the
+    /// event channel's lock (and of the event queue's), the counters
+    /// added once. A daemon that publishes a burst pays its locked
+    /// instructions once, not per event: when the client reads close
+    /// behind, each of them waits for the event before it to reach the
+    /// client's core (`docs/RING.md`, Measurements), and a burst sent
+    /// event by event runs at a fraction of the rate.
+    ///
+    /// Returns how many went (into the ring, or taken by the event queue
+    /// as its policy says), from the first: all of them, or fewer when
+    /// the next would block (the ring full, and the queue full with
+    /// [`QueuePolicy::Refuse`] or no queue) or fails. Like a short
+    /// `write`, a call with the rest then says why.
+    ///
+    /// # Errors
+    ///
+    /// When not even the first event went: as
+    /// [`send_event`](Self::send_event).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn publish(conn: &ringlink_ipcs::Connection) -> ringlink_ipcs::Result<()> {
+    /// const PRICE: i32 = 100;
+    /// let prices = [10u32.to_le_bytes(), 11u32.to_le_bytes(), 12u32.to_le_bytes()];
+    /// let events: Vec<(i32, &[u8])> = prices.iter().map(|p| (PRICE, &p[..])).collect();
+    /// let mut sent = 0;
+    /// while sent < events.len() {
+    ///     // WouldBlock: the client's ring and the queue are full; try
+    ///     // again later (or drop, as the service's policy says).
+    ///     sent += conn.send_events(&events[sent..])?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_events(&self, events: &[(i32, &[u8])]) -> Result<usize> {
+        self.send_events_of(events)
+    }
+
+    /// [`send_events`](Self::send_events) of events each made of several
+    /// slices.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_events`](Self::send_events).
+    pub fn send_events_vectored(&self, events: &[(i32, &[IoSlice<'_>])]) -> Result<usize> {
+        self.send_events_of(events)
+    }
+
     fn send_event_carrying(
         &self,
         id: i32,
@@ -1020,11 +1070,28 @@ impl Connection {
                 other => return other,
             }
         }
+        if !self.enqueue(q, &mut b, h, parts, fds)? {
+            return Err(Error::WouldBlock);
+        }
+        self.arm_backlog(&mut b)
+    }
+
+    /// Puts an event in the backlog as the queue's policy says: queued,
+    /// or, the queue being full, the policy's drop (with its notice);
+    /// `Ok(false)` if the policy refuses it.
+    fn enqueue(
+        &self,
+        q: EventQueue,
+        b: &mut Backlog,
+        h: MsgHeader,
+        parts: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<bool> {
         let dropped = if b.events < q.capacity {
             None
         } else {
             match q.policy {
-                QueuePolicy::Refuse => return Err(Error::WouldBlock),
+                QueuePolicy::Refuse => return Ok(false),
                 QueuePolicy::DropNewest => {
                     match b.items.back_mut() {
                         Some(Queued::Lagged(n)) => *n += 1,
@@ -1062,10 +1129,16 @@ impl Connection {
             b.events += 1;
         }
         self.inner.backlogged.store(true, Ordering::Release);
+        Ok(true)
+    }
+
+    /// After events went to the backlog: sends what fits now, and has the
+    /// client wake the loop when it makes room for the rest.
+    fn arm_backlog(&self, b: &mut Backlog) -> Result<()> {
         // Room may have come (and the loop looked, and found nothing
         // flagged) between the failed send and the flag: look again now
         // that the loop will see the flag.
-        self.flush_backlog(&mut b)?;
+        self.flush_backlog(b)?;
         if b.items.is_empty() {
             return Ok(());
         }
@@ -1086,11 +1159,119 @@ impl Connection {
                 }
                 return Ok(());
             }
-            self.flush_backlog(&mut b)?;
+            self.flush_backlog(b)?;
             if b.items.is_empty() {
                 return Ok(());
             }
         }
+    }
+
+    /// [`send_events`](Self::send_events) of events of any shape.
+    fn send_events_of<E: EventParts>(&self, events: &[E]) -> Result<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        if !self.is_connected() {
+            return Err(Error::Disconnected);
+        }
+        let (n, stop) = match &self.inner.backlog {
+            None => self.send_events_direct(events),
+            Some((q, backlog)) => {
+                let mut b = backlog.lock();
+                self.flush_backlog(&mut b)?;
+                let (mut n, stop) = if b.items.is_empty() {
+                    self.send_events_direct(events)
+                } else {
+                    (0, Some(Error::WouldBlock))
+                };
+                match stop {
+                    // The rest to the queue, as the policy says.
+                    Some(Error::WouldBlock) => {
+                        let mut stop = None;
+                        let mut queued = false;
+                        while let Some(e) = events.get(n) {
+                            let taken = e.with_parts(|parts| {
+                                ringlink_common::payload_len(parts, self.inner.max_message)?;
+                                self.enqueue(*q, &mut b, event_header(e.id()), parts, &[])
+                            });
+                            match taken {
+                                Ok(true) => {
+                                    n += 1;
+                                    queued = true;
+                                }
+                                Ok(false) => {
+                                    stop = Some(Error::WouldBlock);
+                                    break;
+                                }
+                                Err(e) => {
+                                    stop = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        if queued {
+                            self.arm_backlog(&mut b)?;
+                        }
+                        (n, stop)
+                    }
+                    other => (n, other),
+                }
+            }
+        };
+        match stop {
+            Some(e) if n == 0 => {
+                if matches!(e, Error::WouldBlock) {
+                    count(&self.inner.counters.output.send_retries, 1);
+                }
+                Err(e)
+            }
+            _ => Ok(n),
+        }
+    }
+
+    /// Sends events straight into the client's ring under one taking of
+    /// the channel's lock, in order, until one does not fit or fails:
+    /// how many went, and what stopped the rest (`WouldBlock` for a full
+    /// ring). The counters are added once.
+    fn send_events_direct<E: EventParts>(&self, events: &[E]) -> (usize, Option<Error>) {
+        let max = self.inner.max_message;
+        let (mut n, mut bytes) = (0usize, 0u64);
+        let stop = {
+            let mut guard = self.inner.event.lock();
+            match guard.as_mut() {
+                None => Some(Error::Disconnected),
+                Some(tx) => loop {
+                    let Some(e) = events.get(n) else {
+                        break None;
+                    };
+                    let sent = e.with_parts(|parts| {
+                        let len = ringlink_common::payload_len(parts, max)?;
+                        match tx.try_send_with_fds(event_header(e.id()), parts, max, &[]) {
+                            Ok(()) => Ok(len),
+                            Err(TrySendError::Full) => Err(Error::WouldBlock),
+                            Err(e) => Err(Error::from(e)),
+                        }
+                    });
+                    match sent {
+                        Ok(len) => {
+                            n += 1;
+                            bytes += len as u64;
+                        }
+                        Err(e) => break Some(e),
+                    }
+                },
+            }
+        };
+        if n > 0 {
+            let o = &self.inner.counters.output;
+            count(&o.events, n as u64);
+            count(&o.bytes_sent, bytes);
+        }
+        if let Some(Error::Protocol(v)) = &stop {
+            // The client broke its ring (PROTOCOL.md, section 5).
+            self.condemn(Some(*v));
+        }
+        (n, stop)
     }
 
     /// Sends what the backlog holds, in order, while there is room.
@@ -1439,6 +1620,31 @@ impl Connection {
 }
 
 /// The header of an event with message id `id`.
+/// An event of [`Connection::send_events`] or
+/// [`Connection::send_events_vectored`]: its id and its parts.
+trait EventParts {
+    fn id(&self) -> i32;
+    fn with_parts<R>(&self, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R;
+}
+
+impl EventParts for (i32, &[u8]) {
+    fn id(&self) -> i32 {
+        self.0
+    }
+    fn with_parts<R>(&self, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        f(&[IoSlice::new(self.1)])
+    }
+}
+
+impl EventParts for (i32, &[IoSlice<'_>]) {
+    fn id(&self) -> i32 {
+        self.0
+    }
+    fn with_parts<R>(&self, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        f(self.1)
+    }
+}
+
 fn event_header(id: i32) -> MsgHeader {
     MsgHeader {
         id,

@@ -48,9 +48,12 @@ pub mod id {
     /// 2 workers and a queue of 2): waits until the server's gate is open
     /// (command `gate open`; it starts open), then echoes the payload.
     pub const SLOW: i32 = 9;
-    /// Payload: a u32 count N. The server sends N events of this id at
-    /// once from the handler, each with its index (u32), then answers
-    /// `sent=S refused=R` (R: the sends that returned `WouldBlock`).
+    /// Payload: a u32 count N, then optionally a u32 batch B. The server
+    /// sends N events of this id at once from the handler, each with its
+    /// index (u32), one `send_event` each, or with B, in
+    /// `Connection::send_events` calls of B events (the rest of a batch
+    /// that stops short counted as refused), then answers `sent=S
+    /// refused=R` (R: the events that met `WouldBlock`).
     pub const FLOOD: i32 = 10;
     /// A blocking route (on the same pool as [`SLOW`]) that calls the
     /// client back (`Connection::call`, this id, the request's payload,

@@ -30,9 +30,17 @@ struct Read {
 /// Floods the client, then reads until every event is accounted for:
 /// read, said dropped, or (refused) never sent.
 fn flood_and_read(server: &mut ServerProc, c: &mut Client) -> (Read, Kv) {
+    flood_in_batches(server, c, 0)
+}
+
+/// [`flood_and_read`], the server sending `batch` events per
+/// `Connection::send_events` (0: one `send_event` each).
+fn flood_in_batches(server: &mut ServerProc, c: &mut Client, batch: u32) -> (Read, Kv) {
     let mut buf = [0u8; 64];
+    let mut req = FLOOD.to_le_bytes().to_vec();
+    req.extend_from_slice(&batch.to_le_bytes());
     let m = c
-        .send_recv(id::FLOOD, &FLOOD.to_le_bytes(), &mut buf, Some(PROMPT))
+        .send_recv(id::FLOOD, &req, &mut buf, Some(PROMPT))
         .expect("flood");
     let answer = Kv::parse(std::str::from_utf8(&buf[..m.len]).expect("text"));
     let sent = answer.u("sent") as usize;
@@ -125,6 +133,56 @@ ringlink_tests::transport_test! {
             "every event sent arrives: the ring's, then the queue's sixteen"
         );
         assert_eq!(answer.u("sent") + answer.u("refused"), u64::from(FLOOD));
+        server.shutdown();
+    }
+}
+
+ringlink_tests::transport_test! {
+    /// `Connection::send_events`, batches of 100 of the flood: with a
+    /// queue that refuses, what the ring and the queue took arrives in
+    /// order and the rest is counted refused, as event by event; with a
+    /// queue that drops the oldest, a batch is always taken whole and the
+    /// client hears of the gap; with no queue, a batch stops where the
+    /// ring is full, and the client reads exactly what went.
+    fn batches_of_events_keep_every_promise_of_single_ones() {
+        let addr = unique_addr("eq-batch-refuse");
+        let mut server = ServerProc::spawn(SERVER, &addr, &["--event-queue", "16:refuse"]);
+        let mut c = connect(&addr, 0);
+        let (r, answer) = flood_in_batches(&mut server, &mut c, 100);
+        in_order(&r);
+        assert!(r.notices.is_empty());
+        assert!(answer.u("refused") > 0, "{answer}");
+        assert_eq!(r.indexes, (0..answer.u("sent") as u32).collect::<Vec<_>>());
+        assert_eq!(answer.u("sent") + answer.u("refused"), u64::from(FLOOD));
+        // A flood after it finds the queue empty again (its ring holds
+        // about as many: where the records wrap moves).
+        let (r2, answer2) = flood_in_batches(&mut server, &mut c, 100);
+        assert!(answer2.u("sent") > 16 && answer2.u("refused") > 0, "{answer2}");
+        assert_eq!(r2.indexes, (0..answer2.u("sent") as u32).collect::<Vec<_>>());
+        server.shutdown();
+
+        let addr = unique_addr("eq-batch-oldest");
+        let mut server =
+            ServerProc::spawn(SERVER, &addr, &["--event-queue", "16:drop-oldest"]);
+        let mut c = connect(&addr, 0);
+        let (r, answer) = flood_in_batches(&mut server, &mut c, 100);
+        assert_eq!(answer.u("sent"), u64::from(FLOOD));
+        in_order(&r);
+        assert_eq!(r.notices.len(), 1, "{:?}", r.notices);
+        let (at, n) = r.notices[0];
+        assert_eq!(r.indexes.len() - at, 16);
+        assert_eq!(r.indexes[at], at as u32 + n as u32, "the gap is where the notice is");
+        assert_eq!(*r.indexes.last().expect("some"), FLOOD - 1);
+        server.shutdown();
+
+        let addr = unique_addr("eq-batch-none");
+        let mut server = ServerProc::spawn(SERVER, &addr, &[]);
+        let mut c = connect(&addr, 0);
+        let (r, answer) = flood_in_batches(&mut server, &mut c, 100);
+        in_order(&r);
+        assert!(r.notices.is_empty());
+        assert!(answer.u("sent") > 0 && answer.u("refused") > 0, "{answer}");
+        assert_eq!(r.indexes, (0..answer.u("sent") as u32).collect::<Vec<_>>());
         server.shutdown();
     }
 }

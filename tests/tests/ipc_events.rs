@@ -273,3 +273,89 @@ fn events_as_a_blocking_iterator_end_when_the_server_goes() {
     );
 }
 }
+
+ringlink_tests::transport_test! {
+/// `Connection::send_events` from outside the loop, as a short `write`:
+/// nothing for nothing; what goes before an event too large, and that
+/// event's error on the next call; a batch that stops where the ring is
+/// full, the client reading exactly what went, in order; slices joined;
+/// `Disconnected` once the client has left.
+fn send_events_is_a_short_write() {
+    use ringlink_ipcs::{Connection, Handler, Request, Service};
+    struct Quiet;
+    impl Handler for Quiet {
+        fn message(&self, _: &Connection, _: &Request<'_>) {}
+    }
+    let addr = unique_addr("send-events");
+    let opts = ringlink_tests::transport::service_options();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut s = Service::bind(addr, ipc::PROTOCOL, opts, Quiet).expect("bind");
+            tx.send(s.control_handle()).expect("handle");
+            s.run().expect("run");
+        })
+    };
+    let control = rx.recv().expect("the service listens");
+    let mut c = connect(&addr, 0);
+    let conn = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(conn) = control.connections().pop() {
+                break conn;
+            }
+            assert!(Instant::now() < deadline, "no connection");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let max = c.max_message();
+    let mut buf = vec![0u8; max];
+    assert_eq!(conn.send_events(&[]).expect("nothing"), 0);
+    // An event too large stops the batch; the next call says why.
+    let big = vec![7u8; max + 1];
+    let events: [(i32, &[u8]); 3] = [(1, b"one"), (2, &big), (3, b"three")];
+    assert_eq!(conn.send_events(&events).expect("the first goes"), 1);
+    assert!(matches!(
+        conn.send_events(&events[1..]),
+        Err(ringlink_ipcs::Error::MessageTooLarge { .. })
+    ));
+    let m = c.event_recv(&mut buf, CALL).expect("event");
+    assert_eq!((m.id, &buf[..m.len]), (1, &b"one"[..]));
+    // Slices joined.
+    let parts = [std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")];
+    let vectored: [(i32, &[std::io::IoSlice<'_>]); 2] = [(4, &parts), (5, &parts[1..])];
+    assert_eq!(conn.send_events_vectored(&vectored).expect("vectored"), 2);
+    for (id, want) in [(4, &b"abcd"[..]), (5, b"cd")] {
+        let m = c.event_recv(&mut buf, CALL).expect("event");
+        assert_eq!((m.id, &buf[..m.len]), (id, want));
+    }
+    // A batch larger than the ring holds stops where it is full.
+    let indexes: Vec<[u8; 8]> = (0..200_000u64).map(u64::to_le_bytes).collect();
+    let events: Vec<(i32, &[u8])> = indexes.iter().map(|i| (6, &i[..])).collect();
+    let went = conn.send_events(&events).expect("some go");
+    assert!(went > 0 && went < events.len(), "{went}");
+    assert!(matches!(
+        conn.send_events(&events[went..]),
+        Err(ringlink_ipcs::Error::WouldBlock)
+    ));
+    for i in 0..went as u64 {
+        let m = c.event_recv(&mut buf, CALL).expect("event");
+        assert_eq!((m.id, &buf[..m.len]), (6, &i.to_le_bytes()[..]));
+    }
+    no_event_waiting(&mut c);
+    assert_eq!(conn.stats(false).events, went as u64 + 3);
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while conn.is_connected() {
+        assert!(Instant::now() < deadline, "the connection never ended");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(
+        conn.send_events(&events[..1]),
+        Err(ringlink_ipcs::Error::Disconnected)
+    ));
+    control.shutdown();
+    server.join().expect("server thread");
+}
+}

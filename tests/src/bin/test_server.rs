@@ -643,15 +643,37 @@ impl Handler for TestHandler {
                     .get(..4)
                     .and_then(|b| b.try_into().ok())
                     .map_or(0, u32::from_le_bytes);
+                let batch = p
+                    .get(4..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
                 let (mut sent, mut refused) = (0u32, 0u32);
-                for i in 0..n {
-                    match conn.send_event(id::FLOOD, &i.to_le_bytes()) {
-                        Ok(()) => sent += 1,
-                        Err(Error::WouldBlock) => refused += 1,
-                        Err(e) => {
-                            self.st.violation(format!("conn {}: flood: {e}", conn.id()));
-                            break;
+                if batch == 0 {
+                    for i in 0..n {
+                        match conn.send_event(id::FLOOD, &i.to_le_bytes()) {
+                            Ok(()) => sent += 1,
+                            Err(Error::WouldBlock) => refused += 1,
+                            Err(e) => {
+                                self.st.violation(format!("conn {}: flood: {e}", conn.id()));
+                                break;
+                            }
                         }
+                    }
+                } else {
+                    let indexes: Vec<[u8; 4]> = (0..n).map(u32::to_le_bytes).collect();
+                    for chunk in indexes.chunks(batch as usize) {
+                        let events: Vec<(i32, &[u8])> =
+                            chunk.iter().map(|i| (id::FLOOD, &i[..])).collect();
+                        let went = match conn.send_events(&events) {
+                            Ok(k) => k,
+                            Err(Error::WouldBlock) => 0,
+                            Err(e) => {
+                                self.st.violation(format!("conn {}: flood: {e}", conn.id()));
+                                break;
+                            }
+                        };
+                        sent += went as u32;
+                        refused += (chunk.len() - went) as u32;
                     }
                 }
                 let answer = format!("sent={sent} refused={refused}");
