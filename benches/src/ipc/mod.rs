@@ -345,7 +345,7 @@ const BURST_BYTES: usize = 16 << 10;
 /// Most events in a burst.
 pub const MAX_BURST: usize = 256;
 
-/// The events a burst of `size`-byte events carries: [`BURST_BYTES`] of
+/// The events a burst of `size`-byte events carries: about 16 KiB of
 /// records (payload and 32 bytes of framing each), at least one, at most
 /// [`MAX_BURST`].
 pub fn burst_len(size: usize) -> usize {
