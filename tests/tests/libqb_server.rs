@@ -664,6 +664,110 @@ fn a_stranger_cannot_send_requests_in_a_clients_name() {
     server.shutdown();
 }
 
+#[test]
+fn a_strangers_flood_cannot_hold_the_loop() {
+    // libqb's socket transport: until the server's request socket takes
+    // a datagram from its client's name, it is open to any local
+    // process. A hostile client connects and never sends (nor binds its
+    // own socket) while its accomplices flood that socket from several
+    // threads: each datagram is dropped as a stranger's, and the loop
+    // must not keep reading them for as long as they come. A bystander
+    // is served promptly throughout.
+    //
+    // The kernel queues at most `net.unix.max_dgram_qlen` (10) of
+    // strangers' datagrams: the loop is held only while the senders
+    // outpace its reads, which takes more cores than the loop's and one
+    // more (on two, a loop without the bound was held up to 0.2 s at a
+    // time, every echo slowed). The bound itself is checked by
+    // `a_flood_of_strangers_is_dropped_a_bounded_number_at_a_time` in
+    // `channel/src/qb/socket.rs`.
+    if !qbc::require("a_strangers_flood_cannot_hold_the_loop") {
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const FLOOD: Duration = Duration::from_secs(2);
+    let t = "socket";
+    let (mut server, name) = start(t, "flood", &["--log-faults"]);
+    let mut by = Bystander::new(&name);
+    by.served(3);
+    // The hostile client, by hand: the handshake, then silence.
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(
+        ringlink_common::qb::abstract_name(name.as_bytes()).expect("name"),
+    )
+    .expect("address");
+    let mut hostile = std::os::unix::net::UnixStream::connect_addr(&addr).expect("connect");
+    std::io::Write::write_all(
+        &mut hostile,
+        &ringlink_common::qb::ConnRequest {
+            max_msg_size: 1 << 16,
+        }
+        .encode(),
+    )
+    .expect("connection request");
+    hostile.set_read_timeout(Some(T)).expect("timeout");
+    let mut answer = vec![0u8; ringlink_common::qb::CONN_RESPONSE_LEN];
+    std::io::Read::read_exact(&mut hostile, &mut answer).expect("connection response");
+    let answer = ringlink_common::qb::ConnResponse::decode(&answer).expect("response");
+    assert_eq!(answer.error, 0, "{answer:?}");
+    let mut target = answer.response.clone();
+    target.extend_from_slice(b"-request");
+    let target = std::os::unix::net::SocketAddr::from_abstract_name(
+        ringlink_common::qb::dgram_name(&target),
+    )
+    .expect("address");
+    let mut forged = ringlink_common::qb::RequestHeader {
+        id: ipc::id::ECHO,
+        size: 16 + 6,
+    }
+    .encode()
+    .to_vec();
+    forged.extend_from_slice(b"forged");
+    let (target, forged) = (Arc::new(target), Arc::new(forged));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood_until = Instant::now() + FLOOD;
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let (target, forged, stop) = (target.clone(), forged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Connected (no name to look up per datagram) and never
+                // waiting: as fast as a sender goes.
+                let s = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+                s.connect_addr(&target)
+                    .expect("connect to the request socket");
+                s.set_nonblocking(true).expect("non-blocking");
+                let mut sent = 0u64;
+                while Instant::now() < flood_until && !stop.load(Ordering::Relaxed) {
+                    for _ in 0..256 {
+                        if s.send(&forged).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let (mut echoes, mut worst) = (0, Duration::ZERO);
+    while Instant::now() < flood_until {
+        worst = worst.max(by.echo_time());
+        echoes += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent: u64 = floods.into_iter().map(|f| f.join().expect("flood")).sum();
+    eprintln!("{sent} datagrams from strangers; {echoes} echoes meanwhile, the slowest {worst:?}");
+    assert!(
+        worst < PROMPT,
+        "the bystander waited {worst:?} for an echo while strangers flooded another connection"
+    );
+    by.served(5);
+    let faults = server.faults();
+    assert!(faults.is_empty(), "{faults:?}");
+    drop(hostile);
+    server.shutdown();
+}
+
 ringlink_tests::libqb_test!(links_planted_in_a_connections_directory_are_removed_not_followed);
 fn links_planted_in_a_connections_directory_are_removed_not_followed(t: &str) {
     // libqb's history (CVE-2019-12779): its server made ring files by

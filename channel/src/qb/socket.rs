@@ -288,6 +288,10 @@ impl QbSockSender {
     }
 }
 
+/// Most datagrams from strangers one `try_recv` drops before it returns
+/// (a server's request socket before its client's first request).
+pub(crate) const STRANGERS_PER_CALL: u32 = 64;
+
 /// The reading end of a libqb socket channel.
 #[derive(Debug)]
 pub struct QbSockReceiver {
@@ -347,10 +351,15 @@ impl QbSockReceiver {
 
     /// The next message (the one taken before and not released, or a new
     /// datagram), its header checked against its length and the maximum.
+    ///
+    /// Strangers' datagrams are dropped, at most [`STRANGERS_PER_CALL`]
+    /// of them: then `None`, the socket still readable (the server's loop
+    /// comes back at its next turn, having served everyone else).
     pub(crate) fn try_recv(&mut self) -> Result<Option<MsgHeader>, TryRecvError> {
         if let Some(h) = self.held {
             return Ok(Some(h));
         }
+        let mut dropped = 0;
         loop {
             if self.readable == Some(false) {
                 return Ok(None);
@@ -387,7 +396,18 @@ impl QbSockReceiver {
                     // Not the client's: dropped (libqb's server would take
                     // it as the client's request).
                     self.strangers += 1;
-                    continue;
+                    dropped += 1;
+                    if dropped < STRANGERS_PER_CALL {
+                        continue;
+                    }
+                    // A flood (several senders can keep the socket from
+                    // ever running dry): no more now. Connected to the
+                    // client's name, if bound by now (libqb's client binds
+                    // it before it sends, and sends from it alone; libqb's
+                    // server connects there at its first response), the
+                    // socket takes no one else's from here.
+                    let _ = connect(self.fd.as_fd(), &want);
+                    return Ok(None);
                 }
                 // The kernel keeps everyone else out from now on.
                 if connect(self.fd.as_fd(), &want).unwrap_or(false) {
@@ -564,5 +584,54 @@ mod tests {
         let h = rx.try_recv().expect("recv").expect("the client's request");
         assert_eq!((h.id, h.size, h.seq), (7, 3, 1));
         assert_eq!(rx.payload(), b"abc");
+    }
+
+    #[test]
+    fn a_flood_of_strangers_is_dropped_a_bounded_number_at_a_time() {
+        // More strangers' datagrams wait than one call may drop (here
+        // queued at once by a peer, which the kernel lets queue past its
+        // limit for others; on a busy machine, senders keeping the socket
+        // from running dry): each call drops a bounded number and says
+        // "nothing now", the socket left readable, until it is dry.
+        let (server, flood) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .expect("socketpair");
+        let client_name = format!("/ringlink-test-{}-qbflood-response", std::process::id());
+        let mut rx = QbSockReceiver::new(
+            Arc::new(server),
+            Header::Request,
+            Channel::Request,
+            Peer::Client,
+            4096,
+            ctl(),
+            0,
+            Some(dgram_name(client_name.as_bytes())),
+        );
+        let msg = RequestHeader { id: 7, size: 16 }.encode();
+        let mut queued = 0u64;
+        while queued < 3 * u64::from(STRANGERS_PER_CALL)
+            && socket::send(flood.as_raw_fd(), &msg, MsgFlags::empty()).is_ok()
+        {
+            queued += 1;
+        }
+        assert!(
+            queued > u64::from(STRANGERS_PER_CALL),
+            "only {queued} queued"
+        );
+        rx.mark_readable();
+        let mut calls = 0;
+        while rx.left_readable() {
+            let before = rx.strangers();
+            assert!(rx.try_recv().expect("recv").is_none());
+            assert!(rx.strangers() - before <= u64::from(STRANGERS_PER_CALL));
+            calls += 1;
+            assert!(calls <= 10, "never dry");
+        }
+        assert_eq!(rx.strangers(), queued);
+        assert!(calls > 1, "{queued} strangers dropped in one call");
     }
 }
