@@ -8,7 +8,8 @@
 //! send it a datagram, which libqb's server takes as the client's
 //! request. ringlink's takes a datagram only from the client's name, and
 //! connects the socket to it at the first one (the kernel then drops
-//! every other sender's).
+//! every other sender's; those that came before are still in the queue,
+//! and still refused).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -306,6 +307,9 @@ pub struct QbSockReceiver {
     /// Take datagrams only from this name; connect to it at the first
     /// (a server's request socket, bound before its client's).
     only_from: Option<Name>,
+    /// Connected to `only_from`: the kernel refuses other senders now,
+    /// but what they sent before is still queued (and still refused).
+    connected: bool,
     buf: Vec<u8>,
     len: usize,
     held: Option<MsgHeader>,
@@ -338,6 +342,7 @@ impl QbSockReceiver {
             ctl,
             sent,
             only_from,
+            connected: false,
             // One byte more than the largest message: a longer datagram
             // shows as such (MSG_TRUNC), never as a cut one.
             buf: vec![0; header.len() + max + 1],
@@ -406,12 +411,15 @@ impl QbSockReceiver {
                     // it before it sends, and sends from it alone; libqb's
                     // server connects there at its first response), the
                     // socket takes no one else's from here.
-                    let _ = connect(self.fd.as_fd(), &want);
+                    if !self.connected {
+                        self.connected = connect(self.fd.as_fd(), &want).unwrap_or(false);
+                    }
                     return Ok(None);
                 }
-                // The kernel keeps everyone else out from now on.
-                if connect(self.fd.as_fd(), &want).unwrap_or(false) {
-                    self.only_from = None;
+                // The kernel keeps everyone else out from now on; the
+                // name is still checked, for what strangers sent before.
+                if !self.connected && connect(self.fd.as_fd(), &want).unwrap_or(false) {
+                    self.connected = true;
                 }
             }
             return self.take(n).map(Some);
@@ -584,6 +592,51 @@ mod tests {
         let h = rx.try_recv().expect("recv").expect("the client's request");
         assert_eq!((h.id, h.size, h.seq), (7, 3, 1));
         assert_eq!(rx.payload(), b"abc");
+    }
+
+    #[test]
+    fn a_stranger_queued_behind_the_clients_first_request_is_still_refused() {
+        // The socket is connected to the client's name at its first
+        // request: a stranger's datagram that came in before that (behind
+        // the request) is still in the queue, and is not the client's.
+        let tag = format!("/ringlink-test-{}-qbsock-behind", std::process::id());
+        let server_name = format!("{tag}-request");
+        let client_name = format!("{tag}-response");
+        let server = Arc::new(bound(server_name.as_bytes(), 4096).expect("bind"));
+        let mut rx = QbSockReceiver::new(
+            server,
+            Header::Request,
+            Channel::Request,
+            Peer::Client,
+            4096,
+            ctl(),
+            0,
+            Some(dgram_name(client_name.as_bytes())),
+        );
+        let to = UnixAddr::new_abstract(&dgram_name(server_name.as_bytes())).expect("addr");
+        let msg = |id: i32| {
+            let mut m = RequestHeader { id, size: 16 + 3 }.encode().to_vec();
+            m.extend_from_slice(b"abc");
+            m
+        };
+        let client = bound(client_name.as_bytes(), 4096).expect("bind");
+        socket::sendto(client.as_raw_fd(), &msg(7), &to, MsgFlags::empty()).expect("send");
+        let stranger = bound(format!("{tag}-other").as_bytes(), 4096).expect("bind");
+        socket::sendto(stranger.as_raw_fd(), &msg(666), &to, MsgFlags::empty()).expect("send");
+        let h = rx.try_recv().expect("recv").expect("the client's request");
+        assert_eq!(h.id, 7);
+        rx.release();
+        // Connected now: the kernel refuses the stranger's next.
+        assert!(socket::sendto(stranger.as_raw_fd(), &msg(666), &to, MsgFlags::empty()).is_err());
+        assert_eq!(
+            rx.try_recv().expect("recv"),
+            None,
+            "the stranger's was taken"
+        );
+        assert_eq!(rx.strangers(), 1);
+        socket::sendto(client.as_raw_fd(), &msg(8), &to, MsgFlags::empty()).expect("send");
+        let h = rx.try_recv().expect("recv").expect("the client's request");
+        assert_eq!((h.id, h.seq), (8, 2));
     }
 
     #[test]
