@@ -625,7 +625,9 @@ impl AsyncClient {
     ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv).
+    /// [`Error::Lagged`] where the service's event queue dropped events
+    /// (the next call has the event after the gap); as
+    /// [`recv`](Self::recv) otherwise.
     pub async fn event_recv(&self) -> Result<Reply> {
         self.wait_for(Wait::Event, |st| {
             let m = st.engine.try_recv(true, &mut st.scratch)?;
@@ -637,11 +639,16 @@ impl AsyncClient {
     /// Receives the next event into `event`, reusing its payload's
     /// allocation: once it has grown to the largest event, no allocation
     /// per event (as [`send_recv_into`](Self::send_recv_into) for
-    /// responses). Its fds, if any, replace those it held.
+    /// responses). Its fds (none if it carries none) replace those
+    /// `event` held. Cancellation-safe: an event is taken only by a call
+    /// that returns it.
     ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv); `event` is then left as it was.
+    /// As [`event_recv`](Self::event_recv): [`Error::Lagged`] where a
+    /// queue dropped events, then the next call has the event after the
+    /// gap; as [`recv`](Self::recv) otherwise. `event` is then left as it
+    /// was.
     pub async fn event_recv_into(&self, event: &mut Reply) -> Result<()> {
         self.wait_for(Wait::Event, |st| {
             let m = st.engine.try_recv(true, &mut st.scratch)?;

@@ -979,19 +979,27 @@ impl Connection {
     }
 
     /// Sends several events, in order, each as
-    /// [`send_event`](Self::send_event) would, under one taking of the
-    /// event channel's lock (and of the event queue's), the counters
-    /// added once. A daemon that publishes a burst pays its locked
-    /// instructions once, not per event: when the client reads close
-    /// behind, each of them waits for the event before it to reach the
-    /// client's core (`docs/RING.md`, Measurements), and a burst sent
-    /// event by event runs at a fraction of the rate.
+    /// [`send_event`](Self::send_event) would, those that go straight
+    /// into the client's ring under one taking of the event channel's
+    /// lock, their counters added once. A daemon that publishes a burst
+    /// pays its locked instructions once, not per event: when the client
+    /// reads close behind, each of them waits for the event before it to
+    /// reach the client's core (`docs/RING.md`, Measurements), and a
+    /// burst sent event by event runs at a fraction of the rate. Events
+    /// that find the ring full go to the event queue
+    /// (`ServiceOptions::event_queue`), each as `send_event` would put it
+    /// there (a full queue first gets what room the client made).
     ///
     /// Returns how many went (into the ring, or taken by the event queue
     /// as its policy says), from the first: all of them, or fewer when
     /// the next would block (the ring full, and the queue full with
     /// [`QueuePolicy::Refuse`] or no queue) or fails. Like a short
     /// `write`, a call with the rest then says why.
+    ///
+    /// With an event queue, its lock is held for the whole call, and the
+    /// service's loop takes it when the client makes room: keep batches
+    /// to what a burst is (hundreds of small events), not a backlog of
+    /// megabytes.
     ///
     /// # Errors
     ///
@@ -1174,59 +1182,96 @@ impl Connection {
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
-        let (n, stop) = match &self.inner.backlog {
-            None => self.send_events_direct(events),
-            Some((q, backlog)) => {
-                let mut b = backlog.lock();
-                self.flush_backlog(&mut b)?;
-                let (mut n, stop) = if b.items.is_empty() {
-                    self.send_events_direct(events)
-                } else {
-                    (0, Some(Error::WouldBlock))
-                };
-                match stop {
-                    // The rest to the queue, as the policy says.
-                    Some(Error::WouldBlock) => {
-                        let mut stop = None;
-                        let mut queued = false;
-                        while let Some(e) = events.get(n) {
-                            let taken = e.with_parts(|parts| {
-                                ringlink_common::payload_len(parts, self.inner.max_message)?;
-                                self.enqueue(*q, &mut b, event_header(e.id()), parts, &[])
-                            });
-                            match taken {
-                                Ok(true) => {
-                                    n += 1;
-                                    queued = true;
-                                }
-                                Ok(false) => {
-                                    stop = Some(Error::WouldBlock);
-                                    break;
-                                }
-                                Err(e) => {
-                                    stop = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        if queued {
-                            self.arm_backlog(&mut b)?;
-                        }
-                        (n, stop)
-                    }
-                    other => (n, other),
-                }
+        let (n, stop, retries) = match &self.inner.backlog {
+            None => {
+                let (n, stop) = self.send_events_direct(events);
+                // The event that found the ring full, as `send_event`
+                // counts it.
+                let retries = u64::from(matches!(stop, Some(Error::WouldBlock)));
+                (n, stop, retries)
             }
+            Some((q, backlog)) => self.send_events_queued(*q, backlog, events),
         };
+        if retries > 0 {
+            count(&self.inner.counters.output.send_retries, retries);
+        }
         match stop {
-            Some(e) if n == 0 => {
-                if matches!(e, Error::WouldBlock) {
-                    count(&self.inner.counters.output.send_retries, 1);
-                }
-                Err(e)
-            }
+            Some(e) if n == 0 => Err(e),
             _ => Ok(n),
         }
+    }
+
+    /// [`send_events_of`](Self::send_events_of) with an event queue: each
+    /// event straight into the ring while the queue is empty and the ring
+    /// has room, else into the queue as `send_event` would put it there.
+    /// How many went, what stopped the rest, and how many found the ring
+    /// full (`send_retries`, as `send_event` counts them).
+    fn send_events_queued<E: EventParts>(
+        &self,
+        q: EventQueue,
+        backlog: &Mutex<Backlog>,
+        events: &[E],
+    ) -> (usize, Option<Error>, u64) {
+        let mut b = backlog.lock();
+        if let Err(e) = self.flush_backlog(&mut b) {
+            return (0, Some(e), 0);
+        }
+        let (mut n, mut stop, mut retries, mut queued) = (0usize, None, 0u64, false);
+        while n < events.len() {
+            // Whether event `n` found the ring full.
+            let mut tried = false;
+            if b.items.is_empty() {
+                let (k, s) = self.send_events_direct(&events[n..]);
+                n += k;
+                match s {
+                    None => break,
+                    Some(Error::WouldBlock) => tried = true,
+                    Some(e) => {
+                        stop = Some(e);
+                        break;
+                    }
+                }
+            }
+            // A full queue first gets what room the client made since,
+            // as `send_event` looks before each event; an empty one lets
+            // the rest go straight again.
+            if b.events >= q.capacity {
+                if let Err(e) = self.flush_backlog(&mut b) {
+                    stop = Some(e);
+                    break;
+                }
+                if b.items.is_empty() {
+                    continue;
+                }
+            }
+            retries += u64::from(tried);
+            let e = &events[n];
+            let taken = e.with_parts(|parts| {
+                ringlink_common::payload_len(parts, self.inner.max_message)?;
+                self.enqueue(q, &mut b, event_header(e.id()), parts, &[])
+            });
+            match taken {
+                Ok(true) => {
+                    n += 1;
+                    queued = true;
+                }
+                Ok(false) => {
+                    stop = Some(Error::WouldBlock);
+                    break;
+                }
+                Err(e) => {
+                    stop = Some(e);
+                    break;
+                }
+            }
+        }
+        if queued {
+            // What went is said; an error here is the next call's.
+            if let Err(e) = self.arm_backlog(&mut b) {
+                stop.get_or_insert(e);
+            }
+        }
+        (n, stop, retries)
     }
 
     /// Sends events straight into the client's ring under one taking of
@@ -1619,7 +1664,6 @@ impl Connection {
     }
 }
 
-/// The header of an event with message id `id`.
 /// An event of [`Connection::send_events`] or
 /// [`Connection::send_events_vectored`]: its id and its parts.
 trait EventParts {
@@ -1645,6 +1689,7 @@ impl EventParts for (i32, &[IoSlice<'_>]) {
     }
 }
 
+/// The header of an event with message id `id`.
 fn event_header(id: i32) -> MsgHeader {
     MsgHeader {
         id,

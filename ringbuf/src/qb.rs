@@ -67,7 +67,9 @@ const SEM_SHARED: u32 = 128;
 
 /// Most attempts of a compare-and-swap on a word the peer also writes:
 /// a peer that stores to it without pause must not hold this side in the
-/// loop (on hardware where one side can keep failing the other's).
+/// loop (on hardware where one side can keep failing the other's). The
+/// strong compare-and-swap fails only when the word changed, so an
+/// honest peer's reads never use up the attempts.
 const CAS_TRIES: u32 = 1024;
 
 pub use ringlink_common::QbCorruption;
@@ -302,7 +304,7 @@ impl QbRing {
                 return Err(QbCorruption::Semaphore);
             }
             tries += 1;
-            match sem.compare_exchange_weak(d, d + 1, Ordering::Release, Ordering::Relaxed) {
+            match sem.compare_exchange(d, d + 1, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => d = now,
             }
@@ -325,7 +327,7 @@ impl QbRing {
             if d as u32 == 0 {
                 return false;
             }
-            match sem.compare_exchange_weak(d, d - 1, Ordering::Acquire, Ordering::Relaxed) {
+            match sem.compare_exchange(d, d - 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => d = now,
             }

@@ -33,11 +33,18 @@ pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
 pub(crate) fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     let len =
         libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: plain call on a live fd; no memory is passed. It returns
-    // the error number itself rather than setting errno.
-    match unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) } {
-        0 => Ok(()),
-        e => Err(io::Error::from_raw_os_error(e)),
+    // tmpfs gives up on a pending signal (EINTR, undoing what it
+    // allocated, whatever SA_RESTART says): a few more tries, as libqb's
+    // own `qb_sys_mmap_file_open` makes.
+    let mut tries = 0;
+    loop {
+        // SAFETY: plain call on a live fd; no memory is passed. It returns
+        // the error number itself rather than setting errno.
+        match unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR if tries < 8 => tries += 1,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
     }
 }
 

@@ -300,6 +300,10 @@ pub fn open_shm(
     if dir.is_none() || dir_of(&answer.response) != dir || dir_of(&answer.event) != dir {
         return Err(Error::Protocol(Violation::RingPath));
     }
+    // Opened once, by the request's name: every file is opened relative
+    // to this fd, whatever happens to the paths meanwhile.
+    let (dir, _) = crate::qb::dir::OpenedDir::open(base, &answer.request, server.uid)
+        .map_err(|_| Error::Protocol(Violation::RingPath))?;
     let mut rings: Vec<QbRing> = Vec::with_capacity(3);
     // The rings taken so far are given back if a later one is refused.
     let give_back = |rings: &[QbRing]| rings.iter().for_each(QbRing::leave);
@@ -309,8 +313,10 @@ pub fn open_shm(
             .zip([&answer.request, &answer.response, &answer.event])
     {
         let opened = (|| {
-            let (dir, file) = crate::qb::dir::OpenedDir::open(base, name, server.uid)
-                .map_err(|_| Error::Protocol(Violation::RingPath))?;
+            let file = Path::new(std::ffi::OsStr::from_bytes(name))
+                .file_name()
+                .ok_or(Error::Protocol(Violation::RingPath))?
+                .to_owned();
             let part = |suffix: &str| {
                 let mut n = file.clone();
                 n.push(suffix);
