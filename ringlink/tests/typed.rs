@@ -483,3 +483,101 @@ fn the_async_client_calls_and_receives_typed() {
         });
     }
 }
+
+/// A request holding a string, answered with whether the route got it
+/// as valid UTF-8.
+#[derive(Debug, Serialize, Deserialize)]
+struct Key {
+    key: String,
+}
+
+impl Request for Key {
+    const ID: i32 = 20;
+    type Response = bool;
+}
+
+/// A hostile client rewrites a byte of a string in the request it has
+/// published, without pause, while the service's loop decodes it where
+/// it lies: postcard checks a string's bytes are UTF-8, then copies
+/// them, and a byte changed in between gave the route a `String` that is
+/// not UTF-8 (undefined behaviour for the route that uses it). A typed
+/// loop route decodes from a copy: each request is valid or refused
+/// (`ERROR_DECODE`), never an invalid `String`.
+#[test]
+fn a_string_rewritten_while_decoded_is_valid_or_refused() {
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
+    let addr = ServiceAddr::named(&format!("ringlink-typed-utf8-{}", std::process::id()));
+    let table =
+        Dispatch::new().route(|_c, k: Key| Ok(std::str::from_utf8(k.key.as_bytes()).is_ok()));
+    let mut service =
+        Service::bind(addr.clone(), PROTOCOL, ServiceOptions::default(), table).expect("bind");
+    let control = service.control_handle();
+    let server = std::thread::spawn(move || service.run());
+    let mut client = Client::connect(&addr, &ConnectOptions::new(PROTOCOL)).expect("connect");
+
+    // The hostile side: a thread flipping one byte of the published
+    // request between 'a' and 0xff while `TARGET` points at it.
+    static TARGET: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+    static ASKED: AtomicU64 = AtomicU64::new(0);
+    static STOPPED: AtomicU64 = AtomicU64::new(0);
+    static QUIT: AtomicBool = AtomicBool::new(false);
+    let flipper = std::thread::spawn(|| {
+        let mut v = 0u8;
+        while !QUIT.load(Ordering::Relaxed) {
+            let p = TARGET.load(Ordering::Acquire);
+            if p.is_null() {
+                STOPPED.store(ASKED.load(Ordering::Acquire), Ordering::Release);
+                std::hint::spin_loop();
+                continue;
+            }
+            v ^= 1;
+            // SAFETY: `p` points into this process's mapping of the
+            // client's request ring, inside the record just published,
+            // for as long as `TARGET` holds it: the main thread clears it
+            // and waits for this thread to see that before the record's
+            // room can be reused. Volatile: the peer's writes, as a
+            // hostile client makes them.
+            unsafe { std::ptr::write_volatile(p, if v == 0 { b'a' } else { 0xff }) };
+        }
+    });
+
+    let n = 16 * 1024usize;
+    let mut encoded = Vec::new();
+    ringlink::typed::encode(&Key { key: "a".repeat(n) }, &mut encoded).expect("encode");
+    let at = encoded.len() - n / 2;
+    let (mut valid, mut refused) = (0u32, 0u32);
+    for i in 0..300 {
+        let r = client.send_recv_in_place(
+            Key::ID,
+            encoded.len(),
+            TIMEOUT,
+            |buf| {
+                buf.copy_from_slice(&encoded);
+                TARGET.store(buf[at..].as_mut_ptr(), Ordering::Release);
+            },
+            |m, payload| (m.error, payload.to_vec()),
+        );
+        TARGET.store(std::ptr::null_mut(), Ordering::Release);
+        let asked = ASKED.fetch_add(1, Ordering::AcqRel) + 1;
+        while STOPPED.load(Ordering::Acquire) < asked {
+            std::hint::spin_loop();
+        }
+        match r.expect("an answer") {
+            (0, p) => {
+                assert!(
+                    decode::<bool>(&p).expect("a bool"),
+                    "request {i}: the route got a String that is not UTF-8"
+                );
+                valid += 1;
+            }
+            (ERROR_DECODE, _) => refused += 1,
+            (e, _) => panic!("request {i}: error {e}"),
+        }
+    }
+    QUIT.store(true, Ordering::Relaxed);
+    flipper.join().expect("flipper");
+    eprintln!("{valid} valid, {refused} refused (0xff seen)");
+    drop(client);
+    control.shutdown();
+    server.join().expect("server thread").expect("service");
+}

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A value that could not be encoded, or bytes that do not decode as
@@ -105,7 +106,17 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(),
 /// `enum Node { Leaf, Branch(Box<Node>) }`) lets the peer nest it as
 /// deep as its bytes allow, one level per byte, and decoding recurses as
 /// deep; keep such types out of messages from peers you do not trust, or
-/// their size small.
+/// their size small. Nor a collection of values that encode to no bytes
+/// (`Vec<()>`, a set of unit structs): its claimed length, up to 2^64,
+/// costs the peer ten bytes, and decoding loops that many times.
+///
+/// `bytes` must not change while they are decoded: postcard reads some
+/// values' bytes twice (a string's, to check that it is UTF-8, then to
+/// copy it), and a peer that rewrote them in between would make a
+/// `String` that is not UTF-8, undefined behaviour for whoever uses it.
+/// Bytes a peer can still write, a request's payload where it lies in
+/// the client's ring (`Request::payload`) or a message read in place, go
+/// through [`decode_copied`].
 ///
 /// # Errors
 ///
@@ -119,6 +130,53 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> 
     Ok(value)
 }
 
+/// [`decode`] from a copy of `bytes`, made first in a buffer of this
+/// thread reused from call to call: for bytes the peer can still write
+/// while they are read (see `decode`). A typed route on the service's
+/// loop decodes its request this way; one on a worker already has a
+/// copy.
+///
+/// # Errors
+///
+/// As [`decode`].
+///
+/// # Examples
+///
+/// ```
+/// use ringlink::server::Dispatch;
+/// use ringlink::typed::decode_copied;
+///
+/// let table = Dispatch::new().on(1, |conn, req| {
+///     // The payload lies in the client's ring, which the client writes.
+///     let name: Result<String, _> = decode_copied(req.payload());
+///     let _ = conn.respond(req.seq(), 1, name.as_deref().unwrap_or("?").as_bytes());
+/// });
+/// # drop(table);
+/// ```
+pub fn decode_copied<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    COPIED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            buf.extend_from_slice(bytes);
+            let r = decode(&buf);
+            if buf.capacity() > KEEP_COPY {
+                *buf = Vec::new();
+            }
+            r
+        }
+        // In use further up the stack (a route decoding inside another's
+        // decode): a copy of its own.
+        Err(_) => {
+            let copy: Vec<u8> = bytes.to_vec();
+            decode(&copy)
+        }
+    })
+}
+
+/// A buffer kept by [`decode_copied`] for the next message: at most this
+/// large.
+const KEEP_COPY: usize = 64 << 10;
+
 /// A buffer kept for the next message by [`with_encoded`]: at most this
 /// large (a thread that once sent a large message does not keep its
 /// memory).
@@ -126,6 +184,8 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> 
 const KEEP: usize = 64 << 10;
 
 thread_local! {
+    /// The copy [`decode_copied`] decodes from.
+    static COPIED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The encoding buffer of this thread (the service's loop, a worker,
     /// a client's thread).
     #[cfg(any(feature = "client", feature = "server"))]

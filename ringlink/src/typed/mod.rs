@@ -117,7 +117,7 @@ pub use serde;
 pub use self::client::TypedAsyncClient;
 #[cfg(feature = "client")]
 pub use self::client::TypedClient;
-pub use self::codec::{decode, encode, CodecError};
+pub use self::codec::{decode, decode_copied, encode, CodecError};
 pub use self::error::{AppError, TypedError, ERROR_DECODE, ERROR_ENCODE, MAX_REASON};
 #[cfg(feature = "server")]
 pub use self::server::{TypedConnection, TypedDispatch};

@@ -4,7 +4,7 @@
 use std::io::IoSlice;
 use std::time::Duration;
 
-use super::codec::{decode, with_encoded, CodecError};
+use super::codec::{decode, decode_copied, with_encoded, CodecError};
 use super::error::{AppError, TypedError, ERROR_DECODE, ERROR_ENCODE, MAX_REASON};
 use super::{Event, Request};
 use crate::server::{Connection, Dispatch, OwnedRequest};
@@ -78,7 +78,16 @@ impl TypedDispatch for Dispatch {
     ) -> Dispatch {
         check_free::<R>(&self);
         self.on(R::ID, move |conn, req| {
-            serve::<R>(conn, req.seq(), req.needs_response(), req.payload(), &route);
+            // The payload lies in the client's ring, which the client
+            // can write while it is decoded: from a copy.
+            serve::<R>(
+                conn,
+                req.seq(),
+                req.needs_response(),
+                req.payload(),
+                true,
+                &route,
+            );
         })
     }
 
@@ -88,7 +97,15 @@ impl TypedDispatch for Dispatch {
     ) -> Dispatch {
         check_free::<R>(&self);
         self.on_blocking(R::ID, move |conn, req: &OwnedRequest| {
-            serve::<R>(conn, req.seq(), req.needs_response(), req.payload(), &route);
+            // A copy already, the worker's own.
+            serve::<R>(
+                conn,
+                req.seq(),
+                req.needs_response(),
+                req.payload(),
+                false,
+                &route,
+            );
         })
     }
 }
@@ -102,15 +119,22 @@ fn check_free<R: Request>(table: &Dispatch) {
     );
 }
 
-/// Decodes a request, runs its route, answers (unless it is one-way).
+/// Decodes a request (from a copy first if the peer can still write
+/// `payload`: `shared`), runs its route, answers (unless it is one-way).
 fn serve<R: Request>(
     conn: &Connection,
     seq: u64,
     needs_response: bool,
     payload: &[u8],
+    shared: bool,
     route: &impl Fn(&Connection, R) -> Result<R::Response, AppError>,
 ) {
-    let answer = match decode::<R>(payload) {
+    let decoded = if shared {
+        decode_copied::<R>(payload)
+    } else {
+        decode::<R>(payload)
+    };
+    let answer = match decoded {
         Ok(req) => route(conn, req),
         Err(e) => {
             if needs_response {
@@ -144,7 +168,7 @@ fn answer_reason(conn: &Connection, seq: u64, id: i32, code: i32, why: &str) -> 
 ///
 /// ```
 /// use ringlink::server::Dispatch;
-/// use ringlink::typed::{decode, Request, TypedConnection};
+/// use ringlink::typed::{decode_copied, Request, TypedConnection};
 /// # use ringlink::typed::serde::{Deserialize, Serialize};
 ///
 /// # #[derive(Serialize, Deserialize)]
@@ -157,7 +181,8 @@ fn answer_reason(conn: &Connection, seq: u64, id: i32, code: i32, why: &str) -> 
 ///
 /// let table = Dispatch::new().on(Slow::ID, |conn, req| {
 ///     let (conn, seq) = (conn.clone(), req.seq());
-///     let parsed = decode::<Slow>(req.payload());
+///     // From a copy: the payload lies in the client's ring.
+///     let parsed = decode_copied::<Slow>(req.payload());
 ///     std::thread::spawn(move || {
 ///         let _ = match parsed {
 ///             Ok(slow) => conn.respond_typed::<Slow>(seq, &Ok(slow.n * 2)),
