@@ -1435,6 +1435,11 @@ impl Connection {
     /// Closes the connection on the loop's next turn, reporting `fault`
     /// (a protocol violation by the client) to the error hook if given.
     pub(crate) fn condemn(&self, fault: Option<Violation>) {
+        self.condemn_for(fault.map(crate::FaultKind::Violation));
+    }
+
+    /// [`condemn`](Self::condemn), for any fault.
+    pub(crate) fn condemn_for(&self, fault: Option<crate::FaultKind>) {
         if self.inner.alive.swap(false, Ordering::AcqRel) {
             self.inner
                 .remote

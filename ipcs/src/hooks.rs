@@ -81,6 +81,11 @@ pub enum FaultKind {
     /// A connection's channels could not be made (out of fds or memory):
     /// its client was refused with `Resources`.
     ChannelsFailed(io::ErrorKind),
+    /// The handler panicked on one of the connection's requests, on the
+    /// service's loop thread: the panic was caught, the connection
+    /// closed, and the service goes on (with `panic = "abort"` the
+    /// process aborts, as any panic does).
+    HandlerPanicked,
 }
 
 impl Fault<'_> {
@@ -101,6 +106,9 @@ impl fmt::Display for FaultKind {
             FaultKind::AcceptFailed(k) => write!(f, "accept failed, listening paused: {k}"),
             FaultKind::ChannelsFailed(k) => {
                 write!(f, "cannot make a connection's channels: {k}")
+            }
+            FaultKind::HandlerPanicked => {
+                f.write_str("the handler panicked on the connection's request")
             }
         }
     }
@@ -137,6 +145,7 @@ impl Closing {
             Closing::Idle => CloseReason::Idle,
             Closing::Shutdown => CloseReason::Shutdown,
             Closing::Fault(FaultKind::Violation(v)) => CloseReason::Violation(v),
+            Closing::Fault(FaultKind::HandlerPanicked) => CloseReason::HandlerPanicked,
             Closing::Fault(
                 FaultKind::SocketError(k)
                 | FaultKind::AcceptFailed(k)
@@ -167,6 +176,9 @@ pub enum CloseReason {
     Idle,
     /// The service shut down (the end of `Service::run`, or `close_all`).
     Shutdown,
+    /// The handler panicked on one of its requests, on the service's
+    /// loop thread (also reported to the error hook).
+    HandlerPanicked,
 }
 
 impl fmt::Display for CloseReason {
@@ -178,6 +190,9 @@ impl fmt::Display for CloseReason {
             CloseReason::SocketError(k) => write!(f, "error on the client socket: {k}"),
             CloseReason::Idle => f.write_str("idle for longer than the idle timeout"),
             CloseReason::Shutdown => f.write_str("the service shut down"),
+            CloseReason::HandlerPanicked => {
+                f.write_str("the handler panicked on one of its requests")
+            }
         }
     }
 }
@@ -188,8 +203,17 @@ impl From<Violation> for Closing {
     }
 }
 
+impl From<FaultKind> for Closing {
+    fn from(kind: FaultKind) -> Closing {
+        Closing::Fault(kind)
+    }
+}
+
 /// Hands one request to the handler, under the trace hook if there is
-/// one, and counts it.
+/// one, and counts it. A handler that panics loses that connection, not
+/// the service: one client's request that trips a bug in a route must not
+/// end every other client's (the panic message goes where the process's
+/// panic hook sends it; the connection closes as `HandlerPanicked`).
 pub(crate) fn deliver<H: Handler>(
     handler: &H,
     trace: Option<&TraceHook>,
@@ -200,8 +224,16 @@ pub(crate) fn deliver<H: Handler>(
 ) {
     conn.count_request(payload.len());
     let request = Request::new(header, payload, fds);
+    // The handler's own state is its to keep consistent across a panic
+    // (a poisoned lock says so); the loop's is not touched in between.
+    let message = || {
+        let run = std::panic::AssertUnwindSafe(|| handler.message(conn, &request));
+        if std::panic::catch_unwind(run).is_err() {
+            conn.condemn_for(Some(FaultKind::HandlerPanicked));
+        }
+    };
     let Some(hook) = trace else {
-        handler.message(conn, &request);
+        message();
         return;
     };
     let mut t = Trace {
@@ -213,7 +245,7 @@ pub(crate) fn deliver<H: Handler>(
     hook(&t);
     let before = conn.responses_sent();
     let start = Instant::now();
-    handler.message(conn, &request);
+    message();
     t.stage = TraceStage::End {
         duration: start.elapsed(),
         responded: conn.responses_sent() != before,

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use parking_lot::Mutex;
 use ringlink_common::wire::Status;
-use ringlink_common::{RateLimit, Rejections, ServiceStats, Violation};
+use ringlink_common::{RateLimit, Rejections, ServiceStats};
 
 /// A connection to close on the loop's next turn: its id, its slot, and
-/// the violation that condemned it (none for a plain `disconnect`).
-pub(crate) type Condemned = (u64, usize, Option<Violation>);
+/// the fault that condemned it (a violation, a handler's panic; none for
+/// a plain `disconnect`).
+pub(crate) type Condemned = (u64, usize, Option<crate::FaultKind>);
 
 /// What other threads leave for the loop: a list under a lock, and a flag
 /// the loop reads on every turn without taking the lock (a lock and an
@@ -112,7 +113,7 @@ impl Remote {
         let _ = self.waker.read();
     }
 
-    pub(crate) fn request_disconnect(&self, id: u64, slot: usize, fault: Option<Violation>) {
+    pub(crate) fn request_disconnect(&self, id: u64, slot: usize, fault: Option<crate::FaultKind>) {
         self.disconnects.post((id, slot, fault));
         self.wake();
     }

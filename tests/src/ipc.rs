@@ -77,6 +77,9 @@ pub mod id {
     /// request's, then answers with the payload reversed, written in
     /// place too (`respond_in_place`).
     pub const IN_PLACE: i32 = 14;
+    /// The handler panics, on the loop thread, without answering: the
+    /// service must close this connection and serve everyone else.
+    pub const PANIC: i32 = 15;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

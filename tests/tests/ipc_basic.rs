@@ -716,3 +716,37 @@ fn zero_copy_requests_responses_and_events() {
     server.shutdown();
 }
 }
+
+ringlink_tests::transport_test! {
+/// A handler that panics on one client's request, on the service's loop
+/// thread, loses that connection, not the service: its client sees
+/// `Disconnected`, the error hook hears `HandlerPanicked`, a bystander's
+/// connection goes on, and a new client connects, however many times it
+/// happens.
+fn a_panicking_handler_loses_its_connection_not_the_service() {
+    let addr = unique_addr("panic");
+    let mut server = ServerProc::spawn(SERVER, &addr, &["--log-faults"]);
+    let mut bystander = connect(&addr, 0);
+    echo(&mut bystander, b"before", CALL);
+    for round in 0..3 {
+        let mut c = connect(&addr, 0);
+        let cid = c.id();
+        let mut buf = [0u8; 8];
+        match c.send_recv(id::PANIC, b"", &mut buf, CALL) {
+            Err(Error::Disconnected) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        echo(&mut bystander, format!("after {round}").as_bytes(), CALL);
+        let faults = server.faults();
+        assert!(
+            faults
+                .iter()
+                .any(|(conn, why)| *conn == Some(cid) && why.contains("panicked")),
+            "round {round}: {faults:?}"
+        );
+    }
+    let mut newcomer = connect(&addr, 0);
+    echo(&mut newcomer, b"new", CALL);
+    server.shutdown();
+}
+}

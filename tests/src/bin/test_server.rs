@@ -615,6 +615,7 @@ impl Handler for TestHandler {
                 self.pool.dispatch(conn, req);
             }
             id::FDS => self.fds(conn, req),
+            id::PANIC => panic!("id::PANIC: a handler's bug, on the loop thread"),
             id::IN_PLACE => {
                 let sent = conn
                     .send_event_in_place(id::IN_PLACE, p.len(), |buf| buf.copy_from_slice(p))
