@@ -127,6 +127,7 @@ impl Request for Later {
 fn table() -> Dispatch {
     let counter = Arc::new(AtomicI64::new(0));
     Dispatch::new()
+        .route(|_conn, k: Key| Ok(std::str::from_utf8(k.key.as_bytes()).is_ok()))
         .route(move |_conn, req: Incr| {
             let old = counter.load(Ordering::SeqCst);
             let value = old
@@ -506,14 +507,8 @@ impl Request for Key {
 #[test]
 fn a_string_rewritten_while_decoded_is_valid_or_refused() {
     use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
-    let addr = ServiceAddr::named(&format!("ringlink-typed-utf8-{}", std::process::id()));
-    let table =
-        Dispatch::new().route(|_c, k: Key| Ok(std::str::from_utf8(k.key.as_bytes()).is_ok()));
-    let mut service =
-        Service::bind(addr.clone(), PROTOCOL, ServiceOptions::default(), table).expect("bind");
-    let control = service.control_handle();
-    let server = std::thread::spawn(move || service.run());
-    let mut client = Client::connect(&addr, &ConnectOptions::new(PROTOCOL)).expect("connect");
+    let server = Server::start("utf8", Transport::Shm);
+    let mut client = server.connect();
 
     // The hostile side: a thread flipping one byte of the published
     // request between 'a' and 0xff while `TARGET` points at it.
@@ -577,7 +572,4 @@ fn a_string_rewritten_while_decoded_is_valid_or_refused() {
     QUIT.store(true, Ordering::Relaxed);
     flipper.join().expect("flipper");
     eprintln!("{valid} valid, {refused} refused (0xff seen)");
-    drop(client);
-    control.shutdown();
-    server.join().expect("server thread").expect("service");
 }

@@ -314,14 +314,8 @@ impl Session {
         warm: Until,
         measure: Until,
     ) -> io::Result<Counts> {
-        let warm_sent = self.oneway_phase(link, warm, true)?;
-        let start = Instant::now();
-        let measured = self.oneway_phase(link, measure, false)?;
-        Ok(Counts {
-            measured,
-            total: warm_sent + measured,
-            start,
-            end: Instant::now(),
+        self.run_phases(warm, measure, |s, until, warming| {
+            s.oneway_phase(link, until, warming)
         })
     }
 
@@ -340,12 +334,26 @@ impl Session {
         warm: Until,
         measure: Until,
     ) -> io::Result<Counts> {
-        let warm_read = self.events_phase(link, warm, true)?;
+        self.run_phases(warm, measure, |s, until, warming| {
+            s.events_phase(link, until, warming)
+        })
+    }
+
+    /// A run of a warm-up `phase` (which may be skipped: `true`), then a
+    /// measured one, timed from the first's end to the second's; `phase`
+    /// returns the messages it moved.
+    fn run_phases(
+        &mut self,
+        warm: Until,
+        measure: Until,
+        mut phase: impl FnMut(&mut Session, Until, bool) -> io::Result<u64>,
+    ) -> io::Result<Counts> {
+        let warm_moved = phase(self, warm, true)?;
         let start = Instant::now();
-        let measured = self.events_phase(link, measure, false)?;
+        let measured = phase(self, measure, false)?;
         Ok(Counts {
             measured,
-            total: warm_read + measured,
+            total: warm_moved + measured,
             start,
             end: Instant::now(),
         })
