@@ -25,8 +25,15 @@
 //! Every future here is cancellation-safe in the sense that dropping it
 //! loses no message and leaves the connection usable:
 //!
-//! - [`send`](AsyncClient::send): a request is either sent whole (then the
-//!   future completes at once) or not at all.
+//! - [`send`](AsyncClient::send) and the other sends: a request dropped
+//!   before it went is not sent at all; once it went it goes whole. Over
+//!   the socket transport a request larger than the socket takes at once
+//!   goes as the server reads it, and the future completes only once it
+//!   all left: dropped meanwhile, the request is committed and its tail
+//!   goes with the client's next calls, or [`flush`](AsyncClient::flush)
+//!   ([`unsent_request`](AsyncClient::unsent_request) says which one
+//!   waits; a drop of the last clone tries too, bounded, as
+//!   [`Client::disconnect`] says).
 //! - [`send_recv`](AsyncClient::send_recv): if dropped after the request
 //!   went, its response, when it comes, is delivered to
 //!   [`recv`](AsyncClient::recv) instead.
@@ -319,8 +326,11 @@ impl AsyncClient {
 
     /// Sends a request, waiting (without blocking a thread) for room in
     /// the request ring or for flow control to lift; returns its sequence
-    /// number. Cancellation-safe: the request is sent whole or not at
-    /// all.
+    /// number. Completes once the whole request left: over the socket
+    /// transport, a request larger than the socket takes at once goes as
+    /// the server reads it (see [`flush`](Self::flush)). Cancellation-safe:
+    /// dropped before the request went, nothing is sent; after, it still
+    /// goes whole (its tail with the client's next calls, or `flush`).
     ///
     /// # Errors
     ///
@@ -330,9 +340,10 @@ impl AsyncClient {
         id: i32,
         payload: &'a [u8],
     ) -> impl Future<Output = Result<u64>> + Send + Sync + 'a {
-        self.call(Wait::Space, move |st| {
-            st.engine.try_send(id, &[IoSlice::new(payload)], false, &[])
-        })
+        self.call(
+            Wait::Space,
+            whole(move |st| st.engine.try_send(id, &[IoSlice::new(payload)], false, &[])),
+        )
     }
 
     /// [`send`](Self::send) of a payload made of several slices.
@@ -345,14 +356,16 @@ impl AsyncClient {
         id: i32,
         parts: &'a [IoSlice<'a>],
     ) -> impl Future<Output = Result<u64>> + Send + Sync + 'a {
-        self.call(Wait::Space, move |st| {
-            st.engine.try_send(id, parts, false, &[])
-        })
+        self.call(
+            Wait::Space,
+            whole(move |st| st.engine.try_send(id, parts, false, &[])),
+        )
     }
 
     /// Sends a one-way request, awaiting room: see
-    /// [`Client::send_oneway`](crate::Client::send_oneway).
-    /// Cancellation-safe as [`send`](Self::send).
+    /// [`Client::send_oneway`](crate::Client::send_oneway). Completes
+    /// once the whole request left, and is cancellation-safe, as
+    /// [`send`](Self::send).
     ///
     /// # Errors
     ///
@@ -362,12 +375,8 @@ impl AsyncClient {
         id: i32,
         payload: &'a [u8],
     ) -> impl Future<Output = Result<()>> + Send + Sync + 'a {
-        self.call(Wait::Space, move |st| {
-            Ok(st
-                .engine
-                .try_send(id, &[IoSlice::new(payload)], true, &[])?
-                .map(drop))
-        })
+        let mut send = whole(move |st| st.engine.try_send(id, &[IoSlice::new(payload)], true, &[]));
+        self.call(Wait::Space, move |st| Ok(send(st)?.map(drop)))
     }
 
     /// Sends a request now if it can go without waiting (room in the
@@ -400,12 +409,20 @@ impl AsyncClient {
     /// # }
     /// ```
     ///
+    /// Over the socket transport, a request larger than the socket takes
+    /// at once may be committed with its tail still in the client: it
+    /// goes whole with the client's next calls, and
+    /// [`flush`](Self::flush) makes sure of it.
+    ///
     /// # Errors
     ///
     /// [`Error::WouldBlock`] if it would have to wait (nothing was sent);
     /// otherwise as [`send`](Self::send).
     pub fn try_send(&self, id: i32, payload: &[u8]) -> Result<u64> {
-        self.try_now(|st| st.engine.try_send(id, &[IoSlice::new(payload)], false, &[]))
+        self.try_now(|st| {
+            let sent = st.engine.try_send(id, &[IoSlice::new(payload)], false, &[]);
+            noted(st, sent)
+        })
     }
 
     /// [`try_send`](Self::try_send) of a one-way request (see
@@ -415,8 +432,38 @@ impl AsyncClient {
     ///
     /// As [`try_send`](Self::try_send).
     pub fn try_send_oneway(&self, id: i32, payload: &[u8]) -> Result<()> {
-        self.try_now(|st| st.engine.try_send(id, &[IoSlice::new(payload)], true, &[]))
-            .map(drop)
+        self.try_now(|st| {
+            let sent = st.engine.try_send(id, &[IoSlice::new(payload)], true, &[]);
+            noted(st, sent)
+        })
+        .map(drop)
+    }
+
+    /// Sends what waits of the last request's tail, awaiting (without
+    /// blocking a thread) the request socket's room as the server reads:
+    /// completes once nothing the client sent waits in it, at once when
+    /// nothing does (always, over shared memory). See
+    /// [`Client::flush`](crate::Client::flush): over the socket
+    /// transport, [`try_send`](Self::try_send) and
+    /// [`try_send_oneway`](Self::try_send_oneway) may leave such a tail,
+    /// and so may a send future dropped before it completed. No timeout
+    /// of its own: wrap it in `tokio::time::timeout`; dropped, the tail
+    /// still waits, and still goes later.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] if the server is gone before it all went
+    /// (the request is lost).
+    pub async fn flush(&self) -> Result<()> {
+        self.wait_for(Wait::Space, |st| Ok(st.engine.try_flush()?.then_some(())))
+            .await
+    }
+
+    /// The request whose tail still waits to be sent, by its sequence
+    /// number (0 for a one-way request), if one does: see
+    /// [`Client::unsent_request`](crate::Client::unsent_request).
+    pub fn unsent_request(&self) -> Option<u64> {
+        self.lock().engine.unsent_request()
     }
 
     /// One look under the lock; `WouldBlock` if it found no room, or
@@ -485,7 +532,7 @@ impl AsyncClient {
         claim: bool,
         fds: &[BorrowedFd<'_>],
     ) -> Result<u64> {
-        self.wait_for(Wait::Space, |st| {
+        let attempt = |st: &mut State| {
             let seq = st.engine.try_send(id, parts, false, fds)?;
             if let (Some(seq), true) = (seq, claim) {
                 // Claimed under the same lock as the send: its response
@@ -493,8 +540,19 @@ impl AsyncClient {
                 st.claimed.insert(seq);
             }
             Ok(seq)
-        })
-        .await
+        };
+        if claim {
+            // Its response's wait sends the tail, if any (no response can
+            // come before the whole request went), under the claim's
+            // guard: a future dropped meanwhile hands it to `recv`.
+            self.wait_for(Wait::Space, move |st| {
+                let sent = attempt(st);
+                noted(st, sent)
+            })
+            .await
+        } else {
+            self.wait_for(Wait::Space, whole(attempt)).await
+        }
     }
 
     /// Sends a request and waits for its response. Many may be in flight
@@ -913,6 +971,45 @@ impl AsyncClient {
             () = quiet => {}
         }
         Ok(())
+    }
+}
+
+/// Notes a request `sent` with a tail (socket transport: its socket
+/// filled midway), for `unsent_request`.
+fn noted(st: &mut State, sent: Result<Option<u64>>) -> Result<Option<u64>> {
+    if let Ok(Some(seq)) = sent {
+        if st.engine.has_tail() {
+            st.engine.note_tail(seq);
+        }
+    }
+    sent
+}
+
+/// A send's `attempt`, made to yield only once the request is whole in
+/// the socket: a request that left a tail (socket transport) is sent, and
+/// then each look sends more of the tail, until none is left (the wait
+/// between looks is a wait for room, which over sockets is the request
+/// socket's writability). Over shared memory, one comparison more.
+fn whole(
+    mut attempt: impl FnMut(&mut State) -> Result<Option<u64>>,
+) -> impl FnMut(&mut State) -> Result<Option<u64>> {
+    let mut sent = None;
+    move |st| {
+        let seq = match sent {
+            Some(seq) => seq,
+            None => match attempt(st)? {
+                Some(seq) if st.engine.has_tail() => {
+                    st.engine.note_tail(seq);
+                    seq
+                }
+                other => return Ok(other),
+            },
+        };
+        if st.engine.try_flush()? {
+            return Ok(Some(seq));
+        }
+        sent = Some(seq);
+        Ok(None)
     }
 }
 

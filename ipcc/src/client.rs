@@ -375,10 +375,15 @@ impl Client {
     /// Sends a request without waiting; returns its sequence number, which
     /// the response will carry.
     ///
+    /// Over the socket transport, a request larger than the socket takes
+    /// at once may be committed with its tail still in the client (see
+    /// [`flush`](Self::flush)): it goes whole with this client's next
+    /// calls, and `flush` makes sure of it.
+    ///
     /// # Errors
     ///
     /// [`Error::MessageTooLarge`] (nothing sent); [`Error::WouldBlock`] if
-    /// the request ring is full; [`Error::Disconnected`].
+    /// the request ring is full (nothing sent); [`Error::Disconnected`].
     ///
     /// # Examples
     ///
@@ -414,11 +419,22 @@ impl Client {
     }
 
     /// Sends a request, waiting up to `timeout` (`None`: forever) for room.
+    /// With a timeout other than zero it returns only once the whole
+    /// request left (over the socket transport, a request larger than the
+    /// socket takes at once goes as the server reads it: see
+    /// [`flush`](Self::flush)); every send that waits, `send_recv` and the
+    /// `send_oneway` family included, does the same.
     ///
     /// # Errors
     ///
     /// As [`send`](Self::send), with [`Error::TimedOut`] instead of
-    /// `WouldBlock` for a non-zero timeout.
+    /// `WouldBlock` for a non-zero timeout. `TimedOut` (or
+    /// [`Error::Interrupted`]) most often means that nothing was sent;
+    /// over the socket transport it may instead come once the request was
+    /// committed, with its tail not yet gone: the request still goes
+    /// whole, with this client's next calls or [`flush`](Self::flush),
+    /// and must not be sent again. [`unsent_request`](Self::unsent_request),
+    /// asked right after, says which.
     pub fn send_timeout(
         &mut self,
         id: i32,
@@ -923,6 +939,9 @@ impl Client {
     ) -> Result<u64> {
         loop {
             if let Some(seq) = attempt(&mut self.engine)? {
+                if self.engine.has_tail() {
+                    return self.sent_with_tail(seq, due);
+                }
                 return Ok(seq);
             }
             if due.expired() {
@@ -936,6 +955,107 @@ impl Client {
                 });
             }
             self.engine.wait(Wait::Space, due.deadline())?;
+        }
+    }
+
+    /// A request `seq` went in part (socket transport: the socket filled
+    /// midway): committed, its tail waits. A send that waits (a timeout
+    /// other than zero) waits, by `due`, for the tail to go too; one that
+    /// does not leaves it for [`flush`](Self::flush) or the next call.
+    #[cold]
+    #[inline(never)]
+    fn sent_with_tail(&mut self, seq: u64, due: &mut Due) -> Result<u64> {
+        self.engine.note_tail(seq);
+        if !due.is_now() {
+            self.flush_by(due)?;
+        }
+        Ok(seq)
+    }
+
+    /// Sends what waits of the last request's tail, waiting up to
+    /// `timeout` (`None`: forever; `Some(ZERO)`: one attempt, no wait) for
+    /// the server to read. Returns once nothing the client sent waits in
+    /// it: every request it committed is whole in the socket, where the
+    /// server reads it whenever it takes requests, even after this client
+    /// is gone. At once, without a system call, when nothing waits
+    /// (always, over shared memory: a ring write is whole).
+    ///
+    /// Only over the socket transport does anything wait: a request
+    /// larger than the socket takes at once (its send buffer, up to
+    /// 8 MiB) goes in fragments, and when the socket fills midway, its
+    /// part sent is committed and the rest, its tail, waits in the
+    /// client; no other message goes before it. A send that waits (a
+    /// timeout other than zero) returns only once its tail went; a send
+    /// that does not ([`send`](Self::send), a timeout of zero) may leave
+    /// one, and so may a waiting send that timed out or was interrupted
+    /// ([`unsent_request`](Self::unsent_request) says). Every later call
+    /// of this client sends more of it as the socket takes it, and a drop
+    /// tries too (bounded, best effort: see [`disconnect`](Self::disconnect));
+    /// this is how to be sure.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] (timeout zero) or [`Error::TimedOut`]: the
+    /// tail still waits, and still goes later; [`Error::Interrupted`]
+    /// (the same); [`Error::Disconnected`] if the server is gone before it
+    /// all went (the request is lost).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr};
+    /// # use std::time::Duration;
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # let mut client = Client::connect(&ServiceAddr::named("store"), &ConnectOptions::new("store"))?;
+    /// # let blocks: Vec<Vec<u8>> = Vec::new();
+    /// // Requests sent without waiting, then made sure of before going on.
+    /// for block in &blocks {
+    ///     client.send_oneway(1, block, Some(Duration::ZERO))?;
+    /// }
+    /// client.flush(Some(Duration::from_secs(5)))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn flush(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.flush_by(&mut Due::new(timeout))
+    }
+
+    /// The request whose tail still waits to be sent (socket transport;
+    /// see [`flush`](Self::flush)), by its sequence number (0 for a
+    /// one-way request), if one does: that request is committed and goes
+    /// whole with this client's next calls. `None` when nothing waits, or
+    /// what waits is a reply to one of the server's calls.
+    ///
+    /// Asked right after a send that waits failed with
+    /// [`Error::TimedOut`] or [`Error::Interrupted`], `Some` means that
+    /// this send's request was committed (do not send it again; its
+    /// response, if any, comes to [`recv`](Self::recv)), unless an
+    /// earlier send that did not wait left a tail that had not gone yet
+    /// (a send waits for it before its own request starts; the numbers
+    /// tell them apart, but for one-way requests: [`flush`](Self::flush)
+    /// first). `None` means nothing of it was sent.
+    pub fn unsent_request(&self) -> Option<u64> {
+        self.engine.unsent_request()
+    }
+
+    /// [`flush`](Self::flush) by `due`, which a send before it may have
+    /// started.
+    fn flush_by(&mut self, due: &mut Due) -> Result<()> {
+        loop {
+            if self.engine.try_flush()? {
+                return Ok(());
+            }
+            if due.expired() {
+                if !self.engine.is_connected() {
+                    return Err(self.engine.fail(Error::Disconnected));
+                }
+                return Err(if due.is_now() {
+                    Error::WouldBlock
+                } else {
+                    Error::TimedOut
+                });
+            }
+            self.engine.wait_tail(due.deadline())?;
         }
     }
 
@@ -1195,6 +1315,17 @@ impl Client {
     }
 
     /// Closes the connection. Dropping the client does the same.
+    ///
+    /// Every request a call returned `Ok` for is whole in the socket, and
+    /// the server takes it, unless it was sent without waiting (or its
+    /// waiting send timed out or was interrupted) over the socket
+    /// transport and its tail had not gone yet ([`flush`](Self::flush)).
+    /// Such a tail is sent here while the server reads it, but a drop
+    /// waits for no server: it stops after 200 ms in which the server
+    /// made no room (the kernel says so once three quarters of the
+    /// socket's buffer are free), and after 1 s in all. A tail not sent by then is lost with
+    /// its request (the server never takes a part of one). To be sure,
+    /// [`flush`](Self::flush) with a timeout of your choice first.
     pub fn disconnect(self) {}
 }
 

@@ -61,6 +61,17 @@ const QUIET_FIRST: Duration = Duration::from_micros(50);
 /// semaphore before it looks at the server's liveness.
 const LIVENESS_SLICE: Duration = ringlink_ringbuf::qb::LIVENESS_SLICE;
 
+/// A drop's flush of a request's tail (socket transport) stops waiting
+/// once the server has made no room for this long (the kernel reports
+/// room once three quarters of the send buffer, at most 8 MiB, are
+/// free): it is busy or stuck, and a drop does not wait for it. A server
+/// whose loop is free reads 6 MiB in a few milliseconds.
+const CLOSE_STALL: Duration = Duration::from_millis(200);
+
+/// ... and never waits longer than this in all, for a server that reads
+/// but slowly.
+const CLOSE_MAX: Duration = Duration::from_secs(1);
+
 /// Epoll tokens of the client's fd (the app's eventfd is `stream`'s).
 const RESPONSES: u64 = 0;
 const EVENTS: u64 = 1;
@@ -114,6 +125,10 @@ pub(crate) struct Engine {
     /// The fds of the send waiting for room: it waits for the server to
     /// release messages until they fit its in-flight limit too.
     space_fds: usize,
+    /// The request whose tail waits to be sent (socket transport), as
+    /// noted by the client that sent it ([`note_tail`](Self::note_tail));
+    /// meaningful only while [`has_tail`](Self::has_tail).
+    tail_request: Option<u64>,
 }
 
 /// An interruption asked for: an eventfd of this process alone (never
@@ -258,6 +273,7 @@ impl Engine {
             server_fds: c.server_fds,
             last_fds: PeerFds::default(),
             space_fds: 0,
+            tail_request: None,
             side: c.side,
             transport,
             max_message: c.max_message,
@@ -377,6 +393,121 @@ impl Engine {
             _ => 0,
         };
         sent
+    }
+
+    /// Whether a message sent on the request socket (socket transport)
+    /// is committed and its tail still waits to be sent: the socket took
+    /// part of it and then filled. Shared memory never has one (a ring
+    /// write is whole): there this is one comparison.
+    #[inline]
+    pub(crate) fn has_tail(&self) -> bool {
+        self.transport == Transport::Socket && self.side.request.has_tail()
+    }
+
+    /// Notes that request `seq` (0: one-way) left a tail
+    /// ([`unsent_request`](Self::unsent_request)).
+    #[cold]
+    pub(crate) fn note_tail(&mut self, seq: u64) {
+        self.tail_request = Some(seq);
+    }
+
+    /// The request whose tail waits to be sent, if one does.
+    pub(crate) fn unsent_request(&self) -> Option<u64> {
+        if self.has_tail() {
+            self.tail_request
+        } else {
+            None
+        }
+    }
+
+    /// One attempt to send what waits of the last message's tail, without
+    /// waiting: whether nothing waits (always, over shared memory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] (or the fault that ended the connection)
+    /// while a tail waits; the socket's failure.
+    pub(crate) fn try_flush(&mut self) -> Result<bool> {
+        if !self.has_tail() {
+            return Ok(true);
+        }
+        self.check()?;
+        match self.side.request.flush() {
+            Ok(done) => Ok(done),
+            Err(TrySendError::Full) => Ok(false),
+            Err(e) => Err(self.fail(e.into())),
+        }
+    }
+
+    /// Waits until the request socket may take more of a tail
+    /// (writable), or `deadline`; the stream socket and the interrupter
+    /// end the wait too. Flow control does not hold a tail back: its
+    /// message is already committed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Interrupted`]; [`Error::Disconnected`] once the server is
+    /// gone; a failed poll.
+    pub(crate) fn wait_tail(&mut self, deadline: Option<Instant>) -> Result<()> {
+        if self.interrupt.take() {
+            return Err(Error::Interrupted);
+        }
+        let Some(request) = self.side.request.poll_fd() else {
+            return Ok(());
+        };
+        let mut fds = [
+            PollFd::new(request, WRITABLE),
+            PollFd::new(self.interrupt.fd.as_fd(), READABLE),
+            PollFd::new(self.stream.as_fd(), READABLE),
+        ];
+        let polled = wait::poll_until(&mut fds, deadline);
+        let fired = fds[2].revents().is_some_and(|r| !r.is_empty());
+        if let Err(e) = polled {
+            return Err(self.fail(Error::Io(e)));
+        }
+        if self.interrupt.take() {
+            return Err(Error::Interrupted);
+        }
+        // The stream socket spoke: a flow-control level (read here, so it
+        // does not fire again) or the server's leaving.
+        if fired && !self.is_connected() {
+            return Err(self.fail(Error::Disconnected));
+        }
+        Ok(())
+    }
+
+    /// Before the connection closes: sends what waits of a tail while the
+    /// server reads it, for at most [`CLOSE_MAX`], giving up once the
+    /// server has made no room for [`CLOSE_STALL`] (it is busy, stuck or
+    /// gone: a drop never waits for it). Best effort: a tail not sent by
+    /// then is lost with its message (the server discards the part it
+    /// has, as it does for any message cut by a closing connection).
+    fn flush_for_close(&mut self) {
+        if !self.has_tail() || !self.stream.connected() {
+            return;
+        }
+        let end = Instant::now() + CLOSE_MAX;
+        loop {
+            match self.side.request.flush() {
+                Ok(false) | Err(TrySendError::Full) => {}
+                Ok(true) | Err(_) => return,
+            }
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            let Some(request) = self.side.request.poll_fd() else {
+                return;
+            };
+            let mut fds = [PollFd::new(request, WRITABLE)];
+            let stalled = match wait::poll_until(&mut fds, Some((now + CLOSE_STALL).min(end))) {
+                Ok(()) => fds[0].revents().is_none_or(|r| r.is_empty()),
+                Err(_) => true,
+            };
+            if stalled {
+                return;
+            }
+        }
     }
 
     /// Whether requests are written in place in the ring
@@ -564,6 +695,10 @@ impl Engine {
             {
                 Ok(()) => {
                     self.replies.pop_front();
+                    if self.has_tail() {
+                        // The tail is a reply's now, not a request's.
+                        self.tail_request = None;
+                    }
                 }
                 // The connection is over (the server closed the ring, or
                 // it hung up, or the connection failed, with the ring
@@ -1138,9 +1273,14 @@ impl Engine {
         // The level is read after the flag is up: the server lowers it,
         // then wakes flagged waiters.
         let fds = self.space_fds;
-        self.held()
+        let tail = self.has_tail();
+        let sleep = self.held()
             || !self.side.request.room_for(self.space_for).unwrap_or(true)
-            || !self.side.request.fd_room_for(fds)
+            || !self.side.request.fd_room_for(fds);
+        // A tail that went in that look (`room_for` sends it): a sender
+        // waiting for its tail is done, whatever room is left; look again.
+        let tail_went = tail && !self.has_tail();
+        sleep && !tail_went
     }
 
     /// How long a waiting call polls before it sleeps (zero over sockets:
@@ -1169,6 +1309,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        // A request's tail (socket transport) goes first, while the
+        // server reads, bounded: its message is committed.
+        self.flush_for_close();
         // The rings marked closed from our side first (PROTOCOL.md §5),
         // then the socket shut down: the server hears of it at once.
         self.side.close();
