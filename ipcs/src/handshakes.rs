@@ -150,6 +150,7 @@ impl Handshakes {
 
     /// Starts a handshake on a new client's socket (make room first with
     /// [`evict_oldest`](Self::evict_oldest) when the table is full).
+    /// Returns its deadline.
     ///
     /// # Errors
     ///
@@ -161,7 +162,7 @@ impl Handshakes {
         epoll: &Epoll,
         listener: Option<usize>,
         libqb: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<Instant> {
         sock.set_nonblocking(true)?;
         // A client passes us no fds, ever: refused by the kernel where it
         // can (Linux 6.16), reaped where it cannot (every read goes
@@ -184,17 +185,18 @@ impl Handshakes {
         );
         epoll.add(&sock, ev)?;
         let now = Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| ringlink_common::time::deadline_in(self.timeout));
         self.table.insert(Handshake {
             sock: Arc::new(sock),
             started: now,
-            deadline: now
-                .checked_add(self.timeout)
-                .unwrap_or_else(|| ringlink_common::time::deadline_in(self.timeout)),
+            deadline,
             machine,
             listener,
             pending: None,
         });
-        Ok(())
+        Ok(deadline)
     }
 
     /// Ends the oldest handshake, to make room for a new one.
@@ -426,7 +428,8 @@ impl Handshakes {
             .collect()
     }
 
-    /// The earliest deadline, if any handshake is in progress.
+    /// The earliest deadline, if any handshake is in progress (those
+    /// waiting for a slot included: theirs is their handshake's).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.table.iter().map(|(_, h)| h.deadline).min()
     }

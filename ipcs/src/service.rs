@@ -50,6 +50,7 @@ const TIMER: u64 = 7 << 56;
 const FOREIGN: u64 = 8 << 56;
 const TICK: u64 = 9 << 56;
 const IDLE: u64 = 10 << 56;
+const DEADLINE: u64 = 11 << 56;
 const KIND: u64 = 0xff << 56;
 
 /// How often a busy loop (one that never sleeps) still looks at epoll:
@@ -151,6 +152,11 @@ pub struct Service<H: Handler> {
     /// With an idle timeout: fires every quarter of it while there are
     /// connections (`ServiceOptions::idle_timeout`).
     idle: Option<Tick>,
+    /// Fires at the earliest handshake deadline (those of the clients
+    /// waiting for a slot are their handshakes'): in the epoll set, so
+    /// that a service driven from another loop (`run_until`, the
+    /// application's) keeps its deadlines too.
+    alarm: Alarm,
 }
 
 /// A periodic timerfd in the loop's epoll set, armed while needed.
@@ -158,6 +164,74 @@ struct Tick {
     fd: TimerFd,
     period: Duration,
     armed: bool,
+}
+
+/// A one-shot timerfd in the loop's epoll set, armed for a point in time
+/// (absolute, on `CLOCK_MONOTONIC`, the clock of `Instant`) while there is
+/// one to wait for.
+struct Alarm {
+    fd: TimerFd,
+    /// When it is armed for (`None`: disarmed, or it fired).
+    at: Option<Instant>,
+}
+
+impl Alarm {
+    fn new(epoll: &Epoll, token: u64) -> io::Result<Alarm> {
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        Ok(Alarm { fd, at: None })
+    }
+
+    /// Armed for `at`, or disarmed (`None`); no system call if it is so
+    /// already. A time past fires at once.
+    fn set(&mut self, at: Option<Instant>) {
+        if at == self.at {
+            return;
+        }
+        let done = match at {
+            None => self.fd.unset(),
+            Some(at) => monotonic(at).and_then(|ts| {
+                self.fd.set(
+                    Expiration::OneShot(ts),
+                    TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                )
+            }),
+        };
+        // Failed, the timer is as it was (the loop's own wait still ends
+        // at the deadline: `Service::turn`).
+        if done.is_ok() {
+            self.at = at;
+        }
+    }
+
+    /// Armed for `at` at the latest.
+    fn cover(&mut self, at: Instant) {
+        if self.at.is_none_or(|armed| at < armed) {
+            self.set(Some(at));
+        }
+    }
+
+    /// It fired: drained, and disarmed (one-shot).
+    fn fired(&mut self) {
+        let _ = self.fd.wait();
+        self.at = None;
+    }
+}
+
+/// `at` as a time on `CLOCK_MONOTONIC`, never before it.
+fn monotonic(at: Instant) -> nix::Result<TimeSpec> {
+    // The instant read first: the clock, read after it, adds what passed
+    // between the two reads, so the time is late by that, never early.
+    let left = at.saturating_duration_since(Instant::now());
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+    let now = Duration::new(
+        u64::try_from(now.tv_sec()).unwrap_or(0),
+        u32::try_from(now.tv_nsec()).unwrap_or(0),
+    );
+    Ok(TimeSpec::from_duration(now.saturating_add(left)))
 }
 
 /// How many looks of the idle timer without a request make a connection
@@ -294,6 +368,7 @@ impl<H: Handler> Service<H> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let remote = Arc::new(Remote::new()?);
         let tick = Tick::new(&epoll, TICK, QUIET_POLL)?;
+        let alarm = Alarm::new(&epoll, DEADLINE)?;
         // A zero timeout is none (it would close every client at once).
         let idle = opts
             .idle_timeout
@@ -337,6 +412,7 @@ impl<H: Handler> Service<H> {
             dead: Vec::new(),
             tick,
             idle,
+            alarm,
         })
     }
 
@@ -738,7 +814,8 @@ impl<H: Handler> Service<H> {
     /// the turn did work or left some (requests taken, a connection whose
     /// wake-up is not armed yet): the fd would not tell you about what is
     /// left. `Idle` means every connection's wake-up is armed and the fd
-    /// becomes readable when anything needs the service. As with mio's
+    /// becomes readable when anything needs the service (a client, a
+    /// request, a timer, a handshake's deadline). As with mio's
     /// readiness, the fd may also be readable spuriously (a turn then
     /// returns `Idle` having done nothing). This is libqb's
     /// `qb_ipcs_poll_handlers_set` way of running a server inside
@@ -853,7 +930,13 @@ impl<H: Handler> Service<H> {
         // the tick while one waits for it.
         let quiet = self.conns.poll_quiet(false);
         self.tick.set(quiet);
-        if let Some(deadline) = self.handshakes.next_deadline() {
+        // The alarm wakes whoever waits on the epoll fd (this wait, tokio's
+        // reactor, the application's loop) at the earliest deadline; none
+        // is armed without one. The wait ends there too, should arming
+        // have failed.
+        let next = self.handshakes.next_deadline();
+        self.alarm.set(next);
+        if let Some(deadline) = next {
             let left = deadline.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(left, |w| w.min(left)));
         }
@@ -904,6 +987,7 @@ impl<H: Handler> Service<H> {
             Err(e) => return Err(Error::Io(e.into())),
         };
         self.last_poll = Instant::now();
+        let mut alarm = false;
         for i in 0..n {
             let ev = self.events[i];
             let flags = ev.events();
@@ -923,6 +1007,10 @@ impl<H: Handler> Service<H> {
                     self.tick.set(quiet);
                 }
                 IDLE => self.look_for_idle(),
+                DEADLINE => {
+                    self.alarm.fired();
+                    alarm = true;
+                }
                 FOREIGN => self.sources.fire_fd(slot, flags, &self.epoll),
                 CONN_SOCK => {
                     let hung_up = flags.intersects(
@@ -953,6 +1041,11 @@ impl<H: Handler> Service<H> {
         for ended in self.handshakes.expire(Instant::now(), &self.epoll) {
             self.remote.count_abandoned();
             self.end_handshake(ended);
+        }
+        if alarm {
+            // For the next deadline: a turn may end without arming it
+            // (busy, or woken), and the fd must still announce it.
+            self.alarm.set(self.handshakes.next_deadline());
         }
         Ok(())
     }
@@ -1054,7 +1147,12 @@ impl<H: Handler> Service<H> {
                 self.end_handshake(ended);
             }
         }
-        self.handshakes.start(sock, &self.epoll, listener, libqb)
+        let deadline = self.handshakes.start(sock, &self.epoll, listener, libqb)?;
+        // Every deadline starts here (a queued client's is its
+        // handshake's), from within a turn or not (`adopt`): the fd
+        // announces it however the service is driven.
+        self.alarm.cover(deadline);
+        Ok(())
     }
 
     /// Reads what a handshake's socket has and acts on it, until it waits

@@ -41,7 +41,9 @@
 //!   reports its statistics on request and is killed on drop), over
 //!   [`lines`] of text on the inherited socket;
 //! - [`procfs`]: fds, mappings, memory, ids and thread states from
-//!   `/proc`, for the leak and "already blocked" checks.
+//!   `/proc`, for the leak and "already blocked" checks;
+//! - [`deadlines`]: a service's handshake deadlines kept however it is
+//!   driven (`run`, `run_until`, the application's own poll loop).
 //!
 //! # How the helper gets its socket
 //!
@@ -59,6 +61,7 @@
 
 pub mod attack;
 pub mod cmap;
+pub mod deadlines;
 pub mod fuzzing;
 pub mod hostile;
 pub mod ipc;

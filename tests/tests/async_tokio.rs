@@ -4,7 +4,8 @@
 //! awaited without a blocked thread, cancellation, and every pending
 //! future resolving to `Disconnected` when the server is killed), and
 //! `Service::run_until` (a service as a task, answering from spawned
-//! tasks, shut down by a future).
+//! tasks, shut down by a future, keeping its handshake deadlines while
+//! nothing else happens).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 use ringlink_ipcc::{AsyncClient, Error};
 use ringlink_ipcs::{Connection, Handler, Request, Service};
+use ringlink_tests::deadlines;
 use ringlink_tests::ipc::{id, Defer, DEFER_HEADER};
 use ringlink_tests::procs::{client_options, unique_addr, Helper, ServerProc, LINE_DEADLINE};
 
@@ -554,5 +556,64 @@ fn a_service_runs_as_a_task_and_shuts_down_on_a_future() {
     assert!(line.starts_with("error") && line.contains("disconnected"), "client: {line}");
     client.wait(LINE_DEADLINE);
     eprintln!("async service answered {} requests", answered.load(Ordering::Relaxed));
+}
+}
+
+/// A service with `opts` as a tokio task (`run_until`, its address bound
+/// when this returns), until the sender is used or dropped.
+fn serve_as_task(
+    rt: &tokio::runtime::Runtime,
+    addr: &ringlink_ipcs::ServiceAddr,
+    opts: ringlink_ipcs::ServiceOptions,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<ringlink_ipcs::Result<()>>,
+) {
+    let table = ringlink_ipcs::Dispatch::new();
+    let mut s =
+        Service::bind(addr.clone(), ringlink_tests::ipc::PROTOCOL, opts, table).expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(async move {
+        s.run_until(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, task)
+}
+
+#[test]
+/// Under `run_until`, a connection that never sends its request is
+/// closed at its handshake deadline though nothing else happens in the
+/// service: the deadline makes the service's fd readable.
+fn run_until_closes_a_silent_connection_at_its_handshake_deadline() {
+    let addr = unique_addr("async-deadline");
+    let rt = runtime();
+    let opts = ringlink_tests::transport::service_options().handshake_timeout(deadlines::HANDSHAKE);
+    let (stop, task) = serve_as_task(&rt, &addr, opts);
+    deadlines::assert_silent_connections_closed(&addr);
+    let _ = stop.send(());
+    rt.block_on(async { within("run_until", task).await })
+        .expect("task")
+        .expect("run_until");
+}
+
+ringlink_tests::transport_test! {
+/// Under `run_until`, a client waiting for a slot (`queue_when_full`)
+/// is refused by the server at its handshake deadline, with
+/// `TooManyClients`, rather than left to time out on its own.
+fn run_until_refuses_a_queued_client_at_its_handshake_deadline() {
+    let addr = unique_addr("async-queue-late");
+    let rt = runtime();
+    let opts = ringlink_tests::transport::service_options()
+        .max_clients(1)
+        .queue_when_full(true)
+        .handshake_timeout(deadlines::HANDSHAKE);
+    let (stop, task) = serve_as_task(&rt, &addr, opts);
+    deadlines::assert_queued_client_refused(&addr);
+    let _ = stop.send(());
+    rt.block_on(async { within("run_until", task).await })
+        .expect("task")
+        .expect("run_until");
 }
 }

@@ -22,9 +22,11 @@ impl<H: Handler> Service<H> {
     /// calls; after the last one it polls the rings for the spin budget
     /// (`ServiceOptions::spin`, which occupies the worker thread that
     /// long; set it to zero to yield at once), then arms their wake-ups
-    /// and awaits. Handlers run on this task: they may spawn tasks
-    /// (`tokio::spawn`) that answer later through a clone of the
-    /// [`Connection`](crate::Connection).
+    /// and awaits; handshake deadlines (`handshake_timeout`, the clients
+    /// waiting under `queue_when_full`) make the fd readable too, and are
+    /// kept as under [`run`](Self::run). Handlers run on this task: they
+    /// may spawn tasks (`tokio::spawn`) that answer later through a clone
+    /// of the [`Connection`](crate::Connection).
     ///
     /// # Errors
     ///
