@@ -32,8 +32,9 @@
 //!   all left: dropped meanwhile, the request is committed and its tail
 //!   goes with the client's next calls, or [`flush`](AsyncClient::flush)
 //!   ([`unsent_request`](AsyncClient::unsent_request) says which one
-//!   waits; a drop of the last clone tries too, bounded, as
-//!   [`Client::disconnect`] says).
+//!   waits; a drop of the last clone sends what the socket takes at
+//!   that moment and never waits, since it may run on a runtime thread
+//!   the service itself needs: `flush().await` first to be sure).
 //! - [`send_recv`](AsyncClient::send_recv): if dropped after the request
 //!   went, its response, when it comes, is delivered to
 //!   [`recv`](AsyncClient::recv) instead.
@@ -216,7 +217,9 @@ impl AsyncClient {
     /// [`Error::Io`] outside a tokio runtime with I/O enabled, or if an
     /// fd cannot be duplicated.
     pub fn from_client(client: Client) -> Result<AsyncClient> {
-        let (engine, id, server) = client.into_parts();
+        let (mut engine, id, server) = client.into_parts();
+        // Its last clone may drop on a runtime thread: never wait there.
+        engine.close_without_waiting();
         let ready = register(engine.fd().try_clone_to_owned()?, Interest::READABLE)?;
         let space = match engine.space_fd() {
             Some(fd) => Some(register(fd.try_clone_to_owned()?, Interest::WRITABLE)?),

@@ -993,6 +993,12 @@ impl Client {
     /// tries too (bounded, best effort: see [`disconnect`](Self::disconnect));
     /// this is how to be sure.
     ///
+    /// The wait reads nothing: a client that has left the server's
+    /// responses unread until the server stopped reading it (it reads a
+    /// connection only while its answers fit) waits here, and in a
+    /// waiting send's wait for its tail, until the timeout; read them
+    /// first (`recv` with a zero timeout until `WouldBlock`).
+    ///
     /// # Errors
     ///
     /// [`Error::WouldBlock`] (timeout zero) or [`Error::TimedOut`]: the

@@ -129,6 +129,10 @@ pub(crate) struct Engine {
     /// noted by the client that sent it ([`note_tail`](Self::note_tail));
     /// meaningful only while [`has_tail`](Self::has_tail).
     tail_request: Option<u64>,
+    /// Whether dropping the engine may wait (bounded) for a tail to go:
+    /// not under the async client, whose last clone may drop on a
+    /// runtime thread that the service itself needs to read the tail.
+    close_waits: bool,
 }
 
 /// An interruption asked for: an eventfd of this process alone (never
@@ -274,6 +278,7 @@ impl Engine {
             last_fds: PeerFds::default(),
             space_fds: 0,
             tail_request: None,
+            close_waits: true,
             side: c.side,
             transport,
             max_message: c.max_message,
@@ -486,6 +491,12 @@ impl Engine {
         if !self.has_tail() || !self.stream.connected() {
             return;
         }
+        if !self.close_waits {
+            // What the socket takes now (one flush sends until it is
+            // full), and no wait.
+            let _ = self.side.request.flush();
+            return;
+        }
         let end = Instant::now() + CLOSE_MAX;
         loop {
             match self.side.request.flush() {
@@ -508,6 +519,12 @@ impl Engine {
                 return;
             }
         }
+    }
+
+    /// Makes the drop's flush of a tail one that never waits (see
+    /// `close_waits`).
+    pub(crate) fn close_without_waiting(&mut self) {
+        self.close_waits = false;
     }
 
     /// Whether requests are written in place in the ring
