@@ -523,6 +523,7 @@ impl Engine {
 
     /// Makes the drop's flush of a tail one that never waits (see
     /// `close_waits`).
+    #[cfg(feature = "tokio")]
     pub(crate) fn close_without_waiting(&mut self) {
         self.close_waits = false;
     }
