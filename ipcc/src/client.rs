@@ -945,14 +945,7 @@ impl Client {
                 return Ok(seq);
             }
             if due.expired() {
-                if !self.engine.is_connected() {
-                    return Err(self.engine.fail(Error::Disconnected));
-                }
-                return Err(if due.is_now() {
-                    Error::WouldBlock
-                } else {
-                    Error::TimedOut
-                });
+                return Err(self.out_of_time(due));
             }
             self.engine.wait(Wait::Space, due.deadline())?;
         }
@@ -1044,6 +1037,20 @@ impl Client {
         self.engine.unsent_request()
     }
 
+    /// What a wait that ran out of `due` returns: `Disconnected` if the
+    /// server is gone, else `WouldBlock` (a zero timeout) or `TimedOut`.
+    #[cold]
+    fn out_of_time(&mut self, due: &Due) -> Error {
+        if !self.engine.is_connected() {
+            return self.engine.fail(Error::Disconnected);
+        }
+        if due.is_now() {
+            Error::WouldBlock
+        } else {
+            Error::TimedOut
+        }
+    }
+
     /// [`flush`](Self::flush) by `due`, which a send before it may have
     /// started.
     fn flush_by(&mut self, due: &mut Due) -> Result<()> {
@@ -1052,14 +1059,7 @@ impl Client {
                 return Ok(());
             }
             if due.expired() {
-                if !self.engine.is_connected() {
-                    return Err(self.engine.fail(Error::Disconnected));
-                }
-                return Err(if due.is_now() {
-                    Error::WouldBlock
-                } else {
-                    Error::TimedOut
-                });
+                return Err(self.out_of_time(due));
             }
             self.engine.wait_tail(due.deadline())?;
         }
