@@ -96,6 +96,20 @@ fn dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
 }
 
 /// Waits until `cond`, or fails with `what`.
+/// A libqb client connected to `name` (and served once), and the
+/// connection directory the server made for it.
+fn connected_with_dir(server: &ServerProc, name: &str) -> (Helper, std::path::PathBuf) {
+    let before = dirs_of(server.pid());
+    let mut c = qb_client();
+    ok(&mut c, &format!("connect {name} 0"));
+    ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
+    let dir = dirs_of(server.pid())
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .expect("the client's directory");
+    (c, dir)
+}
+
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + T;
     while !cond() {
@@ -785,14 +799,7 @@ fn links_planted_in_a_connections_directory_are_removed_not_followed(t: &str) {
     let (server, name) = start(t, "plant", &[]);
     let mut by = Bystander::new(&name);
     by.served(3);
-    let before = dirs_of(server.pid());
-    let mut c = qb_client();
-    ok(&mut c, &format!("connect {name} 0"));
-    ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
-    let dir = dirs_of(server.pid())
-        .into_iter()
-        .find(|d| !before.contains(d))
-        .expect("the client's directory");
+    let (c, dir) = connected_with_dir(&server, &name);
     let victims = ringlink_tests::tmp::TempDir::new("plant-victim");
     let victim = victims.path().join("victim");
     std::fs::write(&victim, b"precious").expect("victim");
@@ -850,14 +857,7 @@ fn a_client_filling_its_directory_cannot_stall_the_loop() {
     let (server, name) = start(t, "fill", &[]);
     let mut by = Bystander::new(&name);
     by.served(3);
-    let before = dirs_of(server.pid());
-    let mut c = qb_client();
-    ok(&mut c, &format!("connect {name} 0"));
-    ok(&mut c, &format!("echo {} 10 5000", ipc::id::ECHO));
-    let dir = dirs_of(server.pid())
-        .into_iter()
-        .find(|d| !before.contains(d))
-        .expect("the client's directory");
+    let (c, dir) = connected_with_dir(&server, &name);
     let _cleanup = RemoveOnDrop(dir.clone());
     let seed = dir.join("planted");
     std::fs::write(&seed, b"").expect("plant a file");

@@ -548,14 +548,14 @@ mod tests {
         f
     }
 
-    #[test]
-    fn only_the_clients_name_gets_in_and_a_stranger_does_not() {
-        let tag = format!("/ringlink-test-{}-qbsock", std::process::id());
-        let server_name = format!("{tag}-request");
-        let client_name = format!("{tag}-response");
-        let ctl = ctl();
-        let server = Arc::new(bound(server_name.as_bytes(), 4096).expect("bind"));
-        let mut rx = QbSockReceiver::new(
+    /// The server's receiver of requests on `server`, from the client
+    /// bound at `client_name` (4 KiB messages).
+    fn client_receiver(
+        server: Arc<OwnedFd>,
+        ctl: Arc<GuardedMap>,
+        client_name: &str,
+    ) -> QbSockReceiver {
+        QbSockReceiver::new(
             server,
             Header::Request,
             Channel::Request,
@@ -564,7 +564,17 @@ mod tests {
             ctl,
             0,
             Some(dgram_name(client_name.as_bytes())),
-        );
+        )
+    }
+
+    #[test]
+    fn only_the_clients_name_gets_in_and_a_stranger_does_not() {
+        let tag = format!("/ringlink-test-{}-qbsock", std::process::id());
+        let server_name = format!("{tag}-request");
+        let client_name = format!("{tag}-response");
+        let ctl = ctl();
+        let server = Arc::new(bound(server_name.as_bytes(), 4096).expect("bind"));
+        let mut rx = client_receiver(server, ctl, &client_name);
         let to = UnixAddr::new_abstract(&dgram_name(server_name.as_bytes())).expect("addr");
         let mut msg = RequestHeader {
             id: 7,
@@ -603,16 +613,7 @@ mod tests {
         let server_name = format!("{tag}-request");
         let client_name = format!("{tag}-response");
         let server = Arc::new(bound(server_name.as_bytes(), 4096).expect("bind"));
-        let mut rx = QbSockReceiver::new(
-            server,
-            Header::Request,
-            Channel::Request,
-            Peer::Client,
-            4096,
-            ctl(),
-            0,
-            Some(dgram_name(client_name.as_bytes())),
-        );
+        let mut rx = client_receiver(server, ctl(), &client_name);
         let to = UnixAddr::new_abstract(&dgram_name(server_name.as_bytes())).expect("addr");
         let msg = |id: i32| {
             let mut m = RequestHeader { id, size: 16 + 3 }.encode().to_vec();
@@ -654,16 +655,7 @@ mod tests {
         )
         .expect("socketpair");
         let client_name = format!("/ringlink-test-{}-qbflood-response", std::process::id());
-        let mut rx = QbSockReceiver::new(
-            Arc::new(server),
-            Header::Request,
-            Channel::Request,
-            Peer::Client,
-            4096,
-            ctl(),
-            0,
-            Some(dgram_name(client_name.as_bytes())),
-        );
+        let mut rx = client_receiver(Arc::new(server), ctl(), &client_name);
         let msg = RequestHeader { id: 7, size: 16 }.encode();
         let mut queued = 0u64;
         while queued < 3 * u64::from(STRANGERS_PER_CALL)
