@@ -424,7 +424,7 @@ impl Connections {
     /// turning them cold. Returns `false` if some still has requests (do
     /// not sleep).
     pub(crate) fn arm_all(&mut self) -> bool {
-        // Raise every flag, pay the sleeper's fence (a membarrier) once,
+        // Raise every flag, pay the sleeper's fence once,
         // then check every ring: the handshake for all connections at the
         // price of one. Those still empty turn cold, armed, until epoll
         // brings them back; cold ones are armed already. Socket

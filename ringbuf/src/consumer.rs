@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, PopError};
 use crate::layout::{
-    max_payload, record_size, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER,
-    SYNC_CONSUMER, SYNC_PRODUCER,
+    max_payload, record_size, CLOSED_BY_CONSUMER, KIND_DATA, KIND_PAD, RECORD_HEADER, SYNC_CONSUMER,
 };
 use crate::mem::Shared;
 use crate::producer::check_positions;
@@ -54,8 +53,6 @@ pub struct Consumer {
     capacity: usize,
     max_payload: usize,
     spin: Duration,
-    /// This process is registered for membarriers (see `wake`).
-    asymmetric: bool,
     /// The sleep batch this consumer's flag was last raised in (0: none).
     batch: u64,
     /// The last look found the ring empty: the next record is one the
@@ -80,14 +77,13 @@ impl Consumer {
         let tail = h.tail.0.load(Ordering::Acquire);
         let head = h.head.0.load(Ordering::Acquire);
         check_positions(head, tail, shared.capacity)?;
-        let asymmetric = crate::wake::asymmetric();
-        if asymmetric {
-            // Relaxed: the peer only reads this to choose a fence; a
-            // stale 0 makes it use the full one.
-            h.control.0.sync.fetch_or(SYNC_CONSUMER, Ordering::Relaxed);
-        }
+        // Our sync bit stays clear: an older peer that reads it before
+        // waking us then uses the full fence (see `wake`).
+        h.control
+            .0
+            .sync
+            .fetch_and(!SYNC_CONSUMER, Ordering::Relaxed);
         Ok(Consumer {
-            asymmetric,
             capacity: shared.capacity,
             max_payload: max_payload(shared.capacity),
             shared,
@@ -270,7 +266,7 @@ impl Consumer {
             .closed
             .fetch_or(CLOSED_BY_CONSUMER, Ordering::Release);
         // The waker's half of the handshake, with a full fence.
-        handshake::wake(&self.shared, Direction::Space, false);
+        handshake::wake(&self.shared, Direction::Space);
     }
 
     /// Prepares to sleep on the ring's wake-up object, draining it first
@@ -335,7 +331,7 @@ impl Consumer {
         let h = self.shared.header();
         // Release: pairs with the Acquire in `Ring::user_word`.
         h.meta.0.user_word.store(value, Ordering::Release);
-        handshake::wake(&self.shared, Direction::Space, false);
+        handshake::wake(&self.shared, Direction::Space);
     }
 
     /// W3 of the handshake: whether a record word appeared at our
@@ -504,11 +500,8 @@ impl Consumer {
         // producer may overwrite them; pairs with its Acquire load of
         // `head` in `refresh_head`.
         h.head.0.store(self.head, Ordering::Release);
-        // The waker's half of the handshake; its fence is compiler-only
-        // when the producer sleeps behind a membarrier.
-        let light =
-            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_PRODUCER != 0;
-        handshake::wake(&self.shared, Direction::Space, light);
+        // The waker's half of the handshake.
+        handshake::wake(&self.shared, Direction::Space);
     }
 
     /// Spins, then sleeps until the producer publishes, the ring closes,

@@ -16,7 +16,7 @@
 //! 640     4     producer owner (pid)      producer claim
 //! 644     4     consumer owner (pid)      consumer claim
 //! 648     4     closed bits               either side
-//! 652     4     sync bits (membarrier)    each side at claim
+//! 652     4     sync bits (cleared)       each side at claim
 //! 4096    cap   data region
 //! ```
 //!
@@ -65,9 +65,10 @@ pub const KIND_PAD: u32 = 0x5244_0002;
 pub(crate) const CLOSED_BY_PRODUCER: u32 = 1;
 /// Closed bit set by the consumer.
 pub(crate) const CLOSED_BY_CONSUMER: u32 = 2;
-/// Sync bit: the producer's process sleeps behind a `membarrier`.
+/// Sync bit of the producer (older versions: "sleeps behind a
+/// `membarrier`"); this version clears it at claim.
 pub(crate) const SYNC_PRODUCER: u32 = 1;
-/// Sync bit: the consumer's process sleeps behind a `membarrier`.
+/// Sync bit of the consumer; cleared at claim, as [`SYNC_PRODUCER`].
 pub(crate) const SYNC_CONSUMER: u32 = 2;
 
 /// Size a record of `len` payload bytes occupies, header and padding
@@ -142,10 +143,11 @@ pub(crate) struct Control {
     pub(crate) producer_owner: AtomicU32,
     pub(crate) consumer_owner: AtomicU32,
     pub(crate) closed: AtomicU32,
-    /// Bit [`SYNC_PRODUCER`] / [`SYNC_CONSUMER`]: that side's process is
-    /// registered for global expedited `membarrier` and uses it before
-    /// sleeping, so the other side may use a compiler-only fence when
-    /// waking it (see `wake`).
+    /// Bit [`SYNC_PRODUCER`] / [`SYNC_CONSUMER`]: older versions set
+    /// theirs to say that they sleep behind a global expedited
+    /// `membarrier`, and woke a peer whose bit was set with a
+    /// compiler-only fence. This version clears its own at claim (so an
+    /// older peer fences fully) and never reads the peer's (see `wake`).
     pub(crate) sync: AtomicU32,
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::error::{Corruption, PushError};
 use crate::layout::{
     max_payload, record_size, record_word, CLOSED_BY_PRODUCER, KIND_DATA, KIND_PAD, RECORD_HEADER,
-    SYNC_CONSUMER, SYNC_PRODUCER,
+    SYNC_PRODUCER,
 };
 use crate::mem::Shared;
 use crate::signals::Direction;
@@ -41,8 +41,6 @@ pub struct Producer {
     capacity: usize,
     max_payload: usize,
     spin: Duration,
-    /// This process is registered for membarriers (see `wake`).
-    asymmetric: bool,
     /// The sleep batch this producer's flag was last raised in (0: none).
     batch: u64,
     _not_sync: PhantomData<Cell<()>>,
@@ -67,14 +65,13 @@ impl Producer {
         let tail = h.tail.0.load(Ordering::Acquire);
         let head = h.head.0.load(Ordering::Acquire);
         check_positions(head, tail, shared.capacity)?;
-        let asymmetric = crate::wake::asymmetric();
-        if asymmetric {
-            // Relaxed: the peer only reads this to choose a fence; a
-            // stale 0 makes it use the full one.
-            h.control.0.sync.fetch_or(SYNC_PRODUCER, Ordering::Relaxed);
-        }
+        // Our sync bit stays clear: an older peer that reads it before
+        // waking us then uses the full fence (see `wake`).
+        h.control
+            .0
+            .sync
+            .fetch_and(!SYNC_PRODUCER, Ordering::Relaxed);
         Ok(Producer {
-            asymmetric,
             capacity: shared.capacity,
             max_payload: max_payload(shared.capacity),
             shared,
@@ -276,7 +273,7 @@ impl Producer {
             .fetch_or(CLOSED_BY_PRODUCER, Ordering::Release);
         // The waker's half of the handshake, with a full fence: either the
         // consumer sees the bit before sleeping or we see its flag.
-        handshake::wake(&self.shared, Direction::Data, false);
+        handshake::wake(&self.shared, Direction::Data);
     }
 
     /// Prepares to sleep on the ring's wake-up object, draining it first
@@ -531,11 +528,8 @@ impl Producer {
         // before it.
         h.tail.0.store(self.tail, Ordering::Release);
         // The waker's half of the handshake (P1 was the record word's
-        // store); its fence is compiler-only when the consumer sleeps
-        // behind a membarrier.
-        let light =
-            self.asymmetric && h.control.0.sync.load(Ordering::Relaxed) & SYNC_CONSUMER != 0;
-        handshake::wake(&self.shared, Direction::Data, light);
+        // store).
+        handshake::wake(&self.shared, Direction::Data);
     }
 
     /// Spins, then sleeps until the consumer frees space, the ring closes,

@@ -716,8 +716,8 @@ impl Ring {
     pub fn wake_waiters(&self) {
         // The waker's half of the handshake (module `wake`), for each side,
         // each with a full fence after the caller's earlier store.
-        handshake::wake(&self.shared, Direction::Data, false);
-        handshake::wake(&self.shared, Direction::Space, false);
+        handshake::wake(&self.shared, Direction::Data);
+        handshake::wake(&self.shared, Direction::Space);
     }
 
     /// Publishes an application-defined value in the ring header (offset

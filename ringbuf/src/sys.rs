@@ -276,8 +276,6 @@ pub(crate) fn is_eventfd(fd: BorrowedFd<'_>) -> Option<bool> {
     Some(link.as_os_str() == "anon_inode:[eventfd]")
 }
 
-const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
-const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
@@ -289,17 +287,6 @@ fn membarrier(cmd: libc::c_int) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Registers this process as a target of global expedited membarriers.
-pub(crate) fn membarrier_register() -> bool {
-    membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED).is_ok()
-}
-
-/// Runs a full memory barrier on every running thread of every registered
-/// process (and on the caller).
-pub(crate) fn membarrier_global() -> bool {
-    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).is_ok()
 }
 
 /// Registers this process for private expedited membarriers.

@@ -1243,3 +1243,20 @@ fn a_budget_shorter_than_one_burst_of_looks_ends_with_that_burst() {
     // A zero budget looks not at all.
     assert!(!wake::spin_until(Duration::ZERO, || panic!("looked")));
 }
+
+#[test]
+/// A side clears its own sync bit when it claims its role, whatever the
+/// word held (an older peer's bit, or a hostile one's): an older peer
+/// reads it to choose its fence, and must then choose the full one
+/// (`wake`, "Both fences are full"). The peer's bit is left alone.
+fn a_claim_clears_its_own_sync_bit_and_only_its_own() {
+    use crate::layout::{SYNC_CONSUMER, SYNC_PRODUCER};
+    let ring = Ring::create(4096).unwrap();
+    let sync = || &ring.shared.header().control.0.sync;
+    sync().store(SYNC_PRODUCER | SYNC_CONSUMER | 4, Ordering::SeqCst);
+    let tx = ring.producer().unwrap();
+    assert_eq!(sync().load(Ordering::SeqCst), SYNC_CONSUMER | 4);
+    let rx = ring.consumer().unwrap();
+    assert_eq!(sync().load(Ordering::SeqCst), 4);
+    drop((tx, rx));
+}

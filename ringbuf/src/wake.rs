@@ -28,65 +28,44 @@
 //! The flag is one word on its own cache line. While both sides are busy
 //! the waker only reads it (the line stays shared in both caches).
 //!
-//! # Who pays for the fences
+//! # Both fences are full
 //!
-//! A SeqCst fence on every publication stalls the producer until its
-//! stores have drained (measured: a third of small-message throughput).
-//! So the two fences are made asymmetric, as liburcu and folly do: the
-//! side about to sleep (which is about to spend microseconds in the kernel
-//! anyway) runs `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which
-//! executes a full barrier on every CPU running a registered process, and
-//! the waker needs only a compiler fence. The argument above still holds:
-//! if the waker's flag read (P3) ran before the barrier reached its CPU,
-//! its position store (P1) was already visible to W3; if after, the flag
-//! store (W1), which precedes the membarrier, is visible to P3.
+//! Both sides run a SeqCst fence (`lock or` on x86). The waker's costs a
+//! publication 1.5% of a 64 B round trip and nothing measurable of a
+//! one-way stream (`docs/RING.md`, "Measurements").
 //!
-//! This is only sound when the sleeper really runs the membarrier and the
-//! waker's process is registered, so each side, at claim time, registers
-//! its process and sets its bit in the header's sync word; a waker uses the
-//! light fence only when it is registered and the peer's bit is set, and
-//! the full fence otherwise (old kernels, seccomp, a peer that did not
-//! register, loom). A peer that sets its bit and then does not keep the
-//! bargain can only lose its own wake-ups.
+//! Earlier versions made the pair asymmetric, as liburcu and folly do:
+//! the sleeper ran `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` and the
+//! waker only a compiler fence. That is unsound on Linux as it stands.
+//! The kernel sends the barrier only to CPUs whose run queue records a
+//! registered process, and a CPU that was idle on the registering
+//! process's address space (lazily, as the idle thread keeps the last
+//! one) when it registered, and then runs that process's threads again,
+//! keeps the old record until it switches to another process. Measured
+//! here (Linux 6.18): a registered thread spinning on such a CPU took 0
+//! of 10,000 global expedited barriers (and all of 10,000 private ones);
+//! an application's poll loop then slept through a request about once in
+//! ten million round trips. So a side no longer sets its bit in the
+//! header's sync word (it clears it at claim, so that an older peer,
+//! which reads it to choose its fence, uses the full one), and a waker
+//! never trusts an older peer's bit.
 
 use std::time::{Duration, Instant};
 
 use crate::sync::{fence, Ordering};
 
-/// Whether this process is registered for global expedited membarriers
-/// (tried once per process; never under loom).
-pub(crate) fn asymmetric() -> bool {
-    #[cfg(loom)]
-    return false;
-    #[cfg(not(loom))]
-    {
-        static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *REGISTERED.get_or_init(crate::sys::membarrier_register)
-    }
-}
-
 /// The sleeper's fence (W2), between raising its flag and re-reading the
-/// ring. A membarrier when this process is registered, else a SeqCst
-/// fence. Callers outside go through [`prepare_sleep`] (many rings, one
+/// ring. Callers outside go through [`prepare_sleep`] (many rings, one
 /// fence) or a role's `prepare_sleep`, which keep the order.
 pub(crate) fn sleeper_fence() {
-    #[cfg(not(loom))]
-    if asymmetric() && crate::sys::membarrier_global() {
-        return;
-    }
     fence(Ordering::SeqCst);
 }
 
 /// The waker's fence (P2), between publishing a position and reading the
-/// peer's flag: compiler-only when `light` (both sides registered), else
-/// SeqCst.
+/// peer's flag.
 #[inline]
-pub(crate) fn waker_fence(light: bool) {
-    if light {
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-    } else {
-        fence(Ordering::SeqCst);
-    }
+pub(crate) fn waker_fence() {
+    fence(Ordering::SeqCst);
 }
 
 /// Preparing several roles to sleep at once, paying the sleeper's fence
@@ -225,11 +204,10 @@ pub(crate) mod handshake {
     }
 
     /// P2 to P4: after the waker published its position (P1), wake the
-    /// role waiting in `dir` if its flag is up. `light` when the sleeper
-    /// pays for the fences with a membarrier (see the module docs).
+    /// role waiting in `dir` if its flag is up.
     #[inline]
-    pub(crate) fn wake(shared: &Shared, dir: Direction, light: bool) {
-        super::waker_fence(light);
+    pub(crate) fn wake(shared: &Shared, dir: Direction) {
+        super::waker_fence();
         let flag = flag(shared, dir);
         // Relaxed: ordered after the publication by the fence above. The
         // plain load keeps the line shared while the peer is busy; the

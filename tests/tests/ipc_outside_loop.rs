@@ -145,6 +145,32 @@ fn a_service_in_the_applications_poll_loop_without_spinning() {
 }
 }
 
+ringlink_tests::transport_test! {
+/// Round trips one at a time against a service in an application's poll
+/// loop, which arms and sleeps after every request: each one tests the
+/// wake-up handshake (flag, fence, look again) on both sides. A lost
+/// wake-up is a stall, found here once in about ten million while a
+/// sleeper's fence relied on a global membarrier (`docs/RING.md`, "Both
+/// fences are full"): 20,000 in CI, 30 million with
+/// `RINGLINK_SOAK_SCALE=1`.
+fn a_service_that_sleeps_after_every_request_sleeps_through_none() {
+    let addr = unique_addr("outside-sleepy");
+    let mut opts = ringlink_tests::transport::service_options();
+    opts.spin = Duration::ZERO;
+    let service = PollLoop::start(&addr, opts, Echo);
+    let mut c = connect(&addr, 0);
+    let mut buf = [0u8; 8];
+    for n in 0..ringlink_tests::scale::count(20_000, 30_000_000) {
+        let m = c
+            .send_recv(1, &n.to_le_bytes(), &mut buf, STALL)
+            .unwrap_or_else(|e| panic!("round trip {n}: {e}"));
+        assert_eq!(buf[..m.len], n.to_le_bytes(), "round trip {n}");
+    }
+    drop(c);
+    service.finish();
+}
+}
+
 #[test]
 /// A connection that never sends its request is closed at its handshake
 /// deadline though nothing else happens in the service: the deadline
