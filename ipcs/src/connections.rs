@@ -58,6 +58,12 @@ pub(crate) struct Conn {
     /// cold connection has its wake-up armed and comes back through
     /// epoll.
     hot: bool,
+    /// The client hung up (or shut its socket down): what it sent before
+    /// is still served, and the connection closes, as `Left`, once its
+    /// requests run dry. Hot until then (no wake-up will come), unless
+    /// the handler holds it; its socket is out of epoll (a hang-up stays
+    /// readable), and its answers are not waited for (nobody reads them).
+    leaving: bool,
     /// Requests delivered, and that count when the idle timer last
     /// looked, and how many of its looks in a row found it unchanged.
     received: u64,
@@ -182,6 +188,7 @@ impl Connections {
             stash_fds: 0,
             stash_fds_full: false,
             hot: false,
+            leaving: false,
             received: 0,
             // The first look counts as activity: the time runs from it.
             idle_mark: u64::MAX,
@@ -306,7 +313,7 @@ impl Connections {
                     conn.held = true;
                     break;
                 }
-                match flow::answer_fits(&conn.handle, &mut conn.parked) {
+                match answer_fits(&mut conn.leaving, &conn.handle, &mut conn.parked) {
                     Ok(true) => {
                         let (h, body, fds) = conn.stash.pop_front().expect("a request");
                         conn.stash_bytes -= body.len();
@@ -333,6 +340,11 @@ impl Connections {
                 // Take a request only if its answer will fit; otherwise
                 // leave it queued and park until the client makes room.
                 let closing = match conn.side.request.try_recv() {
+                    // Run dry: a client that left is gone once nothing it
+                    // sent waits (the stash included).
+                    Ok(None) if conn.leaving && !conn.held && conn.stash.is_empty() => {
+                        Some(Closing::Left)
+                    }
                     Ok(None) => break,
                     // A reply to a call: to its waiter, whatever the
                     // handler's readiness (a worker may be the waiter).
@@ -376,7 +388,7 @@ impl Connections {
                         continue;
                     }
                     Ok(Some(mut incoming)) => {
-                        match flow::answer_fits(&conn.handle, &mut conn.parked) {
+                        match answer_fits(&mut conn.leaving, &conn.handle, &mut conn.parked) {
                             Ok(true) => {
                                 conn.received += 1;
                                 let fds = incoming.take_fds();
@@ -447,7 +459,11 @@ impl Connections {
             let Some(c) = conns.get_mut(slot) else {
                 return false;
             };
-            let busy = live(c) && !c.side.request.confirm_wake(&fenced);
+            // A client that left sends no wake-up: looked at until it
+            // runs dry, unless the handler holds it (`resume` brings it
+            // back).
+            let busy = (c.leaving && !c.held && c.handle.is_connected())
+                || (live(c) && !c.side.request.confirm_wake(&fenced));
             // A parked connection comes back with room (a wake-up).
             c.hot = busy;
             sleep &= !busy;
@@ -467,15 +483,26 @@ impl Connections {
     /// room) and its socket is read after the next sweep
     /// ([`read_streams`](Self::read_streams)), so that the request the
     /// byte announced is served before the `recv` that takes the byte.
-    pub(crate) fn on_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
+    pub(crate) fn on_stream(
+        &mut self,
+        slot: usize,
+        hung_up: bool,
+        epoll: &Epoll,
+    ) -> Option<Closing> {
         let c = self.conns.get_mut(slot)?;
+        if c.leaving {
+            // Heard already (the sweep may have found its rings closed
+            // first): out of epoll, where a hang-up stays readable.
+            let _ = epoll.delete(&*c.sock);
+            return None;
+        }
         if !hung_up && c.side.wakes_on_stream() {
             c.parked = false;
             self.unread.push(slot);
             self.make_hot(slot);
             return None;
         }
-        self.read_stream(slot, hung_up)
+        self.read_stream(slot, hung_up, epoll)
     }
 
     /// Whether some stream socket waits for [`read_streams`](Self::read_streams).
@@ -485,10 +512,10 @@ impl Connections {
 
     /// Reads the stream sockets [`on_stream`](Self::on_stream) left for
     /// after the sweep; those to close go to `dead`.
-    pub(crate) fn read_streams(&mut self, dead: &mut Vec<(usize, Closing)>) {
+    pub(crate) fn read_streams(&mut self, dead: &mut Vec<(usize, Closing)>, epoll: &Epoll) {
         let mut unread = std::mem::take(&mut self.unread);
         for slot in unread.drain(..) {
-            if let Some(closing) = self.read_stream(slot, false) {
+            if let Some(closing) = self.read_stream(slot, false, epoll) {
                 dead.push((slot, closing));
             }
         }
@@ -497,10 +524,13 @@ impl Connections {
 
     /// Reads what a connection's stream socket holds (see
     /// [`on_stream`](Self::on_stream)). Returns why to close it, if so.
-    fn read_stream(&mut self, slot: usize, hung_up: bool) -> Option<Closing> {
+    fn read_stream(&mut self, slot: usize, hung_up: bool, epoll: &Epoll) -> Option<Closing> {
         let c = self.conns.get_mut(slot)?;
+        if c.leaving {
+            return None;
+        }
         match stream::read_out(&c.sock, c.side.fd_inbox().map(|i| &**i)) {
-            Drained::Gone => Some(Closing::Left),
+            Drained::Gone => self.leave(slot, epoll),
             // Fds out of the service's terms: the rest of what it sent
             // does not matter.
             Drained::Fault(v) => Some(v.into()),
@@ -515,10 +545,22 @@ impl Connections {
                 None
             }
             Drained::Bytes(_) => Some(Violation::DataOnStream.into()),
-            Drained::Nothing if hung_up => Some(Closing::Left),
+            Drained::Nothing if hung_up => self.leave(slot, epoll),
             Drained::Nothing => None,
             Drained::Failed => Some(Closing::Fault(FaultKind::SocketError(io::ErrorKind::Other))),
         }
+    }
+
+    /// The client hung up: its connection is served until what it sent
+    /// runs dry ([`Conn::leaving`]), then closed as `Left`.
+    fn leave(&mut self, slot: usize, epoll: &Epoll) -> Option<Closing> {
+        let c = self.conns.get_mut(slot)?;
+        c.leaving = true;
+        c.parked = false;
+        // Level-triggered, a hang-up would be reported at every wait.
+        let _ = epoll.delete(&*c.sock);
+        self.make_hot(slot);
+        None
     }
 
     /// A socket-transport connection's socket is ready: its request
@@ -585,6 +627,27 @@ impl Connections {
     /// Every slot that may hold a connection.
     pub(crate) fn slots(&self) -> usize {
         self.conns.slots()
+    }
+}
+
+/// [`flow::answer_fits`], but a client that left is not waited for:
+/// nobody reads its answers, and a full ring would park it for good. A
+/// response ring the client closed says it left (its socket may not
+/// have said so yet): it is `leaving` from here.
+fn answer_fits(
+    leaving: &mut bool,
+    handle: &Connection,
+    parked: &mut bool,
+) -> Result<bool, Closing> {
+    if *leaving {
+        return Ok(true);
+    }
+    match flow::answer_fits(handle, parked) {
+        Err(Closing::Left) => {
+            *leaving = true;
+            Ok(true)
+        }
+        r => r,
     }
 }
 

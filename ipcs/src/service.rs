@@ -1016,7 +1016,7 @@ impl<H: Handler> Service<H> {
                     let hung_up = flags.intersects(
                         EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR | EpollFlags::EPOLLRDHUP,
                     );
-                    if let Some(closing) = self.conns.on_stream(slot, hung_up) {
+                    if let Some(closing) = self.conns.on_stream(slot, hung_up, &self.epoll) {
                         self.close_conn(slot, closing);
                     }
                 }
@@ -1084,7 +1084,7 @@ impl<H: Handler> Service<H> {
         if !self.conns.has_unread() {
             return;
         }
-        self.conns.read_streams(&mut self.dead);
+        self.conns.read_streams(&mut self.dead, &self.epoll);
         while let Some((slot, closing)) = self.dead.pop() {
             self.close_conn(slot, closing);
         }

@@ -50,6 +50,29 @@ ringlink_tests::transport_test! {
 }
 
 ringlink_tests::transport_test! {
+    /// One-way requests sent just before the client leaves are all
+    /// served: the server reads what the client sent before it takes
+    /// the hang-up for the end of the connection.
+    fn one_way_requests_sent_just_before_leaving_are_all_served() {
+        let addr = unique_addr("oneway-leaving");
+        let mut server = ServerProc::spawn(SERVER, &addr, &[]);
+        for round in 1..=20u64 {
+            let mut c = connect(&addr, 0);
+            for i in 0..100u32 {
+                c.send_oneway(id::ECHO, &i.to_le_bytes(), Some(PROMPT))
+                    .expect("one-way send");
+            }
+            drop(c);
+            let st = server.wait_stats("the client's end", PROMPT, |s| {
+                s.u("destroyed") == round
+            });
+            assert_eq!(st.u("oneway"), round * 100, "round {round}: {st}");
+        }
+        server.shutdown();
+    }
+}
+
+ringlink_tests::transport_test! {
     fn lying_flags_are_violations_and_a_bystander_goes_on() {
         let addr = unique_addr("oneway-lies");
         let mut server = ServerProc::spawn(SERVER, &addr, &["--log-faults"]);

@@ -293,13 +293,11 @@ fn a_send_that_does_not_wait_then_flush() {
     assert_eq!((m.seq, u64::from_le_bytes(buf)), (seq, SIZE as u64));
 }
 
-/// A drop sends the tail while the server reads, within its bound.
-/// Whether the server then takes the request is a race it decides: it
-/// closes a socket-transport connection when the client's stream socket
-/// hangs up, without reading what the request socket still holds
-/// (docs/SERVER.md, Known gaps); under load this test once saw the
-/// request dropped that way, the tail sent. What it must never take is a
-/// part of one.
+/// A drop sends the tail while the server reads, within its bound, and
+/// the server takes the request whole: it reads what the request socket
+/// holds before it takes the client's hang-up for the end. A drop that
+/// gave up (200 ms without progress, on a loaded machine) loses the
+/// request whole; it must never deliver a part of one.
 #[test]
 fn a_drop_sends_the_tail_while_the_server_reads() {
     let srv = Server::start("tail-drop");
@@ -311,9 +309,13 @@ fn a_drop_sends_the_tail_while_the_server_reads() {
     drop(c);
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(2), "the drop took {took:?}");
-    let got = srv.got(1, Duration::from_secs(2));
-    assert!(!got.contains(&false), "a broken request was taken: {got:?}");
-    eprintln!("the drop took {took:?}; the server took {got:?}");
+    let got = srv.got(1, DUE);
+    if took < Duration::from_millis(200) {
+        // Too soon to have given up: the tail went.
+        assert_eq!(got, [true], "the drop took {took:?}");
+    } else {
+        assert!(!got.contains(&false), "a broken request was taken: {got:?}");
+    }
 }
 
 #[test]
