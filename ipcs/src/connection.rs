@@ -43,6 +43,11 @@ struct ConnInner {
     response: Outlet,
     event: Outlet,
     alive: AtomicBool,
+    /// The client left: calls to it fail with `Disconnected` (the
+    /// connection stays open while what it sent is served; a reply it
+    /// sent before leaving is dropped, as when the connection closed at
+    /// its hang-up).
+    client_left: AtomicBool,
     context: Context,
     remote: Arc<Remote>,
     counters: Counters,
@@ -386,6 +391,7 @@ impl Connection {
                 response: Outlet::new(response, about.max_message),
                 event: Outlet::new(event, about.max_message),
                 alive: AtomicBool::new(true),
+                client_left: AtomicBool::new(false),
                 context: Context::default(),
                 remote,
                 counters: Counters::default(),
@@ -856,7 +862,7 @@ impl Connection {
                 let reply = calls.waiting.remove(&seq).flatten().expect("a reply");
                 return Ok(reply);
             }
-            if !self.is_connected() {
+            if !self.is_connected() || self.inner.client_left.load(Ordering::Acquire) {
                 calls.waiting.remove(&seq);
                 return Err(Error::Disconnected);
             }
@@ -1642,6 +1648,15 @@ impl Connection {
         intake.flow_control.store(on, Ordering::Relaxed);
         if changed {
             bump(&intake.flow_control_changes, 1);
+        }
+    }
+
+    /// The client left: calls waiting for a reply, and calls made from
+    /// here, fail with `Disconnected`.
+    pub(crate) fn client_left(&self) {
+        if !self.inner.client_left.swap(true, Ordering::AcqRel) {
+            drop(self.inner.calls.lock());
+            self.inner.call_done.notify_all();
         }
     }
 

@@ -260,7 +260,14 @@ impl Connections {
             } else {
                 c.idle_looks += 1;
                 if c.idle_looks >= looks {
-                    dead.push((slot, Closing::Idle));
+                    // One that left (the loop not reading, or a stalled
+                    // handler) is closed for that.
+                    let why = if c.leaving {
+                        Closing::Left
+                    } else {
+                        Closing::Idle
+                    };
+                    dead.push((slot, why));
                 }
             }
         }
@@ -445,7 +452,7 @@ impl Connections {
         // A held connection stays armed while its stash takes more (the
         // replies behind its requests must be read).
         let stalled = |c: &Conn| c.parked || (c.held && c.stash_full());
-        let live = |c: &Conn| !stalled(c) && c.handle.is_connected();
+        let live = |c: &Conn| !stalled(c) && !c.leaving && c.handle.is_connected();
         let mut prep = ringlink_ringbuf::wake::prepare_sleep();
         for &slot in &self.hot {
             if let Some(c) = self.conns.get_mut(slot).filter(|c| live(c)) {
@@ -462,7 +469,7 @@ impl Connections {
             // A client that left sends no wake-up: looked at until it
             // runs dry, unless the handler holds it (`resume` brings it
             // back).
-            let busy = (c.leaving && !c.held && c.handle.is_connected())
+            let busy = (c.leaving && !c.held && !c.parked && c.handle.is_connected())
                 || (live(c) && !c.side.request.confirm_wake(&fenced));
             // A parked connection comes back with room (a wake-up).
             c.hot = busy;
@@ -557,6 +564,12 @@ impl Connections {
         let c = self.conns.get_mut(slot)?;
         c.leaving = true;
         c.parked = false;
+        // Calls to it get no reply: `Disconnected` now, as before it left
+        // its connection stayed open for its requests.
+        c.handle.client_left();
+        // Over sockets, dry only once a read says so (end, or nothing):
+        // the request socket's edge may not have been reported yet.
+        c.side.request.mark_readable();
         // Level-triggered, a hang-up would be reported at every wait.
         let _ = epoll.delete(&*c.sock);
         self.make_hot(slot);
@@ -645,6 +658,7 @@ fn answer_fits(
     match flow::answer_fits(handle, parked) {
         Err(Closing::Left) => {
             *leaving = true;
+            handle.client_left();
             Ok(true)
         }
         r => r,

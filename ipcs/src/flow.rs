@@ -2,10 +2,12 @@
 //! level it publishes to clients (`docs/PROTOCOL.md` §4), and the rule
 //! that a request is taken only when its answer fits.
 
+use std::io;
+
 use ringlink_channel::TrySendError;
 use ringlink_common::RateLimit;
 
-use crate::hooks::Closing;
+use crate::hooks::{Closing, FaultKind};
 use crate::Connection;
 
 /// The rate limit the loop applies (the one asked for is in the
@@ -84,7 +86,14 @@ pub(crate) fn answer_fits(handle: &Connection, parked: &mut bool) -> Result<bool
                 Ok(true) => {}
                 Ok(false) => {}
                 Err(TrySendError::Violation(v)) => return Err(v.into()),
-                Err(_) => return Err(Closing::Left),
+                // The client closed its end (it left): `Connections` then
+                // serves what it sent before.
+                Err(TrySendError::Closed) => return Err(Closing::Left),
+                Err(TrySendError::Io(e)) => {
+                    return Err(Closing::Fault(FaultKind::SocketError(e.kind())))
+                }
+                // A room check sends nothing: no other error can come.
+                Err(_) => return Err(Closing::Fault(FaultKind::SocketError(io::ErrorKind::Other))),
             }
             if tx.prepare_sleep() {
                 *parked = true;

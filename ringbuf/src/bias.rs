@@ -33,9 +33,11 @@
 //!                                       R4 owner = none, revoking = 0
 //! ```
 //!
-//! This is the asymmetric Dekker handshake the rings' wake-up already
-//! uses (see [`wake`](crate::wake)), with the membarrier on the rare
-//! side. If the owner's O3 ran before the barrier reached its CPU, its O1
+//! This is an asymmetric Dekker handshake, with the membarrier on the
+//! rare side. A private expedited membarrier reaches every CPU running
+//! one of the process's threads (the kernel looks at the thread each CPU
+//! runs); the rings' wake-up, between processes, cannot use the global
+//! kind, which misses some (see [`wake`](crate::wake)). If the owner's O3 ran before the barrier reached its CPU, its O1
 //! was drained by that barrier and R3 sees it (and waits for the owner
 //! to leave); if after, O3 sees R1 and the owner goes the slow way. The
 //! final `revoking = 0` is a Release store read with Acquire in O3, so an

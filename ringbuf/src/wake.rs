@@ -30,9 +30,9 @@
 //!
 //! # Both fences are full
 //!
-//! Both sides run a SeqCst fence (`lock or` on x86). The waker's costs a
-//! publication 1.5% of a 64 B round trip and nothing measurable of a
-//! one-way stream (`docs/RING.md`, "Measurements").
+//! Both sides run a SeqCst fence (`lock or` on x86). The waker's costs
+//! a 64 B round trip 1.5 to 3% and nothing measurable of a one-way
+//! stream through the server (`docs/RING.md`, "Both fences are full").
 //!
 //! Earlier versions made the pair asymmetric, as liburcu and folly do:
 //! the sleeper ran `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` and the

@@ -240,6 +240,25 @@ ringlink_tests::transport_test! {
             "error Disconnected"
         );
         dropper.join().expect("dropper");
+        // Gone while its handler holds its connection (its requests,
+        // served once the handler resumes, keep it open): Disconnected at
+        // once all the same, not at the call's deadline.
+        let mut held = ready(&addr);
+        let hid = held.id();
+        let mut slow_started = server.stats().u("slow_started");
+        hold_and_fill(&mut server, &mut held, &mut slow_started);
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let t0 = Instant::now();
+        assert_eq!(
+            server.command(&format!("call {hid} 1 x 60000")),
+            "error Disconnected"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        dropper.join().expect("dropper");
+        assert_eq!(server.command("gate open"), "ok");
         assert!(server.faults().is_empty());
         // A reply to a call never made: a violation.
         let mut liar = RawClient::connect(&addr, ringlink_tests::transport::current());
