@@ -1291,26 +1291,31 @@ impl Connection {
             let mut guard = self.inner.event.lock();
             match guard.as_mut() {
                 None => Some(Error::Disconnected),
-                Some(tx) => loop {
-                    let Some(e) = events.get(n) else {
-                        break None;
-                    };
-                    let sent = e.with_parts(|parts| {
-                        let len = ringlink_common::payload_len(parts, max)?;
-                        match tx.try_send_with_fds(event_header(e.id()), parts, max, &[]) {
-                            Ok(()) => Ok(len),
-                            Err(TrySendError::Full) => Err(Error::WouldBlock),
-                            Err(e) => Err(Error::from(e)),
+                Some(tx) => {
+                    // One look at the client's waiting flag for the burst
+                    // (a full fence each, else), when `tx` is dropped.
+                    let mut tx = tx.batch();
+                    loop {
+                        let Some(e) = events.get(n) else {
+                            break None;
+                        };
+                        let sent = e.with_parts(|parts| {
+                            let len = ringlink_common::payload_len(parts, max)?;
+                            match tx.try_send_with_fds(event_header(e.id()), parts, max, &[]) {
+                                Ok(()) => Ok(len),
+                                Err(TrySendError::Full) => Err(Error::WouldBlock),
+                                Err(e) => Err(Error::from(e)),
+                            }
+                        });
+                        match sent {
+                            Ok(len) => {
+                                n += 1;
+                                bytes += len as u64;
+                            }
+                            Err(e) => break Some(e),
                         }
-                    });
-                    match sent {
-                        Ok(len) => {
-                            n += 1;
-                            bytes += len as u64;
-                        }
-                        Err(e) => break Some(e),
                     }
-                },
+                }
             }
         };
         if n > 0 {

@@ -43,6 +43,11 @@ pub struct Producer {
     spin: Duration,
     /// The sleep batch this producer's flag was last raised in (0: none).
     batch: u64,
+    /// In a batch ([`begin_batch`](Producer::begin_batch)): commits
+    /// leave the wake-up check to its end.
+    batching: bool,
+    /// A commit in the batch has not checked the consumer's flag yet.
+    owed: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -79,6 +84,8 @@ impl Producer {
             cached_head: head,
             spin: DEFAULT_SPIN,
             batch: 0,
+            batching: false,
+            owed: false,
             _not_sync: PhantomData,
         })
     }
@@ -299,6 +306,8 @@ impl Producer {
     /// Raises the waiting flag as part of a batch (see
     /// [`Consumer::raise_wake_flag`](crate::Consumer::raise_wake_flag)).
     pub fn raise_wake_flag(&mut self, batch: &mut SleepPrep) {
+        // About to sleep for room: the consumer must know of our records.
+        self.pay_owed_wake();
         handshake::raise(&self.shared, Direction::Space);
         self.batch = batch.raised();
     }
@@ -324,6 +333,8 @@ impl Producer {
     }
 
     fn prepare(&mut self, edge: bool) -> bool {
+        // About to sleep for room: the consumer must know of our records.
+        self.pay_owed_wake();
         let may = handshake::prepare(&self.shared, Direction::Space, edge, || {
             self.space_changed()
         });
@@ -528,14 +539,48 @@ impl Producer {
         // before it.
         h.tail.0.store(self.tail, Ordering::Release);
         // The waker's half of the handshake (P1 was the record word's
-        // store).
-        handshake::wake(&self.shared, Direction::Data);
+        // store), or, in a batch, at its end for all its records.
+        if self.batching {
+            self.owed = true;
+        } else {
+            handshake::wake(&self.shared, Direction::Data);
+        }
+    }
+
+    /// Starts a batch: the records committed until
+    /// [`end_batch`](Self::end_batch) check the consumer's waiting flag
+    /// once, at the end, instead of each after its own commit. The check
+    /// costs a full fence, which waits for the record's stores to leave
+    /// the store buffer; a burst pays it once. Every `begin_batch` must
+    /// be followed by `end_batch` (a consumer that went to sleep during
+    /// the batch is woken there, and not before); a push that waits for
+    /// room pays what the batch owes before it waits. Calling it twice
+    /// is the same as once.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch ([`begin_batch`](Self::begin_batch)): wakes the
+    /// consumer if it waits, once for every record the batch committed.
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        self.pay_owed_wake();
+    }
+
+    /// The wake-up check a batch's commits left for later, if any.
+    fn pay_owed_wake(&mut self) {
+        if std::mem::take(&mut self.owed) {
+            handshake::wake(&self.shared, Direction::Data);
+        }
     }
 
     /// Spins, then sleeps until the consumer frees space, the ring closes,
     /// or the deadline passes.
     #[cold]
     fn wait_space(&mut self, deadline: Deadline) -> Result<(), PushError> {
+        // A consumer asleep on records this batch committed would never
+        // make the room.
+        self.pay_owed_wake();
         let r = handshake::sleep(&self.shared, Direction::Space, self.spin, deadline, || {
             self.space_changed()
         });
