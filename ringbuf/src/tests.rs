@@ -1261,25 +1261,34 @@ fn a_claim_clears_its_own_sync_bit_and_only_its_own() {
     drop((tx, rx));
 }
 
+/// Until the consumer has raised its waiting flag (it sleeps, or is
+/// about to, with no spin).
+fn wait_until_the_consumer_sleeps(ring: &Ring) {
+    let flag = &ring.shared.header().consumer_waiting.0;
+    while flag.load(Ordering::SeqCst) == 0 {
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 /// A batch's records wake a sleeping consumer once, at its end, and not
 /// before: the consumer, asleep (no spin) before the batch began, gets
 /// nothing while the batch is open, and every record once it ends.
 fn a_batch_wakes_a_sleeping_consumer_at_its_end() {
-    let (_ring, mut tx, mut rx) = pair(4096);
+    let (ring, mut tx, mut rx) = pair(4096);
     rx.set_spin(Duration::ZERO);
     let (got_tx, got_rx) = std::sync::mpsc::channel();
     let reader = thread::spawn(move || {
         let mut buf = [0u8; 8];
         for _ in 0..3 {
-            let n = rx.pop_into_timeout(&mut buf, Duration::from_secs(30)).unwrap();
+            let n = rx
+                .pop_into_timeout(&mut buf, Duration::from_secs(30))
+                .unwrap();
             got_tx.send(buf[..n].to_vec()).unwrap();
         }
     });
     // Asleep: the reader raised its flag and waits in the kernel.
-    while _ring.shared.header().consumer_waiting.0.load(Ordering::SeqCst) == 0 {
-        thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_the_consumer_sleeps(&ring);
     tx.begin_batch();
     for i in 0u8..3 {
         tx.try_push(&[i]).unwrap();
@@ -1298,20 +1307,21 @@ fn a_batch_wakes_a_sleeping_consumer_at_its_end() {
 /// for the records the batch committed: else a consumer asleep on them
 /// would never make the room, and both would wait for ever.
 fn a_push_waiting_for_room_in_a_batch_wakes_the_consumer_first() {
-    let (_ring, mut tx, mut rx) = pair(4096);
+    let (ring, mut tx, mut rx) = pair(4096);
     rx.set_spin(Duration::ZERO);
     tx.set_spin(Duration::ZERO);
     let reader = thread::spawn(move || {
         let mut buf = [0u8; 1024];
         let mut n = 0;
-        while rx.pop_into_timeout(&mut buf, Duration::from_secs(30)).is_ok() {
+        while rx
+            .pop_into_timeout(&mut buf, Duration::from_secs(30))
+            .is_ok()
+        {
             n += 1;
         }
         n
     });
-    while _ring.shared.header().consumer_waiting.0.load(Ordering::SeqCst) == 0 {
-        thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_the_consumer_sleeps(&ring);
     tx.begin_batch();
     let mut sent = 0;
     while tx.try_push(&[7u8; 1000]).is_ok() {
