@@ -1261,13 +1261,14 @@ fn a_claim_clears_its_own_sync_bit_and_only_its_own() {
     drop((tx, rx));
 }
 
-/// Until the consumer has raised its waiting flag (it sleeps, or is
-/// about to, with no spin).
+/// Until the consumer (no spin) has raised its waiting flag, then a
+/// while, for it to get past its last look into the kernel's wait.
 fn wait_until_the_consumer_sleeps(ring: &Ring) {
     let flag = &ring.shared.header().consumer_waiting.0;
     while flag.load(Ordering::SeqCst) == 0 {
         thread::sleep(Duration::from_millis(1));
     }
+    thread::sleep(Duration::from_millis(50));
 }
 
 #[test]
