@@ -171,6 +171,37 @@ fn batched_releases_never_strand_a_waiting_producer() {
     });
 }
 
+/// A batch (`begin_batch`/`end_batch`) of two records, then a third that
+/// needs room the consumer must make: the batch's records check the
+/// consumer's flag once, at its end, and the push waiting for room pays
+/// that check first. No interleaving loses a wake-up (a deadlock) or a
+/// record.
+#[test]
+fn a_batch_wakes_the_consumer_once_and_never_strands_it() {
+    model(|| {
+        let ring = Ring::heap(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        tx.set_spin(Duration::ZERO);
+        rx.set_spin(Duration::ZERO);
+        let t = thread::spawn(move || {
+            tx.begin_batch();
+            tx.push(&[0; 24]).unwrap();
+            tx.push(&[1; 8]).unwrap();
+            // 32 + 16 bytes in: 24 more need the first record's room.
+            tx.push(&[2; 24]).unwrap();
+            tx.end_batch();
+        });
+        for (i, len) in [24usize, 8, 24].into_iter().enumerate() {
+            let mut b = [0u8; 24];
+            assert_eq!(rx.pop_into(&mut b), Ok(len), "record {i}");
+            assert!(b[..len].iter().all(|&x| x == i as u8), "record {i}");
+        }
+        t.join().unwrap();
+        assert_eq!(rx.pop_into(&mut [0u8; 24]), Err(PopError::Closed));
+    });
+}
+
 /// The biased mutex (`bias`), in its symmetric form (SeqCst fences on
 /// both sides where the real one uses a compiler fence and a
 /// membarrier): the main thread is granted the bias, then takes the
