@@ -63,9 +63,12 @@ pub enum Sender {
     QbSocket(QbSockSender),
 }
 
-/// Sends in a batch ([`Sender::batch`]), as the sender they borrow; the
-/// reader is woken, if it sleeps, when the batch is dropped.
+/// Sends in a batch ([`Sender::batch`]); the reader is woken, if it
+/// sleeps, when the batch is dropped (forgetting it leaves the batch
+/// open, and the reader of this channel unwoken: see
+/// `ringlink_ringbuf::Producer::begin_batch`).
 #[derive(Debug)]
+#[must_use = "the batch ends when this is dropped"]
 pub struct Batch<'a>(&'a mut Sender);
 
 impl std::ops::Deref for Batch<'_> {
@@ -75,9 +78,21 @@ impl std::ops::Deref for Batch<'_> {
     }
 }
 
-impl std::ops::DerefMut for Batch<'_> {
-    fn deref_mut(&mut self) -> &mut Sender {
-        self.0
+impl Batch<'_> {
+    /// [`Sender::try_send_with_fds`], in the batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::try_send_with_fds`].
+    #[inline]
+    pub fn try_send_with_fds(
+        &mut self,
+        header: MsgHeader,
+        parts: &[IoSlice<'_>],
+        max: usize,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), TrySendError> {
+        self.0.try_send_with_fds(header, parts, max, fds)
     }
 }
 

@@ -551,17 +551,26 @@ impl Producer {
     /// [`end_batch`](Self::end_batch) check the consumer's waiting flag
     /// once, at the end, instead of each after its own commit. The check
     /// costs a full fence, which waits for the record's stores to leave
-    /// the store buffer; a burst pays it once. Every `begin_batch` must
-    /// be followed by `end_batch` (a consumer that went to sleep during
-    /// the batch is woken there, and not before); a push that waits for
-    /// room pays what the batch owes before it waits. Calling it twice
-    /// is the same as once.
+    /// the store buffer; a burst pays it once. Records are readable as
+    /// soon as they are committed; only the signal to a consumer asleep
+    /// is deferred, to `end_batch` or to anything that may make the
+    /// producer wait first (a push waiting for room, `arm_wake`,
+    /// `prepare_sleep`, `raise_wake_flag`, `close`).
+    ///
+    /// Every `begin_batch` must be followed by `end_batch`, on every path
+    /// (errors included): until then a consumer asleep is not woken. Inside
+    /// a batch, wait for room only through this producer's own waits (a
+    /// blocking push, or `arm_wake`/`prepare_sleep`): a wait by polling
+    /// `has_room` or on a timer would wait for a consumer that was never
+    /// told. Batches do not nest: a second `begin_batch` changes nothing,
+    /// and the first `end_batch` ends the batch.
     pub fn begin_batch(&mut self) {
         self.batching = true;
     }
 
     /// Ends a batch ([`begin_batch`](Self::begin_batch)): wakes the
-    /// consumer if it waits, once for every record the batch committed.
+    /// consumer if it waits, once, for all the records the batch
+    /// committed.
     pub fn end_batch(&mut self) {
         self.batching = false;
         self.pay_owed_wake();

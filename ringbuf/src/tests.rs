@@ -1261,77 +1261,57 @@ fn a_claim_clears_its_own_sync_bit_and_only_its_own() {
     drop((tx, rx));
 }
 
-/// Until the consumer (no spin) has raised its waiting flag, then a
-/// while, for it to get past its last look into the kernel's wait.
-fn wait_until_the_consumer_sleeps(ring: &Ring) {
-    let flag = &ring.shared.header().consumer_waiting.0;
-    while flag.load(Ordering::SeqCst) == 0 {
-        thread::sleep(Duration::from_millis(1));
-    }
-    thread::sleep(Duration::from_millis(50));
+/// The consumer's waiting flag: up while it sleeps (or is about to), and
+/// taken down by the producer that wakes it.
+fn consumer_flag(ring: &Ring) -> u32 {
+    ring.shared
+        .header()
+        .consumer_waiting
+        .0
+        .load(Ordering::SeqCst)
 }
 
 #[test]
 /// A batch's records wake a sleeping consumer once, at its end, and not
-/// before: the consumer, asleep (no spin) before the batch began, gets
-/// nothing while the batch is open, and every record once it ends.
+/// before: the flag of a consumer prepared to sleep stays up through the
+/// batch's commits (each would have taken it down and signalled), and
+/// comes down at `end_batch`.
 fn a_batch_wakes_a_sleeping_consumer_at_its_end() {
     let (ring, mut tx, mut rx) = pair(4096);
-    rx.set_spin(Duration::ZERO);
-    let (got_tx, got_rx) = std::sync::mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut buf = [0u8; 8];
-        for _ in 0..3 {
-            let n = rx
-                .pop_into_timeout(&mut buf, Duration::from_secs(30))
-                .unwrap();
-            got_tx.send(buf[..n].to_vec()).unwrap();
-        }
-    });
-    // Asleep: the reader raised its flag and waits in the kernel.
-    wait_until_the_consumer_sleeps(&ring);
+    assert!(rx.prepare_sleep(), "an empty ring: the consumer may sleep");
+    assert_eq!(consumer_flag(&ring), 1);
     tx.begin_batch();
     for i in 0u8..3 {
         tx.try_push(&[i]).unwrap();
     }
-    // Not woken while the batch is open (nothing signalled it).
-    assert!(got_rx.recv_timeout(Duration::from_millis(100)).is_err());
+    assert_eq!(consumer_flag(&ring), 1, "woken inside the batch");
     tx.end_batch();
+    assert_eq!(consumer_flag(&ring), 0, "not woken at the batch's end");
     for i in 0u8..3 {
-        assert_eq!(got_rx.recv_timeout(Duration::from_secs(30)).unwrap(), [i]);
+        assert_eq!(pop(&mut rx).unwrap(), [i]);
     }
-    reader.join().unwrap();
+    // Out of the batch, each commit checks again.
+    assert!(rx.prepare_sleep());
+    tx.try_push(&[9]).unwrap();
+    assert_eq!(consumer_flag(&ring), 0);
 }
 
 #[test]
 /// A push that waits for room inside a batch first wakes the consumer
 /// for the records the batch committed: else a consumer asleep on them
-/// would never make the room, and both would wait for ever.
+/// would never make the room, and both would wait for ever. (Here nobody
+/// makes room: the push times out, having woken the consumer first.)
 fn a_push_waiting_for_room_in_a_batch_wakes_the_consumer_first() {
     let (ring, mut tx, mut rx) = pair(4096);
-    rx.set_spin(Duration::ZERO);
     tx.set_spin(Duration::ZERO);
-    let reader = thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        let mut n = 0;
-        while rx
-            .pop_into_timeout(&mut buf, Duration::from_secs(30))
-            .is_ok()
-        {
-            n += 1;
-        }
-        n
-    });
-    wait_until_the_consumer_sleeps(&ring);
+    assert!(rx.prepare_sleep());
     tx.begin_batch();
-    let mut sent = 0;
-    while tx.try_push(&[7u8; 1000]).is_ok() {
-        sent += 1;
-    }
-    // Full, the consumer asleep: this push must wake it to get room.
-    tx.push_timeout(&[7u8; 1000], Duration::from_secs(30))
-        .expect("room, once the consumer was woken");
+    while tx.try_push(&[7u8; 1000]).is_ok() {}
+    assert_eq!(consumer_flag(&ring), 1, "woken inside the batch");
+    assert!(matches!(
+        tx.push_timeout(&[7u8; 1000], Duration::from_millis(20)),
+        Err(PushError::TimedOut)
+    ));
+    assert_eq!(consumer_flag(&ring), 0, "the wait for room did not wake it");
     tx.end_batch();
-    drop(tx);
-    assert_eq!(reader.join().unwrap(), sent + 1);
 }

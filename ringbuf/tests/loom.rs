@@ -188,16 +188,21 @@ fn a_batch_wakes_the_consumer_once_and_never_strands_it() {
             tx.begin_batch();
             tx.push(&[0; 24]).unwrap();
             tx.push(&[1; 8]).unwrap();
-            // 32 + 16 bytes in: 24 more need the first record's room.
+            // 32 + 16 bytes in: the third needs 16 of padding, 32 at 0
+            // and the word after, so both records read and released.
             tx.push(&[2; 24]).unwrap();
             tx.end_batch();
+            // Kept open: its close would wake the consumer and hide an
+            // `end_batch` that did not.
+            tx
         });
         for (i, len) in [24usize, 8, 24].into_iter().enumerate() {
             let mut b = [0u8; 24];
             assert_eq!(rx.pop_into(&mut b), Ok(len), "record {i}");
             assert!(b[..len].iter().all(|&x| x == i as u8), "record {i}");
         }
-        t.join().unwrap();
+        let tx = t.join().unwrap();
+        drop(tx);
         assert_eq!(rx.pop_into(&mut [0u8; 24]), Err(PopError::Closed));
     });
 }
