@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use loom::thread;
-use ringlink_ringbuf::{PopError, PushError, Ring};
+use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, Ring};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -28,16 +28,23 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// A 64-byte ring's two roles, neither spinning: a side with nothing to
+/// do sleeps at once, so every model goes through the handshake.
+fn no_spin_pair() -> (Ring, Producer, Consumer) {
+    let ring = Ring::heap(64).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    tx.set_spin(Duration::ZERO);
+    rx.set_spin(Duration::ZERO);
+    (ring, tx, rx)
+}
+
 /// Three max-size records through a ring that holds two: the producer must
 /// sleep for space and the consumer for data, in every interleaving.
 #[test]
 fn publish_consume_with_both_sides_sleeping() {
     model(|| {
-        let ring = Ring::heap(64).unwrap();
-        let mut tx = ring.producer().unwrap();
-        let mut rx = ring.consumer().unwrap();
-        tx.set_spin(Duration::ZERO);
-        rx.set_spin(Duration::ZERO);
+        let (_ring, mut tx, mut rx) = no_spin_pair();
         let t = thread::spawn(move || {
             for i in 0..3u8 {
                 tx.push(&[i; 24]).unwrap();
@@ -118,11 +125,7 @@ fn a_lap_without_padding_never_shows_an_old_record_word() {
 /// checks that the consumer gets exactly them, in order, then `Closed`.
 fn laps(lens: &'static [usize]) {
     model(move || {
-        let ring = Ring::heap(64).unwrap();
-        let mut tx = ring.producer().unwrap();
-        let mut rx = ring.consumer().unwrap();
-        tx.set_spin(Duration::ZERO);
-        rx.set_spin(Duration::ZERO);
+        let (_ring, mut tx, mut rx) = no_spin_pair();
         let t = thread::spawn(move || {
             for (i, &len) in lens.iter().enumerate() {
                 tx.push(&vec![i as u8; len]).unwrap();
@@ -146,11 +149,7 @@ fn laps(lens: &'static [usize]) {
 #[test]
 fn batched_releases_never_strand_a_waiting_producer() {
     model(|| {
-        let ring = Ring::heap(64).unwrap();
-        let mut tx = ring.producer().unwrap();
-        let mut rx = ring.consumer().unwrap();
-        tx.set_spin(Duration::ZERO);
-        rx.set_spin(Duration::ZERO);
+        let (_ring, mut tx, mut rx) = no_spin_pair();
         rx.set_release_batch(32);
         // [0, 32) fills a batch; [32, 40), [40, 48), [48, 56) leave 24
         // bytes kept back once read; the last record needs padding 8, 32
@@ -179,11 +178,7 @@ fn batched_releases_never_strand_a_waiting_producer() {
 #[test]
 fn a_batch_wakes_the_consumer_once_and_never_strands_it() {
     model(|| {
-        let ring = Ring::heap(64).unwrap();
-        let mut tx = ring.producer().unwrap();
-        let mut rx = ring.consumer().unwrap();
-        tx.set_spin(Duration::ZERO);
-        rx.set_spin(Duration::ZERO);
+        let (_ring, mut tx, mut rx) = no_spin_pair();
         let t = thread::spawn(move || {
             tx.begin_batch();
             tx.push(&[0; 24]).unwrap();
