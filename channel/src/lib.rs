@@ -71,13 +71,6 @@ pub enum Sender {
 #[must_use = "the batch ends when this is dropped"]
 pub struct Batch<'a>(&'a mut Sender);
 
-impl std::ops::Deref for Batch<'_> {
-    type Target = Sender;
-    fn deref(&self) -> &Sender {
-        self.0
-    }
-}
-
 impl Batch<'_> {
     /// [`Sender::try_send_with_fds`], in the batch.
     ///

@@ -562,11 +562,8 @@ impl Connections {
     /// runs dry ([`Conn::leaving`]), then closed as `Left`.
     fn leave(&mut self, slot: usize, epoll: &Epoll) -> Option<Closing> {
         let c = self.conns.get_mut(slot)?;
-        c.leaving = true;
+        mark_leaving(&mut c.leaving, &c.handle);
         c.parked = false;
-        // Calls to it get no reply: `Disconnected` now, as before it left
-        // its connection stayed open for its requests.
-        c.handle.client_left();
         // Over sockets, dry only once a read says so (end, or nothing):
         // the request socket's edge may not have been reported yet.
         c.side.request.mark_readable();
@@ -657,12 +654,19 @@ fn answer_fits(
     }
     match flow::answer_fits(handle, parked) {
         Err(Closing::Left) => {
-            *leaving = true;
-            handle.client_left();
+            mark_leaving(leaving, handle);
             Ok(true)
         }
         r => r,
     }
+}
+
+/// A connection turns leaving ([`Conn::leaving`]): calls to its client
+/// get no reply, so they fail with `Disconnected` now, as they did when
+/// the connection closed at the hang-up.
+fn mark_leaving(leaving: &mut bool, handle: &Connection) {
+    *leaving = true;
+    handle.client_left();
 }
 
 impl Conn {

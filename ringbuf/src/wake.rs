@@ -61,13 +61,6 @@ pub(crate) fn sleeper_fence() {
     fence(Ordering::SeqCst);
 }
 
-/// The waker's fence (P2), between publishing a position and reading the
-/// peer's flag.
-#[inline]
-pub(crate) fn waker_fence() {
-    fence(Ordering::SeqCst);
-}
-
 /// Preparing several roles to sleep at once, paying the sleeper's fence
 /// once (an event loop arming all its rings before one `epoll_wait`):
 ///
@@ -207,7 +200,9 @@ pub(crate) mod handshake {
     /// role waiting in `dir` if its flag is up.
     #[inline]
     pub(crate) fn wake(shared: &Shared, dir: Direction) {
-        super::waker_fence();
+        // P2: the waker's fence, between publishing a position and
+        // reading the flag.
+        crate::sync::fence(Ordering::SeqCst);
         let flag = flag(shared, dir);
         // Relaxed: ordered after the publication by the fence above. The
         // plain load keeps the line shared while the peer is busy; the
