@@ -76,7 +76,7 @@ pub mod wake;
 pub use consumer::{Consumer, ReadGrant};
 pub use error::{ClaimError, Corruption, OpenError, PopError, PushError, Role};
 pub use layout::{LAYOUT_VERSION, MAX_CAPACITY, MIN_CAPACITY};
-pub use producer::{Producer, WriteGrant};
+pub use producer::{Producer, Reservation, WriteGrant};
 pub use ring::{Ring, Wake, WakeFds, WakeMode, DEFAULT_FILE_MODE};
 pub use wake::DEFAULT_SPIN;
 

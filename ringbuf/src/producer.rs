@@ -48,8 +48,15 @@ pub struct Producer {
     batching: bool,
     /// A commit in the batch has not checked the consumer's flag yet.
     owed: bool,
+    /// This producer among all of the process's, for the
+    /// [`Reservation`]s it hands out.
+    id: u64,
     _not_sync: PhantomData<Cell<()>>,
 }
+
+/// Numbers the process's producers, so that a [`Reservation`] is only
+/// ever taken back by the producer that made it.
+static NEXT_PRODUCER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Where a reserved record goes.
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +93,7 @@ impl Producer {
             batch: 0,
             batching: false,
             owed: false,
+            id: NEXT_PRODUCER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             _not_sync: PhantomData,
         })
     }
@@ -330,6 +338,47 @@ impl Producer {
     /// [`Consumer::lower_wake_flag`](crate::Consumer::lower_wake_flag)).
     pub fn lower_wake_flag(&mut self) {
         handshake::lower(&self.shared, Direction::Space);
+    }
+
+    /// Takes back a record reserved and [detached](WriteGrant::detach)
+    /// earlier, as a grant again: to write more of it, or to commit it.
+    ///
+    /// # Panics
+    ///
+    /// If `reservation` is not this producer's, or is stale: the producer
+    /// committed or pushed a record since it was made. (Both are bugs of
+    /// the caller's; the check also keeps the grant from ever covering
+    /// bytes the consumer may be reading.)
+    pub fn attach(&mut self, reservation: &Reservation) -> WriteGrant<'_> {
+        self.check_reservation(reservation);
+        WriteGrant {
+            slot: reservation.slot,
+            producer: self,
+        }
+    }
+
+    /// The bytes of a record reserved and [detached](WriteGrant::detach)
+    /// earlier, to read back what was written there.
+    ///
+    /// # Panics
+    ///
+    /// As [`attach`](Self::attach).
+    pub fn reserved(&self, reservation: &Reservation) -> &[u8] {
+        self.check_reservation(reservation);
+        // SAFETY: as in `WriteGrant::deref`: the check above says the
+        // slot is the one `try_slot` placed at our current position, in
+        // space the consumer released, and nothing was committed since.
+        unsafe {
+            self.shared
+                .bytes(reservation.slot.start + RECORD_HEADER, reservation.slot.len)
+        }
+    }
+
+    fn check_reservation(&self, r: &Reservation) {
+        assert!(
+            r.producer == self.id && r.tail == self.tail,
+            "a reservation taken back by another producer, or after a later record"
+        );
     }
 
     fn prepare(&mut self, edge: bool) -> bool {
@@ -664,7 +713,42 @@ pub struct WriteGrant<'a> {
     slot: Slot,
 }
 
+/// A record reserved and not yet committed, held apart from its
+/// producer ([`WriteGrant::detach`]): for a caller that keeps the
+/// producer behind a lock and hands out the reservation in a guard of its
+/// own. [`Producer::attach`] gives the grant back; dropping it publishes
+/// nothing. It stays valid until the producer commits or pushes another
+/// record.
+#[derive(Debug)]
+pub struct Reservation {
+    producer: u64,
+    tail: u64,
+    slot: Slot,
+}
+
+impl Reservation {
+    /// Payload bytes reserved.
+    pub fn len(&self) -> usize {
+        self.slot.len
+    }
+
+    /// Whether no payload bytes are reserved (a record may be empty).
+    pub fn is_empty(&self) -> bool {
+        self.slot.len == 0
+    }
+}
+
 impl WriteGrant<'_> {
+    /// Lets go of the producer and keeps the reservation, to be taken back
+    /// with [`Producer::attach`]. Nothing is published.
+    pub fn detach(self) -> Reservation {
+        Reservation {
+            producer: self.producer.id,
+            tail: self.producer.tail,
+            slot: self.slot,
+        }
+    }
+
     /// Publishes the whole reserved record.
     pub fn commit(self) {
         let len = self.slot.len;
@@ -683,6 +767,25 @@ impl WriteGrant<'_> {
             self.slot.len
         );
         self.producer.commit(self.slot, len);
+    }
+}
+
+impl<'a> WriteGrant<'a> {
+    /// The reserved bytes for as long as the producer stays borrowed,
+    /// the grant given up: nothing is published, and a reservation
+    /// [detached](Self::detach) before can be attached again later.
+    pub fn into_bytes(self) -> &'a mut [u8] {
+        let WriteGrant { producer, slot } = self;
+        let producer: &'a Producer = producer;
+        // SAFETY: as in `deref_mut`; the producer stays borrowed
+        // mutably for `'a` (our caller's `&'a mut` was moved here), so no
+        // other reference to the span can be made in this process while
+        // the bytes live.
+        unsafe {
+            producer
+                .shared
+                .bytes_mut(slot.start + RECORD_HEADER, slot.len)
+        }
     }
 }
 

@@ -1315,3 +1315,55 @@ fn a_push_waiting_for_room_in_a_batch_wakes_the_consumer_first() {
     assert_eq!(consumer_flag(&ring), 0, "the wait for room did not wake it");
     tx.end_batch();
 }
+
+#[test]
+fn a_detached_reservation_is_written_and_committed_through_attach() {
+    let (_ring, mut tx, mut rx) = pair(4096);
+    let mut grant = tx.try_reserve(5).unwrap();
+    grant[..2].copy_from_slice(b"he");
+    let r = grant.detach();
+    assert_eq!(r.len(), 5);
+    // Nothing is published while the reservation is held apart.
+    assert!(matches!(
+        rx.try_pop_into(&mut [0u8; 8]),
+        Err(PopError::Empty)
+    ));
+    assert_eq!(&tx.reserved(&r)[..2], b"he");
+    tx.attach(&r)[2..].copy_from_slice(b"llo");
+    tx.attach(&r).commit();
+    assert_eq!(pop(&mut rx).unwrap(), b"hello");
+}
+
+#[test]
+fn a_dropped_reservation_publishes_nothing_and_its_room_is_reserved_again() {
+    let (_ring, mut tx, mut rx) = pair(4096);
+    let mut grant = tx.try_reserve(3).unwrap();
+    grant.copy_from_slice(b"bad");
+    let _given_up = grant.detach();
+    assert!(matches!(
+        rx.try_pop_into(&mut [0u8; 8]),
+        Err(PopError::Empty)
+    ));
+    tx.try_push(b"good").unwrap();
+    assert_eq!(pop(&mut rx).unwrap(), b"good");
+}
+
+#[test]
+#[should_panic(expected = "after a later record")]
+fn a_reservation_is_stale_once_another_record_is_committed() {
+    let (_ring, mut tx, _rx) = pair(4096);
+    let r = tx.try_reserve(8).unwrap().detach();
+    tx.try_push(b"other").unwrap();
+    // The slot now holds the committed record: it must not be handed out.
+    let _ = tx.attach(&r);
+}
+
+#[test]
+#[should_panic(expected = "another producer")]
+fn a_reservation_is_taken_back_only_by_its_own_producer() {
+    let (_a, mut tx_a, _rx_a) = pair(4096);
+    let (_b, tx_b, _rx_b) = pair(4096);
+    // Both producers stand at position 0: only the identity tells them apart.
+    let r = tx_a.try_reserve(8).unwrap().detach();
+    let _ = tx_b.reserved(&r);
+}
