@@ -97,6 +97,26 @@ impl Drop for Batch<'_> {
     }
 }
 
+/// A message reserved in a ring ([`Sender::try_reserve`]), its payload
+/// to be written in place; nothing is sent until it is committed.
+#[derive(Debug)]
+#[must_use = "nothing is sent until the reservation is committed"]
+pub struct Reserved(ringlink_ringbuf::Reservation);
+
+impl Reserved {
+    /// Payload bytes reserved.
+    pub fn len(&self) -> usize {
+        self.0.len() - ringlink_common::wire::MSG_HEADER_LEN
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const NOT_RESERVED_HERE: &str = "a reservation used on a sender that did not make it";
+
 /// The payload length of `parts`, checked against `max`.
 #[inline]
 fn checked_len(parts: &[IoSlice<'_>], max: usize) -> Result<u32, TrySendError> {
@@ -212,6 +232,73 @@ impl Sender {
         match self {
             Sender::Ring(r) => r.try_send_in_place(&header, fill),
             _ => Err(TrySendError::Io(std::io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// Reserves room for a message of `len` payload bytes to be written
+    /// in place, without waiting, and writes its header (`header`'s
+    /// `size` is set here). The payload's bytes are then
+    /// [`reserved_mut`](Self::reserved_mut) (whatever they held before),
+    /// and the message goes with [`commit_reserved`](Self::commit_reserved);
+    /// a reservation dropped unused sends nothing. It lasts until this
+    /// sender sends anything else. Only where
+    /// [`writes_in_place`](Self::writes_in_place).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send_in_place`](Self::try_send_in_place).
+    pub fn try_reserve(
+        &mut self,
+        mut header: MsgHeader,
+        len: usize,
+        max: usize,
+    ) -> Result<Reserved, TrySendError> {
+        if len > max {
+            return Err(TrySendError::TooLarge { len, max });
+        }
+        header.size = len as u32;
+        match self {
+            Sender::Ring(r) => r.try_reserve(&header).map(Reserved),
+            _ => Err(TrySendError::Io(std::io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    /// The payload bytes of a message [reserved](Self::try_reserve) here.
+    ///
+    /// # Panics
+    ///
+    /// If `reserved` is not this sender's, or this sender sent anything
+    /// since it was made.
+    pub fn reserved(&self, reserved: &Reserved) -> &[u8] {
+        match self {
+            Sender::Ring(r) => r.reserved(&reserved.0),
+            _ => panic!("{NOT_RESERVED_HERE}"),
+        }
+    }
+
+    /// The payload bytes of a message [reserved](Self::try_reserve) here,
+    /// to write.
+    ///
+    /// # Panics
+    ///
+    /// As [`reserved`](Self::reserved).
+    pub fn reserved_mut(&mut self, reserved: &Reserved) -> &mut [u8] {
+        match self {
+            Sender::Ring(r) => r.reserved_mut(&reserved.0),
+            _ => panic!("{NOT_RESERVED_HERE}"),
+        }
+    }
+
+    /// Sends a message [reserved](Self::try_reserve) here: it is
+    /// published as its bytes stand.
+    ///
+    /// # Panics
+    ///
+    /// As [`reserved`](Self::reserved).
+    pub fn commit_reserved(&mut self, reserved: Reserved) {
+        match self {
+            Sender::Ring(r) => r.commit_reserved(&reserved.0),
+            _ => panic!("{NOT_RESERVED_HERE}"),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::{MsgHeader, MSG_HEADER_LEN};
 use ringlink_common::{Channel, FdFault, Peer, Violation};
-use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, ReadGrant};
+use ringlink_ringbuf::{Consumer, PopError, Producer, PushError, ReadGrant, Reservation};
 
 use crate::error::{TryRecvError, TrySendError};
 use crate::fds::{self, FdInbox, FdOutbox};
@@ -129,6 +129,34 @@ impl RingSender {
             }
             Err(e) => Err(self.corrupt(e)),
         }
+    }
+
+    /// Room for one record, its header written, held apart from the
+    /// producer until [`commit_reserved`](Self::commit_reserved).
+    pub(crate) fn try_reserve(&mut self, header: &MsgHeader) -> Result<Reservation, TrySendError> {
+        let total = MSG_HEADER_LEN + header.size as usize;
+        match self.producer.try_reserve(total) {
+            Ok(mut grant) => {
+                header.encode_into(&mut grant);
+                Ok(grant.detach())
+            }
+            Err(e) => Err(self.corrupt(e)),
+        }
+    }
+
+    /// The payload bytes of a reservation.
+    pub(crate) fn reserved(&self, r: &Reservation) -> &[u8] {
+        &self.producer.reserved(r)[MSG_HEADER_LEN..]
+    }
+
+    /// The payload bytes of a reservation, to write.
+    pub(crate) fn reserved_mut(&mut self, r: &Reservation) -> &mut [u8] {
+        &mut self.producer.attach(r).into_bytes()[MSG_HEADER_LEN..]
+    }
+
+    /// Publishes a reservation.
+    pub(crate) fn commit_reserved(&mut self, r: &Reservation) {
+        self.producer.attach(r).commit();
     }
 
     pub(crate) fn fd_room_for(&mut self, n: usize) -> bool {
