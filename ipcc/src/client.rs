@@ -15,7 +15,7 @@ use ringlink_common::wire::Transport;
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 
 use crate::connect;
-use crate::engine::{Engine, Wait};
+use crate::engine::{Engine, Reservation, Wait};
 use crate::{ConnectOptions, Message};
 
 /// A connection to a ringlink service. `Send`, not `Sync`: one thread
@@ -635,6 +635,78 @@ impl Client {
             fds,
         )
         .map(drop)
+    }
+
+    /// Reserves room for a request of `len` payload bytes, to be written
+    /// in place and sent with [`RequestSlot::commit`] (Legato's model:
+    /// the message is built in the messaging buffer): the slot
+    /// dereferences to the payload's bytes in the request ring (whatever
+    /// they held before: write them all). Dropping the slot uncommitted
+    /// sends nothing, so that a request whose building fails can be given
+    /// up. Waits up to `timeout` (`None`: forever) for room, as
+    /// [`send_timeout`](Self::send_timeout). The slot borrows the client:
+    /// nothing else is sent meanwhile.
+    ///
+    /// Over sockets and to a libqb server the slot is a buffer of the
+    /// client's, sent at the commit, which then waits up to `timeout` for
+    /// room.
+    ///
+    /// The bytes live in memory the server can read as they are written;
+    /// it sees them only once the request is committed.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ringlink_ipcc::{Client, ConnectOptions, ServiceAddr};
+    /// # fn main() -> ringlink_ipcc::Result<()> {
+    /// # let mut client = Client::connect(&ServiceAddr::named("store"), &ConnectOptions::new("store"))?;
+    /// # let record = [0u8; 16];
+    /// # fn encode(r: &[u8], out: &mut [u8]) -> Result<(), ()> { out.copy_from_slice(r); Ok(()) }
+    /// let mut slot = client.reserve(1, record.len(), None)?;
+    /// if encode(&record, &mut slot).is_ok() {
+    ///     let seq = slot.commit()?; // sent; its response carries `seq`
+    /// #   let _ = seq;
+    /// } // else dropped: nothing was sent
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reserve(
+        &mut self,
+        id: i32,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<RequestSlot<'_>> {
+        if !self.engine.writes_in_place() {
+            let max = self.engine.max_message();
+            if len > max {
+                return Err(Error::MessageTooLarge { len, max });
+            }
+            return Ok(RequestSlot {
+                client: self,
+                room: Room::Buffer {
+                    id,
+                    buf: vec![0u8; len],
+                    timeout,
+                },
+            });
+        }
+        let mut due = Due::new(timeout);
+        loop {
+            if let Some(r) = self.engine.try_reserve(id, len)? {
+                return Ok(RequestSlot {
+                    client: self,
+                    room: Room::Ring(r),
+                });
+            }
+            if due.expired() {
+                return Err(self.out_of_time(&due));
+            }
+            self.engine.wait(Wait::Space, due.deadline())?;
+        }
     }
 
     /// Sends a request of `len` payload bytes written in place: `fill` is
@@ -1378,5 +1450,75 @@ impl Iterator for EventIter<'_> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// A request reserved by [`Client::reserve`]: dereferences to its payload
+/// bytes, written in place (over shared memory, in the request ring);
+/// [`commit`](Self::commit) sends it, and dropping it sends nothing.
+#[must_use = "the request is sent only when committed"]
+pub struct RequestSlot<'a> {
+    client: &'a mut Client,
+    room: Room,
+}
+
+/// Where a reserved request is written.
+enum Room {
+    /// In the request ring.
+    Ring(Reservation),
+    /// In a buffer sent at the commit (sockets, libqb), with what the
+    /// send needs then.
+    Buffer {
+        id: i32,
+        buf: Vec<u8>,
+        timeout: Option<Duration>,
+    },
+}
+
+impl RequestSlot<'_> {
+    /// Sends the request as its bytes stand; returns its sequence number
+    /// (the one its response carries).
+    ///
+    /// # Errors
+    ///
+    /// Over shared memory none: the room was taken at the reserve, and
+    /// the request goes whole. Over sockets and to a libqb server, as
+    /// [`Client::send_timeout`].
+    pub fn commit(self) -> Result<u64> {
+        let RequestSlot { client, room } = self;
+        match room {
+            Room::Ring(r) => Ok(client.engine.commit_reserved(r)),
+            Room::Buffer { id, buf, timeout } => {
+                client.send_vectored(id, &[IoSlice::new(&buf)], timeout)
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for RequestSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.room {
+            Room::Ring(r) => self.client.engine.reserved(r),
+            Room::Buffer { buf, .. } => buf,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RequestSlot<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.room {
+            Room::Ring(r) => self.client.engine.reserved_mut(r),
+            Room::Buffer { buf, .. } => buf,
+        }
+    }
+}
+
+impl fmt::Debug for RequestSlot<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSlot")
+            .field("len", &self.len())
+            .field("in_ring", &matches!(self.room, Room::Ring(_)))
+            .finish_non_exhaustive()
     }
 }

@@ -23,6 +23,14 @@ use crate::flow::{self, Flow};
 use crate::stream::Stream;
 use crate::Message;
 
+/// A request reserved in the request ring ([`Engine::try_reserve`]):
+/// the ring's reservation and the header written in it.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    reserved: ringlink_channel::Reserved,
+    header: MsgHeader,
+}
+
 /// What an async wait sleeps on, once [`Engine::arm`]ed.
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) struct Armed {
@@ -556,6 +564,42 @@ impl Engine {
         })
     }
 
+    /// One attempt to reserve room for a request of `len` payload bytes
+    /// to be written in place ([`Client::reserve`](crate::Client::reserve)),
+    /// as [`try_send_in_place`](Self::try_send_in_place): `None` when
+    /// there is no room or flow control holds requests back. The request
+    /// is numbered and counted at [`commit_reserved`](Self::commit_reserved).
+    pub(crate) fn try_reserve(&mut self, id: i32, len: usize) -> Result<Option<Reservation>> {
+        let max = self.max_message;
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        let Some(header) = self.next_header(id, false)? else {
+            return Ok(None);
+        };
+        match self.side.request.try_reserve(header, len, max) {
+            Ok(reserved) => Ok(Some(Reservation { reserved, header })),
+            Err(e) => self.not_sent(e, len).map(|_| None),
+        }
+    }
+
+    /// The payload bytes of a reservation (to read them back).
+    pub(crate) fn reserved(&self, r: &Reservation) -> &[u8] {
+        self.side.request.reserved(&r.reserved)
+    }
+
+    /// The payload bytes of a reservation, to write.
+    pub(crate) fn reserved_mut(&mut self, r: &Reservation) -> &mut [u8] {
+        self.side.request.reserved_mut(&r.reserved)
+    }
+
+    /// Sends a reserved request; returns its sequence number.
+    pub(crate) fn commit_reserved(&mut self, r: Reservation) -> u64 {
+        let len = r.reserved.len();
+        self.side.request.commit_reserved(r.reserved);
+        self.sent(r.header, len)
+    }
+
     /// What both kinds of send share: flow control, numbering, counting,
     /// the trace hook; `send` does the sending.
     fn try_send_by(
@@ -565,6 +609,19 @@ impl Engine {
         one_way: bool,
         send: impl FnOnce(&mut ringlink_channel::Sender, MsgHeader) -> Result<(), TrySendError>,
     ) -> Result<Option<u64>> {
+        let Some(header) = self.next_header(id, one_way)? else {
+            return Ok(None);
+        };
+        match send(&mut self.side.request, header) {
+            Ok(()) => Ok(Some(self.sent(header, len))),
+            Err(e) => self.not_sent(e, len),
+        }
+    }
+
+    /// Before a request goes: the connection's state and flow control
+    /// (`None`: held back, counted as a retry), then the request's header
+    /// with its number (0 for a one-way request).
+    fn next_header(&mut self, id: i32, one_way: bool) -> Result<Option<MsgHeader>> {
         if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
             // Levels arrive on the stream socket: read them first (a
             // libqb server's are in its control file).
@@ -576,30 +633,40 @@ impl Engine {
             return Ok(None);
         }
         let one_way = one_way && !self.side.is_libqb();
-        let seq = if one_way { 0 } else { self.next_seq };
-        let header = MsgHeader {
+        Ok(Some(MsgHeader {
             id,
             size: 0,
             error: 0,
             flags: if one_way { FLAG_ONE_WAY } else { 0 },
-            seq,
-        };
-        match send(&mut self.side.request, header) {
-            Ok(()) => {
-                if !one_way {
-                    self.next_seq += 1;
-                }
-                self.stats.requests += 1;
-                self.stats.one_way += u64::from(one_way);
-                self.stats.bytes_sent += len as u64;
-                if let Some(hook) = &mut self.trace {
-                    hook(&ClientTrace::Sent { id, seq, len });
-                }
-                self.quiet = QUIET_FIRST;
-                self.space_for = 0;
-                Ok(Some(seq))
-            }
-            Err(TrySendError::Full) => {
+            seq: if one_way { 0 } else { self.next_seq },
+        }))
+    }
+
+    /// A request went: numbered, counted, traced. Returns its number.
+    fn sent(&mut self, header: MsgHeader, len: usize) -> u64 {
+        let one_way = header.flags & FLAG_ONE_WAY != 0;
+        if !one_way {
+            self.next_seq += 1;
+        }
+        self.stats.requests += 1;
+        self.stats.one_way += u64::from(one_way);
+        self.stats.bytes_sent += len as u64;
+        let (id, seq) = (header.id, header.seq);
+        if let Some(hook) = &mut self.trace {
+            hook(&ClientTrace::Sent { id, seq, len });
+        }
+        self.quiet = QUIET_FIRST;
+        self.space_for = 0;
+        seq
+    }
+
+    /// A request did not go: `None` for no room (counted, and the wait
+    /// for room set to this request's size), else the error (the
+    /// connection failed, unless nothing went for a reason of the
+    /// request's own).
+    fn not_sent(&mut self, e: TrySendError, len: usize) -> Result<Option<u64>> {
+        match e {
+            TrySendError::Full => {
                 self.stats.send_retries += 1;
                 // Wait for room for this request, not for any: a ring
                 // with room for a small message and not for this one
@@ -608,17 +675,17 @@ impl Engine {
                 Ok(None)
             }
             // Refused before anything went: the connection is fine.
-            Err(e @ (TrySendError::FdsNotAccepted { .. } | TrySendError::FdRefused { .. })) => {
+            e @ (TrySendError::FdsNotAccepted { .. } | TrySendError::FdRefused { .. }) => {
                 Err(e.into())
             }
             // This user has more fds in flight than its fd limit: nothing
             // went, the connection is fine.
-            Err(TrySendError::Io(e))
+            TrySendError::Io(e)
                 if e.raw_os_error() == Some(nix::errno::Errno::ETOOMANYREFS as i32) =>
             {
                 Err(Error::Io(e))
             }
-            Err(e) => Err(self.fail(e.into())),
+            e => Err(self.fail(e.into())),
         }
     }
 

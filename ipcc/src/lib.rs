@@ -74,7 +74,7 @@ mod stream;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncClient, Events};
-pub use client::{Client, EventIter};
+pub use client::{Client, EventIter, RequestSlot};
 pub use engine::{Call, ClientTrace, Interrupter};
 pub use options::{ConnectOptions, Message, Reply};
 // Every type in this crate's public signatures, reachable from here: a
