@@ -724,6 +724,102 @@ impl Connection {
         self.send_event(id, &buf)
     }
 
+    /// Reserves room for a response of `len` payload bytes to request
+    /// `seq`, to be written in place and sent with
+    /// [`MessageSlot::commit`]: the slot dereferences to the payload's
+    /// bytes in the client's response ring (whatever they held: write
+    /// them all), and dropping it uncommitted sends nothing, so that a
+    /// response whose building fails can be given up (and another sent
+    /// instead). Does not wait: `WouldBlock` when the ring has no room.
+    /// Over sockets and to libqb clients the slot is a buffer, sent at
+    /// the commit as [`respond`](Self::respond) sends.
+    ///
+    /// The bytes are in memory the client can read as they are written;
+    /// it sees them only once the response is committed.
+    ///
+    /// # Deadlocks
+    ///
+    /// Over shared memory the slot holds the connection's response
+    /// channel (its lock) until it is committed or dropped, as
+    /// `respond_in_place` does while its closure runs: anything else
+    /// sent on that channel meanwhile (a response, a call, another
+    /// slot) waits for it, and from the same thread never returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Self::respond).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ringlink_ipcs::{Connection, Handler, Request};
+    ///
+    /// struct Upper;
+    ///
+    /// impl Handler for Upper {
+    ///     fn message(&self, conn: &Connection, req: &Request<'_>) {
+    ///         let text = req.payload();
+    ///         if let Ok(mut slot) = conn.reserve_response(req.seq(), req.id(), text.len()) {
+    ///             if text.is_ascii() {
+    ///                 slot.copy_from_slice(text);
+    ///                 slot.make_ascii_uppercase();
+    ///                 let _ = slot.commit();
+    ///             } else {
+    ///                 drop(slot); // nothing sent: answer with an error instead
+    ///                 let _ = conn.respond_error(req.seq(), req.id(), 22);
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn reserve_response(&self, seq: u64, id: i32, len: usize) -> Result<MessageSlot<'_>> {
+        self.reserve_on(Out::Response, response_header(seq, id, 0)?, len, None)
+    }
+
+    /// Reserves room for an event of `len` payload bytes, to be written in
+    /// place and sent with [`MessageSlot::commit`], as
+    /// [`reserve_response`](Self::reserve_response). With an event queue
+    /// (`ServiceOptions::event_queue`) holding events, or no room in the
+    /// ring, the slot is a buffer queued at the commit as
+    /// [`send_event`](Self::send_event) would queue it; without a queue,
+    /// no room is `WouldBlock`.
+    ///
+    /// # Deadlocks
+    ///
+    /// As [`reserve_response`](Self::reserve_response), for the event
+    /// channel (and the event queue).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_event`](Self::send_event).
+    pub fn reserve_event(&self, id: i32, len: usize) -> Result<MessageSlot<'_>> {
+        let h = event_header(id);
+        let Some((_, backlog)) = &self.inner.backlog else {
+            return self.reserve_on(Out::Event, h, len, None);
+        };
+        // Held with the slot: no event overtakes those queued.
+        let b = backlog.lock();
+        if b.items.is_empty() {
+            match self.reserve_on(Out::Event, h, len, Some(b)) {
+                Err(Error::WouldBlock) => {}
+                other => return other,
+            }
+        }
+        // Behind events already queued, or no room: queued at the commit.
+        if len > self.inner.max_message {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.inner.max_message,
+            });
+        }
+        Ok(MessageSlot {
+            conn: self,
+            out: Out::Event,
+            header: h,
+            room: SlotRoom::Buffer(vec![0u8; len]),
+        })
+    }
+
     /// What the client accepts of fds in responses and events, as it
     /// announced in the handshake (`ConnectOptions::accept_fds`;
     /// [`FdTerms::NONE`](crate::FdTerms::NONE) from a client that takes
@@ -1474,6 +1570,63 @@ impl Connection {
         })
     }
 
+    /// Room for a message of `len` payload bytes on `out`'s channel: in
+    /// its ring, the channel locked (and `backlog`, if given, held) until
+    /// the slot goes; elsewhere a buffer.
+    fn reserve_on<'a>(
+        &'a self,
+        out: Out,
+        header: MsgHeader,
+        len: usize,
+        backlog: Option<MutexGuard<'a, Backlog>>,
+    ) -> Result<MessageSlot<'a>> {
+        let max = self.inner.max_message;
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        let channel = self.outlet(out);
+        if !channel.in_place {
+            return Ok(MessageSlot {
+                conn: self,
+                out,
+                header,
+                room: SlotRoom::Buffer(vec![0u8; len]),
+            });
+        }
+        if !self.is_connected() {
+            return Err(Error::Disconnected);
+        }
+        let mut tx = channel.lock();
+        let sender = tx.as_mut().ok_or(Error::Disconnected)?;
+        match sender.try_reserve(header, len, max) {
+            Ok(reserved) => Ok(MessageSlot {
+                conn: self,
+                out,
+                header,
+                room: SlotRoom::Ring {
+                    reserved,
+                    tx,
+                    _backlog: backlog,
+                },
+            }),
+            Err(e) => {
+                drop(tx);
+                Err(self.count_refused(match e {
+                    TrySendError::Full => Error::WouldBlock,
+                    e => e.into(),
+                }))
+            }
+        }
+    }
+
+    /// The channel a kind of message goes on.
+    fn outlet(&self, out: Out) -> &Outlet {
+        match out {
+            Out::Event => &self.inner.event,
+            Out::Response | Out::Call => &self.inner.response,
+        }
+    }
+
     /// Sends a message of `len` payload bytes written in place by `fill`
     /// where the channel allows (ringlink's rings), without waiting;
     /// otherwise `fill` writes into a buffer that is sent as any message.
@@ -1485,10 +1638,7 @@ impl Connection {
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> Result<()> {
         let max = self.inner.max_message;
-        let channel = match out {
-            Out::Event => &self.inner.event,
-            Out::Response | Out::Call => &self.inner.response,
-        };
+        let channel = self.outlet(out);
         if !channel.in_place {
             if len > max {
                 return Err(Error::MessageTooLarge { len, max });
@@ -1517,44 +1667,60 @@ impl Connection {
         header: MsgHeader,
         send: impl FnOnce(&Outlet) -> Result<usize>,
     ) -> Result<()> {
-        let o = &self.inner.counters.output;
-        let (channel, sent) = match out {
-            Out::Response => (&self.inner.response, Some(&o.responses)),
-            Out::Event => (&self.inner.event, Some(&o.events)),
-            Out::Call => (&self.inner.response, None),
-        };
         if !self.is_connected() {
             return Err(Error::Disconnected);
         }
-        match send(channel) {
+        let sent = send(self.outlet(out));
+        self.account(out, header, sent)
+    }
+
+    /// After a send: the counters and the trace hook (or the refusal's
+    /// count, and a client that broke its ring condemned).
+    fn account(&self, out: Out, header: MsgHeader, sent: Result<usize>) -> Result<()> {
+        match sent {
             Ok(len) => {
-                if let Some(sent) = sent {
-                    count(sent, 1);
-                }
-                count(&o.bytes_sent, len as u64);
-                if matches!(out, Out::Response) {
-                    self.inner.remote.trace(&crate::Trace {
-                        connection: self,
-                        id: header.id,
-                        seq: header.seq,
-                        stage: crate::TraceStage::Responded {
-                            error: header.error,
-                        },
-                    });
-                }
+                self.count_sent(out, header, len);
                 Ok(())
             }
-            Err(e) => {
-                match &e {
-                    Error::WouldBlock | Error::TimedOut => count(&o.send_retries, 1),
-                    // The client broke its ring: it is dropped like one
-                    // that broke its requests (PROTOCOL.md, section 5).
-                    Error::Protocol(v) => self.condemn(Some(*v)),
-                    _ => {}
-                }
-                Err(e)
-            }
+            Err(e) => Err(self.count_refused(e)),
         }
+    }
+
+    /// A message of `len` payload bytes went: counted, and a response
+    /// traced.
+    fn count_sent(&self, out: Out, header: MsgHeader, len: usize) {
+        let o = &self.inner.counters.output;
+        match out {
+            Out::Response => count(&o.responses, 1),
+            Out::Event => count(&o.events, 1),
+            Out::Call => {}
+        }
+        count(&o.bytes_sent, len as u64);
+        if matches!(out, Out::Response) {
+            self.inner.remote.trace(&crate::Trace {
+                connection: self,
+                id: header.id,
+                seq: header.seq,
+                stage: crate::TraceStage::Responded {
+                    error: header.error,
+                },
+            });
+        }
+    }
+
+    /// A message did not go: a refusal for room counted, a client that
+    /// broke its ring condemned. Returns the error.
+    fn count_refused(&self, e: Error) -> Error {
+        match &e {
+            Error::WouldBlock | Error::TimedOut => {
+                count(&self.inner.counters.output.send_retries, 1);
+            }
+            // The client broke its ring: it is dropped like one that
+            // broke its requests (PROTOCOL.md, section 5).
+            Error::Protocol(v) => self.condemn(Some(*v)),
+            _ => {}
+        }
+        e
     }
 }
 
@@ -1816,6 +1982,108 @@ impl fmt::Debug for Connection {
             .field("credentials", &self.inner.credentials)
             .field("max_message", &self.inner.max_message)
             .field("alive", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response or event reserved by [`Connection::reserve_response`] or
+/// [`Connection::reserve_event`]: dereferences to its payload bytes,
+/// written in place (over shared memory, in the client's ring);
+/// [`commit`](Self::commit) sends it, and dropping it sends nothing.
+/// Over shared memory it holds the channel's lock while it lives.
+#[must_use = "the message is sent only when committed"]
+pub struct MessageSlot<'a> {
+    conn: &'a Connection,
+    out: Out,
+    header: MsgHeader,
+    room: SlotRoom<'a>,
+}
+
+/// Where a reserved message is written.
+enum SlotRoom<'a> {
+    /// In the client's ring, its channel locked (and the event queue,
+    /// for an event with one) until the slot goes.
+    Ring {
+        reserved: ringlink_channel::Reserved,
+        // Dropped before the queue's guard: locks go in the reverse of
+        // their order.
+        tx: OutletGuard<'a>,
+        _backlog: Option<MutexGuard<'a, Backlog>>,
+    },
+    /// In a buffer, sent (or queued) at the commit.
+    Buffer(Vec<u8>),
+}
+
+impl MessageSlot<'_> {
+    /// Sends the message as its bytes stand.
+    ///
+    /// # Errors
+    ///
+    /// Over shared memory none: the room was taken at the reserve. A
+    /// buffer is sent as [`Connection::respond`] or
+    /// [`Connection::send_event`] sends, with their errors.
+    pub fn commit(self) -> Result<()> {
+        let MessageSlot {
+            conn,
+            out,
+            header,
+            room,
+        } = self;
+        match room {
+            SlotRoom::Ring {
+                reserved,
+                mut tx,
+                _backlog,
+            } => {
+                let len = reserved.len();
+                tx.as_mut()
+                    .expect("the sender stays while its lock is held")
+                    .commit_reserved(reserved);
+                drop(tx);
+                drop(_backlog);
+                conn.count_sent(out, header, len);
+                Ok(())
+            }
+            SlotRoom::Buffer(buf) => match out {
+                Out::Event => conn.send_event(header.id, &buf),
+                Out::Response | Out::Call => {
+                    conn.send(out, header, &[IoSlice::new(&buf)], &[], None)
+                }
+            },
+        }
+    }
+}
+
+impl std::ops::Deref for MessageSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.room {
+            SlotRoom::Ring { reserved, tx, .. } => tx
+                .as_ref()
+                .expect("the sender stays while its lock is held")
+                .reserved(reserved),
+            SlotRoom::Buffer(buf) => buf,
+        }
+    }
+}
+
+impl std::ops::DerefMut for MessageSlot<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.room {
+            SlotRoom::Ring { reserved, tx, .. } => tx
+                .as_mut()
+                .expect("the sender stays while its lock is held")
+                .reserved_mut(reserved),
+            SlotRoom::Buffer(buf) => buf,
+        }
+    }
+}
+
+impl fmt::Debug for MessageSlot<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageSlot")
+            .field("len", &self.len())
+            .field("in_ring", &matches!(self.room, SlotRoom::Ring { .. }))
             .finish_non_exhaustive()
     }
 }

@@ -57,7 +57,7 @@ mod service;
 mod slab;
 mod sources;
 
-pub use connection::{CallReply, Connection};
+pub use connection::{CallReply, Connection, MessageSlot};
 #[allow(deprecated)]
 pub use control::{ControlHandle, ShutdownHandle};
 pub use dispatch::Dispatch;
