@@ -80,6 +80,13 @@ pub mod id {
     /// The handler panics, on the loop thread, without answering: the
     /// service must close this connection and serve everyone else.
     pub const PANIC: i32 = 15;
+    /// Zero-copy through slots (`Connection::reserve_event`,
+    /// `reserve_response`): as [`IN_PLACE`], except that a payload
+    /// starting with `!` makes the handler first reserve a response, fill
+    /// it with `X`s and drop it uncommitted, then answer `given up`
+    /// through a second slot (and send no event): what a dropped slot
+    /// held must never reach the client.
+    pub const RESERVED: i32 = 16;
     /// The event the server's `farewell-all` command sends (payload
     /// `bye`) before it disconnects each client.
     pub const FAREWELL: i32 = 103;

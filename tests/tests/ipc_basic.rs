@@ -718,6 +718,79 @@ fn zero_copy_requests_responses_and_events() {
 }
 
 ringlink_tests::transport_test! {
+/// `Client::reserve` and the server's `reserve_event`/`reserve_response`:
+/// messages written through slots arrive whole; a slot dropped on either
+/// side sends nothing and takes no sequence number.
+fn requests_responses_and_events_written_through_slots() {
+    use ringlink_ipcc::Error;
+    use ringlink_tests::ipc::id;
+    let (mut server, mut c, timeout) = in_place_server("slots");
+    let mut last = 0;
+    for len in [0usize, 1, 63, 4096, 200 << 10] {
+        let pattern = |i: usize| (i * 11 + len) as u8;
+        let mut slot = c.reserve(id::RESERVED, len, timeout).expect("reserve");
+        assert_eq!(slot.len(), len);
+        for (i, b) in slot.iter_mut().enumerate() {
+            *b = pattern(i);
+        }
+        // What was written reads back before it goes.
+        assert!(slot.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+        let seq = slot.commit().expect("commit");
+        assert!(seq > last);
+        last = seq;
+        let ok = c
+            .event_recv_in_place(timeout, |m, payload| {
+                m.id == id::RESERVED
+                    && payload.len() == len
+                    && payload.iter().enumerate().all(|(i, &b)| b == pattern(i))
+            })
+            .expect("event");
+        assert!(ok, "event of {len} bytes differs");
+        let (rseq, ok) = c
+            .recv_in_place(timeout, |m, payload| {
+                let ok = m.id == id::RESERVED
+                    && payload.len() == len
+                    && payload.iter().rev().enumerate().all(|(i, &b)| b == pattern(i));
+                (m.seq, ok)
+            })
+            .expect("response");
+        assert_eq!(rseq, seq);
+        assert!(ok, "response of {len} bytes differs");
+    }
+    // A slot given up on the client: nothing goes, and the next request
+    // takes the number it would have had.
+    {
+        let mut slot = c.reserve(id::ECHO, 5, timeout).expect("reserve");
+        slot.copy_from_slice(b"never");
+    }
+    let seq = c.send(id::ECHO, b"after").expect("send");
+    assert_eq!(seq, last + 1);
+    let mut buf = [0u8; 16];
+    let m = c.recv(&mut buf, timeout).expect("echo");
+    assert_eq!((m.seq, &buf[..m.len]), (seq, &b"after"[..]));
+    // A response given up on the server: only the one sent after it comes.
+    let mut slot = c.reserve(id::RESERVED, 3, timeout).expect("reserve");
+    slot.copy_from_slice(b"!ab");
+    let seq = slot.commit().expect("commit");
+    let m = c.recv(&mut buf, timeout).expect("answer");
+    assert_eq!((m.seq, &buf[..m.len]), (seq, &b"given up"[..]));
+    match c.recv(&mut buf, Some(std::time::Duration::from_millis(100))) {
+        Err(Error::TimedOut) => {}
+        other => panic!("nothing more was sent, got {other:?}"),
+    }
+    // Too large: refused before anything is reserved.
+    let max = c.max_message();
+    match c.reserve(id::RESERVED, max + 1, timeout) {
+        Err(Error::MessageTooLarge { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let st = server.stats();
+    assert_eq!(st.u("violations"), 0, "{st}");
+    server.shutdown();
+}
+}
+
+ringlink_tests::transport_test! {
 /// A handler that panics on one client's request, on the service's loop
 /// thread, loses that connection, not the service: its client sees
 /// `Disconnected`, the error hook hears `HandlerPanicked`, a bystander's

@@ -631,6 +631,12 @@ impl Handler for TestHandler {
                         .violation(format!("conn {}: in place: {e}", conn.id()));
                 }
             }
+            id::RESERVED => {
+                if let Err(e) = reserved(conn, req.seq(), p) {
+                    self.st
+                        .violation(format!("conn {}: reserved slots: {e}", conn.id()));
+                }
+            }
             id::CALL_INLINE => {
                 let answer = match conn.call(id::CALL_INLINE, p, Duration::from_secs(60)) {
                     Err(Error::Io(e)) => format!("{:?}", e.kind()),
@@ -1379,4 +1385,25 @@ fn run() -> Result<(), String> {
         println!("violation {v}");
     }
     Ok(())
+}
+
+/// `id::RESERVED`'s handler: the event and the response written through
+/// slots, or a response given up and another sent in its place.
+fn reserved(conn: &Connection, seq: u64, p: &[u8]) -> ringlink_ipcs::Result<()> {
+    if p.first() == Some(&b'!') {
+        let mut slot = conn.reserve_response(seq, id::RESERVED, p.len())?;
+        slot.fill(b'X');
+        drop(slot);
+        let mut slot = conn.reserve_response(seq, id::RESERVED, b"given up".len())?;
+        slot.copy_from_slice(b"given up");
+        return slot.commit();
+    }
+    let mut event = conn.reserve_event(id::RESERVED, p.len())?;
+    event.copy_from_slice(p);
+    event.commit()?;
+    let mut slot = conn.reserve_response(seq, id::RESERVED, p.len())?;
+    for (d, s) in slot.iter_mut().zip(p.iter().rev()) {
+        *d = *s;
+    }
+    slot.commit()
 }
