@@ -101,12 +101,21 @@ impl Drop for Batch<'_> {
 /// to be written in place; nothing is sent until it is committed.
 #[derive(Debug)]
 #[must_use = "nothing is sent until the reservation is committed"]
-pub struct Reserved(ringlink_ringbuf::Reservation);
+pub struct Reserved {
+    ring: ringlink_ringbuf::Reservation,
+    /// Written into the record at the commit.
+    header: MsgHeader,
+}
 
 impl Reserved {
+    /// The message's header, as it will be sent.
+    pub fn header(&self) -> &MsgHeader {
+        &self.header
+    }
+
     /// Payload bytes reserved.
     pub fn len(&self) -> usize {
-        self.0.len() - ringlink_common::wire::MSG_HEADER_LEN
+        self.header.size as usize
     }
 
     /// Whether the payload is empty.
@@ -201,8 +210,8 @@ impl Sender {
         }
     }
 
-    /// Whether [`try_send_in_place`](Self::try_send_in_place) writes in
-    /// place: ringlink's rings do; sockets and libqb's transports need the
+    /// Whether [`try_reserve`](Self::try_reserve) writes in place:
+    /// ringlink's rings do; sockets and libqb's transports need the
     /// payload in a buffer of the caller's (then [`try_send`](Self::try_send)).
     pub fn writes_in_place(&self) -> bool {
         matches!(self, Sender::Ring(_))
@@ -236,8 +245,8 @@ impl Sender {
     }
 
     /// Reserves room for a message of `len` payload bytes to be written
-    /// in place, without waiting, and writes its header (`header`'s
-    /// `size` is set here). The payload's bytes are then
+    /// in place, without waiting (`header`'s `size` is set here; the
+    /// header is written at the commit). The payload's bytes are then
     /// [`reserved_mut`](Self::reserved_mut) (whatever they held before),
     /// and the message goes with [`commit_reserved`](Self::commit_reserved);
     /// a reservation dropped unused sends nothing. It lasts until this
@@ -246,7 +255,9 @@ impl Sender {
     ///
     /// # Errors
     ///
-    /// As [`try_send_in_place`](Self::try_send_in_place).
+    /// As [`try_send`](Self::try_send) (`Full`: nothing reserved);
+    /// `Io(Unsupported)` for a sender that does not write in place.
+    #[inline]
     pub fn try_reserve(
         &mut self,
         mut header: MsgHeader,
@@ -258,7 +269,10 @@ impl Sender {
         }
         header.size = len as u32;
         match self {
-            Sender::Ring(r) => r.try_reserve(&header).map(Reserved),
+            Sender::Ring(r) => Ok(Reserved {
+                ring: r.try_reserve(header.size)?,
+                header,
+            }),
             _ => Err(TrySendError::Io(std::io::ErrorKind::Unsupported.into())),
         }
     }
@@ -269,9 +283,10 @@ impl Sender {
     ///
     /// If `reserved` is not this sender's, or this sender sent anything
     /// since it was made.
+    #[inline]
     pub fn reserved(&self, reserved: &Reserved) -> &[u8] {
         match self {
-            Sender::Ring(r) => r.reserved(&reserved.0),
+            Sender::Ring(r) => r.reserved(&reserved.ring),
             _ => panic!("{NOT_RESERVED_HERE}"),
         }
     }
@@ -282,9 +297,10 @@ impl Sender {
     /// # Panics
     ///
     /// As [`reserved`](Self::reserved).
+    #[inline]
     pub fn reserved_mut(&mut self, reserved: &Reserved) -> &mut [u8] {
         match self {
-            Sender::Ring(r) => r.reserved_mut(&reserved.0),
+            Sender::Ring(r) => r.reserved_mut(&reserved.ring),
             _ => panic!("{NOT_RESERVED_HERE}"),
         }
     }
@@ -295,9 +311,10 @@ impl Sender {
     /// # Panics
     ///
     /// As [`reserved`](Self::reserved).
-    pub fn commit_reserved(&mut self, reserved: Reserved) {
+    #[inline]
+    pub fn commit_reserved(&mut self, reserved: &Reserved) {
         match self {
-            Sender::Ring(r) => r.commit_reserved(&reserved.0),
+            Sender::Ring(r) => r.commit_reserved(&reserved.ring, &reserved.header),
             _ => panic!("{NOT_RESERVED_HERE}"),
         }
     }

@@ -131,32 +131,38 @@ impl RingSender {
         }
     }
 
-    /// Room for one record, its header written, held apart from the
-    /// producer until [`commit_reserved`](Self::commit_reserved).
-    pub(crate) fn try_reserve(&mut self, header: &MsgHeader) -> Result<Reservation, TrySendError> {
-        let total = MSG_HEADER_LEN + header.size as usize;
-        match self.producer.try_reserve(total) {
-            Ok(mut grant) => {
-                header.encode_into(&mut grant);
-                Ok(grant.detach())
-            }
+    /// Room for one record of a message of `size` payload bytes, held
+    /// apart from the producer until [`commit_reserved`](Self::commit_reserved).
+    /// Nothing is written to the ring here: the reservation is then moved
+    /// about by value, and a wide load of it waiting behind stores to the
+    /// ring (which wait for lines the reader holds) stalls for a
+    /// cross-core transfer (`docs/RING.md`, Measurements).
+    #[inline]
+    pub(crate) fn try_reserve(&mut self, size: u32) -> Result<Reservation, TrySendError> {
+        match self.producer.try_reserve(MSG_HEADER_LEN + size as usize) {
+            Ok(grant) => Ok(grant.detach()),
             Err(e) => Err(self.corrupt(e)),
         }
     }
 
     /// The payload bytes of a reservation.
+    #[inline]
     pub(crate) fn reserved(&self, r: &Reservation) -> &[u8] {
         &self.producer.reserved(r)[MSG_HEADER_LEN..]
     }
 
     /// The payload bytes of a reservation, to write.
+    #[inline]
     pub(crate) fn reserved_mut(&mut self, r: &Reservation) -> &mut [u8] {
         &mut self.producer.attach(r).into_bytes()[MSG_HEADER_LEN..]
     }
 
-    /// Publishes a reservation.
-    pub(crate) fn commit_reserved(&mut self, r: &Reservation) {
-        self.producer.attach(r).commit();
+    /// Publishes a reservation, `header` written first.
+    #[inline]
+    pub(crate) fn commit_reserved(&mut self, r: &Reservation, header: &MsgHeader) {
+        let mut grant = self.producer.attach(r);
+        header.encode_into(&mut grant);
+        grant.commit();
     }
 
     pub(crate) fn fd_room_for(&mut self, n: usize) -> bool {

@@ -15,7 +15,7 @@ use ringlink_common::wire::Transport;
 use ringlink_common::{Credentials, Error, Result, ServiceAddr};
 
 use crate::connect;
-use crate::engine::{Engine, Reservation, Wait};
+use crate::engine::{Engine, Wait};
 use crate::{ConnectOptions, Message};
 
 /// A connection to a ringlink service. `Send`, not `Sync`: one thread
@@ -1002,8 +1002,9 @@ impl Client {
         self.until_sent_by(&mut Due::new(timeout), attempt)
     }
 
-    /// [`until_sent`](Self::until_sent) by `due`, which a receive after it
-    /// may share.
+    /// Makes `attempt` until it sends, waiting for room in between, by
+    /// `due` (`Some(ZERO)`: `WouldBlock` at once; `None`: forever), which
+    /// a receive after it may share.
     fn until_sent_by(
         &mut self,
         due: &mut Due,
@@ -1465,7 +1466,7 @@ pub struct RequestSlot<'a> {
 /// Where a reserved request is written.
 enum Room {
     /// In the request ring.
-    Ring(Reservation),
+    Ring(ringlink_channel::Reserved),
     /// In a buffer sent at the commit (sockets, libqb), with what the
     /// send needs then.
     Buffer {
@@ -1485,11 +1486,14 @@ impl RequestSlot<'_> {
     /// the request goes whole. Over sockets and to a libqb server, as
     /// [`Client::send_timeout`].
     pub fn commit(self) -> Result<u64> {
-        let RequestSlot { client, room } = self;
-        match room {
-            Room::Ring(r) => Ok(client.engine.commit_reserved(r)),
+        // By reference until the request is out: a move of the
+        // reservation after the payload's stores would copy it with loads
+        // that wait for those stores to reach the server's core.
+        match &self.room {
+            Room::Ring(r) => Ok(self.client.engine.commit_reserved(r)),
             Room::Buffer { id, buf, timeout } => {
-                client.send_vectored(id, &[IoSlice::new(&buf)], timeout)
+                self.client
+                    .send_vectored(*id, &[IoSlice::new(buf)], *timeout)
             }
         }
     }
@@ -1497,6 +1501,7 @@ impl RequestSlot<'_> {
 
 impl std::ops::Deref for RequestSlot<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.room {
             Room::Ring(r) => self.client.engine.reserved(r),
@@ -1506,6 +1511,7 @@ impl std::ops::Deref for RequestSlot<'_> {
 }
 
 impl std::ops::DerefMut for RequestSlot<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.room {
             Room::Ring(r) => self.client.engine.reserved_mut(r),

@@ -13,7 +13,7 @@ use nix::poll::PollFd;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use ringlink_channel::set::ClientSide;
 use ringlink_channel::wait::{self, READABLE, WRITABLE};
-use ringlink_channel::{frame, Plain, TrySendError};
+use ringlink_channel::{frame, Plain, Reserved, TrySendError};
 use ringlink_common::fdpass::PeerFds;
 use ringlink_common::wire::{FdTerms, MsgHeader, FLAG_ONE_WAY, FLAG_REPLY};
 use ringlink_common::{ClientStats, Error, Result, Transport, Violation};
@@ -22,14 +22,6 @@ use crate::connect::Connected;
 use crate::flow::{self, Flow};
 use crate::stream::Stream;
 use crate::Message;
-
-/// A request reserved in the request ring ([`Engine::try_reserve`]):
-/// the ring's reservation and the header written in it.
-#[derive(Debug)]
-pub(crate) struct Reservation {
-    reserved: ringlink_channel::Reserved,
-    header: MsgHeader,
-}
 
 /// What an async wait sleeps on, once [`Engine::arm`]ed.
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
@@ -537,7 +529,7 @@ impl Engine {
     }
 
     /// Whether requests are written in place in the ring
-    /// ([`try_send_in_place`](Self::try_send_in_place)).
+    /// ([`try_reserve`](Self::try_reserve)).
     pub(crate) fn writes_in_place(&self) -> bool {
         self.side.request.writes_in_place()
     }
@@ -566,10 +558,10 @@ impl Engine {
 
     /// One attempt to reserve room for a request of `len` payload bytes
     /// to be written in place ([`Client::reserve`](crate::Client::reserve)),
-    /// as [`try_send_in_place`](Self::try_send_in_place): `None` when
-    /// there is no room or flow control holds requests back. The request
+    /// as [`try_send`](Self::try_send) would send it: `None` when there
+    /// is no room or flow control holds requests back. The request
     /// is numbered and counted at [`commit_reserved`](Self::commit_reserved).
-    pub(crate) fn try_reserve(&mut self, id: i32, len: usize) -> Result<Option<Reservation>> {
+    pub(crate) fn try_reserve(&mut self, id: i32, len: usize) -> Result<Option<Reserved>> {
         let max = self.max_message;
         if len > max {
             return Err(Error::MessageTooLarge { len, max });
@@ -578,26 +570,31 @@ impl Engine {
             return Ok(None);
         };
         match self.side.request.try_reserve(header, len, max) {
-            Ok(reserved) => Ok(Some(Reservation { reserved, header })),
+            Ok(reserved) => Ok(Some(reserved)),
             Err(e) => self.not_sent(e, len).map(|_| None),
         }
     }
 
     /// The payload bytes of a reservation (to read them back).
-    pub(crate) fn reserved(&self, r: &Reservation) -> &[u8] {
-        self.side.request.reserved(&r.reserved)
+    #[inline]
+    pub(crate) fn reserved(&self, r: &Reserved) -> &[u8] {
+        self.side.request.reserved(r)
     }
 
     /// The payload bytes of a reservation, to write.
-    pub(crate) fn reserved_mut(&mut self, r: &Reservation) -> &mut [u8] {
-        self.side.request.reserved_mut(&r.reserved)
+    #[inline]
+    pub(crate) fn reserved_mut(&mut self, r: &Reserved) -> &mut [u8] {
+        self.side.request.reserved_mut(r)
     }
 
-    /// Sends a reserved request; returns its sequence number.
-    pub(crate) fn commit_reserved(&mut self, r: Reservation) -> u64 {
-        let len = r.reserved.len();
-        self.side.request.commit_reserved(r.reserved);
-        self.sent(r.header, len)
+    /// Sends a reserved request; returns its sequence number. By
+    /// reference, like every step after the payload is written: a move
+    /// of the reservation there would copy it with loads that wait for
+    /// the payload's stores to reach the server's core.
+    #[inline]
+    pub(crate) fn commit_reserved(&mut self, r: &Reserved) -> u64 {
+        self.side.request.commit_reserved(r);
+        self.sent(*r.header(), r.len())
     }
 
     /// What both kinds of send share: flow control, numbering, counting,

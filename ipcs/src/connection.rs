@@ -766,7 +766,7 @@ impl Connection {
     ///                 let _ = slot.commit();
     ///             } else {
     ///                 drop(slot); // nothing sent: answer with an error instead
-    ///                 let _ = conn.respond_error(req.seq(), req.id(), 22);
+    ///                 let _ = conn.respond_error(req.seq(), req.id(), 22, b"not ASCII");
     ///             }
     ///         }
     ///     }
@@ -2022,40 +2022,38 @@ impl MessageSlot<'_> {
     /// Over shared memory none: the room was taken at the reserve. A
     /// buffer is sent as [`Connection::respond`] or
     /// [`Connection::send_event`] sends, with their errors.
-    pub fn commit(self) -> Result<()> {
-        let MessageSlot {
-            conn,
-            out,
-            header,
-            room,
-        } = self;
-        match room {
-            SlotRoom::Ring {
-                reserved,
-                mut tx,
-                _backlog,
-            } => {
-                let len = reserved.len();
+    #[inline]
+    pub fn commit(mut self) -> Result<()> {
+        // By reference until the message is out: moving the slot would
+        // copy it with loads that wait for the payload's stores to reach
+        // the client's core (see `ipcc`'s `Engine::commit_reserved`).
+        let (conn, out, header) = (self.conn, self.out, self.header);
+        let len = match &mut self.room {
+            SlotRoom::Ring { reserved, tx, .. } => {
                 tx.as_mut()
                     .expect("the sender stays while its lock is held")
                     .commit_reserved(reserved);
-                drop(tx);
-                drop(_backlog);
-                conn.count_sent(out, header, len);
-                Ok(())
+                reserved.len()
             }
-            SlotRoom::Buffer(buf) => match out {
-                Out::Event => conn.send_event(header.id, &buf),
-                Out::Response | Out::Call => {
-                    conn.send(out, header, &[IoSlice::new(&buf)], &[], None)
-                }
-            },
-        }
+            SlotRoom::Buffer(buf) => {
+                return match out {
+                    Out::Event => conn.send_event(header.id, buf),
+                    Out::Response | Out::Call => {
+                        conn.send(out, header, &[IoSlice::new(buf)], &[], None)
+                    }
+                };
+            }
+        };
+        // The channel unlocked (then the event queue) before counting.
+        drop(self);
+        conn.count_sent(out, header, len);
+        Ok(())
     }
 }
 
 impl std::ops::Deref for MessageSlot<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.room {
             SlotRoom::Ring { reserved, tx, .. } => tx
@@ -2068,6 +2066,7 @@ impl std::ops::Deref for MessageSlot<'_> {
 }
 
 impl std::ops::DerefMut for MessageSlot<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.room {
             SlotRoom::Ring { reserved, tx, .. } => tx

@@ -349,6 +349,7 @@ impl Producer {
     /// committed or pushed a record since it was made. (Both are bugs of
     /// the caller's; the check also keeps the grant from ever covering
     /// bytes the consumer may be reading.)
+    #[inline]
     pub fn attach(&mut self, reservation: &Reservation) -> WriteGrant<'_> {
         self.check_reservation(reservation);
         WriteGrant {
@@ -363,6 +364,7 @@ impl Producer {
     /// # Panics
     ///
     /// As [`attach`](Self::attach).
+    #[inline]
     pub fn reserved(&self, reservation: &Reservation) -> &[u8] {
         self.check_reservation(reservation);
         // SAFETY: as in `WriteGrant::deref`: the check above says the
@@ -374,6 +376,7 @@ impl Producer {
         }
     }
 
+    #[inline]
     fn check_reservation(&self, r: &Reservation) {
         assert!(
             r.producer == self.id && r.tail == self.tail,
@@ -741,6 +744,7 @@ impl Reservation {
 impl WriteGrant<'_> {
     /// Lets go of the producer and keeps the reservation, to be taken back
     /// with [`Producer::attach`]. Nothing is published.
+    #[inline]
     pub fn detach(self) -> Reservation {
         Reservation {
             producer: self.producer.id,
@@ -774,6 +778,7 @@ impl<'a> WriteGrant<'a> {
     /// The reserved bytes for as long as the producer stays borrowed,
     /// the grant given up: nothing is published, and a reservation
     /// [detached](Self::detach) before can be attached again later.
+    #[inline]
     pub fn into_bytes(self) -> &'a mut [u8] {
         let WriteGrant { producer, slot } = self;
         let producer: &'a Producer = producer;
