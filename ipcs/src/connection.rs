@@ -699,26 +699,13 @@ impl Connection {
         mut fill: impl FnMut(&mut [u8]),
     ) -> Result<()> {
         let h = event_header(id);
-        let Some((_, backlog)) = &self.inner.backlog else {
-            return self.send_in_place(Out::Event, h, len, &mut fill);
-        };
-        {
-            // Held across the attempt: no event overtakes those queued.
-            let b = backlog.lock();
-            if b.items.is_empty() {
-                match self.send_in_place(Out::Event, h, len, &mut fill) {
-                    Err(Error::WouldBlock) => {}
-                    other => return other,
-                }
-            }
+        let sent = self.ring_unless_queued(len, |_queue| {
+            self.send_in_place(Out::Event, h, len, &mut fill)
+        })?;
+        if sent.is_some() {
+            return Ok(());
         }
         // Behind events already queued, or no room: queued as any event.
-        if len > self.inner.max_message {
-            return Err(Error::MessageTooLarge {
-                len,
-                max: self.inner.max_message,
-            });
-        }
         let mut buf = vec![0u8; len];
         fill(&mut buf);
         self.send_event(id, &buf)
@@ -794,24 +781,14 @@ impl Connection {
     /// As [`send_event`](Self::send_event).
     pub fn reserve_event(&self, id: i32, len: usize) -> Result<MessageSlot<'_>> {
         let h = event_header(id);
-        let Some((_, backlog)) = &self.inner.backlog else {
-            return self.reserve_on(Out::Event, h, len, None);
-        };
-        // Held with the slot: no event overtakes those queued.
-        let b = backlog.lock();
-        if b.items.is_empty() {
-            match self.reserve_on(Out::Event, h, len, Some(b)) {
-                Err(Error::WouldBlock) => {}
-                other => return other,
-            }
+        // The queue's lock goes with the slot: no event overtakes those
+        // queued while it lives.
+        if let Some(slot) =
+            self.ring_unless_queued(len, |queue| self.reserve_on(Out::Event, h, len, queue))?
+        {
+            return Ok(slot);
         }
         // Behind events already queued, or no room: queued at the commit.
-        if len > self.inner.max_message {
-            return Err(Error::MessageTooLarge {
-                len,
-                max: self.inner.max_message,
-            });
-        }
         Ok(MessageSlot {
             conn: self,
             out: Out::Event,
@@ -1568,6 +1545,34 @@ impl Connection {
         self.send_by(out, header, |channel| {
             send_waiting(channel, wakeups, max, header, parts, fds, timeout)
         })
+    }
+
+    /// Where an event of `len` payload bytes goes: `attempt` on the ring
+    /// (its error, `WouldBlock` included, returned) without an event
+    /// queue; with one, `attempt` only if nothing waits in the queue,
+    /// given the queue's lock so that no event overtakes those queued
+    /// meanwhile, and `None` (the event is to be queued) when something
+    /// waits there or the ring has no room.
+    fn ring_unless_queued<'a, T>(
+        &'a self,
+        len: usize,
+        attempt: impl FnOnce(Option<MutexGuard<'a, Backlog>>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some((_, backlog)) = &self.inner.backlog else {
+            return attempt(None).map(Some);
+        };
+        let queue = backlog.lock();
+        if queue.items.is_empty() {
+            match attempt(Some(queue)) {
+                Err(Error::WouldBlock) => {}
+                other => return other.map(Some),
+            }
+        }
+        let max = self.inner.max_message;
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        Ok(None)
     }
 
     /// Room for a message of `len` payload bytes on `out`'s channel: in

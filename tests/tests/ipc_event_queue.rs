@@ -186,3 +186,37 @@ ringlink_tests::transport_test! {
         server.shutdown();
     }
 }
+
+ringlink_tests::transport_test! {
+    /// An event written through a slot (`Connection::reserve_event`)
+    /// while others wait in the queue is queued behind them at the
+    /// commit: it never overtakes them.
+    fn an_event_reserved_behind_queued_ones_comes_after_them() {
+        let addr = unique_addr("eq-slot");
+        let mut server =
+            ServerProc::spawn(SERVER, &addr, &["--event-queue", "1000000:refuse"]);
+        let mut c = connect(&addr, 0);
+        let mut buf = [0u8; 64];
+        // More than the ring holds: the rest wait in the queue.
+        let n: u32 = 20_000;
+        let mut req = n.to_le_bytes().to_vec();
+        req.extend_from_slice(&0u32.to_le_bytes());
+        let m = c.send_recv(id::FLOOD, &req, &mut buf, Some(PROMPT)).expect("flood");
+        let answer = Kv::parse(std::str::from_utf8(&buf[..m.len]).expect("text"));
+        assert_eq!(answer.u("sent"), u64::from(n), "{answer}");
+        let stats = server.command(&format!("cstats {}", c.id()));
+        let stats = Kv::parse(stats.strip_prefix("cstats ").expect("cstats"));
+        assert!(stats.u("events_backlogged") > 0, "nothing queued: {stats}");
+        // The handler reserves an event and a response (test server's
+        // `id::RESERVED`); the response comes at once.
+        let m = c.send_recv(id::RESERVED, b"abc", &mut buf, Some(PROMPT)).expect("reserved");
+        assert_eq!(&buf[..m.len], b"cba");
+        for i in 0..n {
+            let m = c.event_recv(&mut buf, Some(PROMPT)).expect("flood event");
+            assert_eq!((m.id, &buf[..4]), (id::FLOOD, &i.to_le_bytes()[..]));
+        }
+        let m = c.event_recv(&mut buf, Some(PROMPT)).expect("the reserved event");
+        assert_eq!((m.id, &buf[..m.len]), (id::RESERVED, &b"abc"[..]));
+        server.shutdown();
+    }
+}
