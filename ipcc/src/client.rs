@@ -648,8 +648,8 @@ impl Client {
     /// nothing else is sent meanwhile.
     ///
     /// Over sockets and to a libqb server the slot is a buffer of the
-    /// client's, sent at the commit, which then waits up to `timeout` for
-    /// room.
+    /// client's: the reserve does not wait, and the commit sends the
+    /// buffer, waiting up to `timeout` for room.
     ///
     /// The bytes live in memory the server can read as they are written;
     /// it sees them only once the request is committed.
@@ -1482,15 +1482,18 @@ impl RequestSlot<'_> {
     ///
     /// # Errors
     ///
-    /// Over shared memory none: the room was taken at the reserve, and
-    /// the request goes whole. Over sockets and to a libqb server, as
-    /// [`Client::send_timeout`].
+    /// Over shared memory only `Disconnected` (or `Protocol`): the
+    /// connection failed since the reserve, and nothing is sent; the room
+    /// was taken at the reserve, and a request goes whole. Over sockets
+    /// and to a libqb server, as [`Client::send_timeout`] (the buffer is
+    /// sent here); the slot is spent either way, so a request that must
+    /// go is built again.
     pub fn commit(self) -> Result<u64> {
         // By reference until the request is out: a move of the
         // reservation after the payload's stores would copy it with loads
         // that wait for those stores to reach the server's core.
         match &self.room {
-            Room::Ring(r) => Ok(self.client.engine.commit_reserved(r)),
+            Room::Ring(r) => self.client.engine.commit_reserved(r),
             Room::Buffer { id, buf, timeout } => {
                 self.client
                     .send_vectored(*id, &[IoSlice::new(buf)], *timeout)

@@ -587,14 +587,16 @@ impl Engine {
         self.side.request.reserved_mut(r)
     }
 
-    /// Sends a reserved request; returns its sequence number. By
-    /// reference, like every step after the payload is written: a move
-    /// of the reservation there would copy it with loads that wait for
-    /// the payload's stores to reach the server's core.
+    /// Sends a reserved request; returns its sequence number. Nothing
+    /// goes on a connection that failed since the reserve. By reference,
+    /// like every step after the payload is written: a move of the
+    /// reservation there would copy it with loads that wait for the
+    /// payload's stores to reach the server's core.
     #[inline]
-    pub(crate) fn commit_reserved(&mut self, r: &Reserved) -> u64 {
+    pub(crate) fn commit_reserved(&mut self, r: &Reserved) -> Result<u64> {
+        self.check()?;
         self.side.request.commit_reserved(r);
-        self.sent(*r.header(), r.len())
+        Ok(self.sent(*r.header(), r.len()))
     }
 
     /// What both kinds of send share: flow control, numbering, counting,

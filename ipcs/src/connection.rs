@@ -728,9 +728,15 @@ impl Connection {
     ///
     /// Over shared memory the slot holds the connection's response
     /// channel (its lock) until it is committed or dropped, as
-    /// `respond_in_place` does while its closure runs: anything else
-    /// sent on that channel meanwhile (a response, a call, another
-    /// slot) waits for it, and from the same thread never returns.
+    /// `respond_in_place` does while its closure runs. Whatever takes
+    /// that lock meanwhile waits for it: another thread's response or
+    /// call on this connection, and the service's loop when it looks at
+    /// this connection's room; from the thread holding the slot, a
+    /// response, a call, another slot, [`stats`](Self::stats) or
+    /// [`client_fd_terms`](Self::client_fd_terms) on this connection
+    /// never returns (over sockets they would, as the slot is a buffer
+    /// there: do not rely on it). Fill a slot and commit it at once, and
+    /// hold one slot of a connection at a time.
     ///
     /// # Errors
     ///
@@ -767,14 +773,16 @@ impl Connection {
     /// place and sent with [`MessageSlot::commit`], as
     /// [`reserve_response`](Self::reserve_response). With an event queue
     /// (`ServiceOptions::event_queue`) holding events, or no room in the
-    /// ring, the slot is a buffer queued at the commit as
-    /// [`send_event`](Self::send_event) would queue it; without a queue,
-    /// no room is `WouldBlock`.
+    /// ring, the slot is a buffer that the commit sends as
+    /// [`send_event`](Self::send_event) does: behind the events queued
+    /// then, into the ring if they have all gone; without a queue, no
+    /// room is `WouldBlock`.
     ///
     /// # Deadlocks
     ///
     /// As [`reserve_response`](Self::reserve_response), for the event
-    /// channel (and the event queue).
+    /// channel, and with an event queue for the queue too: every other
+    /// event sent on this connection waits for the slot.
     ///
     /// # Errors
     ///
@@ -2024,9 +2032,10 @@ impl MessageSlot<'_> {
     ///
     /// # Errors
     ///
-    /// Over shared memory none: the room was taken at the reserve. A
-    /// buffer is sent as [`Connection::respond`] or
-    /// [`Connection::send_event`] sends, with their errors.
+    /// Over shared memory only `Disconnected`: the connection was closed
+    /// or condemned since the reserve, and nothing is sent (the room was
+    /// taken at the reserve). A buffer is sent as [`Connection::respond`]
+    /// or [`Connection::send_event`] sends, with their errors.
     #[inline]
     pub fn commit(mut self) -> Result<()> {
         // By reference until the message is out: moving the slot would
@@ -2034,6 +2043,9 @@ impl MessageSlot<'_> {
         // the client's core (see `ipcc`'s `Engine::commit_reserved`).
         let (conn, out, header) = (self.conn, self.out, self.header);
         let len = match &mut self.room {
+            // Condemned or closed since the reserve: nothing goes, as
+            // nothing would through `send_by`.
+            SlotRoom::Ring { .. } if !conn.is_connected() => return Err(Error::Disconnected),
             SlotRoom::Ring { reserved, tx, .. } => {
                 tx.as_mut()
                     .expect("the sender stays while its lock is held")

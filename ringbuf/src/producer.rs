@@ -379,8 +379,12 @@ impl Producer {
     #[inline]
     fn check_reservation(&self, r: &Reservation) {
         assert!(
-            r.producer == self.id && r.tail == self.tail,
-            "a reservation taken back by another producer, or after a later record"
+            r.producer == self.id,
+            "a reservation taken back by another producer than its own"
+        );
+        assert!(
+            r.tail == self.tail,
+            "a stale reservation: its producer wrote a later record since"
         );
     }
 

@@ -1349,7 +1349,7 @@ fn a_dropped_reservation_publishes_nothing_and_its_room_is_reserved_again() {
 }
 
 #[test]
-#[should_panic(expected = "after a later record")]
+#[should_panic(expected = "a stale reservation")]
 fn a_reservation_is_stale_once_another_record_is_committed() {
     let (_ring, mut tx, _rx) = pair(4096);
     let r = tx.try_reserve(8).unwrap().detach();
@@ -1359,11 +1359,32 @@ fn a_reservation_is_stale_once_another_record_is_committed() {
 }
 
 #[test]
-#[should_panic(expected = "another producer")]
+#[should_panic(expected = "another producer than its own")]
 fn a_reservation_is_taken_back_only_by_its_own_producer() {
     let (_a, mut tx_a, _rx_a) = pair(4096);
     let (_b, tx_b, _rx_b) = pair(4096);
     // Both producers stand at position 0: only the identity tells them apart.
     let r = tx_a.try_reserve(8).unwrap().detach();
     let _ = tx_b.reserved(&r);
+}
+
+#[test]
+fn a_detached_reservation_that_wraps_is_padded_and_read_at_the_start() {
+    let (ring, mut tx, mut rx) = pair(4096);
+    for _ in 0..3 {
+        tx.try_push(&[7u8; 1000]).unwrap();
+        assert_eq!(pop(&mut rx).unwrap(), vec![7u8; 1000]);
+    }
+    // 1,072 bytes are left before the end: 1,500 do not fit there.
+    let r = tx.try_reserve(1500).unwrap().detach();
+    tx.attach(&r).fill(9);
+    assert!(matches!(
+        rx.try_pop_into(&mut [0u8; 2048]),
+        Err(PopError::Empty)
+    ));
+    tx.attach(&r).commit();
+    assert_eq!(pop(&mut rx).unwrap(), vec![9u8; 1500]);
+    // The padding to the end, then the record (8 + 1,500 bytes, rounded
+    // up to 8) at offset 0.
+    assert_eq!(tail(&ring) % 4096, 1512);
 }

@@ -784,6 +784,11 @@ fn requests_responses_and_events_written_through_slots() {
         Err(Error::MessageTooLarge { .. }) => {}
         other => panic!("{other:?}"),
     }
+    // The server counted what went, and not what it gave up: five
+    // answers and five events through slots, the echo, `given up`.
+    let cs = server.command(&format!("cstats {}", c.id()));
+    let cs = ringlink_tests::ipc::Kv::parse(cs.strip_prefix("cstats ").expect("cstats"));
+    assert_eq!((cs.u("responses"), cs.u("events")), (7, 5), "{cs}");
     let st = server.stats();
     assert_eq!(st.u("violations"), 0, "{st}");
     server.shutdown();

@@ -217,6 +217,16 @@ ringlink_tests::transport_test! {
         }
         let m = c.event_recv(&mut buf, Some(PROMPT)).expect("the reserved event");
         assert_eq!((m.id, &buf[..m.len]), (id::RESERVED, &b"abc"[..]));
+        // The queue empty and the ring with room: the slot is in the
+        // ring, with the queue's lock held until its commit.
+        let m = c.send_recv(id::RESERVED, b"xyz", &mut buf, Some(PROMPT)).expect("reserved");
+        assert_eq!(&buf[..m.len], b"zyx");
+        let m = c.event_recv(&mut buf, Some(PROMPT)).expect("the second reserved event");
+        assert_eq!((m.id, &buf[..m.len]), (id::RESERVED, &b"xyz"[..]));
+        let stats = server.command(&format!("cstats {}", c.id()));
+        let stats = Kv::parse(stats.strip_prefix("cstats ").expect("cstats"));
+        assert_eq!(stats.u("events"), u64::from(n) + 2, "{stats}");
+        assert_eq!(stats.u("events_backlogged"), 0, "{stats}");
         server.shutdown();
     }
 }
