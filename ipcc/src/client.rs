@@ -681,17 +681,10 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<RequestSlot<'_>> {
         if !self.engine.writes_in_place() {
-            let max = self.engine.max_message();
-            if len > max {
-                return Err(Error::MessageTooLarge { len, max });
-            }
+            let buf = self.buffer(len)?;
             return Ok(RequestSlot {
                 client: self,
-                room: Room::Buffer {
-                    id,
-                    buf: vec![0u8; len],
-                    timeout,
-                },
+                room: Room::Buffer { id, buf, timeout },
             });
         }
         let mut due = Due::new(timeout);
@@ -905,13 +898,20 @@ impl Client {
     /// bytes that `fill` wrote, for a plain send (refused, `fill` not
     /// called, above the negotiated maximum).
     fn filled(&self, len: usize, fill: &mut impl FnMut(&mut [u8])) -> Result<Vec<u8>> {
+        let mut buf = self.buffer(len)?;
+        fill(&mut buf);
+        Ok(buf)
+    }
+
+    /// A zeroed buffer for a request of `len` payload bytes written where
+    /// the channel does not write in place (refused above the negotiated
+    /// maximum).
+    fn buffer(&self, len: usize) -> Result<Vec<u8>> {
         let max = self.engine.max_message();
         if len > max {
             return Err(Error::MessageTooLarge { len, max });
         }
-        let mut buf = vec![0u8; len];
-        fill(&mut buf);
-        Ok(buf)
+        Ok(vec![0u8; len])
     }
 
     /// Between two looks for `which` that found nothing: `TimedOut` once

@@ -393,10 +393,9 @@ impl Engine {
         let sent = self.try_send_by(id, len, one_way, |tx, header| {
             tx.try_send_with_fds(header, parts, max, fds)
         });
-        self.space_fds = match sent {
-            Ok(None) => fds.len(),
-            _ => 0,
-        };
+        if let Ok(None) = sent {
+            self.space_fds = fds.len();
+        }
         sent
     }
 
@@ -621,6 +620,10 @@ impl Engine {
     /// (`None`: held back, counted as a retry), then the request's header
     /// with its number (0 for a one-way request).
     fn next_header(&mut self, id: i32, one_way: bool) -> Result<Option<MsgHeader>> {
+        // A new attempt: the fds a wait for room waits for are its own
+        // (`try_send` sets them when it finds no room), never an earlier
+        // send's that was given up.
+        self.space_fds = 0;
         if self.flow.enabled() && self.transport == Transport::Socket && !self.side.is_libqb() {
             // Levels arrive on the stream socket: read them first (a
             // libqb server's are in its control file).

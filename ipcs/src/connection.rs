@@ -797,12 +797,7 @@ impl Connection {
             return Ok(slot);
         }
         // Behind events already queued, or no room: queued at the commit.
-        Ok(MessageSlot {
-            conn: self,
-            out: Out::Event,
-            header: h,
-            room: SlotRoom::Buffer(vec![0u8; len]),
-        })
+        Ok(self.buffered(Out::Event, h, len))
     }
 
     /// What the client accepts of fds in responses and events, as it
@@ -1599,12 +1594,7 @@ impl Connection {
         }
         let channel = self.outlet(out);
         if !channel.in_place {
-            return Ok(MessageSlot {
-                conn: self,
-                out,
-                header,
-                room: SlotRoom::Buffer(vec![0u8; len]),
-            });
+            return Ok(self.buffered(out, header, len));
         }
         if !self.is_connected() {
             return Err(Error::Disconnected);
@@ -1629,6 +1619,16 @@ impl Connection {
                     e => e.into(),
                 }))
             }
+        }
+    }
+
+    /// A slot that is a buffer of `len` bytes, sent at its commit.
+    fn buffered(&self, out: Out, header: MsgHeader, len: usize) -> MessageSlot<'_> {
+        MessageSlot {
+            conn: self,
+            out,
+            header,
+            room: SlotRoom::Buffer(vec![0u8; len]),
         }
     }
 
